@@ -1,0 +1,71 @@
+"""Session-wide test set-up: DDS stays on this host and every test session gets a ROS domain of its own."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+_DOMAIN_LOCK: IO[str] | None = None
+
+
+def _claim_domain_id() -> int:
+    """Hold an exclusive lock on a per-domain file so that concurrent test sessions never share a domain."""
+    global _DOMAIN_LOCK
+    lock_dir = Path(os.environ.get('TMPDIR', '/tmp')) / 'fleetlanes-domains'
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    start = os.getpid() % 80
+    for offset in range(80):
+        domain = 10 + (start + offset) % 80
+        handle = (lock_dir / f'{domain}.lock').open('w')
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _DOMAIN_LOCK = handle
+        return domain
+    raise RuntimeError(f'no free ROS domain id in 10..89 (locks in {lock_dir})')
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test module imports rclpy: confine discovery to loopback, claim a private domain.
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ.pop('ROS_STATIC_PEERS', None)
+    os.environ['ROS_DOMAIN_ID'] = str(_claim_domain_id())
+    os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+
+
+@pytest.fixture(scope='session')
+def ros_env() -> dict[str, str]:
+    """The environment every ROS process of this session runs with (copy it for subprocesses)."""
+    assert os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] == 'LOCALHOST'
+    return dict(os.environ)
+
+
+@pytest.fixture
+def ros(ros_env: dict[str, str]) -> Iterator[object]:
+    """An in-process ROS harness with its own Context and an EventsExecutor; torn down after the test."""
+    from harness.ros import RosHarness
+
+    harness = RosHarness()
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+@pytest.fixture
+def processes(ros_env: dict[str, str]) -> Iterator[object]:
+    """Start subprocesses with the session's ROS environment; every one is stopped at teardown."""
+    from harness.processes import ProcessGroup
+
+    group = ProcessGroup(ros_env)
+    try:
+        yield group
+    finally:
+        group.stop_all()

@@ -1,0 +1,89 @@
+"""The one place fleet topic, service and action names are built (documented in fleet_interfaces/README.md)."""
+
+from __future__ import annotations
+
+import re
+
+_NAME = re.compile(r'^[A-Za-z][A-Za-z0-9_]*$')
+
+
+class InvalidName(ValueError):
+    """A site, shard or agent id that cannot be used as a ROS name token."""
+
+
+def check_name(kind: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise InvalidName(f'{kind} {value!r} must start with a letter and contain only letters, digits and _')
+    return value
+
+
+def agent_namespace(site: str, agent: str) -> str:
+    return f'/{check_name("site", site)}/{check_name("agent", agent)}'
+
+
+def agent_command(site: str, agent: str) -> str:
+    return f'{agent_namespace(site, agent)}/command'
+
+
+def agent_odom(site: str, agent: str) -> str:
+    return f'{agent_namespace(site, agent)}/odom'
+
+
+def shard_prefix(site: str, shard: str) -> str:
+    return f'/fleet/{check_name("site", site)}/{check_name("shard", shard)}'
+
+
+def shard_ack(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/ack'
+
+
+def shard_heartbeat(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/heartbeat'
+
+
+def shard_status(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/status'
+
+
+def shard_outcome(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/outcome'
+
+
+def shard_trace(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/trace'
+
+
+def shard_task_events(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/task_events'
+
+
+def shard_leader(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/leader'
+
+
+def shard_estop(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/estop'
+
+
+def shard_operations(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/operations'
+
+
+def shard_submit(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/submit'
+
+
+def shard_set_estop(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/set_estop'
+
+
+def shard_operation_request(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/operation'
+
+
+def shard_mission(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/mission'
+
+
+def orchestrator_node_name(shard: str, role: str = 'orchestrator') -> str:
+    return f'{role}_{check_name("shard", shard)}'

@@ -1,0 +1,104 @@
+"""Conversion between fleet_interfaces messages and fleet_core domain objects (and UTC seconds <-> Time)."""
+
+from __future__ import annotations
+
+from builtin_interfaces.msg import Time
+from fleet_core.model import Ack, AckStatus, Command, CommandResult, Priority
+from fleet_interfaces.msg import Command as CommandMsg
+from fleet_interfaces.msg import CommandAck as CommandAckMsg
+from fleet_interfaces.msg import CommandOutcome as CommandOutcomeMsg
+
+_NS = 1_000_000_000
+
+
+def to_time(seconds: float) -> Time:
+    nanos = max(0, round(seconds * _NS))
+    return Time(sec=min(nanos // _NS, 2**31 - 1), nanosec=nanos % _NS)
+
+
+def from_time(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec / _NS
+
+
+def command_to_msg(command: Command) -> CommandMsg:
+    return CommandMsg(
+        command_id=command.command_id,
+        trace_id=command.trace_id,
+        site_id=command.site_id,
+        shard_id=command.shard_id,
+        agent_id=command.agent_id,
+        seq=command.seq,
+        epoch=command.epoch,
+        priority=int(command.priority),
+        issued_at=to_time(command.issued_at),
+        deadline=to_time(command.deadline),
+        kind=command.kind,
+        args_json=command.args_json,
+        attempt=command.attempt,
+    )
+
+
+def command_from_msg(msg: CommandMsg) -> Command:
+    """Raises ValueError for an unknown priority; every other field is checked by CommandIntake."""
+    return Command(
+        command_id=msg.command_id,
+        trace_id=msg.trace_id,
+        site_id=msg.site_id,
+        shard_id=msg.shard_id,
+        agent_id=msg.agent_id,
+        seq=msg.seq,
+        epoch=msg.epoch,
+        priority=Priority(msg.priority),
+        issued_at=from_time(msg.issued_at),
+        deadline=from_time(msg.deadline),
+        kind=msg.kind,
+        args_json=msg.args_json,
+        attempt=msg.attempt,
+    )
+
+
+def ack_to_msg(ack: Ack) -> CommandAckMsg:
+    return CommandAckMsg(
+        command_id=ack.command_id,
+        trace_id=ack.trace_id,
+        agent_id=ack.agent_id,
+        shard_id=ack.shard_id,
+        seq=ack.seq,
+        epoch=ack.epoch,
+        attempt=ack.attempt,
+        status=int(ack.status),
+        final=ack.final,
+        detail=ack.detail,
+        stamp=to_time(ack.stamp),
+    )
+
+
+def ack_from_msg(msg: CommandAckMsg) -> Ack:
+    return Ack(
+        command_id=msg.command_id,
+        trace_id=msg.trace_id,
+        agent_id=msg.agent_id,
+        shard_id=msg.shard_id,
+        seq=msg.seq,
+        epoch=msg.epoch,
+        attempt=msg.attempt,
+        status=AckStatus(msg.status),
+        detail=msg.detail,
+        stamp=from_time(msg.stamp),
+    )
+
+
+def result_to_msg(result: CommandResult) -> CommandOutcomeMsg:
+    return CommandOutcomeMsg(
+        command_id=result.command_id,
+        trace_id=result.trace_id,
+        agent_id=result.agent_id,
+        shard_id=result.shard_id,
+        seq=result.seq,
+        outcome=int(result.outcome),
+        ack_status=result.ack_status,
+        attempts=result.attempts,
+        latency_ms=result.latency_ms,
+        detail=result.detail,
+        stamp=to_time(result.stamp),
+    )

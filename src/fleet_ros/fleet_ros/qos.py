@@ -1,0 +1,86 @@
+"""Every QoS profile fleetlanes uses, by name (mirrored in config/qos.yaml and fleet_interfaces/README.md)."""
+
+from __future__ import annotations
+
+from rclpy.duration import Duration
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    LivelinessPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+
+COMMAND_DEPTH = 64
+"""Per-agent command topic: commands queued for one agent between two executor turns."""
+
+ACK_DEPTH = 4096
+"""Shard ack topic: must hold a whole shard's burst (ACCEPTED + final per agent) without overrun."""
+
+EVENT_DEPTH = 1000
+"""Outcome, trace and task-event streams."""
+
+HEARTBEAT_LEASE_SEC = 3.0
+"""DDS liveliness lease of the heartbeat writer; fleet health itself is decided by fleet_core.health."""
+
+COMMAND = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=COMMAND_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
+ACK = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=ACK_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
+EVENTS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=EVENT_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
+HEARTBEAT = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=100,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+    liveliness=LivelinessPolicy.AUTOMATIC,
+    liveliness_lease_duration=Duration(seconds=HEARTBEAT_LEASE_SEC),
+)
+
+TELEMETRY = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=5,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
+LATCHED = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+"""Shard status, leader lease and e-stop: late joiners get the last state."""
+
+OPERATIONS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=10,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
+PROFILES: dict[str, QoSProfile] = {
+    'command': COMMAND,
+    'ack': ACK,
+    'events': EVENTS,
+    'heartbeat': HEARTBEAT,
+    'telemetry': TELEMETRY,
+    'latched': LATCHED,
+    'operations': OPERATIONS,
+}

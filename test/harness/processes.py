@@ -1,0 +1,100 @@
+"""Subprocesses for system tests, always stopped by PID: SIGINT, then SIGKILL after a grace period."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class ManagedProcess:
+    """A child process whose output goes to a temporary log file and which is stopped by PID only."""
+
+    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None, name: str = '') -> None:
+        self.name = name or Path(argv[0]).name
+        self._log = tempfile.NamedTemporaryFile(prefix=f'fleet-{self.name}-', suffix='.log', delete=False)
+        self.log_path = Path(self._log.name)
+        self.popen = subprocess.Popen(
+            list(argv),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env if env is not None else os.environ.copy(),
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors='replace')
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            os.kill(self.popen.pid, sig)
+
+    def stop(self, grace: float = 5.0) -> int:
+        """SIGINT, wait up to `grace` seconds, then SIGKILL. Returns the exit code."""
+        if self.alive():
+            os.kill(self.popen.pid, signal.SIGINT)
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.kill(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=grace)
+        self._log.close()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL now (simulates a crash)."""
+        if self.alive():
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=5.0)
+
+
+def start_process(
+    argv: Sequence[str], *, env: dict[str, str] | None = None, name: str = ''
+) -> ManagedProcess:
+    return ManagedProcess(argv, env=env, name=name)
+
+
+def wait_exit(proc: ManagedProcess, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while proc.alive() and time.monotonic() < deadline:
+        try:
+            proc.popen.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            continue
+    if proc.alive():
+        raise AssertionError(f'{proc.name} (pid {proc.pid}) still running after {timeout}s')
+    return proc.popen.returncode
+
+
+class ProcessGroup:
+    """Processes started by one test; `stop_all` stops them in reverse start order."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.started: list[ManagedProcess] = []
+
+    def start(
+        self, argv: Sequence[str], *, name: str = '', extra_env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        env = dict(self.env)
+        env.update(extra_env or {})
+        proc = ManagedProcess(argv, env=env, name=name)
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.started):
+            proc.stop()
