@@ -15,7 +15,7 @@ setup(
     zip_safe=True,
     maintainer='fleetlanes maintainers',
     maintainer_email='maintainers@fleetlanes.dev',
-    description='Pure-Python core of fleetlanes: command intake, dedup store, dispatcher, routing, workflows, config. No rclpy.',
+    description='Pure-Python core of fleetlanes (no rclpy): intake, dedup store, dispatcher, routing, workflows.',
     license='Apache-2.0',
     entry_points={
         'console_scripts': [],

@@ -61,9 +61,7 @@ class ManagedProcess:
             self.popen.wait(timeout=5.0)
 
 
-def start_process(
-    argv: Sequence[str], *, env: dict[str, str] | None = None, name: str = ''
-) -> ManagedProcess:
+def start_process(argv: Sequence[str], *, env: dict[str, str] | None = None, name: str = '') -> ManagedProcess:
     return ManagedProcess(argv, env=env, name=name)
 
 
@@ -86,9 +84,7 @@ class ProcessGroup:
         self.env = env
         self.started: list[ManagedProcess] = []
 
-    def start(
-        self, argv: Sequence[str], *, name: str = '', extra_env: dict[str, str] | None = None
-    ) -> ManagedProcess:
+    def start(self, argv: Sequence[str], *, name: str = '', extra_env: dict[str, str] | None = None) -> ManagedProcess:
         env = dict(self.env)
         env.update(extra_env or {})
         proc = ManagedProcess(argv, env=env, name=name)

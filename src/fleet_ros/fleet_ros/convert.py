@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from builtin_interfaces.msg import Time
+
 from fleet_core.model import Ack, AckStatus, Command, CommandResult, Priority
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
