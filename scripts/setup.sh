@@ -66,7 +66,7 @@ fi
 
 # 5. colcon build, only when a package's build inputs changed (Python modules are symlinked by
 #    --symlink-install, so editing them needs no rebuild). A lock serialises concurrent set-ups.
-src_hash=$(find src \( -name package.xml -o -name setup.py -o -name setup.cfg -o -name CMakeLists.txt -o -name "*.msg" -o -name "*.srv" -o -name "*.action" -o -path "*/resource/*" \) -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+src_hash=$(find src \( -name package.xml -o -name setup.py -o -name setup.cfg -o -name CMakeLists.txt -o -name "*.msg" -o -name "*.srv" -o -name "*.action" -o -path "*/resource/*" -o -name __init__.py \) -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
 exec 9>"$stamps/build.lock"
 flock 9
 if [ "$(cat "$stamps/build" 2>/dev/null)" != "$src_hash" ] || [ ! -f install/setup.bash ]; then

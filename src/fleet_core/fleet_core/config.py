@@ -1,0 +1,212 @@
+"""The fleet layout (sites, shards, agents) and protocol tuning, loaded from YAML and validated once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleet_core.topics import InvalidName, check_name
+
+DEFAULT_CONFIG_ENV = 'FLEETLANES_CONFIG'
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, malformed or inconsistent; the message names the file and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    """Orchestrator-side command protocol tuning (DESIGN.md section 5)."""
+
+    in_flight_per_agent: int = 1
+    retry_initial_sec: float = 0.5
+    retry_max_sec: float = 4.0
+    retry_budget: int = 5
+    deadline_grace_sec: float = 1.0
+    max_queue_per_agent: int = 256
+    default_ttl_sec: float = 30.0
+    max_ttl_sec: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeSettings:
+    """Agent-side command intake tuning."""
+
+    clock_skew_tolerance_sec: float = 0.25
+    max_ttl_sec: float = 3600.0
+    max_args_bytes: int = 4096
+    dedup_window: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSettings:
+    heartbeat_period_sec: float = 0.5
+    missed_heartbeats_lost: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class LeadershipSettings:
+    lease_sec: float = 1.0
+    renew_period_sec: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class ShardConfig:
+    site_id: str
+    shard_id: str
+    agents: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetConfig:
+    """The whole deployment: which agents belong to which shard of which site, and the protocol tuning."""
+
+    shards: tuple[ShardConfig, ...]
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
+    source: str = '<memory>'
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.site_id for s in self.shards))
+
+    def shard(self, site_id: str, shard_id: str) -> ShardConfig:
+        for shard in self.shards:
+            if shard.site_id == site_id and shard.shard_id == shard_id:
+                return shard
+        raise ConfigError(f'{self.source}: no shard {shard_id!r} in site {site_id!r}')
+
+    def shards_of(self, site_id: str) -> tuple[ShardConfig, ...]:
+        found = tuple(s for s in self.shards if s.site_id == site_id)
+        if not found:
+            raise ConfigError(f'{self.source}: unknown site {site_id!r} (known: {", ".join(self.sites)})')
+        return found
+
+    def shard_of_agent(self, agent_id: str) -> ShardConfig:
+        for shard in self.shards:
+            if agent_id in shard.agents:
+                return shard
+        raise ConfigError(f'{self.source}: unknown agent {agent_id!r}')
+
+    @property
+    def agent_count(self) -> int:
+        return sum(len(s.agents) for s in self.shards)
+
+
+def _settings(cls: type[Any], raw: object, where: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f'{where}: expected a mapping')
+    known = set(cls.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f'{where}: unknown key(s) {", ".join(sorted(map(str, unknown)))}')
+    values: dict[str, Any] = {}
+    defaults = cls()
+    for key, value in raw.items():
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ConfigError(f'{where}.{key}: expected {expected.__name__}, got {value!r}')
+        if value <= 0:
+            raise ConfigError(f'{where}.{key}: must be > 0, got {value!r}')
+        values[key] = value
+    return cls(**values)
+
+
+def _agents(raw: object, where: str) -> tuple[str, ...]:
+    if isinstance(raw, list):
+        agents = tuple(str(a) for a in raw)
+    elif isinstance(raw, Mapping) and set(raw) == {'prefix', 'count'}:
+        count = raw['count']
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            raise ConfigError(f'{where}.count: expected a positive integer, got {count!r}')
+        agents = tuple(f'{raw["prefix"]}{i:03d}' for i in range(1, count + 1))
+    else:
+        raise ConfigError(f'{where}: expected a list of agent ids or {{prefix: ..., count: N}}')
+    for agent in agents:
+        try:
+            check_name('agent', agent)
+        except InvalidName as exc:
+            raise ConfigError(f'{where}: {exc}') from None
+    if len(set(agents)) != len(agents):
+        raise ConfigError(f'{where}: duplicate agent ids')
+    return agents
+
+
+def parse_fleet_config(raw: object, source: str = '<memory>', *, scale_agents: int | None = None) -> FleetConfig:
+    """Validate a decoded YAML document. `scale_agents` overrides the per-shard count of prefix-style shards
+    so that their total is (about) that many agents, for `make demo ROBOTS=N`."""
+    if not isinstance(raw, Mapping) or 'sites' not in raw:
+        raise ConfigError(f'{source}: top level must be a mapping with a "sites" key')
+    unknown = set(raw) - {'sites', 'dispatch', 'intake', 'health', 'leadership'}
+    if unknown:
+        raise ConfigError(f'{source}: unknown top-level key(s) {", ".join(sorted(map(str, unknown)))}')
+    sites = raw['sites']
+    if not isinstance(sites, Mapping) or not sites:
+        raise ConfigError(f'{source}: sites: expected a non-empty mapping of site id to shards')
+    shard_specs: list[tuple[str, str, object, str]] = []
+    for site_id, site in sites.items():
+        where = f'{source}: sites.{site_id}'
+        try:
+            check_name('site', str(site_id))
+        except InvalidName as exc:
+            raise ConfigError(f'{where}: {exc}') from None
+        if not isinstance(site, Mapping) or not isinstance(site.get('shards'), Mapping) or not site['shards']:
+            raise ConfigError(f'{where}.shards: expected a non-empty mapping of shard id to agents')
+        for shard_id, shard in site['shards'].items():
+            swhere = f'{where}.shards.{shard_id}'
+            try:
+                check_name('shard', str(shard_id))
+            except InvalidName as exc:
+                raise ConfigError(f'{swhere}: {exc}') from None
+            if not isinstance(shard, Mapping) or 'agents' not in shard:
+                raise ConfigError(f'{swhere}: expected a mapping with an "agents" key')
+            shard_specs.append((str(site_id), str(shard_id), shard['agents'], f'{swhere}.agents'))
+    if scale_agents is not None:
+        per_shard = max(1, scale_agents // len(shard_specs))
+        shard_specs = [
+            (site, shard, {**agents, 'count': per_shard} if isinstance(agents, Mapping) else agents, where)
+            for site, shard, agents, where in shard_specs
+        ]
+    shards = tuple(ShardConfig(site, shard, _agents(agents, where)) for site, shard, agents, where in shard_specs)
+    seen: dict[str, str] = {}
+    for shard in shards:
+        for agent in shard.agents:
+            if agent in seen:
+                raise ConfigError(f'{source}: agent {agent!r} is in both {seen[agent]} and {shard.shard_id}')
+            seen[agent] = shard.shard_id
+    return FleetConfig(
+        shards=shards,
+        dispatch=_settings(DispatchSettings, raw.get('dispatch'), f'{source}: dispatch'),
+        intake=_settings(IntakeSettings, raw.get('intake'), f'{source}: intake'),
+        health=_settings(HealthSettings, raw.get('health'), f'{source}: health'),
+        leadership=_settings(LeadershipSettings, raw.get('leadership'), f'{source}: leadership'),
+        source=source,
+    )
+
+
+def load_fleet_config(path: str | os.PathLike[str] | None = None, *, scale_agents: int | None = None) -> FleetConfig:
+    """Load the fleet layout from `path`, else $FLEETLANES_CONFIG. Raises ConfigError naming file and key."""
+    chosen = path or os.environ.get(DEFAULT_CONFIG_ENV)
+    if not chosen:
+        raise ConfigError(f'no fleet config given: pass --config or set ${DEFAULT_CONFIG_ENV}')
+    file = Path(chosen)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f'{file}: cannot read fleet config: {exc.strerror}') from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f'{file}: invalid YAML: {exc}') from None
+    return parse_fleet_config(raw, str(file), scale_agents=scale_agents)
