@@ -1,0 +1,1 @@
+"""fleetlanes observability: metrics, /diagnostics, the Foxglove server, MCAP recording and command traces."""
