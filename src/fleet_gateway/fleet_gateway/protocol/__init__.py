@@ -1,0 +1,32 @@
+"""The sans-I/O rosbridge v2 protocol core: text in, events for the ROS side and frames to send out."""
+
+from fleet_gateway.protocol.events import (
+    AdvertiseTopic,
+    CallService,
+    CloseConnection,
+    Event,
+    PublishMessage,
+    SubscribeTopic,
+    UnadvertiseTopic,
+    UnsubscribeTopic,
+)
+from fleet_gateway.protocol.outbox import OutFrame, SendQueue, SendQueueOverflow
+from fleet_gateway.protocol.published import PublishedMessage
+from fleet_gateway.protocol.session import ClientSession, SessionLimits
+
+__all__ = [
+    'AdvertiseTopic',
+    'CallService',
+    'ClientSession',
+    'CloseConnection',
+    'Event',
+    'OutFrame',
+    'PublishMessage',
+    'PublishedMessage',
+    'SendQueue',
+    'SendQueueOverflow',
+    'SessionLimits',
+    'SubscribeTopic',
+    'UnadvertiseTopic',
+    'UnsubscribeTopic',
+]

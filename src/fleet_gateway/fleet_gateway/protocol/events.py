@@ -1,0 +1,55 @@
+"""What a client session asks the ROS side to do; the server adapter applies these to rclpy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertiseTopic:
+    topic: str
+    msg_cls: type
+    latch: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UnadvertiseTopic:
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishMessage:
+    topic: str
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeTopic:
+    topic: str
+    msg_cls: type
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeTopic:
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallService:
+    """`call_no` is session-local; answer with `ClientSession.service_result(call_no, ...)`."""
+
+    call_no: int
+    service: str
+    srv_cls: type
+    request: Any
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CloseConnection:
+    code: int
+    reason: str
+
+
+Event = AdvertiseTopic | UnadvertiseTopic | PublishMessage | SubscribeTopic | UnsubscribeTopic | CallService | CloseConnection

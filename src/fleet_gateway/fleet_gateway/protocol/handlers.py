@@ -1,0 +1,220 @@
+"""One handler per rosbridge v2 op. Each validates its fields, checks the client's role, updates the session
+and appends events for the ROS side; any ProtocolError becomes a status error carrying the request id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fleet_gateway.acl import Action
+from fleet_gateway.conversion import codec_for, message_class, service_class
+from fleet_gateway.protocol import fields
+from fleet_gateway.protocol.events import (
+    AdvertiseTopic,
+    CallService,
+    Event,
+    PublishMessage,
+    SubscribeTopic,
+    UnadvertiseTopic,
+    UnsubscribeTopic,
+)
+from fleet_gateway.protocol.fields import ProtocolError
+
+if TYPE_CHECKING:
+    from fleet_gateway.protocol.session import ClientSession
+
+Rid = str | int | None
+Handler = Callable[['ClientSession', dict[str, Any], Rid, list[Event]], None]
+ENCODINGS = ('none', 'cbor')
+
+
+def _allow(session: ClientSession, action: Action, name: str) -> None:
+    principal = session.principal
+    assert principal is not None
+    if not session.policy.allows(principal.role, action, name):
+        raise ProtocolError(
+            f'role {principal.role.value!r} ({principal.name}) may not {action.value.replace("_", " ")} {name}'
+        )
+
+
+def handle_auth(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    from fleet_gateway.protocol.session import CLOSE_POLICY
+
+    if session.principal is not None:
+        session.status('info', 'already authenticated', rid)
+        return
+    token = message.get('token', message.get('mac'))
+    principal = session.authenticate(token) if session.authenticate and isinstance(token, str) else None
+    if principal is None:
+        session.auth_failures += 1
+        if session.auth_failures >= session.limits.max_auth_failures:
+            session.request_close(CLOSE_POLICY, 'authentication failed')
+        raise ProtocolError('authentication failed: unknown token')
+    session.principal = principal
+    session.status('info', f'authenticated as {principal.name} ({principal.role.value})', rid)
+
+
+def handle_advertise(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    topic = fields.ros_name(message, 'topic')
+    msg_cls = message_class(fields.text(message, 'type'))
+    _allow(session, Action.PUBLISH, topic)
+    existing = session.advertisements.get(topic)
+    if existing is not None:
+        if existing.msg_cls is not msg_cls:
+            raise ProtocolError(f'{topic} is already advertised by this client with another type')
+        existing.ids.add(rid)
+        return
+    if len(session.advertisements) >= session.limits.max_publishers:
+        raise ProtocolError(f'at most {session.limits.max_publishers} advertised topics per client')
+    from fleet_gateway.protocol.session import Advertisement
+
+    codec_for(msg_cls)  # fails now, not on the first publish, when the type cannot be converted
+    session.advertisements[topic] = Advertisement(topic, msg_cls, {rid})
+    events.append(AdvertiseTopic(topic, msg_cls, latch=message.get('latch') is True))
+
+
+def handle_unadvertise(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    topic = fields.ros_name(message, 'topic')
+    if session.advertisements.pop(topic, None) is None:
+        raise ProtocolError(f'{topic} is not advertised by this client')
+    events.append(UnadvertiseTopic(topic))
+
+
+def handle_publish(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    topic = fields.ros_name(message, 'topic')
+    advertised = session.advertisements.get(topic)
+    if advertised is None:
+        raise ProtocolError(f'advertise {topic} (op "advertise" with its type) before publishing to it')
+    payload = message.get('msg', {})
+    msg = codec_for(advertised.msg_cls).from_json(payload)
+    session.counters['published'] += 1
+    events.append(PublishMessage(topic, msg))
+
+
+def handle_subscribe(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    from fleet_gateway.protocol.session import Subscription
+
+    topic = fields.ros_name(message, 'topic')
+    _allow(session, Action.SUBSCRIBE, topic)
+    given = fields.text(message, 'type', required=False)
+    type_name = given or session.resolve_topic_type(topic)
+    if not type_name:
+        raise ProtocolError(f'no type given for {topic} and no publisher advertises it yet: add "type"')
+    msg_cls = message_class(type_name)
+    throttle_ms = fields.number(message, 'throttle_rate', 0.0, maximum=3_600_000)
+    queue_length = int(fields.number(message, 'queue_length', 0, maximum=session.limits.send_queue_frames))
+    fragment_size = int(fields.number(message, 'fragment_size', 0, maximum=1e9))
+    if fragment_size and fragment_size < 16:
+        raise ProtocolError('field "fragment_size" must be at least 16')
+    encoding = fields.text(message, 'compression', required=False, default='none')
+    if encoding not in ENCODINGS:
+        raise ProtocolError(f'compression {encoding[:20]!r} is not supported (use one of {", ".join(ENCODINGS)})')
+    sub = session.subscriptions.get(topic)
+    if sub is not None and sub.msg_cls is not msg_cls:
+        raise ProtocolError(f'{topic} is already subscribed by this client with another type')
+    if sub is None:
+        if len(session.subscriptions) >= session.limits.max_subscriptions:
+            raise ProtocolError(f'at most {session.limits.max_subscriptions} subscriptions per client')
+        codec_for(msg_cls)
+        sub = Subscription(topic, msg_cls, critical=session.policy.is_critical(topic))
+        session.subscriptions[topic] = sub
+        events.append(SubscribeTopic(topic, msg_cls))
+    elif rid not in sub.options and len(sub.options) >= 64:
+        raise ProtocolError(f'at most 64 subscribe ids per topic ({topic})')
+    sub.options[rid] = (throttle_ms / 1000.0, queue_length, fragment_size, encoding)
+    sub.merge()
+
+
+def handle_unsubscribe(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    topic = fields.ros_name(message, 'topic')
+    sub = session.subscriptions.get(topic)
+    if sub is None:
+        raise ProtocolError(f'{topic} is not subscribed by this client')
+    if rid is not None and rid in sub.options and len(sub.options) > 1:
+        del sub.options[rid]
+        sub.merge()
+        return
+    del session.subscriptions[topic]
+    events.append(UnsubscribeTopic(topic))
+
+
+def handle_call_service(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    from fleet_gateway.protocol.session import PendingCall
+
+    service = fields.ros_name(message, 'service')
+    _allow(session, Action.CALL_SERVICE, service)
+    given = fields.text(message, 'type', required=False)
+    type_name = given or session.resolve_service_type(service)
+    if not type_name:
+        raise ProtocolError(f'no type given for service {service} and no server offers it: add "type"')
+    srv_cls = service_class(type_name)
+    limits = session.limits
+    timeout_s = fields.number(message, 'timeout', limits.call_timeout_s, minimum=0.001, maximum=limits.max_call_timeout_s)
+    if len(session.pending_calls) >= limits.max_pending_calls:
+        raise ProtocolError(f'at most {limits.max_pending_calls} service calls in flight per client')
+    args = message.get('args')
+    if args is None or args == []:  # roslibjs sends [] for an empty request
+        args = {}
+    request = codec_for(srv_cls.Request).from_json(args)  # type: ignore[attr-defined]
+    call_no = session.new_call_no()
+    session.pending_calls[call_no] = PendingCall(rid, service, srv_cls.Response)  # type: ignore[attr-defined]
+    events.append(CallService(call_no, service, srv_cls, request, timeout_s))
+
+
+def handle_set_level(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    from fleet_gateway.protocol.session import STATUS_LEVELS
+
+    level = fields.text(message, 'level')
+    if level not in STATUS_LEVELS:
+        raise ProtocolError(f'level must be one of {", ".join(STATUS_LEVELS)}, got {level[:20]!r}')
+    session.status_level = STATUS_LEVELS[level]
+
+
+def handle_fragment(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    if rid is None:
+        raise ProtocolError('a fragment needs the "id" of the message it belongs to')
+    data = fields.text(message, 'data')
+    num = message.get('num')
+    total = message.get('total')
+    if type(num) is not int or type(total) is not int:
+        raise ProtocolError('fields "num" and "total" must be integers')
+    whole = session.fragments.add(rid, data, num, total, session.clock())
+    if whole is None:
+        return
+    import json
+
+    try:
+        inner = json.loads(whole)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f'reassembled message is not valid JSON: {str(exc)[:120]}') from None
+    if not isinstance(inner, dict) or inner.get('op') == 'fragment':
+        raise ProtocolError('a reassembled message must be a JSON object and not another fragment')
+    session.dispatch(inner, events)
+
+
+def handle_status(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    """Clients may send status lines; they are accepted and ignored."""
+
+
+def _unsupported(op: str, hint: str) -> Handler:
+    def handler(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+        raise ProtocolError(f'op "{op}" is not supported by this gateway: {hint}')
+
+    return handler
+
+
+HANDLERS: dict[str, Handler] = {
+    'advertise': handle_advertise,
+    'unadvertise': handle_unadvertise,
+    'publish': handle_publish,
+    'subscribe': handle_subscribe,
+    'unsubscribe': handle_unsubscribe,
+    'call_service': handle_call_service,
+    'set_level': handle_set_level,
+    'fragment': handle_fragment,
+    'status': handle_status,
+}
+for _op in ('advertise_service', 'unadvertise_service', 'service_response'):
+    HANDLERS[_op] = _unsupported(_op, 'serve services from a ROS node, not through the gateway')
+for _op in ('send_action_goal', 'cancel_action_goal', 'advertise_action', 'unadvertise_action', 'action_result'):
+    HANDLERS[_op] = _unsupported(_op, 'actions are not bridged yet')

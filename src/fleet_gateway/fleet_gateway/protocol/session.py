@@ -1,0 +1,341 @@
+"""One connected client's protocol state: parses its text, applies ACLs and limits, queues its outgoing frames.
+
+No sockets and no rclpy here. The server feeds `receive_text`/`receive_bytes`, applies the returned events to ROS,
+hands ROS messages back through `deliver` and service answers through `service_result`, sends what `outbox`
+holds, calls `poll` at `next_wake()`, and calls `finish()` once when the connection ends.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet_gateway.acl import AccessPolicy, Principal
+from fleet_gateway.conversion import ConversionError, UnknownType, codec_for
+from fleet_gateway.protocol.events import CloseConnection, Event, UnadvertiseTopic, UnsubscribeTopic
+from fleet_gateway.protocol.fields import ProtocolError, request_id
+from fleet_gateway.protocol.fragments import FragmentBuffer
+from fleet_gateway.protocol.outbox import OutFrame, SendQueue, SendQueueOverflow
+from fleet_gateway.protocol.published import PublishedMessage, dumps
+from fleet_gateway.ratelimit import TokenBucket
+
+STATUS_LEVELS = {'info': 0, 'warning': 1, 'error': 2, 'none': 3}
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Per-connection bounds; every one keeps a misbehaving client from growing the gateway's memory."""
+
+    max_message_bytes: int = 1_000_000
+    send_queue_frames: int = 1_000
+    send_queue_bytes: int = 4_000_000
+    critical_queue_bytes: int = 16_000_000
+    max_subscriptions: int = 256
+    max_publishers: int = 256
+    max_pending_calls: int = 64
+    call_timeout_s: float = 10.0
+    max_call_timeout_s: float = 120.0
+    fragment_timeout_s: float = 10.0
+    max_fragmented_messages: int = 8
+    ops_per_s: float = 20_000.0
+    ops_burst: float = 20_000.0
+    max_auth_failures: int = 3
+    drop_report_interval_s: float = 1.0
+    status_level: str = 'warning'
+
+
+@dataclass
+class Subscription:
+    """A client's subscription to one topic; several subscribe ids may share it (effective options merged)."""
+
+    topic: str
+    msg_cls: type
+    critical: bool
+    options: dict[Any, tuple[float, int, int, str]] = field(default_factory=dict)
+    throttle_s: float = 0.0
+    queue_length: int = 0
+    fragment_size: int = 0
+    encoding: str = 'none'
+    last_sent: float = -1e18
+    pending: deque[PublishedMessage] = field(default_factory=deque)
+
+    def merge(self) -> None:
+        values = list(self.options.values())
+        self.throttle_s = min(v[0] for v in values)
+        self.queue_length = max(v[1] for v in values)
+        sizes = [v[2] for v in values if v[2] > 0]
+        self.fragment_size = min(sizes) if sizes else 0
+        self.encoding = values[-1][3]
+
+
+@dataclass
+class Advertisement:
+    topic: str
+    msg_cls: type
+    ids: set[Any] = field(default_factory=set)
+
+
+@dataclass
+class PendingCall:
+    request_id: str | int | None
+    service: str
+    response_cls: type
+
+
+class ClientSession:
+    """Protocol state of one client. `client_id` appears in every log line and status message about it."""
+
+    def __init__(
+        self,
+        client_id: str,
+        *,
+        policy: AccessPolicy,
+        principal: Principal | None = None,
+        limits: SessionLimits | None = None,
+        authenticate: Callable[[str], Principal | None] | None = None,
+        resolve_topic_type: Callable[[str], str | None] | None = None,
+        resolve_service_type: Callable[[str], str | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client_id = client_id
+        self.policy = policy
+        self.principal = principal
+        self.limits = limits or SessionLimits()
+        self.authenticate = authenticate
+        self.resolve_topic_type = resolve_topic_type or (lambda _topic: None)
+        self.resolve_service_type = resolve_service_type or (lambda _service: None)
+        self.clock = clock
+        self.outbox = SendQueue(
+            max_frames=self.limits.send_queue_frames,
+            max_bytes=self.limits.send_queue_bytes,
+            critical_max_bytes=self.limits.critical_queue_bytes,
+        )
+        self.subscriptions: dict[str, Subscription] = {}
+        self.advertisements: dict[str, Advertisement] = {}
+        self.pending_calls: dict[int, PendingCall] = {}
+        self.fragments = FragmentBuffer(
+            max_bytes=self.limits.max_message_bytes,
+            max_messages=self.limits.max_fragmented_messages,
+            timeout_s=self.limits.fragment_timeout_s,
+        )
+        self.status_level = STATUS_LEVELS[self.limits.status_level]
+        self.close_request: CloseConnection | None = None
+        self.finished = False
+        self.auth_failures = 0
+        self.read_pause = 0.0
+        self.counters = {'received': 0, 'errors': 0, 'published': 0, 'delivered': 0, 'throttle_dropped': 0}
+        self._bucket = TokenBucket(self.limits.ops_per_s, self.limits.ops_burst, clock=clock)
+        self._next_call_no = 0
+        self._reported_drops = 0
+        self._next_drop_report = 0.0
+        self._throttle_wake: float | None = None
+
+    # --- input ------------------------------------------------------------------------------------------
+
+    def receive_text(self, text: str) -> list[Event]:
+        """Handle one incoming text frame; returns what the ROS side must do."""
+        events: list[Event] = []
+        if self.finished or self.close_request is not None:
+            return events
+        self.counters['received'] += 1
+        self.read_pause = self._bucket.take_delay(1.0)
+        if len(text) > self.limits.max_message_bytes:
+            self.error(f'message of {len(text)} characters exceeds the {self.limits.max_message_bytes} limit', None)
+            return events
+        try:
+            message = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            self.error(f'malformed JSON: {str(exc)[:120]}', None)
+            return events
+        if not isinstance(message, dict):
+            self.error(f'a protocol message must be a JSON object, got {type(message).__name__}', None)
+            return events
+        self.dispatch(message, events)
+        return events
+
+    def receive_bytes(self, data: bytes) -> list[Event]:
+        if self.finished or self.close_request is not None:
+            return []
+        self.counters['received'] += 1
+        self.read_pause = self._bucket.take_delay(1.0)
+        self.error(f'binary frames ({len(data)} bytes) are not accepted: send JSON text frames', None)
+        return []
+
+    def dispatch(self, message: dict[str, Any], events: list[Event]) -> None:
+        from fleet_gateway.protocol.handlers import HANDLERS, handle_auth
+
+        rid = request_id(message)
+        op = message.get('op')
+        if not isinstance(op, str):
+            self.error('missing "op" field (a string such as "subscribe")', rid)
+            return
+        try:
+            if self.principal is None and op != 'auth':
+                raise ProtocolError(f'not authenticated: send {{"op": "auth", "token": ...}} before "{op}"')
+            handler = handle_auth if op == 'auth' else HANDLERS.get(op)
+            if handler is None:
+                raise ProtocolError(f'unknown op "{op[:40]}"')
+            handler(self, message, rid, events)
+        except (ProtocolError, ConversionError, UnknownType) as exc:
+            self.error(f'{op[:40]}: {exc}', rid)
+
+    # --- output -----------------------------------------------------------------------------------------
+
+    def send(self, message: dict[str, Any], *, critical: bool = True) -> None:
+        self._put(OutFrame(dumps(message), critical=critical), None, 0)
+
+    def status(self, level: str, text: str, rid: str | int | None) -> None:
+        if STATUS_LEVELS[level] < self.status_level:
+            return
+        message: dict[str, Any] = {'op': 'status', 'level': level, 'msg': text}
+        if rid is not None:
+            message['id'] = rid
+        self.send(message)
+
+    def error(self, text: str, rid: str | int | None) -> None:
+        self.counters['errors'] += 1
+        self.status('error', text, rid)
+
+    def request_close(self, code: int, reason: str) -> None:
+        if self.close_request is None:
+            self.close_request = CloseConnection(code, reason[:120])
+
+    def _put(self, frame: OutFrame, key: str | None, key_limit: int) -> None:
+        try:
+            self.outbox.put(frame, key, key_limit)
+        except SendQueueOverflow as exc:
+            self.request_close(CLOSE_TRY_AGAIN, f'send queue overflow: {exc}')
+
+    # --- from the ROS side ------------------------------------------------------------------------------
+
+    def deliver(self, published: PublishedMessage, now: float) -> None:
+        """A message arrived on a topic this client subscribes to."""
+        sub = self.subscriptions.get(published.topic)
+        if sub is None or self.close_request is not None:
+            return
+        if sub.throttle_s > 0 and not sub.critical:
+            if now - sub.last_sent < sub.throttle_s:
+                if len(sub.pending) >= max(1, sub.queue_length):
+                    sub.pending.popleft()
+                    self.counters['throttle_dropped'] += 1
+                sub.pending.append(published)
+                wake = sub.last_sent + sub.throttle_s
+                if self._throttle_wake is None or wake < self._throttle_wake:
+                    self._throttle_wake = wake
+                return
+            sub.last_sent = now
+        self._enqueue(sub, published)
+        if self.outbox.dropped_total != self._reported_drops and now >= self._next_drop_report:
+            self._report_drops(now)
+
+    def _enqueue(self, sub: Subscription, published: PublishedMessage) -> None:
+        self.counters['delivered'] += 1
+        frame = published.frame(sub.encoding)
+        if sub.fragment_size and frame.size > sub.fragment_size and isinstance(frame.data, str):
+            for piece in self._fragment(frame.data, sub.fragment_size, critical=frame.critical):
+                self._put(piece, None, 0)
+            return
+        self._put(frame, sub.topic, sub.queue_length)
+
+    def _fragment(self, text: str, size: int, *, critical: bool) -> list[OutFrame]:
+        self._next_call_no += 1
+        fid = f'{self.client_id}:frag:{self._next_call_no}'
+        total = (len(text) + size - 1) // size
+        return [
+            OutFrame(
+                dumps({'op': 'fragment', 'id': fid, 'data': text[i * size : (i + 1) * size], 'num': i, 'total': total}),
+                critical=critical,
+            )
+            for i in range(total)
+        ]
+
+    def _report_drops(self, now: float) -> None:
+        new = self.outbox.dropped_total - self._reported_drops
+        self._reported_drops = self.outbox.dropped_total
+        self._next_drop_report = now + self.limits.drop_report_interval_s
+        worst = sorted(self.outbox.drops.items(), key=lambda kv: -kv[1])[:3]
+        detail = ', '.join(f'{key}: {count}' for key, count in worst)
+        self.status(
+            'warning',
+            f'client {self.client_id} is not keeping up: dropped {new} telemetry messages '
+            f'({self.outbox.dropped_total} in total; by topic {detail})',
+            None,
+        )
+
+    def new_call_no(self) -> int:
+        self._next_call_no += 1
+        return self._next_call_no
+
+    def service_result(self, call_no: int, response: Any | None, error: str | None = None) -> None:
+        """The answer (or failure text) of a CallService event this session emitted."""
+        call = self.pending_calls.pop(call_no, None)
+        if call is None or self.finished:
+            return
+        message: dict[str, Any] = {'op': 'service_response', 'service': call.service}
+        if call.request_id is not None:
+            message['id'] = call.request_id
+        if error is None and response is not None:
+            message['values'] = codec_for(call.response_cls).to_json(response)
+            message['result'] = True
+        else:
+            message['values'] = error or 'service call failed'
+            message['result'] = False
+        self.send(message)
+
+    # --- time -------------------------------------------------------------------------------------------
+
+    def next_wake(self) -> float | None:
+        """When `poll` must run next (throttled subscriptions, fragment timeouts), or None."""
+        deadlines = [d for d in (self._throttle_wake, self.fragments.next_deadline()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def poll(self, now: float) -> None:
+        for message_id in self.fragments.expire(now):
+            self.error(f'fragmented message never completed within {self.limits.fragment_timeout_s:g} s', message_id)
+        if self._throttle_wake is not None and now >= self._throttle_wake:
+            self._throttle_wake = None
+            for sub in self.subscriptions.values():
+                if not sub.pending:
+                    continue
+                due = sub.last_sent + sub.throttle_s
+                if now >= due:
+                    sub.last_sent = now
+                    self._enqueue(sub, sub.pending.popleft())
+                    due = now + sub.throttle_s
+                if sub.pending and (self._throttle_wake is None or due < self._throttle_wake):
+                    self._throttle_wake = due
+        if self.outbox.dropped_total != self._reported_drops and now >= self._next_drop_report:
+            self._report_drops(now)
+
+    # --- end --------------------------------------------------------------------------------------------
+
+    def finish(self) -> list[Event]:
+        """Release everything this client holds; returns the ROS-side clean-up. Idempotent."""
+        if self.finished:
+            return []
+        self.finished = True
+        events: list[Event] = [UnsubscribeTopic(topic) for topic in self.subscriptions]
+        events.extend(UnadvertiseTopic(topic) for topic in self.advertisements)
+        self.subscriptions.clear()
+        self.advertisements.clear()
+        self.pending_calls.clear()
+        self.outbox.clear()
+        return events
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            **self.counters,
+            'dropped': self.outbox.dropped_total,
+            'drops_by_topic': {str(k): v for k, v in self.outbox.drops.items()},
+            'queued_frames': len(self.outbox),
+            'queued_bytes': self.outbox.bytes,
+            'subscriptions': len(self.subscriptions),
+            'pending_calls': len(self.pending_calls),
+        }
