@@ -111,10 +111,9 @@ def _settings(cls: type[Any], raw: object, where: str) -> Any:
         raise ConfigError(f'{where}: unknown key(s) {", ".join(sorted(map(str, unknown)))}')
     values: dict[str, Any] = {}
     defaults = cls()
-    for key, value in raw.items():
+    for key, given in raw.items():
         expected = type(getattr(defaults, key))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+        value = float(given) if expected is float and isinstance(given, int) and not isinstance(given, bool) else given
         if not isinstance(value, expected) or isinstance(value, bool):
             raise ConfigError(f'{where}.{key}: expected {expected.__name__}, got {value!r}')
         if value <= 0:

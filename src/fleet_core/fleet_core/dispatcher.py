@@ -1,0 +1,406 @@
+"""The shard orchestrator's command dispatcher: per-agent priority queues, a bounded in-flight window,
+sequence numbers, retries of the same command with jittered exponential backoff, and exactly one terminal
+outcome per command. Pure and deterministic given its clock, RNG and id factory."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from fleet_core.config import DispatchSettings
+from fleet_core.kinds import InvalidCommand, KindRegistry
+from fleet_core.model import NO_ACK, Ack, AckStatus, Command, CommandResult, Outcome, Priority
+from fleet_core.stats import LatencyWindow
+
+Clock = Callable[[], float]
+
+_OUTCOME_OF_ACK = {
+    AckStatus.SUCCEEDED: Outcome.SUCCEEDED,
+    AckStatus.FAILED: Outcome.FAILED,
+    AckStatus.REJECTED_EXPIRED: Outcome.EXPIRED,
+    AckStatus.CANCELLED: Outcome.CANCELLED,
+}
+
+
+class SubmitError(ValueError):
+    """A submission was refused as a whole (nothing was queued); the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One step of a command's lifecycle, for tracing (mirrors fleet_interfaces/TraceEvent)."""
+
+    hop: str
+    command_id: str
+    trace_id: str
+    agent_id: str
+    priority: Priority
+    attempt: int
+    status: str
+    detail: str
+    stamp: float
+
+
+@dataclass(slots=True)
+class Outbox:
+    """What the dispatcher wants done: commands to publish, outcomes to announce, hops to trace."""
+
+    sends: list[Command] = field(default_factory=list)
+    results: list[CommandResult] = field(default_factory=list)
+    hops: list[Hop] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.sends or self.results or self.hops)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    command: Command
+    deliveries: int
+    next_retry_at: float
+    accepted: bool = False
+    last_status: int = NO_ACK
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One agent's queue and in-flight commands."""
+
+    next_seq: int
+    queue: list[tuple[int, int, Command]] = field(default_factory=list)
+    in_flight: dict[str, _InFlight] = field(default_factory=dict)
+
+    def regular_in_flight(self) -> int:
+        return sum(1 for f in self.in_flight.values() if f.command.priority < Priority.SAFETY)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchStats:
+    queue_depth: tuple[int, int, int, int]
+    in_flight: int
+    submitted: int
+    succeeded: int
+    failed: int
+    expired: int
+    rejected: int
+    cancelled: int
+    shed: int
+    retries: int
+    duplicates_suppressed: int
+    ack_latency_p50_ms: float
+    ack_latency_p99_ms: float
+
+
+class CommandDispatcher:
+    """Owns every command of one shard from submission to its terminal outcome."""
+
+    def __init__(
+        self,
+        *,
+        site_id: str,
+        shard_id: str,
+        agents: Iterable[str],
+        epoch: int,
+        settings: DispatchSettings,
+        clock: Clock,
+        rng: random.Random | None = None,
+        kinds: KindRegistry | None = None,
+        id_factory: Callable[[], str] | None = None,
+        seq_base: dict[str, int] | None = None,
+    ) -> None:
+        if epoch < 1:
+            raise ValueError('epoch must be >= 1')
+        self.site_id = site_id
+        self.shard_id = shard_id
+        self.epoch = epoch
+        self.settings = settings
+        self.clock = clock
+        self.rng = rng or random.Random(0)
+        self.kinds = kinds or KindRegistry()
+        self._new_id = id_factory or (lambda: str(uuid.uuid4()))
+        base = seq_base or {}
+        self._lanes = {a: _Lane(next_seq=max(1, base.get(a, 0) + 1)) for a in agents}
+        self._order = itertools.count()
+        self._outbox = Outbox()
+        self.degradation_level = 0
+        self.fenced = False
+        self._latency = LatencyWindow()
+        self._counts = dict.fromkeys(
+            ('submitted', 'succeeded', 'failed', 'expired', 'rejected', 'cancelled', 'shed', 'retries', 'duplicates'), 0
+        )
+
+    # -- inputs ------------------------------------------------------------------------------------------
+
+    @property
+    def agents(self) -> tuple[str, ...]:
+        return tuple(self._lanes)
+
+    def submit(
+        self,
+        agent_ids: Sequence[str],
+        kind: str,
+        args_json: str,
+        priority: Priority,
+        ttl_sec: float,
+        trace_id: str = '',
+    ) -> list[Command]:
+        """Queue one command per agent (all or nothing). Returns the commands, with seq 0 until sent."""
+        targets = list(dict.fromkeys(agent_ids)) or list(self._lanes)
+        unknown = [a for a in targets if a not in self._lanes]
+        if unknown:
+            raise SubmitError(f'unknown agent(s) in shard {self.shard_id}: {", ".join(unknown[:5])}')
+        if not ttl_sec > 0 or ttl_sec > self.settings.max_ttl_sec:
+            raise SubmitError(f'ttl must be in (0, {self.settings.max_ttl_sec}] seconds, got {ttl_sec}')
+        try:
+            self.kinds.validate(kind, args_json, priority)
+        except InvalidCommand as exc:
+            raise SubmitError(str(exc)) from None
+        if priority > Priority.LOW:
+            full = [a for a in targets if len(self._lanes[a].queue) >= self.settings.max_queue_per_agent]
+            if full:
+                raise SubmitError(f'queue full for agent(s) {", ".join(full[:5])}; retry later')
+        now = self.clock()
+        trace_id = trace_id or self._new_id()
+        commands = [
+            Command(
+                command_id=self._new_id(),
+                trace_id=trace_id,
+                site_id=self.site_id,
+                shard_id=self.shard_id,
+                agent_id=agent,
+                seq=0,
+                epoch=self.epoch,
+                priority=priority,
+                issued_at=now,
+                deadline=now + ttl_sec,
+                kind=kind,
+                args_json=args_json,
+                attempt=0,
+            )
+            for agent in targets
+        ]
+        for command in commands:
+            self._enqueue(command, now)
+        return commands
+
+    def adopt(self, commands: Iterable[Command]) -> None:
+        """Take over unfinished commands of a previous leader (failover). They keep id, trace, priority and
+        deadline, get this leader's epoch and fresh seqs; agents recognise applied ones by command_id."""
+        now = self.clock()
+        for command in sorted(commands, key=lambda c: (c.issued_at, c.command_id)):
+            if command.agent_id in self._lanes:
+                self._enqueue(replace(command, epoch=self.epoch, seq=0, attempt=0), now, adopted=True)
+
+    def _enqueue(self, command: Command, now: float, adopted: bool = False) -> None:
+        lane = self._lanes[command.agent_id]
+        self._counts['submitted'] += 1
+        self._hop('SUBMIT', command, 'ADOPTED' if adopted else 'QUEUED', now)
+        if command.priority == Priority.LOW and (
+            self.degradation_level >= 2 or len(lane.queue) >= self.settings.max_queue_per_agent
+        ):
+            self._counts['shed'] += 1
+            self._finish(command, Outcome.REJECTED, NO_ACK, 0, 'shed by backpressure (LOW priority)', now)
+            return
+        if command.priority == Priority.SAFETY:
+            self._send_new(lane, command, now)
+            return
+        heapq.heappush(lane.queue, (-int(command.priority), next(self._order), command))
+        self._pump(lane, now)
+
+    def on_ack(self, ack: Ack) -> None:
+        """Feed one ack from the shard's ack topic."""
+        lane = self._lanes.get(ack.agent_id)
+        flight = lane.in_flight.get(ack.command_id) if lane is not None else None
+        if lane is None or flight is None:
+            if ack.final:
+                self._counts['duplicates'] += 1
+            return
+        now = self.clock()
+        flight.last_status = int(ack.status)
+        self._hop('ACK', flight.command, ack.status.name, now, ack.detail, ack.attempt)
+        if not ack.final:
+            if not flight.accepted:
+                flight.accepted = True
+                # Executing: stop re-delivering often; only re-solicit a possibly lost final ack.
+                flight.next_retry_at = now + self.settings.retry_max_sec
+            return
+        if ack.status == AckStatus.REJECTED_STALE_EPOCH:
+            self.fenced = True
+        outcome = _OUTCOME_OF_ACK.get(ack.status, Outcome.REJECTED)
+        del lane.in_flight[ack.command_id]
+        self._finish(flight.command, outcome, int(ack.status), flight.deliveries, ack.detail, now)
+        self._pump(lane, now)
+
+    def tick(self) -> None:
+        """Retries and expirations that are due now. Call it periodically (e.g. every 50 ms)."""
+        now = self.clock()
+        grace = self.settings.deadline_grace_sec
+        for lane in self._lanes.values():
+            for command_id, flight in list(lane.in_flight.items()):
+                command = flight.command
+                if now > command.deadline + grace:
+                    del lane.in_flight[command_id]
+                    detail = 'accepted, no final ack by the deadline' if flight.accepted else 'no ack by the deadline'
+                    self._finish(command, Outcome.EXPIRED, flight.last_status, flight.deliveries, detail, now)
+                elif now >= flight.next_retry_at and now <= command.deadline:
+                    if not flight.accepted and flight.deliveries >= self.settings.retry_budget:
+                        del lane.in_flight[command_id]
+                        detail = f'no ack after {flight.deliveries} deliveries'
+                        self._finish(command, Outcome.FAILED, flight.last_status, flight.deliveries, detail, now)
+                    else:
+                        self._redeliver(flight, now)
+            if lane.queue:
+                self._drop_expired_queued(lane, now)
+                self._pump(lane, now)
+
+    def cancel_queued(self, reason: str, *, below: Priority = Priority.SAFETY) -> int:
+        """Cancel every queued (not yet sent) command under `below` priority, e.g. on e-stop."""
+        now = self.clock()
+        cancelled = 0
+        for lane in self._lanes.values():
+            keep = []
+            for entry in lane.queue:
+                if entry[2].priority < below:
+                    self._finish(entry[2], Outcome.CANCELLED, NO_ACK, 0, reason, now)
+                    cancelled += 1
+                else:
+                    keep.append(entry)
+            heapq.heapify(keep)
+            lane.queue = keep
+        return cancelled
+
+    def take(self) -> Outbox:
+        """Drain what the dispatcher wants done since the last call."""
+        out, self._outbox = self._outbox, Outbox()
+        return out
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    def _drop_expired_queued(self, lane: _Lane, now: float) -> None:
+        expired = [e for e in lane.queue if now > e[2].deadline]
+        if not expired:
+            return
+        lane.queue = [e for e in lane.queue if now <= e[2].deadline]
+        heapq.heapify(lane.queue)
+        for entry in expired:
+            self._finish(entry[2], Outcome.EXPIRED, NO_ACK, 0, 'deadline passed while queued', now)
+
+    def _pump(self, lane: _Lane, now: float) -> None:
+        while lane.queue and lane.regular_in_flight() < self.settings.in_flight_per_agent:
+            command = heapq.heappop(lane.queue)[2]
+            if now > command.deadline:
+                self._finish(command, Outcome.EXPIRED, NO_ACK, 0, 'deadline passed while queued', now)
+                continue
+            self._send_new(lane, command, now)
+
+    def _send_new(self, lane: _Lane, command: Command, now: float) -> None:
+        sent = replace(command, seq=lane.next_seq, epoch=self.epoch, attempt=1)
+        lane.next_seq += 1
+        self._hop('ROUTE', sent, f'seq={sent.seq}', now)
+        lane.in_flight[sent.command_id] = _InFlight(sent, 1, now + self._backoff(1))
+        self._deliver(sent, now)
+
+    def _redeliver(self, flight: _InFlight, now: float) -> None:
+        flight.command = flight.command.next_attempt()
+        flight.deliveries += 1
+        self._counts['retries'] += 1
+        self._hop('RETRY', flight.command, 'RETRY', now)
+        wait = self.settings.retry_max_sec if flight.accepted else self._backoff(flight.deliveries)
+        flight.next_retry_at = now + wait
+        self._deliver(flight.command, now)
+
+    def _deliver(self, command: Command, now: float) -> None:
+        self._hop('DELIVER', command, 'SENT', now)
+        self._outbox.sends.append(command)
+
+    def _backoff(self, deliveries: int) -> float:
+        ceiling = min(self.settings.retry_max_sec, self.settings.retry_initial_sec * 2.0 ** (deliveries - 1))
+        # Jitter spreads a shard's retries after an outage instead of re-sending them all at once.
+        return ceiling * (0.5 + 0.5 * self.rng.random())
+
+    def _finish(
+        self, command: Command, outcome: Outcome, ack_status: int, attempts: int, detail: str, now: float
+    ) -> None:
+        latency_ms = max(0.0, (now - command.issued_at) * 1000.0)
+        key = {
+            Outcome.SUCCEEDED: 'succeeded',
+            Outcome.FAILED: 'failed',
+            Outcome.EXPIRED: 'expired',
+            Outcome.REJECTED: 'rejected',
+            Outcome.CANCELLED: 'cancelled',
+        }[outcome]
+        self._counts[key] += 1
+        if outcome == Outcome.SUCCEEDED:
+            self._latency.add(latency_ms)
+        self._hop('OUTCOME', command, outcome.name, now, detail)
+        self._outbox.results.append(
+            CommandResult(
+                command_id=command.command_id,
+                trace_id=command.trace_id,
+                agent_id=command.agent_id,
+                shard_id=command.shard_id,
+                seq=command.seq,
+                outcome=outcome,
+                ack_status=ack_status,
+                attempts=attempts,
+                latency_ms=latency_ms,
+                detail=detail,
+                stamp=now,
+            )
+        )
+
+    def _hop(self, hop: str, command: Command, status: str, now: float, detail: str = '', attempt: int = -1) -> None:
+        self._outbox.hops.append(
+            Hop(
+                hop,
+                command.command_id,
+                command.trace_id,
+                command.agent_id,
+                command.priority,
+                command.attempt if attempt < 0 else attempt,
+                status,
+                detail,
+                now,
+            )
+        )
+
+    # -- observation -------------------------------------------------------------------------------------
+
+    def pending(self) -> list[Command]:
+        """Every command without an outcome yet (queued or in flight)."""
+        found: list[Command] = []
+        for lane in self._lanes.values():
+            found.extend(f.command for f in lane.in_flight.values())
+            found.extend(e[2] for e in lane.queue)
+        return found
+
+    def last_seq(self, agent_id: str) -> int:
+        return self._lanes[agent_id].next_seq - 1
+
+    def stats(self) -> DispatchStats:
+        depth = [0, 0, 0, 0]
+        in_flight = 0
+        for lane in self._lanes.values():
+            in_flight += len(lane.in_flight)
+            for _, _, command in lane.queue:
+                depth[int(command.priority)] += 1
+        c = self._counts
+        return DispatchStats(
+            queue_depth=(depth[0], depth[1], depth[2], depth[3]),
+            in_flight=in_flight,
+            submitted=c['submitted'],
+            succeeded=c['succeeded'],
+            failed=c['failed'],
+            expired=c['expired'],
+            rejected=c['rejected'],
+            cancelled=c['cancelled'],
+            shed=c['shed'],
+            retries=c['retries'],
+            duplicates_suppressed=c['duplicates'],
+            ack_latency_p50_ms=self._latency.percentile(50),
+            ack_latency_p99_ms=self._latency.percentile(99),
+        )

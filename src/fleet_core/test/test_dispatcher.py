@@ -1,0 +1,187 @@
+import itertools
+import random
+
+import pytest
+
+from fleet_core.config import DispatchSettings
+from fleet_core.dispatcher import CommandDispatcher, SubmitError
+from fleet_core.model import Ack, AckStatus, Outcome, Priority
+
+
+def make(clock, agents=('a1', 'a2', 'a3'), **settings):
+    counter = itertools.count()
+    return CommandDispatcher(
+        site_id='s',
+        shard_id='z',
+        agents=agents,
+        epoch=1,
+        settings=DispatchSettings(**settings),
+        clock=clock,
+        rng=random.Random(7),
+        id_factory=lambda: f'id{next(counter)}',
+    )
+
+
+def ack(command, status, **kw):
+    return Ack.for_command(command, status, **kw)
+
+
+def test_fan_out_sends_one_command_per_agent_at_once(clock):
+    d = make(clock)
+    d.submit([], 'noop', '{}', Priority.NORMAL, 10.0)
+    out = d.take()
+    assert sorted(c.agent_id for c in out.sends) == ['a1', 'a2', 'a3']
+    assert all(c.seq == 1 and c.attempt == 1 and c.epoch == 1 for c in out.sends)
+    assert len({c.trace_id for c in out.sends}) == 1
+    for c in out.sends:
+        d.on_ack(ack(c, AckStatus.ACCEPTED))
+        d.on_ack(ack(c, AckStatus.SUCCEEDED))
+    results = d.take().results
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED] * 3
+    assert d.stats().succeeded == 3 and d.stats().in_flight == 0
+
+
+def test_window_priority_order_and_safety_bypass(clock):
+    d = make(clock, agents=('a1',))
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0)
+    first = d.take().sends
+    d.submit(['a1'], 'noop', '{}', Priority.LOW, 10.0)
+    d.submit(['a1'], 'noop', '{}', Priority.HIGH, 10.0)
+    assert d.take().sends == []  # window of one is busy
+    d.submit(['a1'], 'stop', '{}', Priority.SAFETY, 10.0)
+    safety = d.take().sends
+    assert [c.kind for c in safety] == ['stop'] and safety[0].seq == 2
+    d.on_ack(ack(first[0], AckStatus.SUCCEEDED))
+    nxt = d.take().sends
+    assert [c.priority for c in nxt] == [Priority.HIGH] and nxt[0].seq == 3
+    assert d.stats().queue_depth == (1, 0, 0, 0)
+
+
+def test_retries_resend_the_same_command_then_fail_definitely(clock):
+    d = make(clock, agents=('a1',), retry_initial_sec=0.1, retry_max_sec=0.4, retry_budget=3)
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 30.0)
+    sent = d.take().sends
+    attempts = [sent[0]]
+    for _ in range(10):
+        clock.advance(0.5)
+        d.tick()
+        attempts += d.take().sends
+    assert [c.attempt for c in attempts] == [1, 2, 3]
+    assert {(c.command_id, c.seq) for c in attempts} == {(sent[0].command_id, 1)}
+    clock.advance(0.5)
+    d.tick()
+    assert d.stats().failed == 1 and d.stats().retries == 2
+
+
+def test_accepted_command_is_not_failed_by_the_budget_and_expires_at_deadline(clock):
+    d = make(clock, agents=('a1',), retry_initial_sec=0.1, retry_max_sec=0.4, retry_budget=2, deadline_grace_sec=0.5)
+    d.submit(['a1'], 'sleep', '{"duration_sec": 100}', Priority.NORMAL, 5.0)
+    c = d.take().sends[0]
+    d.on_ack(ack(c, AckStatus.ACCEPTED))
+    for _ in range(12):
+        clock.advance(0.5)
+        d.tick()
+    results = d.take().results
+    assert [r.outcome for r in results] == [Outcome.EXPIRED]
+    assert 'accepted' in results[0].detail
+    d.on_ack(ack(c, AckStatus.SUCCEEDED))  # late: already terminal
+    assert d.take().results == [] and d.stats().duplicates_suppressed == 1
+
+
+def test_queued_commands_expire_without_being_sent(clock):
+    d = make(clock, agents=('a1',))
+    d.submit(['a1'], 'sleep', '{"duration_sec": 5}', Priority.NORMAL, 60.0)
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 1.0)
+    d.take()
+    clock.advance(2.0)
+    d.tick()
+    out = d.take()
+    assert [r.outcome for r in out.results] == [Outcome.EXPIRED]
+    assert out.sends == [] or all(c.kind != 'noop' for c in out.sends)
+
+
+@pytest.mark.parametrize(
+    ('status', 'outcome'),
+    [
+        (AckStatus.FAILED, Outcome.FAILED),
+        (AckStatus.REJECTED_EXPIRED, Outcome.EXPIRED),
+        (AckStatus.REJECTED_INVALID, Outcome.REJECTED),
+        (AckStatus.REJECTED_DUPLICATE, Outcome.REJECTED),
+        (AckStatus.CANCELLED, Outcome.CANCELLED),
+    ],
+)
+def test_final_ack_maps_to_one_outcome(clock, status, outcome):
+    d = make(clock, agents=('a1',))
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0)
+    c = d.take().sends[0]
+    d.on_ack(ack(c, status, detail='why'))
+    d.on_ack(ack(c, status, detail='why'))
+    results = d.take().results
+    assert [r.outcome for r in results] == [outcome]
+
+
+def test_stale_epoch_ack_marks_the_dispatcher_fenced(clock):
+    d = make(clock, agents=('a1',))
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0)
+    d.on_ack(ack(d.take().sends[0], AckStatus.REJECTED_STALE_EPOCH))
+    assert d.fenced
+
+
+@pytest.mark.parametrize(
+    ('agents', 'kind', 'ttl', 'message'),
+    [
+        (['ghost'], 'noop', 1.0, 'unknown agent'),
+        (['a1'], 'warp', 1.0, 'unknown kind'),
+        (['a1'], 'noop', 0.0, 'ttl'),
+        (['a1'], 'noop', -3.0, 'ttl'),
+        (['a1'], 'noop', 1e9, 'ttl'),
+    ],
+)
+def test_bad_submissions_queue_nothing(clock, agents, kind, ttl, message):
+    d = make(clock)
+    with pytest.raises(SubmitError, match=message):
+        d.submit(agents, kind, '{}', Priority.NORMAL, ttl)
+    assert not d.take() and d.stats().submitted == 0
+
+
+def test_low_is_shed_under_degradation_and_full_queues_refuse_others(clock):
+    d = make(clock, agents=('a1',), max_queue_per_agent=2)
+    d.degradation_level = 2
+    d.submit(['a1'], 'noop', '{}', Priority.LOW, 10.0)
+    assert [r.detail for r in d.take().results] == ['shed by backpressure (LOW priority)']
+    d.degradation_level = 0
+    for _ in range(3):
+        d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0)
+    with pytest.raises(SubmitError, match='queue full'):
+        d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0)
+
+
+def test_adopted_commands_keep_their_identity_and_get_new_seqs(clock):
+    old = make(clock, agents=('a1',))
+    old.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0)
+    old.submit(['a1'], 'noop', '{}', Priority.HIGH, 10.0)
+    old.take()
+    pending = old.pending()
+    new = CommandDispatcher(
+        site_id='s',
+        shard_id='z',
+        agents=['a1'],
+        epoch=2,
+        settings=DispatchSettings(),
+        clock=clock,
+        seq_base={'a1': old.last_seq('a1') + 1000},
+    )
+    new.adopt(pending)
+    sent = new.take().sends
+    assert len(sent) == 1 and sent[0].epoch == 2 and sent[0].seq == 1002
+    assert sent[0].command_id in {c.command_id for c in pending}
+    assert {c.command_id for c in new.pending()} == {c.command_id for c in pending}
+
+
+def test_cancel_queued_on_estop(clock):
+    d = make(clock, agents=('a1',))
+    for _ in range(3):
+        d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0)
+    d.take()
+    assert d.cancel_queued('e-stop') == 2
+    assert [r.outcome for r in d.take().results] == [Outcome.CANCELLED] * 2
