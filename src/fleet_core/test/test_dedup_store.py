@@ -1,7 +1,7 @@
+import pytest
+
 from fleet_core.dedup_store import DedupStore, StoreUnavailable
 from fleet_core.model import AckStatus, Command, Priority
-
-import pytest
 
 
 def command(command_id: str, seq: int, epoch: int = 1) -> Command:
