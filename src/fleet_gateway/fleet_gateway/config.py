@@ -1,0 +1,244 @@
+"""Gateway configuration: frozen dataclasses built once from YAML, with errors that name the file and key."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, GlobSet, Principal, Role, RolePolicy, TokenStore
+from fleet_gateway.protocol.session import STATUS_LEVELS, SessionLimits
+
+TOKENS_ENV = 'FLEET_GATEWAY_TOKENS'
+"""`token:role:name;token:role:name` — the alternative to a tokens file (tokens never live in the repo)."""
+
+QOS_PROFILES = ('command', 'ack', 'events', 'heartbeat', 'telemetry', 'latched', 'operations')
+
+
+class ConfigError(ValueError):
+    """An invalid gateway, ACL or token file; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    """Token bucket on new sessions: `rate` per second, `burst` at once; beyond it, clients are told to retry."""
+
+    rate: float = 400.0
+    burst: float = 600.0
+    max_clients: int = 2_000
+
+
+@dataclass(frozen=True)
+class TopicQos:
+    glob: str
+    profile: str
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = '127.0.0.1'
+    port: int = 9090
+    tls: TlsConfig | None = None
+    tokens_file: Path | None = None
+    acl_file: Path | None = None
+    anonymous_role: Role | None = None
+    limits: SessionLimits = field(default_factory=SessionLimits)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    default_qos: str = 'events'
+    topic_qos: tuple[TopicQos, ...] = ()
+    call_service_wait_s: float = 2.0
+    source: str = '<defaults>'
+
+
+def _fail(source: str, key: str, problem: str) -> ConfigError:
+    return ConfigError(f'{source}: {key}: {problem}')
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f'{path}: cannot read {what}: {exc.strerror}') from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f'{path}: {what} is not valid YAML: {exc}') from None
+
+
+def _section(source: str, key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(source, key, f'must be a mapping, got {type(value).__name__}')
+    return value
+
+
+def _fill(cls: type, source: str, prefix: str, values: dict[str, Any]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        spec = known.get(key)
+        if spec is None:
+            raise _fail(source, f'{prefix}.{key}', f'unknown key (known: {", ".join(sorted(known))})')
+        default = getattr(cls(), key)
+        if isinstance(default, bool) or isinstance(default, str):
+            ok = type(value) is type(default)
+        elif isinstance(default, int | float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+            value = type(default)(value)
+        else:
+            ok = True
+        if not ok:
+            raise _fail(source, f'{prefix}.{key}', f'expected {type(default).__name__}, got {value!r}')
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_gateway_config(path: Path | str) -> GatewayConfig:
+    """Read `fleet_gateway:` from a YAML file; relative paths inside it are resolved against its folder."""
+    path = Path(path)
+    source = str(path)
+    data = _read_yaml(path, 'gateway config')
+    root = _section(source, 'fleet_gateway', (data or {}).get('fleet_gateway') if isinstance(data, dict) else data)
+    base = path.parent
+    known = {'host', 'port', 'tls', 'tokens_file', 'acl_file', 'anonymous_role', 'limits', 'admission',
+             'default_qos', 'topic_qos', 'call_service_wait_s'}  # fmt: skip
+    for key in root:
+        if key not in known:
+            raise _fail(source, f'fleet_gateway.{key}', f'unknown key (known: {", ".join(sorted(known))})')
+    host = root.get('host', '127.0.0.1')
+    if not isinstance(host, str) or not host:
+        raise _fail(source, 'fleet_gateway.host', 'must be a non-empty string')
+    port = root.get('port', 9090)
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise _fail(source, 'fleet_gateway.port', f'must be an integer 0..65535, got {port!r}')
+
+    def opt_path(key: str, value: Any) -> Path | None:
+        if value in (None, ''):
+            return None
+        if not isinstance(value, str):
+            raise _fail(source, key, 'must be a path string')
+        return (base / value).resolve()
+
+    tls = None
+    tls_section = _section(source, 'fleet_gateway.tls', root.get('tls'))
+    cert = opt_path('fleet_gateway.tls.cert', tls_section.get('cert'))
+    key = opt_path('fleet_gateway.tls.key', tls_section.get('key'))
+    if (cert is None) != (key is None):
+        raise _fail(source, 'fleet_gateway.tls', 'set both cert and key, or neither')
+    if cert is not None and key is not None:
+        tls = TlsConfig(cert, key)
+    anonymous = root.get('anonymous_role') or None
+    if anonymous is not None:
+        try:
+            anonymous = Role(anonymous)
+        except ValueError:
+            raise _fail(source, 'fleet_gateway.anonymous_role', f'unknown role {anonymous!r}') from None
+    limits = _fill(SessionLimits, source, 'fleet_gateway.limits', _section(source, 'limits', root.get('limits')))
+    if limits.status_level not in STATUS_LEVELS:
+        raise _fail(source, 'fleet_gateway.limits.status_level', f'must be one of {", ".join(STATUS_LEVELS)}')
+    admission = _fill(
+        AdmissionConfig, source, 'fleet_gateway.admission', _section(source, 'admission', root.get('admission'))
+    )
+    default_qos = root.get('default_qos', 'events')
+    if default_qos not in QOS_PROFILES:
+        raise _fail(source, 'fleet_gateway.default_qos', f'must be one of {", ".join(QOS_PROFILES)}')
+    topic_qos = []
+    for i, item in enumerate(root.get('topic_qos') or []):
+        if not isinstance(item, dict) or set(item) != {'glob', 'profile'} or item['profile'] not in QOS_PROFILES:
+            raise _fail(source, f'fleet_gateway.topic_qos[{i}]', f'must be {{glob, profile}} with a profile in {QOS_PROFILES}')
+        topic_qos.append(TopicQos(str(item['glob']), item['profile']))
+    wait = root.get('call_service_wait_s', 2.0)
+    if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
+        raise _fail(source, 'fleet_gateway.call_service_wait_s', 'must be a number >= 0')
+    return GatewayConfig(
+        host=host,
+        port=port,
+        tls=tls,
+        tokens_file=opt_path('fleet_gateway.tokens_file', root.get('tokens_file')),
+        acl_file=opt_path('fleet_gateway.acl_file', root.get('acl_file')),
+        anonymous_role=anonymous,
+        limits=limits,
+        admission=admission,
+        default_qos=default_qos,
+        topic_qos=tuple(topic_qos),
+        call_service_wait_s=float(wait),
+        source=source,
+    )
+
+
+_ACL_KEYS = ('publish', 'subscribe', 'call_service', 'advertise_service', 'command_publish')
+
+
+def _globs(source: str, key: str, value: Any) -> GlobSet:
+    if value is None:
+        return GlobSet(())
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.startswith('/') for v in value):
+        raise _fail(source, key, 'must be a list of absolute glob strings such as "/fleet/**"')
+    return GlobSet(value)
+
+
+def load_acl(path: Path | str | None) -> AccessPolicy:
+    """Per-role allow-lists. Without a file every role may only subscribe to `/fleet/**` (viewer-like)."""
+    if path is None:
+        viewer = RolePolicy(Role.VIEWER, GlobSet(()), GlobSet(['/fleet/**']), GlobSet(()), GlobSet(()), GlobSet(()))
+        return AccessPolicy({r: dataclasses.replace(viewer, role=r) for r in Role}, GlobSet(PROTECTED_TOPICS),
+                            GlobSet(PROTECTED_TOPICS))  # fmt: skip
+    source = str(path)
+    data = _section(source, '<root>', _read_yaml(Path(path), 'ACL file'))
+    for key in data:
+        if key not in ('roles', 'protected_topics', 'critical_topics'):
+            raise _fail(source, key, 'unknown key (known: roles, protected_topics, critical_topics)')
+    protected = _globs(source, 'protected_topics', data.get('protected_topics', list(PROTECTED_TOPICS)))
+    critical = _globs(source, 'critical_topics', data.get('critical_topics', list(protected.patterns)))
+    roles: dict[Role, RolePolicy] = {}
+    for name, spec in _section(source, 'roles', data.get('roles')).items():
+        try:
+            role = Role(name)
+        except ValueError:
+            raise _fail(source, f'roles.{name}', f'unknown role (known: {", ".join(r.value for r in Role)})') from None
+        spec = _section(source, f'roles.{name}', spec)
+        for key in spec:
+            if key not in _ACL_KEYS:
+                raise _fail(source, f'roles.{name}.{key}', f'unknown key (known: {", ".join(_ACL_KEYS)})')
+        lists = {key: _globs(source, f'roles.{name}.{key}', spec.get(key)) for key in _ACL_KEYS}
+        roles[role] = RolePolicy(role=role, **lists)
+    return AccessPolicy(roles, protected, critical)
+
+
+def _principal(source: str, key: str, role: Any, name: Any) -> Principal:
+    try:
+        parsed = Role(role)
+    except ValueError:
+        raise _fail(source, key, f'unknown role {role!r} (known: {", ".join(r.value for r in Role)})') from None
+    if not isinstance(name, str) or not name:
+        raise _fail(source, key, 'needs a non-empty name')
+    return Principal(name, parsed)
+
+
+def load_tokens(path: Path | None, env: dict[str, str] | None = None) -> TokenStore:
+    """Tokens from a YAML file (`tokens: [{token, role, name}]`) and/or the FLEET_GATEWAY_TOKENS variable."""
+    tokens: dict[str, Principal] = {}
+    if path is not None:
+        source = str(path)
+        data = _section(source, '<root>', _read_yaml(path, 'tokens file'))
+        for i, item in enumerate(data.get('tokens') or []):
+            key = f'tokens[{i}]'
+            if not isinstance(item, dict) or not isinstance(item.get('token'), str) or len(item['token']) < 16:
+                raise _fail(source, key, 'needs a "token" string of at least 16 characters')
+            tokens[item['token']] = _principal(source, key, item.get('role'), item.get('name'))
+    raw = (env if env is not None else os.environ).get(TOKENS_ENV, '')
+    for i, entry in enumerate(filter(None, raw.split(';'))):
+        parts = entry.split(':', 2)
+        if len(parts) != 3 or len(parts[0]) < 16:
+            raise ConfigError(f'${TOKENS_ENV}: entry {i}: expected "token:role:name" with a token of >= 16 characters')
+        tokens[parts[0]] = _principal(f'${TOKENS_ENV}', f'entry {i}', parts[1], parts[2])
+    return TokenStore(tokens)

@@ -1,0 +1,353 @@
+"""The asyncio WebSocket server: a thin adapter between `websockets` connections, the sans-I/O sessions and
+the rclpy endpoints. It owns the event loop's thread; rclpy spins in a SpinThread.
+
+Outgoing frames bypass `websockets`' per-message send path: each ROS message is framed once (server frames are
+unmasked, so the bytes are the same for every client) and written to each client's transport in batches, with
+the transport's write buffer as the backpressure signal. `websockets` still does the handshake, reading,
+pings and closing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import itertools
+import logging
+import ssl
+import time
+import urllib.parse
+import weakref
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from fleet_gateway.acl import AccessPolicy, Principal, TokenStore
+from fleet_gateway.config import GatewayConfig
+from fleet_gateway.framing import wire
+from fleet_gateway.protocol import events as ev
+from fleet_gateway.protocol.published import PublishedMessage
+from fleet_gateway.protocol.session import ClientSession
+from fleet_gateway.ratelimit import TokenBucket
+from fleet_gateway.ros_side import EndpointConflict, RosEndpoints
+
+log = logging.getLogger('fleet_gateway.server')
+
+WRITE_HIGH_WATER = 256 * 1024
+"""Bytes buffered in a client's transport beyond which frames stay in its (bounded, dropping) send queue."""
+WRITE_BATCH = 64 * 1024
+RETRY_WRITE_S = 0.005
+
+
+class ClientConnection:
+    """One client: its websockets connection, protocol session and flush scheduling."""
+
+    def __init__(self, ws: ServerConnection, session: ClientSession, loop: asyncio.AbstractEventLoop) -> None:
+        self.ws = ws
+        self.session = session
+        self.loop = loop
+        self._retry: asyncio.TimerHandle | None = None
+        self._wake: asyncio.TimerHandle | None = None
+        self._wake_at: float | None = None
+        self.closing = False
+
+    def flush(self) -> None:
+        """Write queued frames while the transport accepts them; retry shortly when it is full."""
+        transport = self.ws.transport
+        outbox = self.session.outbox
+        if self.closing or self.ws.protocol.state is not State.OPEN or transport.is_closing():
+            outbox.clear()
+            return
+        while len(outbox):
+            if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                if self._retry is None:
+                    self._retry = self.loop.call_later(RETRY_WRITE_S, self._retry_flush)
+                return
+            batch = outbox.pop_batch(WRITE_BATCH)
+            transport.write(b''.join([wire(frame) for frame in batch]))
+
+    def _retry_flush(self) -> None:
+        self._retry = None
+        self.flush()
+
+    def schedule_wake(self) -> None:
+        wake = self.session.next_wake()
+        if wake is None or (self._wake_at is not None and self._wake_at <= wake):
+            return
+        if self._wake is not None:
+            self._wake.cancel()
+        self._wake_at = wake
+        self._wake = self.loop.call_at(wake, self._on_wake)
+
+    def _on_wake(self) -> None:
+        self._wake = None
+        self._wake_at = None
+        self.session.poll(self.loop.time())
+        self.flush()
+        self.schedule_wake()
+
+    def stop_timers(self) -> None:
+        for handle in (self._retry, self._wake):
+            if handle is not None:
+                handle.cancel()
+        self._retry = self._wake = None
+
+
+class GatewayServer:
+    """Serves the rosbridge v2 protocol. `await start()` binds; `port` is the bound port; `stats()` for metrics."""
+
+    def __init__(self, config: GatewayConfig, policy: AccessPolicy, tokens: TokenStore, endpoints_factory: Any) -> None:
+        self.config = config
+        self.policy = policy
+        self.tokens = tokens
+        self._endpoints_factory = endpoints_factory
+        self.ros: RosEndpoints | None = None
+        self.connections: set[ClientConnection] = set()
+        self._admission = TokenBucket(config.admission.rate, config.admission.burst)
+        self._ids = itertools.count(1)
+        self._server: Server | None = None
+        self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal | None] = weakref.WeakKeyDictionary()
+        self.counters = {
+            'sessions_admitted': 0,
+            'sessions_closed': 0,
+            'rejected_admission': 0,
+            'rejected_auth': 0,
+            'dropped_closed_sessions': 0,
+            'errors_closed_sessions': 0,
+            'internal_errors': 0,
+        }
+        self.port = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.ros = self._endpoints_factory(loop, self._on_ros_messages)
+        ssl_context = None
+        if self.config.tls is not None:
+            ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+            ssl_context.load_cert_chain(self.config.tls.cert, self.config.tls.key)
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            ssl=ssl_context,
+            process_request=self._admit,
+            compression=None,
+            max_size=self.config.limits.max_message_bytes,
+            max_queue=64,
+            ping_interval=20,
+            ping_timeout=20,
+            server_header='fleet_gateway',
+            backlog=2048,
+        )
+        sockets = list(self._server.sockets)
+        self.port = sockets[0].getsockname()[1]
+        scheme = 'wss' if ssl_context else 'ws'
+        log.info('listening on %s://%s:%d', scheme, self.config.host, self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    # --- admission and authentication (HTTP stage, before the upgrade) ---------------------------------
+
+    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        if len(self.connections) >= self.config.admission.max_clients:
+            self.counters['rejected_admission'] += 1
+            return self._retry_later(connection, f'the gateway is at its limit of {self.config.admission.max_clients} clients')
+        if not self._admission.try_take():
+            self.counters['rejected_admission'] += 1
+            return self._retry_later(connection, f'the gateway admits {self.config.admission.rate:g} new sessions per second')
+        token = _token_of(request)
+        principal: Principal | None = None
+        if token is not None:
+            principal = self.tokens.authenticate(token)
+            if principal is None:
+                self.counters['rejected_auth'] += 1
+                return connection.respond(http.HTTPStatus.UNAUTHORIZED, 'unknown token\n')
+        elif self.config.anonymous_role is not None:
+            principal = Principal('anonymous', self.config.anonymous_role)
+        self._principals[connection] = principal
+        return None
+
+    def _retry_later(self, connection: ServerConnection, why: str) -> Response:
+        delay = max(1, round(1.0 / self.config.admission.rate * max(1, len(self.connections) // 10)))
+        response = connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, f'{why}; retry in {delay} s\n')
+        response.headers['Retry-After'] = str(delay)
+        return response
+
+    # --- connections -----------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        assert self.ros is not None
+        ros = self.ros
+        loop = asyncio.get_running_loop()
+        client_id = f'c{next(self._ids)}'
+        session = ClientSession(
+            client_id,
+            policy=self.policy,
+            principal=self._principals.pop(ws, None),
+            limits=self.config.limits,
+            authenticate=self.tokens.authenticate,
+            resolve_topic_type=ros.topic_type,
+            resolve_service_type=ros.service_type,
+            clock=loop.time,
+        )
+        conn = ClientConnection(ws, session, loop)
+        self.connections.add(conn)
+        self.counters['sessions_admitted'] += 1
+        peer = ws.remote_address
+        who = session.principal.name if session.principal else 'unauthenticated'
+        log.debug('client %s connected from %s as %s', client_id, peer, who)
+        try:
+            async for message in ws:
+                if isinstance(message, str):
+                    events = session.receive_text(message)
+                else:
+                    events = session.receive_bytes(message)
+                if events:
+                    self._apply(conn, events)
+                conn.flush()
+                conn.schedule_wake()
+                if session.close_request is not None:
+                    break
+                if session.read_pause > 0:
+                    await asyncio.sleep(session.read_pause)  # rate limit: stop reading, TCP pushes back
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._finish(conn)
+
+    async def _finish(self, conn: ClientConnection) -> None:
+        session = conn.session
+        request = session.close_request
+        conn.closing = True
+        conn.stop_timers()
+        stats = session.stats()
+        self.counters['dropped_closed_sessions'] += stats['dropped']
+        self.counters['errors_closed_sessions'] += stats['errors']
+        self.counters['sessions_closed'] += 1
+        self._apply(conn, session.finish())
+        self.connections.discard(conn)
+        if request is not None:
+            log.warning('closing client %s: %s', session.client_id, request.reason)
+            await conn.ws.close(request.code, request.reason)
+        log.debug('client %s gone: %s', session.client_id, stats)
+
+    def _apply(self, conn: ClientConnection, events: list[ev.Event]) -> None:
+        assert self.ros is not None
+        ros = self.ros
+        session = conn.session
+        for event in events:
+            try:
+                if isinstance(event, ev.PublishMessage):
+                    ros.publish(event.topic, event.msg)
+                elif isinstance(event, ev.SubscribeTopic):
+                    ros.subscribe(event.topic, event.msg_cls, conn)
+                elif isinstance(event, ev.UnsubscribeTopic):
+                    ros.unsubscribe(event.topic, conn)
+                elif isinstance(event, ev.AdvertiseTopic):
+                    ros.advertise(event.topic, event.msg_cls)
+                elif isinstance(event, ev.UnadvertiseTopic):
+                    ros.unadvertise(event.topic)
+                elif isinstance(event, ev.CallService):
+                    asyncio.get_running_loop().create_task(self._call(conn, event))
+                elif isinstance(event, ev.CloseConnection):
+                    session.request_close(event.code, event.reason)
+            except EndpointConflict as exc:
+                if isinstance(event, ev.SubscribeTopic):
+                    session.subscriptions.pop(event.topic, None)
+                elif isinstance(event, ev.AdvertiseTopic):
+                    session.advertisements.pop(event.topic, None)
+                session.error(str(exc), None)
+            except Exception:  # a bug or an rclpy failure must not take the gateway down: log it, tell the client
+                self.counters['internal_errors'] += 1
+                log.exception('client %s: failed to apply %s', session.client_id, type(event).__name__)
+                session.error(f'internal error applying {type(event).__name__}; see the gateway log', None)
+
+    async def _call(self, conn: ClientConnection, event: ev.CallService) -> None:
+        assert self.ros is not None
+        session = conn.session
+        loop = asyncio.get_running_loop()
+        client = self.ros.client(event.service, event.srv_cls)
+        deadline = loop.time() + min(event.timeout_s, self.config.call_service_wait_s)
+        while not client.service_is_ready():
+            if loop.time() >= deadline:
+                session.service_result(event.call_no, None, f'service {event.service} is not available')
+                conn.flush()
+                return
+            await asyncio.sleep(0.02)
+        result: asyncio.Future[Any] = loop.create_future()
+
+        def done(ros_future: Any) -> None:  # spin thread
+            loop.call_soon_threadsafe(_settle, result, ros_future)
+
+        ros_future = client.call_async(event.request)
+        ros_future.add_done_callback(done)
+        try:
+            response = await asyncio.wait_for(result, event.timeout_s)
+            session.service_result(event.call_no, response)
+        except TimeoutError:
+            client.remove_pending_request(ros_future)
+            session.service_result(event.call_no, None, f'service {event.service} timed out after {event.timeout_s:g} s')
+        except Exception as exc:  # the service raised, or rclpy failed: the caller gets a failed response
+            session.service_result(event.call_no, None, f'service {event.service} failed: {exc}')
+        conn.flush()
+
+    # --- ROS -> clients --------------------------------------------------------------------------------
+
+    def _on_ros_messages(self, batch: list[PublishedMessage]) -> None:
+        assert self.ros is not None
+        now = asyncio.get_running_loop().time()
+        dirty: set[ClientConnection] = set()
+        subscribers = self.ros.subscribers
+        for published in batch:
+            conns = subscribers(published.topic)
+            for conn in conns:
+                conn.session.deliver(published, now)
+            dirty.update(conns)
+        for conn in dirty:
+            conn.flush()
+            conn.schedule_wake()
+            if conn.session.close_request is not None and not conn.closing:
+                conn.closing = True
+                request = conn.session.close_request
+                asyncio.get_running_loop().create_task(conn.ws.close(request.code, request.reason))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the metrics exporter: gateway-wide totals plus live per-client figures."""
+        clients = {conn.session.client_id: conn.session.stats() for conn in self.connections}
+        return {
+            **self.counters,
+            'clients': len(self.connections),
+            'ros_messages_received': self.ros.received if self.ros else 0,
+            'dropped_total': self.counters['dropped_closed_sessions'] + sum(c['dropped'] for c in clients.values()),
+            'per_client': clients,
+            'time': time.time(),
+        }
+
+
+def _settle(result: asyncio.Future[Any], ros_future: Any) -> None:
+    if result.done():
+        return
+    exc = ros_future.exception()
+    if exc is not None:
+        result.set_exception(exc)
+    else:
+        result.set_result(ros_future.result())
+
+
+def _token_of(request: Request) -> str | None:
+    headers: Headers = request.headers
+    auth = headers.get('Authorization', '')
+    if auth.lower().startswith('bearer '):
+        return auth[7:].strip()
+    query = urllib.parse.urlsplit(request.path).query
+    values = urllib.parse.parse_qs(query).get('token')
+    return values[0] if values else None
