@@ -1,0 +1,173 @@
+"""Real rosbridge clients against a fleet_gateway subprocess: roslibjs under node and roslibpy (each in its own
+process, driven here while this process serves the ROS side: publishers, subscribers and a std_srvs service)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from harness.wait import wait_for
+from test_gateway_helpers import start_gateway
+
+JS_DIR = Path(__file__).parent / 'js'
+pytestmark = pytest.mark.system
+
+
+def _serve_ros_side(ros, prefix: str):
+    """Publisher on <prefix>/from_ros, subscriber on <prefix>/to_ros answering on <prefix>/ack, SetBool service."""
+    from std_msgs.msg import String
+    from std_srvs.srv import SetBool
+
+    node = ros.node(f'compat_{prefix.strip("/")}')
+    pub = node.create_publisher(String, f'{prefix}/from_ros', 10)
+    ack = node.create_publisher(String, f'{prefix}/ack', 10)
+    received: list[str] = []
+    node.create_subscription(String, f'{prefix}/to_ros', lambda m: received.append(m.data), 10)
+
+    def set_flag(request, response):
+        response.success = True
+        response.message = f'flag={request.data}'
+        return response
+
+    node.create_service(SetBool, f'{prefix}/set_flag', set_flag)
+    state = {'last': 0.0}
+
+    def tick() -> None:
+        ros.spin_once(0.01)
+        now = time.monotonic()
+        if now - state['last'] > 0.05:
+            state['last'] = now
+            pub.publish(String(data=f'ros says {now:.3f}'))
+            if received:
+                ack.publish(String(data='seen'))
+
+    return tick, received
+
+
+def _drive(proc, tick, timeout: float) -> int:
+    wait_for(lambda: proc.poll() is not None, timeout, what='client process to finish', tick=tick)
+    return proc.returncode
+
+
+def test_roslibjs_publish_subscribe_service_reconnect(processes, ros, tmp_path):
+    gateway = start_gateway(processes, tmp_path)
+    tick, received = _serve_ros_side(ros, '/js')
+    log = tmp_path / 'node.log'
+    with log.open('w') as out:
+        proc = subprocess.Popen(
+            ['node', str(JS_DIR / 'gateway_compat.mjs'), gateway.url()], cwd=JS_DIR, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            code = _drive(proc, tick, 60.0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    text = log.read_text()
+    assert code == 0, text
+    for step in ('connect', 'subscribe', 'publish', 'service', 'status', 'reconnect'):
+        assert f'STEP {step} ok' in text, text
+    assert 'hello from roslibjs' in received
+    assert gateway.proc.alive()
+
+
+ROSLIBPY_CLIENT = r'''
+import sys, threading, roslibpy
+port, token, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ros = roslibpy.Ros('127.0.0.1', port, headers={'Authorization': 'Bearer ' + token})
+ros.run(timeout=10)
+print('STEP connect ok', flush=True)
+seen = threading.Event(); after = threading.Event(); marks = []
+def on_msg(m):
+    marks.append(m['data'])
+    seen.set()
+    if m['data'].startswith('after restart'):
+        after.set()
+topic = roslibpy.Topic(ros, '/py/from_ros', 'std_msgs/String')
+topic.subscribe(on_msg)
+assert seen.wait(15), 'no message from ROS'
+print('STEP subscribe ok', flush=True)
+if mode == 'reconnect':
+    print('READY_FOR_RESTART', flush=True)
+    assert after.wait(40), 'no message after the gateway restarted: ' + repr(marks[-3:])
+    print('STEP reconnect ok', flush=True)
+else:
+    out = roslibpy.Topic(ros, '/py/to_ros', 'std_msgs/String')
+    acked = threading.Event()
+    roslibpy.Topic(ros, '/py/ack', 'std_msgs/String').subscribe(lambda m: acked.set())
+    for _ in range(200):
+        out.publish(roslibpy.Message({'data': 'hello from roslibpy'}))
+        if acked.wait(0.05):
+            break
+    assert acked.is_set(), 'publish not seen by ROS'
+    print('STEP publish ok', flush=True)
+    service = roslibpy.Service(ros, '/py/set_flag', 'std_srvs/SetBool')
+    result = service.call(roslibpy.ServiceRequest({'data': False}), timeout=10)
+    assert result['success'] is True and result['message'] == 'flag=False', result
+    print('STEP service ok', flush=True)
+ros.terminate()
+print('DONE', flush=True)
+'''
+
+
+def _start_roslibpy(tmp_path: Path, port: int, token: str, mode: str):
+    script = tmp_path / 'roslibpy_client.py'
+    script.write_text(ROSLIBPY_CLIENT)
+    log = (tmp_path / f'roslibpy-{mode}.log').open('w')
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(port), token, mode], stdout=log, stderr=subprocess.STDOUT
+    )
+    return proc, Path(log.name)
+
+
+def test_roslibpy_publish_subscribe_service(processes, ros, tmp_path):
+    gateway = start_gateway(processes, tmp_path)
+    tick, received = _serve_ros_side(ros, '/py')
+    proc, log = _start_roslibpy(tmp_path, gateway.port, gateway.tokens['operator'], 'basic')
+    try:
+        code = _drive(proc, tick, 60.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    text = log.read_text()
+    assert code == 0, text
+    for step in ('connect', 'subscribe', 'publish', 'service'):
+        assert f'STEP {step} ok' in text, text
+    assert 'hello from roslibpy' in received
+
+
+def test_roslibpy_reconnects_and_resubscribes_after_gateway_restart(processes, ros, tmp_path):
+    from std_msgs.msg import String
+
+    gateway = start_gateway(processes, tmp_path)
+    node = ros.node('compat_restart')
+    pub = node.create_publisher(String, '/py/from_ros', 10)
+    state = {'phase': 'before restart', 'last': 0.0}
+
+    def tick() -> None:
+        ros.spin_once(0.01)
+        now = time.monotonic()
+        if now - state['last'] > 0.05:
+            state['last'] = now
+            pub.publish(String(data=f'{state["phase"]} {now:.3f}'))
+
+    proc, log = _start_roslibpy(tmp_path, gateway.port, gateway.tokens['operator'], 'reconnect')
+    try:
+        wait_for(lambda: 'READY_FOR_RESTART' in log.read_text() or proc.poll() is not None, 30.0, tick=tick,
+                 what='roslibpy subscribed')  # fmt: skip
+        assert proc.poll() is None, log.read_text()
+        gateway.proc.stop()
+        state['phase'] = 'after restart'
+        start_gateway(processes, tmp_path, tokens=gateway.tokens, port=gateway.port, name='gateway2')
+        code = _drive(proc, tick, 60.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    text = log.read_text()
+    assert code == 0, text
+    assert 'STEP reconnect ok' in text, text
