@@ -1,0 +1,181 @@
+"""Lease-based leadership of one shard with epoch fencing: the leader renews a lease, standbys take over with
+epoch + 1 once it lapses, and a leader that sees a higher epoch steps down."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class LeadershipError(RuntimeError):
+    """Base class of leadership errors."""
+
+
+class LeaseConfigError(ValueError):
+    """A lease setting that cannot work; the message names the key."""
+
+
+class WrongShardLease(LeadershipError):
+    """A lease for another site or shard reached this orchestrator: it was started with the wrong shard id."""
+
+
+class NotLeader(LeadershipError):
+    """Renewing or commanding without holding the lease (never took over, or fenced by a newer epoch)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseConfig:
+    """`leadership:` block of the fleet config."""
+
+    lease_sec: float = 1.0
+    renew_period_sec: float = 0.25
+    takeover_grace_sec: float = 0.0  # extra wait after a lapse, e.g. to absorb a GC pause of the leader
+
+    def __post_init__(self) -> None:
+        for key in ('lease_sec', 'renew_period_sec'):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise LeaseConfigError(f'leadership.{key} must be a positive number of seconds, got {value!r}')
+        if not (math.isfinite(self.takeover_grace_sec) and self.takeover_grace_sec >= 0):
+            raise LeaseConfigError('leadership.takeover_grace_sec must be >= 0')
+        if self.renew_period_sec >= self.lease_sec:
+            raise LeaseConfigError('leadership.renew_period_sec must be shorter than leadership.lease_sec')
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """fleet_interfaces/LeaderLease, field for field (stamp in UTC seconds on the leader's clock)."""
+
+    site_id: str
+    shard_id: str
+    leader_id: str
+    epoch: int
+    last_seq_hint: int
+    stamp: float
+    lease_sec: float
+
+
+class LeaseState:
+    """One orchestrator's view of its shard's lease, leader or standby. Lapses are judged by when this process
+    received the lease on its own clock, never by the leader's stamp, so clock skew between hosts cannot trigger or
+    delay a takeover."""
+
+    def __init__(
+        self, *, site_id: str, shard_id: str, node_id: str, config: LeaseConfig, clock: Callable[[], float]
+    ) -> None:
+        self.site_id = site_id
+        self.shard_id = shard_id
+        self.node_id = node_id
+        self.config = config
+        self._clock = clock
+        self._started_at = clock()
+        self._current: Lease | None = None  # the newest lease seen (ours or another's)
+        self._received_at = self._started_at
+        self._max_epoch = 0
+        self._leading = False
+        self._last_renewal = -math.inf
+        self._rebase = False  # we won a same-epoch tie: move to a fresh epoch at the next renewal
+
+    @property
+    def epoch(self) -> int:
+        """Our epoch while leading, else the newest epoch seen."""
+        return self._current.epoch if self._current else 0
+
+    @property
+    def max_epoch_seen(self) -> int:
+        return self._max_epoch
+
+    @property
+    def current(self) -> Lease | None:
+        return self._current
+
+    def is_leader(self, now: float | None = None) -> bool:
+        """True while we hold the newest epoch and our own lease has not lapsed (a paused leader stops at once)."""
+        now = self._clock() if now is None else now
+        return self._leading and now < self._last_renewal + self.config.lease_sec
+
+    def note_epoch(self, epoch: int) -> None:
+        """An epoch seen elsewhere (an agent's highest_epoch_seen, a fencing rejection): above ours, we step down."""
+        self._max_epoch = max(self._max_epoch, epoch)
+        if self._leading and self._current is not None and epoch > self._current.epoch:
+            self._leading = False
+
+    def observe(self, lease: Lease) -> bool:
+        """Take in a published lease; False when it is older than what we know. Raises WrongShardLease."""
+        if (lease.site_id, lease.shard_id) != (self.site_id, self.shard_id):
+            raise WrongShardLease(
+                f'orchestrator {self.node_id} is configured for {self.site_id}/{self.shard_id} but received the lease '
+                f'of {lease.site_id}/{lease.shard_id} from {lease.leader_id}: check its shard_id parameter'
+            )
+        if lease.leader_id == self.node_id:
+            return False  # our own renewal echoed back
+        self._max_epoch = max(self._max_epoch, lease.epoch)
+        current = self._current
+        if current is not None and lease.epoch < current.epoch:
+            return False
+        # Two standbys took over at once with the same epoch. The higher leader_id keeps it; the other steps down.
+        # The keeper re-takes with a fresh epoch at its next renewal so agents fence the loser.
+        tie = current is not None and lease.epoch == current.epoch and lease.leader_id != current.leader_id
+        if tie and self._leading and self.node_id > lease.leader_id:
+            self._rebase = True
+            return False
+        self._leading = False
+        self._current = lease
+        self._received_at = self._clock()
+        return True
+
+    def should_take_over(self, now: float | None = None) -> bool:
+        """True for a standby once the newest lease (or, if none was ever seen, our start) is older than
+        lease_sec + takeover_grace_sec."""
+        now = self._clock() if now is None else now
+        if self._leading:
+            return False
+        lease_sec = self._current.lease_sec if self._current is not None else self.config.lease_sec
+        return now >= self._received_at + lease_sec + self.config.takeover_grace_sec
+
+    def take_over(self, *, last_seq_hint: int = 0, now: float | None = None) -> Lease:
+        """Become leader with epoch = highest epoch seen + 1 and return the lease to publish."""
+        now = self._clock() if now is None else now
+        self._max_epoch += 1
+        self._leading = True
+        self._rebase = False
+        return self._issue(self._max_epoch, last_seq_hint, now)
+
+    def should_renew(self, now: float | None = None) -> bool:
+        now = self._clock() if now is None else now
+        return self._leading and now >= self._last_renewal + self.config.renew_period_sec
+
+    def renew(self, *, last_seq_hint: int = 0, now: float | None = None) -> Lease:
+        """Extend our lease; raises NotLeader when fenced or when our own lease already lapsed (we were paused
+        long enough for a standby to take over, so we must not act as leader again without observing)."""
+        now = self._clock() if now is None else now
+        if not self._leading or self._current is None:
+            raise NotLeader(f'{self.node_id} does not lead {self.site_id}/{self.shard_id} (epoch {self._max_epoch})')
+        if now >= self._last_renewal + self.config.lease_sec:
+            self._leading = False
+            raise NotLeader(
+                f'{self.node_id}: lease of epoch {self._current.epoch} lapsed before renewal; stepping down'
+            )
+        epoch = self._current.epoch
+        if self._rebase:
+            self._max_epoch += 1
+            epoch = self._max_epoch
+            self._rebase = False
+        return self._issue(epoch, last_seq_hint, now)
+
+    def _issue(self, epoch: int, last_seq_hint: int, now: float) -> Lease:
+        self._max_epoch = max(self._max_epoch, epoch)
+        lease = Lease(
+            site_id=self.site_id,
+            shard_id=self.shard_id,
+            leader_id=self.node_id,
+            epoch=epoch,
+            last_seq_hint=last_seq_hint,
+            stamp=now,
+            lease_sec=self.config.lease_sec,
+        )
+        self._current = lease
+        self._received_at = now
+        self._last_renewal = now
+        return lease

@@ -1,0 +1,150 @@
+"""Tests for fleet_core.leadership: lapse detection, epoch + 1 takeover, fencing, wrong-shard refusal."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fleet_core.leadership import Lease, LeaseConfig, LeaseConfigError, LeaseState, NotLeader, WrongShardLease
+
+CONFIG = LeaseConfig(lease_sec=1.0, renew_period_sec=0.25, takeover_grace_sec=0.2)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def node(name: str, clock: Clock, shard: str = 'zone_1') -> LeaseState:
+    return LeaseState(site_id='site_a', shard_id=shard, node_id=name, config=CONFIG, clock=clock)
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(LeaseConfigError, match='renew_period_sec must be shorter'):
+        LeaseConfig(lease_sec=1.0, renew_period_sec=1.0)
+    with pytest.raises(LeaseConfigError, match='lease_sec'):
+        LeaseConfig(lease_sec=0)
+    with pytest.raises(LeaseConfigError, match='takeover_grace_sec'):
+        LeaseConfig(takeover_grace_sec=-1)
+
+
+def test_standby_takes_over_with_next_epoch_after_lapse_and_grace() -> None:
+    clock = Clock()
+    leader, standby = node('a', clock), node('b', clock)
+    lease = leader.take_over(last_seq_hint=7)
+    assert (lease.epoch, lease.leader_id, lease.last_seq_hint) == (1, 'a', 7)
+    assert standby.observe(lease)
+    clock.now += 0.5
+    assert standby.observe(leader.renew())
+    clock.now += 1.19
+    assert not standby.should_take_over()
+    clock.now += 0.01
+    assert standby.should_take_over()
+    new = standby.take_over()
+    assert new.epoch == 2 and standby.is_leader()
+    # The old leader, resumed after a pause, is fenced: its lease lapsed and it sees the new epoch.
+    assert not leader.is_leader()
+    with pytest.raises(NotLeader, match='lapsed'):
+        leader.renew()
+    assert leader.observe(new)
+    assert not leader.should_take_over()
+
+
+def test_higher_epoch_seen_from_agents_steps_the_leader_down() -> None:
+    clock = Clock()
+    leader = node('a', clock)
+    leader.take_over()
+    leader.note_epoch(5)
+    assert not leader.is_leader()
+    with pytest.raises(NotLeader):
+        leader.renew()
+    clock.now += 2.0
+    assert leader.take_over().epoch == 6
+
+
+def test_standby_without_any_lease_takes_over_after_one_lease_period() -> None:
+    clock = Clock()
+    standby = node('b', clock)
+    clock.now += 1.1
+    assert not standby.should_take_over()
+    clock.now += 0.11  # lease 1.0 + grace 0.2 from start
+    assert standby.should_take_over()
+
+
+def test_wrong_shard_lease_is_refused() -> None:
+    clock = Clock()
+    other = node('x', clock, shard='zone_2').take_over()
+    standby = node('b', clock)
+    with pytest.raises(WrongShardLease, match=r'configured for site_a/zone_1 .* site_a/zone_2'):
+        standby.observe(other)
+
+
+def test_older_epoch_is_ignored() -> None:
+    clock = Clock()
+    standby = node('b', clock)
+    newer = Lease('site_a', 'zone_1', 'n', 4, 0, clock.now, 1.0)
+    older = Lease('site_a', 'zone_1', 'o', 3, 0, clock.now, 1.0)
+    assert standby.observe(newer)
+    assert not standby.observe(older)
+    assert standby.current == newer and standby.max_epoch_seen == 4
+
+
+def test_same_epoch_tie_is_resolved_by_leader_id_and_a_fresh_epoch() -> None:
+    clock = Clock()
+    low, high = node('a', clock), node('b', clock)
+    clock.now += 1.5
+    lease_low, lease_high = low.take_over(), high.take_over()
+    assert lease_low.epoch == lease_high.epoch == 1
+    assert not high.observe(lease_low)
+    assert low.observe(lease_high)
+    assert high.is_leader() and not low.is_leader()
+    clock.now += 0.25
+    assert high.should_renew()
+    renewed = high.renew()
+    assert renewed.epoch == 2
+    low.observe(renewed)
+    assert low.max_epoch_seen == 2
+
+
+def test_renew_schedule() -> None:
+    clock = Clock()
+    leader = node('a', clock)
+    assert not leader.should_renew()
+    leader.take_over()
+    assert not leader.should_renew()
+    clock.now += 0.25
+    assert leader.should_renew()
+    leader.renew()
+    assert not leader.should_renew()
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(['a', 'b', 'c']), st.floats(0.0, 0.8)), max_size=60))
+def test_epochs_only_grow_and_one_leader_holds_the_top_epoch(steps: list[tuple[str, float]]) -> None:
+    """Three orchestrators act in turn on a shared bus: published epochs never go down, and at every moment the
+    highest epoch among nodes that believe they lead belongs to exactly one node (agents fence the others)."""
+    clock = Clock()
+    nodes = {name: node(name, clock) for name in 'abc'}
+    published: list[Lease] = []
+    for name, dt in steps:
+        clock.now += dt
+        me = nodes[name]
+        for lease in published[-5:]:
+            me.observe(lease)
+        if me.is_leader():
+            if me.should_renew():
+                published.append(me.renew())
+        elif me.should_take_over():
+            published.append(me.take_over())
+        leaders = [n for n in nodes.values() if n.is_leader()]
+        if leaders:
+            top = max(n.epoch for n in leaders)
+            assert len([n for n in leaders if n.epoch == top]) == 1
+    epochs = [lease.epoch for lease in published]
+    assert epochs == sorted(epochs)
+    if published:
+        assert published[0].epoch == 1
