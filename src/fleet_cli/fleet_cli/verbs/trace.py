@@ -1,0 +1,84 @@
+"""`fleetctl trace <command_id>`: the command's hop timeline, live from /fleet/*/*/trace or from a recording."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from fleet_observability.discovery import RawTopicFollower
+from fleet_observability.recorder import RecordingError, read_recording
+from fleet_observability.session import ros_session
+from fleet_observability.topic_match import GlobError, TopicSelector
+from fleet_observability.trace_msgs import trace_from_msg
+from rclpy.serialization import deserialize_message
+
+from fleet_core.trace import Hop, TraceError, build_timeline, render_timeline
+from fleet_interfaces.msg import TraceEvent
+
+DEFAULT_TRACE_GLOB = '/fleet/*/*/trace'
+TRACE_SCHEMA = 'fleet_interfaces/msg/TraceEvent'
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser('trace', help="print a command's hop timeline with per-hop latency")
+    parser.add_argument('command_id', help='the command id (from `fleetctl submit` or an outcome)')
+    parser.add_argument('--from', dest='source', default=None, help='read TraceEvents from this MCAP recording')
+    parser.add_argument('--wait', type=float, default=3.0, help='live: seconds to listen (stops early at the outcome)')
+    parser.add_argument('--topic', default=DEFAULT_TRACE_GLOB, help=f'live: trace topic glob ({DEFAULT_TRACE_GLOB})')
+    parser.set_defaults(func=run)
+
+
+def _records_from_file(path: str) -> list[Any]:
+
+    records = []
+    for message in read_recording(path):
+        if message.schema_name == TRACE_SCHEMA:
+            records.append(trace_from_msg(message.decode()))
+    return records
+
+
+def _records_live(command_id: str, glob: str, wait: float) -> list[Any]:
+
+    records: list[Any] = []
+
+    def on_message(_topic: Any, data: bytes) -> None:
+        msg = deserialize_message(data, TraceEvent)
+        if msg.command_id == command_id:
+            records.append(trace_from_msg(msg))
+
+    with ros_session('fleetctl_trace') as session:
+        follower = RawTopicFollower(session.node, TopicSelector(include=(glob,)), on_message)
+        try:
+            follower.poll()
+            session.node.create_timer(0.2, follower.poll)
+            session.spin_until(time.monotonic() + wait, done=lambda: any(r.hop == Hop.OUTCOME for r in records))
+        finally:
+            follower.close()
+    return records
+
+
+def run(args: argparse.Namespace) -> int:
+
+    try:
+        if args.source:
+            records = _records_from_file(args.source)
+            where = args.source
+        else:
+            if args.wait <= 0:
+                print('fleetctl trace: error: --wait must be > 0', file=sys.stderr)
+                return EXIT_USAGE
+            records = _records_live(args.command_id, args.topic, args.wait)
+            where = f'{args.topic} during {args.wait:.1f}s'
+    except (RecordingError, GlobError) as exc:
+        print(f'fleetctl trace: error: {exc}', file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        timeline = build_timeline(records, args.command_id)
+    except TraceError as exc:
+        print(f'fleetctl trace: {exc} in {where}', file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(render_timeline(timeline))
+    return EXIT_OK
