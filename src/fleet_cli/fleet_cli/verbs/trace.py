@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser('trace', help="print a command's hop timeline with per-hop latency")
     parser.add_argument('command_id', help='the command id (from `fleetctl submit` or an outcome)')
     parser.add_argument('--from', dest='source', default=None, help='read TraceEvents from this MCAP recording')
-    parser.add_argument('--wait', type=float, default=3.0, help='live: seconds to listen (stops early at the outcome)')
+    parser.add_argument(
+        '--wait', type=float, default=3.0, help='live: seconds to listen (stops once SUBMIT and OUTCOME were both seen)'
+    )
     parser.add_argument('--topic', default=DEFAULT_TRACE_GLOB, help=f'live: trace topic glob ({DEFAULT_TRACE_GLOB})')
     parser.set_defaults(func=run)
 
@@ -38,6 +40,12 @@ def _records_from_file(path: str) -> list[Any]:
         if message.schema_name == TRACE_SCHEMA:
             records.append(trace_from_msg(message.decode()))
     return records
+
+
+def _whole_life_seen(records: list[Any]) -> bool:
+    """Both ends of the command's life arrived: listening longer cannot add hops."""
+    seen = {r.hop for r in records}
+    return Hop.SUBMIT in seen and Hop.OUTCOME in seen
 
 
 def _records_live(command_id: str, glob: str, wait: float) -> list[Any]:
@@ -54,7 +62,7 @@ def _records_live(command_id: str, glob: str, wait: float) -> list[Any]:
         try:
             follower.poll()
             session.node.create_timer(0.2, follower.poll)
-            session.spin_until(time.monotonic() + wait, done=lambda: any(r.hop == Hop.OUTCOME for r in records))
+            session.spin_until(time.monotonic() + wait, done=lambda: _whole_life_seen(records))
         finally:
             follower.close()
     return records

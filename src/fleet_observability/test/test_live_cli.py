@@ -1,0 +1,97 @@
+"""`fleetctl record` and live `fleetctl trace` as subprocesses against in-process publishers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet_core.trace import Hop
+from harness.processes import wait_exit
+
+pytestmark = pytest.mark.system
+
+T0 = 1_700_000_000.0
+SITE, SHARD = 'site_a', 'zone_1'
+
+
+@pytest.fixture
+def fleet_publishers(ros: Any) -> Iterator[Any]:
+    from fleet_observability.trace_msgs import trace_to_msg
+    from nav_msgs.msg import Odometry
+
+    from fleet_core import topics
+    from fleet_core.trace import TraceRecord
+    from fleet_interfaces.msg import ShardStatus, TraceEvent
+    from fleet_ros import qos
+    from fleet_ros.spin import SpinThread
+
+    node = ros.node('fake_shard')
+    trace_pub = node.create_publisher(TraceEvent, topics.shard_trace(SITE, SHARD), qos.EVENTS)
+    odom_pub = node.create_publisher(Odometry, topics.agent_odom(SITE, 'a1_r001'), qos.TELEMETRY)
+    status_pub = node.create_publisher(ShardStatus, topics.shard_status(SITE, SHARD), qos.LATCHED)
+    status_pub.publish(ShardStatus(site_id=SITE, shard_id=SHARD, agents_total=50, agents_online=49))
+    plan = [(Hop.SUBMIT, 0.0, 0, ''), (Hop.ROUTE, 0.4, 0, ''), (Hop.DELIVER, 1.0, 1, 'SENT'),
+            (Hop.RETRY, 500.0, 2, ''), (Hop.DELIVER, 501.0, 2, 'SENT'), (Hop.ACK, 512.0, 2, 'SUCCEEDED'),
+            (Hop.OUTCOME, 512.5, 0, 'SUCCEEDED')]  # fmt: skip
+    events = [
+        trace_to_msg(TraceRecord('cmd-live', 'tr-live', 'a1_r001', SHARD, 'orch', hop, T0 + ms / 1000, att, status))
+        for hop, ms, att, status in plan
+    ]
+    state = {'i': 0}
+
+    def tick() -> None:
+        trace_pub.publish(events[state['i'] % len(events)])
+        state['i'] += 1
+        odom_pub.publish(Odometry())
+
+    node.create_timer(0.02, tick)
+    spin = SpinThread(ros.executor, name='fake-shard-spin').start()
+    try:
+        yield node
+    finally:
+        spin.stop()
+
+
+def test_record_and_live_trace(fleet_publishers: Any, processes: Any, tmp_path: Path) -> None:
+    from fleet_observability.recorder import read_recording, recording_topics
+
+    out = tmp_path / 'live.mcap'
+    recorder = processes.start(
+        [
+            sys.executable,
+            '-m',
+            'fleet_cli.main',
+            'record',
+            '-o',
+            str(out),
+            '--duration',
+            '4',
+            '--discovery-period',
+            '0.2',
+        ],
+        name='record',
+    )
+    tracer = processes.start(
+        [sys.executable, '-m', 'fleet_cli.main', 'trace', 'cmd-live', '--wait', '15'],
+        name='trace',
+    )
+    assert wait_exit(tracer, 40) == 0, tracer.output()
+    assert wait_exit(recorder, 40) == 0, recorder.output()
+
+    text = tracer.output()
+    assert 'command cmd-live  trace tr-live  agent a1_r001  shard zone_1' in text
+    assert 'total 512.5 ms over 7 hops, 2 attempt(s): SUCCEEDED' in text
+
+    assert 'wrote' in recorder.output()
+    names = recording_topics(out)
+    assert names['/fleet/site_a/zone_1/trace'] == 'fleet_interfaces/msg/TraceEvent'
+    assert names['/site_a/a1_r001/odom'] == 'nav_msgs/msg/Odometry'
+    assert names['/fleet/site_a/zone_1/status'] == 'fleet_interfaces/msg/ShardStatus'
+    messages = list(read_recording(out))
+    status = [m.decode() for m in messages if m.topic.endswith('/status')]
+    assert status and status[0].agents_online == 49
+    assert sum(m.topic.endswith('/trace') for m in messages) > 10
