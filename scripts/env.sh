@@ -24,5 +24,10 @@ export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 101 ))}"
 if [ -z "${FLEETLANES_SKIP_INSTALL:-}" ] && [ -f "$_fl_root/install/local_setup.bash" ]; then
   # shellcheck disable=SC1091
   source "$_fl_root/install/local_setup.bash"
+  # Console scripts live in install/<pkg>/lib/<pkg> (where `ros2 run` looks); put them on PATH for the pip-only path.
+  for _fl_d in "$_fl_root"/install/*/lib/fleet_*; do
+    case ":$PATH:" in *":$_fl_d:"*) ;; *) [ -d "$_fl_d" ] && PATH="$_fl_d:$PATH" ;; esac
+  done
+  export PATH
 fi
 unset _fl_root _fl_venv _fl_libs _fl_d

@@ -187,13 +187,18 @@ class CommandDispatcher:
             self._enqueue(command, now)
         return commands
 
-    def adopt(self, commands: Iterable[Command]) -> None:
+    def adopt(self, commands: Iterable[Command]) -> list[Command]:
         """Take over unfinished commands of a previous leader (failover). They keep id, trace, priority and
         deadline, get this leader's epoch and fresh seqs; agents recognise applied ones by command_id."""
         now = self.clock()
-        for command in sorted(commands, key=lambda c: (c.issued_at, c.command_id)):
-            if command.agent_id in self._lanes:
-                self._enqueue(replace(command, epoch=self.epoch, seq=0, attempt=0), now, adopted=True)
+        adopted = [
+            replace(command, epoch=self.epoch, seq=0, attempt=0)
+            for command in sorted(commands, key=lambda c: (c.issued_at, c.command_id))
+            if command.agent_id in self._lanes
+        ]
+        for command in adopted:
+            self._enqueue(command, now, adopted=True)
+        return adopted
 
     def _enqueue(self, command: Command, now: float, adopted: bool = False) -> None:
         lane = self._lanes[command.agent_id]

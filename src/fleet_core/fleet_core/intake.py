@@ -173,6 +173,10 @@ class CommandIntake:
             raise
         return Ack.for_command(command, status, detail, self.clock())
 
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
     @property
     def running(self) -> frozenset[str]:
         return frozenset(self._running)

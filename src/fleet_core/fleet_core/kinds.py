@@ -65,11 +65,20 @@ BUILTIN_KINDS: tuple[KindSpec, ...] = (
     KindSpec('sleep', {'duration_sec': ArgSpec('number', minimum=0.0, maximum=3600.0)}, description='wait'),
     KindSpec(
         'goto',
-        {'x': _COORD, 'y': _COORD, 'theta': ArgSpec('number', required=False, minimum=-10.0, maximum=10.0)},
+        {
+            'x': _COORD,
+            'y': _COORD,
+            'theta': ArgSpec('number', required=False, minimum=-10.0, maximum=10.0),
+            'point_id': ArgSpec('string', required=False),
+        },
         description='drive to x, y (metres, site frame)',
     ),
     KindSpec('inspect', {'point_id': ArgSpec('string'), 'duration_sec': _DURATION}, description='inspect a point'),
-    KindSpec('report', {'point_id': ArgSpec('string')}, description='upload the inspection result'),
+    KindSpec(
+        'report',
+        {'point_id': ArgSpec('string'), 'mission_id': ArgSpec('string', required=False)},
+        description='upload the inspection result',
+    ),
     KindSpec('undock', description='leave the dock'),
     KindSpec('dock', description='return onto the dock'),
     KindSpec('pause', description='finish the current step, then take only HIGH/SAFETY work'),

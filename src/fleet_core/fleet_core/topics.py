@@ -49,6 +49,10 @@ def shard_outcome(site: str, shard: str) -> str:
     return f'{shard_prefix(site, shard)}/outcome'
 
 
+def shard_journal(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/journal'
+
+
 def shard_trace(site: str, shard: str) -> str:
     return f'{shard_prefix(site, shard)}/trace'
 

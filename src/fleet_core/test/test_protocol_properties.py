@@ -154,7 +154,7 @@ def test_at_most_once_never_late_exactly_one_outcome(tmp_path_factory, actions, 
             if world.zombie is not None:
                 world.zombie.tick()
         elif kind == 'restart':
-            agents[step[1]].intake._store.close()  # crash: running executions are lost
+            agents[step[1]].intake.close()  # crash: running executions are lost
             agents[step[1]].boot()
         elif kind == 'failover':
             # The standby's hot copy is the leader's pending set; the old leader may live on as a zombie.

@@ -1,0 +1,1 @@
+"""Robot-side fleetlanes: idempotent command intake, executor plug-ins, heartbeats."""

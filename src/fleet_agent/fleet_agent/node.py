@@ -1,0 +1,176 @@
+"""AgentHostNode: the ROS shell around one or many AgentRuntimes (one on a robot computer, hundreds in the
+simulator), sharing one ack and heartbeat publisher per shard."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rclpy.context import Context
+from rclpy.node import Node
+
+from fleet_agent.executors import CommandExecutor
+from fleet_agent.runtime import AgentRuntime, HeartbeatData
+from fleet_core import topics
+from fleet_core.config import IntakeSettings
+from fleet_core.dedup_store import DedupStore, StoreUnavailable
+from fleet_core.intake import CommandIntake
+from fleet_core.kinds import KindRegistry
+from fleet_core.model import Ack, AckStatus
+from fleet_interfaces.msg import Command as CommandMsg
+from fleet_interfaces.msg import CommandAck as CommandAckMsg
+from fleet_interfaces.msg import EStop, Heartbeat, LeaderLease, ShardStatus
+from fleet_ros import qos
+from fleet_ros.convert import ack_to_msg, command_from_msg, to_time
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    site_id: str
+    shard_id: str
+    agent_id: str
+
+
+class _ShardSink:
+    def __init__(self, node: Node, site: str, shard: str) -> None:
+        self.acks = node.create_publisher(CommandAckMsg, topics.shard_ack(site, shard), qos.ACK)
+        self.heartbeats = node.create_publisher(Heartbeat, topics.shard_heartbeat(site, shard), qos.HEARTBEAT)
+
+    def publish_ack(self, ack: Ack) -> None:
+        self.acks.publish(ack_to_msg(ack))
+
+
+class AgentHostNode(Node):
+    """Hosts agents. ROS callbacks run on the spin thread and hand every message to the asyncio loop, where
+    all agent state lives (so intake, store and executor tasks are single-threaded)."""
+
+    def __init__(
+        self,
+        specs: list[AgentSpec],
+        *,
+        loop: asyncio.AbstractEventLoop,
+        store_dir: Path,
+        executor_factory: Callable[[AgentSpec], CommandExecutor],
+        intake_settings: IntakeSettings,
+        heartbeat_period_sec: float,
+        node_name: str = 'agent_host',
+        context: Context | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(node_name, context=context)
+        self.loop = loop
+        self.clock = clock
+        self.heartbeat_period_sec = heartbeat_period_sec
+        self.runtimes: dict[str, AgentRuntime] = {}
+        self._sinks: dict[tuple[str, str], _ShardSink] = {}
+        kinds = KindRegistry(max_args_bytes=intake_settings.max_args_bytes)
+        store_dir.mkdir(parents=True, exist_ok=True)
+        for spec in specs:
+            key = (spec.site_id, spec.shard_id)
+            if key not in self._sinks:
+                self._sinks[key] = _ShardSink(self, *key)
+                self._subscribe_shard(*key)
+            self.runtimes[spec.agent_id] = AgentRuntime(
+                site_id=spec.site_id,
+                intake=self._intake(spec, store_dir, kinds, intake_settings),
+                executor=executor_factory(spec),
+                sink=self._sinks[key],
+                clock=clock,
+            )
+            self.create_subscription(
+                CommandMsg,
+                topics.agent_command(spec.site_id, spec.agent_id),
+                lambda msg, agent=spec.agent_id: loop.call_soon_threadsafe(self._on_command, agent, msg),
+                qos.COMMAND,
+            )
+        self.get_logger().info(f'hosting {len(specs)} agent(s) in {len(self._sinks)} shard(s); stores in {store_dir}')
+
+    def _intake(self, spec: AgentSpec, store_dir: Path, kinds: KindRegistry, settings: IntakeSettings) -> CommandIntake:
+        store: DedupStore | None = None
+        reason = ''
+        try:
+            store = DedupStore(store_dir / f'{spec.agent_id}.sqlite', window=settings.dedup_window)
+        except StoreUnavailable as exc:
+            reason = str(exc)
+            self.get_logger().error(f'agent {spec.agent_id}: SAFE MODE, refusing all commands: {reason}')
+        return CommandIntake(
+            agent_id=spec.agent_id,
+            shard_id=spec.shard_id,
+            store=store,
+            kinds=kinds,
+            settings=settings,
+            clock=self.clock,
+            safe_mode_reason=reason,
+        )
+
+    def _subscribe_shard(self, site: str, shard: str) -> None:
+        def in_shard(fn: Callable[[AgentRuntime], None]) -> None:
+            for runtime in self.runtimes.values():
+                if runtime.shard_id == shard and runtime.site_id == site:
+                    fn(runtime)
+
+        def on_estop(msg: EStop) -> None:
+            self.loop.call_soon_threadsafe(in_shard, lambda r: r.on_estop(msg.engaged, msg.revision))
+
+        def on_lease(msg: LeaderLease) -> None:
+            self.loop.call_soon_threadsafe(in_shard, lambda r: r.on_epoch(msg.epoch))
+
+        def on_status(msg: ShardStatus) -> None:
+            level = msg.degradation_level
+            self.loop.call_soon_threadsafe(in_shard, lambda r: setattr(r, 'degradation_level', level))
+
+        self.create_subscription(EStop, topics.shard_estop(site, shard), on_estop, qos.LATCHED)
+        self.create_subscription(LeaderLease, topics.shard_leader(site, shard), on_lease, qos.LATCHED)
+        self.create_subscription(ShardStatus, topics.shard_status(site, shard), on_status, qos.LATCHED)
+
+    def _on_command(self, agent_id: str, msg: CommandMsg) -> None:
+        runtime = self.runtimes[agent_id]
+        try:
+            command = command_from_msg(msg)
+        except ValueError as exc:
+            self._sinks[(runtime.site_id, runtime.shard_id)].acks.publish(
+                CommandAckMsg(
+                    command_id=msg.command_id[:64],
+                    trace_id=msg.trace_id[:64],
+                    agent_id=agent_id,
+                    shard_id=runtime.shard_id,
+                    seq=msg.seq,
+                    epoch=msg.epoch,
+                    attempt=msg.attempt,
+                    status=int(AckStatus.REJECTED_INVALID),
+                    final=True,
+                    detail=f'undecodable command: {exc}'[:200],
+                    stamp=to_time(self.clock()),
+                )
+            )
+            return
+        runtime.on_command(command)
+
+    async def run_heartbeats(self) -> None:
+        while True:
+            for runtime in self.runtimes.values():
+                self._sinks[(runtime.site_id, runtime.shard_id)].heartbeats.publish(heartbeat_msg(runtime.heartbeat()))
+            await asyncio.sleep(self.heartbeat_period_sec)
+
+    async def close_runtimes(self) -> None:
+        await asyncio.gather(*(r.close() for r in self.runtimes.values()))
+        for runtime in self.runtimes.values():
+            runtime.intake.close()
+
+
+def heartbeat_msg(data: HeartbeatData) -> Heartbeat:
+    return Heartbeat(
+        agent_id=data.agent_id,
+        site_id=data.site_id,
+        shard_id=data.shard_id,
+        stamp=to_time(data.stamp),
+        state=int(data.state),
+        last_applied_seq=data.last_applied_seq,
+        highest_epoch_seen=data.highest_epoch_seen,
+        active_command_id=data.active_command_id,
+        degradation_level=data.degradation_level,
+        battery_pct=data.battery_pct,
+    )

@@ -1,0 +1,182 @@
+"""One agent's behaviour on its asyncio loop: intake decisions, executor tasks, e-stop, acks, heartbeats.
+No ROS here: the node feeds it decoded messages and publishes what it emits through an AgentSink."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from fleet_agent.executors import CommandExecutor, ExecutionResult
+from fleet_core.dedup_store import StoreUnavailable
+from fleet_core.intake import CommandIntake
+from fleet_core.model import Ack, AckStatus, Command
+
+_log = logging.getLogger('fleet_agent')
+
+
+class AgentState(enum.IntEnum):
+    """Values of fleet_interfaces/Heartbeat.state."""
+
+    IDLE = 0
+    BUSY = 1
+    PAUSED = 2
+    ESTOPPED = 3
+    SAFE_MODE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatData:
+    agent_id: str
+    site_id: str
+    shard_id: str
+    stamp: float
+    state: AgentState
+    last_applied_seq: int
+    highest_epoch_seen: int
+    active_command_id: str
+    degradation_level: int
+    battery_pct: float
+
+
+class AgentSink(Protocol):
+    def publish_ack(self, ack: Ack) -> None: ...
+
+
+class AgentRuntime:
+    """Runs on one asyncio loop; every method must be called from that loop's thread."""
+
+    def __init__(
+        self,
+        *,
+        site_id: str,
+        intake: CommandIntake,
+        executor: CommandExecutor,
+        sink: AgentSink,
+        clock: Callable[[], float],
+        battery: Callable[[], float] | None = None,
+    ) -> None:
+        self.site_id = site_id
+        self.agent_id = intake.agent_id
+        self.shard_id = intake.shard_id
+        self.intake = intake
+        self.executor = executor
+        self.sink = sink
+        self.clock = clock
+        self.battery = battery or (lambda: math.nan)
+        self.paused = False
+        self.degradation_level = 0
+        self.estop_revision = -1
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.executions = 0
+
+    # -- inputs ------------------------------------------------------------------------------------------
+
+    def on_command(self, command: Command) -> None:
+        decision = self.intake.receive(command)
+        self.sink.publish_ack(decision.ack)
+        if not decision.execute:
+            if decision.ack.status.is_rejection:
+                _log.debug('%s rejected %s: %s', self.agent_id, command.command_id, decision.ack.detail)
+            return
+        if command.kind == 'stop':
+            self._cancel_running('stopped by a SAFETY stop', keep=command.command_id)
+        self._tasks[command.command_id] = asyncio.get_running_loop().create_task(
+            self._run(command, decision.args), name=f'{self.agent_id}:{command.command_id}'
+        )
+
+    def on_estop(self, engaged: bool, revision: int) -> None:
+        """Latched e-stop state for this agent's shard; older revisions are ignored."""
+        if revision <= self.estop_revision:
+            return
+        self.estop_revision = revision
+        self.intake.estopped = engaged
+        if engaged:
+            self._cancel_running('e-stop engaged')
+
+    def on_epoch(self, epoch: int) -> None:
+        self.intake.observe_epoch(epoch)
+
+    # -- execution ---------------------------------------------------------------------------------------
+
+    def _cancel_running(self, reason: str, keep: str = '') -> None:
+        for command_id, task in self._tasks.items():
+            if command_id != keep and not task.done():
+                task.cancel(reason)
+
+    async def _run(self, command: Command, args: dict[str, object]) -> None:
+        status, detail = AckStatus.FAILED, ''
+        try:
+            if not self.intake.may_start(command):
+                status, detail = AckStatus.FAILED, 'deadline passed before execution could start'
+            else:
+                result = await asyncio.wait_for(self._execute(command, args), max(0.0, command.deadline - self.clock()))
+                status = AckStatus.SUCCEEDED if result.success else AckStatus.FAILED
+                detail = result.detail
+                self.executions += 1
+        except TimeoutError:
+            status, detail = AckStatus.FAILED, 'deadline reached during execution; stopped'
+        except asyncio.CancelledError as exc:
+            status, detail = AckStatus.CANCELLED, str(exc.args[0]) if exc.args else 'cancelled'
+        except Exception as exc:  # a vendor executor bug must still end in a definite, reported outcome
+            _log.exception('%s executor raised on %s', self.agent_id, command.command_id)
+            status, detail = AckStatus.FAILED, f'executor error: {type(exc).__name__}: {exc}'[:200]
+        finally:
+            self._tasks.pop(command.command_id, None)
+        try:
+            ack = self.intake.complete(command, status, detail)
+        except StoreUnavailable as exc:
+            # The outcome could not be persisted: never claim success we cannot remember.
+            _log.error('%s cannot persist %s: %s', self.agent_id, command.command_id, exc)
+            ack = Ack.for_command(command, AckStatus.FAILED, f'outcome not persisted: {exc}'[:200], self.clock())
+        self.sink.publish_ack(ack)
+
+    async def _execute(self, command: Command, args: dict[str, object]) -> ExecutionResult:
+        if command.kind == 'stop':
+            return ExecutionResult(True, 'stopped')
+        if command.kind == 'pause':
+            self.paused = True
+            return ExecutionResult(True, 'paused')
+        if command.kind == 'resume':
+            self.paused = False
+            return ExecutionResult(True, 'resumed')
+        return await self.executor.execute(command, args)
+
+    # -- observation -------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> AgentState:
+        if self.intake.safe_mode:
+            return AgentState.SAFE_MODE
+        if self.intake.estopped:
+            return AgentState.ESTOPPED
+        if self._tasks:
+            return AgentState.BUSY
+        return AgentState.PAUSED if self.paused else AgentState.IDLE
+
+    def heartbeat(self) -> HeartbeatData:
+        active = next(iter(self._tasks), '')
+        return HeartbeatData(
+            agent_id=self.agent_id,
+            site_id=self.site_id,
+            shard_id=self.shard_id,
+            stamp=self.clock(),
+            state=self.state,
+            last_applied_seq=self.intake.last_applied_seq,
+            highest_epoch_seen=self.intake.highest_epoch,
+            active_command_id=active,
+            degradation_level=self.degradation_level,
+            battery_pct=self.battery(),
+        )
+
+    async def close(self) -> None:
+        """Cancel running work (its final acks are still persisted and published)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel('agent shutting down')
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

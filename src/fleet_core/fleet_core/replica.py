@@ -1,0 +1,64 @@
+"""A standby orchestrator's hot copy of its shard: unfinished commands from the leader's journal, minus those
+with an announced outcome, plus the sequence and epoch high-water marks needed to take over safely."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fleet_core.model import Command
+
+SEQ_GAP = 1000
+"""A new leader numbers each agent's commands from the highest seq it knows of + SEQ_GAP, above anything the
+old leader may have sent but nobody has acknowledged yet. Seqs are only compared, never counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class TakeoverPlan:
+    epoch: int
+    seq_base: dict[str, int]
+    pending: tuple[Command, ...]
+
+
+class ShardReplica:
+    """Fed from the shard's journal, outcome, ack, heartbeat and lease streams."""
+
+    def __init__(self, agents: Iterable[str]) -> None:
+        self._pending: dict[str, Command] = {}
+        self._finished: set[str] = set()
+        self._seq = dict.fromkeys(agents, 0)
+        self.max_epoch = 0
+
+    def on_journal(self, command: Command) -> None:
+        if command.command_id not in self._finished:
+            self._pending[command.command_id] = command
+        self._see(command.agent_id, command.seq, command.epoch)
+
+    def on_outcome(self, command_id: str) -> None:
+        self._pending.pop(command_id, None)
+        self._finished.add(command_id)
+
+    def on_ack(self, agent_id: str, seq: int, epoch: int) -> None:
+        self._see(agent_id, seq, epoch)
+
+    def on_heartbeat(self, agent_id: str, last_applied_seq: int, highest_epoch_seen: int) -> None:
+        self._see(agent_id, last_applied_seq, highest_epoch_seen)
+
+    def on_lease(self, epoch: int) -> None:
+        self.max_epoch = max(self.max_epoch, epoch)
+
+    def _see(self, agent_id: str, seq: int, epoch: int) -> None:
+        if agent_id in self._seq:
+            self._seq[agent_id] = max(self._seq[agent_id], seq)
+        self.max_epoch = max(self.max_epoch, epoch)
+
+    @property
+    def pending(self) -> tuple[Command, ...]:
+        return tuple(self._pending.values())
+
+    def takeover(self) -> TakeoverPlan:
+        return TakeoverPlan(
+            epoch=self.max_epoch + 1,
+            seq_base={agent: seq + SEQ_GAP for agent, seq in self._seq.items()},
+            pending=tuple(sorted(self._pending.values(), key=lambda c: (c.issued_at, c.command_id))),
+        )

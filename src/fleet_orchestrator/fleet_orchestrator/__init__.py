@@ -1,0 +1,1 @@
+"""Per-shard orchestrator lifecycle node: dispatch, leadership with fencing, hot standby."""

@@ -1,0 +1,445 @@
+"""ShardOrchestrator: the lifecycle node that leads (or stands by for) one shard.
+
+Lifecycle: configure opens the streams and starts following the shard (hot copy); activate makes the node
+eligible to lead — it leads once no live lease is held by another orchestrator, with epoch + 1; deactivate
+steps down and stops dispatching but keeps following. Every callback runs on one executor thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.publisher import Publisher
+from rclpy.timer import Timer
+
+from fleet_core import topics
+from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_config
+from fleet_core.dispatcher import CommandDispatcher, Hop, Outbox, SubmitError
+from fleet_core.health import HealthConfig, HealthMonitor, UnknownAgent
+from fleet_core.leadership import Lease, LeaseConfig, LeaseState, NotLeader, WrongShardLease
+from fleet_core.model import Priority
+from fleet_core.replica import ShardReplica
+from fleet_core.trace import Hop as TraceHop
+from fleet_core.trace import TraceRecord, TraceSampler, TraceSettings
+from fleet_interfaces.msg import Command as CommandMsg
+from fleet_interfaces.msg import CommandAck as CommandAckMsg
+from fleet_interfaces.msg import CommandOutcome, EStop, Heartbeat, LeaderLease, ShardStatus, TraceEvent
+from fleet_interfaces.srv import SetEStop, SubmitCommand
+from fleet_ros import qos
+from fleet_ros.convert import ack_from_msg, command_from_msg, command_to_msg, from_time, result_to_msg, to_time
+from fleet_ros.params import declare
+
+TICK_SEC = 0.05
+STATUS_PERIOD_SEC = 0.5
+TRACE_FLUSH_PER_TICK = 400
+"""Trace events are published off the critical path, at most this many per tick."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorOptions:
+    site_id: str
+    shard_id: str
+    orchestrator_id: str
+    fleet: FleetConfig
+    trace: TraceSettings
+
+
+class ShardOrchestrator(LifecycleNode):
+    def __init__(self, node_name: str = 'orchestrator', *, clock: Callable[[], float] = time.time, **kwargs: object):
+        super().__init__(node_name, **kwargs)  # type: ignore[arg-type]
+        self.clock = clock
+        self._p_site = declare(self, 'site_id', 'site_a', 'site of the shard this orchestrator serves')
+        self._p_shard = declare(self, 'shard_id', 'zone_1', 'shard this orchestrator serves')
+        self._p_config = declare(
+            self, 'fleet_config', os.environ.get('FLEETLANES_CONFIG', ''), 'fleet layout YAML (config/fleet.yaml)'
+        )
+        self._p_id = declare(
+            self, 'orchestrator_id', f'{socket.gethostname()}-{os.getpid()}', 'unique id of this process in leases'
+        )
+        self._p_trace = declare(self, 'trace_sample_fraction', 0.1, 'share of ordinary submissions traced (0..1)')
+        self._p_tracing = declare(self, 'tracing_enabled', True, 'publish TraceEvents at all')
+        self._p_seed = declare(self, 'retry_jitter_seed', 0, 'seed of the retry jitter RNG (0 = from the clock)')
+        self.options: OrchestratorOptions | None = None
+        self.dispatcher: CommandDispatcher | None = None
+        self.takeover_seconds: float | None = None
+        self._eligible = False
+        self._timers: list[Timer] = []
+        self._trace_backlog: collections.deque[TraceEvent] = collections.deque(maxlen=50_000)
+        self._estop_revision = 0
+        self._estop_engaged = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            fleet = load_fleet_config(self._p_config or None)
+            shard = fleet.shard(self._p_site, self._p_shard)
+        except ConfigError as exc:
+            self.get_logger().error(f'configure failed: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self.options = OrchestratorOptions(
+            self._p_site,
+            self._p_shard,
+            self._p_id,
+            fleet,
+            TraceSettings(enabled=bool(self._p_tracing), sample_fraction=float(self._p_trace)),
+        )
+        self.shard: ShardConfig = shard
+        self.lease = LeaseState(
+            site_id=shard.site_id,
+            shard_id=shard.shard_id,
+            node_id=self._p_id,
+            config=LeaseConfig(fleet.leadership.lease_sec, fleet.leadership.renew_period_sec),
+            clock=self.clock,
+        )
+        self.health = HealthMonitor(
+            HealthConfig(
+                heartbeat_period_sec=fleet.health.heartbeat_period_sec,
+                missed_heartbeats_suspect=max(1, fleet.health.missed_heartbeats_lost // 2),
+                missed_heartbeats_lost=fleet.health.missed_heartbeats_lost,
+            ),
+            shard.agents,
+            clock=self.clock,
+        )
+        self.replica = ShardReplica(shard.agents)
+        self.sampler = TraceSampler(self.options.trace)
+        self.rng = random.Random(self._p_seed or time.time_ns())
+        self._create_endpoints(shard)
+        self._timers = [self.create_timer(TICK_SEC, self._tick), self.create_timer(STATUS_PERIOD_SEC, self._status)]
+        self.get_logger().info(
+            f'configured for {shard.site_id}/{shard.shard_id} ({len(shard.agents)} agents) as {self._p_id}'
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _create_endpoints(self, shard: ShardConfig) -> None:
+        site, sid = shard.site_id, shard.shard_id
+        self.command_pubs: dict[str, Publisher] = {
+            agent: self.create_publisher(CommandMsg, topics.agent_command(site, agent), qos.COMMAND)
+            for agent in shard.agents
+        }
+        self.journal_pub = self.create_publisher(CommandMsg, topics.shard_journal(site, sid), qos.EVENTS)
+        self.outcome_pub = self.create_publisher(CommandOutcome, topics.shard_outcome(site, sid), qos.EVENTS)
+        self.trace_pub = self.create_publisher(TraceEvent, topics.shard_trace(site, sid), qos.EVENTS)
+        self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
+        self.lease_pub = self.create_publisher(LeaderLease, topics.shard_leader(site, sid), qos.LATCHED)
+        self.estop_pub = self.create_publisher(EStop, topics.shard_estop(site, sid), qos.LATCHED)
+        self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
+        self.create_subscription(Heartbeat, topics.shard_heartbeat(site, sid), self._on_heartbeat, qos.HEARTBEAT)
+        self.create_subscription(CommandMsg, topics.shard_journal(site, sid), self._on_journal, qos.EVENTS)
+        self.create_subscription(CommandOutcome, topics.shard_outcome(site, sid), self._on_outcome, qos.EVENTS)
+        self.create_subscription(LeaderLease, topics.shard_leader(site, sid), self._on_lease, qos.LATCHED)
+        self.create_subscription(EStop, topics.shard_estop(site, sid), self._on_estop_state, qos.LATCHED)
+        self.create_service(SubmitCommand, topics.shard_submit(site, sid), self._on_submit)
+        self.create_service(SetEStop, topics.shard_set_estop(site, sid), self._on_set_estop)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._eligible = True
+        self.get_logger().info('active: eligible to lead; leading once no live lease is held by another')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._eligible = False
+        self._step_down('deactivated')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._eligible = False
+        self._step_down('cleanup')
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._eligible = False
+        self._step_down('shutdown')
+        return TransitionCallbackReturn.SUCCESS
+
+    # -- leadership --------------------------------------------------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        return self.dispatcher is not None
+
+    def _take_over(self) -> None:
+        assert self.options is not None
+        started = self.clock()
+        plan = self.replica.takeover()
+        self.lease.note_epoch(plan.epoch - 1)
+        self.lease.note_epoch(self.health.highest_epoch_seen())
+        lease = self.lease.take_over(now=started)
+        fleet = self.options.fleet
+        self.dispatcher = CommandDispatcher(
+            site_id=self.shard.site_id,
+            shard_id=self.shard.shard_id,
+            agents=self.shard.agents,
+            epoch=lease.epoch,
+            settings=fleet.dispatch,
+            clock=self.clock,
+            rng=self.rng,
+            seq_base=plan.seq_base,
+        )
+        adopted = self.dispatcher.adopt(plan.pending)
+        self._publish_lease(lease)
+        for command in adopted:
+            self.journal_pub.publish(command_to_msg(command))
+        self._flush()
+        lapse = started - (self._last_lease_seen or started)
+        self.takeover_seconds = lapse
+        self.get_logger().warning(
+            f'LEADER of {self.shard.site_id}/{self.shard.shard_id} with epoch {lease.epoch}; adopted {len(adopted)} '
+            f'unfinished command(s); {lapse:.2f}s since the last lease was seen'
+        )
+
+    def _step_down(self, reason: str) -> None:
+        if self.dispatcher is not None:
+            self.get_logger().warning(f'stepping down as leader (epoch {self.dispatcher.epoch}): {reason}')
+        self.dispatcher = None
+
+    def _publish_lease(self, lease: Lease) -> None:
+        self.lease_pub.publish(
+            LeaderLease(
+                site_id=lease.site_id,
+                shard_id=lease.shard_id,
+                leader_id=lease.leader_id,
+                epoch=lease.epoch,
+                last_seq_hint=lease.last_seq_hint,
+                stamp=to_time(lease.stamp),
+                lease_sec=lease.lease_sec,
+            )
+        )
+
+    _last_lease_seen: float | None = None
+
+    def _on_lease(self, msg: LeaderLease) -> None:
+        if self.options is None:
+            return
+        lease = Lease(
+            msg.site_id, msg.shard_id, msg.leader_id, msg.epoch, msg.last_seq_hint, from_time(msg.stamp), msg.lease_sec
+        )
+        try:
+            newer = self.lease.observe(lease)
+        except WrongShardLease as exc:
+            self.get_logger().fatal(str(exc))
+            raise SystemExit(2) from None
+        self.replica.on_lease(msg.epoch)
+        if msg.leader_id != self._p_id:
+            self._last_lease_seen = self.clock()
+        if newer and self.dispatcher is not None and msg.epoch >= self.dispatcher.epoch:
+            self._step_down(f'{msg.leader_id} leads with epoch {msg.epoch}')
+
+    # -- streams -----------------------------------------------------------------------------------------
+
+    def _on_ack(self, msg: CommandAckMsg) -> None:
+        try:
+            ack = ack_from_msg(msg)
+        except ValueError:
+            self.get_logger().warning(f'undecodable ack from {msg.agent_id[:64]!r} (status {msg.status})')
+            return
+        self.replica.on_ack(ack.agent_id, ack.seq, 0)
+        try:
+            self.health.on_ack(ack.agent_id)
+        except UnknownAgent:
+            return
+        if self.dispatcher is not None:
+            self.dispatcher.on_ack(ack)
+            if self.dispatcher.fenced:
+                self.lease.note_epoch(self.dispatcher.epoch + 1)
+                self._step_down('an agent reported a newer epoch (fenced)')
+                return
+            self._flush()
+
+    def _on_heartbeat(self, msg: Heartbeat) -> None:
+        try:
+            self.health.on_heartbeat(
+                msg.agent_id,
+                stamp=from_time(msg.stamp),
+                last_applied_seq=msg.last_applied_seq,
+                highest_epoch_seen=msg.highest_epoch_seen,
+                state=msg.state,
+                degradation_level=msg.degradation_level,
+            )
+        except UnknownAgent:
+            return
+        self.replica.on_heartbeat(msg.agent_id, msg.last_applied_seq, msg.highest_epoch_seen)
+
+    def _on_journal(self, msg: CommandMsg) -> None:
+        try:
+            self.replica.on_journal(command_from_msg(msg))
+        except ValueError:
+            self.get_logger().warning(f'undecodable journal entry {msg.command_id[:64]!r}')
+
+    def _on_outcome(self, msg: CommandOutcome) -> None:
+        self.replica.on_outcome(msg.command_id)
+
+    def _on_estop_state(self, msg: EStop) -> None:
+        if msg.revision > self._estop_revision:
+            self._estop_revision = msg.revision
+            self._estop_engaged = msg.engaged
+
+    # -- periodic ----------------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = self.clock()
+        self.health.evaluate(now)
+        if self.dispatcher is None:
+            if self._eligible and self.lease.should_take_over(now):
+                self._take_over()
+        else:
+            if self.lease.should_renew(now):
+                try:
+                    self._publish_lease(self.lease.renew(now=now))
+                except NotLeader as exc:
+                    self._step_down(str(exc))
+                    return
+            self.dispatcher.tick()
+            self._flush()
+        self._publish_traces()
+
+    def _flush(self) -> None:
+        assert self.dispatcher is not None
+        out: Outbox = self.dispatcher.take()
+        for command in out.sends:
+            self.command_pubs[command.agent_id].publish(command_to_msg(command))
+        for result in out.results:
+            self.outcome_pub.publish(result_to_msg(result))
+        self._queue_traces(out.hops)
+
+    def _queue_traces(self, hops: list[Hop]) -> None:
+        node = self.get_name()
+        for hop in hops:
+            record = TraceRecord(
+                hop.command_id,
+                hop.trace_id,
+                hop.agent_id,
+                self.shard.shard_id,
+                node,
+                TraceHop[hop.hop],
+                hop.stamp,
+                max(0, hop.attempt),
+                hop.status,
+                hop.detail,
+            )
+            for kept in self.sampler.offer(record, hop.priority):
+                self._trace_backlog.append(
+                    TraceEvent(
+                        command_id=kept.command_id,
+                        trace_id=kept.trace_id,
+                        agent_id=kept.agent_id,
+                        shard_id=kept.shard_id,
+                        node=kept.node,
+                        hop=int(kept.hop),
+                        attempt=kept.attempt,
+                        status=kept.status,
+                        detail=kept.detail[:200],
+                        stamp=to_time(kept.stamp),
+                    )
+                )
+
+    def _publish_traces(self) -> None:
+        for _ in range(min(TRACE_FLUSH_PER_TICK, len(self._trace_backlog))):
+            self.trace_pub.publish(self._trace_backlog.popleft())
+
+    def _status(self) -> None:
+        # Only the leader publishes the shard's status; standbys stay quiet.
+        if self.options is None or self.dispatcher is None:
+            return
+        lost = self.health.lost()
+        msg = ShardStatus(
+            site_id=self.shard.site_id,
+            shard_id=self.shard.shard_id,
+            leader_id=self._p_id,
+            epoch=self.lease.epoch,
+            stamp=to_time(self.clock()),
+            agents_total=len(self.shard.agents),
+            agents_online=len(self.health.online()),
+            agents_lost=len(lost),
+            lost_agent_ids=lost[:100],
+        )
+        stats = self.dispatcher.stats()
+        msg.queue_depth = list(stats.queue_depth)
+        msg.in_flight = stats.in_flight
+        msg.submitted = stats.submitted
+        msg.succeeded = stats.succeeded
+        msg.failed = stats.failed
+        msg.expired = stats.expired
+        msg.rejected = stats.rejected
+        msg.shed = stats.shed
+        msg.retries = stats.retries
+        msg.duplicates_suppressed = stats.duplicates_suppressed
+        msg.ack_latency_p50_ms = stats.ack_latency_p50_ms
+        msg.ack_latency_p99_ms = stats.ack_latency_p99_ms
+        msg.degradation_level = self.dispatcher.degradation_level
+        self.status_pub.publish(msg)
+
+    # -- services ----------------------------------------------------------------------------------------
+
+    def _on_submit(self, request: SubmitCommand.Request, response: SubmitCommand.Response) -> SubmitCommand.Response:
+        if self.dispatcher is None:
+            response.accepted = False
+            response.error = f'{self._p_id} is not the leader of this shard (standby or inactive); retry'
+            return response
+        try:
+            priority = Priority(request.priority)
+            commands = self.dispatcher.submit(
+                list(request.agent_ids),
+                request.kind,
+                request.args_json or '{}',
+                priority,
+                request.ttl_sec,
+                request.trace_id,
+            )
+        except (SubmitError, ValueError) as exc:
+            response.accepted = False
+            response.error = str(exc)
+            return response
+        for command in commands:
+            self.journal_pub.publish(command_to_msg(command))
+        self._flush()
+        response.accepted = True
+        response.trace_id = commands[0].trace_id if commands else request.trace_id
+        response.command_ids = [c.command_id for c in commands]
+        response.agent_ids_out = [c.agent_id for c in commands]
+        return response
+
+    def _on_set_estop(self, request: SetEStop.Request, response: SetEStop.Response) -> SetEStop.Response:
+        if self.dispatcher is None:
+            response.ok = False
+            response.error = 'not the leader of this shard; retry against the leader'
+            return response
+        if not request.engage and not self._estop_engaged:
+            response.ok = False
+            response.error = 'e-stop is not engaged: nothing to release'
+            response.revision = self._estop_revision
+            return response
+        self._estop_revision += 1
+        self._estop_engaged = request.engage
+        self.estop_pub.publish(
+            EStop(
+                site_id=self.shard.site_id,
+                shard_id=self.shard.shard_id,
+                engaged=request.engage,
+                revision=self._estop_revision,
+                reason=request.reason[:200],
+                issued_by=request.issued_by[:64],
+                stamp=to_time(self.clock()),
+            )
+        )
+        if request.engage:
+            cancelled = self.dispatcher.cancel_queued(f'e-stop: {request.reason}'[:200])
+            self._flush()
+            self.get_logger().warning(
+                f'E-STOP engaged by {request.issued_by!r}: {request.reason!r}; {cancelled} queued cancelled'
+            )
+        else:
+            self.get_logger().warning(f'e-stop released by {request.issued_by!r}')
+        response.ok = True
+        response.revision = self._estop_revision
+        return response
