@@ -20,7 +20,9 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='fleetctl', description='Operate a fleetlanes fleet.')
-    parser.add_argument('--config', default=None, help='fleet layout YAML (default: $FLEETLANES_CONFIG or config/fleet.yaml)')
+    parser.add_argument(
+        '--config', default=None, help='fleet layout YAML (default: $FLEETLANES_CONFIG or config/fleet.yaml)'
+    )
     subparsers = parser.add_subparsers(dest='verb', metavar='VERB', required=True)
     for verb in VERBS:
         try:

@@ -1,0 +1,72 @@
+"""FleetClient: the operator side of the ROS graph for fleetctl (own context, EventsExecutor, spun by the caller)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import rclpy
+from rclpy.context import Context
+from rclpy.experimental import EventsExecutor
+from rclpy.node import Node
+
+from fleet_core.config import ConfigError, FleetConfig, load_fleet_config
+
+T = TypeVar('T')
+
+DEFAULT_CONFIG = Path('config/fleet.yaml')
+
+
+class ClientTimeout(RuntimeError):
+    """The fleet did not answer in time; the message says what was awaited."""
+
+
+def load_config(path: str | None) -> FleetConfig:
+    """--config, else $FLEETLANES_CONFIG, else config/fleet.yaml in the current directory."""
+    chosen = path or os.environ.get('FLEETLANES_CONFIG') or (str(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else None)
+    if chosen is None:
+        raise ConfigError('no fleet config: pass --config FILE or set $FLEETLANES_CONFIG')
+    return load_fleet_config(chosen)
+
+
+class FleetClient:
+    def __init__(self, name: str = 'fleetctl') -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = Node(f'{name}_{os.getpid()}', context=self.context)
+        self.executor = EventsExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def spin(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.context.ok():
+            self.executor.spin_once(timeout_sec=min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def spin_until(self, condition: Callable[[], T], timeout: float, what: str) -> T:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                raise ClientTimeout(f'timed out after {timeout:.1f}s waiting for {what}')
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 5.0) -> Any:
+        client = self.node.create_client(srv_type, name)
+        try:
+            self.spin_until(client.service_is_ready, timeout, f'service {name} (is the orchestrator running?)')
+            future = client.call_async(request)
+            self.spin_until(future.done, timeout, f'a reply from {name}')
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
+        self.executor.shutdown()
+        rclpy.try_shutdown(context=self.context)
