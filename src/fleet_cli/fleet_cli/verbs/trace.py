@@ -43,9 +43,9 @@ def _records_from_file(path: str) -> list[Any]:
 
 
 def _whole_life_seen(records: list[Any]) -> bool:
-    """Both ends of the command's life arrived: listening longer cannot add hops."""
-    seen = {r.hop for r in records}
-    return Hop.SUBMIT in seen and Hop.OUTCOME in seen
+    """An OUTCOME arrived after a SUBMIT: hops arrive in causal order, so listening longer adds nothing."""
+    submit_at = next((i for i, r in enumerate(records) if r.hop == Hop.SUBMIT), None)
+    return submit_at is not None and any(r.hop == Hop.OUTCOME for r in records[submit_at + 1 :])
 
 
 def _records_live(command_id: str, glob: str, wait: float) -> list[Any]:
