@@ -10,7 +10,11 @@ from typing import Any
 
 import yaml
 
+from fleet_core.degradation import DegradationConfig, DegradationConfigError
+from fleet_core.health import HealthConfig, HealthConfigError
+from fleet_core.leadership import LeaseConfig, LeaseConfigError
 from fleet_core.topics import InvalidName, check_name
+from fleet_core.waves import WaveConfig, WaveError
 
 DEFAULT_CONFIG_ENV = 'FLEETLANES_CONFIG'
 
@@ -43,16 +47,14 @@ class IntakeSettings:
     dedup_window: int = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class HealthSettings:
-    heartbeat_period_sec: float = 0.5
-    missed_heartbeats_lost: int = 4
+HealthSettings = HealthConfig
+"""Deprecated alias: the `health:` block is fleet_core.health.HealthConfig (one class per idea)."""
 
+LeadershipSettings = LeaseConfig
+"""Deprecated alias: the `leadership:` block is fleet_core.leadership.LeaseConfig."""
 
-@dataclass(frozen=True, slots=True)
-class LeadershipSettings:
-    lease_sec: float = 1.0
-    renew_period_sec: float = 0.25
+_OWN_VALIDATION_ERRORS = (HealthConfigError, LeaseConfigError, WaveError, DegradationConfigError)
+"""The pure modules validate their own config blocks; config.py re-raises their errors with the file name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +71,10 @@ class FleetConfig:
     shards: tuple[ShardConfig, ...]
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
-    health: HealthSettings = field(default_factory=HealthSettings)
-    leadership: LeadershipSettings = field(default_factory=LeadershipSettings)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    leadership: LeaseConfig = field(default_factory=LeaseConfig)
+    operations: WaveConfig = field(default_factory=WaveConfig)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
     source: str = '<memory>'
 
     @property
@@ -100,7 +104,21 @@ class FleetConfig:
         return sum(len(s.agents) for s in self.shards)
 
 
+def _coerce(expected: type[Any], given: object, where: str) -> Any:
+    if expected is float and isinstance(given, int) and not isinstance(given, bool):
+        return float(given)
+    if expected is tuple:
+        if not isinstance(given, list | tuple):
+            raise ConfigError(f'{where}: expected a list, got {given!r}')
+        return tuple(_coerce(float, item, where) for item in given)
+    if not isinstance(given, expected) or isinstance(given, bool):
+        raise ConfigError(f'{where}: expected {expected.__name__}, got {given!r}')
+    return given
+
+
 def _settings(cls: type[Any], raw: object, where: str) -> Any:
+    """Build the dataclass `cls` from a mapping. Classes of the pure modules validate themselves (their errors
+    are re-raised naming the file); the plain settings here need every value > 0."""
     if raw is None:
         return cls()
     if not isinstance(raw, Mapping):
@@ -111,15 +129,16 @@ def _settings(cls: type[Any], raw: object, where: str) -> Any:
         raise ConfigError(f'{where}: unknown key(s) {", ".join(sorted(map(str, unknown)))}')
     values: dict[str, Any] = {}
     defaults = cls()
+    self_validating = cls in (HealthConfig, LeaseConfig, WaveConfig, DegradationConfig)
     for key, given in raw.items():
-        expected = type(getattr(defaults, key))
-        value = float(given) if expected is float and isinstance(given, int) and not isinstance(given, bool) else given
-        if not isinstance(value, expected) or isinstance(value, bool):
-            raise ConfigError(f'{where}.{key}: expected {expected.__name__}, got {value!r}')
-        if value <= 0:
+        value = _coerce(type(getattr(defaults, key)), given, f'{where}.{key}')
+        if not self_validating and value <= 0:
             raise ConfigError(f'{where}.{key}: must be > 0, got {value!r}')
         values[key] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except _OWN_VALIDATION_ERRORS as exc:
+        raise ConfigError(f'{where.split(":", maxsplit=1)[0]}: {exc}') from None
 
 
 def _agents(raw: object, where: str) -> tuple[str, ...]:
@@ -147,7 +166,7 @@ def parse_fleet_config(raw: object, source: str = '<memory>', *, scale_agents: i
     so that their total is (about) that many agents, for `make demo ROBOTS=N`."""
     if not isinstance(raw, Mapping) or 'sites' not in raw:
         raise ConfigError(f'{source}: top level must be a mapping with a "sites" key')
-    unknown = set(raw) - {'sites', 'dispatch', 'intake', 'health', 'leadership'}
+    unknown = set(raw) - {'sites', 'dispatch', 'intake', 'health', 'leadership', 'operations', 'degradation'}
     if unknown:
         raise ConfigError(f'{source}: unknown top-level key(s) {", ".join(sorted(map(str, unknown)))}')
     sites = raw['sites']
@@ -188,8 +207,10 @@ def parse_fleet_config(raw: object, source: str = '<memory>', *, scale_agents: i
         shards=shards,
         dispatch=_settings(DispatchSettings, raw.get('dispatch'), f'{source}: dispatch'),
         intake=_settings(IntakeSettings, raw.get('intake'), f'{source}: intake'),
-        health=_settings(HealthSettings, raw.get('health'), f'{source}: health'),
-        leadership=_settings(LeadershipSettings, raw.get('leadership'), f'{source}: leadership'),
+        health=_settings(HealthConfig, raw.get('health'), f'{source}: health'),
+        leadership=_settings(LeaseConfig, raw.get('leadership'), f'{source}: leadership'),
+        operations=_settings(WaveConfig, raw.get('operations'), f'{source}: operations'),
+        degradation=_settings(DegradationConfig, raw.get('degradation'), f'{source}: degradation'),
         source=source,
     )
 
