@@ -147,9 +147,17 @@ class CommandDispatcher:
         priority: Priority,
         ttl_sec: float,
         trace_id: str = '',
+        *,
+        command_ids: Sequence[str] | None = None,
     ) -> list[Command]:
-        """Queue one command per agent (all or nothing). Returns the commands, with seq 0 until sent."""
+        """Queue one command per agent (all or nothing). Returns the commands, with seq 0 until sent.
+
+        `command_ids`, aligned with `agent_ids`, lets the caller choose the idempotency keys (a workflow's
+        deterministic step ids, so a replay after failover is recognised by agents); an id that is still
+        queued or in flight here is not queued again and is left out of the result."""
         targets = list(dict.fromkeys(agent_ids)) or list(self._lanes)
+        if command_ids is not None and (len(command_ids) != len(agent_ids) or len(targets) != len(agent_ids)):
+            raise SubmitError('command_ids must name one id per target agent, and agents must be distinct')
         unknown = [a for a in targets if a not in self._lanes]
         if unknown:
             raise SubmitError(f'unknown agent(s) in shard {self.shard_id}: {", ".join(unknown[:5])}')
@@ -165,9 +173,10 @@ class CommandDispatcher:
                 raise SubmitError(f'queue full for agent(s) {", ".join(full[:5])}; retry later')
         now = self.clock()
         trace_id = trace_id or self._new_id()
+        ids = list(command_ids) if command_ids is not None else [self._new_id() for _ in targets]
         commands = [
             Command(
-                command_id=self._new_id(),
+                command_id=command_id,
                 trace_id=trace_id,
                 site_id=self.site_id,
                 shard_id=self.shard_id,
@@ -181,7 +190,8 @@ class CommandDispatcher:
                 args_json=args_json,
                 attempt=0,
             )
-            for agent in targets
+            for agent, command_id in zip(targets, ids, strict=True)
+            if not self._is_pending(agent, command_id)
         ]
         for command in commands:
             self._enqueue(command, now)
@@ -284,6 +294,10 @@ class CommandDispatcher:
         return out
 
     # -- internals ---------------------------------------------------------------------------------------
+
+    def _is_pending(self, agent_id: str, command_id: str) -> bool:
+        lane = self._lanes[agent_id]
+        return command_id in lane.in_flight or any(entry[2].command_id == command_id for entry in lane.queue)
 
     def _drop_expired_queued(self, lane: _Lane, now: float) -> None:
         expired = [e for e in lane.queue if now > e[2].deadline]
