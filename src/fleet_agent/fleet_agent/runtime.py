@@ -59,6 +59,7 @@ class AgentRuntime:
         sink: AgentSink,
         clock: Callable[[], float],
         battery: Callable[[], float] | None = None,
+        accept_ack_delay_sec: float = 0.05,
     ) -> None:
         self.site_id = site_id
         self.agent_id = intake.agent_id
@@ -72,20 +73,31 @@ class AgentRuntime:
         self.degradation_level = 0
         self.estop_revision = -1
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._accepted_later: dict[str, asyncio.TimerHandle] = {}
+        self.accept_ack_delay_sec = accept_ack_delay_sec
         self.executions = 0
 
     # -- inputs ------------------------------------------------------------------------------------------
 
     def on_command(self, command: Command) -> None:
         decision = self.intake.receive(command)
-        self.sink.publish_ack(decision.ack)
         if not decision.execute:
+            self.sink.publish_ack(decision.ack)
             if decision.ack.status.is_rejection:
                 _log.debug('%s rejected %s: %s', self.agent_id, command.command_id, decision.ack.detail)
             return
         if command.kind == 'stop':
             self._cancel_running('stopped by a SAFETY stop', keep=command.command_id)
-        self._tasks[command.command_id] = asyncio.get_running_loop().create_task(
+        loop = asyncio.get_running_loop()
+        # The acceptance is already persisted. Like a delayed TCP ACK, ACCEPTED goes out only if the command is
+        # still running after accept_ack_delay_sec; a quick command is answered by its final ack alone.
+        if self.accept_ack_delay_sec > 0:
+            self._accepted_later[command.command_id] = loop.call_later(
+                self.accept_ack_delay_sec, self.sink.publish_ack, decision.ack
+            )
+        else:
+            self.sink.publish_ack(decision.ack)
+        self._tasks[command.command_id] = loop.create_task(
             self._run(command, decision.args), name=f'{self.agent_id}:{command.command_id}'
         )
 
@@ -114,7 +126,8 @@ class AgentRuntime:
             if not self.intake.may_start(command):
                 status, detail = AckStatus.FAILED, 'deadline passed before execution could start'
             else:
-                result = await asyncio.wait_for(self._execute(command, args), max(0.0, command.deadline - self.clock()))
+                async with asyncio.timeout(max(0.0, command.deadline - self.clock())):
+                    result = await self._execute(command, args)
                 status = AckStatus.SUCCEEDED if result.success else AckStatus.FAILED
                 detail = result.detail
                 self.executions += 1
@@ -127,6 +140,9 @@ class AgentRuntime:
             status, detail = AckStatus.FAILED, f'executor error: {type(exc).__name__}: {exc}'[:200]
         finally:
             self._tasks.pop(command.command_id, None)
+            pending_accept = self._accepted_later.pop(command.command_id, None)
+            if pending_accept is not None:
+                pending_accept.cancel()
         try:
             ack = self.intake.complete(command, status, detail)
         except StoreUnavailable as exc:

@@ -7,7 +7,6 @@ found started by an earlier boot was interrupted by a crash: it is never run aga
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +56,9 @@ class DedupStore:
             self._create()
             self.boot = self._meta('boot') + 1
             self._set_meta('boot', self.boot)
+            # Only this object writes the store, so the high-water marks are read once and kept in memory.
+            self._epoch = self._meta('epoch')
+            self._seq = self._meta('seq')
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(f'dedup store {self.path}: {exc}; refusing commands until it is repaired') from None
 
@@ -93,20 +95,16 @@ class DedupStore:
 
     @property
     def highest_epoch(self) -> int:
-        return self._read(lambda: self._meta('epoch'))
+        return self._epoch
 
     @property
     def last_applied_seq(self) -> int:
-        return self._read(lambda: self._meta('seq'))
-
-    def _read(self, fn: Callable[[], int]) -> int:
-        try:
-            return fn()
-        except sqlite3.DatabaseError as exc:
-            raise StoreUnavailable(f'dedup store {self.path}: {exc}') from None
+        return self._seq
 
     def observe_epoch(self, epoch: int) -> None:
         """Persist a higher fencing epoch; lower ones are ignored."""
+        if epoch <= self._epoch:
+            return
         try:
             self._guard('observe_epoch').execute(
                 'INSERT INTO meta (key, value) VALUES (\'epoch\', ?) ON CONFLICT(key) DO UPDATE SET value = '
@@ -115,6 +113,7 @@ class DedupStore:
             )
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(f'dedup store {self.path}: {exc}') from None
+        self._epoch = epoch
 
     def lookup(self, command_id: str) -> StoredOutcome | None:
         try:
@@ -152,6 +151,7 @@ class DedupStore:
             if db.in_transaction:
                 db.execute('ROLLBACK')
             raise StoreUnavailable(f'dedup store {self.path}: {exc}') from None
+        self._seq = max(self._seq, command.seq)
 
     def finish(self, command_id: str, status: AckStatus, detail: str = '') -> None:
         """Persist the final status. Called before the final ack is sent."""

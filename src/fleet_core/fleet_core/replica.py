@@ -52,6 +52,15 @@ class ShardReplica:
             self._seq[agent_id] = max(self._seq[agent_id], seq)
         self.max_epoch = max(self.max_epoch, epoch)
 
+    def handed_over(self) -> None:
+        """This orchestrator now leads: its dispatcher owns the pending commands (it ignores its own journal)."""
+        self._pending.clear()
+
+    def restore(self, commands: Iterable[Command]) -> None:
+        """Stepping down: the commands the dispatcher still owed are followed again."""
+        for command in commands:
+            self.on_journal(command)
+
     @property
     def pending(self) -> tuple[Command, ...]:
         return tuple(self._pending.values())

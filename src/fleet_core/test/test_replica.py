@@ -32,3 +32,13 @@ def test_unknown_agents_do_not_enter_the_seq_table():
     replica = ShardReplica(['a1'])
     replica.on_ack('ghost', seq=100, epoch=1)
     assert replica.takeover().seq_base == {'a1': SEQ_GAP}
+
+
+def test_leading_then_stepping_down_keeps_what_was_owed():
+    replica = ShardReplica(['a1'])
+    replica.on_journal(cmd('c1'))
+    replica.handed_over()
+    assert replica.pending == ()
+    replica.restore([cmd('c2', seq=4, epoch=2)])
+    assert [c.command_id for c in replica.pending] == ['c2']
+    assert replica.takeover().epoch == 3

@@ -187,6 +187,7 @@ class ShardOrchestrator(LifecycleNode):
             seq_base=plan.seq_base,
         )
         adopted = self.dispatcher.adopt(plan.pending)
+        self.replica.handed_over()
         self._publish_lease(lease)
         for command in adopted:
             self.journal_pub.publish(command_to_msg(command))
@@ -201,6 +202,8 @@ class ShardOrchestrator(LifecycleNode):
     def _step_down(self, reason: str) -> None:
         if self.dispatcher is not None:
             self.get_logger().warning(f'stepping down as leader (epoch {self.dispatcher.epoch}): {reason}')
+            # Back to following: what this leader still owed becomes part of the hot copy again.
+            self.replica.restore(self.dispatcher.pending())
         self.dispatcher = None
 
     def _publish_lease(self, lease: Lease) -> None:
@@ -271,13 +274,16 @@ class ShardOrchestrator(LifecycleNode):
         self.replica.on_heartbeat(msg.agent_id, msg.last_applied_seq, msg.highest_epoch_seen)
 
     def _on_journal(self, msg: CommandMsg) -> None:
+        if self.dispatcher is not None:
+            return  # the leader's own journal: its dispatcher already holds these commands
         try:
             self.replica.on_journal(command_from_msg(msg))
         except ValueError:
             self.get_logger().warning(f'undecodable journal entry {msg.command_id[:64]!r}')
 
     def _on_outcome(self, msg: CommandOutcome) -> None:
-        self.replica.on_outcome(msg.command_id)
+        if self.dispatcher is None:
+            self.replica.on_outcome(msg.command_id)
 
     def _on_estop_state(self, msg: EStop) -> None:
         if msg.revision > self._estop_revision:

@@ -43,6 +43,11 @@ def run_nodes(
     finally:
         if cleanup is not None:
             loop.run_until_complete(cleanup())
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
         spin.stop()
         for node in nodes:
             executor.remove_node(node)

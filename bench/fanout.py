@@ -1,0 +1,220 @@
+"""Fan-out benchmark (G4): one command to N agents per round, time until every SUCCEEDED ack, for
+(a) fleetlanes end to end (operator submit service -> shard orchestrator -> agents -> outcomes),
+(b) a bare rclpy publish/ack loop over the same number of agents (the floor of this stack),
+(c) the naive loop "send one, await its ack, next".
+Every agent takes the same fixed, non-blocking execution delay in all three variants.
+Prints one JSON line. Run: python bench/fanout.py [--agents 500] [--rounds 20] (environment active)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import rclpy  # noqa: E402
+from _common import Child, percentile, python_child, write_fleet_config  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.experimental import EventsExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+
+from fleet_core import topics  # noqa: E402
+from fleet_interfaces.msg import Command as CommandMsg  # noqa: E402
+from fleet_interfaces.msg import CommandAck, CommandOutcome  # noqa: E402
+from fleet_interfaces.srv import SubmitCommand  # noqa: E402
+from fleet_ros import qos  # noqa: E402
+from fleet_ros.spin import SpinThread  # noqa: E402
+
+SITE, SHARD = 'bench', 'shard_0'
+RAW_PREFIX = '/bench_raw'
+
+
+def agent_ids(n: int) -> list[str]:
+    return [f'{SHARD}_a{i:03d}' for i in range(1, n + 1)]
+
+
+# ----------------------------------------------------------------------------------------- raw responders
+
+
+def run_raw_agents(n: int, delay: float) -> None:
+    """Bare responders: on each Command, wait `delay` without blocking, then publish one SUCCEEDED ack."""
+    rclpy.init()
+    node = Node('bench_raw_agents')
+    loop = asyncio.new_event_loop()
+    acks = node.create_publisher(CommandAck, f'{RAW_PREFIX}/ack', qos.ACK)
+
+    def reply(msg: CommandMsg) -> None:
+        acks.publish(CommandAck(command_id=msg.command_id, agent_id=msg.agent_id, seq=msg.seq, status=2, final=True))
+
+    for agent in agent_ids(n):
+        node.create_subscription(
+            CommandMsg,
+            f'{RAW_PREFIX}/{agent}/command',
+            lambda m: loop.call_soon_threadsafe(loop.call_later, delay, reply, m),
+            qos.COMMAND,
+        )
+    executor = EventsExecutor()
+    executor.add_node(node)
+    spin = SpinThread(executor).start()
+    try:
+        loop.run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        spin.stop()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+# ----------------------------------------------------------------------------------------- operator side
+
+
+class Operator:
+    def __init__(self, n: int) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = Node('bench_operator', context=self.context)
+        self.executor = EventsExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.agents = agent_ids(n)
+        self.outcomes: dict[str, int] = {}
+        self.raw_acks: set[str] = set()
+        self.node.create_subscription(
+            CommandOutcome, topics.shard_outcome(SITE, SHARD), self._on_outcome, qos.EVENTS
+        )
+        self.node.create_subscription(CommandAck, f'{RAW_PREFIX}/ack', self._on_raw_ack, qos.ACK)
+        self.raw_pubs = {a: self.node.create_publisher(CommandMsg, f'{RAW_PREFIX}/{a}/command', qos.COMMAND) for a in self.agents}
+        self.submit = self.node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
+
+    def _on_outcome(self, msg: CommandOutcome) -> None:
+        self.outcomes[msg.command_id] = msg.outcome
+
+    def _on_raw_ack(self, msg: CommandAck) -> None:
+        self.raw_acks.add(msg.command_id)
+
+    def spin_until(self, condition: object, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():  # type: ignore[operator]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f'benchmark: timed out after {timeout}s waiting for {what}')
+            self.executor.spin_once(timeout_sec=0.005)
+
+    def fleet_round(self, ttl: float = 30.0) -> float:
+        started = time.perf_counter()
+        future = self.submit.call_async(SubmitCommand.Request(kind='noop', args_json='{}', priority=1, ttl_sec=ttl))
+        self.spin_until(future.done, 10.0, 'the submit reply')
+        reply = future.result()
+        if not reply.accepted:
+            raise RuntimeError(f'submit refused: {reply.error}')
+        ids = list(reply.command_ids)
+        self.spin_until(lambda: all(c in self.outcomes for c in ids), ttl + 5, 'all outcomes')
+        elapsed = time.perf_counter() - started
+        bad = [c for c in ids if self.outcomes[c] != CommandOutcome.OUTCOME_SUCCEEDED]
+        if bad:
+            raise RuntimeError(f'{len(bad)} command(s) did not succeed')
+        return elapsed
+
+    def raw_round(self) -> float:
+        ids = {a: str(uuid.uuid4()) for a in self.agents}
+        started = time.perf_counter()
+        for agent, cid in ids.items():
+            self.raw_pubs[agent].publish(CommandMsg(command_id=cid, agent_id=agent, seq=1, epoch=1, kind='noop'))
+        self.spin_until(lambda: all(c in self.raw_acks for c in ids.values()), 30.0, 'all raw acks')
+        return time.perf_counter() - started
+
+    def naive_round(self) -> float:
+        started = time.perf_counter()
+        for agent in self.agents:
+            cid = str(uuid.uuid4())
+            self.raw_pubs[agent].publish(CommandMsg(command_id=cid, agent_id=agent, seq=1, epoch=1, kind='noop'))
+            self.spin_until(lambda c=cid: c in self.raw_acks, 10.0, f'the ack of {agent}')
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.executor.shutdown()
+        rclpy.try_shutdown(context=self.context)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--agents', type=int, default=500)
+    parser.add_argument('--rounds', type=int, default=20)
+    parser.add_argument('--naive-rounds', type=int, default=5, help='the naive loop takes agents x delay per round')
+    parser.add_argument('--delay', type=float, default=0.010, help='fixed execution time of every agent (s)')
+    parser.add_argument('--tracing', choices=['on', 'off'], default='on')
+    parser.add_argument('--role', choices=['bench', 'raw-agents'], default='bench', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == 'raw-agents':
+        run_raw_agents(args.agents, args.delay)
+        return 0
+
+    tmp = Path(tempfile.mkdtemp(prefix='fleet-fanout-'))
+    config = write_fleet_config(tmp, SITE, {SHARD: args.agents})
+    ros = ['--ros-args', '-p', f'fleet_config:={config}', '-p', f'site_id:={SITE}', '-p', f'shard_id:={SHARD}']
+    children: list[Child] = []
+    operator = None
+    try:
+        orchestrator = Child(
+            ['shard_orchestrator', *ros, '-p', f'tracing_enabled:={args.tracing == "on"}', '--log-level', 'warn'],
+            'orchestrator',
+        )
+        children.append(orchestrator)
+        children.append(
+            Child(
+                ['fleet_agent', *ros, '-p', f'store_dir:={tmp / "stores"}', '-p', f'exec_delay_sec:={args.delay}'],
+                'agents',
+            )
+        )
+        children.append(python_child([__file__, '--role', 'raw-agents', '--agents', str(args.agents), '--delay', str(args.delay)], 'raw'))
+        operator = Operator(args.agents)
+        operator.spin_until(operator.submit.service_is_ready, 30.0, 'the orchestrator submit service')
+        operator.spin_until(
+            lambda: all(p.get_subscription_count() > 0 for p in operator.raw_pubs.values()), 30.0, 'raw responders'
+        )
+        # Warm-up: leadership, discovery of every agent, first-message allocations.
+        warm_deadline = time.monotonic() + 60
+        while True:
+            try:
+                operator.fleet_round(ttl=5.0)
+                break
+            except RuntimeError:
+                if time.monotonic() > warm_deadline:
+                    raise
+        operator.raw_round()
+        fleet = [operator.fleet_round() for _ in range(args.rounds)]
+        raw = [operator.raw_round() for _ in range(args.rounds)]
+        naive = [operator.naive_round() for _ in range(args.naive_rounds)]
+        result = {
+            'agents': args.agents,
+            'rounds': args.rounds,
+            'naive_rounds': args.naive_rounds,
+            'delay_ms': args.delay * 1000,
+            'tracing': args.tracing,
+            'fleet_p50_ms': round(percentile(fleet, 50) * 1000, 1),
+            'fleet_p99_ms': round(percentile(fleet, 99) * 1000, 1),
+            'raw_p50_ms': round(percentile(raw, 50) * 1000, 1),
+            'raw_p99_ms': round(percentile(raw, 99) * 1000, 1),
+            'naive_p50_ms': round(percentile(naive, 50) * 1000, 1),
+            'naive_p99_ms': round(percentile(naive, 99) * 1000, 1),
+            'orchestrator_rss_mb': round(orchestrator.rss_mb(), 1),
+        }
+        result['fleet_over_raw'] = round(result['fleet_p50_ms'] / result['raw_p50_ms'], 2)
+        result['naive_over_fleet'] = round(result['naive_p50_ms'] / result['fleet_p50_ms'], 1)
+        print(json.dumps(result))
+        return 0
+    finally:
+        if operator is not None:
+            operator.close()
+        for child in reversed(children):
+            child.stop()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
