@@ -93,7 +93,8 @@ def _fill(cls: type, source: str, prefix: str, values: dict[str, Any]) -> Any:
             ok = type(value) is type(default)
         elif isinstance(default, int | float):
             ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-            value = type(default)(value)
+            if ok:
+                value = type(default)(value)
         else:
             ok = True
         if not ok:

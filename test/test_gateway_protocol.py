@@ -1,0 +1,311 @@
+"""Pure tests of the gateway core: conversion, sessions and handlers, send queue, fragments, ACL, config."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, Action, GlobSet, Principal, Role, RolePolicy
+from fleet_gateway.config import ConfigError, load_acl, load_gateway_config, load_tokens
+from fleet_gateway.conversion import ConversionError, UnknownType, codec_for, message_class, service_class
+from fleet_gateway.protocol import (
+    AdvertiseTopic,
+    CallService,
+    ClientSession,
+    OutFrame,
+    PublishedMessage,
+    PublishMessage,
+    SendQueue,
+    SessionLimits,
+    SubscribeTopic,
+    UnsubscribeTopic,
+)
+
+
+def policy() -> AccessPolicy:
+    everything = GlobSet(['/**'])
+    operator = RolePolicy(Role.OPERATOR, everything, everything, everything, GlobSet([]), GlobSet(['/fleet/*/*/estop']))
+    viewer = RolePolicy(Role.VIEWER, GlobSet([]), GlobSet(['/fleet/**']), GlobSet([]), GlobSet([]), GlobSet([]))
+    return AccessPolicy(
+        {Role.OPERATOR: operator, Role.VIEWER: viewer}, GlobSet(PROTECTED_TOPICS), GlobSet(PROTECTED_TOPICS)
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def session(role: Role | None = Role.OPERATOR, **limits: object) -> ClientSession:
+    principal = Principal('tester', role) if role else None
+    tokens = {'good-token-0123456789': Principal('late', Role.OPERATOR)}
+    return ClientSession(
+        'c1',
+        policy=policy(),
+        principal=principal,
+        limits=SessionLimits(**limits),  # type: ignore[arg-type]
+        authenticate=tokens.get,
+        clock=Clock(),
+    )
+
+
+def sent(s: ClientSession) -> list[dict]:
+    return [json.loads(f.data) for f in s.outbox.pop_batch(10**9)]
+
+
+def send(s: ClientSession, **message: object) -> list:
+    return s.receive_text(json.dumps(message))
+
+
+# --- conversion -------------------------------------------------------------------------------------------
+
+
+def test_conversion_round_trips_nested_arrays_time_and_defaults():
+    from fleet_interfaces.msg import ShardStatus
+
+    codec = codec_for(ShardStatus)
+    msg = codec.from_json(
+        {
+            'site_id': 'a',
+            'stamp': {'sec': 5, 'nanosec': 7},
+            'lost_agent_ids': ['r1', 'r2'],
+            'queue_depth': [1, 2, 3, 4],
+            'ack_latency_p99_ms': None,
+        }
+    )
+    assert msg.stamp.sec == 5 and list(msg.queue_depth) == [1, 2, 3, 4] and math.isnan(msg.ack_latency_p99_ms)
+    assert msg.shard_id == '' and msg.epoch == 0  # defaults kept
+    out = codec.to_json(msg)
+    assert out['queue_depth'] == [1, 2, 3, 4] and out['lost_agent_ids'] == ['r1', 'r2']
+    assert out['ack_latency_p99_ms'] is None and out['stamp'] == {'sec': 5, 'nanosec': 7}
+    json.dumps(out, allow_nan=False)
+
+
+def test_conversion_bytes_are_base64_and_accept_lists():
+    from std_msgs.msg import ByteMultiArray, UInt8MultiArray
+
+    u8 = codec_for(UInt8MultiArray)
+    assert u8.to_json(u8.from_json({'data': 'AQID'}))['data'] == 'AQID'
+    assert list(u8.from_json({'data': [1, 2, 3]}).data) == [1, 2, 3]
+    octets = codec_for(ByteMultiArray)
+    assert octets.to_json(octets.from_json({'data': [0, 255]}))['data'] == 'AP8='
+    with pytest.raises(ConversionError, match='data'):
+        u8.from_json({'data': [256]})
+    with pytest.raises(ConversionError, match='base64'):
+        u8.from_json({'data': '***'})
+
+
+def test_conversion_rejects_wrong_types_with_field_path():
+    from fleet_interfaces.msg import ShardStatus
+
+    codec = codec_for(ShardStatus)
+    with pytest.raises(ConversionError, match=r'stamp\.sec'):
+        codec.from_json({'stamp': {'sec': 'x'}})
+    with pytest.raises(ConversionError, match='exactly 4'):
+        codec.from_json({'queue_depth': [1]})
+    with pytest.raises(ConversionError, match='out of range'):
+        codec.from_json({'agents_total': -1})
+    with pytest.raises(ConversionError, match='no field'):
+        codec.from_json({'nope': 1})
+    with pytest.raises(ConversionError, match='boolean'):
+        codec_for(message_class('std_msgs/Bool')).from_json({'data': 'yes'})
+
+
+def test_conversion_time_accepts_ros1_names_and_type_names_are_checked():
+    from builtin_interfaces.msg import Time
+
+    assert codec_for(Time).from_json({'secs': 3, 'nsecs': 4}) == Time(sec=3, nanosec=4)
+    assert message_class('std_msgs/msg/String') is message_class('std_msgs/String')
+    assert service_class('std_srvs/srv/Trigger') is service_class('std_srvs/Trigger')
+    for bad in ('std_msgs', 'nope_pkg/Foo', 'std_msgs/NoSuch', '../x/y', 'std_msgs/srv/String', 42):
+        with pytest.raises(UnknownType):
+            message_class(bad)
+
+
+# --- session and handlers ---------------------------------------------------------------------------------
+
+
+def test_advertise_publish_and_errors_carry_request_id():
+    s = session()
+    assert send(s, op='advertise', id='a', topic='/chat', type='std_msgs/String') == [
+        AdvertiseTopic('/chat', message_class('std_msgs/String'))
+    ]
+    events = send(s, op='publish', topic='chat', msg={'data': 'hi'})
+    assert isinstance(events[0], PublishMessage) and events[0].msg.data == 'hi' and events[0].topic == '/chat'
+    send(s, op='publish', id='p1', topic='/other', msg={})
+    send(s, op='publish', id='p2', topic='/chat', msg={'data': 5})
+    send(s, op='subscribe', id='s1', topic='/x', type='nope/Msg')
+    send(s, op='bogus', id=7)
+    send(s, op='subscribe', id='s2', topic='/bad name!', type='std_msgs/String')
+    s.receive_text('{not json')
+    s.receive_text('[1, 2]')
+    s.receive_bytes(b'\x00\xff')
+    statuses = sent(s)
+    assert all(m['op'] == 'status' and m['level'] == 'error' for m in statuses)
+    assert [m.get('id') for m in statuses] == ['p1', 'p2', 's1', 7, 's2', None, None, None]
+    assert 'advertise /other' in statuses[0]['msg'] and 'data' in statuses[1]['msg']
+
+
+def test_roles_deny_by_default_for_command_topics():
+    s = session()
+    send(s, op='advertise', id='cmd', topic='/site_a/robot_1/command', type='fleet_interfaces/Command')
+    assert 'may not publish' in sent(s)[0]['msg']
+    assert send(s, op='advertise', id='e', topic='/fleet/a/z/estop', type='fleet_interfaces/EStop')
+    v = session(Role.VIEWER)
+    send(v, op='advertise', id='v1', topic='/fleet/a/z/status', type='fleet_interfaces/ShardStatus')
+    send(v, op='call_service', id='v2', service='/fleet/a/z/submit', type='std_srvs/Trigger')
+    assert send(v, op='subscribe', id='v3', topic='/fleet/a/z/status', type='fleet_interfaces/ShardStatus')
+    send(v, op='subscribe', id='v4', topic='/site_a/r/odom', type='std_msgs/String')
+    assert [m['id'] for m in sent(v)] == ['v1', 'v2', 'v4']
+
+
+def test_unauthenticated_session_needs_auth_op():
+    s = session(role=None, max_auth_failures=2)
+    send(s, op='subscribe', id='s', topic='/t', type='std_msgs/String')
+    send(s, op='auth', id='a1', token='wrong')
+    assert [m['id'] for m in sent(s)] == ['s', 'a1']
+    send(s, op='auth', id='a2', mac='good-token-0123456789')
+    assert s.principal is not None and s.close_request is None
+    s2 = session(role=None, max_auth_failures=2)
+    send(s2, op='auth', token='x')
+    send(s2, op='auth', token='y')
+    assert s2.close_request is not None and s2.close_request.code == 1008
+
+
+def test_subscribe_merges_ids_and_unsubscribe_releases():
+    s = session()
+    assert send(s, op='subscribe', id='a', topic='/t', type='std_msgs/String', throttle_rate=100)
+    assert send(s, op='subscribe', id='b', topic='/t', type='std_msgs/String') == []
+    assert s.subscriptions['/t'].throttle_s == 0.0
+    assert send(s, op='unsubscribe', id='a', topic='/t') == []
+    assert send(s, op='unsubscribe', topic='/t') == [UnsubscribeTopic('/t')]
+    send(s, op='subscribe', id='c', topic='/t', type='std_msgs/String', compression='png')
+    assert 'not supported' in sent(s)[0]['msg']
+
+
+def test_throttle_and_queue_length_keep_latest():
+    s = session()
+    clock = s.clock
+    send(s, op='subscribe', id='a', topic='/t', type='std_msgs/String', throttle_rate=1000, queue_length=1)
+    for i in range(5):
+        s.deliver(PublishedMessage('/t', {'data': str(i)}, critical=False), clock())
+    assert [m['msg']['data'] for m in sent(s)] == ['0']
+    assert s.next_wake() == pytest.approx(101.0)
+    clock.now = 101.0  # type: ignore[attr-defined]
+    s.poll(clock())
+    assert [m['msg']['data'] for m in sent(s)] == ['4']
+    assert s.counters['throttle_dropped'] == 3
+
+
+def test_slow_client_drops_oldest_telemetry_reports_it_and_keeps_critical():
+    s = session(send_queue_frames=10, critical_queue_bytes=10_000)
+    send(s, op='subscribe', id='a', topic='/t', type='std_msgs/String')
+    send(s, op='subscribe', id='b', topic='/fleet/a/z/estop', type='fleet_interfaces/EStop')
+    for i in range(100):
+        s.deliver(PublishedMessage('/t', {'data': str(i)}, critical=False), s.clock())
+    for i in range(3):
+        s.deliver(PublishedMessage('/fleet/a/z/estop', {'revision': i}, critical=True), s.clock())
+    out = sent(s)
+    data = [m['msg']['data'] for m in out if m.get('topic') == '/t']
+    assert data == [str(i) for i in range(90, 100)]
+    assert [m['msg']['revision'] for m in out if m.get('topic') == '/fleet/a/z/estop'] == [0, 1, 2]
+    warnings = [m for m in out if m['op'] == 'status']
+    assert warnings and 'dropped' in warnings[0]['msg'] and s.stats()['dropped'] == 90
+    for i in range(1000):  # a client that never reads critical traffic is closed, never silently dropped
+        s.deliver(PublishedMessage('/fleet/a/z/estop', {'revision': i}, critical=True), s.clock())
+        if s.close_request:
+            break
+    assert s.close_request is not None and s.close_request.code == 1013
+    assert s.outbox.bytes <= 10_000 + 200
+
+
+def test_send_queue_per_key_limit_and_bounds():
+    q = SendQueue(max_frames=100, max_bytes=1000, critical_max_bytes=100)
+    for i in range(50):
+        q.put(OutFrame(f'{i:04d}'), key='k', key_limit=3)
+    assert [f.data for f in q.pop_batch(10**6)] == ['0047', '0048', '0049'] and q.drops['k'] == 47
+    for i in range(1000):
+        q.put(OutFrame('x' * 20), key=i % 7)
+    assert q.bytes <= 1000 and len(q) == 50
+
+
+def test_fragments_reassemble_and_expire():
+    s = session(fragment_timeout_s=5.0)
+    text = json.dumps({'op': 'subscribe', 'id': 'inner', 'topic': '/t', 'type': 'std_msgs/String'})
+    parts = [text[i : i + 10] for i in range(0, len(text), 10)]
+    events = []
+    for n, part in reversed(list(enumerate(parts))):
+        events += send(s, op='fragment', id='f1', data=part, num=n, total=len(parts))
+    assert events == [SubscribeTopic('/t', message_class('std_msgs/String'))]
+    send(s, op='fragment', id='f2', data='{"op"', num=0, total=3)
+    s.clock.now += 6  # type: ignore[attr-defined]
+    s.poll(s.clock())
+    assert sent(s)[0]['id'] == 'f2' and len(s.fragments) == 0
+
+
+def test_call_service_events_and_results():
+    s = session(max_pending_calls=1)
+    (event,) = send(s, op='call_service', id='q', service='/trig', type='std_srvs/Trigger', args=[])
+    assert isinstance(event, CallService) and event.timeout_s == 10.0
+    send(s, op='call_service', id='q2', service='/trig', type='std_srvs/Trigger')
+    assert 'in flight' in sent(s)[0]['msg']
+    response = service_class('std_srvs/Trigger').Response(success=True, message='ok')
+    s.service_result(event.call_no, response)
+    assert sent(s) == [
+        {
+            'op': 'service_response',
+            'service': '/trig',
+            'id': 'q',
+            'values': {'success': True, 'message': 'ok'},
+            'result': True,
+        }
+    ]
+    (event,) = send(s, op='call_service', id='q3', service='/trig', type='std_srvs/Trigger')
+    s.service_result(event.call_no, None, 'timed out')
+    assert sent(s)[0]['result'] is False
+
+
+def test_finish_releases_everything():
+    s = session()
+    send(s, op='subscribe', topic='/t', type='std_msgs/String')
+    send(s, op='advertise', topic='/u', type='std_msgs/String')
+    events = s.finish()
+    assert {type(e).__name__ for e in events} == {'UnsubscribeTopic', 'UnadvertiseTopic'}
+    assert s.finish() == [] and not s.subscriptions and len(s.outbox) == 0
+
+
+# --- config -----------------------------------------------------------------------------------------------
+
+
+def test_config_errors_name_file_and_key(tmp_path):
+    path = tmp_path / 'gw.yaml'
+    path.write_text('fleet_gateway: {limits: {send_queue_frames: "many"}}')
+    with pytest.raises(ConfigError, match=r'gw\.yaml: fleet_gateway\.limits\.send_queue_frames'):
+        load_gateway_config(path)
+    path.write_text('fleet_gateway: {tls: {cert: a.pem}}')
+    with pytest.raises(ConfigError, match='fleet_gateway.tls'):
+        load_gateway_config(path)
+    acl = tmp_path / 'acl.yaml'
+    acl.write_text('roles: {admin: {}}')
+    with pytest.raises(ConfigError, match=r'acl\.yaml: roles\.admin'):
+        load_acl(acl)
+    with pytest.raises(ConfigError, match='FLEET_GATEWAY_TOKENS'):
+        load_tokens(None, {'FLEET_GATEWAY_TOKENS': 'short:operator:x'})
+    store = load_tokens(None, {'FLEET_GATEWAY_TOKENS': 'abcdefghijklmnopq:viewer:v'})
+    assert store.authenticate('abcdefghijklmnopq') == Principal('v', Role.VIEWER)
+
+
+def test_repo_example_config_loads():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_gateway_config(root / 'config' / 'gateway.yaml')
+    acl = load_acl(config.acl_file)
+    assert not acl.allows(Role.OPERATOR, Action.PUBLISH, '/site_a/robot_1/command')
+    assert acl.allows(Role.OPERATOR, Action.PUBLISH, '/fleet/site_a/zone_1/estop')
+    assert not acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/estop')
+    assert acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/heartbeat')
