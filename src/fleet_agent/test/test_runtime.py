@@ -1,0 +1,118 @@
+"""AgentRuntime on a real asyncio loop, without ROS: acks, delayed ACCEPTED, e-stop, deadlines, executor errors."""
+
+import asyncio
+import time
+
+from fleet_agent.executors import SleepExecutor
+from fleet_agent.runtime import AgentRuntime, AgentState
+from fleet_core.config import IntakeSettings
+from fleet_core.dedup_store import DedupStore
+from fleet_core.intake import CommandIntake
+from fleet_core.kinds import KindRegistry
+from fleet_core.model import AckStatus, Command, Priority
+
+
+class Sink:
+    def __init__(self):
+        self.acks = []
+
+    def publish_ack(self, ack):
+        self.acks.append(ack)
+
+    def statuses(self, command_id):
+        return [a.status for a in self.acks if a.command_id == command_id]
+
+
+def make(tmp_path, executor, accept_delay=0.05):
+    sink = Sink()
+    intake = CommandIntake(
+        agent_id='r1',
+        shard_id='z',
+        store=DedupStore(tmp_path / 'r1.sqlite'),
+        kinds=KindRegistry(),
+        settings=IntakeSettings(),
+        clock=time.time,
+    )
+    runtime = AgentRuntime(
+        site_id='s', intake=intake, executor=executor, sink=sink, clock=time.time, accept_ack_delay_sec=accept_delay
+    )
+    return runtime, sink
+
+
+def cmd(command_id, seq, kind='noop', args='{}', ttl=5.0, priority=Priority.NORMAL):
+    now = time.time()
+    return Command(command_id, 't', 's', 'z', 'r1', seq, 1, priority, now, now + ttl, kind, args, 1)
+
+
+async def settle(runtime):
+    while runtime.state == AgentState.BUSY:
+        await asyncio.sleep(0.005)
+
+
+def test_quick_command_gets_only_its_final_ack(tmp_path):
+    async def scenario():
+        runtime, sink = make(tmp_path, SleepExecutor(0.0))
+        runtime.on_command(cmd('c1', 1))
+        await settle(runtime)
+        return sink.statuses('c1')
+
+    assert asyncio.run(scenario()) == [AckStatus.SUCCEEDED]
+
+
+def test_slow_command_is_accepted_then_succeeds_and_redelivery_is_answered_from_the_store(tmp_path):
+    async def scenario():
+        runtime, sink = make(tmp_path, SleepExecutor(0.15))
+        runtime.on_command(cmd('c1', 1))
+        await settle(runtime)
+        runtime.on_command(cmd('c1', 1))
+        return sink.statuses('c1'), runtime.executions
+
+    statuses, executions = asyncio.run(scenario())
+    assert statuses == [AckStatus.ACCEPTED, AckStatus.SUCCEEDED, AckStatus.SUCCEEDED]
+    assert executions == 1
+
+
+def test_estop_cancels_running_work_and_refuses_new_work(tmp_path):
+    async def scenario():
+        runtime, sink = make(tmp_path, SleepExecutor(5.0))
+        runtime.on_command(cmd('c1', 1))
+        await asyncio.sleep(0.01)
+        runtime.on_estop(True, revision=1)
+        await settle(runtime)
+        runtime.on_command(cmd('c2', 2))
+        runtime.on_command(cmd('c3', 3, kind='stop', priority=Priority.SAFETY))
+        await settle(runtime)
+        return sink, runtime.state
+
+    sink, state = asyncio.run(scenario())
+    assert sink.statuses('c1')[-1] == AckStatus.CANCELLED
+    assert sink.statuses('c2') == [AckStatus.REJECTED_ESTOPPED]
+    assert sink.statuses('c3') == [AckStatus.SUCCEEDED]
+    assert state == AgentState.ESTOPPED
+
+
+def test_deadline_stops_a_running_command(tmp_path):
+    async def scenario():
+        runtime, sink = make(tmp_path, SleepExecutor(5.0))
+        runtime.on_command(cmd('c1', 1, ttl=0.1))
+        await settle(runtime)
+        return sink.acks[-1]
+
+    final = asyncio.run(scenario())
+    assert final.status == AckStatus.FAILED and 'deadline' in final.detail
+
+
+class Broken:
+    async def execute(self, command, args):
+        raise RuntimeError('motor driver fault')
+
+
+def test_executor_exception_is_a_definite_failure(tmp_path):
+    async def scenario():
+        runtime, sink = make(tmp_path, Broken())
+        runtime.on_command(cmd('c1', 1))
+        await settle(runtime)
+        return sink.acks[-1]
+
+    final = asyncio.run(scenario())
+    assert final.status == AckStatus.FAILED and 'motor driver fault' in final.detail
