@@ -1,0 +1,482 @@
+"""Gateway benchmark: fanout, ingest, storm and service scenarios against a fleet_gateway subprocess on loopback.
+
+Prints one JSON line per scenario with scenario, clients, rate, delivered_per_s, delivered_ratio, p50_ms, p99_ms,
+failures, gateway_cpu_s, gateway_peak_rss_mb. The ROS side (publisher, subscriber or service) runs in a helper
+process (this file with --ros-helper); WebSocket clients are asyncio `websockets` clients in this process.
+Every load loop is bounded by a message count and a deadline. `--quick` runs a short smoke subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+PAD = 'x' * 40
+TOPIC_OUT = '/bench/out'
+TOPIC_IN = '/bench/in'
+SERVICE = '/bench/srv'
+MAX_RATE_CAP = 100_000  # "max" publishing is still bounded by this per-second count
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))]
+
+
+# --- ROS helper process ------------------------------------------------------------------------------------
+
+
+def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_path: Path) -> None:
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.experimental import EventsExecutor
+    from rclpy.node import Node
+    from std_msgs.msg import String
+    from std_srvs.srv import SetBool
+
+    from fleet_ros import qos
+
+    context = Context()
+    rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    executor = EventsExecutor(context=context)
+    node = Node('bench_ros_helper', context=context)
+    executor.add_node(node)
+    stop = {'flag': False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    result: dict[str, Any] = {}
+    try:
+        if mode == 'pub':
+            pub = node.create_publisher(String, TOPIC_OUT, qos.EVENTS)
+            ready_path.write_text('ready')
+            deadline = time.monotonic() + 30
+            while pub.get_subscription_count() < 1 and time.monotonic() < deadline and not stop['flag']:
+                executor.spin_once(timeout_sec=0.01)
+            go = Path(str(ready_path) + '.go')
+            while not go.exists() and time.monotonic() < deadline and not stop['flag']:
+                executor.spin_once(timeout_sec=0.01)
+            rate = None if arg == 'max' else float(arg)
+            limit = int((rate or MAX_RATE_CAP) * duration)
+            start = time.monotonic()
+            end = start + duration
+            sent = 0
+            msg = String()
+            while sent < limit and not stop['flag']:
+                now = time.monotonic()
+                if now >= end:
+                    break
+                if rate is not None:
+                    due = start + sent / rate
+                    if now < due:
+                        executor.spin_once(timeout_sec=min(0.002, due - now))
+                        continue
+                msg.data = f'{sent} {time.monotonic():.6f} {PAD}'
+                pub.publish(msg)
+                sent += 1
+            result = {'published': sent, 'seconds': time.monotonic() - start}
+        elif mode == 'sub':
+            latencies: list[float] = []
+            counter = {'n': 0, 'first': 0.0, 'last': 0.0}
+
+            def on_msg(msg: String) -> None:
+                now = time.monotonic()
+                counter['n'] += 1
+                if counter['n'] == 1:
+                    counter['first'] = now
+                counter['last'] = now
+                parts = msg.data.split(' ', 2)
+                if len(parts) >= 2 and counter['n'] % 5 == 0:
+                    latencies.append((now - float(parts[1])) * 1000)
+
+            node.create_subscription(String, TOPIC_IN, on_msg, qos.EVENTS)
+            ready_path.write_text('ready')
+            deadline = time.monotonic() + duration + 60
+            while not stop['flag'] and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
+            result = {'received': counter['n'], 'first': counter['first'], 'last': counter['last'],
+                      'p50_ms': percentile(latencies, 50), 'p99_ms': percentile(latencies, 99)}  # fmt: skip
+        elif mode == 'srv':
+            calls = {'n': 0}
+
+            def serve(request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+                calls['n'] += 1
+                response.success = request.data
+                response.message = 'ok'
+                return response
+
+            node.create_service(SetBool, SERVICE, serve)
+            ready_path.write_text('ready')
+            deadline = time.monotonic() + duration + 60
+            while not stop['flag'] and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.05)
+            result = {'served': calls['n']}
+    finally:
+        result_path.write_text(json.dumps(result))
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+# --- processes ---------------------------------------------------------------------------------------------
+
+
+class Proc:
+    def __init__(self, argv: list[str], env: dict[str, str], name: str, workdir: Path) -> None:
+        self.name = name
+        self.log = (workdir / f'{name}.log').open('w')
+        self.popen = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGINT)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.kill(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(grace)
+        self.log.close()
+
+
+def wait_file(path: Path, timeout: float, proc: Proc) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f'{proc.name} did not become ready (see {proc.log.name})')
+        time.sleep(0.02)
+
+
+class GatewayProbe:
+    """CPU seconds and RSS of the gateway process, from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.ticks = os.sysconf('SC_CLK_TCK')
+        self.peak_kb = 0
+
+    def cpu(self) -> float:
+        fields = Path(f'/proc/{self.pid}/stat').read_text().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.ticks
+
+    def sample_rss(self) -> None:
+        for line in Path(f'/proc/{self.pid}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+
+    async def sampler(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.sample_rss()
+            try:
+                await asyncio.wait_for(stop.wait(), 0.1)
+            except TimeoutError:
+                pass
+
+
+class Bench:
+    def __init__(self, workdir: Path, quick: bool) -> None:
+        self.workdir = workdir
+        self.quick = quick
+        self.env = dict(os.environ)
+        self.env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+        self.env.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 80))
+        self.token = secrets.token_urlsafe(24)
+        self.env['FLEET_GATEWAY_TOKENS'] = f'{self.token}:operator:bench'
+        (workdir / 'acl.yaml').write_text(
+            json.dumps({'roles': {'operator': {'subscribe': ['/**'], 'publish': ['/**'], 'call_service': ['/**']}}})
+        )
+        (workdir / 'gw.yaml').write_text(json.dumps({'fleet_gateway': {
+            'port': 0, 'acl_file': 'acl.yaml', 'admission': {'rate': 400, 'burst': 600, 'max_clients': 3000},
+        }}))  # fmt: skip
+        ready = workdir / 'gw.ready'
+        self.gateway = Proc([sys.executable, '-m', 'fleet_gateway.main', '--config', str(workdir / 'gw.yaml'),
+                             '--ready-file', str(ready), '--log-level', 'WARNING'], self.env, 'gateway', workdir)  # fmt: skip
+        wait_file(ready, 30, self.gateway)
+        self.port = json.loads(ready.read_text())['port']
+        self.url = f'ws://127.0.0.1:{self.port}/?token={self.token}'
+        self.probe = GatewayProbe(self.gateway.popen.pid)
+        self._helpers = 0
+
+    def helper(self, mode: str, arg: str, duration: float) -> tuple[Proc, Path, Path]:
+        self._helpers += 1
+        ready = self.workdir / f'helper{self._helpers}.ready'
+        result = self.workdir / f'helper{self._helpers}.json'
+        proc = Proc([sys.executable, __file__, '--ros-helper', mode, arg, str(duration), str(result), str(ready)],
+                    self.env, f'helper{self._helpers}-{mode}', self.workdir)  # fmt: skip
+        wait_file(ready, 30, proc)
+        return proc, ready, result
+
+    def finish_helper(self, proc: Proc, result: Path, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while proc.popen.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.stop()
+        return json.loads(result.read_text()) if result.exists() else {}
+
+    def line(self, scenario: str, clients: int, rate: Any, **values: Any) -> None:
+        record = {'scenario': scenario, 'clients': clients, 'rate': rate}
+        for key in ('delivered_per_s', 'delivered_ratio', 'p50_ms', 'p99_ms'):
+            value = values.pop(key, None)
+            record[key] = round(value, 3) if isinstance(value, float) else value
+        record['failures'] = values.pop('failures', 0)
+        record['gateway_cpu_s'] = round(values.pop('cpu'), 2)
+        record['gateway_peak_rss_mb'] = round(self.probe.peak_kb / 1024, 1)
+        record.update(values)
+        print(json.dumps(record), flush=True)  # noqa: T201 - the benchmark's output
+
+    def close(self) -> None:
+        self.gateway.stop()
+
+
+# --- clients -----------------------------------------------------------------------------------------------
+
+
+async def ws_connect(url: str, deadline: float) -> Any:
+    """Connect, honouring the gateway's 503 Retry-After (admission control) with jitter, until the deadline."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    while True:
+        try:
+            return await connect(url, compression=None, max_size=None, open_timeout=max(0.5, deadline - time.monotonic()),
+                                 ping_interval=None, max_queue=None)  # fmt: skip
+        except InvalidStatus as exc:
+            if exc.response.status_code != 503 or time.monotonic() > deadline:
+                raise
+            retry = float(exc.response.headers.get('Retry-After', '1'))
+            await asyncio.sleep(min(retry * random.uniform(0.5, 1.0), max(0.0, deadline - time.monotonic())))
+
+
+async def fanout(bench: Bench, clients: int, rate: str, duration: float) -> None:
+    conns = [await ws_connect(bench.url, time.monotonic() + 20) for _ in range(clients)]
+    for i, ws in enumerate(conns):
+        await ws.send(json.dumps({'op': 'subscribe', 'id': f's{i}', 'topic': TOPIC_OUT, 'type': 'std_msgs/String'}))
+    proc, ready, result_path = bench.helper('pub', rate, duration)
+    counts = [0] * clients
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def reader(i: int, ws: Any) -> None:
+        sample = 0
+        async for raw in ws:
+            message = json.loads(raw)
+            if message.get('op') != 'publish':
+                if message.get('level') == 'error':
+                    errors.append(message.get('msg', ''))
+                continue
+            counts[i] += 1
+            sample += 1
+            if sample % 10 == 0 or clients == 1:
+                latencies.append((time.monotonic() - float(message['msg']['data'].split(' ', 2)[1])) * 1000)
+
+    tasks = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(conns)]
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(bench.probe.sampler(stop))
+    cpu0 = bench.probe.cpu()
+    Path(str(ready) + '.go').write_text('go')
+    started = time.monotonic()
+    deadline = started + duration + 30
+    while proc.popen.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    # drain: stop when no client received anything for 0.5 s (bounded by 5 s)
+    drain_end = time.monotonic() + 5
+    last = -1
+    while time.monotonic() < drain_end and sum(counts) != last:
+        last = sum(counts)
+        await asyncio.sleep(0.5)
+    elapsed = time.monotonic() - started
+    cpu = bench.probe.cpu() - cpu0
+    stop.set()
+    await sampler
+    published = bench.finish_helper(proc, result_path, 5).get('published', 0)
+    for task in tasks:
+        task.cancel()
+    for ws in conns:
+        await ws.close()
+    total = sum(counts)
+    bench.line('fanout', clients, rate, delivered_per_s=total / max(elapsed - 0.5, 1e-6),
+               delivered_ratio=total / max(1, published * clients), p50_ms=percentile(latencies, 50),
+               p99_ms=percentile(latencies, 99), failures=len(errors), cpu=cpu, published=published,
+               delivered=total, min_client=min(counts), seconds=round(elapsed, 2))  # fmt: skip
+
+
+async def ingest(bench: Bench, clients: int, duration: float) -> None:
+    proc, _ready, result_path = bench.helper('sub', '-', duration)
+    conns = [await ws_connect(bench.url, time.monotonic() + 20) for _ in range(clients)]
+    for i, ws in enumerate(conns):
+        await ws.send(json.dumps({'op': 'advertise', 'id': f'a{i}', 'topic': TOPIC_IN, 'type': 'std_msgs/String'}))
+    await asyncio.sleep(1.0)  # let DDS match the gateway's publisher with the helper's subscriber
+    sent = [0] * clients
+    limit = int(MAX_RATE_CAP * duration)
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(bench.probe.sampler(stop))
+    cpu0 = bench.probe.cpu()
+    started = time.monotonic()
+    end = started + duration
+
+    async def writer(i: int, ws: Any) -> None:
+        while time.monotonic() < end and sent[i] < limit:
+            for _ in range(20):
+                await ws.send(f'{{"op":"publish","topic":"{TOPIC_IN}","msg":{{"data":"{sent[i]} {time.monotonic():.6f} {PAD}"}}}}')
+                sent[i] += 1
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(writer(i, ws) for i, ws in enumerate(conns)))
+    for ws in conns:
+        await ws.close()
+    cpu = bench.probe.cpu() - cpu0
+    stop.set()
+    await sampler
+    result = bench.finish_helper(proc, result_path, 1)
+    received = result.get('received', 0)
+    span = max(1e-6, result.get('last', 0) - max(started, result.get('first', started)))
+    bench.line('ingest', clients, 'max', delivered_per_s=received / span, delivered_ratio=received / max(1, sum(sent)),
+               p50_ms=result.get('p50_ms'), p99_ms=result.get('p99_ms'), failures=0, cpu=cpu, sent=sum(sent),
+               received=received)  # fmt: skip
+
+
+async def storm(bench: Bench, clients: int, budget: float) -> None:
+    proc, ready, result_path = bench.helper('pub', '50', budget + 20)
+    Path(str(ready) + '.go').write_text('go')
+    # one warm subscriber so the helper's publisher has matched the gateway before the storm starts
+    warm = await ws_connect(bench.url, time.monotonic() + 10)
+    await warm.send(json.dumps({'op': 'subscribe', 'topic': TOPIC_OUT, 'type': 'std_msgs/String'}))
+    await asyncio.wait_for(warm.recv(), 15)
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(bench.probe.sampler(stop))
+    cpu0 = bench.probe.cpu()
+    times: list[float] = []
+    failures: list[str] = []
+    started = time.monotonic()
+    deadline = started + budget + 5
+    open_conns: list[Any] = []
+
+    async def one(i: int) -> None:
+        t0 = time.monotonic()
+        try:
+            ws = await ws_connect(bench.url, deadline)
+            open_conns.append(ws)
+            await ws.send(json.dumps({'op': 'subscribe', 'id': f's{i}', 'topic': TOPIC_OUT, 'type': 'std_msgs/String'}))
+            while True:
+                message = json.loads(await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic())))
+                if message.get('op') == 'publish':
+                    break
+            times.append(time.monotonic() - t0)
+        except Exception as exc:  # any failure to get a first message counts, with its reason
+            failures.append(type(exc).__name__)
+
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    cpu = bench.probe.cpu() - cpu0
+    stop.set()
+    await sampler
+    for ws in [*open_conns, warm]:
+        await ws.close()
+    bench.finish_helper(proc, result_path, 0.1)
+    late = sum(1 for t in times if t > budget)
+    bench.line('storm', clients, 'connect', delivered_per_s=len(times) / max(times, default=1e-6),
+               delivered_ratio=len(times) / clients, p50_ms=_ms(percentile(times, 50)), p99_ms=_ms(percentile(times, 99)),
+               failures=len(failures) + late, cpu=cpu, max_ms=_ms(max(times, default=None)), budget_s=budget,
+               failure_kinds=sorted(set(failures)))  # fmt: skip
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else value * 1000
+
+
+async def service(bench: Bench, clients: int, duration: float) -> None:
+    proc, _ready, result_path = bench.helper('srv', '-', duration)
+    conns = [await ws_connect(bench.url, time.monotonic() + 20) for _ in range(clients)]
+    latencies: list[float] = []
+    failures: list[str] = []
+    done = [0]
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(bench.probe.sampler(stop))
+    # one warm-up call so the gateway has discovered the service
+    await conns[0].send(json.dumps({'op': 'call_service', 'id': 'warm', 'service': SERVICE, 'type': 'std_srvs/SetBool',
+                                    'args': {'data': True}}))  # fmt: skip
+    await asyncio.wait_for(conns[0].recv(), 10)
+    cpu0 = bench.probe.cpu()
+    started = time.monotonic()
+    end = started + duration
+
+    async def caller(i: int, ws: Any) -> None:
+        n = 0
+        while time.monotonic() < end and n < 100_000:
+            n += 1
+            t0 = time.monotonic()
+            await ws.send(json.dumps({'op': 'call_service', 'id': f'{i}-{n}', 'service': SERVICE,
+                                      'type': 'std_srvs/SetBool', 'args': {'data': True}, 'timeout': 5}))  # fmt: skip
+            try:
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 6))
+            except TimeoutError:
+                failures.append('timeout')
+                return
+            if reply.get('op') != 'service_response' or reply.get('result') is not True:
+                failures.append(str(reply.get('values'))[:60])
+                continue
+            latencies.append((time.monotonic() - t0) * 1000)
+            done[0] += 1
+
+    await asyncio.gather(*(caller(i, ws) for i, ws in enumerate(conns)))
+    elapsed = time.monotonic() - started
+    cpu = bench.probe.cpu() - cpu0
+    stop.set()
+    await sampler
+    for ws in conns:
+        await ws.close()
+    bench.finish_helper(proc, result_path, 0.1)
+    bench.line('service', clients, 'max', delivered_per_s=done[0] / elapsed, delivered_ratio=None,
+               p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99), failures=len(failures), cpu=cpu,
+               calls=done[0])  # fmt: skip
+
+
+async def run(args: argparse.Namespace) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    quick = args.quick
+    duration = 1.0 if quick else 3.0
+    with tempfile.TemporaryDirectory(prefix='bench-gateway-') as tmp:
+        bench = Bench(Path(tmp), quick)
+        try:
+            wanted = set(args.scenarios.split(','))
+            if 'fanout' in wanted:
+                combos = [(1, 'max'), (100, '100')] if quick else [(k, r) for k in (1, 10, 100) for r in ('100', '1000', 'max')]
+                for clients, rate in combos:
+                    await fanout(bench, clients, rate, duration)
+            if 'ingest' in wanted:
+                for clients in (1, 10) if quick else (1, 10, 100):
+                    await ingest(bench, clients, duration)
+            if 'storm' in wanted:
+                for clients, budget in ((100, 2.0),) if quick else ((500, 2.0), (1000, 5.0)):
+                    await storm(bench, clients, budget)
+            if 'service' in wanted:
+                for clients in (10,) if quick else (10, 50):
+                    await service(bench, clients, duration)
+        finally:
+            bench.close()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == '--ros-helper':
+        mode, arg, duration, result, ready = sys.argv[2:7]
+        ros_helper(mode, arg, float(duration), Path(result), Path(ready))
+        return
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument('--quick', action='store_true', help='short smoke run')
+    parser.add_argument('--scenarios', default='fanout,ingest,storm,service')
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == '__main__':
+    main()
