@@ -43,7 +43,9 @@ class Child:
         if profile_dir:
             # py-spy samples the child; collapsed stacks land in BENCH_PROFILE_DIR/<name>.txt
             argv = ['py-spy', 'record', '--format', 'raw', '-r', '200', '-o', f'{profile_dir}/{name}.txt', '--', *argv]
-        self.proc = subprocess.Popen(list(argv), stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            list(argv), stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
     def rss_mb(self, peak: bool = True) -> float:
         field = 'VmHWM' if peak else 'VmRSS'

@@ -18,18 +18,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import rclpy  # noqa: E402
-from _common import Child, percentile, python_child, write_fleet_config  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.experimental import EventsExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
+import rclpy
+from _common import Child, percentile, python_child, write_fleet_config
+from rclpy.context import Context
+from rclpy.experimental import EventsExecutor
+from rclpy.node import Node
 
-from fleet_core import topics  # noqa: E402
-from fleet_interfaces.msg import Command as CommandMsg  # noqa: E402
-from fleet_interfaces.msg import CommandAck, CommandOutcome  # noqa: E402
-from fleet_interfaces.srv import SubmitCommand  # noqa: E402
-from fleet_ros import qos  # noqa: E402
-from fleet_ros.spin import SpinThread  # noqa: E402
+from fleet_core import topics
+from fleet_interfaces.msg import Command as CommandMsg
+from fleet_interfaces.msg import CommandAck, CommandOutcome
+from fleet_interfaces.srv import SubmitCommand
+from fleet_ros import qos
+from fleet_ros.spin import SpinThread
 
 SITE, SHARD = 'bench', 'shard_0'
 RAW_PREFIX = '/bench_raw'
@@ -85,11 +85,11 @@ class Operator:
         self.agents = agent_ids(n)
         self.outcomes: dict[str, int] = {}
         self.raw_acks: set[str] = set()
-        self.node.create_subscription(
-            CommandOutcome, topics.shard_outcome(SITE, SHARD), self._on_outcome, qos.EVENTS
-        )
+        self.node.create_subscription(CommandOutcome, topics.shard_outcome(SITE, SHARD), self._on_outcome, qos.EVENTS)
         self.node.create_subscription(CommandAck, f'{RAW_PREFIX}/ack', self._on_raw_ack, qos.ACK)
-        self.raw_pubs = {a: self.node.create_publisher(CommandMsg, f'{RAW_PREFIX}/{a}/command', qos.COMMAND) for a in self.agents}
+        self.raw_pubs = {
+            a: self.node.create_publisher(CommandMsg, f'{RAW_PREFIX}/{a}/command', qos.COMMAND) for a in self.agents
+        }
         self.submit = self.node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
 
     def _on_outcome(self, msg: CommandOutcome) -> None:
@@ -142,6 +142,29 @@ class Operator:
         rclpy.try_shutdown(context=self.context)
 
 
+def start_orchestrator(config: Path, *extra: str) -> Child:
+    ros = ['--ros-args', '-p', f'fleet_config:={config}', '-p', f'site_id:={SITE}', '-p', f'shard_id:={SHARD}']
+    return Child(['shard_orchestrator', *ros, *extra, '--log-level', 'warn'], 'orchestrator')
+
+
+def start_agents(config: Path, store_dir: Path, delay: float) -> Child:
+    ros = ['--ros-args', '-p', f'fleet_config:={config}', '-p', f'site_id:={SITE}', '-p', f'shard_id:={SHARD}']
+    return Child(['fleet_agent', *ros, '-p', f'store_dir:={store_dir}', '-p', f'exec_delay_sec:={delay}'], 'agents')
+
+
+def warm_up(operator: Operator, timeout: float = 60.0) -> None:
+    """Until the orchestrator leads and every agent answered once (leadership, discovery, allocations)."""
+    operator.spin_until(operator.submit.service_is_ready, 30.0, 'the orchestrator submit service')
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            operator.fleet_round(ttl=5.0)
+            return
+        except (RuntimeError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--agents', type=int, default=500)
@@ -157,36 +180,19 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix='fleet-fanout-'))
     config = write_fleet_config(tmp, SITE, {SHARD: args.agents})
-    ros = ['--ros-args', '-p', f'fleet_config:={config}', '-p', f'site_id:={SITE}', '-p', f'shard_id:={SHARD}']
     children: list[Child] = []
     operator = None
     try:
-        orchestrator = Child(
-            ['shard_orchestrator', *ros, '-p', f'tracing_enabled:={args.tracing == "on"}', '--log-level', 'warn'],
-            'orchestrator',
-        )
+        orchestrator = start_orchestrator(config, '-p', f'tracing_enabled:={args.tracing == "on"}')
         children.append(orchestrator)
-        children.append(
-            Child(
-                ['fleet_agent', *ros, '-p', f'store_dir:={tmp / "stores"}', '-p', f'exec_delay_sec:={args.delay}'],
-                'agents',
-            )
-        )
-        children.append(python_child([__file__, '--role', 'raw-agents', '--agents', str(args.agents), '--delay', str(args.delay)], 'raw'))
+        children.append(start_agents(config, tmp / 'stores', args.delay))
+        raw_argv = [__file__, '--role', 'raw-agents', '--agents', str(args.agents), '--delay', str(args.delay)]
+        children.append(python_child(raw_argv, 'raw'))
         operator = Operator(args.agents)
-        operator.spin_until(operator.submit.service_is_ready, 30.0, 'the orchestrator submit service')
         operator.spin_until(
             lambda: all(p.get_subscription_count() > 0 for p in operator.raw_pubs.values()), 30.0, 'raw responders'
         )
-        # Warm-up: leadership, discovery of every agent, first-message allocations.
-        warm_deadline = time.monotonic() + 60
-        while True:
-            try:
-                operator.fleet_round(ttl=5.0)
-                break
-            except RuntimeError:
-                if time.monotonic() > warm_deadline:
-                    raise
+        warm_up(operator)
         operator.raw_round()
         fleet = [operator.fleet_round() for _ in range(args.rounds)]
         raw = [operator.raw_round() for _ in range(args.rounds)]
