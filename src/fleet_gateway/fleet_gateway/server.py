@@ -13,6 +13,7 @@ import asyncio
 import http
 import itertools
 import logging
+import socket
 import ssl
 import time
 import urllib.parse
@@ -36,8 +37,12 @@ from fleet_gateway.ros_side import EndpointConflict, RosEndpoints
 
 log = logging.getLogger('fleet_gateway.server')
 
-WRITE_HIGH_WATER = 256 * 1024
+WRITE_HIGH_WATER = 64 * 1024
 """Bytes buffered in a client's transport beyond which frames stay in its (bounded, dropping) send queue."""
+SOCKET_BUFFER = 128 * 1024
+"""Kernel socket buffers per client, fixed so loopback autotuning cannot hide seconds of queue from backpressure:
+a slow reader fills our bounded send queue (where telemetry is dropped oldest-first, with a count), and a fast
+writer is pushed back by TCP as soon as the gateway stops reading."""
 WRITE_BATCH = 64 * 1024
 RETRY_WRITE_S = 0.005
 
@@ -200,6 +205,10 @@ class GatewayServer:
             clock=loop.time,
         )
         conn = ClientConnection(ws, session, loop)
+        sock = ws.transport.get_extra_info('socket')
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         self.connections.add(conn)
         self.counters['sessions_admitted'] += 1
         peer = ws.remote_address
