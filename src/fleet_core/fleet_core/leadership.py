@@ -31,14 +31,17 @@ class LeaseConfig:
     lease_sec: float = 1.0
     renew_period_sec: float = 0.25
     takeover_grace_sec: float = 0.0  # extra wait after a lapse, e.g. to absorb a GC pause of the leader
+    first_lease_wait_sec: float = 2.0  # with no lease ever seen, wait this long after start (DDS discovery)
 
     def __post_init__(self) -> None:
         for key in ('lease_sec', 'renew_period_sec'):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise LeaseConfigError(f'leadership.{key} must be a positive number of seconds, got {value!r}')
-        if not (math.isfinite(self.takeover_grace_sec) and self.takeover_grace_sec >= 0):
-            raise LeaseConfigError('leadership.takeover_grace_sec must be >= 0')
+        for key in ('takeover_grace_sec', 'first_lease_wait_sec'):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise LeaseConfigError(f'leadership.{key} must be >= 0, got {value!r}')
         if self.renew_period_sec >= self.lease_sec:
             raise LeaseConfigError('leadership.renew_period_sec must be shorter than leadership.lease_sec')
 
@@ -126,13 +129,15 @@ class LeaseState:
         return True
 
     def should_take_over(self, now: float | None = None) -> bool:
-        """True for a standby once the newest lease (or, if none was ever seen, our start) is older than
-        lease_sec + takeover_grace_sec."""
+        """True for a standby once the newest lease is older than lease_sec + takeover_grace_sec, or, if none was
+        ever seen, once first_lease_wait_sec passed since our start (a live leader's latched lease needs DDS
+        discovery to arrive; leading before it did would only cause a same-epoch tie)."""
         now = self._clock() if now is None else now
         if self._leading:
             return False
-        lease_sec = self._current.lease_sec if self._current is not None else self.config.lease_sec
-        return now >= self._received_at + lease_sec + self.config.takeover_grace_sec
+        if self._current is None:
+            return now >= self._started_at + max(self.config.first_lease_wait_sec, self.config.lease_sec)
+        return now >= self._received_at + self._current.lease_sec + self.config.takeover_grace_sec
 
     def take_over(self, *, last_seq_hint: int = 0, now: float | None = None) -> Lease:
         """Become leader with epoch = highest epoch seen + 1 and return the lease to publish."""

@@ -186,6 +186,11 @@ class InspectionMission:
     def agents(self) -> tuple[str, ...]:
         return tuple(self._agents)
 
+    @property
+    def lost_agents(self) -> frozenset[str]:
+        """Agents the mission currently treats as LOST (their points were handed off)."""
+        return frozenset(self._lost)
+
     def instance(self, agent_id: str) -> WorkflowInstance:
         return self._instances[agent_id]
 

@@ -66,13 +66,23 @@ def test_higher_epoch_seen_from_agents_steps_the_leader_down() -> None:
     assert leader.take_over().epoch == 6
 
 
-def test_standby_without_any_lease_takes_over_after_one_lease_period() -> None:
+def test_orchestrator_without_any_lease_waits_first_lease_wait_before_leading() -> None:
     clock = Clock()
-    standby = node('b', clock)
-    clock.now += 1.1
+    standby = node('b', clock)  # first_lease_wait_sec defaults to 2.0: discovery of a live leader's lease
+    clock.now += 1.99
     assert not standby.should_take_over()
-    clock.now += 0.11  # lease 1.0 + grace 0.2 from start
+    clock.now += 0.02
     assert standby.should_take_over()
+    # A lease that arrives in time keeps it a standby; the lapse is then judged from that lease.
+    late = node('c', clock)
+    clock.now += 1.5
+    late.observe(node('a', clock).take_over())
+    clock.now += 1.0
+    assert not late.should_take_over()
+    clock.now += 0.21
+    assert late.should_take_over()
+    with pytest.raises(LeaseConfigError, match='first_lease_wait_sec'):
+        LeaseConfig(first_lease_wait_sec=-1.0)
 
 
 def test_wrong_shard_lease_is_refused() -> None:

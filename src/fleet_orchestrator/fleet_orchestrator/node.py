@@ -1,8 +1,9 @@
 """ShardOrchestrator: the lifecycle node that leads (or stands by for) one shard.
 
-Lifecycle: configure opens the streams and starts following the shard (hot copy); activate makes the node
-eligible to lead — it leads once no live lease is held by another orchestrator, with epoch + 1; deactivate
-steps down and stops dispatching but keeps following. Every callback runs on one executor thread.
+Lifecycle: configure opens the streams and starts following the shard (hot copy of commands and of the mission);
+activate makes the node eligible to lead — it leads once no live lease is held by another orchestrator, with
+epoch + 1; deactivate steps down and stops dispatching but keeps following. Services and the mission action exist
+only while leading, so an operator's request never reaches a standby. Every callback runs on one executor thread.
 """
 
 from __future__ import annotations
@@ -14,24 +15,31 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.publisher import Publisher
+from rclpy.service import Service
 from rclpy.timer import Timer
 
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_config
-from fleet_core.dispatcher import CommandDispatcher, Hop, Outbox, SubmitError
-from fleet_core.health import HealthConfig, HealthMonitor, UnknownAgent
-from fleet_core.leadership import Lease, LeaseConfig, LeaseState, NotLeader, WrongShardLease
-from fleet_core.model import Priority
+from fleet_core.degradation import DegradationPolicy
+from fleet_core.dispatcher import CommandDispatcher, Hop, SubmitError
+from fleet_core.health import HealthMonitor, UnknownAgent
+from fleet_core.leadership import Lease, LeaseState, NotLeader, WrongShardLease
+from fleet_core.model import Outcome, Priority
 from fleet_core.replica import ShardReplica
 from fleet_core.trace import Hop as TraceHop
 from fleet_core.trace import TraceRecord, TraceSampler, TraceSettings
+from fleet_core.workflow import StepRequest
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
-from fleet_interfaces.msg import CommandOutcome, EStop, Heartbeat, LeaderLease, ShardStatus, TraceEvent
-from fleet_interfaces.srv import SetEStop, SubmitCommand
+from fleet_interfaces.msg import CommandOutcome, Heartbeat, LeaderLease, ShardStatus, TraceEvent
+from fleet_interfaces.srv import SubmitCommand
+from fleet_orchestrator.mission_host import MissionHost
+from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
+from fleet_orchestrator.operations import ShardOperations
 from fleet_ros import qos
 from fleet_ros.convert import ack_from_msg, command_from_msg, command_to_msg, from_time, result_to_msg, to_time
 from fleet_ros.params import declare
@@ -66,14 +74,17 @@ class ShardOrchestrator(LifecycleNode):
         self._p_trace = declare(self, 'trace_sample_fraction', 0.1, 'share of ordinary submissions traced (0..1)')
         self._p_tracing = declare(self, 'tracing_enabled', True, 'publish TraceEvents at all')
         self._p_seed = declare(self, 'retry_jitter_seed', 0, 'seed of the retry jitter RNG (0 = from the clock)')
+        self._p_workflows = declare(
+            self, 'workflow_dir', '', 'directory of workflow YAML files (empty: workflows/ next to fleet_config)'
+        )
         self.options: OrchestratorOptions | None = None
         self.dispatcher: CommandDispatcher | None = None
         self.takeover_seconds: float | None = None
         self._eligible = False
         self._timers: list[Timer] = []
         self._trace_backlog: collections.deque[TraceEvent] = collections.deque(maxlen=50_000)
-        self._estop_revision = 0
-        self._estop_engaged = False
+        self._leader_services: list[Service] = []
+        self._retired_services: list[Service] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -92,26 +103,34 @@ class ShardOrchestrator(LifecycleNode):
             TraceSettings(enabled=bool(self._p_tracing), sample_fraction=float(self._p_trace)),
         )
         self.shard: ShardConfig = shard
+        self.fleet = fleet
         self.lease = LeaseState(
             site_id=shard.site_id,
             shard_id=shard.shard_id,
             node_id=self._p_id,
-            config=LeaseConfig(fleet.leadership.lease_sec, fleet.leadership.renew_period_sec),
+            config=fleet.leadership,
             clock=self.clock,
         )
-        self.health = HealthMonitor(
-            HealthConfig(
-                heartbeat_period_sec=fleet.health.heartbeat_period_sec,
-                missed_heartbeats_suspect=max(1, fleet.health.missed_heartbeats_lost // 2),
-                missed_heartbeats_lost=fleet.health.missed_heartbeats_lost,
-            ),
-            shard.agents,
-            clock=self.clock,
-        )
+        self.health = HealthMonitor(fleet.health, shard.agents, clock=self.clock)
+        self.degradation = DegradationPolicy(fleet.degradation, clock=self.clock)
         self.replica = ShardReplica(shard.agents)
         self.sampler = TraceSampler(self.options.trace)
         self.rng = random.Random(self._p_seed or time.time_ns())
+        workflow_dir = Path(self._p_workflows) if self._p_workflows else Path(fleet.source).parent / 'workflows'
+        library = WorkflowLibrary(workflow_dir)
+        for name, error in library.errors.items():
+            self.get_logger().error(f'workflow {name} not loaded: {error}')
+        host = MissionHost(
+            site_id=shard.site_id,
+            shard_id=shard.shard_id,
+            agents=shard.agents,
+            workflows=library,
+            clock=self.clock,
+            node_id=self._p_id,
+        )
         self._create_endpoints(shard)
+        self.missions = MissionServer(self, host, library)
+        self.operations = ShardOperations(self)
         self._timers = [self.create_timer(TICK_SEC, self._tick), self.create_timer(STATUS_PERIOD_SEC, self._status)]
         self.get_logger().info(
             f'configured for {shard.site_id}/{shard.shard_id} ({len(shard.agents)} agents) as {self._p_id}'
@@ -129,15 +148,11 @@ class ShardOrchestrator(LifecycleNode):
         self.trace_pub = self.create_publisher(TraceEvent, topics.shard_trace(site, sid), qos.EVENTS)
         self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
         self.lease_pub = self.create_publisher(LeaderLease, topics.shard_leader(site, sid), qos.LATCHED)
-        self.estop_pub = self.create_publisher(EStop, topics.shard_estop(site, sid), qos.LATCHED)
         self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
         self.create_subscription(Heartbeat, topics.shard_heartbeat(site, sid), self._on_heartbeat, qos.HEARTBEAT)
         self.create_subscription(CommandMsg, topics.shard_journal(site, sid), self._on_journal, qos.EVENTS)
         self.create_subscription(CommandOutcome, topics.shard_outcome(site, sid), self._on_outcome, qos.EVENTS)
         self.create_subscription(LeaderLease, topics.shard_leader(site, sid), self._on_lease, qos.LATCHED)
-        self.create_subscription(EStop, topics.shard_estop(site, sid), self._on_estop_state, qos.LATCHED)
-        self.create_service(SubmitCommand, topics.shard_submit(site, sid), self._on_submit)
-        self.create_service(SetEStop, topics.shard_set_estop(site, sid), self._on_set_estop)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._eligible = True
@@ -191,7 +206,13 @@ class ShardOrchestrator(LifecycleNode):
         self._publish_lease(lease)
         for command in adopted:
             self.journal_pub.publish(command_to_msg(command))
-        self._flush()
+        self.flush()
+        pending = {c.command_id for c in self.dispatcher.pending()}
+        self.missions.lead(lease.epoch, pending.__contains__)
+        self.operations.lead()
+        site, sid = self.shard.site_id, self.shard.shard_id
+        self._leader_services = [self.create_service(SubmitCommand, topics.shard_submit(site, sid), self._on_submit)]
+        self.flush()
         lapse = started - (self._last_lease_seen or started)
         self.takeover_seconds = lapse
         self.get_logger().warning(
@@ -200,11 +221,16 @@ class ShardOrchestrator(LifecycleNode):
         )
 
     def _step_down(self, reason: str) -> None:
-        if self.dispatcher is not None:
-            self.get_logger().warning(f'stepping down as leader (epoch {self.dispatcher.epoch}): {reason}')
-            # Back to following: what this leader still owed becomes part of the hot copy again.
-            self.replica.restore(self.dispatcher.pending())
+        if self.dispatcher is None:
+            return
+        self.get_logger().warning(f'stepping down as leader (epoch {self.dispatcher.epoch}): {reason}')
+        # Back to following: what this leader still owed becomes part of the hot copy again.
+        self.replica.restore(self.dispatcher.pending())
         self.dispatcher = None
+        self.missions.step_down()
+        # Destroyed at the next tick, outside the callback that made us step down.
+        self._retired_services += self._leader_services + self.operations.step_down()
+        self._leader_services = []
 
     def _publish_lease(self, lease: Lease) -> None:
         self.lease_pub.publish(
@@ -234,6 +260,8 @@ class ShardOrchestrator(LifecycleNode):
             raise SystemExit(2) from None
         self.replica.on_lease(msg.epoch)
         if msg.leader_id != self._p_id:
+            if self._last_lease_seen is None:
+                self.get_logger().info(f'following leader {msg.leader_id} (epoch {msg.epoch})')
             self._last_lease_seen = self.clock()
         if newer and self.dispatcher is not None and msg.epoch >= self.dispatcher.epoch:
             self._step_down(f'{msg.leader_id} leads with epoch {msg.epoch}')
@@ -257,7 +285,7 @@ class ShardOrchestrator(LifecycleNode):
                 self.lease.note_epoch(self.dispatcher.epoch + 1)
                 self._step_down('an agent reported a newer epoch (fenced)')
                 return
-            self._flush()
+            self.flush()
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
         try:
@@ -282,20 +310,23 @@ class ShardOrchestrator(LifecycleNode):
             self.get_logger().warning(f'undecodable journal entry {msg.command_id[:64]!r}')
 
     def _on_outcome(self, msg: CommandOutcome) -> None:
-        if self.dispatcher is None:
-            self.replica.on_outcome(msg.command_id)
-
-    def _on_estop_state(self, msg: EStop) -> None:
-        if msg.revision > self._estop_revision:
-            self._estop_revision = msg.revision
-            self._estop_engaged = msg.engaged
+        if self.dispatcher is not None:
+            return  # the leader's own outcomes
+        self.replica.on_outcome(msg.command_id)
+        try:
+            self.missions.observe_outcome(msg.command_id, Outcome(msg.outcome))
+        except ValueError:
+            self.get_logger().warning(f'outcome {msg.command_id[:64]!r} with unknown value {msg.outcome}')
 
     # -- periodic ----------------------------------------------------------------------------------------
 
     def _tick(self) -> None:
         now = self.clock()
         self.health.evaluate(now)
+        while self._retired_services:
+            self.destroy_service(self._retired_services.pop())
         if self.dispatcher is None:
+            self.missions.tick([])
             if self._eligible and self.lease.should_take_over(now):
                 self._take_over()
         else:
@@ -306,17 +337,62 @@ class ShardOrchestrator(LifecycleNode):
                     self._step_down(str(exc))
                     return
             self.dispatcher.tick()
-            self._flush()
+            self.flush()
+            self.missions.tick(self.health.lost())
+            self.operations.tick()
+            self.flush()
         self._publish_traces()
 
-    def _flush(self) -> None:
-        assert self.dispatcher is not None
-        out: Outbox = self.dispatcher.take()
-        for command in out.sends:
-            self.command_pubs[command.agent_id].publish(command_to_msg(command))
-        for result in out.results:
-            self.outcome_pub.publish(result_to_msg(result))
-        self._queue_traces(out.hops)
+    def flush(self) -> None:
+        """Publish what the dispatcher wants sent and announced; outcomes of mission steps drive the mission,
+        which may submit more steps, so drain until nothing is left."""
+        for _ in range(100):
+            if self.dispatcher is None:
+                return
+            out = self.dispatcher.take()
+            if not out:
+                return
+            for command in out.sends:
+                self.command_pubs[command.agent_id].publish(command_to_msg(command))
+            for result in out.results:
+                self.outcome_pub.publish(result_to_msg(result))
+            self._queue_traces(out.hops)
+            for result in out.results:
+                self.missions.on_result(result.agent_id, result.command_id, result.outcome)
+        self.get_logger().error('flush: the dispatcher kept producing work for 100 rounds; continuing next tick')
+
+    def submit_step(self, request: StepRequest, *, trace_id: str) -> str:
+        """Queue one mission step with its deterministic id as the command id; '' or the refusal reason."""
+        if self.dispatcher is None:
+            return 'not leading'
+        try:
+            commands = self.dispatcher.submit(
+                [request.agent_id],
+                request.kind,
+                request.args_json(),
+                request.priority,
+                request.ttl_sec,
+                trace_id,
+                command_ids=[request.request_id],
+            )
+        except SubmitError as exc:
+            return str(exc)
+        for command in commands:
+            self.journal_pub.publish(command_to_msg(command))
+        return ''
+
+    def submit_control(self, agents: list[str], kind: str, priority: Priority, ttl_sec: float, trace_id: str) -> None:
+        """Queue an operator-level control command (pause/resume waves)."""
+        if self.dispatcher is None:
+            return
+        try:
+            commands = self.dispatcher.submit(agents, kind, '{}', priority, ttl_sec, trace_id)
+        except SubmitError as exc:
+            self.get_logger().error(f'{kind} for {len(agents)} agent(s) refused: {exc}')
+            return
+        for command in commands:
+            self.journal_pub.publish(command_to_msg(command))
+        self.flush()
 
     def _queue_traces(self, hops: list[Hop]) -> None:
         node = self.get_name()
@@ -357,6 +433,17 @@ class ShardOrchestrator(LifecycleNode):
         # Only the leader publishes the shard's status; standbys stay quiet.
         if self.options is None or self.dispatcher is None:
             return
+        stats = self.dispatcher.stats()
+        level = self.degradation.update(
+            {priority: stats.queue_depth[int(priority)] for priority in Priority}, stats.ack_latency_p99_ms
+        )
+        if level != self.dispatcher.degradation_level:
+            self.get_logger().warning(
+                f'{self.shard.site_id}/{self.shard.shard_id} degradation level {self.dispatcher.degradation_level} '
+                f'-> {level} (queued {sum(stats.queue_depth[:3])}, ack p99 {stats.ack_latency_p99_ms:.0f} ms)'
+            )
+            self.dispatcher.degradation_level = level
+        self.missions.publish_status()
         lost = self.health.lost()
         msg = ShardStatus(
             site_id=self.shard.site_id,
@@ -369,7 +456,6 @@ class ShardOrchestrator(LifecycleNode):
             agents_lost=len(lost),
             lost_agent_ids=lost[:100],
         )
-        stats = self.dispatcher.stats()
         msg.queue_depth = list(stats.queue_depth)
         msg.in_flight = stats.in_flight
         msg.submitted = stats.submitted
@@ -408,44 +494,9 @@ class ShardOrchestrator(LifecycleNode):
             return response
         for command in commands:
             self.journal_pub.publish(command_to_msg(command))
-        self._flush()
+        self.flush()
         response.accepted = True
         response.trace_id = commands[0].trace_id if commands else request.trace_id
         response.command_ids = [c.command_id for c in commands]
         response.agent_ids_out = [c.agent_id for c in commands]
-        return response
-
-    def _on_set_estop(self, request: SetEStop.Request, response: SetEStop.Response) -> SetEStop.Response:
-        if self.dispatcher is None:
-            response.ok = False
-            response.error = 'not the leader of this shard; retry against the leader'
-            return response
-        if not request.engage and not self._estop_engaged:
-            response.ok = False
-            response.error = 'e-stop is not engaged: nothing to release'
-            response.revision = self._estop_revision
-            return response
-        self._estop_revision += 1
-        self._estop_engaged = request.engage
-        self.estop_pub.publish(
-            EStop(
-                site_id=self.shard.site_id,
-                shard_id=self.shard.shard_id,
-                engaged=request.engage,
-                revision=self._estop_revision,
-                reason=request.reason[:200],
-                issued_by=request.issued_by[:64],
-                stamp=to_time(self.clock()),
-            )
-        )
-        if request.engage:
-            cancelled = self.dispatcher.cancel_queued(f'e-stop: {request.reason}'[:200])
-            self._flush()
-            self.get_logger().warning(
-                f'E-STOP engaged by {request.issued_by!r}: {request.reason!r}; {cancelled} queued cancelled'
-            )
-        else:
-            self.get_logger().warning(f'e-stop released by {request.issued_by!r}')
-        response.ok = True
-        response.revision = self._estop_revision
         return response

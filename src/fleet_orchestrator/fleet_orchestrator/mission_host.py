@@ -1,0 +1,301 @@
+"""The shard's mission, run by the leader and mirrored by standbys (no ROS here).
+
+The leader drives an InspectionMission and journals every input it feeds it (goal, command outcomes, agents lost
+or recovered, pause/resume/cancel, timeouts) with the mission clock at that moment. Standbys replay the journal
+into their own copy; the mission is deterministic, so the copy is identical. On takeover the new leader feeds the
+outcomes it saw on the shard's outcome stream for the steps the copy still waits for, and re-submits steps that
+neither the dispatcher holds nor an outcome answers. Step ids are deterministic, so a re-submitted step that an
+agent already ran is recognised by its command id and never runs twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet_core.mission import (
+    InspectionMission,
+    MissionError,
+    MissionProgress,
+    MissionState,
+    MissionStateError,
+    TaskEventRecord,
+)
+from fleet_core.model import Outcome
+from fleet_core.workflow import Point, StepRequest, WorkflowSpec
+
+OUTCOME_MEMORY = 20_000
+"""Outcomes a standby remembers from the outcome stream (it needs only those of steps still pending)."""
+
+
+class MissionJournalError(ValueError):
+    """A journal entry that cannot be applied (malformed, or a gap: the copy can no longer be trusted)."""
+
+
+@dataclass(slots=True)
+class MissionOutput:
+    """What the host wants done after an input: steps to dispatch, queued steps to drop, events to publish,
+    journal entries to publish (before the steps, so standbys never lag behind what agents were sent)."""
+
+    requests: list[StepRequest] = field(default_factory=list)
+    cancellations: list[str] = field(default_factory=list)
+    events: list[TaskEventRecord] = field(default_factory=list)
+    journal: list[str] = field(default_factory=list)
+    finished: bool = False
+
+    def extend(self, other: MissionOutput) -> None:
+        self.requests += other.requests
+        self.cancellations += other.cancellations
+        self.events += other.events
+        self.journal += other.journal
+        self.finished = self.finished or other.finished
+
+
+class MissionHost:
+    """At most one mission per shard at a time. `leading` decides whether inputs come from the node (and are
+    journaled) or from the leader's journal (`replay`)."""
+
+    def __init__(
+        self,
+        *,
+        site_id: str,
+        shard_id: str,
+        agents: Iterable[str],
+        workflows: Callable[[str], WorkflowSpec],
+        clock: Callable[[], float],
+        node_id: str,
+    ) -> None:
+        self.site_id = site_id
+        self.shard_id = shard_id
+        self.agents = tuple(agents)
+        self._workflows = workflows
+        self._clock = clock
+        self.node_id = node_id
+        self.leading = False
+        self.epoch = 0
+        self.mission: InspectionMission | None = None
+        self._now = 0.0  # the mission's clock: set before every input, journaled with it
+        self._entry_no = 0
+        self._entry_epoch = 0
+        self._steps: dict[str, StepRequest] = {}  # request id -> step the mission still waits for
+        self._seen: collections.OrderedDict[str, Outcome] = collections.OrderedDict()
+        self.desynced = ''
+        self._pause_reasons: set[str] = set()
+
+    # ----- queries -----------------------------------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        return self.mission is not None and not self.mission.state.finished
+
+    def progress(self) -> MissionProgress | None:
+        return self.mission.progress() if self.mission is not None else None
+
+    def is_mission_step(self, command_id: str) -> bool:
+        return command_id in self._steps
+
+    # ----- leader inputs -----------------------------------------------------------------------------------
+
+    def start(
+        self, *, mission_id: str, workflow: str, points: list[Point], deadline: float | None = None
+    ) -> MissionOutput:
+        """Start a mission; raises MissionError (bad goal, unknown workflow) or MissionStateError (one is running)."""
+        if self.active:
+            assert self.mission is not None
+            raise MissionStateError(
+                f'mission {self.mission.mission_id} is still {self.mission.state.value} on {self.shard_id}; '
+                'cancel it first'
+            )
+        entry = {
+            'op': 'start',
+            'mission_id': mission_id,
+            'workflow': workflow,
+            'points': [[p.point_id, p.x, p.y] for p in points],
+            'deadline': deadline,
+        }
+        self._check_start(entry)
+        return self._input(entry)
+
+    def on_outcome(self, agent_id: str, command_id: str, outcome: Outcome) -> MissionOutput:
+        if self.mission is None or command_id not in self._steps:
+            return MissionOutput()
+        return self._input({'op': 'outcome', 'agent': agent_id, 'command_id': command_id, 'outcome': int(outcome)})
+
+    def sync_lost(self, lost: Iterable[str]) -> MissionOutput:
+        """Level-triggered health: make the mission's lost set equal the health monitor's LOST agents."""
+        out = MissionOutput()
+        if not self.active:
+            return out
+        assert self.mission is not None
+        lost_now = set(lost)
+        known = self.mission.lost_agents
+        for agent in sorted(lost_now - known):
+            out.extend(self._input({'op': 'lost', 'agent': agent}))
+        for agent in sorted(known - lost_now):
+            out.extend(self._input({'op': 'recovered', 'agent': agent}))
+        return out
+
+    def hold(self, reason: str) -> MissionOutput:
+        """Pause the mission for `reason` (e-stop, fleet operation); it resumes once every reason is released.
+        A standby only records the reason (the leader journals the pause)."""
+        self._pause_reasons.add(reason)
+        return self._reconcile_pause()
+
+    def release(self, reason: str) -> MissionOutput:
+        self._pause_reasons.discard(reason)
+        return self._reconcile_pause()
+
+    def _reconcile_pause(self) -> MissionOutput:
+        if not (self.leading and self.active):
+            return MissionOutput()
+        assert self.mission is not None
+        state = self.mission.state
+        if self._pause_reasons and state is MissionState.RUNNING:
+            return self._input({'op': 'pause'})
+        if not self._pause_reasons and state is MissionState.PAUSED:
+            return self._input({'op': 'resume'})
+        return MissionOutput()
+
+    def cancel(self, reason: str) -> MissionOutput:
+        """Raises MissionStateError when no mission is running."""
+        if not self.active:
+            raise MissionStateError(f'no mission is running on {self.site_id}/{self.shard_id}')
+        return self._input({'op': 'cancel', 'reason': reason})
+
+    def tick(self) -> MissionOutput:
+        """Step timeouts and the mission deadline; journaled only when something happened."""
+        if not self.active:
+            return MissionOutput()
+        return self._input({'op': 'tick'}, only_if_changed=True)
+
+    # ----- standby inputs ----------------------------------------------------------------------------------
+
+    def note_outcome(self, command_id: str, outcome: Outcome) -> None:
+        """A standby saw this outcome on the shard's outcome stream (bounded memory, newest kept)."""
+        self._seen[command_id] = outcome
+        self._seen.move_to_end(command_id)
+        while len(self._seen) > OUTCOME_MEMORY:
+            self._seen.popitem(last=False)
+
+    def replay(self, text: str) -> None:
+        """Apply one journal entry of the leader. Raises MissionJournalError for a malformed entry or a gap."""
+        if self.leading:
+            return
+        try:
+            entry = json.loads(text)
+            number, epoch, op = int(entry['n']), int(entry['epoch']), str(entry['op'])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MissionJournalError(f'malformed mission journal entry: {exc!r}') from None
+        if epoch < self._entry_epoch:
+            return  # a fenced leader's late entry
+        if epoch > self._entry_epoch:
+            self._entry_epoch = epoch
+        elif number != self._entry_no + 1 and op != 'start':
+            self.desynced = f'journal gap: entry {number} after {self._entry_no}'
+            raise MissionJournalError(self.desynced)
+        self._entry_no = number
+        if op == 'start':
+            self.desynced = ''
+        self._now = float(entry['t'])
+        try:
+            self._apply(entry)
+        except (MissionError, MissionStateError, KeyError, TypeError, ValueError) as exc:
+            self.desynced = f'cannot replay {op} entry {number}: {exc}'
+            raise MissionJournalError(self.desynced) from None
+
+    def promote(self, *, epoch: int, dispatcher_pending: Callable[[str], bool]) -> MissionOutput:
+        """This process now leads with `epoch`: feed outcomes seen for waiting steps, re-submit lost ones."""
+        self.leading = True
+        self.epoch = epoch
+        self._entry_epoch = epoch
+        out = MissionOutput()
+        if self.mission is None or self.desynced:
+            return out
+        for agent in self.mission.agents:
+            request_id = self.mission.instance(agent).pending_request_id
+            if request_id is None:
+                continue
+            seen = self._seen.get(request_id)
+            if seen is not None:
+                out.extend(self.on_outcome(agent, request_id, seen))
+            elif not dispatcher_pending(request_id) and request_id in self._steps:
+                out.requests.append(self._steps[request_id])
+        out.extend(self._reconcile_pause())
+        return out
+
+    def demote(self) -> None:
+        self.leading = False
+
+    # ----- internals ---------------------------------------------------------------------------------------
+
+    def _check_start(self, entry: Mapping[str, Any]) -> None:
+        try:
+            self._workflows(str(entry['workflow']))
+        except KeyError as exc:
+            raise MissionError(str(exc.args[0]) if exc.args else 'unknown workflow') from None
+
+    def _input(self, entry: dict[str, Any], *, only_if_changed: bool = False) -> MissionOutput:
+        if not self.leading:
+            return MissionOutput()  # a standby changes its copy only from the leader's journal
+        self._now = self._clock()
+        out = self._apply(entry)
+        if only_if_changed and not (out.events or out.requests or out.cancellations):
+            return out
+        self._entry_no += 1
+        entry.update(n=self._entry_no, epoch=self.epoch, t=self._now, by=self.node_id)
+        out.journal.append(json.dumps(entry, separators=(',', ':')))
+        return out
+
+    def _apply(self, entry: Mapping[str, Any]) -> MissionOutput:
+        op = entry['op']
+        if op == 'start':
+            spec = self._workflows(str(entry['workflow']))
+            self.mission = InspectionMission(
+                spec,
+                mission_id=str(entry['mission_id']),
+                site_id=self.site_id,
+                shard_id=self.shard_id,
+                agent_ids=self.agents,
+                points=[Point(str(p[0]), float(p[1]), float(p[2])) for p in entry['points']],
+                clock=lambda: self._now,
+                deadline=entry.get('deadline'),
+            )
+            self._steps.clear()
+            self.mission.start()
+        elif self.mission is None:
+            raise MissionError(f'journal entry {op!r} without a started mission')
+        elif op == 'outcome':
+            command_id = str(entry['command_id'])
+            self.mission.on_outcome(str(entry['agent']), command_id, Outcome(int(entry['outcome'])))
+            self._steps.pop(command_id, None)
+        elif op == 'lost':
+            self.mission.on_agent_lost(str(entry['agent']))
+        elif op == 'recovered':
+            self.mission.on_agent_recovered(str(entry['agent']))
+        elif op == 'pause':
+            self.mission.pause()
+        elif op == 'resume':
+            self.mission.resume()
+        elif op == 'cancel':
+            self.mission.cancel(str(entry['reason']))
+        elif op == 'tick':
+            self.mission.tick(self._now)
+        else:
+            raise MissionError(f'unknown mission journal op {op!r}')
+        return self._drain()
+
+    def _drain(self) -> MissionOutput:
+        assert self.mission is not None
+        requests = self.mission.next_requests()
+        cancellations = self.mission.take_cancellations()
+        for request in requests:
+            self._steps[request.request_id] = request
+        for request_id in cancellations:
+            self._steps.pop(request_id, None)
+        finished = self.mission.state.finished
+        if finished:
+            self._steps.clear()
+        return MissionOutput(requests, cancellations, self.mission.take_events(), [], finished)

@@ -1,0 +1,343 @@
+"""The ROS side of a shard's mission: the RunMission action and mission_cancel service (leader only), TaskEvents,
+the latched mission status, and the mission journal that standbys replay (see mission_host)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action.server import ServerGoalHandle
+from rclpy.service import Service
+from rclpy.task import Future
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from fleet_core import topics
+from fleet_core.mission import MissionError, MissionProgress, MissionStateError, TaskEventKind, points_from_goal
+from fleet_core.model import Outcome
+from fleet_core.workflow import WorkflowError, WorkflowSpec, load_workflow
+from fleet_interfaces.action import RunMission
+from fleet_interfaces.msg import TaskEvent
+from fleet_orchestrator.mission_host import MissionHost, MissionJournalError, MissionOutput
+from fleet_ros import qos
+from fleet_ros.convert import to_time
+
+if TYPE_CHECKING:
+    from fleet_orchestrator.node import ShardOrchestrator
+
+
+def mission_journal_topic(site: str, shard: str) -> str:
+    return f'{topics.shard_prefix(site, shard)}/mission_journal'
+
+
+def mission_status_topic(site: str, shard: str) -> str:
+    return f'{topics.shard_prefix(site, shard)}/mission_status'
+
+
+def mission_cancel_service(site: str, shard: str) -> str:
+    return f'{topics.shard_prefix(site, shard)}/mission_cancel'
+
+
+class WorkflowLibrary:
+    """Every workflow YAML of a directory, validated at configure; a broken file is reported, not fatal."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.specs: dict[str, WorkflowSpec] = {}
+        self.errors: dict[str, str] = {}
+        for path in sorted(directory.glob('*.yaml')) if directory.is_dir() else []:
+            try:
+                spec = load_workflow(path)
+            except (WorkflowError, OSError) as exc:
+                self.errors[path.stem] = str(exc)
+                continue
+            self.specs[spec.name] = spec
+
+    def __call__(self, name: str) -> WorkflowSpec:
+        if name in self.specs:
+            return self.specs[name]
+        if name in self.errors:
+            raise KeyError(f'workflow {name!r} is invalid: {self.errors[name]}')
+        raise KeyError(
+            f'unknown workflow {name!r} (known: {", ".join(sorted(self.specs)) or "none"} in {self.directory})'
+        )
+
+
+class MissionServer:
+    """Owned by a ShardOrchestrator; every method runs on its executor thread."""
+
+    def __init__(self, node: ShardOrchestrator, host: MissionHost, library: WorkflowLibrary) -> None:
+        self.node = node
+        self.host = host
+        self.library = library
+        site, shard = host.site_id, host.shard_id
+        self.site_id, self.shard_id = site, shard
+        self.events_pub = node.create_publisher(TaskEvent, topics.shard_task_events(site, shard), qos.EVENTS)
+        self.status_pub = node.create_publisher(TaskEvent, mission_status_topic(site, shard), qos.LATCHED)
+        self.journal_pub = node.create_publisher(String, mission_journal_topic(site, shard), qos.EVENTS)
+        node.create_subscription(String, mission_journal_topic(site, shard), self._on_journal, qos.EVENTS)
+        self._action: ActionServer | None = None
+        self._cancel_srv: Service | None = None
+        self._retired: list[ActionServer] = []
+        self._goal: tuple[ServerGoalHandle, Future] | None = None
+        self._status_dirty = False
+        self._log = node.get_logger()
+
+    # -- leadership --------------------------------------------------------------------------------------
+
+    def lead(self, epoch: int, dispatcher_pending: Callable[[str], bool]) -> None:
+        """Called right after this orchestrator took the lease: resume a mirrored mission, open the endpoints."""
+        if self.host.desynced:
+            self._log.error(f'mission copy unusable ({self.host.desynced}); the running mission cannot be resumed')
+        resumed = self.host.mission is not None and self.host.active
+        out = self.host.promote(epoch=epoch, dispatcher_pending=dispatcher_pending)
+        if resumed:
+            assert self.host.mission is not None
+            self._log.warning(
+                f'resuming mission {self.host.mission.mission_id} at epoch {epoch}: '
+                f'{self.host.mission.progress().points_done}/{self.host.mission.progress().points_total} points done, '
+                f'{len(out.requests)} step(s) re-submitted'
+            )
+        self.apply(out)
+        site, shard = self.site_id, self.shard_id
+        self._action = ActionServer(
+            self.node,
+            RunMission,
+            topics.shard_mission(site, shard),
+            execute_callback=self._execute,
+            goal_callback=self._on_goal,
+            cancel_callback=self._on_cancel,
+        )
+        self._cancel_srv = self.node.create_service(Trigger, mission_cancel_service(site, shard), self._on_cancel_srv)
+
+    def step_down(self) -> None:
+        self.host.demote()
+        if self._goal is not None:
+            handle, future = self._goal
+            self._goal = None
+            if handle.is_active:
+                handle.abort()
+            if not future.done():
+                future.set_result(('abort', 'leader stepped down; the mission continues under the new leader'))
+        if self._action is not None:
+            # Destroyed at the next tick, outside the callback that made us step down.
+            self._retired.append(self._action)
+            self._action = None
+        if self._cancel_srv is not None:
+            self.node.destroy_service(self._cancel_srv)
+            self._cancel_srv = None
+
+    # -- inputs from the node ----------------------------------------------------------------------------
+
+    def on_result(self, agent_id: str, command_id: str, outcome: Outcome) -> None:
+        """The leader's dispatcher decided an outcome."""
+        if self.host.leading and self.host.is_mission_step(command_id):
+            self.apply(self.host.on_outcome(agent_id, command_id, outcome))
+
+    def observe_outcome(self, command_id: str, outcome: Outcome) -> None:
+        """An outcome on the shard's stream (a standby keeps those it may need after a takeover)."""
+        self.host.note_outcome(command_id, outcome)
+
+    def tick(self, lost: list[str]) -> None:
+        while self._retired:
+            self._retired.pop().destroy()
+        if self.host.leading:
+            self.apply(self.host.sync_lost(lost))
+            self.apply(self.host.tick())
+
+    def hold(self, reason: str) -> None:
+        self.apply(self.host.hold(reason))
+
+    def release(self, reason: str) -> None:
+        self.apply(self.host.release(reason))
+
+    def publish_status(self, force: bool = False) -> None:
+        progress = self.host.progress()
+        if progress is None or not (self._status_dirty or force):
+            return
+        self._status_dirty = False
+        assert self.host.mission is not None
+        mission = self.host.mission
+        kind = {
+            'COMPLETED': TaskEventKind.MISSION_COMPLETED,
+            'FAILED': TaskEventKind.MISSION_FAILED,
+            'CANCELLED': TaskEventKind.MISSION_CANCELLED,
+            'PAUSED': TaskEventKind.MISSION_PAUSED,
+        }.get(progress.state.value, TaskEventKind.MISSION_STARTED)
+        self.status_pub.publish(
+            TaskEvent(
+                mission_id=mission.mission_id,
+                workflow=mission.spec.name,
+                site_id=self.site_id,
+                shard_id=self.shard_id,
+                agent_id='',
+                event=int(kind),
+                state=progress.state.value,
+                detail=_summary(progress),
+                points_done=progress.points_done,
+                points_total=progress.points_total,
+                stamp=to_time(self.node.clock()),
+            )
+        )
+
+    # -- effects -----------------------------------------------------------------------------------------
+
+    def apply(self, out: MissionOutput) -> None:
+        """Journal first (standbys never lag behind what agents were sent), then dispatch, then report."""
+        for entry in out.journal:
+            self.journal_pub.publish(String(data=entry))
+        mission = self.host.mission
+        for request in out.requests:
+            assert mission is not None
+            error = self.node.submit_step(request, trace_id=mission.mission_id)
+            if error:
+                self._log.error(
+                    f'mission {mission.mission_id}: step {request.request_id} for {request.agent_id} '
+                    f'refused by the dispatcher: {error}'
+                )
+                self.apply(self.host.on_outcome(request.agent_id, request.request_id, Outcome.REJECTED))
+        for record in out.events:
+            self.events_pub.publish(
+                TaskEvent(
+                    mission_id=record.mission_id,
+                    workflow=record.workflow,
+                    site_id=record.site_id,
+                    shard_id=record.shard_id,
+                    agent_id=record.agent_id,
+                    event=int(record.event),
+                    state=record.state,
+                    detail=record.detail[:400],
+                    points_done=record.points_done,
+                    points_total=record.points_total,
+                    stamp=to_time(record.stamp),
+                )
+            )
+        if out.events or out.journal:
+            self._status_dirty = True
+            self._feedback()
+        if out.finished:
+            self.publish_status(force=True)
+            self._finish_goal()
+
+    def _feedback(self) -> None:
+        if self._goal is None:
+            return
+        progress = self.host.progress()
+        if progress is None:
+            return
+        self._goal[0].publish_feedback(
+            RunMission.Feedback(
+                points_done=progress.points_done,
+                points_total=progress.points_total,
+                agents_active=progress.agents_active,
+                agents_lost=progress.agents_lost,
+                handoffs=progress.handoffs,
+                state=progress.state.value,
+            )
+        )
+
+    def _finish_goal(self) -> None:
+        if self._goal is None:
+            return
+        _handle, future = self._goal
+        if not future.done():
+            future.set_result(('done', ''))
+
+    # -- action and service callbacks --------------------------------------------------------------------
+
+    def _on_goal(self, goal: RunMission.Goal) -> GoalResponse:
+        mission_id = goal.mission_id or str(uuid.uuid4())
+        goal.mission_id = mission_id
+        try:
+            if not self.host.leading:
+                raise MissionStateError('not the leader of this shard')
+            points = points_from_goal(list(goal.point_ids), list(goal.point_xy))
+            out = self.host.start(mission_id=mission_id, workflow=goal.workflow, points=points)
+        except (MissionError, MissionStateError) as exc:
+            self._log.error(f'mission {mission_id} ({goal.workflow}) rejected: {exc}')
+            self._publish_rejection(mission_id, goal.workflow, str(exc))
+            return GoalResponse.REJECT
+        self._log.info(f'mission {mission_id} ({goal.workflow}) started: {len(points)} points')
+        self.apply(out)
+        self.publish_status(force=True)
+        return GoalResponse.ACCEPT
+
+    def _publish_rejection(self, mission_id: str, workflow: str, reason: str) -> None:
+        self.events_pub.publish(
+            TaskEvent(
+                mission_id=mission_id,
+                workflow=workflow,
+                site_id=self.site_id,
+                shard_id=self.shard_id,
+                event=int(TaskEventKind.MISSION_FAILED),
+                state='REJECTED',
+                detail=reason[:400],
+                stamp=to_time(self.node.clock()),
+            )
+        )
+
+    async def _execute(self, handle: ServerGoalHandle) -> RunMission.Result:
+        future: Future = Future()
+        self._goal = (handle, future)
+        if not self.host.active:
+            self._finish_goal()
+        self._feedback()
+        verdict, detail = await future
+        progress = self.host.progress()
+        result = RunMission.Result()
+        if progress is not None:
+            result.success = progress.success
+            result.points_done = progress.points_done
+            result.points_total = progress.points_total
+            result.handoffs = progress.handoffs
+            result.detail = (detail or progress.detail)[:400]
+        if self._goal is not None and self._goal[0] is handle:
+            self._goal = None
+        if verdict == 'abort':
+            result.success = False  # aborted by step_down already
+        elif handle.is_cancel_requested:
+            handle.canceled()
+        elif result.success:
+            handle.succeed()
+        else:
+            handle.abort()
+        return result
+
+    def _on_cancel(self, _handle: ServerGoalHandle) -> CancelResponse:
+        try:
+            self.apply(self.host.cancel('cancelled by operator (action cancel)'))
+        except MissionStateError:
+            return CancelResponse.REJECT
+        return CancelResponse.ACCEPT
+
+    def _on_cancel_srv(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        try:
+            self.apply(self.host.cancel('cancelled by operator'))
+        except MissionStateError as exc:
+            response.success = False
+            response.message = str(exc)
+            return response
+        assert self.host.mission is not None
+        response.success = True
+        response.message = f'mission {self.host.mission.mission_id} cancelling: agents return home and dock'
+        return response
+
+    def _on_journal(self, msg: String) -> None:
+        try:
+            self.host.replay(msg.data)
+        except MissionJournalError as exc:
+            self._log.error(f'mission journal: {exc}')
+
+
+def _summary(progress: MissionProgress) -> str:
+    parts = [
+        f'agents_active={progress.agents_active}',
+        f'agents_lost={progress.agents_lost}',
+        f'handoffs={progress.handoffs}',
+    ]
+    if progress.detail:
+        parts.append(progress.detail)
+    return '; '.join(parts)[:400]
