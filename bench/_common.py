@@ -42,7 +42,7 @@ class Child:
         profile_dir = os.environ.get('BENCH_PROFILE_DIR')
         if profile_dir:
             # py-spy samples the child; collapsed stacks land in BENCH_PROFILE_DIR/<name>.txt
-            argv = ['py-spy', 'record', '--format', 'raw', '-r', '200', '-o', f'{profile_dir}/{name}.txt', '--', *argv]
+            argv = ['py-spy', 'record', '--format', 'raw', '-r', '100', '-o', f'{profile_dir}/{name}.txt', '--', *argv]
         self.proc = subprocess.Popen(
             list(argv), stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )

@@ -39,7 +39,10 @@ class StoredOutcome:
 
 class DedupStore:
     """Per-agent SQLite store. `durability='full'` fsyncs every commit (survives power loss);
-    `'normal'` (WAL default) survives process crashes and restarts, which is what robots mostly see."""
+    `'normal'` (WAL default) survives process crashes and restarts, which is what robots mostly see.
+
+    Only this object writes the file, so the window of outcomes and the high-water marks are loaded once and
+    served from memory; every change is written through (one autocommit statement) before it takes effect."""
 
     def __init__(self, path: str | Path, *, window: int = 10_000, durability: str = 'normal') -> None:
         if durability not in ('full', 'normal'):
@@ -48,6 +51,7 @@ class DedupStore:
         self.window = window
         self._writes = 0
         self._db: sqlite3.Connection | None = None
+        self._known: dict[str, StoredOutcome] = {}
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute('PRAGMA journal_mode=WAL')
@@ -56,10 +60,13 @@ class DedupStore:
             self._create()
             self.boot = self._meta('boot') + 1
             self._set_meta('boot', self.boot)
-            # Only this object writes the store, so the high-water marks are read once and kept in memory.
             self._epoch = self._meta('epoch')
-            self._seq = self._meta('seq')
-        except sqlite3.DatabaseError as exc:
+            rows = self._db.execute('SELECT command_id, seq, epoch, status, detail, boot FROM outcomes').fetchall()
+            for row in rows:
+                status = None if row[3] is None else AckStatus(row[3])
+                self._known[row[0]] = StoredOutcome(row[0], row[1], row[2], status, row[4], row[5])
+            self._seq = max([self._meta('seq'), *(o.seq for o in self._known.values())])
+        except (sqlite3.DatabaseError, ValueError) as exc:
             raise StoreUnavailable(f'dedup store {self.path}: {exc}; refusing commands until it is repaired') from None
 
     def _check_integrity(self) -> None:
@@ -68,13 +75,14 @@ class DedupStore:
             raise sqlite3.DatabaseError(f'integrity check failed: {row[0] if row else "no answer"}')
 
     def _create(self) -> None:
-        self._guard('io').execute('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)')
-        self._guard('io').execute(
+        db = self._guard('io')
+        db.execute('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)')
+        db.execute(
             'CREATE TABLE IF NOT EXISTS outcomes ('
             ' command_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, epoch INTEGER NOT NULL,'
-            ' status INTEGER, detail TEXT NOT NULL DEFAULT \'\', boot INTEGER NOT NULL)'
+            " status INTEGER, detail TEXT NOT NULL DEFAULT '', boot INTEGER NOT NULL)"
         )
-        self._guard('io').execute('CREATE INDEX IF NOT EXISTS outcomes_seq ON outcomes (seq)')
+        db.execute('CREATE INDEX IF NOT EXISTS outcomes_seq ON outcomes (seq)')
         version = self._meta('schema')
         if version == 0:
             self._set_meta('schema', SCHEMA_VERSION)
@@ -93,6 +101,12 @@ class DedupStore:
             raise StoreUnavailable(f'dedup store {self.path} is closed ({what})')
         return self._db
 
+    def _write(self, what: str, sql: str, params: tuple[object, ...]) -> None:
+        try:
+            self._guard(what).execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailable(f'dedup store {self.path}: {exc}') from None
+
     @property
     def highest_epoch(self) -> int:
         return self._epoch
@@ -105,75 +119,52 @@ class DedupStore:
         """Persist a higher fencing epoch; lower ones are ignored."""
         if epoch <= self._epoch:
             return
-        try:
-            self._guard('observe_epoch').execute(
-                'INSERT INTO meta (key, value) VALUES (\'epoch\', ?) ON CONFLICT(key) DO UPDATE SET value = '
-                'MAX(value, excluded.value)',
-                (epoch,),
-            )
-        except sqlite3.DatabaseError as exc:
-            raise StoreUnavailable(f'dedup store {self.path}: {exc}') from None
+        self._write('observe_epoch', "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
         self._epoch = epoch
 
     def lookup(self, command_id: str) -> StoredOutcome | None:
-        try:
-            row = (
-                self._guard('lookup')
-                .execute(
-                    'SELECT command_id, seq, epoch, status, detail, boot FROM outcomes WHERE command_id = ?',
-                    (command_id,),
-                )
-                .fetchone()
-            )
-        except sqlite3.DatabaseError as exc:
-            raise StoreUnavailable(f'dedup store {self.path}: {exc}') from None
-        if row is None:
-            return None
-        status = None if row[3] is None else AckStatus(row[3])
-        return StoredOutcome(row[0], row[1], row[2], status, row[4], row[5])
+        self._guard('lookup')
+        return self._known.get(command_id)
 
     def begin(self, command: Command) -> None:
-        """Record that `command` starts executing now, and advance the applied seq. Must precede execution."""
-        db = self._guard('begin')
-        try:
-            db.execute('BEGIN IMMEDIATE')
-            db.execute(
-                'INSERT INTO outcomes (command_id, seq, epoch, status, detail, boot) VALUES (?, ?, ?, NULL, \'\', ?)',
-                (command.command_id, command.seq, command.epoch, self.boot),
-            )
-            db.execute(
-                'INSERT INTO meta (key, value) VALUES (\'seq\', ?) ON CONFLICT(key) DO UPDATE SET value = '
-                'MAX(value, excluded.value)',
-                (command.seq,),
-            )
-            db.execute('COMMIT')
-        except sqlite3.DatabaseError as exc:
-            if db.in_transaction:
-                db.execute('ROLLBACK')
-            raise StoreUnavailable(f'dedup store {self.path}: {exc}') from None
+        """Record that `command` starts executing now (which also advances the applied seq: it is the highest
+        seq in the table). Must precede execution."""
+        self._write(
+            'begin',
+            "INSERT INTO outcomes (command_id, seq, epoch, status, detail, boot) VALUES (?, ?, ?, NULL, '', ?)",
+            (command.command_id, command.seq, command.epoch, self.boot),
+        )
+        self._known[command.command_id] = StoredOutcome(
+            command.command_id, command.seq, command.epoch, None, '', self.boot
+        )
         self._seq = max(self._seq, command.seq)
 
     def finish(self, command_id: str, status: AckStatus, detail: str = '') -> None:
         """Persist the final status. Called before the final ack is sent."""
         if not status.is_final:
             raise ValueError(f'{status.name} is not a final status')
-        db = self._guard('finish')
-        try:
-            db.execute(
-                'UPDATE outcomes SET status = ?, detail = ? WHERE command_id = ?', (int(status), detail, command_id)
+        self._write(
+            'finish',
+            'UPDATE outcomes SET status = ?, detail = ? WHERE command_id = ?',
+            (int(status), detail, command_id),
+        )
+        started = self._known.get(command_id)
+        if started is not None:
+            self._known[command_id] = StoredOutcome(
+                command_id, started.seq, started.epoch, status, detail, started.boot
             )
-            self._writes += 1
-            if self._writes % _PRUNE_EVERY == 0:
-                self._prune()
-        except sqlite3.DatabaseError as exc:
-            raise StoreUnavailable(f'dedup store {self.path}: {exc}') from None
+        self._writes += 1
+        if self._writes % _PRUNE_EVERY == 0:
+            self._prune()
 
     def _prune(self) -> None:
-        # Commands older than the window fall back on the seq check: still never executed twice.
-        self._guard('io').execute(
-            'DELETE FROM outcomes WHERE status IS NOT NULL AND seq <= (SELECT value FROM meta WHERE key = \'seq\') - ?',
-            (self.window,),
-        )
+        # The seq floor is saved first: commands older than the window fall back on the seq check, so they are
+        # still never executed twice.
+        floor = self._seq - self.window
+        self._write('prune', "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq', ?)", (self._seq,))
+        self._write('prune', 'DELETE FROM outcomes WHERE status IS NOT NULL AND seq <= ?', (floor,))
+        for command_id in [c for c, o in self._known.items() if o.final and o.seq <= floor]:
+            del self._known[command_id]
 
     def count(self) -> int:
         return int(self._guard('count').execute('SELECT COUNT(*) FROM outcomes').fetchone()[0])
