@@ -128,6 +128,10 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
             topic, body, critical = item
             payload = body if isinstance(body, dict) else {'v': body}
             session.deliver(PublishedMessage(topic, payload, critical=critical), now[0])
+        elif kind == 'batch':
+            topic, body, critical, n = item
+            batch = [PublishedMessage(topic, {'i': i, 'v': body}, critical=critical) for i in range(n)]
+            session.deliver_batch(topic, batch, now[0])
         elif kind == 'answer' and calls:
             call = calls.pop(item % len(calls))
             session.service_result(call.call_no, None, 'fuzz says no')
@@ -221,9 +225,11 @@ def _input(rng: random.Random):
         return ('text', text[:cut] + ''.join(rng.choices(ALPHABET, k=rng.randrange(4))) + text[cut + 1 :])
     if kind < 0.78:
         return ('bytes', rng.randbytes(rng.randrange(64)))
-    if kind < 0.9:
+    if kind < 0.86:
         body = {k: _value(rng) for k in rng.sample(MSG_FIELDS, rng.randrange(3))}
         return ('deliver', (rng.choice(NAMES[:5]), body, rng.random() < 0.3))
+    if kind < 0.9:
+        return ('batch', (rng.choice(NAMES[:5]), _value(rng), rng.random() < 0.2, rng.randrange(1, 60)))
     if kind < 0.95:
         return ('answer', rng.randrange(5))
     return ('tick', rng.random() * 12)

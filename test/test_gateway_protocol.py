@@ -309,3 +309,17 @@ def test_repo_example_config_loads():
     assert acl.allows(Role.OPERATOR, Action.PUBLISH, '/fleet/site_a/zone_1/estop')
     assert not acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/estop')
     assert acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/heartbeat')
+
+
+def test_deliver_batch_matches_per_message_delivery():
+    one = session(send_queue_frames=5)
+    many = session(send_queue_frames=5)
+    for s in (one, many):
+        send(s, op='subscribe', id='a', topic='/t', type='std_msgs/String')
+    batch = [PublishedMessage('/t', {'data': str(i)}, critical=False) for i in range(12)]
+    for published in batch:
+        one.deliver(published, one.clock())
+    many.deliver_batch('/t', batch, many.clock())
+    published = [[m for m in sent(s) if m['op'] == 'publish'] for s in (one, many)]
+    assert published[0] == published[1] and len(published[0]) == 5
+    assert one.stats()['dropped'] == many.stats()['dropped'] == 7

@@ -315,11 +315,13 @@ class GatewayServer:
         assert self.ros is not None
         now = asyncio.get_running_loop().time()
         dirty: set[ClientConnection] = set()
-        subscribers = self.ros.subscribers
+        by_topic: dict[str, list[PublishedMessage]] = {}
         for published in batch:
-            conns = subscribers(published.topic)
+            by_topic.setdefault(published.topic, []).append(published)
+        for topic, messages in by_topic.items():
+            conns = self.ros.subscribers(topic)
             for conn in conns:
-                conn.session.deliver(published, now)
+                conn.session.deliver_batch(topic, messages, now)
             dirty.update(conns)
         for conn in dirty:
             conn.flush()

@@ -235,6 +235,32 @@ class ClientSession:
         if self.outbox.dropped_total != self._reported_drops and now >= self._next_drop_report:
             self._report_drops(now)
 
+    def deliver_batch(self, topic: str, batch: list[PublishedMessage], now: float) -> None:
+        """Several messages of one topic, oldest first (what one hand-off from the ROS thread carries).
+
+        Equivalent to `deliver` per message, but when a batch is longer than what the subscription may hold the
+        older surplus is counted as dropped at once instead of being queued and evicted one by one."""
+        sub = self.subscriptions.get(topic)
+        if sub is None or self.close_request is not None:
+            return
+        if sub.critical or sub.throttle_s > 0 or sub.fragment_size or len(batch) == 1:
+            for published in batch:
+                self.deliver(published, now)
+            return
+        keep = sub.queue_length or self.limits.send_queue_frames
+        if len(batch) > keep:
+            surplus = len(batch) - keep
+            self.outbox.count_drops(topic, surplus)
+            batch = batch[surplus:]
+        encoding = sub.encoding
+        put = self.outbox.put
+        queue_length = sub.queue_length
+        for published in batch:
+            put(published.frame(encoding), topic, queue_length)
+        self.counters['delivered'] += len(batch)
+        if self.outbox.dropped_total != self._reported_drops and now >= self._next_drop_report:
+            self._report_drops(now)
+
     def _enqueue(self, sub: Subscription, published: PublishedMessage) -> None:
         self.counters['delivered'] += 1
         frame = published.frame(sub.encoding)
