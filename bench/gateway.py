@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -106,8 +107,13 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
             deadline = time.monotonic() + duration + 60
             while not stop['flag'] and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.05)
-            result = {'received': counter['n'], 'first': counter['first'], 'last': counter['last'],
-                      'p50_ms': percentile(latencies, 50), 'p99_ms': percentile(latencies, 99)}  # fmt: skip
+            result = {
+                'received': counter['n'],
+                'first': counter['first'],
+                'last': counter['last'],
+                'p50_ms': percentile(latencies, 50),
+                'p99_ms': percentile(latencies, 99),
+            }
         elif mode == 'srv':
             calls = {'n': 0}
 
@@ -178,10 +184,8 @@ class GatewayProbe:
     async def sampler(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.sample_rss()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
-            except TimeoutError:
-                pass
 
 
 class Bench:
@@ -196,12 +200,34 @@ class Bench:
         (workdir / 'acl.yaml').write_text(
             json.dumps({'roles': {'operator': {'subscribe': ['/**'], 'publish': ['/**'], 'call_service': ['/**']}}})
         )
-        (workdir / 'gw.yaml').write_text(json.dumps({'fleet_gateway': {
-            'port': 0, 'acl_file': 'acl.yaml', 'admission': {'rate': 400, 'burst': 600, 'max_clients': 3000},
-        }}))  # fmt: skip
+        (workdir / 'gw.yaml').write_text(
+            json.dumps(
+                {
+                    'fleet_gateway': {
+                        'port': 0,
+                        'acl_file': 'acl.yaml',
+                        'admission': {'rate': 400, 'burst': 600, 'max_clients': 3000},
+                    }
+                }
+            )
+        )
         ready = workdir / 'gw.ready'
-        self.gateway = Proc([sys.executable, '-m', 'fleet_gateway.main', '--config', str(workdir / 'gw.yaml'),
-                             '--ready-file', str(ready), '--log-level', 'WARNING'], self.env, 'gateway', workdir)  # fmt: skip
+        self.gateway = Proc(
+            [
+                sys.executable,
+                '-m',
+                'fleet_gateway.main',
+                '--config',
+                str(workdir / 'gw.yaml'),
+                '--ready-file',
+                str(ready),
+                '--log-level',
+                'WARNING',
+            ],
+            self.env,
+            'gateway',
+            workdir,
+        )
         wait_file(ready, 30, self.gateway)
         self.port = json.loads(ready.read_text())['port']
         self.url = f'ws://127.0.0.1:{self.port}/?token={self.token}'
@@ -212,8 +238,12 @@ class Bench:
         self._helpers += 1
         ready = self.workdir / f'helper{self._helpers}.ready'
         result = self.workdir / f'helper{self._helpers}.json'
-        proc = Proc([sys.executable, __file__, '--ros-helper', mode, arg, str(duration), str(result), str(ready)],
-                    self.env, f'helper{self._helpers}-{mode}', self.workdir)  # fmt: skip
+        proc = Proc(
+            [sys.executable, __file__, '--ros-helper', mode, arg, str(duration), str(result), str(ready)],
+            self.env,
+            f'helper{self._helpers}-{mode}',
+            self.workdir,
+        )
         wait_file(ready, 30, proc)
         return proc, ready, result
 
@@ -233,7 +263,7 @@ class Bench:
         record['gateway_cpu_s'] = round(values.pop('cpu'), 2)
         record['gateway_peak_rss_mb'] = round(self.probe.peak_kb / 1024, 1)
         record.update(values)
-        print(json.dumps(record), flush=True)  # noqa: T201 - the benchmark's output
+        print(json.dumps(record), flush=True)
 
     def close(self) -> None:
         self.gateway.stop()
@@ -249,8 +279,14 @@ async def ws_connect(url: str, deadline: float) -> Any:
 
     while True:
         try:
-            return await connect(url, compression=None, max_size=None, open_timeout=max(0.5, deadline - time.monotonic()),
-                                 ping_interval=None, max_queue=None)  # fmt: skip
+            return await connect(
+                url,
+                compression=None,
+                max_size=None,
+                open_timeout=max(0.5, deadline - time.monotonic()),
+                ping_interval=None,
+                max_queue=None,
+            )
         except InvalidStatus as exc:
             if exc.response.status_code != 503 or time.monotonic() > deadline:
                 raise
@@ -305,10 +341,21 @@ async def fanout(bench: Bench, clients: int, rate: str, duration: float) -> None
     for ws in conns:
         await ws.close()
     total = sum(counts)
-    bench.line('fanout', clients, rate, delivered_per_s=total / max(elapsed - 0.5, 1e-6),
-               delivered_ratio=total / max(1, published * clients), p50_ms=percentile(latencies, 50),
-               p99_ms=percentile(latencies, 99), failures=len(errors), cpu=cpu, published=published,
-               delivered=total, min_client=min(counts), seconds=round(elapsed, 2))  # fmt: skip
+    bench.line(
+        'fanout',
+        clients,
+        rate,
+        delivered_per_s=total / max(elapsed - 0.5, 1e-6),
+        delivered_ratio=total / max(1, published * clients),
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        failures=len(errors),
+        cpu=cpu,
+        published=published,
+        delivered=total,
+        min_client=min(counts),
+        seconds=round(elapsed, 2),
+    )
 
 
 async def ingest(bench: Bench, clients: int, duration: float) -> None:
@@ -328,7 +375,9 @@ async def ingest(bench: Bench, clients: int, duration: float) -> None:
     async def writer(i: int, ws: Any) -> None:
         while time.monotonic() < end and sent[i] < limit:
             for _ in range(20):
-                await ws.send(f'{{"op":"publish","topic":"{TOPIC_IN}","msg":{{"data":"{sent[i]} {time.monotonic():.6f} {PAD}"}}}}')
+                await ws.send(
+                    f'{{"op":"publish","topic":"{TOPIC_IN}","msg":{{"data":"{sent[i]} {time.monotonic():.6f} {PAD}"}}}}'
+                )
                 sent[i] += 1
             await asyncio.sleep(0)
 
@@ -341,9 +390,19 @@ async def ingest(bench: Bench, clients: int, duration: float) -> None:
     result = bench.finish_helper(proc, result_path, 1)
     received = result.get('received', 0)
     span = max(1e-6, result.get('last', 0) - max(started, result.get('first', started)))
-    bench.line('ingest', clients, 'max', delivered_per_s=received / span, delivered_ratio=received / max(1, sum(sent)),
-               p50_ms=result.get('p50_ms'), p99_ms=result.get('p99_ms'), failures=0, cpu=cpu, sent=sum(sent),
-               received=received)  # fmt: skip
+    bench.line(
+        'ingest',
+        clients,
+        'max',
+        delivered_per_s=received / span,
+        delivered_ratio=received / max(1, sum(sent)),
+        p50_ms=result.get('p50_ms'),
+        p99_ms=result.get('p99_ms'),
+        failures=0,
+        cpu=cpu,
+        sent=sum(sent),
+        received=received,
+    )
 
 
 async def storm(bench: Bench, clients: int, budget: float) -> None:
@@ -384,10 +443,20 @@ async def storm(bench: Bench, clients: int, budget: float) -> None:
         await ws.close()
     bench.finish_helper(proc, result_path, 0.1)
     late = sum(1 for t in times if t > budget)
-    bench.line('storm', clients, 'connect', delivered_per_s=len(times) / max(times, default=1e-6),
-               delivered_ratio=len(times) / clients, p50_ms=_ms(percentile(times, 50)), p99_ms=_ms(percentile(times, 99)),
-               failures=len(failures) + late, cpu=cpu, max_ms=_ms(max(times, default=None)), budget_s=budget,
-               failure_kinds=sorted(set(failures)))  # fmt: skip
+    bench.line(
+        'storm',
+        clients,
+        'connect',
+        delivered_per_s=len(times) / max(times, default=1e-6),
+        delivered_ratio=len(times) / clients,
+        p50_ms=_ms(percentile(times, 50)),
+        p99_ms=_ms(percentile(times, 99)),
+        failures=len(failures) + late,
+        cpu=cpu,
+        max_ms=_ms(max(times, default=None)),
+        budget_s=budget,
+        failure_kinds=sorted(set(failures)),
+    )
 
 
 def _ms(value: float | None) -> float | None:
@@ -403,8 +472,11 @@ async def service(bench: Bench, clients: int, duration: float) -> None:
     stop = asyncio.Event()
     sampler = asyncio.create_task(bench.probe.sampler(stop))
     # one warm-up call so the gateway has discovered the service
-    await conns[0].send(json.dumps({'op': 'call_service', 'id': 'warm', 'service': SERVICE, 'type': 'std_srvs/SetBool',
-                                    'args': {'data': True}}))  # fmt: skip
+    await conns[0].send(
+        json.dumps(
+            {'op': 'call_service', 'id': 'warm', 'service': SERVICE, 'type': 'std_srvs/SetBool', 'args': {'data': True}}
+        )
+    )
     await asyncio.wait_for(conns[0].recv(), 10)
     cpu0 = bench.probe.cpu()
     started = time.monotonic()
@@ -415,8 +487,18 @@ async def service(bench: Bench, clients: int, duration: float) -> None:
         while time.monotonic() < end and n < 100_000:
             n += 1
             t0 = time.monotonic()
-            await ws.send(json.dumps({'op': 'call_service', 'id': f'{i}-{n}', 'service': SERVICE,
-                                      'type': 'std_srvs/SetBool', 'args': {'data': True}, 'timeout': 5}))  # fmt: skip
+            await ws.send(
+                json.dumps(
+                    {
+                        'op': 'call_service',
+                        'id': f'{i}-{n}',
+                        'service': SERVICE,
+                        'type': 'std_srvs/SetBool',
+                        'args': {'data': True},
+                        'timeout': 5,
+                    }
+                )
+            )
             try:
                 reply = json.loads(await asyncio.wait_for(ws.recv(), 6))
             except TimeoutError:
@@ -436,13 +518,22 @@ async def service(bench: Bench, clients: int, duration: float) -> None:
     for ws in conns:
         await ws.close()
     bench.finish_helper(proc, result_path, 0.1)
-    bench.line('service', clients, 'max', delivered_per_s=done[0] / elapsed, delivered_ratio=None,
-               p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99), failures=len(failures), cpu=cpu,
-               calls=done[0])  # fmt: skip
+    bench.line(
+        'service',
+        clients,
+        'max',
+        delivered_per_s=done[0] / elapsed,
+        delivered_ratio=None,
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        failures=len(failures),
+        cpu=cpu,
+        calls=done[0],
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     quick = args.quick
     duration = 1.0 if quick else 3.0
@@ -451,7 +542,11 @@ async def run(args: argparse.Namespace) -> None:
         try:
             wanted = set(args.scenarios.split(','))
             if 'fanout' in wanted:
-                combos = [(1, 'max'), (100, '100')] if quick else [(k, r) for k in (1, 10, 100) for r in ('100', '1000', 'max')]
+                combos = (
+                    [(1, 'max'), (100, '100')]
+                    if quick
+                    else [(k, r) for k in (1, 10, 100) for r in ('100', '1000', 'max')]
+                )
                 for clients, rate in combos:
                     await fanout(bench, clients, rate, duration)
             if 'ingest' in wanted:

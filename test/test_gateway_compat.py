@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from harness.wait import wait_for
 from test_gateway_helpers import start_gateway
+
+from harness.wait import wait_for
 
 JS_DIR = Path(__file__).parent / 'js'
 pytestmark = pytest.mark.system
@@ -58,7 +59,10 @@ def test_roslibjs_publish_subscribe_service_reconnect(processes, ros, tmp_path):
     log = tmp_path / 'node.log'
     with log.open('w') as out:
         proc = subprocess.Popen(
-            ['node', str(JS_DIR / 'gateway_compat.mjs'), gateway.url()], cwd=JS_DIR, stdout=out, stderr=subprocess.STDOUT
+            ['node', str(JS_DIR / 'gateway_compat.mjs'), gateway.url()],
+            cwd=JS_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         try:
             code = _drive(proc, tick, 60.0)
@@ -74,7 +78,7 @@ def test_roslibjs_publish_subscribe_service_reconnect(processes, ros, tmp_path):
     assert gateway.proc.alive()
 
 
-ROSLIBPY_CLIENT = r'''
+ROSLIBPY_CLIENT = r"""
 import sys, threading, roslibpy
 port, token, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 ros = roslibpy.Ros('127.0.0.1', port, headers={'Authorization': 'Bearer ' + token})
@@ -110,16 +114,14 @@ else:
     print('STEP service ok', flush=True)
 ros.terminate()
 print('DONE', flush=True)
-'''
+"""
 
 
 def _start_roslibpy(tmp_path: Path, port: int, token: str, mode: str):
     script = tmp_path / 'roslibpy_client.py'
     script.write_text(ROSLIBPY_CLIENT)
     log = (tmp_path / f'roslibpy-{mode}.log').open('w')
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(port), token, mode], stdout=log, stderr=subprocess.STDOUT
-    )
+    proc = subprocess.Popen([sys.executable, str(script), str(port), token, mode], stdout=log, stderr=subprocess.STDOUT)
     return proc, Path(log.name)
 
 
@@ -157,8 +159,12 @@ def test_roslibpy_reconnects_and_resubscribes_after_gateway_restart(processes, r
 
     proc, log = _start_roslibpy(tmp_path, gateway.port, gateway.tokens['operator'], 'reconnect')
     try:
-        wait_for(lambda: 'READY_FOR_RESTART' in log.read_text() or proc.poll() is not None, 30.0, tick=tick,
-                 what='roslibpy subscribed')  # fmt: skip
+        wait_for(
+            lambda: 'READY_FOR_RESTART' in log.read_text() or proc.poll() is not None,
+            30.0,
+            tick=tick,
+            what='roslibpy subscribed',
+        )
         assert proc.poll() is None, log.read_text()
         gateway.proc.stop()
         state['phase'] = 'after restart'

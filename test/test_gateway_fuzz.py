@@ -8,6 +8,9 @@ import json
 import random
 from collections import Counter
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, GlobSet, Principal, Role, RolePolicy
 from fleet_gateway.protocol import (
     AdvertiseTopic,
@@ -20,21 +23,45 @@ from fleet_gateway.protocol import (
     UnsubscribeTopic,
 )
 from fleet_gateway.protocol.fields import request_id
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 TARGET_INPUTS = 100_000
-OPS = ['advertise', 'unadvertise', 'publish', 'subscribe', 'unsubscribe', 'call_service', 'set_level', 'fragment',
-       'status', 'auth', 'advertise_service', 'service_response', 'send_action_goal', 'bogus', '']  # fmt: skip
+OPS = [
+    'advertise',
+    'unadvertise',
+    'publish',
+    'subscribe',
+    'unsubscribe',
+    'call_service',
+    'set_level',
+    'fragment',
+    'status',
+    'auth',
+    'advertise_service',
+    'service_response',
+    'send_action_goal',
+    'bogus',
+    '',
+]
 NAMES = ['/t', 't', '/u/v', '/fleet/a/z/estop', '/s/r/command', '/bad name', '', '//', '/9x', '/t/']
-TYPES = ['std_msgs/String', 'std_msgs/msg/String', 'fleet_interfaces/ShardStatus', 'fleet_interfaces/EStop',
-         'std_msgs/UInt8MultiArray', 'std_srvs/Trigger', 'std_srvs/srv/SetBool', 'nope/X', 'std_msgs', 'a/b/c/d']  # fmt: skip
+TYPES = [
+    'std_msgs/String',
+    'std_msgs/msg/String',
+    'fleet_interfaces/ShardStatus',
+    'fleet_interfaces/EStop',
+    'std_msgs/UInt8MultiArray',
+    'std_srvs/Trigger',
+    'std_srvs/srv/SetBool',
+    'nope/X',
+    'std_msgs',
+    'a/b/c/d',
+]
 
 scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
 values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=8,
-)  # fmt: skip
+)
 msg_bodies = (
     st.fixed_dictionaries(
         {},
@@ -89,9 +116,16 @@ def _policy() -> AccessPolicy:
 
 
 POLICY = _policy()
-LIMITS = SessionLimits(send_queue_frames=20, send_queue_bytes=4_000, critical_queue_bytes=8_000,
-                       max_subscriptions=4, max_publishers=4, max_pending_calls=3, max_fragmented_messages=2,
-                       max_message_bytes=2_000)  # fmt: skip
+LIMITS = SessionLimits(
+    send_queue_frames=20,
+    send_queue_bytes=4_000,
+    critical_queue_bytes=8_000,
+    max_subscriptions=4,
+    max_publishers=4,
+    max_pending_calls=3,
+    max_fragmented_messages=2,
+    max_message_bytes=2_000,
+)
 TOKENS = {'good-token-0123456789': Principal('late', Role.OPERATOR)}
 
 
@@ -107,9 +141,13 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
     """Feed one session; check bounds after every input and that finish() releases every ROS endpoint."""
     now = [0.0]
     session = ClientSession(
-        'fuzz', policy=POLICY, principal=Principal('f', Role.OPERATOR) if authenticated else None,
-        limits=LIMITS, authenticate=TOKENS.get, clock=lambda: now[0],
-    )  # fmt: skip
+        'fuzz',
+        policy=POLICY,
+        principal=Principal('f', Role.OPERATOR) if authenticated else None,
+        limits=LIMITS,
+        authenticate=TOKENS.get,
+        clock=lambda: now[0],
+    )
     live_subs: Counter = Counter()
     live_pubs: Counter = Counter()
     calls: list[CallService] = []
@@ -172,8 +210,7 @@ def test_fuzz_structured_inputs_with_shrinking():
     """Hypothesis-built protocol messages (slow to generate, good at shrinking a failure to a small case)."""
     count: Counter = Counter()
 
-    @settings(max_examples=300, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(max_examples=300, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(st.booleans(), st.lists(inputs, min_size=1, max_size=30))
     def run(authenticated: bool, feed: list) -> None:
         _drive(authenticated, feed, count)
@@ -237,10 +274,45 @@ def _input(rng: random.Random):
 
 KEYS = ['data', 'sec', 'nanosec', 'id', 'op', 'x', '']
 MSG_FIELDS = ['data', 'stamp', 'queue_depth', 'lost_agent_ids', 'engaged', 'revision', 'nope']
-FIELDS = ['id', 'topic', 'service', 'type', 'msg', 'args', 'throttle_rate', 'queue_length', 'fragment_size',
-          'compression', 'timeout', 'level', 'data', 'num', 'total', 'token', 'latch']  # fmt: skip
-SCALARS = [None, True, False, 0, 1, -1, 2**64, 0.5, float('inf'), '', 'a', 'none', 'cbor', 'warning',
-           'good-token-0123456789', '{"op":"publish"', 'std_msgs/String', '/t']  # fmt: skip
+FIELDS = [
+    'id',
+    'topic',
+    'service',
+    'type',
+    'msg',
+    'args',
+    'throttle_rate',
+    'queue_length',
+    'fragment_size',
+    'compression',
+    'timeout',
+    'level',
+    'data',
+    'num',
+    'total',
+    'token',
+    'latch',
+]
+SCALARS = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -1,
+    2**64,
+    0.5,
+    float('inf'),
+    '',
+    'a',
+    'none',
+    'cbor',
+    'warning',
+    'good-token-0123456789',
+    '{"op":"publish"',
+    'std_msgs/String',
+    '/t',
+]
 ALPHABET = 'ab{}[]":,0\\/ \x00\u00e9'
 
 
@@ -249,8 +321,7 @@ def test_fuzz_100k_generated_inputs_never_crash_or_leak():
     (fast), so the session core sees well over 100,000 inputs in a few seconds."""
     count: Counter = Counter()
 
-    @settings(max_examples=420, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(max_examples=420, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(st.booleans(), st.integers(0, 2**64))
     def run(authenticated: bool, seed: int) -> None:
         rng = random.Random(seed)

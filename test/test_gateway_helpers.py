@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from harness.wait import wait_for
 
 ACL = {

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+
 from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, Action, GlobSet, Principal, Role, RolePolicy
 from fleet_gateway.config import ConfigError, load_acl, load_gateway_config, load_tokens
 from fleet_gateway.conversion import ConversionError, UnknownType, codec_for, message_class, service_class
@@ -287,7 +288,7 @@ def test_config_errors_name_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match=r'gw\.yaml: fleet_gateway\.limits\.send_queue_frames'):
         load_gateway_config(path)
     path.write_text('fleet_gateway: {tls: {cert: a.pem}}')
-    with pytest.raises(ConfigError, match='fleet_gateway.tls'):
+    with pytest.raises(ConfigError, match=r'fleet_gateway\.tls'):
         load_gateway_config(path)
     acl = tmp_path / 'acl.yaml'
     acl.write_text('roles: {admin: {}}')

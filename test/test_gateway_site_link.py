@@ -10,9 +10,10 @@ import time
 
 import pytest
 import yaml
+from test_gateway_helpers import start_gateway
+
 from fleet_gateway.backoff import Backoff
 from harness.wait import wait_for
-from test_gateway_helpers import start_gateway
 
 
 def test_backoff_is_jittered_exponential_capped_and_resets():
@@ -34,23 +35,47 @@ def test_site_link_relays_both_ways_and_survives_gateway_restart(processes, ros,
 
     gateway = start_gateway(processes, tmp_path)
     config = tmp_path / 'link.yaml'
-    config.write_text(yaml.safe_dump({'fleet_site_link': {
-        'url': f'ws://127.0.0.1:{gateway.port}/',
-        'backoff_initial_s': 0.2, 'backoff_max_s': 1.0,
-        # both ends share this test's ROS domain, so the central name differs from the local one
-        'uplink': [{'topic': '/site_b/local/heartbeat', 'remote': '/fleet/site_b/zone_1/heartbeat',
-                    'type': 'fleet_interfaces/Heartbeat', 'qos': 'events'}],
-        'downlink': [{'topic': '/site_b/local/estop', 'remote': '/fleet/site_b/zone_1/estop',
-                      'type': 'fleet_interfaces/EStop', 'qos': 'latched'}],
-    }}))  # fmt: skip
-    link = processes.start([sys.executable, '-m', 'fleet_gateway.site_link', '--config', str(config)], name='link',
-                           extra_env={'FLEET_SITE_LINK_TOKEN': gateway.tokens['site-link']})  # fmt: skip
+    config.write_text(
+        yaml.safe_dump(
+            {
+                'fleet_site_link': {
+                    'url': f'ws://127.0.0.1:{gateway.port}/',
+                    'backoff_initial_s': 0.2,
+                    'backoff_max_s': 1.0,
+                    # both ends share this test's ROS domain, so the central name differs from the local one
+                    'uplink': [
+                        {
+                            'topic': '/site_b/local/heartbeat',
+                            'remote': '/fleet/site_b/zone_1/heartbeat',
+                            'type': 'fleet_interfaces/Heartbeat',
+                            'qos': 'events',
+                        }
+                    ],
+                    'downlink': [
+                        {
+                            'topic': '/site_b/local/estop',
+                            'remote': '/fleet/site_b/zone_1/estop',
+                            'type': 'fleet_interfaces/EStop',
+                            'qos': 'latched',
+                        }
+                    ],
+                }
+            }
+        )
+    )
+    link = processes.start(
+        [sys.executable, '-m', 'fleet_gateway.site_link', '--config', str(config)],
+        name='link',
+        extra_env={'FLEET_SITE_LINK_TOKEN': gateway.tokens['site-link']},
+    )
     from fleet_ros import qos
 
     node = ros.node('site_b_side')
     local_hb = node.create_publisher(Heartbeat, '/site_b/local/heartbeat', qos.EVENTS)
     central = []
-    node.create_subscription(Heartbeat, '/fleet/site_b/zone_1/heartbeat', lambda m: central.append(m.agent_id), qos.EVENTS)
+    node.create_subscription(
+        Heartbeat, '/fleet/site_b/zone_1/heartbeat', lambda m: central.append(m.agent_id), qos.EVENTS
+    )
     local_estop = []
     node.create_subscription(EStop, '/site_b/local/estop', lambda m: local_estop.append(m.revision), qos.LATCHED)
     state = {'tag': 'before', 'last': 0.0}
@@ -76,10 +101,19 @@ def test_site_link_relays_both_ways_and_survives_gateway_restart(processes, ros,
 
     async def operator_estop() -> None:
         async with connect(gateway.url('operator')) as ws:
-            await ws.send(json.dumps({'op': 'advertise', 'topic': '/fleet/site_b/zone_1/estop', 'type': 'fleet_interfaces/EStop'}))
+            await ws.send(
+                json.dumps({'op': 'advertise', 'topic': '/fleet/site_b/zone_1/estop', 'type': 'fleet_interfaces/EStop'})
+            )
             for _ in range(100):
-                await ws.send(json.dumps({'op': 'publish', 'topic': '/fleet/site_b/zone_1/estop',
-                                          'msg': {'site_id': 'site_b', 'shard_id': 'zone_1', 'engaged': True, 'revision': 7}}))  # fmt: skip
+                await ws.send(
+                    json.dumps(
+                        {
+                            'op': 'publish',
+                            'topic': '/fleet/site_b/zone_1/estop',
+                            'msg': {'site_id': 'site_b', 'shard_id': 'zone_1', 'engaged': True, 'revision': 7},
+                        }
+                    )
+                )
                 try:
                     wait_for(lambda: 7 in local_estop, 0.1, tick=lambda: ros.spin_once(0.01))
                     return

@@ -45,18 +45,32 @@ def test_tokens_roles_and_auth_op(processes, tmp_path):
             await ws.send(json.dumps({'op': 'auth', 'id': 'a', 'token': gateway.tokens['viewer']}))
             await ws.send(json.dumps({'op': 'set_level', 'level': 'info'}))
             await ws.send(json.dumps({'op': 'auth', 'id': 'again', 'token': gateway.tokens['viewer']}))
-            assert (await recv_json(ws)) == {'op': 'status', 'level': 'info', 'msg': 'already authenticated', 'id': 'again'}
-            await ws.send(json.dumps({'op': 'advertise', 'id': 'cmd', 'topic': '/site_a/r1/command',
-                                      'type': 'fleet_interfaces/Command'}))  # fmt: skip
+            assert (await recv_json(ws)) == {
+                'op': 'status',
+                'level': 'info',
+                'msg': 'already authenticated',
+                'id': 'again',
+            }
+            await ws.send(
+                json.dumps(
+                    {'op': 'advertise', 'id': 'cmd', 'topic': '/site_a/r1/command', 'type': 'fleet_interfaces/Command'}
+                )
+            )
             denied = await recv_json(ws)
             assert denied['id'] == 'cmd' and 'may not publish' in denied['msg']
         # operator via Authorization header: command topics are still denied without a command_publish grant
         async with connect(base, additional_headers={'Authorization': f'Bearer {gateway.tokens["operator"]}'}) as ws:
-            await ws.send(json.dumps({'op': 'advertise', 'id': 'c2', 'topic': '/site_a/r1/command',
-                                      'type': 'fleet_interfaces/Command'}))  # fmt: skip
+            await ws.send(
+                json.dumps(
+                    {'op': 'advertise', 'id': 'c2', 'topic': '/site_a/r1/command', 'type': 'fleet_interfaces/Command'}
+                )
+            )
             assert (await recv_json(ws))['id'] == 'c2'
-            await ws.send(json.dumps({'op': 'advertise', 'id': 'e', 'topic': '/fleet/site_a/z1/estop',
-                                      'type': 'fleet_interfaces/EStop'}))  # fmt: skip
+            await ws.send(
+                json.dumps(
+                    {'op': 'advertise', 'id': 'e', 'topic': '/fleet/site_a/z1/estop', 'type': 'fleet_interfaces/EStop'}
+                )
+            )
             await ws.send(json.dumps({'op': 'bogus', 'id': 'probe'}))
             assert (await recv_json(ws))['id'] == 'probe'  # the estop advertise produced no error
 
@@ -138,10 +152,12 @@ def test_bad_input_gets_status_errors_and_other_clients_are_unaffected(processes
             ({'op': 'subscribe', 'id': 3, 'topic': '/t/x', 'type': 'nope_pkg/Nope'}, 'not installed'),
             ({'op': 'advertise', 'id': 4, 'topic': '/t/x', 'type': 'std_msgs/String'}, None),
             ({'op': 'publish', 'id': 5, 'topic': '/t/x', 'msg': {'data': [1]}}, 'expected a string'),
-            ({'op': 'call_service', 'id': 6, 'service': '/t/none', 'type': 'std_srvs/Trigger', 'timeout': 0.2},
-             'not available'),
+            (
+                {'op': 'call_service', 'id': 6, 'service': '/t/none', 'type': 'std_srvs/Trigger', 'timeout': 0.2},
+                'not available',
+            ),
             ({'op': 'fragment', 'id': 7, 'data': '{"op":', 'num': 0, 'total': 2}, 'never completed'),
-        ]  # fmt: skip
+        ]
         for message, expected in cases:
             await bad.send(json.dumps(message))
             if expected is None:
@@ -204,8 +220,13 @@ def test_client_that_never_reads_is_bounded_and_does_not_slow_others(processes, 
                     got += 1
             except TimeoutError:
                 pass
-        rss_kb = int(next(line.split()[1] for line in Path(f'/proc/{gateway.proc.pid}/status').read_text().splitlines()
-                          if line.startswith('VmRSS:')))  # fmt: skip
+        rss_kb = int(
+            next(
+                line.split()[1]
+                for line in Path(f'/proc/{gateway.proc.pid}/status').read_text().splitlines()
+                if line.startswith('VmRSS:')
+            )
+        )
         await reader.close()
         await stalled.close()
         assert got >= 2000, f'the reading client got only {got} messages while another client stalled'

@@ -9,9 +9,13 @@ class Backoff:
     """`next_delay()` grows as initial * factor**n up to `maximum`, drawn uniformly in [delay/2, delay];
     `reset()` after a connection that worked. Pure and seedable for tests."""
 
-    def __init__(self, *, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, *, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0, rng: random.Random | None = None
+    ) -> None:
         if initial <= 0 or maximum < initial or factor < 1:
-            raise ValueError(f'backoff needs 0 < initial <= maximum and factor >= 1 (got {initial}, {maximum}, {factor})')
+            raise ValueError(
+                f'backoff needs 0 < initial <= maximum and factor >= 1 (got {initial}, {maximum}, {factor})'
+            )
         self.initial = initial
         self.maximum = maximum
         self.factor = factor

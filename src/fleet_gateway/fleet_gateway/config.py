@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, GlobSet, Principal, Role, RolePolicy, TokenStore
-from fleet_gateway.protocol.session import STATUS_LEVELS, SessionLimits
+from fleet_gateway.protocol.state import STATUS_LEVELS, SessionLimits
 
 TOKENS_ENV = 'FLEET_GATEWAY_TOKENS'
 """`token:role:name;token:role:name` — the alternative to a tokens file (tokens never live in the repo)."""
@@ -89,17 +89,17 @@ def _fill(cls: type, source: str, prefix: str, values: dict[str, Any]) -> Any:
         if spec is None:
             raise _fail(source, f'{prefix}.{key}', f'unknown key (known: {", ".join(sorted(known))})')
         default = getattr(cls(), key)
-        if isinstance(default, bool) or isinstance(default, str):
+        if isinstance(default, bool | str):
             ok = type(value) is type(default)
         elif isinstance(default, int | float):
             ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-            if ok:
-                value = type(default)(value)
         else:
             ok = True
         if not ok:
             raise _fail(source, f'{prefix}.{key}', f'expected {type(default).__name__}, got {value!r}')
-        kwargs[key] = value
+        kwargs[key] = (
+            type(default)(value) if isinstance(default, int | float) and not isinstance(default, bool) else value
+        )
     return cls(**kwargs)
 
 
@@ -110,8 +110,19 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
     data = _read_yaml(path, 'gateway config')
     root = _section(source, 'fleet_gateway', (data or {}).get('fleet_gateway') if isinstance(data, dict) else data)
     base = path.parent
-    known = {'host', 'port', 'tls', 'tokens_file', 'acl_file', 'anonymous_role', 'limits', 'admission',
-             'default_qos', 'topic_qos', 'call_service_wait_s'}  # fmt: skip
+    known = {
+        'host',
+        'port',
+        'tls',
+        'tokens_file',
+        'acl_file',
+        'anonymous_role',
+        'limits',
+        'admission',
+        'default_qos',
+        'topic_qos',
+        'call_service_wait_s',
+    }
     for key in root:
         if key not in known:
             raise _fail(source, f'fleet_gateway.{key}', f'unknown key (known: {", ".join(sorted(known))})')
@@ -155,7 +166,9 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
     topic_qos = []
     for i, item in enumerate(root.get('topic_qos') or []):
         if not isinstance(item, dict) or set(item) != {'glob', 'profile'} or item['profile'] not in QOS_PROFILES:
-            raise _fail(source, f'fleet_gateway.topic_qos[{i}]', f'must be {{glob, profile}} with a profile in {QOS_PROFILES}')
+            raise _fail(
+                source, f'fleet_gateway.topic_qos[{i}]', f'must be {{glob, profile}} with a profile in {QOS_PROFILES}'
+            )
         topic_qos.append(TopicQos(str(item['glob']), item['profile']))
     wait = root.get('call_service_wait_s', 2.0)
     if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
@@ -191,8 +204,9 @@ def load_acl(path: Path | str | None) -> AccessPolicy:
     """Per-role allow-lists. Without a file every role may only subscribe to `/fleet/**` (viewer-like)."""
     if path is None:
         viewer = RolePolicy(Role.VIEWER, GlobSet(()), GlobSet(['/fleet/**']), GlobSet(()), GlobSet(()), GlobSet(()))
-        return AccessPolicy({r: dataclasses.replace(viewer, role=r) for r in Role}, GlobSet(PROTECTED_TOPICS),
-                            GlobSet(PROTECTED_TOPICS))  # fmt: skip
+        return AccessPolicy(
+            {r: dataclasses.replace(viewer, role=r) for r in Role}, GlobSet(PROTECTED_TOPICS), GlobSet(PROTECTED_TOPICS)
+        )
     source = str(path)
     data = _section(source, '<root>', _read_yaml(Path(path), 'ACL file'))
     for key in data:
@@ -206,11 +220,11 @@ def load_acl(path: Path | str | None) -> AccessPolicy:
             role = Role(name)
         except ValueError:
             raise _fail(source, f'roles.{name}', f'unknown role (known: {", ".join(r.value for r in Role)})') from None
-        spec = _section(source, f'roles.{name}', spec)
-        for key in spec:
+        grants = _section(source, f'roles.{name}', spec)
+        for key in grants:
             if key not in _ACL_KEYS:
                 raise _fail(source, f'roles.{name}.{key}', f'unknown key (known: {", ".join(_ACL_KEYS)})')
-        lists = {key: _globs(source, f'roles.{name}.{key}', spec.get(key)) for key in _ACL_KEYS}
+        lists = {key: _globs(source, f'roles.{name}.{key}', grants.get(key)) for key in _ACL_KEYS}
         roles[role] = RolePolicy(role=role, **lists)
     return AccessPolicy(roles, protected, critical)
 

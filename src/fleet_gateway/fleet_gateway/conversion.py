@@ -99,7 +99,7 @@ def service_class(name: object) -> type:
 
 
 def type_name(cls: type) -> str:
-    """"pkg/msg/Type" for a generated message class."""
+    """ "pkg/msg/Type" for a generated message class."""
     module = cls.__module__.split('.')
     return f'{module[0]}/{module[1]}/{cls.__name__}'
 

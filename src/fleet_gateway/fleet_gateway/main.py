@@ -39,8 +39,10 @@ async def serve(config: GatewayConfig, node: Node, ready_file: Path | None) -> N
     policy = load_acl(config.acl_file)
     tokens = load_tokens(config.tokens_file)
     if not len(tokens) and config.anonymous_role is None:
-        log.warning('no tokens configured (tokens_file or $FLEET_GATEWAY_TOKENS) and no anonymous_role: '
-                    'every client will be refused')  # fmt: skip
+        log.warning(
+            'no tokens configured (tokens_file or $FLEET_GATEWAY_TOKENS) and no anonymous_role: '
+            'every client will be refused'
+        )
 
     def endpoints(loop: asyncio.AbstractEventLoop, on_messages: object) -> RosEndpoints:
         return RosEndpoints(node, loop, config, policy, on_messages)  # type: ignore[arg-type]
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_gateway_config(args.config) if args.config else GatewayConfig()
     except ConfigError as exc:
-        print(f'fleet_gateway: {exc}', file=sys.stderr)  # noqa: T201 - CLI error before logging matters
+        print(f'fleet_gateway: {exc}', file=sys.stderr)
         return 2
     overrides = {k: v for k, v in (('host', args.host), ('port', args.port)) if v is not None}
     config = dataclasses.replace(config, **overrides)

@@ -165,10 +165,14 @@ class GatewayServer:
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
         if len(self.connections) >= self.config.admission.max_clients:
             self.counters['rejected_admission'] += 1
-            return self._retry_later(connection, f'the gateway is at its limit of {self.config.admission.max_clients} clients')
+            return self._retry_later(
+                connection, f'the gateway is at its limit of {self.config.admission.max_clients} clients'
+            )
         if not self._admission.try_take():
             self.counters['rejected_admission'] += 1
-            return self._retry_later(connection, f'the gateway admits {self.config.admission.rate:g} new sessions per second')
+            return self._retry_later(
+                connection, f'the gateway admits {self.config.admission.rate:g} new sessions per second'
+            )
         token = _token_of(request)
         principal: Principal | None = None
         if token is not None:
@@ -216,10 +220,8 @@ class GatewayServer:
         log.debug('client %s connected from %s as %s', client_id, peer, who)
         try:
             async for message in ws:
-                if isinstance(message, str):
-                    events = session.receive_text(message)
-                else:
-                    events = session.receive_bytes(message)
+                text = isinstance(message, str)
+                events = session.receive_text(message) if text else session.receive_bytes(message)  # type: ignore[arg-type]
                 if events:
                     self._apply(conn, events)
                 conn.flush()
@@ -304,7 +306,9 @@ class GatewayServer:
             session.service_result(event.call_no, response)
         except TimeoutError:
             client.remove_pending_request(ros_future)
-            session.service_result(event.call_no, None, f'service {event.service} timed out after {event.timeout_s:g} s')
+            session.service_result(
+                event.call_no, None, f'service {event.service} timed out after {event.timeout_s:g} s'
+            )
         except Exception as exc:  # the service raised, or rclpy failed: the caller gets a failed response
             session.service_result(event.call_no, None, f'service {event.service} failed: {exc}')
         conn.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -23,11 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import rclpy
 import yaml
+from rclpy.context import Context
+from rclpy.experimental import EventsExecutor
+from rclpy.node import Node
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from fleet_gateway.backoff import Backoff
 from fleet_gateway.config import QOS_PROFILES, ConfigError
 from fleet_gateway.conversion import UnknownType, codec_for, message_class
+from fleet_ros import qos
+from fleet_ros.spin import SpinThread
 
 log = logging.getLogger('fleet_site_link')
 
@@ -70,7 +79,11 @@ def load_site_link_config(path: Path) -> SiteLinkConfig:
         out = []
         for i, item in enumerate(root.get(key) or []):
             where = f'{source}: fleet_site_link.{key}[{i}]'
-            if not isinstance(item, dict) or not isinstance(item.get('topic'), str) or not isinstance(item.get('type'), str):
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get('topic'), str)
+                or not isinstance(item.get('type'), str)
+            ):
                 raise ConfigError(f'{where}: needs "topic" and "type" strings')
             try:
                 message_class(item['type'])
@@ -102,8 +115,6 @@ class SiteLink:
     """The relay. ROS callbacks (spin thread) hand messages to the asyncio loop with call_soon_threadsafe."""
 
     def __init__(self, config: SiteLinkConfig, node: Any, loop: asyncio.AbstractEventLoop, token: str) -> None:
-        from fleet_ros import qos
-
         self.config = config
         self.node = node
         self.loop = loop
@@ -118,14 +129,20 @@ class SiteLink:
             codec = codec_for(message_class(topic.type))
 
             def on_local(msg: Any, topic: RelayedTopic = topic, codec: Any = codec) -> None:
-                text = json.dumps({'op': 'publish', 'topic': topic.remote, 'msg': codec.to_json(msg)},
-                                  separators=(',', ':'), allow_nan=False)  # fmt: skip
+                text = json.dumps(
+                    {'op': 'publish', 'topic': topic.remote, 'msg': codec.to_json(msg)},
+                    separators=(',', ':'),
+                    allow_nan=False,
+                )
                 loop.call_soon_threadsafe(self._queue_up, topic.remote, text)
 
             node.create_subscription(message_class(topic.type), topic.local, on_local, qos.PROFILES[topic.qos])
         for topic in config.downlink:
             cls = message_class(topic.type)
-            self._publishers[topic.remote] = (node.create_publisher(cls, topic.local, qos.PROFILES[topic.qos]), codec_for(cls))
+            self._publishers[topic.remote] = (
+                node.create_publisher(cls, topic.local, qos.PROFILES[topic.qos]),
+                codec_for(cls),
+            )
 
     def _queue_up(self, remote: str, text: str) -> None:
         buffer = self.buffers[remote]
@@ -135,16 +152,14 @@ class SiteLink:
         self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidStatus
-
         ssl_context = ssl.create_default_context(cafile=str(self.config.ca_file)) if self.config.ca_file else None
         headers = {'Authorization': f'Bearer {self.token}'}
         while not stop.is_set():
             hint = None
             try:
-                async with connect(self.config.url, additional_headers=headers, ssl=ssl_context,
-                                   compression=None, open_timeout=10) as ws:  # fmt: skip
+                async with connect(
+                    self.config.url, additional_headers=headers, ssl=ssl_context, compression=None, open_timeout=10
+                ) as ws:
                     self.counters['connects'] += 1
                     log.info('site link connected to %s (connect #%d)', self.config.url, self.counters['connects'])
                     await self._session(ws, stop)
@@ -164,17 +179,18 @@ class SiteLink:
                 break
             delay = self.backoff.next_delay(hint)
             log.info('site link reconnecting in %.2f s', delay)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                pass
 
     async def _session(self, ws: Any, stop: asyncio.Event) -> None:
         for topic in self.config.uplink:
-            await ws.send(json.dumps({'op': 'advertise', 'id': f'up:{topic.remote}', 'topic': topic.remote, 'type': topic.type}))
+            await ws.send(
+                json.dumps({'op': 'advertise', 'id': f'up:{topic.remote}', 'topic': topic.remote, 'type': topic.type})
+            )
         for topic in self.config.downlink:
-            await ws.send(json.dumps({'op': 'subscribe', 'id': f'down:{topic.remote}', 'topic': topic.remote,
-                                      'type': topic.type}))  # fmt: skip
+            await ws.send(
+                json.dumps({'op': 'subscribe', 'id': f'down:{topic.remote}', 'topic': topic.remote, 'type': topic.type})
+            )
         reader = asyncio.create_task(self._read(ws))
         try:
             while not stop.is_set() and not reader.done():
@@ -225,13 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     if not token:
         log.error('set the site link token in $%s (tokens never live in config files)', config.token_env)
         return 2
-
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.experimental import EventsExecutor
-    from rclpy.node import Node
-
-    from fleet_ros.spin import SpinThread
 
     context = Context()
     rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)

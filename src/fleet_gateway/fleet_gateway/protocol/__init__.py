@@ -12,7 +12,8 @@ from fleet_gateway.protocol.events import (
 )
 from fleet_gateway.protocol.outbox import OutFrame, SendQueue, SendQueueOverflow
 from fleet_gateway.protocol.published import PublishedMessage
-from fleet_gateway.protocol.session import ClientSession, SessionLimits
+from fleet_gateway.protocol.session import ClientSession
+from fleet_gateway.protocol.state import SessionLimits
 
 __all__ = [
     'AdvertiseTopic',

@@ -52,4 +52,12 @@ class CloseConnection:
     reason: str
 
 
-Event = AdvertiseTopic | UnadvertiseTopic | PublishMessage | SubscribeTopic | UnsubscribeTopic | CallService | CloseConnection
+Event = (
+    AdvertiseTopic
+    | UnadvertiseTopic
+    | PublishMessage
+    | SubscribeTopic
+    | UnsubscribeTopic
+    | CallService
+    | CloseConnection
+)

@@ -50,6 +50,6 @@ def ros_name(message: dict[str, Any], key: str) -> str:
 
 def request_id(message: dict[str, Any]) -> str | int | None:
     value = message.get('id')
-    if value is None or isinstance(value, str | int) and not isinstance(value, bool):
+    if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
         return value if not isinstance(value, str) else value[:256]
     return str(value)[:256]

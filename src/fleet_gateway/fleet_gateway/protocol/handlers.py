@@ -3,6 +3,7 @@ and appends events for the ROS side; any ProtocolError becomes a status error ca
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from fleet_gateway.protocol.events import (
     UnsubscribeTopic,
 )
 from fleet_gateway.protocol.fields import ProtocolError
+from fleet_gateway.protocol.state import CLOSE_POLICY, STATUS_LEVELS, Advertisement, PendingCall, Subscription
 
 if TYPE_CHECKING:
     from fleet_gateway.protocol.session import ClientSession
@@ -38,8 +40,6 @@ def _allow(session: ClientSession, action: Action, name: str) -> None:
 
 
 def handle_auth(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
-    from fleet_gateway.protocol.session import CLOSE_POLICY
-
     if session.principal is not None:
         session.status('info', 'already authenticated', rid)
         return
@@ -66,8 +66,6 @@ def handle_advertise(session: ClientSession, message: dict[str, Any], rid: Rid, 
         return
     if len(session.advertisements) >= session.limits.max_publishers:
         raise ProtocolError(f'at most {session.limits.max_publishers} advertised topics per client')
-    from fleet_gateway.protocol.session import Advertisement
-
     codec_for(msg_cls)  # fails now, not on the first publish, when the type cannot be converted
     session.advertisements[topic] = Advertisement(topic, msg_cls, {rid})
     events.append(AdvertiseTopic(topic, msg_cls, latch=message.get('latch') is True))
@@ -92,8 +90,6 @@ def handle_publish(session: ClientSession, message: dict[str, Any], rid: Rid, ev
 
 
 def handle_subscribe(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
-    from fleet_gateway.protocol.session import Subscription
-
     topic = fields.ros_name(message, 'topic')
     _allow(session, Action.SUBSCRIBE, topic)
     given = fields.text(message, 'type', required=False)
@@ -139,8 +135,6 @@ def handle_unsubscribe(session: ClientSession, message: dict[str, Any], rid: Rid
 
 
 def handle_call_service(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
-    from fleet_gateway.protocol.session import PendingCall
-
     service = fields.ros_name(message, 'service')
     _allow(session, Action.CALL_SERVICE, service)
     given = fields.text(message, 'type', required=False)
@@ -149,7 +143,9 @@ def handle_call_service(session: ClientSession, message: dict[str, Any], rid: Ri
         raise ProtocolError(f'no type given for service {service} and no server offers it: add "type"')
     srv_cls = service_class(type_name)
     limits = session.limits
-    timeout_s = fields.number(message, 'timeout', limits.call_timeout_s, minimum=0.001, maximum=limits.max_call_timeout_s)
+    timeout_s = fields.number(
+        message, 'timeout', limits.call_timeout_s, minimum=0.001, maximum=limits.max_call_timeout_s
+    )
     if len(session.pending_calls) >= limits.max_pending_calls:
         raise ProtocolError(f'at most {limits.max_pending_calls} service calls in flight per client')
     args = message.get('args')
@@ -162,8 +158,6 @@ def handle_call_service(session: ClientSession, message: dict[str, Any], rid: Ri
 
 
 def handle_set_level(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
-    from fleet_gateway.protocol.session import STATUS_LEVELS
-
     level = fields.text(message, 'level')
     if level not in STATUS_LEVELS:
         raise ProtocolError(f'level must be one of {", ".join(STATUS_LEVELS)}, got {level[:20]!r}')
@@ -181,8 +175,6 @@ def handle_fragment(session: ClientSession, message: dict[str, Any], rid: Rid, e
     whole = session.fragments.add(rid, data, num, total, session.clock())
     if whole is None:
         return
-    import json
-
     try:
         inner = json.loads(whole)
     except (ValueError, RecursionError) as exc:

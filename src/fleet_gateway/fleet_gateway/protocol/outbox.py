@@ -81,9 +81,7 @@ class SendQueue:
         self._normal.append(entry)
         self._normal_count += 1
         self._normal_bytes += frame.size
-        while self._normal_count > 1 and (
-            self._normal_count > self.max_frames or self._normal_bytes > self.max_bytes
-        ):
+        while self._normal_count > 1 and (self._normal_count > self.max_frames or self._normal_bytes > self.max_bytes):
             self._drop_oldest()
         if self._dead > 64 and self._dead > self._normal_count:
             self._normal = deque(e for e in self._normal if e.alive)

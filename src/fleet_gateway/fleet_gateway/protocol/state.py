@@ -1,0 +1,74 @@
+"""Per-client protocol state records shared by the session and the op handlers."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet_gateway.protocol.published import PublishedMessage
+
+STATUS_LEVELS = {'info': 0, 'warning': 1, 'error': 2, 'none': 3}
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    """Per-connection bounds; every one keeps a misbehaving client from growing the gateway's memory."""
+
+    max_message_bytes: int = 1_000_000
+    send_queue_frames: int = 1_000
+    send_queue_bytes: int = 4_000_000
+    critical_queue_bytes: int = 16_000_000
+    max_subscriptions: int = 256
+    max_publishers: int = 256
+    max_pending_calls: int = 64
+    call_timeout_s: float = 10.0
+    max_call_timeout_s: float = 120.0
+    fragment_timeout_s: float = 10.0
+    max_fragmented_messages: int = 8
+    ops_per_s: float = 20_000.0
+    ops_burst: float = 20_000.0
+    max_auth_failures: int = 3
+    drop_report_interval_s: float = 1.0
+    status_level: str = 'warning'
+
+
+@dataclass
+class Subscription:
+    """A client's subscription to one topic; several subscribe ids may share it (effective options merged)."""
+
+    topic: str
+    msg_cls: type
+    critical: bool
+    options: dict[Any, tuple[float, int, int, str]] = field(default_factory=dict)
+    throttle_s: float = 0.0
+    queue_length: int = 0
+    fragment_size: int = 0
+    encoding: str = 'none'
+    last_sent: float = -1e18
+    pending: deque[PublishedMessage] = field(default_factory=deque)
+
+    def merge(self) -> None:
+        values = list(self.options.values())
+        self.throttle_s = min(v[0] for v in values)
+        self.queue_length = max(v[1] for v in values)
+        sizes = [v[2] for v in values if v[2] > 0]
+        self.fragment_size = min(sizes) if sizes else 0
+        self.encoding = values[-1][3]
+
+
+@dataclass
+class Advertisement:
+    topic: str
+    msg_cls: type
+    ids: set[Any] = field(default_factory=set)
+
+
+@dataclass
+class PendingCall:
+    request_id: str | int | None
+    service: str
+    response_cls: type
