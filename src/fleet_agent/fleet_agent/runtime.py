@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from fleet_agent.commit import immediately
 from fleet_agent.executors import CommandExecutor, ExecutionResult
 from fleet_core.dedup_store import StoreUnavailable
 from fleet_core.intake import CommandIntake
-from fleet_core.model import Ack, AckStatus, Command
+from fleet_core.model import Ack, AckStatus, Command, Priority
 
 _log = logging.getLogger('fleet_agent')
 
@@ -60,6 +61,7 @@ class AgentRuntime:
         clock: Callable[[], float],
         battery: Callable[[], float] | None = None,
         accept_ack_delay_sec: float = 0.05,
+        after_commit: Callable[[Callable[[], None], Callable[[StoreUnavailable], None]], None] = immediately,
     ) -> None:
         self.site_id = site_id
         self.agent_id = intake.agent_id
@@ -75,6 +77,7 @@ class AgentRuntime:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._accepted_later: dict[str, asyncio.TimerHandle] = {}
         self.accept_ack_delay_sec = accept_ack_delay_sec
+        self.after_commit = after_commit
         self.executions = 0
 
     # -- inputs ------------------------------------------------------------------------------------------
@@ -82,23 +85,39 @@ class AgentRuntime:
     def on_command(self, command: Command) -> None:
         decision = self.intake.receive(command)
         if not decision.execute:
-            self.sink.publish_ack(decision.ack)
             if decision.ack.status.is_rejection:
                 _log.debug('%s rejected %s: %s', self.agent_id, command.command_id, decision.ack.detail)
+            # A reply may rest on a write (an interrupted command marked FAILED): send it once durable.
+            self.after_commit(lambda: self.sink.publish_ack(decision.ack), lambda exc: self._refuse(command, exc))
+            return
+        # Execution starts only once "started" is durable: a crash before that leaves nothing to re-run.
+        self.after_commit(
+            lambda: self._start(command, decision.ack, decision.args), lambda exc: self._refuse(command, exc)
+        )
+
+    def _refuse(self, command: Command, exc: StoreUnavailable) -> None:
+        self.intake.enter_safe_mode(exc)
+        self.sink.publish_ack(Ack.for_command(command, AckStatus.REJECTED_SAFE_MODE, str(exc)[:200], self.clock()))
+
+    def _start(self, command: Command, accepted: Ack, args: dict[str, object]) -> None:
+        if self.intake.estopped and command.priority < Priority.SAFETY:
+            # The e-stop engaged while "started" was being committed: it never runs.
+            ack = self.intake.complete(command, AckStatus.CANCELLED, 'e-stop engaged before execution started')
+            self.after_commit(lambda: self.sink.publish_ack(ack), lambda exc: self._not_persisted(command, exc))
             return
         if command.kind == 'stop':
             self._cancel_running('stopped by a SAFETY stop', keep=command.command_id)
         loop = asyncio.get_running_loop()
-        # The acceptance is already persisted. Like a delayed TCP ACK, ACCEPTED goes out only if the command is
-        # still running after accept_ack_delay_sec; a quick command is answered by its final ack alone.
+        # Like a delayed TCP ACK, ACCEPTED goes out only if the command is still running after
+        # accept_ack_delay_sec; a quick command is answered by its final ack alone.
         if self.accept_ack_delay_sec > 0:
             self._accepted_later[command.command_id] = loop.call_later(
-                self.accept_ack_delay_sec, self.sink.publish_ack, decision.ack
+                self.accept_ack_delay_sec, self.sink.publish_ack, accepted
             )
         else:
-            self.sink.publish_ack(decision.ack)
+            self.sink.publish_ack(accepted)
         self._tasks[command.command_id] = loop.create_task(
-            self._run(command, decision.args), name=f'{self.agent_id}:{command.command_id}'
+            self._run(command, args), name=f'{self.agent_id}:{command.command_id}'
         )
 
     def on_estop(self, engaged: bool, revision: int) -> None:
@@ -146,10 +165,17 @@ class AgentRuntime:
         try:
             ack = self.intake.complete(command, status, detail)
         except StoreUnavailable as exc:
-            # The outcome could not be persisted: never claim success we cannot remember.
-            _log.error('%s cannot persist %s: %s', self.agent_id, command.command_id, exc)
-            ack = Ack.for_command(command, AckStatus.FAILED, f'outcome not persisted: {exc}'[:200], self.clock())
-        self.sink.publish_ack(ack)
+            self._not_persisted(command, exc)
+            return
+        self.after_commit(lambda: self.sink.publish_ack(ack), lambda exc: self._not_persisted(command, exc))
+
+    def _not_persisted(self, command: Command, exc: StoreUnavailable) -> None:
+        # The outcome could not be persisted: never claim success we cannot remember.
+        _log.error('%s cannot persist %s: %s', self.agent_id, command.command_id, exc)
+        self.intake.enter_safe_mode(exc)
+        self.sink.publish_ack(
+            Ack.for_command(command, AckStatus.FAILED, f'outcome not persisted: {exc}'[:200], self.clock())
+        )
 
     async def _execute(self, command: Command, args: dict[str, object]) -> ExecutionResult:
         if command.kind == 'stop':

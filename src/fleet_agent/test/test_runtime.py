@@ -1,9 +1,10 @@
 """AgentRuntime on a real asyncio loop, without ROS: acks, delayed ACCEPTED, e-stop, deadlines, executor errors."""
 
 import asyncio
+import sqlite3
 import time
 
-from fleet_agent.executors import SleepExecutor
+from fleet_agent.executors import ExecutionResult, SleepExecutor
 from fleet_agent.runtime import AgentRuntime, AgentState
 from fleet_core.config import IntakeSettings
 from fleet_core.dedup_store import DedupStore
@@ -116,3 +117,63 @@ def test_executor_exception_is_a_definite_failure(tmp_path):
 
     final = asyncio.run(scenario())
     assert final.status == AckStatus.FAILED and 'motor driver fault' in final.detail
+
+
+def test_group_commit_executes_and_acks_only_after_the_commit(tmp_path):
+    from fleet_agent.commit import GroupCommitter
+    from fleet_core.dedup_store import DedupDatabase
+
+    class Probe:
+        """Looks through a second connection: only committed rows are visible there."""
+
+        def __init__(self, path):
+            self.reader = sqlite3.connect(path)
+            self.durable_at_start = []
+
+        async def execute(self, command, args):
+            row = self.reader.execute(
+                'SELECT 1 FROM outcomes WHERE agent_id = ? AND command_id = ?', (command.agent_id, command.command_id)
+            ).fetchone()
+            self.durable_at_start.append(row is not None)
+            return ExecutionResult(True)
+
+    async def scenario():
+        db = DedupDatabase(tmp_path / 'host.sqlite', group_commit=True)
+        committer = GroupCommitter(db, asyncio.get_running_loop())
+        sink = Sink()
+        probe = Probe(tmp_path / 'host.sqlite')
+        runtimes = []
+        for agent in ('r1', 'r2', 'r3'):
+            intake = CommandIntake(
+                agent_id=agent,
+                shard_id='z',
+                store=DedupStore(db, agent),
+                kinds=KindRegistry(),
+                settings=IntakeSettings(),
+                clock=time.time,
+            )
+            runtimes.append(
+                AgentRuntime(
+                    site_id='s',
+                    intake=intake,
+                    executor=probe,
+                    sink=sink,
+                    clock=time.time,
+                    after_commit=committer.after_commit,
+                )
+            )
+        for runtime in runtimes:
+            now = time.time()
+            runtime.on_command(
+                Command('c1', 't', 's', 'z', runtime.agent_id, 1, 1, Priority.NORMAL, now, now + 5, 'noop')
+            )
+        assert sink.acks == [] and db.pending  # nothing acted on before the commit
+        for runtime in runtimes:
+            await settle(runtime)
+        await asyncio.sleep(0)
+        return probe, sink, committer
+
+    probe, sink, committer = asyncio.run(scenario())
+    assert probe.durable_at_start == [True, True, True]
+    assert [a.status for a in sink.acks] == [AckStatus.SUCCEEDED] * 3
+    assert committer.commits <= 4  # the three starts share one commit; outcomes share the following turns

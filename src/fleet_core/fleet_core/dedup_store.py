@@ -2,6 +2,8 @@
 
 A command is recorded as *started* before it executes and as *final* before its final ack is sent. A command
 found started by an earlier boot was interrupted by a crash: it is never run again, it is reported FAILED.
+One database file serves the agents of one host (one on a robot, hundreds in a simulator); with group commit,
+the writes of one event-loop turn share one transaction, and nothing that depends on them happens before it commits.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from fleet_core.model import AckStatus, Command
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _PRUNE_EVERY = 256
 
 
@@ -37,75 +39,138 @@ class StoredOutcome:
         return self.status is not None
 
 
-class DedupStore:
-    """Per-agent SQLite store. `durability='full'` fsyncs every commit (survives power loss);
-    `'normal'` (WAL default) survives process crashes and restarts, which is what robots mostly see.
+class DedupDatabase:
+    """The SQLite file behind one or more agents' DedupStores. `durability='full'` fsyncs every commit (survives
+    power loss); `'normal'` (WAL) survives process crashes and restarts, which is what robots mostly see.
 
-    Only this object writes the file, so the window of outcomes and the high-water marks are loaded once and
-    served from memory; every change is written through (one autocommit statement) before it takes effect."""
+    Without group commit every write is its own transaction. With `group_commit=True` writes accumulate in an
+    open transaction until `commit()`; the caller must not act on them (execute, ack) before that returns."""
 
-    def __init__(self, path: str | Path, *, window: int = 10_000, durability: str = 'normal') -> None:
+    def __init__(self, path: str | Path, *, durability: str = 'normal', group_commit: bool = False) -> None:
         if durability not in ('full', 'normal'):
             raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
         self.path = str(path)
-        self.window = window
-        self._writes = 0
+        self.group_commit = group_commit
         self._db: sqlite3.Connection | None = None
-        self._known: dict[str, StoredOutcome] = {}
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute('PRAGMA journal_mode=WAL')
             self._db.execute(f'PRAGMA synchronous={durability.upper()}')
-            self._check_integrity()
-            self._create()
-            self.boot = self._meta('boot') + 1
-            self._set_meta('boot', self.boot)
-            self._epoch = self._meta('epoch')
-            rows = self._db.execute('SELECT command_id, seq, epoch, status, detail, boot FROM outcomes').fetchall()
-            for row in rows:
-                status = None if row[3] is None else AckStatus(row[3])
-                self._known[row[0]] = StoredOutcome(row[0], row[1], row[2], status, row[4], row[5])
-            self._seq = max([self._meta('seq'), *(o.seq for o in self._known.values())])
-        except (sqlite3.DatabaseError, ValueError) as exc:
+            row = self._db.execute('PRAGMA quick_check').fetchone()
+            if row is None or row[0] != 'ok':
+                raise sqlite3.DatabaseError(f'integrity check failed: {row[0] if row else "no answer"}')
+            self._create(self._db)
+            self.boot = self.meta('', 'boot') + 1
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('', 'boot', ?)", (self.boot,))
+        except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(f'dedup store {self.path}: {exc}; refusing commands until it is repaired') from None
 
-    def _check_integrity(self) -> None:
-        row = self._guard('io').execute('PRAGMA quick_check').fetchone()
-        if row is None or row[0] != 'ok':
-            raise sqlite3.DatabaseError(f'integrity check failed: {row[0] if row else "no answer"}')
-
-    def _create(self) -> None:
-        db = self._guard('io')
-        db.execute('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)')
+    @staticmethod
+    def _create(db: sqlite3.Connection) -> None:
         db.execute(
-            'CREATE TABLE IF NOT EXISTS outcomes ('
-            ' command_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, epoch INTEGER NOT NULL,'
-            " status INTEGER, detail TEXT NOT NULL DEFAULT '', boot INTEGER NOT NULL)"
+            'CREATE TABLE IF NOT EXISTS meta (agent_id TEXT NOT NULL, key TEXT NOT NULL, value INTEGER NOT NULL,'
+            ' PRIMARY KEY (agent_id, key))'
         )
-        db.execute('CREATE INDEX IF NOT EXISTS outcomes_seq ON outcomes (seq)')
-        version = self._meta('schema')
-        if version == 0:
-            self._set_meta('schema', SCHEMA_VERSION)
-        elif version != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f'schema version {version}, this build reads {SCHEMA_VERSION}')
+        db.execute(
+            'CREATE TABLE IF NOT EXISTS outcomes (agent_id TEXT NOT NULL, command_id TEXT NOT NULL,'
+            ' seq INTEGER NOT NULL, epoch INTEGER NOT NULL, status INTEGER, detail TEXT NOT NULL,'
+            ' boot INTEGER NOT NULL, PRIMARY KEY (agent_id, command_id))'
+        )
+        db.execute('CREATE INDEX IF NOT EXISTS outcomes_seq ON outcomes (agent_id, seq)')
+        row = db.execute("SELECT value FROM meta WHERE agent_id = '' AND key = 'schema'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('', 'schema', ?)", (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f'schema version {row[0]}, this build reads {SCHEMA_VERSION}')
 
-    def _meta(self, key: str) -> int:
-        row = self._guard('io').execute('SELECT value FROM meta WHERE key = ?', (key,)).fetchone()
-        return int(row[0]) if row else 0
-
-    def _set_meta(self, key: str, value: int) -> None:
-        self._guard('io').execute('INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)', (key, value))
-
-    def _guard(self, what: str) -> sqlite3.Connection:
+    def _conn(self, what: str) -> sqlite3.Connection:
         if self._db is None:
             raise StoreUnavailable(f'dedup store {self.path} is closed ({what})')
         return self._db
 
-    def _write(self, what: str, sql: str, params: tuple[object, ...]) -> None:
+    def meta(self, agent_id: str, key: str) -> int:
+        row = (
+            self._conn('read')
+            .execute('SELECT value FROM meta WHERE agent_id = ? AND key = ?', (agent_id, key))
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
+    def rows(self, agent_id: str) -> list[tuple[str, int, int, int | None, str, int]]:
+        return (
+            self._conn('read')
+            .execute(
+                'SELECT command_id, seq, epoch, status, detail, boot FROM outcomes WHERE agent_id = ?', (agent_id,)
+            )
+            .fetchall()
+        )
+
+    def write(self, what: str, sql: str, params: tuple[object, ...]) -> None:
+        db = self._conn(what)
         try:
-            self._guard(what).execute(sql, params)
+            if self.group_commit and not db.in_transaction:
+                db.execute('BEGIN')
+            db.execute(sql, params)
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(f'dedup store {self.path}: {exc}') from None
+
+    @property
+    def pending(self) -> bool:
+        """Writes are waiting for commit()."""
+        return self._db is not None and self._db.in_transaction
+
+    def commit(self) -> None:
+        """Make every write so far durable (no-op without group commit). Raises StoreUnavailable."""
+        db = self._conn('commit')
+        if db.in_transaction:
+            try:
+                db.execute('COMMIT')
+            except sqlite3.DatabaseError as exc:
+                raise StoreUnavailable(f'dedup store {self.path}: commit failed: {exc}') from None
+
+    def count(self, agent_id: str) -> int:
+        row = self._conn('count').execute('SELECT COUNT(*) FROM outcomes WHERE agent_id = ?', (agent_id,)).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        if self._db is not None:
+            if self._db.in_transaction:
+                self._db.execute('ROLLBACK')
+            self._db.close()
+            self._db = None
+
+
+class DedupStore:
+    """One agent's view of a DedupDatabase. Only this object writes the agent's rows, so the window of outcomes
+    and the high-water marks are loaded once and served from memory; every change is written through.
+
+    `DedupStore(path)` opens a private database with one transaction per write (a robot computer)."""
+
+    def __init__(
+        self,
+        database: DedupDatabase | str | Path,
+        agent_id: str = 'agent',
+        *,
+        window: int = 10_000,
+        durability: str = 'normal',
+    ) -> None:
+        owned = not isinstance(database, DedupDatabase)
+        self.db = database if isinstance(database, DedupDatabase) else DedupDatabase(database, durability=durability)
+        self._owns_db = owned
+        self.agent_id = agent_id
+        self.path = self.db.path
+        self.window = window
+        self.boot = self.db.boot
+        self._writes = 0
+        self._known: dict[str, StoredOutcome] = {}
+        try:
+            for row in self.db.rows(agent_id):
+                status = None if row[3] is None else AckStatus(row[3])
+                self._known[row[0]] = StoredOutcome(row[0], row[1], row[2], status, row[4], row[5])
+            self._epoch = self.db.meta(agent_id, 'epoch')
+            self._seq = max([self.db.meta(agent_id, 'seq'), *(o.seq for o in self._known.values())])
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            raise StoreUnavailable(f'dedup store {self.path}: {exc}; refusing commands until it is repaired') from None
 
     @property
     def highest_epoch(self) -> int:
@@ -119,20 +184,19 @@ class DedupStore:
         """Persist a higher fencing epoch; lower ones are ignored."""
         if epoch <= self._epoch:
             return
-        self._write('observe_epoch', "INSERT OR REPLACE INTO meta (key, value) VALUES ('epoch', ?)", (epoch,))
+        self.db.write('observe_epoch', "INSERT OR REPLACE INTO meta VALUES (?, 'epoch', ?)", (self.agent_id, epoch))
         self._epoch = epoch
 
     def lookup(self, command_id: str) -> StoredOutcome | None:
-        self._guard('lookup')
         return self._known.get(command_id)
 
     def begin(self, command: Command) -> None:
-        """Record that `command` starts executing now (which also advances the applied seq: it is the highest
-        seq in the table). Must precede execution."""
-        self._write(
+        """Record that `command` starts executing (which also advances the applied seq: it is the highest seq
+        in the table). Must be durable before execution starts."""
+        self.db.write(
             'begin',
-            "INSERT INTO outcomes (command_id, seq, epoch, status, detail, boot) VALUES (?, ?, ?, NULL, '', ?)",
-            (command.command_id, command.seq, command.epoch, self.boot),
+            "INSERT INTO outcomes VALUES (?, ?, ?, ?, NULL, '', ?)",
+            (self.agent_id, command.command_id, command.seq, command.epoch, self.boot),
         )
         self._known[command.command_id] = StoredOutcome(
             command.command_id, command.seq, command.epoch, None, '', self.boot
@@ -140,13 +204,13 @@ class DedupStore:
         self._seq = max(self._seq, command.seq)
 
     def finish(self, command_id: str, status: AckStatus, detail: str = '') -> None:
-        """Persist the final status. Called before the final ack is sent."""
+        """Record the final status. Must be durable before the final ack is sent."""
         if not status.is_final:
             raise ValueError(f'{status.name} is not a final status')
-        self._write(
+        self.db.write(
             'finish',
-            'UPDATE outcomes SET status = ?, detail = ? WHERE command_id = ?',
-            (int(status), detail, command_id),
+            'UPDATE outcomes SET status = ?, detail = ? WHERE agent_id = ? AND command_id = ?',
+            (int(status), detail, self.agent_id, command_id),
         )
         started = self._known.get(command_id)
         if started is not None:
@@ -161,15 +225,18 @@ class DedupStore:
         # The seq floor is saved first: commands older than the window fall back on the seq check, so they are
         # still never executed twice.
         floor = self._seq - self.window
-        self._write('prune', "INSERT OR REPLACE INTO meta (key, value) VALUES ('seq', ?)", (self._seq,))
-        self._write('prune', 'DELETE FROM outcomes WHERE status IS NOT NULL AND seq <= ?', (floor,))
+        self.db.write('prune', "INSERT OR REPLACE INTO meta VALUES (?, 'seq', ?)", (self.agent_id, self._seq))
+        self.db.write(
+            'prune',
+            'DELETE FROM outcomes WHERE agent_id = ? AND status IS NOT NULL AND seq <= ?',
+            (self.agent_id, floor),
+        )
         for command_id in [c for c, o in self._known.items() if o.final and o.seq <= floor]:
             del self._known[command_id]
 
     def count(self) -> int:
-        return int(self._guard('count').execute('SELECT COUNT(*) FROM outcomes').fetchone()[0])
+        return self.db.count(self.agent_id)
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        if self._owns_db:
+            self.db.close()

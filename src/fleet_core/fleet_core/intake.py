@@ -67,7 +67,8 @@ class CommandIntake:
     def last_applied_seq(self) -> int:
         return self._store.last_applied_seq if self._store is not None and not self.safe_mode else 0
 
-    def _enter_safe_mode(self, exc: StoreUnavailable) -> None:
+    def enter_safe_mode(self, exc: StoreUnavailable) -> None:
+        """The store failed: refuse every command from now on rather than risk running one twice."""
         self.safe_mode_reason = str(exc)
 
     def observe_epoch(self, epoch: int) -> None:
@@ -76,7 +77,7 @@ class CommandIntake:
             try:
                 self._store.observe_epoch(epoch)
             except StoreUnavailable as exc:
-                self._enter_safe_mode(exc)
+                self.enter_safe_mode(exc)
 
     def _reply(self, command: Command, status: AckStatus, detail: str = '') -> IntakeDecision:
         return IntakeDecision(False, Ack.for_command(command, status, detail, self.clock()))
@@ -112,7 +113,7 @@ class CommandIntake:
         try:
             return self._decide(command, self._store)
         except StoreUnavailable as exc:
-            self._enter_safe_mode(exc)
+            self.enter_safe_mode(exc)
             return self._reply(command, AckStatus.REJECTED_SAFE_MODE, self.safe_mode_reason)
 
     def _decide(self, command: Command, store: DedupStore) -> IntakeDecision:
@@ -169,7 +170,7 @@ class CommandIntake:
         try:
             self._store.finish(command.command_id, status, detail)
         except StoreUnavailable as exc:
-            self._enter_safe_mode(exc)
+            self.enter_safe_mode(exc)
             raise
         return Ack.for_command(command, status, detail, self.clock())
 

@@ -48,7 +48,7 @@ def test_window_bounds_the_store_but_keeps_the_seq_floor(tmp_path):
 def test_corrupt_file_raises_store_unavailable(tmp_path):
     path = tmp_path / 'broken.sqlite'
     path.write_bytes(b'this is not a database' * 100)
-    with pytest.raises(StoreUnavailable, match='broken.sqlite'):
+    with pytest.raises(StoreUnavailable, match=r'broken\.sqlite'):
         DedupStore(path)
 
 
@@ -61,3 +61,37 @@ def test_finish_requires_a_final_status(tmp_path):
     store = DedupStore(tmp_path / 's.sqlite')
     with pytest.raises(ValueError, match='not a final status'):
         store.finish('c', AckStatus.ACCEPTED)
+
+
+def test_group_commit_makes_writes_durable_only_at_commit(tmp_path):
+    from fleet_core.dedup_store import DedupDatabase
+
+    path = tmp_path / 'host.sqlite'
+    db = DedupDatabase(path, group_commit=True)
+    a, b = DedupStore(db, 'a'), DedupStore(db, 'b')
+    a.begin(command('c1', 1))
+    b.begin(command('c1', 7))
+    assert db.pending and a.lookup('c1').seq == 1 and b.lookup('c1').seq == 7
+    db.commit()
+    assert not db.pending
+    a.finish('c1', AckStatus.SUCCEEDED)
+    db.close()  # crash before the second commit: the finish is lost, the begins are not
+
+    again = DedupDatabase(path, group_commit=True)
+    a2, b2 = DedupStore(again, 'a'), DedupStore(again, 'b')
+    assert a2.lookup('c1') is not None and not a2.lookup('c1').final
+    assert a2.last_applied_seq == 1 and b2.last_applied_seq == 7
+    assert a2.boot == a.boot + 1
+
+
+def test_old_schema_is_refused(tmp_path):
+    import sqlite3
+
+    path = tmp_path / 'old.sqlite'
+    con = sqlite3.connect(path)
+    con.execute('CREATE TABLE meta (agent_id TEXT, key TEXT, value INTEGER, PRIMARY KEY (agent_id, key))')
+    con.execute("INSERT INTO meta VALUES ('', 'schema', 1)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreUnavailable, match='schema version 1'):
+        DedupStore(path)
