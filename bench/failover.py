@@ -165,12 +165,16 @@ def main() -> int:
 
     state: dict[str, Any] = {'leases': [], 'estop': None, 'mission_events': []}
     journaled: set[str] = set()
+    journal_log: dict[str, list[tuple[int, str, str]]] = {}
+
+    def on_journal(m: CommandMsg) -> None:
+        journaled.add(m.command_id)
+        journal_log.setdefault(m.command_id, []).append((m.epoch, m.agent_id, m.kind))
+
     outcomes: dict[str, int] = {}
     acks: list[CommandAck] = []
     node.create_subscription(CommandAck, topics.shard_ack(site, shard), acks.append, qos.ACK)
-    node.create_subscription(
-        CommandMsg, topics.shard_journal(site, shard), lambda m: journaled.add(m.command_id), qos.EVENTS
-    )
+    node.create_subscription(CommandMsg, topics.shard_journal(site, shard), on_journal, qos.EVENTS)
     node.create_subscription(
         CommandOutcome,
         topics.shard_outcome(site, shard),
@@ -273,7 +277,16 @@ def main() -> int:
 
         final = spin_until(finished, max(30.0, deadline_left() - 30.0), 'the end of the mission')
         mission_s = time.time() - t_kill
-        spin_until(lambda: not (journaled - set(outcomes)), 15.0, 'outcomes of every journaled command')
+        try:
+            spin_until(lambda: not (journaled - set(outcomes)), 15.0, 'outcomes of every journaled command')
+        except TimeoutError:
+            missing = sorted(journaled - set(outcomes))
+            print(f'failover bench: {len(missing)} command(s) without an outcome', file=sys.stderr)
+            for cid in missing[:10]:
+                print(
+                    f'  {cid} {journal_log.get(cid)} acks={[(a.status, a.epoch) for a in acks if a.command_id == cid]}',
+                    file=sys.stderr,
+                )
 
         # ---- e-stop latency: every agent busy with a long sleep, then one e-stop
         submit = node.create_client(SubmitCommand, topics.shard_submit(site, shard))

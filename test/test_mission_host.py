@@ -210,3 +210,28 @@ def test_journal_gap_and_garbage_are_reported() -> None:
     newer._entry_epoch = 5
     newer.replay(out.journal[0])
     assert newer.mission is None
+
+
+def test_snapshot_resynchronises_a_late_follower_and_a_former_leader() -> None:
+    clock = Clock()
+    leader = host(clock, 'L', True)
+    agents = Agents()
+    out = leader.start(mission_id='m1', workflow='inspection', points=points(8))
+    drive(leader, out, agents, [], 7)
+    late = host(clock, 'late', False)
+    with pytest.raises(MissionJournalError, match='gap'):
+        late.replay(leader.hold('x').journal[0])
+    late.replay(leader.release('x').journal[0])  # skipped silently while desynced
+    late.replay(leader.checkpoint().journal[0])
+    assert late.desynced == '' and late.mission is not None and leader.mission is not None
+    assert late.mission.progress() == leader.mission.progress()
+    # The late follower takes over; the former leader (whose copy may differ) follows its snapshot.
+    leader.demote()
+    promoted = late.promote(epoch=2, dispatcher_pending=lambda cid: True)
+    assert json.loads(promoted.journal[0])['op'] == 'snapshot'
+    for entry in promoted.journal:
+        leader.replay(entry)
+    assert leader.mission.progress() == late.mission.progress()
+    assert {a: late.mission.instance(a).to_dict() for a in AGENTS} == {
+        a: leader.mission.instance(a).to_dict() for a in AGENTS
+    }

@@ -128,6 +128,12 @@ class LeaseState:
         self._received_at = self._clock()
         return True
 
+    def restart_first_wait(self, now: float | None = None) -> None:
+        """Count first_lease_wait_sec from `now` when no lease was seen yet: call it once the lease subscription
+        exists and the node becomes eligible (creating a big node's endpoints can take longer than the wait)."""
+        if self._current is None:
+            self._started_at = self._received_at = self._clock() if now is None else now
+
     def should_take_over(self, now: float | None = None) -> bool:
         """True for a standby once the newest lease is older than lease_sec + takeover_grace_sec, or, if none was
         ever seen, once first_lease_wait_sec passed since our start (a live leader's latched lease needs DDS

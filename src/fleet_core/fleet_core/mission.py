@@ -7,6 +7,7 @@ import enum
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fleet_core.model import Outcome
 from fleet_core.workflow import (
@@ -18,6 +19,7 @@ from fleet_core.workflow import (
     StepRequest,
     WorkflowInstance,
     WorkflowSpec,
+    WorkflowStateError,
 )
 
 
@@ -503,6 +505,68 @@ class InspectionMission:
                 stamp=self._clock(),
             )
         )
+
+
+def mission_to_dict(mission: InspectionMission) -> dict[str, Any]:
+    """A JSON-safe snapshot of a started mission (outputs not yet drained are not included: drain first)."""
+    m = mission
+    return {
+        'mission_id': m.mission_id,
+        'workflow': m.spec.name,
+        'site_id': m.site_id,
+        'shard_id': m.shard_id,
+        'deadline': m._deadline,
+        'points': [[p.point_id, p.x, p.y] for p in m._points.values()],
+        'agents': list(m._agents),
+        'instances': {agent: m._instances[agent].to_dict() for agent in m._agents},
+        'state': m._state.value,
+        'started': m._started,
+        'lost': sorted(m._lost),
+        'pool': [[p.point_id, p.x, p.y] for p in m._pool],
+        'done_by': dict(m._done_by),
+        'skipped': sorted(m._skipped),
+        'cancelled_points': sorted(m._cancelled_points),
+        'handoffs': m._handoffs,
+        'detail': m._detail,
+    }
+
+
+def mission_from_dict(spec: WorkflowSpec, data: Mapping[str, Any], *, clock: Callable[[], float]) -> InspectionMission:
+    """Restore `mission_to_dict` output; raises MissionError when the snapshot is malformed or for another spec."""
+    try:
+        if data['workflow'] != spec.name:
+            raise MissionError(f'snapshot of workflow {data["workflow"]!r} given spec {spec.name!r}')
+        points = [Point(str(p[0]), float(p[1]), float(p[2])) for p in data['points']]
+        mission = InspectionMission(
+            spec,
+            mission_id=str(data['mission_id']),
+            site_id=str(data['site_id']),
+            shard_id=str(data['shard_id']),
+            agent_ids=[str(a) for a in data['agents']],
+            points=points,
+            clock=clock,
+            deadline=None if data['deadline'] is None else float(data['deadline']),
+        )
+        mission._instances = {
+            str(agent): WorkflowInstance.from_dict(spec, dict(snapshot))
+            for agent, snapshot in data['instances'].items()
+        }
+        if sorted(mission._instances) != mission._agents:
+            raise MissionError('snapshot instances do not match its agents')
+        mission._state = MissionState(data['state'])
+        mission._started = bool(data['started'])
+        mission._lost = {str(a) for a in data['lost']}
+        mission._pool = [Point(str(p[0]), float(p[1]), float(p[2])) for p in data['pool']]
+        mission._done_by = {str(k): str(v) for k, v in data['done_by'].items()}
+        mission._skipped = {str(p) for p in data['skipped']}
+        mission._cancelled_points = {str(p) for p in data['cancelled_points']}
+        mission._handoffs = int(data['handoffs'])
+        mission._detail = str(data['detail'])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, WorkflowStateError) as exc:
+        if isinstance(exc, MissionError):
+            raise
+        raise MissionError(f'malformed mission snapshot: {exc!r}') from None
+    return mission
 
 
 def points_from_goal(point_ids: Sequence[str], point_xy: Sequence[float]) -> list[Point]:

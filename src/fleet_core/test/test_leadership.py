@@ -85,6 +85,17 @@ def test_orchestrator_without_any_lease_waits_first_lease_wait_before_leading() 
         LeaseConfig(first_lease_wait_sec=-1.0)
 
 
+def test_first_wait_restarts_when_the_node_becomes_eligible() -> None:
+    clock = Clock()
+    standby = node('b', clock)
+    clock.now += 5.0  # a slow configure
+    standby.restart_first_wait()
+    clock.now += 1.9
+    assert not standby.should_take_over()
+    clock.now += 0.2
+    assert standby.should_take_over()
+
+
 def test_wrong_shard_lease_is_refused() -> None:
     clock = Clock()
     other = node('x', clock, shard='zone_2').take_over()

@@ -381,3 +381,26 @@ def test_every_point_inspected_exactly_once_under_loss_and_recovery(
     # A report request for a point only ever went out while that agent owned it: never two agents at once.
     assert progress.points_done == len(done)
     assert not any(fleet.mission.instance(a).load for a in names)
+
+
+def test_snapshot_round_trip_continues_identically() -> None:
+    from fleet_core.mission import mission_from_dict, mission_to_dict
+
+    fleet = Fleet(agents=3, points=7)
+    fleet.mission.start()
+    fleet.pump()
+    for _ in range(5):
+        fleet.answer(sorted(fleet.inflight)[0])
+    fleet.mission.on_agent_lost('r1')
+    fleet.pump()
+    copy = mission_from_dict(SPEC, mission_to_dict(fleet.mission), clock=lambda: fleet.now)
+    assert copy.progress() == fleet.mission.progress()
+    assert mission_to_dict(copy) == mission_to_dict(fleet.mission)
+    for agent, request in sorted(fleet.inflight.items()):
+        if agent == 'r1':
+            continue
+        assert copy.on_outcome(agent, request.request_id, Outcome.SUCCEEDED)
+        assert fleet.answer(agent)
+        assert [r.request_id for r in copy.next_requests()] == [fleet.inflight[agent].request_id]
+    with pytest.raises(MissionError, match='malformed'):
+        mission_from_dict(SPEC, {'workflow': 'inspection'}, clock=lambda: 0.0)

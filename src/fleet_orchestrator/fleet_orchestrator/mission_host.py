@@ -23,12 +23,42 @@ from fleet_core.mission import (
     MissionState,
     MissionStateError,
     TaskEventRecord,
+    mission_from_dict,
+    mission_to_dict,
 )
-from fleet_core.model import Outcome
+from fleet_core.model import Outcome, Priority
 from fleet_core.workflow import Point, StepRequest, WorkflowSpec
 
 OUTCOME_MEMORY = 20_000
 """Outcomes a standby remembers from the outcome stream (it needs only those of steps still pending)."""
+
+
+def step_to_dict(step: StepRequest) -> dict[str, Any]:
+    return {
+        'request_id': step.request_id,
+        'agent_id': step.agent_id,
+        'kind': step.kind,
+        'args': step.args,
+        'priority': int(step.priority),
+        'ttl_sec': step.ttl_sec,
+        'issued_at': step.issued_at,
+        'state': step.state,
+        'point_id': step.point_id,
+    }
+
+
+def step_from_dict(data: Mapping[str, Any]) -> StepRequest:
+    return StepRequest(
+        request_id=str(data['request_id']),
+        agent_id=str(data['agent_id']),
+        kind=str(data['kind']),
+        args=dict(data['args']),
+        priority=Priority(int(data['priority'])),
+        ttl_sec=float(data['ttl_sec']),
+        issued_at=float(data['issued_at']),
+        state=str(data['state']),
+        point_id=str(data['point_id']),
+    )
 
 
 class MissionJournalError(ValueError):
@@ -181,7 +211,8 @@ class MissionHost:
             self._seen.popitem(last=False)
 
     def replay(self, text: str) -> None:
-        """Apply one journal entry of the leader. Raises MissionJournalError for a malformed entry or a gap."""
+        """Apply one journal entry of the leader. Raises MissionJournalError for a malformed entry or when a gap
+        is first detected; after a gap, entries are skipped until the next snapshot re-synchronises the copy."""
         if self.leading:
             return
         try:
@@ -191,20 +222,23 @@ class MissionHost:
             raise MissionJournalError(f'malformed mission journal entry: {exc!r}') from None
         if epoch < self._entry_epoch:
             return  # a fenced leader's late entry
-        if epoch > self._entry_epoch:
-            self._entry_epoch = epoch
-        elif number != self._entry_no + 1 and op != 'start':
-            self.desynced = f'journal gap: entry {number} after {self._entry_no}'
-            raise MissionJournalError(self.desynced)
-        self._entry_no = number
-        if op == 'start':
-            self.desynced = ''
+        resync = op in ('snapshot', 'start')
+        if not resync and (epoch > self._entry_epoch or number != self._entry_no + 1):
+            if self.desynced:
+                return
+            self.desynced = (
+                f'journal gap: entry {number} (epoch {epoch}) after {self._entry_no} (epoch {self._entry_epoch})'
+            )
+            raise MissionJournalError(f'{self.desynced}; waiting for the next snapshot')
+        self._entry_no, self._entry_epoch = number, epoch
         self._now = float(entry['t'])
         try:
             self._apply(entry)
         except (MissionError, MissionStateError, KeyError, TypeError, ValueError) as exc:
             self.desynced = f'cannot replay {op} entry {number}: {exc}'
             raise MissionJournalError(self.desynced) from None
+        if resync:
+            self.desynced = ''
 
     def promote(self, *, epoch: int, dispatcher_pending: Callable[[str], bool]) -> MissionOutput:
         """This process now leads with `epoch`: feed outcomes seen for waiting steps, re-submit lost ones."""
@@ -214,6 +248,9 @@ class MissionHost:
         out = MissionOutput()
         if self.mission is None or self.desynced:
             return out
+        # First entry of the new epoch: the state this leader resumes from, so every follower (including a
+        # former leader whose copy went further than ours) continues from the same state.
+        out.extend(self.checkpoint())
         for agent in self.mission.agents:
             request_id = self.mission.instance(agent).pending_request_id
             if request_id is None:
@@ -229,6 +266,14 @@ class MissionHost:
     def demote(self) -> None:
         self.leading = False
 
+    def checkpoint(self) -> MissionOutput:
+        """Journal the whole mission (followers that joined late or saw a gap re-synchronise from it)."""
+        if self.mission is None:
+            return MissionOutput()
+        steps = [step_to_dict(step) for step in self._steps.values()]
+        entry = {'op': 'snapshot', 'mission': mission_to_dict(self.mission), 'steps': steps}
+        return self._input(entry, apply=False)
+
     # ----- internals ---------------------------------------------------------------------------------------
 
     def _check_start(self, entry: Mapping[str, Any]) -> None:
@@ -237,11 +282,11 @@ class MissionHost:
         except KeyError as exc:
             raise MissionError(str(exc.args[0]) if exc.args else 'unknown workflow') from None
 
-    def _input(self, entry: dict[str, Any], *, only_if_changed: bool = False) -> MissionOutput:
+    def _input(self, entry: dict[str, Any], *, only_if_changed: bool = False, apply: bool = True) -> MissionOutput:
         if not self.leading:
             return MissionOutput()  # a standby changes its copy only from the leader's journal
         self._now = self._clock()
-        out = self._apply(entry)
+        out = self._apply(entry) if apply else MissionOutput()
         if only_if_changed and not (out.events or out.requests or out.cancellations):
             return out
         self._entry_no += 1
@@ -265,6 +310,10 @@ class MissionHost:
             )
             self._steps.clear()
             self.mission.start()
+        elif op == 'snapshot':
+            spec = self._workflows(str(entry['mission']['workflow']))
+            self.mission = mission_from_dict(spec, entry['mission'], clock=lambda: self._now)
+            self._steps = {s['request_id']: step_from_dict(s) for s in entry['steps']}
         elif self.mission is None:
             raise MissionError(f'journal entry {op!r} without a started mission')
         elif op == 'outcome':

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     from fleet_orchestrator.node import ShardOrchestrator
 
 
+CHECKPOINT_SEC = 5.0
+"""While a mission runs, the leader journals a full snapshot this often (late or gapped standbys re-sync)."""
+
+
 def mission_journal_topic(site: str, shard: str) -> str:
     return f'{topics.shard_prefix(site, shard)}/mission_journal'
 
@@ -82,6 +86,7 @@ class MissionServer:
         self._action: ActionServer | None = None
         self._cancel_srv: Service | None = None
         self._retired: list[ActionServer] = []
+        self._last_checkpoint = 0.0
         self._goal: tuple[ServerGoalHandle, Future] | None = None
         self._status_dirty = False
         self._log = node.get_logger()
@@ -147,6 +152,10 @@ class MissionServer:
         if self.host.leading:
             self.apply(self.host.sync_lost(lost))
             self.apply(self.host.tick())
+            now = self.node.clock()
+            if self.host.active and now - self._last_checkpoint >= CHECKPOINT_SEC:
+                self._last_checkpoint = now
+                self.apply(self.host.checkpoint())
 
     def hold(self, reason: str) -> None:
         self.apply(self.host.hold(reason))

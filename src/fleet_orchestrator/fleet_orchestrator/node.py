@@ -83,6 +83,7 @@ class ShardOrchestrator(LifecycleNode):
         self._eligible = False
         self._timers: list[Timer] = []
         self._trace_backlog: collections.deque[TraceEvent] = collections.deque(maxlen=50_000)
+        self._lapse_seen = False
         self._leader_services: list[Service] = []
         self._retired_services: list[Service] = []
 
@@ -156,6 +157,7 @@ class ShardOrchestrator(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._eligible = True
+        self.lease.restart_first_wait()
         self.get_logger().info('active: eligible to lead; leading once no live lease is held by another')
         return super().on_activate(state)
 
@@ -327,8 +329,12 @@ class ShardOrchestrator(LifecycleNode):
             self.destroy_service(self._retired_services.pop())
         if self.dispatcher is None:
             self.missions.tick([])
-            if self._eligible and self.lease.should_take_over(now):
+            # A lapse must still hold one tick later: lease messages queued behind a slow callback of ours are
+            # processed in between, so our own stall cannot pass for the leader's death.
+            lapsed = self._eligible and self.lease.should_take_over(now)
+            if lapsed and self._lapse_seen:
                 self._take_over()
+            self._lapse_seen = lapsed
         else:
             if self.lease.should_renew(now):
                 try:
