@@ -12,11 +12,12 @@ from pathlib import Path
 from rclpy.context import Context
 from rclpy.node import Node
 
+from fleet_agent.commit import GroupCommitter, immediately
 from fleet_agent.executors import CommandExecutor
 from fleet_agent.runtime import AgentRuntime, HeartbeatData
 from fleet_core import topics
 from fleet_core.config import IntakeSettings
-from fleet_core.dedup_store import DedupStore, StoreUnavailable
+from fleet_core.dedup_store import DedupDatabase, DedupStore, StoreUnavailable
 from fleet_core.intake import CommandIntake
 from fleet_core.kinds import KindRegistry
 from fleet_core.model import Ack, AckStatus
@@ -34,13 +35,26 @@ class AgentSpec:
     agent_id: str
 
 
+LinkFilter = Callable[[str], bool]
+"""Fault-injection hook: called with an agent id, False while that agent's link is cut (its commands, acks and
+heartbeats are dropped, as by a network outage). Production agents have none."""
+
+AgentClock = Callable[[str], Callable[[], float]]
+"""Fault-injection hook: the UTC clock of one agent (the simulator skews clocks with it)."""
+
+
+STORE_FILE = 'agents.sqlite'
+
+
 class _ShardSink:
-    def __init__(self, node: Node, site: str, shard: str) -> None:
+    def __init__(self, node: Node, site: str, shard: str, link: LinkFilter | None = None) -> None:
         self.acks = node.create_publisher(CommandAckMsg, topics.shard_ack(site, shard), qos.ACK)
         self.heartbeats = node.create_publisher(Heartbeat, topics.shard_heartbeat(site, shard), qos.HEARTBEAT)
+        self.link = link
 
     def publish_ack(self, ack: Ack) -> None:
-        self.acks.publish(ack_to_msg(ack))
+        if self.link is None or self.link(ack.agent_id):
+            self.acks.publish(ack_to_msg(ack))
 
 
 class AgentHostNode(Node):
@@ -59,26 +73,43 @@ class AgentHostNode(Node):
         node_name: str = 'agent_host',
         context: Context | None = None,
         clock: Callable[[], float] = time.time,
+        link: LinkFilter | None = None,
+        agent_clock: AgentClock | None = None,
     ) -> None:
         super().__init__(node_name, context=context)
         self.loop = loop
         self.clock = clock
+        self.link = link
+        self._agent_clock = agent_clock or (lambda _agent: clock)
         self.heartbeat_period_sec = heartbeat_period_sec
         self.runtimes: dict[str, AgentRuntime] = {}
         self._sinks: dict[tuple[str, str], _ShardSink] = {}
         kinds = KindRegistry(max_args_bytes=intake_settings.max_args_bytes)
         store_dir.mkdir(parents=True, exist_ok=True)
+        # One dedup database for every hosted agent, with group commit: the writes of one loop turn share one
+        # transaction (hundreds of simulated agents would otherwise pay one SQLite commit each, in one thread).
+        self.database: DedupDatabase | None = None
+        self._store_error = ''
+        try:
+            self.database = DedupDatabase(store_dir / STORE_FILE, group_commit=True)
+        except StoreUnavailable as exc:
+            self._store_error = str(exc)
+            self.get_logger().error(f'SAFE MODE for every hosted agent, refusing all commands: {exc}')
+        self.committer = GroupCommitter(self.database, loop) if self.database is not None else None
         for spec in specs:
             key = (spec.site_id, spec.shard_id)
             if key not in self._sinks:
-                self._sinks[key] = _ShardSink(self, *key)
+                self._sinks[key] = _ShardSink(self, *key, link=link)
                 self._subscribe_shard(*key)
+            executor = executor_factory(spec)
             self.runtimes[spec.agent_id] = AgentRuntime(
                 site_id=spec.site_id,
                 intake=self._intake(spec, store_dir, kinds, intake_settings),
-                executor=executor_factory(spec),
+                executor=executor,
                 sink=self._sinks[key],
-                clock=clock,
+                clock=self._agent_clock(spec.agent_id),
+                battery=getattr(executor, 'battery_pct', None),
+                after_commit=self.committer.after_commit if self.committer is not None else immediately,
             )
             self.create_subscription(
                 CommandMsg,
@@ -90,19 +121,20 @@ class AgentHostNode(Node):
 
     def _intake(self, spec: AgentSpec, store_dir: Path, kinds: KindRegistry, settings: IntakeSettings) -> CommandIntake:
         store: DedupStore | None = None
-        reason = ''
-        try:
-            store = DedupStore(store_dir / f'{spec.agent_id}.sqlite', window=settings.dedup_window)
-        except StoreUnavailable as exc:
-            reason = str(exc)
-            self.get_logger().error(f'agent {spec.agent_id}: SAFE MODE, refusing all commands: {reason}')
+        reason = self._store_error
+        if self.database is not None:
+            try:
+                store = DedupStore(self.database, spec.agent_id, window=settings.dedup_window)
+            except StoreUnavailable as exc:
+                reason = str(exc)
+                self.get_logger().error(f'agent {spec.agent_id}: SAFE MODE, refusing all commands: {reason}')
         return CommandIntake(
             agent_id=spec.agent_id,
             shard_id=spec.shard_id,
             store=store,
             kinds=kinds,
             settings=settings,
-            clock=self.clock,
+            clock=self._agent_clock(spec.agent_id),
             safe_mode_reason=reason,
         )
 
@@ -127,6 +159,8 @@ class AgentHostNode(Node):
         self.create_subscription(ShardStatus, topics.shard_status(site, shard), on_status, qos.LATCHED)
 
     def _on_command(self, agent_id: str, msg: CommandMsg) -> None:
+        if self.link is not None and not self.link(agent_id):
+            return
         runtime = self.runtimes[agent_id]
         try:
             command = command_from_msg(msg)
@@ -152,13 +186,17 @@ class AgentHostNode(Node):
     async def run_heartbeats(self) -> None:
         while True:
             for runtime in self.runtimes.values():
+                if self.link is not None and not self.link(runtime.agent_id):
+                    continue
                 self._sinks[(runtime.site_id, runtime.shard_id)].heartbeats.publish(heartbeat_msg(runtime.heartbeat()))
             await asyncio.sleep(self.heartbeat_period_sec)
 
     async def close_runtimes(self) -> None:
         await asyncio.gather(*(r.close() for r in self.runtimes.values()))
-        for runtime in self.runtimes.values():
-            runtime.intake.close()
+        await asyncio.sleep(0)  # let the last group commit run and its acks go out
+        if self.database is not None:
+            self.database.commit()
+            self.database.close()
 
 
 def heartbeat_msg(data: HeartbeatData) -> Heartbeat:
