@@ -179,7 +179,8 @@ def main() -> int:
         return 0
 
     tmp = Path(tempfile.mkdtemp(prefix='fleet-fanout-'))
-    config = write_fleet_config(tmp, SITE, {SHARD: args.agents})
+    # A 3 s lease: this benchmark measures fan-out, not leadership churn when other load starves the leader.
+    config = write_fleet_config(tmp, SITE, {SHARD: args.agents}, leadership={'lease_sec': 3.0})
     children: list[Child] = []
     operator = None
     try:

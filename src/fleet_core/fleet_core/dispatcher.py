@@ -124,6 +124,7 @@ class CommandDispatcher:
         self._new_id = id_factory or (lambda: str(uuid.uuid4()))
         base = seq_base or {}
         self._lanes = {a: _Lane(next_seq=max(1, base.get(a, 0) + 1)) for a in agents}
+        self._busy: set[str] = set()  # agents with queued or in-flight commands: all tick() has to look at
         self._order = itertools.count()
         self._outbox = Outbox()
         self.degradation_level = 0
@@ -212,6 +213,7 @@ class CommandDispatcher:
 
     def _enqueue(self, command: Command, now: float, adopted: bool = False) -> None:
         lane = self._lanes[command.agent_id]
+        self._busy.add(command.agent_id)
         self._counts['submitted'] += 1
         self._hop('SUBMIT', command, 'ADOPTED' if adopted else 'QUEUED', now)
         if command.priority == Priority.LOW and (
@@ -254,7 +256,11 @@ class CommandDispatcher:
         """Retries and expirations that are due now. Call it periodically (e.g. every 50 ms)."""
         now = self.clock()
         grace = self.settings.deadline_grace_sec
-        for lane in self._lanes.values():
+        for agent in list(self._busy):
+            lane = self._lanes[agent]
+            if not lane.in_flight and not lane.queue:
+                self._busy.discard(agent)
+                continue
             for command_id, flight in list(lane.in_flight.items()):
                 command = flight.command
                 if now > command.deadline + grace:
