@@ -79,12 +79,7 @@ class StatusBoard:
             'agents_online': msg.agents_online,
             'agents_lost': msg.agents_lost,
             'lost_agent_ids': list(msg.lost_agent_ids),
-            'queue_depth': {
-                'SAFETY': msg.queue_depth[3],
-                'HIGH': msg.queue_depth[2],
-                'NORMAL': msg.queue_depth[1],
-                'LOW': msg.queue_depth[0],
-            },
+            'queue_depth': dict(zip(('LOW', 'NORMAL', 'HIGH', 'SAFETY'), map(int, msg.queue_depth), strict=True)),
             'in_flight': msg.in_flight,
             'submitted': msg.submitted,
             'succeeded': msg.succeeded,
