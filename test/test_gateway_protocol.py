@@ -324,3 +324,18 @@ def test_deliver_batch_matches_per_message_delivery():
     published = [[m for m in sent(s) if m['op'] == 'publish'] for s in (one, many)]
     assert published[0] == published[1] and len(published[0]) == 5
     assert one.stats()['dropped'] == many.stats()['dropped'] == 7
+
+
+def test_cbor_subscription_gets_binary_frames_encoded_once():
+    import cbor2
+
+    a, b = session(), session()
+    for s in (a, b):
+        send(s, op='subscribe', id='c', topic='/t', type='std_msgs/String', compression='cbor')
+    published = PublishedMessage('/t', {'data': 'x'}, critical=False)
+    a.deliver(published, 0.0)
+    b.deliver(published, 0.0)
+    (fa,) = a.outbox.pop_batch(10**6)
+    (fb,) = b.outbox.pop_batch(10**6)
+    assert fa is fb and isinstance(fa.data, bytes)
+    assert cbor2.loads(fa.data) == {'op': 'publish', 'topic': '/t', 'msg': {'data': 'x'}}

@@ -114,6 +114,7 @@ class GatewayServer:
         self._admission = TokenBucket(config.admission.rate, config.admission.burst)
         self._ids = itertools.count(1)
         self._server: Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal | None] = weakref.WeakKeyDictionary()
         self.counters = {
             'sessions_admitted': 0,
@@ -268,7 +269,7 @@ class GatewayServer:
                 elif isinstance(event, ev.UnadvertiseTopic):
                     ros.unadvertise(event.topic)
                 elif isinstance(event, ev.CallService):
-                    asyncio.get_running_loop().create_task(self._call(conn, event))
+                    self._spawn(self._call(conn, event))
                 elif isinstance(event, ev.CloseConnection):
                     session.request_close(event.code, event.reason)
             except EndpointConflict as exc:
@@ -333,7 +334,12 @@ class GatewayServer:
             if conn.session.close_request is not None and not conn.closing:
                 conn.closing = True
                 request = conn.session.close_request
-                asyncio.get_running_loop().create_task(conn.ws.close(request.code, request.reason))
+                self._spawn(conn.ws.close(request.code, request.reason))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._tasks.discard)
 
     def stats(self) -> dict[str, Any]:
         """Counters for the metrics exporter: gateway-wide totals plus live per-client figures."""
