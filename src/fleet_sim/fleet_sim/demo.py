@@ -1,0 +1,371 @@
+"""`make demo`: 2 sites x 2 shards of simulated robots with active + standby orchestrators, gateway and Foxglove
+server; runs the inspection mission, cuts one robot host's link and SIGKILLs one shard leader midway, then prints a
+summary table and one JSON line, and exits 0 only when the guarantees held (measured, not assumed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import rclpy
+from rclpy.context import Context
+from rclpy.experimental import EventsExecutor
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from fleet_core.config import ConfigError, FleetConfig
+from fleet_ros import qos
+from fleet_sim.bringup import sim_host_groups
+from fleet_sim.execlog import audit
+from fleet_sim.faults import FAULT_TOPIC, Fault
+from fleet_sim.layout import home_of, inspection_points
+from fleet_sim.lifecycle import LifecycleClient
+from fleet_sim.observer import FleetObserver
+from fleet_sim.plan import RobotPlan, inspection_steps
+from fleet_sim.stack import DemoStack, ros_env, write_scaled_config
+from fleet_sim.step_driver import StepDriver
+from fleet_sim.summary import build_summary, invariant_failures, render_table, tally_outcomes
+
+SPIN_SLICE_SEC = 0.02
+TICK_SEC = 0.05
+PROGRESS_PERIOD_SEC = 2.0
+EXIT_OK, EXIT_VIOLATED, EXIT_USAGE = 0, 1, 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='fleet_sim.demo', description=__doc__)
+    parser.add_argument('--robots', type=int, default=200, help='total robots (rescales config/fleet.yaml shards)')
+    parser.add_argument('--config-dir', type=Path, default=Path('config'), help='fleet.yaml, params.yaml, sim.yaml')
+    parser.add_argument('--points', type=int, default=2, help='inspection points per robot')
+    parser.add_argument('--robots-per-host', type=int, default=125, help='simulated robots per host process')
+    parser.add_argument('--run-dir', type=Path, default=None, help='logs, stores, recording (default: a new /tmp dir)')
+    parser.add_argument('--cut-sec', type=float, default=4.0, help='length of the robot host link cut')
+    parser.add_argument('--no-faults', action='store_true', help='skip the link cut and the leader kill')
+    parser.add_argument('--no-record', action='store_true', help='do not write an MCAP recording')
+    parser.add_argument('--timeout', type=float, default=105.0, help='give up (exit 1) after this many seconds')
+    parser.add_argument('--ttl', type=float, default=30.0, help='deadline of each mission step (s)')
+    return parser.parse_args(argv)
+
+
+@dataclass(slots=True)
+class FaultPlan:
+    """The midway faults: cut `host` when `cut_at` of the points are done, kill a leader at `kill_at`."""
+
+    host: str
+    kill_shard: tuple[str, str]
+    cut_at: float = 0.25
+    kill_at: float = 0.45
+    cut_sent: float | None = None
+    killed_at: float | None = None
+    killed_epoch: int = 0
+    killed_leader: str = ''
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace, fleet: FleetConfig, stack: DemoStack, context: Context) -> None:
+        self.args = args
+        self.fleet = fleet
+        self.stack = stack
+        self.context = context
+        self.node = Node('fleet_demo', context=context)
+        self.executor = EventsExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.observer = FleetObserver(self.node, fleet)
+        self.fault_pub = self.node.create_publisher(String, FAULT_TOPIC, qos.EVENTS)
+        self.started = time.monotonic()
+        mission_id = str(uuid.uuid4())
+        self.plans = {
+            agent: RobotPlan(
+                agent, inspection_steps(inspection_points(fleet, agent, args.points), home_of(fleet, agent), mission_id)
+            )
+            for shard in fleet.shards
+            for agent in shard.agents
+        }
+        self.driver = StepDriver(self.node, fleet, self.observer, self.plans, ttl_sec=args.ttl)
+        groups = sim_host_groups(fleet, stack.options)
+        cut_host = groups[min(1, len(groups) - 1)][0] if groups else ''
+        kill_shard = (
+            (fleet.shards[-2].site_id, fleet.shards[-2].shard_id)
+            if len(fleet.shards) > 1
+            else (fleet.shards[0].site_id, fleet.shards[0].shard_id)
+        )
+        self.faults = None if args.no_faults else FaultPlan(cut_host, kill_shard)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def spin_until(self, condition: object, timeout: float, what: str, tick: object = None) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():  # type: ignore[operator]
+                return True
+            # Drain every event that arrives within one tick, then run the periodic work once.
+            slice_end = time.monotonic() + TICK_SEC
+            while (now := time.monotonic()) < slice_end:
+                self.executor.spin_once(timeout_sec=slice_end - now)
+            if tick is not None:
+                tick()  # type: ignore[operator]
+            dead = [
+                c
+                for c in self.stack.supervisor.exited()
+                if c.spec.role in ('sim', 'active', 'standby') and c is not self._killed_child
+            ]
+            if dead:
+                say(f'!! {dead[0].spec.label} exited with {dead[0].popen.returncode}; its log:\n{dead[0].tail()}')
+                return False
+        say(f'!! timed out after {timeout:.0f}s waiting for {what}')
+        return False
+
+    _killed_child = None
+
+    # -- phases ------------------------------------------------------------------------------------------
+
+    def bring_up(self, config_dir: Path) -> bool:
+        """Start in dependency order so that no start-up burst starves a leader's lease renewals: robots, then
+        the leading orchestrators, then gateway/Foxglove/recorder, then the standbys, configured and activated
+        through their lifecycle services once they can see the leader's lease."""
+        robots = self.fleet.agent_count
+        self.stack.start_hosts()
+        if not self.spin_until(lambda: self.observer.online() >= robots, 60, f'heartbeats from all {robots} robots'):
+            return False
+        say(f'[{self.elapsed():5.1f}s] {robots} robots online on {len(self.stack.hosts)} host processes')
+        self.stack.start_orchestrators('active')
+        if not self.spin_until(self.observer.leaders_ready, 40, 'a leader lease on every shard'):
+            return False
+        self.stack.start_servers(config_dir)
+        if not self.args.no_record:
+            self.stack.start_recorder(self.stack.run_dir / 'demo.mcap')
+        self.stack.start_orchestrators('standby')
+        return self._activate_standbys()
+
+    def _activate_standbys(self) -> bool:
+        standbys = [c for c in self.stack.orchestrators if c.spec.role == 'standby']
+        clients = [LifecycleClient(self.node, f'{c.spec.namespace}/{c.spec.node_name}') for c in standbys]
+        if not self.spin_until(lambda: all(c.ready() for c in clients), 40, 'standby lifecycle services'):
+            return False
+        configured = [c.configure() for c in clients]
+        if not self.spin_until(lambda: all(f.done() for f in configured), 20, 'standbys to configure'):
+            return False
+
+        def following_leases() -> bool:
+            # A standby that cannot see the live lease yet would claim the shard: activate only once it follows it.
+            for child in standbys:
+                topic = f'/fleet/{child.spec.parameters["site_id"]}/{child.spec.parameters["shard_id"]}/leader'
+                readers = self.node.get_subscriptions_info_by_topic(topic)
+                if not any(
+                    r.node_name == child.spec.node_name and r.node_namespace == child.spec.namespace for r in readers
+                ):
+                    return False
+            return True
+
+        if not self.spin_until(following_leases, 20, 'standbys to follow the leader leases'):
+            return False
+        settle = time.monotonic() + 2 * self.fleet.leadership.lease_sec  # a few lease renewals reach them
+        self.spin_until(lambda: time.monotonic() >= settle, 10, 'standby settle')
+        activated = [c.activate() for c in clients]
+        if not self.spin_until(lambda: all(f.done() for f in activated), 20, 'standbys to activate'):
+            return False
+        say(f'[{self.elapsed():5.1f}s] {len(standbys)} hot standbys active')
+        return True
+
+    def run_mission(self) -> bool:
+        say(
+            f'[{self.elapsed():5.1f}s] mission: {self.fleet.agent_count} robots x {self.args.points} points, '
+            f'submitted step by step through /fleet/<site>/<shard>/submit'
+        )
+        next_progress = time.monotonic()
+
+        def tick() -> None:
+            nonlocal next_progress
+            self.driver.tick()
+            self._faults_tick()
+            if time.monotonic() >= next_progress:
+                next_progress += PROGRESS_PERIOD_SEC
+                self._progress()
+
+        def done() -> bool:
+            return self.driver.finished and not self.observer.unresolved()
+
+        remaining = self.args.timeout - (time.monotonic() - self.started)
+        ok = self.spin_until(done, max(5.0, remaining), 'the mission to finish', tick)
+        settle = time.monotonic() + 0.5  # late duplicate outcomes, if any, would arrive now
+        while time.monotonic() < settle:
+            self.executor.spin_once(timeout_sec=SPIN_SLICE_SEC)
+        self._progress()
+        return ok
+
+    def _progress(self) -> None:
+        done, total = self.driver.points()
+        outcomes = sum(1 for c in self.observer.journal if c in self.observer.outcomes)
+        leaders = ' '.join(
+            f'{site}/{shard}:e{v.leader.epoch}' if v.leader else f'{site}/{shard}:-'
+            for (site, shard), v in self.observer.shards.items()
+        )
+        say(
+            f'[{self.elapsed():5.1f}s] points {done}/{total}  robots docked {self.driver.robots_done()}/'
+            f'{len(self.plans)}  commands {outcomes}/{len(self.observer.journal)} done  online '
+            f'{self.observer.online()}/{self.fleet.agent_count}  leaders {leaders}'
+        )
+
+    def _faults_tick(self) -> None:
+        plan = self.faults
+        if plan is None:
+            return
+        done, total = self.driver.points()
+        share = done / total if total else 1.0
+        if plan.cut_sent is None and share >= plan.cut_at and plan.host:
+            fault = Fault('cut', host=plan.host, duration_sec=self.args.cut_sec)
+            self.fault_pub.publish(String(data=fault.to_json()))
+            plan.cut_sent = time.time()
+            say(f'[{self.elapsed():5.1f}s] FAULT: cut the link of robot host {plan.host} for {self.args.cut_sec:.0f}s')
+        if plan.killed_at is None and share >= plan.kill_at:
+            lease = self.observer.shards[plan.kill_shard].leader
+            child = self.stack.orchestrator_of(lease.leader_id) if lease else None
+            if lease is None or child is None:
+                return
+            self._killed_child = child
+            plan.killed_epoch, plan.killed_leader = lease.epoch, lease.leader_id
+            plan.killed_at = time.time()
+            self.stack.supervisor.kill(child)
+            say(
+                f'[{self.elapsed():5.1f}s] FAULT: SIGKILL shard leader {lease.leader_id} '
+                f'({"/".join(plan.kill_shard)}, epoch {lease.epoch}, pid {child.pid})'
+            )
+
+    # -- verdict -----------------------------------------------------------------------------------------
+
+    def summary(self, mission_ok: bool, mission_s: float) -> dict[str, object]:
+        outcomes = {
+            c: [(o.outcome, o.attempts, o.latency_ms) for o in recs] for c, recs in self.observer.outcomes.items()
+        }
+        tally = tally_outcomes(self.observer.journal, outcomes)
+        execution = audit(self.stack.exec_logs(), tolerance_sec=self.fleet.intake.clock_skew_tolerance_sec)
+        plan = self.faults
+        takeover = None
+        if plan is not None and plan.killed_at is not None:
+            takeover = self.observer.takeover_after(plan.kill_shard, plan.killed_at, plan.killed_epoch)
+        done, total = self.driver.points()
+        return build_summary(
+            robots=self.fleet.agent_count,
+            tally=tally,
+            ack_ms=self.observer.first_ack_ms.values(),
+            execution=execution,
+            duplicates_suppressed=self.observer.agent_duplicates_suppressed(),
+            takeover_s=takeover,
+            extra={
+                'dispatcher_duplicate_acks': self.observer.dispatcher_duplicates(),
+                'points_done': done,
+                'points_total': total,
+                'points_skipped': sum(len(p.points_skipped) for p in self.plans.values()),
+                'robots_done': self.driver.robots_done(),
+                'robots_failed': self.driver.robots_failed(),
+                'mission_complete': mission_ok and self.driver.finished and self.driver.robots_failed() == 0,
+                'mission_s': round(mission_s, 1),
+                'submit_refusals': self.driver.refusals,
+                'submit_timeouts': self.driver.timeouts,
+                'step_resubmissions': self.driver.abandoned,
+                'orphan_commands': self.driver.orphan_commands,
+                'link_cut_host': plan.host if plan and plan.cut_sent else None,
+                'leader_killed': plan.killed_leader if plan and plan.killed_at else None,
+                'hosts': len(self.stack.hosts),
+                'processes': len(self.stack.supervisor.children),
+            },
+        )
+
+    def close(self) -> None:
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
+        self.executor.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.robots < 4:
+        print('fleet_sim.demo: error: --robots must be >= 4 (one per shard)', file=sys.stderr)
+        return EXIT_USAGE
+    run_dir = args.run_dir or Path(f'/tmp/fleetlanes-demo-{time.strftime("%Y%m%d-%H%M%S")}-{os.getpid()}')
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_dir = args.config_dir.resolve()
+    try:
+        fleet = write_scaled_config(config_dir / 'fleet.yaml', args.robots, run_dir / 'fleet.yaml')
+    except ConfigError as exc:
+        print(f'fleet_sim.demo: error: {exc}', file=sys.stderr)
+        return EXIT_USAGE
+    env = ros_env(os.environ)
+    os.environ.update({k: env[k] for k in ('ROS_AUTOMATIC_DISCOVERY_RANGE', 'ROS_DOMAIN_ID')})
+    os.environ.pop('ROS_STATIC_PEERS', None)
+    say(
+        f'fleetlanes demo: {fleet.agent_count} robots in {len(fleet.shards)} shards of {len(fleet.sites)} sites; '
+        f'ROS_DOMAIN_ID={env["ROS_DOMAIN_ID"]} (discovery LOCALHOST); run dir {run_dir}'
+    )
+    stack = DemoStack.create(fleet, run_dir / 'fleet.yaml', config_dir, run_dir, env, args.robots_per_host)
+    context = Context()
+    rclpy.init(context=context)
+    demo: Demo | None = None
+    started = time.monotonic()
+    try:
+        demo = Demo(args, fleet, stack, context)
+        if not demo.bring_up(config_dir):
+            return EXIT_VIOLATED
+        for what in stack.missing:
+            say(f'note: not started: {what}')
+        say(
+            f'[{demo.elapsed():5.1f}s] ready: {len(stack.orchestrators)} orchestrators, {len(stack.hosts)} robot '
+            f'hosts, gateway ws://127.0.0.1:{stack.gateway_port() or "?"}'
+        )
+        url = stack.foxglove_url()
+        if url:
+            say(
+                f'watch live: Foxglove -> Open connection -> Foxglove WebSocket -> {url}; 3D panel, display frame '
+                f'{fleet.sites[0]}_map, topics /{fleet.sites[0]}/*/odom'
+            )
+        mission_start = time.monotonic()
+        ok = demo.run_mission()
+        mission_s = time.monotonic() - mission_start
+        resources = stack.resource_figures(time.monotonic() - started)
+        summary = demo.summary(ok, mission_s)
+        summary['wall_s'] = round(time.monotonic() - started, 1)
+        summary['resources'] = resources
+        stack.stop_recorder()
+        recording = run_dir / 'demo.mcap'
+        summary['recording'] = str(recording) if stack.recorder is not None and recording.exists() else None
+        summary['not_started'] = stack.missing
+        failures = invariant_failures(summary)
+        summary['invariants_hold'] = not failures
+        say(render_table(summary))
+        for role, figures in resources.items():
+            say(f'  {role:<10} {figures}')
+        if summary['recording']:
+            say(f'recording: {recording} (Foxglove -> Open local file)')
+        for reason in failures:
+            say(f'VIOLATED: {reason}')
+        for (outcome, detail), count in demo.observer.unsuccessful_details().most_common(6):
+            say(f'  {count:>4} x {outcome}: {detail}')
+        for command_id in demo.observer.unresolved()[:10]:
+            entry = demo.observer.journal[command_id]
+            say(f'  no outcome: {command_id} {entry.kind} for {entry.agent_id} ({"/".join(entry.shard)})')
+        say(json.dumps(summary, separators=(',', ':')))
+        return EXIT_OK if not failures else EXIT_VIOLATED
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if demo is not None:
+            demo.close()
+        if context.ok():
+            rclpy.shutdown(context=context)
+        stack.stop()
+        say(f'stopped {len(stack.supervisor.children)} processes; logs in {run_dir / "logs"}')
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""`fleet_sim_host`: one process hosting many simulated robots on the real agent intake (AgentHostNode), with
+odometry and fault injection. Parameters come from config/sim.yaml (`/**/sim_host: ros__parameters:`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+
+import rclpy
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from fleet_agent.main import default_state_dir
+from fleet_agent.node import AgentHostNode, AgentSpec
+from fleet_core.config import ConfigError, FleetConfig, load_fleet_config
+from fleet_ros import qos
+from fleet_ros.asyncio_node import run_nodes
+from fleet_ros.params import declare
+from fleet_sim.execlog import ExecutionLog
+from fleet_sim.executor import SimExecutor, agent_rng
+from fleet_sim.faults import FAULT_TOPIC, FaultError, FaultState, parse_fault
+from fleet_sim.layout import home_of
+from fleet_sim.odometry import OdometryPublisher
+from fleet_sim.robot import SimRobot
+from fleet_sim.settings import SimConfigError, SimSettings, parse_sim_settings
+
+NODE_NAME = 'sim_host'
+
+
+def host_agents(fleet: FleetConfig, site: str, shard: str, agent_ids: Sequence[str]) -> list[AgentSpec]:
+    """Explicit `agent_ids` (from any shards of the fleet), else every agent of site/shard (or of the site)."""
+    if agent_ids:
+        specs = []
+        for agent in agent_ids:
+            owner = fleet.shard_of_agent(agent)
+            specs.append(AgentSpec(owner.site_id, owner.shard_id, agent))
+        return specs
+    if not site:
+        return [AgentSpec(s.site_id, s.shard_id, a) for s in fleet.shards for a in s.agents]
+    shards = [fleet.shard(site, shard)] if shard else list(fleet.shards_of(site))
+    return [AgentSpec(s.site_id, s.shard_id, a) for s in shards for a in s.agents]
+
+
+class SimHost:
+    """Wires robots, executors, faults and odometry around one AgentHostNode."""
+
+    def __init__(
+        self,
+        fleet: FleetConfig,
+        specs: list[AgentSpec],
+        settings: SimSettings,
+        *,
+        host_name: str,
+        store_dir: Path,
+        exec_log: Path,
+        loop: asyncio.AbstractEventLoop,
+        context: rclpy.context.Context | None = None,
+        node_name: str = NODE_NAME,
+    ) -> None:
+        self.host_name = host_name
+        self.faults = FaultState(host_name, [s.agent_id for s in specs])
+        self.log = ExecutionLog(exec_log, host_name)
+        self.robots = {
+            s.agent_id: SimRobot(
+                s.agent_id,
+                home_of(fleet, s.agent_id),
+                battery_pct=settings.battery_initial_pct,
+                drain_per_m=settings.battery_drain_per_m,
+                drain_per_sec=settings.battery_drain_per_sec,
+                charge_per_sec=settings.battery_charge_per_sec,
+            )
+            for s in specs
+        }
+
+        def executor(spec: AgentSpec) -> SimExecutor:
+            return SimExecutor(
+                self.robots[spec.agent_id],
+                settings,
+                rng=agent_rng(settings.seed, spec.agent_id),
+                log=self.log,
+                faults=self.faults,
+                agent_clock=self.faults.agent_clock(spec.agent_id),
+            )
+
+        self.node = AgentHostNode(
+            specs,
+            loop=loop,
+            store_dir=store_dir,
+            executor_factory=executor,
+            intake_settings=fleet.intake,
+            heartbeat_period_sec=fleet.health.heartbeat_period_sec,
+            node_name=node_name,
+            context=context,
+            link=self.faults.allow,
+            agent_clock=self.faults.agent_clock,
+        )
+        self.odometry = OdometryPublisher(self.node, self.robots, self.node.runtimes, rate_hz=settings.odom_rate_hz)
+        self.node.create_subscription(
+            String, FAULT_TOPIC, lambda msg: loop.call_soon_threadsafe(self._on_fault, msg.data), qos.EVENTS
+        )
+
+    def _on_fault(self, text: str) -> None:
+        try:
+            fault = parse_fault(text)
+        except FaultError as exc:
+            self.node.get_logger().warning(f'host {self.host_name}: ignoring fault request: {exc}')
+            return
+        targets = self.faults.apply(fault)
+        if targets:
+            self.node.get_logger().warning(
+                f'host {self.host_name}: fault {fault.op} on {len(targets)} agent(s) '
+                f'({", ".join(targets[:5])}{", ..." if len(targets) > 5 else ""}) '
+                f'duration={fault.duration_sec}s factor={fault.factor} offset={fault.offset_sec}s'
+            )
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.node.run_heartbeats())
+                group.create_task(self.odometry.run())
+        except* RCLError:
+            # SIGINT shuts the context down under a publisher mid-loop: that is the normal way out.
+            if self.node.context.ok():
+                raise
+
+    async def close(self) -> None:
+        await self.node.close_runtimes()
+        executions = sum(r.executions for r in self.node.runtimes.values())
+        self.node.get_logger().info(
+            f'host {self.host_name}: {executions} execution(s), {self.odometry.published} odometry message(s), '
+            f'{self.faults.dropped} message(s) dropped by link cuts'
+        )
+        self.log.close()
+
+
+def _declare_settings(params: Node) -> SimSettings:
+    defaults = SimSettings()
+    raw = {
+        f.name: declare(params, f.name, getattr(defaults, f.name), defaults.describe(f.name)) for f in fields(defaults)
+    }
+    return parse_sim_settings(raw, f'node {params.get_name()} parameters')
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    rclpy.init(args=argv)
+    try:
+        context = rclpy.get_default_context()
+        params = Node(NODE_NAME, context=context)
+        site = declare(params, 'site_id', '', 'site of the hosted robots (empty with fleet_config: every site)')
+        shard = declare(params, 'shard_id', '', 'shard of the hosted robots (empty: every shard of site_id)')
+        agent_ids = declare(params, 'agent_ids', [], 'robots to host, from any shard; empty: by site_id/shard_id')
+        config_path = declare(params, 'fleet_config', '', 'fleet layout YAML (config/fleet.yaml)')
+        store_dir = declare(params, 'store_dir', str(default_state_dir()), 'directory of the per-robot dedup stores')
+        host_name = declare(params, 'host_name', 'sim_host', 'name of this host in fault requests and logs')
+        exec_log = declare(params, 'exec_log', '', 'execution log (JSONL); empty: <store_dir>/exec-<host_name>.jsonl')
+        try:
+            settings = _declare_settings(params)
+            if not config_path:
+                raise ConfigError('fleet_config is required (the layout places the robots)')
+            fleet = load_fleet_config(config_path)
+            specs = host_agents(fleet, site, shard, agent_ids)
+        except (ConfigError, SimConfigError) as exc:
+            print(f'fleet_sim_host: error: {exc}', file=sys.stderr)
+            return 2
+        finally:
+            params.destroy_node()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        host = SimHost(
+            fleet,
+            specs,
+            settings,
+            host_name=host_name,
+            store_dir=Path(store_dir),
+            exec_log=Path(exec_log) if exec_log else Path(store_dir) / f'exec-{host_name}.jsonl',
+            loop=loop,
+            context=context,
+        )
+        run_nodes(context, [host.node], host.run, cleanup=host.close, loop=loop)
+    finally:
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The demo's verdict: counts from the shard streams and the execution logs, the invariants, a table and a JSON line."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from fleet_core.model import Outcome
+from fleet_sim.execlog import ExecutionAudit
+
+
+def percentile(values: Iterable[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = max(0, min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeTally:
+    commands: int
+    by_outcome: dict[str, int]
+    retries: int
+    missing: tuple[str, ...]
+    duplicated: tuple[str, ...]
+    latency_ms: tuple[float, ...]
+
+
+def tally_outcomes(journal: Iterable[str], outcomes: Mapping[str, list[tuple[int, int, float]]]) -> OutcomeTally:
+    """`outcomes[command_id]` lists (outcome, attempts, latency_ms) as received. Every journaled command must have
+    exactly one: `missing` have none, `duplicated` more than one."""
+    ids = list(dict.fromkeys(journal))
+    counts: Counter[str] = Counter()
+    retries = 0
+    latencies = []
+    for command_id in ids:
+        received = outcomes.get(command_id, [])
+        if not received:
+            continue
+        outcome, attempts, latency = received[0]
+        counts[Outcome(outcome).name.lower()] += 1
+        retries += max(0, attempts - 1)
+        latencies.append(latency)
+    return OutcomeTally(
+        commands=len(ids),
+        by_outcome={o.name.lower(): counts.get(o.name.lower(), 0) for o in Outcome},
+        retries=retries,
+        missing=tuple(c for c in ids if not outcomes.get(c)),
+        duplicated=tuple(c for c in ids if len(outcomes.get(c, [])) > 1),
+        latency_ms=tuple(latencies),
+    )
+
+
+def invariant_failures(summary: Mapping[str, object]) -> list[str]:
+    """Human-readable reasons the run violates a guarantee (empty when it holds)."""
+    reasons = []
+    if summary['duplicates_executed']:
+        reasons.append(f'{summary["duplicates_executed"]} command(s) executed more than once (G1)')
+    if summary['stale_executions']:
+        reasons.append(f'{summary["stale_executions"]} execution(s) started after their deadline (G2)')
+    if summary['missing_outcomes']:
+        reasons.append(f'{summary["missing_outcomes"]} command(s) without a terminal outcome (G3)')
+    if summary['duplicate_outcomes']:
+        reasons.append(f'{summary["duplicate_outcomes"]} command(s) with more than one outcome (G3)')
+    if not summary['mission_complete']:
+        reasons.append(f'mission incomplete: {summary["robots_done"]}/{summary["robots"]} robots finished their plan')
+    if summary.get('takeover_s') is None and summary.get('leader_killed'):
+        reasons.append('no standby took over the killed leader (G7)')
+    return reasons
+
+
+def build_summary(
+    *,
+    robots: int,
+    tally: OutcomeTally,
+    ack_ms: Iterable[float],
+    execution: ExecutionAudit,
+    duplicates_suppressed: int,
+    takeover_s: float | None,
+    extra: Mapping[str, object],
+) -> dict[str, object]:
+    acks = list(ack_ms)
+    summary: dict[str, object] = {
+        'robots': robots,
+        'commands': tally.commands,
+        'succeeded': tally.by_outcome['succeeded'],
+        'failed': tally.by_outcome['failed'],
+        'expired': tally.by_outcome['expired'],
+        'rejected': tally.by_outcome['rejected'],
+        'cancelled': tally.by_outcome['cancelled'],
+        'retries': tally.retries,
+        'duplicates_suppressed': duplicates_suppressed,
+        'duplicates_executed': execution.duplicates_executed,
+        'stale_executions': execution.stale_executions,
+        'executions': execution.executions,
+        'missing_outcomes': len(tally.missing),
+        'duplicate_outcomes': len(tally.duplicated),
+        'ack_p50_ms': round(percentile(acks, 50), 1),
+        'ack_p99_ms': round(percentile(acks, 99), 1),
+        'outcome_p50_ms': round(percentile(tally.latency_ms, 50), 1),
+        'outcome_p99_ms': round(percentile(tally.latency_ms, 99), 1),
+        'takeover_s': None if takeover_s is None else round(takeover_s, 2),
+    }
+    summary.update(extra)
+    return summary
+
+
+def render_table(summary: Mapping[str, object]) -> str:
+    width = max(len(k) for k in summary)
+    lines = ['-' * (width + 24)]
+    for key, value in summary.items():
+        if isinstance(value, dict | list):
+            continue
+        lines.append(f'{key:<{width}}  {value}')
+    lines.append('-' * (width + 24))
+    return '\n'.join(lines)
