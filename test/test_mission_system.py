@@ -1,0 +1,185 @@
+"""System test: the inspection mission for 100 agents over two shards, started with `fleetctl mission start`.
+Mid-mission one agent process is killed (its points are finished by others) and then the leader of its shard is
+killed with SIGKILL (the standby resumes the mission). The mission completes; the agents' own execution records show
+no command executed twice and every point inspected."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fleet_core import topics
+from fleet_core.mission import TaskEventKind
+from fleet_interfaces.msg import Heartbeat, LeaderLease, TaskEvent
+from fleet_ros import qos
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'bench'))
+from failover import EXEC_LOG_ENV, double_executions, read_execution_records  # noqa: E402
+
+pytestmark = pytest.mark.system
+
+SITE = 'site_a'
+PER_SHARD = 50
+POINTS = 250
+EXEC_DELAY = 0.25
+VICTIM = 'z1_r001'
+
+
+def agents(shard: str) -> list[str]:
+    prefix = 'z1_r' if shard == 'zone_1' else 'z2_r'
+    return [f'{prefix}{i:03d}' for i in range(1, PER_SHARD + 1)]
+
+
+@pytest.fixture
+def fleet_config(tmp_path: Path) -> Path:
+    path = tmp_path / 'fleet.yaml'
+    shards = {
+        'zone_1': {'agents': {'prefix': 'z1_r', 'count': PER_SHARD}},
+        'zone_2': {'agents': {'prefix': 'z2_r', 'count': PER_SHARD}},
+    }
+    path.write_text(yaml.safe_dump({'sites': {SITE: {'shards': shards}}}))
+    (tmp_path / 'workflows').symlink_to(ROOT / 'config' / 'workflows')
+    return path
+
+
+def test_inspection_survives_an_agent_kill_and_a_leader_kill(ros, processes, fleet_config: Path, tmp_path: Path):
+    exec_dir = tmp_path / 'exec'
+    python_path = os.pathsep.join(filter(None, [str(ROOT / 'bench'), processes.env.get('PYTHONPATH', '')]))
+    agent_env = {EXEC_LOG_ENV: str(exec_dir), 'PYTHONPATH': python_path}
+    node = ros.node('mission_system_test')
+    events: list[TaskEvent] = []
+    leases: list[LeaderLease] = []
+    beats: set[str] = set()
+    for shard in ('zone_1', 'zone_2'):
+        node.create_subscription(TaskEvent, topics.shard_task_events(SITE, shard), events.append, qos.EVENTS)
+        node.create_subscription(LeaderLease, topics.shard_leader(SITE, shard), leases.append, qos.LATCHED)
+        node.create_subscription(
+            Heartbeat, topics.shard_heartbeat(SITE, shard), lambda m: beats.add(m.agent_id), qos.HEARTBEAT
+        )
+
+    def orchestrator(shard: str, name: str):
+        return processes.start(
+            [
+                'shard_orchestrator',
+                '--ros-args',
+                '-p',
+                f'fleet_config:={fleet_config}',
+                '-p',
+                f'site_id:={SITE}',
+                '-p',
+                f'shard_id:={shard}',
+                '-p',
+                f'orchestrator_id:={name}',
+                '-r',
+                f'__node:=orch_{name}',
+                '-p',
+                'tracing_enabled:=false',
+            ],
+            name=name,
+        )
+
+    def agent_host(shard: str, ids: list[str], name: str):
+        return processes.start(
+            [
+                'fleet_agent',
+                '--ros-args',
+                '-p',
+                f'fleet_config:={fleet_config}',
+                '-p',
+                f'site_id:={SITE}',
+                '-p',
+                f'shard_id:={shard}',
+                '-p',
+                f'agent_ids:=[{",".join(ids)}]',
+                '-p',
+                f'store_dir:={tmp_path / name}',
+                '-p',
+                'executor:=failover:recording_executor',
+                '-p',
+                f'exec_delay_sec:={EXEC_DELAY}',
+                '-p',
+                f'host_name:={name}',
+            ],
+            name=name,
+            extra_env=agent_env,
+        )
+
+    leader_1 = orchestrator('zone_1', 'z1_leader')
+    orchestrator('zone_2', 'z2_leader')
+    ros.spin_until(lambda: {m.leader_id for m in leases} >= {'z1_leader', 'z2_leader'}, 40.0, 'both leaders')
+    standby_1 = orchestrator('zone_1', 'z1_standby')
+    ros.spin_until(lambda: 'following leader z1_leader' in standby_1.output(), 40.0, 'the standby following')
+    agent_host('zone_1', [a for a in agents('zone_1') if a != VICTIM], 'z1_agents')
+    victim = agent_host('zone_1', [VICTIM], 'z1_victim')
+    agent_host('zone_2', agents('zone_2'), 'z2_agents')
+    ros.spin_until(lambda: len(beats) == 2 * PER_SHARD, 60.0, 'heartbeats of all 100 agents')
+
+    cli = processes.start(
+        [
+            'fleetctl',
+            '--config',
+            str(fleet_config),
+            'mission',
+            'start',
+            'inspection',
+            '--site',
+            SITE,
+            '--points',
+            str(POINTS),
+            '--json',
+            '--timeout',
+            '240',
+        ],
+        name='fleetctl',
+    )
+    done: dict[str, int] = {}
+
+    def progress() -> int:
+        for e in events:
+            done[e.shard_id] = max(done.get(e.shard_id, 0), e.points_done)
+        return sum(done.values())
+
+    ros.spin_until(lambda: progress() >= 0.15 * POINTS, 120.0, '15% of the points')
+    victim.kill()
+    ros.spin_until(
+        lambda: any(e.event == TaskEventKind.AGENT_LOST and e.agent_id == VICTIM for e in events),
+        30.0,
+        'the victim declared LOST',
+    )
+    ros.spin_until(lambda: progress() >= 0.4 * POINTS, 120.0, '40% of the points')
+    points_before_leader_kill = progress()
+    leader_1.signal(signal.SIGKILL)
+    ros.spin_until(lambda: any(m.leader_id == 'z1_standby' and m.epoch >= 2 for m in leases), 30.0, 'the takeover')
+    ros.spin_until(
+        lambda: not cli.alive(),
+        240.0,
+        'fleetctl mission start to finish',
+    )
+    output = cli.output()
+    assert cli.popen.returncode == 0, output
+    rows = [json.loads(line) for line in output.splitlines() if line.startswith('{')]
+    assert {r['shard'] for r in rows} == {'zone_1', 'zone_2'}
+    assert all(r['state'] == 'COMPLETED' for r in rows), rows
+    assert sum(r['points_done'] for r in rows) == POINTS == sum(r['points_total'] for r in rows)
+    assert points_before_leader_kill < POINTS  # the leader died mid-mission
+
+    records = read_execution_records(exec_dir)
+    assert double_executions(records) == {}
+    inspected = collections.Counter(r['point_id'] for r in records if r['event'] == 'end' and r['kind'] == 'inspect')
+    assert len(inspected) == POINTS
+    # The victim's points were handed off and finished by healthy agents of its shard.
+    handoffs = [e for e in events if e.event == TaskEventKind.HANDOFF and f'from {VICTIM}' in e.detail]
+    assert handoffs, 'no handoff from the killed agent'
+    handed = {p for e in handoffs for p in e.detail.split(': ', 1)[1].split(',')}
+    finishers = {r['point_id']: r['agent'] for r in records if r['event'] == 'end' and r['kind'] == 'report'}
+    assert handed and all(finishers.get(p) not in (None, VICTIM) for p in handed)
+    assert any(e.shard_id == 'zone_1' and e.event == TaskEventKind.MISSION_COMPLETED for e in events)
+    assert 'resuming mission' in standby_1.output()
