@@ -18,6 +18,7 @@ import random
 import resource
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -400,6 +401,9 @@ async def lean_connect(
     while True:
         _transport, client = await loop.create_connection(lambda: LeanClient(on_text), '127.0.0.1', port)
         client.transport.set_write_buffer_limits(high=write_high)
+        # a latency-aware publisher also caps its kernel send buffer (loopback autotuning would let it grow to
+        # megabytes, i.e. seconds of messages, before the gateway's pushback is felt)
+        client.transport.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * write_high)
         key = base64.b64encode(os.urandom(16)).decode()
         client.transport.write(
             (
