@@ -72,6 +72,7 @@ class BringupOptions:
 
     fleet_config: str
     params_file: str = ''
+    workflow_dir: str = ''
     sim_params_file: str = ''
     sites: tuple[str, ...] = ()
     standbys: int = 1
@@ -119,6 +120,7 @@ def orchestrator_nodes(fleet: FleetConfig, opts: BringupOptions) -> list[NodeSpe
                             'site_id': site,
                             'shard_id': shard.shard_id,
                             'orchestrator_id': f'{site}.{shard.shard_id}.{"ab"[index] if index < 2 else index}',
+                            **({'workflow_dir': opts.workflow_dir} if opts.workflow_dir else {}),
                             **({} if index == 0 or opts.standby_autostart else {'autostart': False}),
                         },
                         role='active' if index == 0 else 'standby',

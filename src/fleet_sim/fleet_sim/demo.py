@@ -26,6 +26,7 @@ from fleet_sim.execlog import audit
 from fleet_sim.faults import FAULT_TOPIC, Fault
 from fleet_sim.layout import home_of, inspection_points
 from fleet_sim.lifecycle import LifecycleClient
+from fleet_sim.mission_driver import MissionDriver
 from fleet_sim.observer import FleetObserver
 from fleet_sim.plan import RobotPlan, inspection_steps
 from fleet_sim.stack import DemoStack, ros_env, write_scaled_config
@@ -49,7 +50,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--no-faults', action='store_true', help='skip the link cut and the leader kill')
     parser.add_argument('--no-record', action='store_true', help='do not write an MCAP recording')
     parser.add_argument('--timeout', type=float, default=105.0, help='give up (exit 1) after this many seconds')
-    parser.add_argument('--ttl', type=float, default=30.0, help='deadline of each mission step (s)')
+    parser.add_argument('--ttl', type=float, default=30.0, help='deadline of each step (submit driver, s)')
+    parser.add_argument(
+        '--driver',
+        choices=('auto', 'action', 'submit'),
+        default='auto',
+        help='action: one RunMission goal per shard; submit: step by step through the submit service; '
+        'auto: the action when every shard serves it',
+    )
     return parser.parse_args(argv)
 
 
@@ -83,7 +91,7 @@ class Demo:
         self.observer = FleetObserver(self.node, fleet)
         self.fault_pub = self.node.create_publisher(String, FAULT_TOPIC, qos.EVENTS)
         self.started = time.monotonic()
-        mission_id = str(uuid.uuid4())
+        self.mission_id = mission_id = str(uuid.uuid4())
         self.plans = {
             agent: RobotPlan(
                 agent, inspection_steps(inspection_points(fleet, agent, args.points), home_of(fleet, agent), mission_id)
@@ -91,7 +99,16 @@ class Demo:
             for shard in fleet.shards
             for agent in shard.agents
         }
-        self.driver = StepDriver(self.node, fleet, self.observer, self.plans, ttl_sec=args.ttl)
+        self.driver: StepDriver | MissionDriver = StepDriver(
+            self.node, fleet, self.observer, self.plans, ttl_sec=args.ttl
+        )
+        points = {
+            (shard.site_id, shard.shard_id): [
+                p for agent in shard.agents for p in inspection_points(fleet, agent, args.points)
+            ]
+            for shard in fleet.shards
+        }
+        self.mission = MissionDriver(self.node, fleet, points, mission_id)
         groups = sim_host_groups(fleet, stack.options)
         cut_host = groups[min(1, len(groups) - 1)][0] if groups else ''
         kill_shard = (
@@ -178,11 +195,25 @@ class Demo:
         say(f'[{self.elapsed():5.1f}s] {len(standbys)} hot standbys active')
         return True
 
-    def run_mission(self) -> bool:
+    def choose_driver(self) -> None:
+        if self.args.driver != 'submit':
+            wait = 20.0 if self.args.driver == 'action' else 5.0
+            if self.spin_until(self.mission.servers_ready, wait, 'the RunMission action on every shard'):
+                self.driver = self.mission
+                self.mission.start()
+                say(
+                    f'[{self.elapsed():5.1f}s] mission {self.mission_id}: {self.fleet.agent_count} robots x '
+                    f'{self.args.points} points, one RunMission goal per shard (/fleet/<site>/<shard>/mission)'
+                )
+                return
+            say('note: RunMission action not served by every shard; driving the mission through the submit service')
         say(
             f'[{self.elapsed():5.1f}s] mission: {self.fleet.agent_count} robots x {self.args.points} points, '
             f'submitted step by step through /fleet/<site>/<shard>/submit'
         )
+
+    def run_mission(self) -> bool:
+        self.choose_driver()
         next_progress = time.monotonic()
 
         def tick() -> None:
@@ -211,8 +242,9 @@ class Demo:
             f'{site}/{shard}:e{v.leader.epoch}' if v.leader else f'{site}/{shard}:-'
             for (site, shard), v in self.observer.shards.items()
         )
+        states = f'  missions {self.mission.states()}' if self.driver is self.mission else ''
         say(
-            f'[{self.elapsed():5.1f}s] points {done}/{total}  robots docked {self.driver.robots_done()}/'
+            f'[{self.elapsed():5.1f}s] points {done}/{total}{states}  robots docked {self.driver.robots_done()}/'
             f'{len(self.plans)}  commands {outcomes}/{len(self.observer.journal)} done  online '
             f'{self.observer.online()}/{self.fleet.agent_count}  leaders {leaders}'
         )
@@ -266,21 +298,26 @@ class Demo:
                 'dispatcher_duplicate_acks': self.observer.dispatcher_duplicates(),
                 'points_done': done,
                 'points_total': total,
-                'points_skipped': sum(len(p.points_skipped) for p in self.plans.values()),
                 'robots_done': self.driver.robots_done(),
                 'robots_failed': self.driver.robots_failed(),
-                'mission_complete': mission_ok and self.driver.finished and self.driver.robots_failed() == 0,
+                'mission_complete': mission_ok and self.driver.finished and self._mission_succeeded(),
+                'driver': 'action' if self.driver is self.mission else 'submit',
                 'mission_s': round(mission_s, 1),
-                'submit_refusals': self.driver.refusals,
-                'submit_timeouts': self.driver.timeouts,
-                'step_resubmissions': self.driver.abandoned,
-                'orphan_commands': self.driver.orphan_commands,
+                'submit_refusals': getattr(self.driver, 'refusals', 0),
+                'submit_timeouts': getattr(self.driver, 'timeouts', 0),
+                'step_resubmissions': getattr(self.driver, 'abandoned', 0),
+                'orphan_commands': getattr(self.driver, 'orphan_commands', 0),
                 'link_cut_host': plan.host if plan and plan.cut_sent else None,
                 'leader_killed': plan.killed_leader if plan and plan.killed_at else None,
                 'hosts': len(self.stack.hosts),
                 'processes': len(self.stack.supervisor.children),
             },
         )
+
+    def _mission_succeeded(self) -> bool:
+        if self.driver is self.mission:
+            return self.mission.succeeded
+        return self.driver.robots_failed() == 0
 
     def close(self) -> None:
         self.executor.remove_node(self.node)
@@ -349,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
             say(f'recording: {recording} (Foxglove -> Open local file)')
         for reason in failures:
             say(f'VIOLATED: {reason}')
+        for refusal in demo.mission.refused():
+            say(f'  mission refused: {refusal}')
         for (outcome, detail), count in demo.observer.unsuccessful_details().most_common(6):
             say(f'  {count:>4} x {outcome}: {detail}')
         for command_id in demo.observer.unresolved()[:10]:

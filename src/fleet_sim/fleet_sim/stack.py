@@ -95,6 +95,7 @@ class DemoStack:
         options = BringupOptions(
             fleet_config=str(fleet_path),
             params_file=str(config_dir / 'params.yaml'),
+            workflow_dir=str(config_dir / 'workflows'),
             sim_params_file=str(config_dir / 'sim.yaml'),
             standbys=1,
             standby_autostart=False,
