@@ -44,6 +44,7 @@ AgentClock = Callable[[str], Callable[[], float]]
 
 
 STORE_FILE = 'agents.sqlite'
+HEARTBEAT_SLICE_SEC = 0.01
 
 
 class _ShardSink:
@@ -184,12 +185,19 @@ class AgentHostNode(Node):
         runtime.on_command(command)
 
     async def run_heartbeats(self) -> None:
+        # Spread over the period in small slices: hundreds of heartbeats in one burst would stall command
+        # handling on this loop for tens of milliseconds.
+        runtimes = list(self.runtimes.values())
+        slices = max(1, min(len(runtimes), round(self.heartbeat_period_sec / HEARTBEAT_SLICE_SEC)))
+        per_slice = -(-len(runtimes) // slices)
         while True:
-            for runtime in self.runtimes.values():
-                if self.link is not None and not self.link(runtime.agent_id):
-                    continue
-                self._sinks[(runtime.site_id, runtime.shard_id)].heartbeats.publish(heartbeat_msg(runtime.heartbeat()))
-            await asyncio.sleep(self.heartbeat_period_sec)
+            for start in range(0, len(runtimes), per_slice):
+                for runtime in runtimes[start : start + per_slice]:
+                    if self.link is not None and not self.link(runtime.agent_id):
+                        continue
+                    sink = self._sinks[(runtime.site_id, runtime.shard_id)]
+                    sink.heartbeats.publish(heartbeat_msg(runtime.heartbeat()))
+                await asyncio.sleep(self.heartbeat_period_sec / slices)
 
     async def close_runtimes(self) -> None:
         await asyncio.gather(*(r.close() for r in self.runtimes.values()))

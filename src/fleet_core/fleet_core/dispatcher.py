@@ -9,7 +9,8 @@ import itertools
 import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from fleet_core.config import DispatchSettings
 from fleet_core.kinds import InvalidCommand, KindRegistry
@@ -26,13 +27,20 @@ _OUTCOME_OF_ACK = {
 }
 
 
+def _fast_uuid4() -> Callable[[], str]:
+    """Random (version 4) UUID strings from a PRNG seeded once from the OS: uuid.uuid4() reads /dev/urandom for
+    every id, which costs more than the rest of submitting a command."""
+    source = random.Random(uuid.uuid4().int)
+    return lambda: str(uuid.UUID(int=source.getrandbits(128), version=4))
+
+
 class SubmitError(ValueError):
     """A submission was refused as a whole (nothing was queued); the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Hop:
-    """One step of a command's lifecycle, for tracing (mirrors fleet_interfaces/TraceEvent)."""
+class Hop(NamedTuple):
+    """One step of a command's lifecycle, for tracing (mirrors fleet_interfaces/TraceEvent). A tuple: one is
+    made per hop of every command, so construction cost matters."""
 
     hop: str
     command_id: str
@@ -121,7 +129,7 @@ class CommandDispatcher:
         self.clock = clock
         self.rng = rng or random.Random(0)
         self.kinds = kinds or KindRegistry()
-        self._new_id = id_factory or (lambda: str(uuid.uuid4()))
+        self._new_id = id_factory or _fast_uuid4()
         base = seq_base or {}
         self._lanes = {a: _Lane(next_seq=max(1, base.get(a, 0) + 1)) for a in agents}
         self._busy: set[str] = set()  # agents with queued or in-flight commands: all tick() has to look at
@@ -203,7 +211,7 @@ class CommandDispatcher:
         deadline, get this leader's epoch and fresh seqs; agents recognise applied ones by command_id."""
         now = self.clock()
         adopted = [
-            replace(command, epoch=self.epoch, seq=0, attempt=0)
+            command.with_delivery(seq=0, epoch=self.epoch, attempt=0)
             for command in sorted(commands, key=lambda c: (c.issued_at, c.command_id))
             if command.agent_id in self._lanes
         ]
@@ -323,7 +331,7 @@ class CommandDispatcher:
             self._send_new(lane, command, now)
 
     def _send_new(self, lane: _Lane, command: Command, now: float) -> None:
-        sent = replace(command, seq=lane.next_seq, epoch=self.epoch, attempt=1)
+        sent = command.with_delivery(seq=lane.next_seq, epoch=self.epoch, attempt=1)
         lane.next_seq += 1
         self._hop('ROUTE', sent, f'seq={sent.seq}', now)
         lane.in_flight[sent.command_id] = _InFlight(sent, 1, now + self._backoff(1))

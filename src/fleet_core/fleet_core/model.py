@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -80,8 +80,26 @@ class Command:
             raise ValueError('args_json must encode a JSON object')
         return value
 
+    def with_delivery(self, *, seq: int, epoch: int, attempt: int) -> Command:
+        """The same command with new delivery fields (dataclasses.replace is too slow for the fan-out path)."""
+        return Command(
+            self.command_id,
+            self.trace_id,
+            self.site_id,
+            self.shard_id,
+            self.agent_id,
+            seq,
+            epoch,
+            self.priority,
+            self.issued_at,
+            self.deadline,
+            self.kind,
+            self.args_json,
+            attempt,
+        )
+
     def next_attempt(self) -> Command:
-        return replace(self, attempt=self.attempt + 1)
+        return self.with_delivery(seq=self.seq, epoch=self.epoch, attempt=self.attempt + 1)
 
 
 @dataclass(frozen=True, slots=True)

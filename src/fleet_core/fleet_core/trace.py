@@ -37,6 +37,7 @@ class TraceConfigError(ValueError):
 
 # Statuses that make a command interesting whatever the sampling fraction (compared case-insensitively).
 _FAILURE_STATUSES = frozenset({'FAILED', 'EXPIRED', 'REJECTED', 'CANCELLED'})
+_DECISION_CACHE = 4096
 # Hops that always force a command's trace to be kept.
 _ALWAYS_HOPS = frozenset({Hop.RETRY, Hop.EXPIRE, Hop.REJECT})
 
@@ -149,12 +150,25 @@ class TraceSampler:
         self._settings = settings
         self._kept: OrderedDict[str, None] = OrderedDict()
         self._pending: OrderedDict[str, list[TraceRecord]] = OrderedDict()
+        self._decisions: dict[str, bool] = {}
         self.dropped_commands = 0
         """Commands whose held hops were discarded (succeeded unsampled, or evicted)."""
 
     @property
     def settings(self) -> TraceSettings:
         return self._settings
+
+    def _head_sampled(self, trace_id: str, priority: Priority) -> bool:
+        # One hash per submission, not per hop: every command of a submission shares its trace id.
+        if priority == Priority.SAFETY:
+            return self._settings.enabled
+        decision = self._decisions.get(trace_id)
+        if decision is None:
+            decision = head_sampled(trace_id, priority, self._settings)
+            if len(self._decisions) >= _DECISION_CACHE:
+                self._decisions.clear()
+            self._decisions[trace_id] = decision
+        return decision
 
     def _keep(self, command_id: str) -> None:
         self._kept[command_id] = None
@@ -171,7 +185,7 @@ class TraceSampler:
             if record.hop == Hop.OUTCOME:
                 self._kept.pop(cid, None)
             return (record,)
-        if priority is not None and head_sampled(record.trace_id, priority, self._settings):
+        if priority is not None and self._head_sampled(record.trace_id, priority):
             held = self._pending.pop(cid, [])
             if record.hop != Hop.OUTCOME:
                 self._keep(cid)
