@@ -5,6 +5,7 @@ queues stay bounded, every status id is one the client sent, and finish() releas
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 
@@ -129,6 +130,17 @@ LIMITS = SessionLimits(
 TOKENS = {'good-token-0123456789': Principal('late', Role.OPERATOR)}
 
 
+def _json_safe(value):
+    """What the ROS side hands over: conversion maps non-finite floats to null (tested in test_gateway_protocol)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
 def _ids_in(raw: str) -> set:
     try:
         message = json.loads(raw)
@@ -164,11 +176,11 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
             events = session.receive_bytes(item)
         elif kind == 'deliver':
             topic, body, critical = item
-            payload = body if isinstance(body, dict) else {'v': body}
+            payload = _json_safe(body if isinstance(body, dict) else {'v': body})
             session.deliver(PublishedMessage(topic, payload, critical=critical), now[0])
         elif kind == 'batch':
             topic, body, critical, n = item
-            batch = [PublishedMessage(topic, {'i': i, 'v': body}, critical=critical) for i in range(n)]
+            batch = [PublishedMessage(topic, _json_safe({'i': i, 'v': body}), critical=critical) for i in range(n)]
             session.deliver_batch(topic, batch, now[0])
         elif kind == 'answer' and calls:
             call = calls.pop(item % len(calls))

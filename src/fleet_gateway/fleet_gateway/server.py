@@ -326,7 +326,12 @@ class GatewayServer:
         for topic, messages in by_topic.items():
             conns = self.ros.subscribers(topic)
             for conn in conns:
-                conn.session.deliver_batch(topic, messages, now)
+                try:
+                    conn.session.deliver_batch(topic, messages, now)
+                except Exception:  # a bug in one client's delivery must not stop the fan-out to the others
+                    self.counters['internal_errors'] += 1
+                    log.exception('client %s: delivery on %s failed', conn.session.client_id, topic)
+                    conn.session.request_close(1011, 'internal error delivering a message')
             dirty.update(conns)
         for conn in dirty:
             conn.flush()
