@@ -245,3 +245,24 @@ def describe(specs: Sequence[NodeSpec]) -> list[dict[str, object]]:
         }
         for s in specs
     ]
+
+
+def default_options(fleet_config: str | Path, **overrides: object) -> BringupOptions:
+    """Options with every config file taken from the fleet config's directory when present (params.yaml, sim.yaml,
+    gateway.yaml, workflows/), as `config/` lays them out; `overrides` replace any field."""
+    path = Path(fleet_config).resolve()
+    directory = path.parent
+
+    def existing(name: str) -> str:
+        candidate = directory / name
+        return str(candidate) if candidate.exists() else ''
+
+    values: dict[str, object] = {
+        'fleet_config': str(path),
+        'params_file': existing('params.yaml'),
+        'sim_params_file': existing('sim.yaml'),
+        'gateway_config': existing('gateway.yaml'),
+        'workflow_dir': existing('workflows'),
+    }
+    values.update(overrides)
+    return BringupOptions(**values)  # type: ignore[arg-type]
