@@ -127,7 +127,7 @@ def main() -> int:
     parser.add_argument('--agents', type=int, default=200)
     parser.add_argument('--agent-procs', type=int, default=2)
     parser.add_argument('--points-per-agent', type=int, default=2)
-    parser.add_argument('--exec-delay', type=float, default=0.25, help='seconds every step takes on an agent')
+    parser.add_argument('--exec-delay', type=float, default=1.0, help='seconds every step takes on an agent')
     parser.add_argument('--kill-at', type=float, default=0.3, help='kill the leader at this share of points done')
     parser.add_argument('--timeout', type=float, default=240.0, help='overall bound (seconds)')
     opts = parser.parse_args()
@@ -217,7 +217,7 @@ def main() -> int:
                 '-p',
                 f'agent_ids:=[{",".join(group)}]',
                 '-p',
-                f'store_dir:={work / "stores"}',
+                f'store_dir:={work / f"stores_{index}"}',
             ]
             argv += ['-p', 'executor:=failover:recording_executor', '-p', f'exec_delay_sec:={opts.exec_delay}']
             argv += ['-p', f'host_name:=agents_{index}']
@@ -257,12 +257,15 @@ def main() -> int:
         spin_until(lambda: points_done() >= opts.kill_at * total, 120.0, f'{opts.kill_at:.0%} of the points')
         done_at_kill = points_done()
         pending_at_kill = len(journaled - set(outcomes))
+        leases_before_kill = list(state['leases'])
+        epoch_at_kill = max(m.epoch for m in leases_before_kill)
+        leader_changes_before_kill = len({(m.leader_id, m.epoch) for m in leases_before_kill}) - 1
         t_kill = time.time()
         os.kill(leader.proc.pid, signal.SIGKILL)
         leader.proc.wait(timeout=5.0)
 
         new_lease = spin_until(
-            lambda: next((m for m in state['leases'] if m.leader_id == 'standby'), None), 30.0, 'the standby lease'
+            lambda: next((m for m in state['leases'] if m.epoch > epoch_at_kill), None), 30.0, 'a lease of a new epoch'
         )
         first_ack = spin_until(
             lambda: next((a for a in acks if a.epoch == new_lease.epoch), None), 30.0, 'an ack of the new epoch'
@@ -326,6 +329,8 @@ def main() -> int:
             estop_max_ms=round(max(latencies), 1),
             estop_agents=len(latencies),
             lease_published_s=round(lease_s, 3),
+            leader_changes_before_kill=leader_changes_before_kill,
+            new_leader=new_lease.leader_id,
             mission_state={8: 'COMPLETED', 9: 'FAILED', 10: 'CANCELLED'}[final.event],
             points_done=final.points_done,
             points_total=final.points_total,

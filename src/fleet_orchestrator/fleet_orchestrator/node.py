@@ -24,7 +24,6 @@ from rclpy.timer import Timer
 
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_config
-from fleet_core.degradation import DegradationPolicy
 from fleet_core.dispatcher import CommandDispatcher, Hop, SubmitError
 from fleet_core.health import HealthMonitor, UnknownAgent
 from fleet_core.leadership import Lease, LeaseState, NotLeader, WrongShardLease
@@ -37,6 +36,7 @@ from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
 from fleet_interfaces.msg import CommandOutcome, Heartbeat, LeaderLease, ShardStatus, TraceEvent
 from fleet_interfaces.srv import SubmitCommand
+from fleet_orchestrator.backpressure import ShardBackpressure
 from fleet_orchestrator.mission_host import MissionHost
 from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
 from fleet_orchestrator.operations import ShardOperations
@@ -93,6 +93,12 @@ class ShardOrchestrator(LifecycleNode):
         try:
             fleet = load_fleet_config(self._p_config or None)
             shard = fleet.shard(self._p_site, self._p_shard)
+            namespace = self.get_namespace()
+            if namespace.startswith('/fleet/') and namespace != topics.shard_prefix(shard.site_id, shard.shard_id):
+                raise ConfigError(
+                    f'node namespace {namespace} belongs to another shard than site_id={shard.site_id} '
+                    f'shard_id={shard.shard_id}: fix the shard_id parameter or the namespace'
+                )
         except ConfigError as exc:
             self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
@@ -113,7 +119,7 @@ class ShardOrchestrator(LifecycleNode):
             clock=self.clock,
         )
         self.health = HealthMonitor(fleet.health, shard.agents, clock=self.clock)
-        self.degradation = DegradationPolicy(fleet.degradation, clock=self.clock)
+        self.backpressure = ShardBackpressure(fleet.degradation, clock=self.clock)
         self.replica = ShardReplica(shard.agents)
         self.sampler = TraceSampler(self.options.trace)
         self.rng = random.Random(self._p_seed or time.time_ns())
@@ -205,6 +211,7 @@ class ShardOrchestrator(LifecycleNode):
         )
         adopted = self.dispatcher.adopt(plan.pending)
         self.replica.handed_over()
+        self.backpressure.reset()
         self._publish_lease(lease)
         for command in adopted:
             self.journal_pub.publish(command_to_msg(command))
@@ -281,7 +288,8 @@ class ShardOrchestrator(LifecycleNode):
             self.health.on_ack(ack.agent_id)
         except UnknownAgent:
             return
-        if self.dispatcher is not None:
+        if self.dispatcher is not None and self._renew_if_due(self.clock()):
+            self.backpressure.on_ack(ack.command_id, ack.attempt)
             self.dispatcher.on_ack(ack)
             if self.dispatcher.fenced:
                 self.lease.note_epoch(self.dispatcher.epoch + 1)
@@ -302,6 +310,8 @@ class ShardOrchestrator(LifecycleNode):
         except UnknownAgent:
             return
         self.replica.on_heartbeat(msg.agent_id, msg.last_applied_seq, msg.highest_epoch_seen)
+        if self.dispatcher is not None:
+            self._renew_if_due(self.clock())
 
     def _on_journal(self, msg: CommandMsg) -> None:
         if self.dispatcher is not None:
@@ -336,18 +346,25 @@ class ShardOrchestrator(LifecycleNode):
                 self._take_over()
             self._lapse_seen = lapsed
         else:
-            if self.lease.should_renew(now):
-                try:
-                    self._publish_lease(self.lease.renew(now=now))
-                except NotLeader as exc:
-                    self._step_down(str(exc))
-                    return
+            if not self._renew_if_due(now):
+                return
             self.dispatcher.tick()
             self.flush()
             self.missions.tick(self.health.lost())
             self.operations.tick()
             self.flush()
         self._publish_traces()
+
+    def _renew_if_due(self, now: float) -> bool:
+        """Renew the lease when due; False when we found out we no longer lead. Also called from the busiest
+        callbacks, so that a backlog of acks cannot delay renewals past the lease (and hand the shard over)."""
+        if self.lease.should_renew(now):
+            try:
+                self._publish_lease(self.lease.renew(now=now))
+            except NotLeader as exc:
+                self._step_down(str(exc))
+                return False
+        return True
 
     def flush(self) -> None:
         """Publish what the dispatcher wants sent and announced; outcomes of mission steps drive the mission,
@@ -360,6 +377,7 @@ class ShardOrchestrator(LifecycleNode):
                 return
             for command in out.sends:
                 self.command_pubs[command.agent_id].publish(command_to_msg(command))
+                self.backpressure.on_send(command.command_id, command.attempt)
             for result in out.results:
                 self.outcome_pub.publish(result_to_msg(result))
             self._queue_traces(out.hops)
@@ -440,13 +458,12 @@ class ShardOrchestrator(LifecycleNode):
         if self.options is None or self.dispatcher is None:
             return
         stats = self.dispatcher.stats()
-        level = self.degradation.update(
-            {priority: stats.queue_depth[int(priority)] for priority in Priority}, stats.ack_latency_p99_ms
-        )
+        level = self.backpressure.update(stats)
         if level != self.dispatcher.degradation_level:
             self.get_logger().warning(
                 f'{self.shard.site_id}/{self.shard.shard_id} degradation level {self.dispatcher.degradation_level} '
-                f'-> {level} (queued {sum(stats.queue_depth[:3])}, ack p99 {stats.ack_latency_p99_ms:.0f} ms)'
+                f'-> {level} (queued {sum(stats.queue_depth[:3])}, '
+                f'first-ack p99 {self.backpressure.first_ack_p99_ms:.0f} ms)'
             )
             self.dispatcher.degradation_level = level
         self.missions.publish_status()
