@@ -39,10 +39,12 @@ log = logging.getLogger('fleet_gateway.server')
 
 WRITE_HIGH_WATER = 64 * 1024
 """Bytes buffered in a client's transport beyond which frames stay in its (bounded, dropping) send queue."""
-SOCKET_BUFFER = 128 * 1024
+SEND_BUFFER = 128 * 1024
+RECEIVE_BUFFER = 32 * 1024
 """Kernel socket buffers per client, fixed so loopback autotuning cannot hide seconds of queue from backpressure:
 a slow reader fills our bounded send queue (where telemetry is dropped oldest-first, with a count), and a fast
-writer is pushed back by TCP as soon as the gateway stops reading."""
+writer is pushed back by TCP as soon as the gateway stops reading. Input that waits for the gateway is at most
+this receive buffer plus `max_queue` frames per client."""
 WRITE_BATCH = 64 * 1024
 RETRY_WRITE_S = 0.005
 
@@ -145,7 +147,7 @@ class GatewayServer:
             process_request=self._admit,
             compression=None,
             max_size=self.config.limits.max_message_bytes,
-            max_queue=64,
+            max_queue=16,
             ping_interval=20,
             ping_timeout=20,
             server_header='fleet_gateway',
@@ -212,8 +214,8 @@ class GatewayServer:
         conn = ClientConnection(ws, session, loop)
         sock = ws.transport.get_extra_info('socket')
         if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self.connections.add(conn)
         self.counters['sessions_admitted'] += 1
         peer = ws.remote_address
