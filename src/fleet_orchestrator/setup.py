@@ -20,6 +20,7 @@ setup(
     entry_points={
         'console_scripts': [
             'shard_orchestrator = fleet_orchestrator.main:main',
+            'fleet_supervisor = fleet_orchestrator.supervisor:main',
         ],
     },
 )
