@@ -60,11 +60,24 @@ class ChaosRig:
         orchestrator_id = f'{site}.{shard}.{"a" if role == "orchestrator" else "b"}'
         self.orchestrators[orchestrator_id] = self.start(
             'central',
-            ['shard_orchestrator', '--ros-args', '-r', f'__node:={role}', '-r', f'__ns:=/{site}/{shard}',
-             '-p', f'fleet_config:={self.config}', '-p', f'site_id:={site}', '-p', f'shard_id:={shard}',
-             '-p', f'orchestrator_id:={orchestrator_id}'],
+            [
+                'shard_orchestrator',
+                '--ros-args',
+                '-r',
+                f'__node:={role}',
+                '-r',
+                f'__ns:=/{site}/{shard}',
+                '-p',
+                f'fleet_config:={self.config}',
+                '-p',
+                f'site_id:={site}',
+                '-p',
+                f'shard_id:={shard}',
+                '-p',
+                f'orchestrator_id:={orchestrator_id}',
+            ],
             orchestrator_id,
-        )  # fmt: skip
+        )
 
     def agents_of(self, host: str) -> list[str]:
         index = ROBOT_HOSTS.index(host)
@@ -74,11 +87,26 @@ class ChaosRig:
         agents = ','.join(self.agents_of(host))
         self.hosts[host] = self.start(
             host,
-            ['fleet_sim_host', '--ros-args', '-r', f'__ns:=/sim/{host}', '-p', f'fleet_config:={self.config}',
-             '-p', f'agent_ids:=[{agents}]', '-p', f'host_name:={host}', '-p', f'store_dir:={self.tmp / host}',
-             '-p', f'exec_log:={self.tmp / f"exec-{host}.jsonl"}', '-p', 'odom_rate_hz:=1.0'],
+            [
+                'fleet_sim_host',
+                '--ros-args',
+                '-r',
+                f'__ns:=/sim/{host}',
+                '-p',
+                f'fleet_config:={self.config}',
+                '-p',
+                f'agent_ids:=[{agents}]',
+                '-p',
+                f'host_name:={host}',
+                '-p',
+                f'store_dir:={self.tmp / host}',
+                '-p',
+                f'exec_log:={self.tmp / f"exec-{host}.jsonl"}',
+                '-p',
+                'odom_rate_hz:=1.0',
+            ],
             f'sim-{host}',
-        )  # fmt: skip
+        )
 
     def last_progress(self) -> dict[str, object]:
         if not self.progress.exists():
@@ -130,8 +158,21 @@ def _wait(rig: ChaosRig, condition: object, timeout: float, what: str) -> object
 
 
 def test_guarantees_hold_under_link_cuts_leader_kill_and_agent_restarts(rig: ChaosRig) -> None:
-    probe_argv = ['python', '-m', 'fleet_sim.probe', '--config', str(rig.config), '--points', '3', '--timeout', '150',
-                  '--progress', str(rig.progress), '--result', str(rig.result)]  # fmt: skip
+    probe_argv = [
+        'python',
+        '-m',
+        'fleet_sim.probe',
+        '--config',
+        str(rig.config),
+        '--points',
+        '3',
+        '--timeout',
+        '150',
+        '--progress',
+        str(rig.progress),
+        '--result',
+        str(rig.result),
+    ]
     rig.start('central', probe_argv, 'probe')
     for host in ROBOT_HOSTS:
         rig.start_host(host)

@@ -111,14 +111,31 @@ def _as_rows(actions: list[Any]) -> list[dict[str, object]]:
         if isinstance(action, _Node):
             kw = action.kwargs
             *files, params = kw['parameters']
-            rows.append({'package': kw['package'], 'executable': kw['executable'], 'node_name': kw['name'],
-                         'namespace': kw['namespace'], 'params_files': files, 'parameters': params,
-                         'arguments': kw['arguments']})  # fmt: skip
+            rows.append(
+                {
+                    'package': kw['package'],
+                    'executable': kw['executable'],
+                    'node_name': kw['name'],
+                    'namespace': kw['namespace'],
+                    'params_files': files,
+                    'parameters': params,
+                    'arguments': kw['arguments'],
+                }
+            )
         else:
             assert isinstance(action, _ExecuteProcess)
             exe, *arguments = action.kwargs['cmd']
-            rows.append({'package': exe.kwargs['package'], 'executable': exe.kwargs['executable'], 'node_name': '',
-                         'namespace': '', 'params_files': [], 'parameters': {}, 'arguments': arguments})  # fmt: skip
+            rows.append(
+                {
+                    'package': exe.kwargs['package'],
+                    'executable': exe.kwargs['executable'],
+                    'node_name': '',
+                    'namespace': '',
+                    'params_files': [],
+                    'parameters': {},
+                    'arguments': arguments,
+                }
+            )
     return rows
 
 
@@ -147,12 +164,29 @@ def test_site_launch_and_fleetctl_up_start_the_same_node_set(monkeypatch: pytest
 
 
 def test_sim_launch_and_fleetctl_up_sim_agree_with_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    overrides = {'fleet_config': str(CONFIG), 'site': 'site_b', 'standbys': '2', 'gateway': 'false',
-                 'robots_per_host': '20', 'store_dir': '/tmp/x'}  # fmt: skip
+    overrides = {
+        'fleet_config': str(CONFIG),
+        'site': 'site_b',
+        'standbys': '2',
+        'gateway': 'false',
+        'robots_per_host': '20',
+        'store_dir': '/tmp/x',
+    }
     _, actions = _run_launch_file(monkeypatch, 'sim_launch.py', overrides)
     launched = _as_rows(actions)
-    argv = [str(CONFIG), '--sim', '--site', 'site_b', '--standbys', '2', '--no-gateway', '--robots-per-host', '20',
-            '--state-dir', '/tmp/x']  # fmt: skip
+    argv = [
+        str(CONFIG),
+        '--sim',
+        '--site',
+        'site_b',
+        '--standbys',
+        '2',
+        '--no-gateway',
+        '--robots-per-host',
+        '20',
+        '--state-dir',
+        '/tmp/x',
+    ]
     assert launched == _up_rows(argv)
     hosts = [row for row in launched if row['executable'] == 'fleet_sim_host']
     fleet = load_fleet_config(CONFIG)

@@ -1,0 +1,250 @@
+"""Pure parts of the simulator: robot motion and battery, faults, the execution audit, settings, plans, summary,
+layout and the node set."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fleet_core.config import load_fleet_config, parse_fleet_config
+from fleet_core.model import Command, Outcome, Priority
+from fleet_sim.bringup import BringupOptions, node_set, parameter_text, sim_host_groups
+from fleet_sim.execlog import ExecutionLog, audit
+from fleet_sim.executor import SimExecutor, agent_rng
+from fleet_sim.faults import Fault, FaultError, FaultState, parse_fault
+from fleet_sim.layout import home_of, inspection_points
+from fleet_sim.plan import RobotPlan, inspection_steps
+from fleet_sim.robot import SimRobot
+from fleet_sim.settings import SimConfigError, SimSettings, parse_sim_settings
+from fleet_sim.summary import invariant_failures, percentile, tally_outcomes
+
+ROOT = Path(__file__).resolve().parent.parent
+FLEET = parse_fleet_config(
+    {'sites': {'s': {'shards': {'z1': {'agents': {'prefix': 'r', 'count': 5}}, 'z2': {'agents': ['q1', 'q2']}}}}}
+)
+
+
+def command(command_id: str = 'c1', kind: str = 'goto', deadline: float = 2e9, args: dict | None = None) -> Command:
+    return Command(
+        command_id, 't', 's', 'z1', 'r001', 1, 1, Priority.NORMAL, 1e9, deadline, kind, json.dumps(args or {})
+    )
+
+
+class TestRobot:
+    def test_moves_at_speed_and_stops_on_arrival(self) -> None:
+        robot = SimRobot('r', (0.0, 0.0), drain_per_m=1.0)
+        assert robot.start_motion(3.0, 4.0, 2.0, now=10.0) == pytest.approx(2.5)
+        assert robot.pose(11.25)[:2] == pytest.approx((1.5, 2.0))
+        assert robot.velocity(11.0) == pytest.approx((1.2, 1.6))
+        assert robot.pose(20.0)[:2] == (3.0, 4.0) and robot.velocity(20.0) == (0.0, 0.0)
+        robot.set_docked(False, 10.0)
+        robot.arrive(12.5)
+        assert robot.odometer_m == pytest.approx(5.0)
+        assert robot.battery(12.5) < 100.0 - 4.9
+
+    def test_halt_keeps_the_reached_pose_and_docking_charges(self) -> None:
+        robot = SimRobot('r', (0.0, 0.0), battery_pct=50.0, charge_per_sec=2.0, drain_per_sec=0.0)
+        robot.start_motion(10.0, 0.0, 1.0, now=0.0)
+        robot.halt(4.0)
+        assert robot.pose(100.0)[:2] == pytest.approx((4.0, 0.0))
+        robot.set_docked(True, 4.0)
+        assert robot.battery(9.0) == pytest.approx(50.0 - 4 * 0.05 + 10.0)
+
+
+class TestFaults:
+    @pytest.mark.parametrize(
+        ('text', 'reason'),
+        [
+            ('nope', 'not JSON'),
+            ('{"op": "melt", "host": "h"}', 'op must be'),
+            ('{"op": "cut"}', 'needs a target'),
+            ('{"op": "cut", "host": "h"}', 'duration_sec > 0'),
+            ('{"op": "slow", "agents": ["a"], "factor": 0}', 'factor > 0'),
+            ('{"op": "skew", "agents": "a"}', 'list of strings'),
+        ],
+    )
+    def test_bad_requests_are_refused_with_the_reason(self, text: str, reason: str) -> None:
+        with pytest.raises(FaultError, match=reason):
+            parse_fault(text)
+
+    def test_cut_ends_by_itself_and_targets_only_its_agents(self) -> None:
+        now = [100.0]
+        state = FaultState('h1', ['a', 'b'], monotonic=lambda: now[0])
+        assert state.apply(parse_fault(Fault('cut', agents=('a',), duration_sec=2.0).to_json())) == ['a']
+        assert not state.allow('a') and state.allow('b') and state.dropped == 1
+        now[0] = 102.0
+        assert state.link_up('a')
+        assert state.apply(Fault('cut', host='other', duration_sec=1.0)) == []
+        assert state.apply(Fault('cut', host='*', duration_sec=1.0)) == ['a', 'b']
+        state.apply(Fault('restore', host='h1'))
+        assert state.link_up('a') and state.link_up('b')
+
+    def test_skew_and_slow_apply_live_and_clear_undoes_them(self) -> None:
+        state = FaultState('h1', ['a'])
+        clock = state.agent_clock('a', wall=lambda: 1000.0)
+        state.apply(Fault('skew', agents=('a',), offset_sec=-0.2))
+        state.apply(Fault('slow', host='h1', factor=3.0))
+        assert clock() == pytest.approx(999.8) and state.slow_factor('a') == 3.0
+        state.apply(Fault('clear', host='h1'))
+        assert clock() == 1000.0 and state.slow_factor('a') == 1.0
+
+
+class TestExecutionAudit:
+    def test_counts_double_and_late_starts(self, tmp_path: Path) -> None:
+        log = ExecutionLog(tmp_path / 'exec-h.jsonl', 'h')
+        log.started(command('c1', deadline=100.0), wall=50.0, agent_clock=50.0)
+        log.finished(command('c1'), 51.0, 'SUCCEEDED')
+        log.started(command('c2', deadline=100.0), wall=100.2, agent_clock=100.2)  # within tolerance
+        log.started(command('c3', deadline=100.0), wall=101.0, agent_clock=99.0)  # late by the true clock
+        log.close()
+        other = ExecutionLog(tmp_path / 'exec-g.jsonl', 'g')
+        other.started(command('c1', deadline=100.0), wall=60.0, agent_clock=60.0)
+        other.close()
+        with (tmp_path / 'exec-g.jsonl').open('a') as f:
+            f.write('{"ev": "start", "comm')  # a write cut short by SIGKILL
+        result = audit(sorted(tmp_path.glob('exec-*.jsonl')), tolerance_sec=0.25)
+        assert result.executions == 4
+        assert result.duplicates == ('c1',) and result.stale == ('c3',)
+
+
+class TestExecutor:
+    def test_goto_drives_logs_and_goes_home_to_its_own_dock(self, tmp_path: Path) -> None:
+        settings = SimSettings(speed_mps=100.0)
+        robot = SimRobot('r001', (5.0, 5.0))
+        log = ExecutionLog(tmp_path / 'exec.jsonl', 'h')
+        executor = SimExecutor(robot, settings, rng=agent_rng(1, 'r001'), log=log)
+
+        async def run() -> None:
+            result = await executor.execute(command('c1', args={'x': 8.0, 'y': 9.0}), {'x': 8.0, 'y': 9.0})
+            assert result.success and robot.pose(1e12)[:2] == (8.0, 9.0) and not robot.docked
+            home = {'x': 0.0, 'y': 0.0, 'point_id': 'home'}
+            assert (await executor.execute(command('c2', args=home), home)).success
+            assert robot.pose(1e12)[:2] == (5.0, 5.0)
+
+        asyncio.run(run())
+        log.close()
+        events = [json.loads(line)['ev'] for line in (tmp_path / 'exec.jsonl').read_text().splitlines()]
+        assert events == ['start', 'end', 'start', 'end']
+
+    def test_failures_follow_the_seeded_rate(self) -> None:
+        settings = SimSettings(failure_rate_report=0.5, report_sec=0.0)
+
+        def outcomes(seed: int) -> list[bool]:
+            executor = SimExecutor(SimRobot('r001', (0, 0)), settings, rng=agent_rng(seed, 'r001'))
+            args = {'point_id': 'p'}
+            return [
+                asyncio.run(executor.execute(command(f'c{i}', 'report', args=args), args)).success for i in range(40)
+            ]
+
+        assert outcomes(3) == outcomes(3)
+        assert 5 < outcomes(3).count(False) < 35
+
+    def test_cancelled_goto_halts_the_robot(self) -> None:
+        robot = SimRobot('r001', (0.0, 0.0))
+        executor = SimExecutor(robot, SimSettings(speed_mps=1.0), rng=agent_rng(1, 'r001'))
+
+        async def run() -> None:
+            task = asyncio.create_task(executor.execute(command(args={'x': 100.0, 'y': 0.0}), {'x': 100.0, 'y': 0.0}))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(run())
+        assert 0.0 < robot.pose(1e12)[0] < 5.0
+
+
+class TestSettings:
+    def test_the_shipped_sim_yaml_is_valid(self) -> None:
+        raw = yaml.safe_load((ROOT / 'config' / 'sim.yaml').read_text())
+        params = raw['/**/sim_host']['ros__parameters']
+        assert parse_sim_settings(params, 'config/sim.yaml').failure_rate('inspect') == params['failure_rate_inspect']
+
+    @pytest.mark.parametrize(
+        ('raw', 'reason'),
+        [
+            ({'speed': 1.0}, 'unknown'),
+            ({'speed_mps': 0}, 'must be > 0'),
+            ({'failure_rate_goto': 1.5}, '<= 1'),
+            ({'seed': 1.5}, 'integer'),
+            ({'dock_sec': 'x'}, 'number'),
+            ({'undock_sec': -1}, '>= 0'),
+        ],
+    )
+    def test_bad_values_name_the_key(self, raw: dict, reason: str) -> None:
+        with pytest.raises(SimConfigError, match=reason) as info:
+            parse_sim_settings(raw, 'sim.yaml')
+        assert 'sim.yaml' in str(info.value) and next(iter(raw)) in str(info.value)
+
+
+class TestPlan:
+    def test_retries_then_skips_a_point_and_fails_on_a_lost_undock(self) -> None:
+        steps = inspection_steps([('p1', 1.0, 1.0), ('p2', 2.0, 2.0)], (0.0, 0.0), 'm')
+        assert [s.kind for s in steps] == ['undock'] + ['goto', 'inspect', 'report'] * 2 + ['goto', 'dock']
+        plan = RobotPlan('r', steps, max_retries=1)
+        plan.on_outcome(Outcome.SUCCEEDED)  # undock
+        plan.on_outcome(Outcome.FAILED)  # goto p1, retried
+        plan.on_outcome(Outcome.EXPIRED)  # goto p1 again: skip p1
+        assert plan.points_skipped == ['p1'] and plan.current().point == 'p2'  # type: ignore[union-attr]
+        for _ in range(5):
+            plan.on_outcome(Outcome.SUCCEEDED)
+        assert plan.succeeded and plan.points_done == ['p2']
+        failing = RobotPlan('r', steps, max_retries=0)
+        failing.on_outcome(Outcome.REJECTED)
+        assert failing.failed and failing.finished and failing.current() is None
+
+
+class TestSummary:
+    def test_tally_finds_missing_and_doubled_outcomes(self) -> None:
+        outcomes = {'a': [(0, 1, 10.0)], 'b': [(1, 3, 20.0), (0, 1, 5.0)], 'x': [(0, 1, 1.0)]}
+        tally = tally_outcomes(['a', 'b', 'c'], outcomes)
+        assert tally.commands == 3 and tally.missing == ('c',) and tally.duplicated == ('b',)
+        assert tally.by_outcome['succeeded'] == 1 and tally.by_outcome['failed'] == 1 and tally.retries == 2
+        assert percentile([5, 1, 3], 50) == 3 and percentile([], 99) == 0.0
+
+    def test_every_violation_is_named(self) -> None:
+        summary = {
+            'duplicates_executed': 1,
+            'stale_executions': 2,
+            'missing_outcomes': 3,
+            'duplicate_outcomes': 4,
+            'mission_complete': False,
+            'robots_done': 5,
+            'robots': 6,
+            'takeover_s': None,
+            'leader_killed': 'x',
+        }
+        assert len(invariant_failures(summary)) == 6
+        ok = {
+            **summary,
+            'duplicates_executed': 0,
+            'stale_executions': 0,
+            'missing_outcomes': 0,
+            'duplicate_outcomes': 0,
+            'mission_complete': True,
+            'takeover_s': 0.9,
+        }
+        assert invariant_failures(ok) == []
+
+
+def test_layout_gives_unique_docks_and_points() -> None:
+    agents = [a for s in FLEET.shards for a in s.agents]
+    assert len({home_of(FLEET, a) for a in agents}) == len(agents)
+    points = [p for a in agents for p in inspection_points(FLEET, a, 3)]
+    assert len({p[0] for p in points}) == len(points) == 3 * len(agents)
+
+
+def test_node_set_splits_robots_over_hosts_with_their_own_stores() -> None:
+    fleet = load_fleet_config(ROOT / 'config' / 'fleet.yaml', scale_agents=500)
+    opts = BringupOptions(fleet_config='f.yaml', sim=True, robots_per_host=100, store_dir='/s', standby_autostart=False)
+    groups = sim_host_groups(fleet, opts)
+    assert sum(len(g[3]) for g in groups) == 500 and max(len(g[3]) for g in groups) <= 100
+    specs = node_set(fleet, opts)
+    stores = [s.parameters['store_dir'] for s in specs if s.role == 'sim']
+    assert len(set(stores)) == len(stores) == len(groups)
+    assert all(s.parameters.get('autostart') is False for s in specs if s.role == 'standby')
+    assert parameter_text(['a', 'b']) == '[a, b]' and parameter_text('007') == "'007'" and parameter_text(1.5) == '1.5'
