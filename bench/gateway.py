@@ -513,7 +513,7 @@ async def fanout(bench: Bench, clients: int, rate: str, duration: float) -> None
         published=published,
         delivered=total,
         min_client=min(counts),
-        publish_s=round(span, 2),
+        span_s=round(span, 2),
     )
 
 
