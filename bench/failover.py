@@ -139,7 +139,10 @@ def main() -> int:
     site, shard = 'bench', 'shard_0'
     agents = [f'{shard}_a{i:03d}' for i in range(1, opts.agents + 1)]
     config = work / 'fleet.yaml'
-    config.write_text(json.dumps({'sites': {site: {'shards': {shard: {'agents': agents}}}}}))
+    # On a loaded host discovery of 200 agents' endpoints takes seconds: the standby must see the leader's lease
+    # before it may consider leading, or both lead at start (fencing copes, but the run would not be clean).
+    raw = {'sites': {site: {'shards': {shard: {'agents': agents}}}}, 'leadership': {'first_lease_wait_sec': 6.0}}
+    config.write_text(json.dumps(raw))
     exec_dir = work / 'exec'
     os.environ[EXEC_LOG_ENV] = str(exec_dir)
     os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get('PYTHONPATH')]))
