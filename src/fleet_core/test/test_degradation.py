@@ -108,3 +108,27 @@ def test_level_is_bounded_and_never_below_current_pressure(samples: list[tuple[i
         assert level >= pressure  # never under-reports overload
         assert level >= previous - 1  # steps down one level at a time
         previous = level
+
+
+def test_fleet_config_blocks_build_the_pure_modules_config_classes() -> None:
+    from pathlib import Path
+
+    from fleet_core.config import ConfigError, load_fleet_config, parse_fleet_config
+    from fleet_core.health import HealthConfig
+    from fleet_core.leadership import LeaseConfig
+    from fleet_core.waves import WaveConfig
+
+    fleet = load_fleet_config(Path(__file__).resolve().parents[3] / 'config' / 'fleet.yaml')
+    assert isinstance(fleet.health, HealthConfig) and isinstance(fleet.leadership, LeaseConfig)
+    assert isinstance(fleet.operations, WaveConfig) and isinstance(fleet.degradation, DegradationConfig)
+    assert fleet.degradation.telemetry_factor == (1.0, 0.25, 0.05)
+    sites = {'s': {'shards': {'z': {'agents': ['r1']}}}}
+    raw = {'sites': sites, 'degradation': {'level1_queue_depth': 10, 'level2_queue_depth': 5}}
+    with pytest.raises(ConfigError, match=r'^f\.yaml: degradation\.level1_queue_depth'):
+        parse_fleet_config(raw, 'f.yaml')
+    with pytest.raises(ConfigError, match=r'f\.yaml: operations\.wave_size: expected int'):
+        parse_fleet_config({'sites': sites, 'operations': {'wave_size': 'x'}}, 'f.yaml')
+    with pytest.raises(ConfigError, match=r'f\.yaml: health\.missed_heartbeats_lost must be greater'):
+        parse_fleet_config({'sites': sites, 'health': {'missed_heartbeats_lost': 2}}, 'f.yaml')
+    with pytest.raises(ConfigError, match=r'f\.yaml: leadership: unknown key\(s\) lease'):
+        parse_fleet_config({'sites': sites, 'leadership': {'lease': 1}}, 'f.yaml')
