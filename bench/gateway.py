@@ -125,7 +125,7 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
                 response.message = 'ok'
                 return response
 
-            node.create_service(SetBool, SERVICE, serve)
+            node.create_service(SetBool, SERVICE, serve, qos_profile=qos.SERVICE_CALLS)
             ready_path.write_text('ready')
             deadline = time.monotonic() + duration + 60
             while not stop['flag'] and time.monotonic() < deadline:
@@ -699,6 +699,7 @@ async def service(bench: Bench, clients: int, duration: float) -> None:
         failures=len(failures),
         cpu=cpu,
         calls=done[0],
+        failure_kinds=sorted(set(failures))[:5],
     )
 
 

@@ -152,7 +152,7 @@ class RosEndpoints:
         key = (service, srv_cls)
         client = self._clients.get(key)
         if client is None:
-            client = self._clients[key] = self.node.create_client(srv_cls, service)
+            client = self._clients[key] = self.node.create_client(srv_cls, service, qos_profile=fleet_qos.SERVICE_CALLS)
         return client
 
     def _check_type(self, topic: str, msg_cls: type) -> None:

@@ -75,6 +75,17 @@ OPERATIONS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 
+SERVICE_CALL_DEPTH = 1024
+"""Service requests/replies in flight per client or server (the rmw default of 10 loses calls beyond ten)."""
+
+SERVICE_CALLS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=SERVICE_CALL_DEPTH,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+"""Service clients and servers that may have many calls outstanding at once (e.g. the WebSocket gateway)."""
+
 PROFILES: dict[str, QoSProfile] = {
     'command': COMMAND,
     'ack': ACK,
@@ -83,4 +94,5 @@ PROFILES: dict[str, QoSProfile] = {
     'telemetry': TELEMETRY,
     'latched': LATCHED,
     'operations': OPERATIONS,
+    'service_calls': SERVICE_CALLS,
 }
