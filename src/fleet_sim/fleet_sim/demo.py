@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.stop_recorder()
         recording = run_dir / 'demo.mcap'
         summary['recording'] = str(recording) if stack.recorder is not None and recording.exists() else None
+        summary['recorded_messages'] = stack.recorded_messages()
         summary['not_started'] = stack.missing
         failures = invariant_failures(summary)
         summary['invariants_hold'] = not failures

@@ -78,11 +78,23 @@ def main(argv: list[str] | None = None) -> int:
             if now >= next_progress or phase == 'finished' or now >= deadline:
                 next_progress = now + PROGRESS_SEC
                 done, total = driver.points() if driver else (0, 0)
-                leaders = {f'{k[0]}/{k[1]}': [v.leader.leader_id, v.leader.epoch] if v.leader else None
-                           for k, v in observer.shards.items()}
-                progress.write(json.dumps({'t': round(now - started, 2), 'phase': phase, 'points_done': done,
-                                           'points_total': total, 'online': observer.online(),
-                                           'leaders': leaders}) + '\n')
+                leaders = {
+                    f'{k[0]}/{k[1]}': [v.leader.leader_id, v.leader.epoch] if v.leader else None
+                    for k, v in observer.shards.items()
+                }
+                progress.write(
+                    json.dumps(
+                        {
+                            't': round(now - started, 2),
+                            'phase': phase,
+                            'points_done': done,
+                            'points_total': total,
+                            'online': observer.online(),
+                            'leaders': leaders,
+                        }
+                    )
+                    + '\n'
+                )
                 progress.flush()
             if phase == 'finished' or now >= deadline:
                 break

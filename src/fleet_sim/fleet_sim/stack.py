@@ -154,6 +154,10 @@ class DemoStack:
         match = re.search(r'listening on (ws://\S+)', self.foxglove.tail(50))
         return match.group(1) if match else None
 
+    def recorded_messages(self) -> int | None:
+        match = re.search(r'wrote (\d+) messages', self.recorder.tail(2000)) if self.recorder else None
+        return int(match.group(1)) if match else None
+
     def orchestrator_of(self, leader_id: str) -> Child | None:
         for child in self.orchestrators:
             if child.alive() and child.spec.parameters.get('orchestrator_id') == leader_id:
