@@ -8,7 +8,6 @@ only while leading, so an operator's request never reaches a standby. Every call
 
 from __future__ import annotations
 
-import collections
 import os
 import random
 import socket
@@ -24,13 +23,12 @@ from rclpy.timer import Timer
 
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_config
-from fleet_core.dispatcher import CommandDispatcher, Hop, SubmitError
+from fleet_core.dispatcher import CommandDispatcher, SubmitError
 from fleet_core.health import HealthMonitor, UnknownAgent
 from fleet_core.leadership import Lease, LeaseState, NotLeader, WrongShardLease
 from fleet_core.model import Outcome, Priority
 from fleet_core.replica import ShardReplica
-from fleet_core.trace import Hop as TraceHop
-from fleet_core.trace import TraceRecord, TraceSampler, TraceSettings
+from fleet_core.trace import TraceSettings
 from fleet_core.workflow import StepRequest
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
@@ -40,14 +38,13 @@ from fleet_orchestrator.backpressure import ShardBackpressure
 from fleet_orchestrator.mission_host import MissionHost
 from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
 from fleet_orchestrator.operations import ShardOperations
+from fleet_orchestrator.tracing import TraceOutbox
 from fleet_ros import qos
 from fleet_ros.convert import ack_from_msg, command_from_msg, command_to_msg, from_time, result_to_msg, to_time
 from fleet_ros.params import declare
 
 TICK_SEC = 0.05
 STATUS_PERIOD_SEC = 0.5
-TRACE_FLUSH_PER_TICK = 400
-"""Trace events are published off the critical path, at most this many per tick."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +79,6 @@ class ShardOrchestrator(LifecycleNode):
         self.takeover_seconds: float | None = None
         self._eligible = False
         self._timers: list[Timer] = []
-        self._trace_backlog: collections.deque[TraceEvent] = collections.deque(maxlen=50_000)
         self._lapse_seen = False
         self._leader_services: list[Service] = []
         self._retired_services: list[Service] = []
@@ -121,7 +117,6 @@ class ShardOrchestrator(LifecycleNode):
         self.health = HealthMonitor(fleet.health, shard.agents, clock=self.clock)
         self.backpressure = ShardBackpressure(fleet.degradation, clock=self.clock)
         self.replica = ShardReplica(shard.agents)
-        self.sampler = TraceSampler(self.options.trace)
         self.rng = random.Random(self._p_seed or time.time_ns())
         workflow_dir = Path(self._p_workflows) if self._p_workflows else Path(fleet.source).parent / 'workflows'
         library = WorkflowLibrary(workflow_dir)
@@ -153,6 +148,8 @@ class ShardOrchestrator(LifecycleNode):
         self.journal_pub = self.create_publisher(CommandMsg, topics.shard_journal(site, sid), qos.EVENTS)
         self.outcome_pub = self.create_publisher(CommandOutcome, topics.shard_outcome(site, sid), qos.EVENTS)
         self.trace_pub = self.create_publisher(TraceEvent, topics.shard_trace(site, sid), qos.EVENTS)
+        assert self.options is not None
+        self.traces = TraceOutbox(self.trace_pub, self.options.trace, node_name=self.get_name(), shard_id=sid)
         self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
         self.lease_pub = self.create_publisher(LeaderLease, topics.shard_leader(site, sid), qos.LATCHED)
         self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
@@ -353,7 +350,7 @@ class ShardOrchestrator(LifecycleNode):
             self.missions.tick(self.health.lost())
             self.operations.tick()
             self.flush()
-        self._publish_traces()
+        self.traces.publish_some()
 
     def _renew_if_due(self, now: float) -> bool:
         """Renew the lease when due; False when we found out we no longer lead. Also called from the busiest
@@ -380,7 +377,7 @@ class ShardOrchestrator(LifecycleNode):
                 self.backpressure.on_send(command.command_id, command.attempt)
             for result in out.results:
                 self.outcome_pub.publish(result_to_msg(result))
-            self._queue_traces(out.hops)
+            self.traces.queue(out.hops)
             for result in out.results:
                 self.missions.on_result(result.agent_id, result.command_id, result.outcome)
         self.get_logger().error('flush: the dispatcher kept producing work for 100 rounds; continuing next tick')
@@ -417,41 +414,6 @@ class ShardOrchestrator(LifecycleNode):
         for command in commands:
             self.journal_pub.publish(command_to_msg(command))
         self.flush()
-
-    def _queue_traces(self, hops: list[Hop]) -> None:
-        node = self.get_name()
-        for hop in hops:
-            record = TraceRecord(
-                hop.command_id,
-                hop.trace_id,
-                hop.agent_id,
-                self.shard.shard_id,
-                node,
-                TraceHop[hop.hop],
-                hop.stamp,
-                max(0, hop.attempt),
-                hop.status,
-                hop.detail,
-            )
-            for kept in self.sampler.offer(record, hop.priority):
-                self._trace_backlog.append(
-                    TraceEvent(
-                        command_id=kept.command_id,
-                        trace_id=kept.trace_id,
-                        agent_id=kept.agent_id,
-                        shard_id=kept.shard_id,
-                        node=kept.node,
-                        hop=int(kept.hop),
-                        attempt=kept.attempt,
-                        status=kept.status,
-                        detail=kept.detail[:200],
-                        stamp=to_time(kept.stamp),
-                    )
-                )
-
-    def _publish_traces(self) -> None:
-        for _ in range(min(TRACE_FLUSH_PER_TICK, len(self._trace_backlog))):
-            self.trace_pub.publish(self._trace_backlog.popleft())
 
     def _status(self) -> None:
         # Only the leader publishes the shard's status; standbys stay quiet.

@@ -1,0 +1,60 @@
+"""The orchestrator's TraceEvents: dispatcher hops are sampled (fleet_core.trace) into a bounded backlog that is
+published off the critical path, a bounded number per tick."""
+
+from __future__ import annotations
+
+import collections
+
+from rclpy.publisher import Publisher
+
+from fleet_core.dispatcher import Hop
+from fleet_core.trace import Hop as TraceHop
+from fleet_core.trace import TraceRecord, TraceSampler, TraceSettings
+from fleet_interfaces.msg import TraceEvent
+from fleet_ros.convert import to_time
+
+TRACE_FLUSH_PER_TICK = 400
+BACKLOG = 50_000
+
+
+class TraceOutbox:
+    def __init__(self, publisher: Publisher, settings: TraceSettings, *, node_name: str, shard_id: str) -> None:
+        self.publisher = publisher
+        self.sampler = TraceSampler(settings)
+        self.node_name = node_name
+        self.shard_id = shard_id
+        self._backlog: collections.deque[TraceEvent] = collections.deque(maxlen=BACKLOG)
+
+    def queue(self, hops: list[Hop]) -> None:
+        for hop in hops:
+            record = TraceRecord(
+                hop.command_id,
+                hop.trace_id,
+                hop.agent_id,
+                self.shard_id,
+                self.node_name,
+                TraceHop[hop.hop],
+                hop.stamp,
+                max(0, hop.attempt),
+                hop.status,
+                hop.detail,
+            )
+            for kept in self.sampler.offer(record, hop.priority):
+                self._backlog.append(
+                    TraceEvent(
+                        command_id=kept.command_id,
+                        trace_id=kept.trace_id,
+                        agent_id=kept.agent_id,
+                        shard_id=kept.shard_id,
+                        node=kept.node,
+                        hop=int(kept.hop),
+                        attempt=kept.attempt,
+                        status=kept.status,
+                        detail=kept.detail[:200],
+                        stamp=to_time(kept.stamp),
+                    )
+                )
+
+    def publish_some(self) -> None:
+        for _ in range(min(TRACE_FLUSH_PER_TICK, len(self._backlog))):
+            self.publisher.publish(self._backlog.popleft())
