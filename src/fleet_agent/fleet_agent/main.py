@@ -14,7 +14,8 @@ from rclpy.node import Node
 
 from fleet_agent.executors import CommandExecutor, SleepExecutor
 from fleet_agent.node import AgentHostNode, AgentSpec
-from fleet_core.config import ConfigError, FleetConfig, HealthSettings, IntakeSettings, load_fleet_config
+from fleet_core.config import ConfigError, FleetConfig, IntakeSettings, load_fleet_config
+from fleet_core.health import HealthConfig
 from fleet_ros.asyncio_node import run_nodes
 from fleet_ros.params import declare
 
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f'fleet_agent: error: {exc}', file=sys.stderr)
             return 2
         intake = fleet.intake if fleet else IntakeSettings()
-        health = fleet.health if fleet else HealthSettings()
+        health = fleet.health if fleet else HealthConfig()
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         node = AgentHostNode(

@@ -43,7 +43,6 @@ AgentClock = Callable[[str], Callable[[], float]]
 """Fault-injection hook: the UTC clock of one agent (the simulator skews clocks with it)."""
 
 
-STORE_FILE = 'agents.sqlite'
 HEARTBEAT_SLICE_SEC = 0.01
 
 
@@ -92,7 +91,9 @@ class AgentHostNode(Node):
         self.database: DedupDatabase | None = None
         self._store_error = ''
         try:
-            self.database = DedupDatabase(store_dir / STORE_FILE, group_commit=True)
+            # Named after the host: two host processes must never share a file (their transactions would block
+            # each other), while a restarted host finds its own again.
+            self.database = DedupDatabase(store_dir / f'{node_name}.sqlite', group_commit=True)
         except StoreUnavailable as exc:
             self._store_error = str(exc)
             self.get_logger().error(f'SAFE MODE for every hosted agent, refusing all commands: {exc}')

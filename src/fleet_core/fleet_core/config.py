@@ -14,6 +14,7 @@ from fleet_core.degradation import DegradationConfig, DegradationConfigError
 from fleet_core.health import HealthConfig, HealthConfigError
 from fleet_core.leadership import LeaseConfig, LeaseConfigError
 from fleet_core.topics import InvalidName, check_name
+from fleet_core.trace import TraceConfigError, TraceSettings, parse_trace_settings
 from fleet_core.waves import WaveConfig, WaveError
 
 DEFAULT_CONFIG_ENV = 'FLEETLANES_CONFIG'
@@ -47,12 +48,6 @@ class IntakeSettings:
     dedup_window: int = 10_000
 
 
-HealthSettings = HealthConfig
-"""Deprecated alias: the `health:` block is fleet_core.health.HealthConfig (one class per idea)."""
-
-LeadershipSettings = LeaseConfig
-"""Deprecated alias: the `leadership:` block is fleet_core.leadership.LeaseConfig."""
-
 _OWN_VALIDATION_ERRORS = (HealthConfigError, LeaseConfigError, WaveError, DegradationConfigError)
 """The pure modules validate their own config blocks; config.py re-raises their errors with the file name."""
 
@@ -75,6 +70,7 @@ class FleetConfig:
     leadership: LeaseConfig = field(default_factory=LeaseConfig)
     operations: WaveConfig = field(default_factory=WaveConfig)
     degradation: DegradationConfig = field(default_factory=DegradationConfig)
+    tracing: TraceSettings = field(default_factory=TraceSettings)
     source: str = '<memory>'
 
     @property
@@ -166,7 +162,7 @@ def parse_fleet_config(raw: object, source: str = '<memory>', *, scale_agents: i
     so that their total is (about) that many agents, for `make demo ROBOTS=N`."""
     if not isinstance(raw, Mapping) or 'sites' not in raw:
         raise ConfigError(f'{source}: top level must be a mapping with a "sites" key')
-    unknown = set(raw) - {'sites', 'dispatch', 'intake', 'health', 'leadership', 'operations', 'degradation'}
+    unknown = set(raw) - {'sites', 'dispatch', 'intake', 'health', 'leadership', 'operations', 'degradation', 'tracing'}
     if unknown:
         raise ConfigError(f'{source}: unknown top-level key(s) {", ".join(sorted(map(str, unknown)))}')
     sites = raw['sites']
@@ -211,8 +207,16 @@ def parse_fleet_config(raw: object, source: str = '<memory>', *, scale_agents: i
         leadership=_settings(LeaseConfig, raw.get('leadership'), f'{source}: leadership'),
         operations=_settings(WaveConfig, raw.get('operations'), f'{source}: operations'),
         degradation=_settings(DegradationConfig, raw.get('degradation'), f'{source}: degradation'),
+        tracing=_tracing(raw.get('tracing'), f'{source}: tracing'),
         source=source,
     )
+
+
+def _tracing(raw: object, where: str) -> TraceSettings:
+    try:
+        return parse_trace_settings(raw, where)
+    except TraceConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_fleet_config(path: str | os.PathLike[str] | None = None, *, scale_agents: int | None = None) -> FleetConfig:

@@ -61,6 +61,18 @@ def shard_task_events(site: str, shard: str) -> str:
     return f'{shard_prefix(site, shard)}/task_events'
 
 
+def shard_mission_journal(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/mission_journal'
+
+
+def shard_mission_status(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/mission_status'
+
+
+def shard_mission_cancel(site: str, shard: str) -> str:
+    return f'{shard_prefix(site, shard)}/mission_cancel'
+
+
 def shard_leader(site: str, shard: str) -> str:
     return f'{shard_prefix(site, shard)}/leader'
 

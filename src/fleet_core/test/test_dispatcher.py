@@ -185,3 +185,13 @@ def test_cancel_queued_on_estop(clock):
     d.take()
     assert d.cancel_queued('e-stop') == 2
     assert [r.outcome for r in d.take().results] == [Outcome.CANCELLED] * 2
+
+
+def test_caller_chosen_command_ids_are_idempotent_while_pending(clock):
+    d = make(clock, agents=('a1', 'a2'))
+    first = d.submit(['a1', 'a2'], 'noop', '{}', Priority.NORMAL, 10.0, command_ids=['step-1', 'step-2'])
+    assert [c.command_id for c in first] == ['step-1', 'step-2']
+    again = d.submit(['a1', 'a2'], 'noop', '{}', Priority.NORMAL, 10.0, command_ids=['step-1', 'step-3'])
+    assert [c.command_id for c in again] == ['step-3']  # step-1 is still in flight: not queued twice
+    with pytest.raises(SubmitError, match='one id per target'):
+        d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0, command_ids=['x', 'y'])

@@ -33,18 +33,6 @@ CHECKPOINT_SEC = 5.0
 """While a mission runs, the leader journals a full snapshot this often (late or gapped standbys re-sync)."""
 
 
-def mission_journal_topic(site: str, shard: str) -> str:
-    return f'{topics.shard_prefix(site, shard)}/mission_journal'
-
-
-def mission_status_topic(site: str, shard: str) -> str:
-    return f'{topics.shard_prefix(site, shard)}/mission_status'
-
-
-def mission_cancel_service(site: str, shard: str) -> str:
-    return f'{topics.shard_prefix(site, shard)}/mission_cancel'
-
-
 class WorkflowLibrary:
     """Every workflow YAML of a directory, validated at configure; a broken file is reported, not fatal."""
 
@@ -80,9 +68,9 @@ class MissionServer:
         site, shard = host.site_id, host.shard_id
         self.site_id, self.shard_id = site, shard
         self.events_pub = node.create_publisher(TaskEvent, topics.shard_task_events(site, shard), qos.EVENTS)
-        self.status_pub = node.create_publisher(TaskEvent, mission_status_topic(site, shard), qos.LATCHED)
-        self.journal_pub = node.create_publisher(String, mission_journal_topic(site, shard), qos.EVENTS)
-        node.create_subscription(String, mission_journal_topic(site, shard), self._on_journal, qos.EVENTS)
+        self.status_pub = node.create_publisher(TaskEvent, topics.shard_mission_status(site, shard), qos.LATCHED)
+        self.journal_pub = node.create_publisher(String, topics.shard_mission_journal(site, shard), qos.EVENTS)
+        node.create_subscription(String, topics.shard_mission_journal(site, shard), self._on_journal, qos.EVENTS)
         self._action: ActionServer | None = None
         self._cancel_srv: Service | None = None
         self._retired: list[ActionServer] = []
@@ -116,7 +104,9 @@ class MissionServer:
             goal_callback=self._on_goal,
             cancel_callback=self._on_cancel,
         )
-        self._cancel_srv = self.node.create_service(Trigger, mission_cancel_service(site, shard), self._on_cancel_srv)
+        self._cancel_srv = self.node.create_service(
+            Trigger, topics.shard_mission_cancel(site, shard), self._on_cancel_srv
+        )
 
     def step_down(self) -> None:
         self.host.demote()

@@ -68,8 +68,10 @@ class ShardOrchestrator(LifecycleNode):
         self._p_id = declare(
             self, 'orchestrator_id', f'{socket.gethostname()}-{os.getpid()}', 'unique id of this process in leases'
         )
-        self._p_trace = declare(self, 'trace_sample_fraction', 0.1, 'share of ordinary submissions traced (0..1)')
-        self._p_tracing = declare(self, 'tracing_enabled', True, 'publish TraceEvents at all')
+        self._p_trace = declare(
+            self, 'trace_sample_fraction', -1.0, 'share of submissions traced (0..1); < 0: from fleet_config tracing'
+        )
+        self._p_tracing = declare(self, 'tracing_enabled', True, 'publish TraceEvents (if fleet_config allows it)')
         self._p_seed = declare(self, 'retry_jitter_seed', 0, 'seed of the retry jitter RNG (0 = from the clock)')
         self._p_workflows = declare(
             self, 'workflow_dir', '', 'directory of workflow YAML files (empty: workflows/ next to fleet_config)'
@@ -103,7 +105,11 @@ class ShardOrchestrator(LifecycleNode):
             self._p_shard,
             self._p_id,
             fleet,
-            TraceSettings(enabled=bool(self._p_tracing), sample_fraction=float(self._p_trace)),
+            TraceSettings(
+                enabled=bool(self._p_tracing) and fleet.tracing.enabled,
+                sample_fraction=float(self._p_trace) if self._p_trace >= 0 else fleet.tracing.sample_fraction,
+                pending_commands=fleet.tracing.pending_commands,
+            ),
         )
         self.shard: ShardConfig = shard
         self.fleet = fleet

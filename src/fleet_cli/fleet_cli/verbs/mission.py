@@ -38,14 +38,6 @@ POINT_SPACING_M = 2.0
 ShardKey = tuple[str, str]
 
 
-def mission_status_topic(site: str, shard: str) -> str:
-    return f'{topics.shard_prefix(site, shard)}/mission_status'
-
-
-def mission_cancel_service(site: str, shard: str) -> str:
-    return f'{topics.shard_prefix(site, shard)}/mission_cancel'
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser('mission', help='start, follow, inspect or cancel a mission')
     verbs = p.add_subparsers(dest='mission_verb', metavar='ACTION', required=True)
@@ -171,7 +163,9 @@ class MissionFollower:
             client.node.create_subscription(
                 TaskEvent, topics.shard_task_events(site, shard), self._on_event, qos.EVENTS
             )
-            client.node.create_subscription(TaskEvent, mission_status_topic(site, shard), self._on_status, qos.LATCHED)
+            client.node.create_subscription(
+                TaskEvent, topics.shard_mission_status(site, shard), self._on_status, qos.LATCHED
+            )
 
     def _on_event(self, msg: TaskEvent) -> None:
         key = (msg.site_id, msg.shard_id)
@@ -229,7 +223,7 @@ def latched_missions(client: FleetClient, keys: Sequence[ShardKey], wait: float)
     found: dict[ShardKey, TaskEvent] = {}
     subs = [
         client.node.create_subscription(
-            TaskEvent, mission_status_topic(*key), lambda m, k=key: found.__setitem__(k, m), qos.LATCHED
+            TaskEvent, topics.shard_mission_status(*key), lambda m, k=key: found.__setitem__(k, m), qos.LATCHED
         )
         for key in keys
     ]
@@ -332,7 +326,7 @@ def _send_goals(
         reason = follower.rejections.get((site, shard), 'goal rejected (see the orchestrator log)')
         print(f'fleetctl mission: {site}/{shard} refused the mission: {reason}', file=sys.stderr)
     for site, shard in accepted:
-        reply = client.call(Trigger, mission_cancel_service(site, shard), Trigger.Request())
+        reply = client.call(Trigger, topics.shard_mission_cancel(site, shard), Trigger.Request())
         print(f'fleetctl mission: {site}/{shard}: rolled back: {reply.message}', file=sys.stderr)
     return None
 
@@ -426,7 +420,7 @@ def run_cancel(args: argparse.Namespace) -> int:
                 f'no mission is running on {args.site}' + (f' ({", ".join(args.shard)})' if args.shard else '')
             )
         for site, shard in sorted(running):
-            reply = client.call(Trigger, mission_cancel_service(site, shard), Trigger.Request())
+            reply = client.call(Trigger, topics.shard_mission_cancel(site, shard), Trigger.Request())
             print(f'{site}/{shard}: {reply.message}')
             cancelled += bool(reply.success)
     except ClientTimeout as exc:
