@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fleet_observability.layout import layout_json
-
 from fleet_core.config import load_fleet_config, parse_fleet_config
+from fleet_observability.layout import layout_json
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -20,12 +20,12 @@ SITE, SHARD = 'site_a', 'zone_1'
 
 @pytest.fixture
 def fleet_publishers(ros: Any) -> Iterator[Any]:
-    from fleet_observability.trace_msgs import trace_to_msg
     from nav_msgs.msg import Odometry
 
     from fleet_core import topics
     from fleet_core.trace import TraceRecord
     from fleet_interfaces.msg import ShardStatus, TraceEvent
+    from fleet_observability.trace_msgs import trace_to_msg
     from fleet_ros import qos
     from fleet_ros.spin import SpinThread
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from fleet_observability.metrics import FleetMetrics, MetricsServeError
 
 from fleet_core.model import AckStatus, Outcome, Priority
+from fleet_observability.metrics import FleetMetrics, MetricsServeError
 
 SHARD = {'site': 'site_a', 'shard': 'zone_1'}
 

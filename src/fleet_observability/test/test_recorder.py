@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fleet_observability.recorder import McapFleetWriter, RecordingError, read_recording, recording_topics
 from mcap.reader import make_reader
 
 from fleet_cli.main import main as fleetctl
 from fleet_core.trace import Hop, TraceRecord
+from fleet_observability.recorder import McapFleetWriter, RecordingError, read_recording, recording_topics
 
 T0 = 1_700_000_000.0
 TRACE = '/fleet/site_a/zone_1/trace'
@@ -32,9 +32,10 @@ def hops(command_id: str) -> list[TraceRecord]:
 
 
 def write_trace_file(path: Path, command_id: str = 'cmd-1') -> list[TraceRecord]:
-    from fleet_observability.trace_msgs import trace_to_msg
     from nav_msgs.msg import Odometry
     from rclpy.serialization import serialize_message
+
+    from fleet_observability.trace_msgs import trace_to_msg
 
     records = hops(command_id)
     writer = McapFleetWriter(path)

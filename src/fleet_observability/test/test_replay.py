@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_observability.recorder import McapFleetWriter, read_recording
-from fleet_observability.replay import replay_shard
-from fleet_observability.replay_loader import load_shard_recordings
 
 from fleet_cli.main import main as fleetctl
 from fleet_core.config import DispatchSettings
 from fleet_core.dispatcher import CommandDispatcher
 from fleet_core.model import Ack, AckStatus, Command, Priority
 from fleet_core.trace import Hop, TraceRecord, TraceSampler, TraceSettings
+from fleet_observability.recorder import McapFleetWriter, read_recording
+from fleet_observability.replay import replay_shard
+from fleet_observability.replay_loader import load_shard_recordings
 
 SITE, SHARD = 'site_a', 'zone_1'
 AGENTS = ('r001', 'r002', 'r003', 'r004', 'r005')
@@ -63,7 +63,6 @@ class SimulatedShard:
 
     def flush(self) -> None:
         from fleet_observability.trace_msgs import trace_to_msg
-
         from fleet_ros.convert import command_to_msg, result_to_msg
 
         out = self.dispatcher.take()

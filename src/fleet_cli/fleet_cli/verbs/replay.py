@@ -6,11 +6,10 @@ import argparse
 import os
 import sys
 
+from fleet_core.config import DEFAULT_CONFIG_ENV, ConfigError, DispatchSettings, FleetConfig, load_fleet_config
 from fleet_observability.recorder import RecordingError, read_recording
 from fleet_observability.replay import ReplayError, replay_shard
 from fleet_observability.replay_loader import load_shard_recordings
-
-from fleet_core.config import DEFAULT_CONFIG_ENV, ConfigError, DispatchSettings, FleetConfig, load_fleet_config
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 

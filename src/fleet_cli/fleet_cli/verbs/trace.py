@@ -7,15 +7,15 @@ import sys
 import time
 from typing import Any
 
+from rclpy.serialization import deserialize_message
+
+from fleet_core.trace import Hop, TraceError, build_timeline, render_timeline
+from fleet_interfaces.msg import TraceEvent
 from fleet_observability.discovery import RawTopicFollower
 from fleet_observability.recorder import RecordingError, read_recording
 from fleet_observability.session import ros_session
 from fleet_observability.topic_match import GlobError, TopicSelector
 from fleet_observability.trace_msgs import trace_from_msg
-from rclpy.serialization import deserialize_message
-
-from fleet_core.trace import Hop, TraceError, build_timeline, render_timeline
-from fleet_interfaces.msg import TraceEvent
 
 DEFAULT_TRACE_GLOB = '/fleet/*/*/trace'
 TRACE_SCHEMA = 'fleet_interfaces/msg/TraceEvent'
