@@ -129,6 +129,9 @@ def test_admission_control_tells_excess_clients_to_retry_later(processes, tmp_pa
     assert all(r.status_code == 503 and int(r.headers['Retry-After']) >= 1 for r in refused)
     assert b'retry in' in refused[0].body
     assert gateway.proc.alive()
+    gateway.proc.stop()  # SIGINT: the gateway logs its stats() counters on the way out
+    log = gateway.proc.log_path.read_text()
+    assert "'rejected_admission': 2" in log and "'sessions_admitted': 3" in log, log
 
 
 def test_bad_input_gets_status_errors_and_other_clients_are_unaffected(processes, ros, tmp_path):
