@@ -21,7 +21,7 @@ def main() -> int:
     parser.add_argument('--agents', type=int, default=500)
     parser.add_argument('--rounds', type=int, default=10, help='rounds per block; two blocks per variant')
     parser.add_argument('--delay', type=float, default=0.010)
-    parser.add_argument('--metrics-port', type=int, default=0, help='0 = ephemeral port for the metrics endpoint')
+    parser.add_argument('--metrics-port', type=int, default=0, help='metrics endpoint port when on (0 = any free)')
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix='fleet-obs-'))
     config = write_fleet_config(tmp, SITE, {SHARD: args.agents})
@@ -35,8 +35,7 @@ def main() -> int:
                 config,
                 '-p', f'tracing_enabled:={enabled}',
                 '-p', f'trace_sample_fraction:={1.0 if variant == "on" else 0.0}',
-                '-p', f'metrics_enabled:={enabled}',
-                '-p', f'metrics_port:={args.metrics_port}',
+                '-p', f'metrics_port:={args.metrics_port if variant == "on" else -1}',
             )  # fmt: skip
             try:
                 warm_up(operator)

@@ -90,6 +90,10 @@ class ShardMetrics:
         if latency_sec is not None:
             self._latency.observe(max(0.0, latency_sec))
 
+    def ack_latency(self, latency_sec: float) -> None:
+        """Submit-to-final-ack latency of one command (the orchestrator knows it when the outcome is decided)."""
+        self._latency.observe(max(0.0, latency_sec))
+
     def outcome(self, outcome: Outcome) -> None:
         self._outcomes[outcome].inc()
         if outcome == Outcome.EXPIRED:

@@ -37,6 +37,7 @@ from fleet_interfaces.srv import SubmitCommand
 from fleet_orchestrator.backpressure import ShardBackpressure
 from fleet_orchestrator.mission_host import MissionHost
 from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
+from fleet_orchestrator.observability import ShardObservability
 from fleet_orchestrator.operations import ShardOperations
 from fleet_orchestrator.tracing import TraceOutbox
 from fleet_ros import qos
@@ -73,6 +74,9 @@ class ShardOrchestrator(LifecycleNode):
         )
         self._p_tracing = declare(self, 'tracing_enabled', True, 'publish TraceEvents (if fleet_config allows it)')
         self._p_seed = declare(self, 'retry_jitter_seed', 0, 'seed of the retry jitter RNG (0 = from the clock)')
+        self._p_metrics = declare(
+            self, 'metrics_port', -1, 'Prometheus endpoint port on 127.0.0.1 (0 = any free port, < 0 = no metrics)'
+        )
         self._p_workflows = declare(
             self, 'workflow_dir', '', 'directory of workflow YAML files (empty: workflows/ next to fleet_config)'
         )
@@ -157,6 +161,7 @@ class ShardOrchestrator(LifecycleNode):
         assert self.options is not None
         self.traces = TraceOutbox(self.trace_pub, self.options.trace, node_name=self.get_name(), shard_id=sid)
         self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
+        self.observability = ShardObservability(self, site, sid, metrics_port=int(self._p_metrics))
         self.lease_pub = self.create_publisher(LeaderLease, topics.shard_leader(site, sid), qos.LATCHED)
         self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
         self.create_subscription(Heartbeat, topics.shard_heartbeat(site, sid), self._on_heartbeat, qos.HEARTBEAT)
@@ -181,6 +186,7 @@ class ShardOrchestrator(LifecycleNode):
         for timer in self._timers:
             self.destroy_timer(timer)
         self._timers = []
+        self.observability.close()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -293,6 +299,7 @@ class ShardOrchestrator(LifecycleNode):
             return
         if self.dispatcher is not None and self._renew_if_due(self.clock()):
             self.backpressure.on_ack(ack.command_id, ack.attempt)
+            self.observability.on_ack(ack)
             self.dispatcher.on_ack(ack)
             if self.dispatcher.fenced:
                 self.lease.note_epoch(self.dispatcher.epoch + 1)
@@ -383,6 +390,7 @@ class ShardOrchestrator(LifecycleNode):
                 self.backpressure.on_send(command.command_id, command.attempt)
             for result in out.results:
                 self.outcome_pub.publish(result_to_msg(result))
+            self.observability.on_results(out.results)
             self.traces.queue(out.hops)
             for result in out.results:
                 self.missions.on_result(result.agent_id, result.command_id, result.outcome)
@@ -461,6 +469,7 @@ class ShardOrchestrator(LifecycleNode):
         msg.ack_latency_p99_ms = stats.ack_latency_p99_ms
         msg.degradation_level = self.dispatcher.degradation_level
         self.status_pub.publish(msg)
+        self.observability.on_status(stats, msg)
 
     # -- services ----------------------------------------------------------------------------------------
 
