@@ -19,6 +19,7 @@ from pathlib import Path
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.publisher import Publisher
 from rclpy.service import Service
+from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
 from fleet_core import topics
@@ -88,6 +89,8 @@ class ShardOrchestrator(LifecycleNode):
         self._lapse_seen = False
         self._leader_services: list[Service] = []
         self._retired_services: list[Service] = []
+        self._follow_subs: list[Subscription] = []
+        self._retired_subscriptions: list[Subscription] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -165,8 +168,7 @@ class ShardOrchestrator(LifecycleNode):
         self.lease_pub = self.create_publisher(LeaderLease, topics.shard_leader(site, sid), qos.LATCHED)
         self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
         self.create_subscription(Heartbeat, topics.shard_heartbeat(site, sid), self._on_heartbeat, qos.HEARTBEAT)
-        self.create_subscription(CommandMsg, topics.shard_journal(site, sid), self._on_journal, qos.EVENTS)
-        self.create_subscription(CommandOutcome, topics.shard_outcome(site, sid), self._on_outcome, qos.EVENTS)
+        self._follow()
         self.create_subscription(LeaderLease, topics.shard_leader(site, sid), self._on_lease, qos.LATCHED)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -200,6 +202,15 @@ class ShardOrchestrator(LifecycleNode):
     def leading(self) -> bool:
         return self.dispatcher is not None
 
+    def _follow(self) -> None:
+        """Subscribe to the leader's journal and outcomes (the hot copy). Only while not leading: a leader that
+        read its own streams would pay a second delivery for every command and outcome it publishes."""
+        site, sid = self.shard.site_id, self.shard.shard_id
+        self._follow_subs = [
+            self.create_subscription(CommandMsg, topics.shard_journal(site, sid), self._on_journal, qos.EVENTS),
+            self.create_subscription(CommandOutcome, topics.shard_outcome(site, sid), self._on_outcome, qos.EVENTS),
+        ]
+
     def _take_over(self) -> None:
         assert self.options is not None
         started = self.clock()
@@ -220,6 +231,8 @@ class ShardOrchestrator(LifecycleNode):
         )
         adopted = self.dispatcher.adopt(plan.pending)
         self.replica.handed_over()
+        self._retired_subscriptions += self._follow_subs
+        self._follow_subs = []
         self.backpressure.reset()
         self._publish_lease(lease)
         for command in adopted:
@@ -245,6 +258,7 @@ class ShardOrchestrator(LifecycleNode):
         # Back to following: what this leader still owed becomes part of the hot copy again.
         self.replica.restore(self.dispatcher.pending())
         self.dispatcher = None
+        self._follow()
         self.missions.step_down()
         # Destroyed at the next tick, outside the callback that made us step down.
         self._retired_services += self._leader_services + self.operations.step_down()
@@ -347,6 +361,8 @@ class ShardOrchestrator(LifecycleNode):
         self.health.evaluate(now)
         while self._retired_services:
             self.destroy_service(self._retired_services.pop())
+        while self._retired_subscriptions:
+            self.destroy_subscription(self._retired_subscriptions.pop())
         if self.dispatcher is None:
             self.missions.tick([])
             # A lapse must still hold one tick later: lease messages queued behind a slow callback of ours are
