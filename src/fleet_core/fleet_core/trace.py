@@ -9,6 +9,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from fleet_core.model import Priority
 
@@ -42,9 +43,9 @@ _DECISION_CACHE = 4096
 _ALWAYS_HOPS = frozenset({Hop.RETRY, Hop.EXPIRE, Hop.REJECT})
 
 
-@dataclass(frozen=True, slots=True)
-class TraceRecord:
-    """One hop of one command; `stamp` is the emitter's UTC clock in seconds since the Unix epoch."""
+class TraceRecord(NamedTuple):
+    """One hop of one command; `stamp` is the emitter's UTC clock in seconds since the Unix epoch. A tuple: one
+    is made for every hop of every command on the orchestrator's hot path."""
 
     command_id: str
     trace_id: str

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,7 +63,7 @@ def test_roundtrip_keeps_schemas_and_cdr(tmp_path: Path) -> None:
     decoded = [trace_from_msg(m.decode()) for m in messages if m.topic == TRACE]
 
     def rounded(r: TraceRecord) -> TraceRecord:
-        return replace(r, stamp=round(r.stamp, 6))
+        return r._replace(stamp=round(r.stamp, 6))
 
     assert [rounded(r) for r in sorted(decoded, key=lambda r: r.stamp)] == [rounded(r) for r in records]
     odom = next(m for m in messages if m.topic.endswith('/odom')).decode()

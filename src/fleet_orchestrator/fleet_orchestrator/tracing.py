@@ -23,38 +23,40 @@ class TraceOutbox:
         self.sampler = TraceSampler(settings)
         self.node_name = node_name
         self.shard_id = shard_id
-        self._backlog: collections.deque[TraceEvent] = collections.deque(maxlen=BACKLOG)
+        self._backlog: collections.deque[TraceRecord] = collections.deque(maxlen=BACKLOG)
 
     def queue(self, hops: list[Hop]) -> None:
+        shard_id, node = self.shard_id, self.node_name
         for hop in hops:
             record = TraceRecord(
                 hop.command_id,
                 hop.trace_id,
                 hop.agent_id,
-                self.shard_id,
-                self.node_name,
+                shard_id,
+                node,
                 TraceHop[hop.hop],
                 hop.stamp,
                 max(0, hop.attempt),
                 hop.status,
                 hop.detail,
             )
-            for kept in self.sampler.offer(record, hop.priority):
-                self._backlog.append(
-                    TraceEvent(
-                        command_id=kept.command_id,
-                        trace_id=kept.trace_id,
-                        agent_id=kept.agent_id,
-                        shard_id=kept.shard_id,
-                        node=kept.node,
-                        hop=int(kept.hop),
-                        attempt=kept.attempt,
-                        status=kept.status,
-                        detail=kept.detail[:200],
-                        stamp=to_time(kept.stamp),
-                    )
-                )
+            self._backlog.extend(self.sampler.offer(record, hop.priority))
 
     def publish_some(self) -> None:
+        """Message construction and publishing happen here, off the command path, a bounded number per tick."""
         for _ in range(min(TRACE_FLUSH_PER_TICK, len(self._backlog))):
-            self.publisher.publish(self._backlog.popleft())
+            kept = self._backlog.popleft()
+            self.publisher.publish(
+                TraceEvent(
+                    command_id=kept.command_id,
+                    trace_id=kept.trace_id,
+                    agent_id=kept.agent_id,
+                    shard_id=kept.shard_id,
+                    node=kept.node,
+                    hop=int(kept.hop),
+                    attempt=kept.attempt,
+                    status=kept.status,
+                    detail=kept.detail[:200],
+                    stamp=to_time(kept.stamp),
+                )
+            )
