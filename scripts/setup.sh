@@ -25,6 +25,9 @@ fi
 python3.11 -c 'import venv, ensurepip, sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' 2>/dev/null \
   || die "python3.11 lacks venv/ensurepip or its headers (Debian: apt-get install python3.11-venv python3.11-dev)"
 
+# Debian tools the system tests use (iproute2 for network namespaces); without root the chaos tests skip.
+bash "$root/scripts/system-deps.sh" || say "warning: system test dependencies missing; network-namespace tests will skip"
+
 hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 # 2. Virtual environment and pinned dependencies.

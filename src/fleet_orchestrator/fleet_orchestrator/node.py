@@ -46,6 +46,8 @@ from fleet_ros.convert import ack_from_msg, command_from_msg, command_to_msg, fr
 from fleet_ros.params import declare
 
 TICK_SEC = 0.05
+RENEW_CHECK_EVERY = 64
+"""Sends between lease checks inside one long flush."""
 STATUS_PERIOD_SEC = 0.5
 
 
@@ -244,6 +246,7 @@ class ShardOrchestrator(LifecycleNode):
         site, sid = self.shard.site_id, self.shard.shard_id
         self._leader_services = [self.create_service(SubmitCommand, topics.shard_submit(site, sid), self._on_submit)]
         self.flush()
+        self._renew_if_due(self.clock())  # the takeover itself may have taken a while
         lapse = started - (self._last_lease_seen or started)
         self.takeover_seconds = lapse
         self.get_logger().warning(
@@ -401,7 +404,11 @@ class ShardOrchestrator(LifecycleNode):
             out = self.dispatcher.take()
             if not out:
                 return
-            for command in out.sends:
+            for index, command in enumerate(out.sends):
+                # A long burst must not outlive the lease: renew between chunks, and stop commanding at once if
+                # it turns out another orchestrator took over meanwhile.
+                if index % RENEW_CHECK_EVERY == RENEW_CHECK_EVERY - 1 and not self._renew_if_due(self.clock()):
+                    return
                 self.command_pubs[command.agent_id].publish(command_to_msg(command))
                 self.backpressure.on_send(command.command_id, command.attempt)
             for result in out.results:
