@@ -136,7 +136,10 @@ class RosEndpoints:
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
-        self.loop.call_soon_threadsafe(self._drain)
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop closed during shutdown; the message has nobody left to go to
+            log.debug('dropping a message on %s: the event loop is closed', published.topic)
 
     def _drain(self) -> None:
         with self._inbox_lock:
