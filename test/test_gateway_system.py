@@ -239,3 +239,33 @@ def test_client_that_never_reads_is_bounded_and_does_not_slow_others(processes, 
     # 6,000 x 2 kB were published to a client that read nothing; its queue is capped at 200 frames (~0.4 MB)
     assert rss_kb < 250_000, rss_kb
     assert gateway.proc.alive()
+
+
+def test_socket_fuzz_leaves_no_sessions_behind(processes, tmp_path):
+    """2,000 generated inputs over 20 real connections; then every session is closed and nothing failed inside."""
+    import random
+
+    from test_gateway_fuzz import _input
+
+    gateway = start_gateway(processes, tmp_path, gateway={'limits': {'max_message_bytes': 4_000}})
+
+    async def one(seed: int) -> None:
+        rng = random.Random(seed)
+        async with connect(gateway.url(), max_queue=None) as ws:
+            for _ in range(100):
+                kind, item = _input(rng)
+                if kind in ('text', 'bytes'):  # deliveries, answers and ticks are core-only inputs
+                    await ws.send(item)
+            await ws.send(json.dumps({'op': 'set_level', 'level': 'error'}))  # the fuzz may have chosen 'none'
+            await ws.send(json.dumps({'op': 'bogus', 'id': 'last'}))
+            await recv_until(ws, lambda m: m.get('id') == 'last', 20)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(one(seed) for seed in range(20)))
+
+    asyncio.run(scenario())
+    assert gateway.proc.alive()
+    gateway.proc.stop()
+    log = gateway.proc.log_path.read_text()
+    assert "'sessions_admitted': 20, 'sessions_closed': 20" in log, log
+    assert "'internal_errors': 0" in log and "'clients': 0" in log, log
