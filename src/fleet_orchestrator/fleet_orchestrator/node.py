@@ -27,7 +27,7 @@ from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_
 from fleet_core.dispatcher import CommandDispatcher, SubmitError
 from fleet_core.health import HealthMonitor, UnknownAgent
 from fleet_core.leadership import Lease, LeaseState, NotLeader, WrongShardLease
-from fleet_core.model import Outcome, Priority
+from fleet_core.model import Command, Outcome, Priority
 from fleet_core.replica import ShardReplica
 from fleet_core.trace import TraceSettings
 from fleet_core.workflow import StepRequest
@@ -237,8 +237,7 @@ class ShardOrchestrator(LifecycleNode):
         self._follow_subs = []
         self.backpressure.reset()
         self._publish_lease(lease)
-        for command in adopted:
-            self.journal_pub.publish(command_to_msg(command))
+        self._journal(adopted)
         self.flush()
         pending = {c.command_id for c in self.dispatcher.pending()}
         self.missions.lead(lease.epoch, pending.__contains__)
@@ -266,6 +265,13 @@ class ShardOrchestrator(LifecycleNode):
         # Destroyed at the next tick, outside the callback that made us step down.
         self._retired_services += self._leader_services + self.operations.step_down()
         self._leader_services = []
+
+    def _journal(self, commands: list[Command]) -> None:
+        """Replicate accepted commands to the standbys; skipped while none follows. The journal is volatile either
+        way: a standby follows the commands accepted after it matched (start standbys before submitting work)."""
+        if commands and self.journal_pub.get_subscription_count() > 0:
+            for command in commands:
+                self.journal_pub.publish(command_to_msg(command))
 
     def _publish_lease(self, lease: Lease) -> None:
         self.lease_pub.publish(
@@ -435,8 +441,7 @@ class ShardOrchestrator(LifecycleNode):
             )
         except SubmitError as exc:
             return str(exc)
-        for command in commands:
-            self.journal_pub.publish(command_to_msg(command))
+        self._journal(commands)
         return ''
 
     def submit_control(self, agents: list[str], kind: str, priority: Priority, ttl_sec: float, trace_id: str) -> None:
@@ -448,8 +453,7 @@ class ShardOrchestrator(LifecycleNode):
         except SubmitError as exc:
             self.get_logger().error(f'{kind} for {len(agents)} agent(s) refused: {exc}')
             return
-        for command in commands:
-            self.journal_pub.publish(command_to_msg(command))
+        self._journal(commands)
         self.flush()
 
     def _status(self) -> None:
@@ -515,8 +519,7 @@ class ShardOrchestrator(LifecycleNode):
             response.accepted = False
             response.error = str(exc)
             return response
-        for command in commands:
-            self.journal_pub.publish(command_to_msg(command))
+        self._journal(commands)
         self.flush()
         response.accepted = True
         response.trace_id = commands[0].trace_id if commands else request.trace_id
