@@ -4,6 +4,7 @@ simulator), sharing one ack and heartbeat publisher per shard."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ class AgentHostNode(Node):
         self._agent_clock = agent_clock or (lambda _agent: clock)
         self.heartbeat_period_sec = heartbeat_period_sec
         self.runtimes: dict[str, AgentRuntime] = {}
+        self._inbox: collections.deque[tuple[str, CommandMsg]] = collections.deque()
+        self._wake_pending = False
         self._sinks: dict[tuple[str, str], _ShardSink] = {}
         kinds = KindRegistry(max_args_bytes=intake_settings.max_args_bytes)
         store_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +119,7 @@ class AgentHostNode(Node):
             self.create_subscription(
                 CommandMsg,
                 topics.agent_command(spec.site_id, spec.agent_id),
-                lambda msg, agent=spec.agent_id: loop.call_soon_threadsafe(self._on_command, agent, msg),
+                lambda msg, agent=spec.agent_id: self._hand_over(agent, msg),
                 qos.COMMAND,
             )
         self.get_logger().info(f'hosting {len(specs)} agent(s) in {len(self._sinks)} shard(s); stores in {store_dir}')
@@ -159,6 +162,19 @@ class AgentHostNode(Node):
         self.create_subscription(EStop, topics.shard_estop(site, shard), on_estop, qos.LATCHED)
         self.create_subscription(LeaderLease, topics.shard_leader(site, shard), on_lease, qos.LATCHED)
         self.create_subscription(ShardStatus, topics.shard_status(site, shard), on_status, qos.LATCHED)
+
+    def _hand_over(self, agent_id: str, msg: CommandMsg) -> None:
+        """Spin thread -> loop. A burst of commands (a fan-out reaches hundreds of hosted agents at once) costs
+        one loop wake-up, not one per message."""
+        self._inbox.append((agent_id, msg))
+        if not self._wake_pending:
+            self._wake_pending = True
+            self.loop.call_soon_threadsafe(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        self._wake_pending = False  # cleared first: anything appended from now on schedules another drain
+        while self._inbox:
+            self._on_command(*self._inbox.popleft())
 
     def _on_command(self, agent_id: str, msg: CommandMsg) -> None:
         if self.link is not None and not self.link(agent_id):
