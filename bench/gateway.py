@@ -48,6 +48,7 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
     from rclpy.context import Context
     from rclpy.experimental import EventsExecutor
     from rclpy.node import Node
+    from rclpy.task import Future
     from std_msgs.msg import String
     from std_srvs.srv import SetBool
 
@@ -107,8 +108,11 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
             node.create_subscription(String, TOPIC_IN, on_msg, qos.TELEMETRY)
             ready_path.write_text('ready')
             deadline = time.monotonic() + duration + 60
+            never = Future()
+            # this process only subscribes, so the executor may own the main thread: half-second slices inside the
+            # EventsExecutor (not one spin_once per message from a Python loop) are what let it keep up
             while not stop['flag'] and time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.05)
+                executor.spin_until_future_complete(never, timeout_sec=0.5)
             result = {
                 'received': counter['n'],
                 'first': counter['first'],
