@@ -84,6 +84,7 @@ class HealthMonitor:
         self._agents = {
             agent: AgentHealth(agent, Liveness.UNKNOWN, start, 0.0, 0, 0, 0, 0) for agent in sorted(set(agent_ids))
         }
+        self._acked: dict[str, float] = {}  # last ack of an ONLINE agent (kept apart: acks are frequent)
 
     def _get(self, agent_id: str) -> AgentHealth:
         try:
@@ -126,9 +127,10 @@ class HealthMonitor:
         if record.liveness is Liveness.LOST:
             return []
         now = self._clock()
-        changes = []
-        if record.liveness is not Liveness.ONLINE:
-            changes.append(LivenessChange(agent_id, record.liveness, Liveness.ONLINE, now, 'ack'))
+        if record.liveness is Liveness.ONLINE:
+            self._acked[agent_id] = now  # hot path (every ack): no record rebuilt
+            return []
+        changes = [LivenessChange(agent_id, record.liveness, Liveness.ONLINE, now, 'ack')]
         self._agents[agent_id] = replace(record, liveness=Liveness.ONLINE, last_seen=now)
         return changes
 
@@ -137,7 +139,7 @@ class HealthMonitor:
         now = self._clock() if now is None else now
         changes: list[LivenessChange] = []
         for agent_id, record in self._agents.items():
-            silent = now - record.last_seen
+            silent = now - max(record.last_seen, self._acked.get(agent_id, record.last_seen))
             if silent >= self.config.lost_after_sec:
                 target = Liveness.LOST
             elif silent >= self.config.suspect_after_sec and record.liveness is not Liveness.UNKNOWN:
@@ -152,7 +154,9 @@ class HealthMonitor:
         return changes
 
     def health(self, agent_id: str) -> AgentHealth:
-        return self._get(agent_id)
+        record = self._get(agent_id)
+        acked = self._acked.get(agent_id, record.last_seen)
+        return replace(record, last_seen=acked) if acked > record.last_seen else record
 
     def liveness(self, agent_id: str) -> Liveness:
         return self._get(agent_id).liveness
