@@ -27,9 +27,9 @@ class Liveness(enum.Enum):
 class HealthConfig:
     """`health:` block of the fleet config. LOST after `missed_heartbeats_lost` silent periods."""
 
-    heartbeat_period_sec: float = 0.5
+    heartbeat_period_sec: float = 1.0
     missed_heartbeats_suspect: int = 2
-    missed_heartbeats_lost: int = 4
+    missed_heartbeats_lost: int = 3
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.heartbeat_period_sec) and self.heartbeat_period_sec > 0):

@@ -83,7 +83,7 @@ class TraceSettings:
     """
 
     enabled: bool = True
-    sample_fraction: float = 0.1
+    sample_fraction: float = 0.01
     pending_commands: int = 10_000
 
     def __post_init__(self) -> None:

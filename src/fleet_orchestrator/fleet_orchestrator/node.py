@@ -47,6 +47,8 @@ from fleet_ros.params import declare
 
 TICK_SEC = 0.05
 RENEW_CHECK_EVERY = 64
+HEALTH_EVERY_TICKS = 4
+"""Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
 """Sends between lease checks inside one long flush."""
 STATUS_PERIOD_SEC = 0.5
 
@@ -89,6 +91,7 @@ class ShardOrchestrator(LifecycleNode):
         self._eligible = False
         self._timers: list[Timer] = []
         self._lapse_seen = False
+        self._ticks = 0
         self._leader_services: list[Service] = []
         self._retired_services: list[Service] = []
         self._follow_subs: list[Subscription] = []
@@ -367,7 +370,9 @@ class ShardOrchestrator(LifecycleNode):
 
     def _tick(self) -> None:
         now = self.clock()
-        self.health.evaluate(now)
+        self._ticks += 1
+        if self._ticks % HEALTH_EVERY_TICKS == 0:
+            self.health.evaluate(now)
         while self._retired_services:
             self.destroy_service(self._retired_services.pop())
         while self._retired_subscriptions:
