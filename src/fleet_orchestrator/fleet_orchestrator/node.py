@@ -48,6 +48,7 @@ from fleet_ros.params import declare
 TICK_SEC = 0.05
 RENEW_CHECK_EVERY = 64
 HEALTH_EVERY_TICKS = 4
+FIRST_LEASE_MAX_WAIT_SEC = 15.0
 """Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
 """Sends between lease checks inside one long flush."""
 STATUS_PERIOD_SEC = 0.5
@@ -92,6 +93,7 @@ class ShardOrchestrator(LifecycleNode):
         self._timers: list[Timer] = []
         self._lapse_seen = False
         self._ticks = 0
+        self._eligible_since = 0.0
         self._leader_services: list[Service] = []
         self._retired_services: list[Service] = []
         self._follow_subs: list[Subscription] = []
@@ -178,6 +180,7 @@ class ShardOrchestrator(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._eligible = True
+        self._eligible_since = self.clock()
         self.lease.restart_first_wait()
         self.get_logger().info('active: eligible to lead; leading once no live lease is held by another')
         return super().on_activate(state)
@@ -381,7 +384,7 @@ class ShardOrchestrator(LifecycleNode):
             self.missions.tick([])
             # A lapse must still hold one tick later: lease messages queued behind a slow callback of ours are
             # processed in between, so our own stall cannot pass for the leader's death.
-            lapsed = self._eligible and self.lease.should_take_over(now)
+            lapsed = self._eligible and self.lease.should_take_over(now) and not self._lease_on_its_way(now)
             if lapsed and self._lapse_seen:
                 self._take_over()
             self._lapse_seen = lapsed
@@ -394,6 +397,15 @@ class ShardOrchestrator(LifecycleNode):
             self.operations.tick()
             self.flush()
         self.traces.publish_some()
+
+    def _lease_on_its_way(self, now: float) -> bool:
+        """Never saw a lease, but another lease publisher is in the graph: a live leader's latched lease is still
+        being delivered (slow discovery, e.g. across hosts), so leading now would only cause a same-epoch tie.
+        Bounded: a dead leader's endpoints leave the graph when its DDS participant lease expires."""
+        if self.lease.current is not None or now - self._eligible_since > FIRST_LEASE_MAX_WAIT_SEC:
+            return False
+        topic = topics.shard_leader(self.shard.site_id, self.shard.shard_id)
+        return self.count_publishers(topic) > 1  # ours is one
 
     def _renew_if_due(self, now: float) -> bool:
         """Renew the lease when due; False when we found out we no longer lead. Also called from the busiest
