@@ -31,7 +31,7 @@ test: lint typecheck
 	@$(ENV) && scripts/run.sh python -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	@$(ENV) && for b in bench/*.py; do scripts/run.sh python "$$b" || exit 1; done
+	@$(ENV) && for b in bench/[!_]*.py; do echo "== $$b" >&2; scripts/run.sh python "$$b" || exit 1; done
 
 clean:
 	rm -rf build install log .venv .pytest_cache .mypy_cache .ruff_cache

@@ -32,6 +32,8 @@ sites:
       zone_1: {agents: {prefix: c1_r, count: 4}}
       zone_2: {agents: {prefix: c2_r, count: 4}}
 health: {heartbeat_period_sec: 0.5, missed_heartbeats_lost: 4}
+# Discovery through static peers can take seconds: a standby must see the live leader's lease before it may lead.
+leadership: {first_lease_wait_sec: 8.0}
 """
 
 
@@ -186,6 +188,8 @@ def test_guarantees_hold_under_link_cuts_leader_kill_and_agent_restarts(rig: Cha
     assert {v[0] for v in leaders().values()} == {f'{s.site_id}.{s.shard_id}.a' for s in rig.fleet.shards}  # type: ignore[index]
     for shard in rig.fleet.shards:
         rig.start_orchestrator(shard.site_id, shard.shard_id, 'standby')
+    standbys = [p for name, p in rig.orchestrators.items() if name.endswith('.b')]
+    _wait(rig, lambda: all('following leader' in p.output() for p in standbys), 60, 'every standby following')
     _wait(rig, lambda: rig.last_progress().get('phase') == 'running', 60, 'every robot online and the mission running')
 
     # Repeated link cuts of both robot hosts while commands flow (each a few seconds, restored by the test).

@@ -151,6 +151,15 @@ class ShardOrchestrator(LifecycleNode):
             node_id=self._p_id,
         )
         self._create_endpoints(shard)
+        expected = topics.shard_leader(shard.site_id, shard.shard_id)
+        if self._lease_sub.topic_name != expected:
+            # Remapped onto another shard's topics: this node is the misconfigured one, so it refuses to run
+            # rather than fight (or kill) that shard's correctly configured orchestrators.
+            self.get_logger().error(
+                f'configure failed: the lease topic resolves to {self._lease_sub.topic_name}, not {expected}: '
+                f'this orchestrator is wired to another shard than site_id={shard.site_id} shard_id={shard.shard_id}'
+            )
+            return TransitionCallbackReturn.FAILURE
         self.missions = MissionServer(self, host, library)
         self.operations = ShardOperations(self)
         self._timers = [self.create_timer(TICK_SEC, self._tick), self.create_timer(STATUS_PERIOD_SEC, self._status)]
@@ -176,7 +185,9 @@ class ShardOrchestrator(LifecycleNode):
         self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
         self.create_subscription(Heartbeat, topics.shard_heartbeat(site, sid), self._on_heartbeat, qos.HEARTBEAT)
         self._follow()
-        self.create_subscription(LeaderLease, topics.shard_leader(site, sid), self._on_lease, qos.LATCHED)
+        self._lease_sub = self.create_subscription(
+            LeaderLease, topics.shard_leader(site, sid), self._on_lease, qos.LATCHED
+        )
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._eligible = True
@@ -303,8 +314,9 @@ class ShardOrchestrator(LifecycleNode):
         try:
             newer = self.lease.observe(lease)
         except WrongShardLease as exc:
-            self.get_logger().fatal(str(exc))
-            raise SystemExit(2) from None
+            # Our own wiring was checked at configure: the sender is the misconfigured one. Never follow it.
+            self.get_logger().error(f'ignored a foreign lease on {self._lease_sub.topic_name}: {exc}')
+            return
         self.replica.on_lease(msg.epoch)
         if msg.leader_id != self._p_id:
             if self._last_lease_seen is None:
