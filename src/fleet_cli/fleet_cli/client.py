@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,6 +12,7 @@ import rclpy
 from rclpy.context import Context
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 
 from fleet_core.config import ConfigError, FleetConfig, load_fleet_config
 
@@ -64,6 +65,29 @@ class FleetClient:
             return future.result()
         finally:
             self.node.destroy_client(client)
+
+    def latest_per_shard(
+        self,
+        msg_type: Any,
+        topic_of: Callable[[str, str], str],
+        keys: Sequence[tuple[str, str]],
+        qos_profile: QoSProfile,
+        wait: float,
+    ) -> dict[tuple[str, str], Any]:
+        """The last (latched) message of each shard's topic; shards that say nothing within `wait` are absent."""
+        found: dict[tuple[str, str], Any] = {}
+        subs = [
+            self.node.create_subscription(
+                msg_type, topic_of(*key), lambda m, k=key: found.__setitem__(k, m), qos_profile
+            )
+            for key in keys
+        ]
+        deadline = time.monotonic() + wait
+        while len(found) < len(keys) and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+        for sub in subs:
+            self.node.destroy_subscription(sub)
+        return found
 
     def close(self) -> None:
         self.executor.remove_node(self.node)

@@ -10,8 +10,7 @@ from rclpy.publisher import Publisher
 from fleet_core.dispatcher import Hop
 from fleet_core.trace import Hop as TraceHop
 from fleet_core.trace import TraceRecord, TraceSampler, TraceSettings
-from fleet_interfaces.msg import TraceEvent
-from fleet_ros.convert import to_time
+from fleet_observability.trace_msgs import trace_to_msg
 
 TRACE_FLUSH_PER_TICK = 400
 BACKLOG = 50_000
@@ -46,17 +45,4 @@ class TraceOutbox:
         """Message construction and publishing happen here, off the command path, a bounded number per tick."""
         for _ in range(min(TRACE_FLUSH_PER_TICK, len(self._backlog))):
             kept = self._backlog.popleft()
-            self.publisher.publish(
-                TraceEvent(
-                    command_id=kept.command_id,
-                    trace_id=kept.trace_id,
-                    agent_id=kept.agent_id,
-                    shard_id=kept.shard_id,
-                    node=kept.node,
-                    hop=int(kept.hop),
-                    attempt=kept.attempt,
-                    status=kept.status,
-                    detail=kept.detail[:200],
-                    stamp=to_time(kept.stamp),
-                )
-            )
+            self.publisher.publish(trace_to_msg(kept._replace(detail=kept.detail[:200])))

@@ -57,19 +57,7 @@ def scope_keys(fleet: FleetConfig, sites: Sequence[str], shards: Sequence[str]) 
 
 
 def latched_estops(client: FleetClient, keys: Sequence[ShardKey], wait: float) -> dict[ShardKey, EStop]:
-    found: dict[ShardKey, EStop] = {}
-    subs = [
-        client.node.create_subscription(
-            EStop, topics.shard_estop(*key), lambda m, k=key: found.__setitem__(k, m), qos.LATCHED
-        )
-        for key in keys
-    ]
-    deadline = time.monotonic() + wait
-    while len(found) < len(keys) and time.monotonic() < deadline:
-        client.executor.spin_once(timeout_sec=0.05)
-    for sub in subs:
-        client.node.destroy_subscription(sub)
-    return found
+    return client.latest_per_shard(EStop, topics.shard_estop, keys, qos.LATCHED, wait)
 
 
 def run(args: argparse.Namespace) -> int:

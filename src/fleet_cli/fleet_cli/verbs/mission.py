@@ -220,19 +220,7 @@ class MissionFollower:
 
 def latched_missions(client: FleetClient, keys: Sequence[ShardKey], wait: float) -> dict[ShardKey, TaskEvent]:
     """The latest mission status of each shard (absent when the shard never ran one or is unreachable)."""
-    found: dict[ShardKey, TaskEvent] = {}
-    subs = [
-        client.node.create_subscription(
-            TaskEvent, topics.shard_mission_status(*key), lambda m, k=key: found.__setitem__(k, m), qos.LATCHED
-        )
-        for key in keys
-    ]
-    deadline = time.monotonic() + wait
-    while len(found) < len(keys) and time.monotonic() < deadline:
-        client.executor.spin_once(timeout_sec=0.05)
-    for sub in subs:
-        client.node.destroy_subscription(sub)
-    return found
+    return client.latest_per_shard(TaskEvent, topics.shard_mission_status, keys, qos.LATCHED, wait)
 
 
 # -- verbs ---------------------------------------------------------------------------------------------------

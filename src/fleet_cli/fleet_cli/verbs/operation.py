@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-import time
 from collections.abc import Sequence
 
 from fleet_cli.client import ClientTimeout, FleetClient, load_config
@@ -35,19 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def last_operations(client: FleetClient, keys: Sequence[ShardKey], wait: float) -> dict[ShardKey, FleetOperation]:
-    found: dict[ShardKey, FleetOperation] = {}
-    subs = [
-        client.node.create_subscription(
-            FleetOperation, topics.shard_operations(*key), lambda m, k=key: found.__setitem__(k, m), qos.OPERATIONS
-        )
-        for key in keys
-    ]
-    deadline = time.monotonic() + wait
-    while len(found) < len(keys) and time.monotonic() < deadline:
-        client.executor.spin_once(timeout_sec=0.05)
-    for sub in subs:
-        client.node.destroy_subscription(sub)
-    return found
+    return client.latest_per_shard(FleetOperation, topics.shard_operations, keys, qos.OPERATIONS, wait)
 
 
 def run(args: argparse.Namespace) -> int:
