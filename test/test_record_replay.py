@@ -3,18 +3,31 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from test_command_path import SHARD, SITE, ros_params, start_agents, write_config
 
 from fleet_core import topics
-from fleet_interfaces.msg import CommandOutcome, LeaderLease
+from fleet_interfaces.msg import CommandOutcome, LeaderLease, ShardStatus
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
 from harness.processes import wait_exit
 
 pytestmark = pytest.mark.system
+REPO = Path(__file__).resolve().parents[1]
+
+
+def settle_then_stop(ros, node, recorder) -> None:
+    """The recorder reads the same reliable streams as this probe; two more periodic shard statuses (about a
+    second of traffic) after the last outcome leave it ample time before it is stopped."""
+    statuses: list[ShardStatus] = []
+    node.create_subscription(ShardStatus, topics.shard_status(SITE, SHARD), statuses.append, qos.LATCHED)
+    ros.spin_until(lambda: len(statuses) >= 3, 10, 'two more shard statuses')
+    recorder.stop()
+    wait_exit(recorder, 10)
 
 
 def test_recorded_shard_replays_with_matching_decisions(ros, processes, tmp_path):
@@ -52,8 +65,8 @@ def test_recorded_shard_replays_with_matching_decisions(ros, processes, tmp_path
         assert future.result().accepted, future.result().error
         submitted += list(future.result().command_ids)
     ros.spin_until(lambda: all(c in outcomes for c in submitted), 30, 'every outcome')
-    recorder.stop()
-    assert wait_exit(recorder, 10) is not None and recording.exists()
+    settle_then_stop(ros, node, recorder)
+    assert recording.exists()
 
     replay = subprocess.run(
         ['fleetctl', '--config', str(config), 'replay', str(recording), '--seed', '7'],
@@ -64,3 +77,46 @@ def test_recorded_shard_replays_with_matching_decisions(ros, processes, tmp_path
     )
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert str(len(submitted)) in replay.stdout
+
+
+def test_recorded_mission_replays_with_matching_decisions(ros, processes, tmp_path):
+    config = write_config(tmp_path, agents=4)
+    workflows = REPO / 'config' / 'workflows'
+    (tmp_path / 'workflows').symlink_to(workflows)
+    processes.start(['shard_orchestrator', *ros_params(config, retry_jitter_seed=11)], name='orchestrator')
+    start_agents(processes, config, tmp_path / 'stores', tmp_path / 'exec.log', delay=0.02)
+    node = ros.node('mission_replay_probe')
+    leases: list[LeaderLease] = []
+    node.create_subscription(LeaderLease, topics.shard_leader(SITE, SHARD), leases.append, qos.LATCHED)
+    ros.spin_until(lambda: leases, 30, 'a leading orchestrator')
+
+    recording = tmp_path / 'mission.mcap'
+    record = ['fleetctl', '--config', str(config), 'record', '-o', str(recording), '--discovery-period', '0.2']
+    recorder = processes.start(record, name='recorder')
+    commands = [topics.agent_command(SITE, f'r{i:03d}') for i in range(1, 5)]
+    watched = [topics.shard_journal(SITE, SHARD), topics.shard_ack(SITE, SHARD), *commands]
+    ros.spin_until(lambda: all(node.count_subscribers(t) >= 2 for t in watched[1:]), 30, 'the recorder subscribed')
+    ros.spin_until(lambda: node.count_subscribers(watched[0]) >= 1, 30, 'the recorder on the journal')
+
+    mission = subprocess.run(
+        ['fleetctl', '--config', str(config), 'mission', 'start', 'inspection', '--site', SITE, '--points', '8'],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=processes.env,
+    )
+    assert mission.returncode == 0, mission.stdout + mission.stderr
+    settle_then_stop(ros, node, recorder)
+
+    replay = subprocess.run(
+        ['fleetctl', '--config', str(config), 'replay', str(recording), '--seed', '11'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=processes.env,
+    )
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    matched = re.search(r'outcomes (\d+)/(\d+) match', replay.stdout)
+    assert matched and matched.group(1) == matched.group(2), replay.stdout
+    # undock + per point goto/inspect/report + return + dock, over 4 robots: dozens of decisions compared
+    assert int(matched.group(2)) >= 8 * 3, replay.stdout
