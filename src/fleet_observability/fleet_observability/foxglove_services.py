@@ -8,7 +8,6 @@ response; every failure reaches the client as a serviceCallFailure with the reas
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import threading
 from collections import OrderedDict
@@ -19,6 +18,8 @@ from typing import Any
 from rclpy.client import Client
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
+
+from fleet_observability.binding import is_loopback
 
 ROLE_VIEWER = 'viewer'
 ROLE_OPERATOR = 'operator'
@@ -41,15 +42,6 @@ class AccessError(PermissionError):
 
 class AccessConfigError(ValueError):
     """Token map or bind address that must not be used (e.g. a public bind without tokens)."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == 'localhost':
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_tokens(raw: object, source: str) -> dict[str, str]:

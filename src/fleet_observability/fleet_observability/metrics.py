@@ -6,7 +6,6 @@ HTTP with `serve()`. Hot paths use ShardMetrics, whose label children are bound 
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
 from fleet_core.model import AckStatus, Outcome, Priority
+from fleet_observability.binding import is_loopback
 
 ACK_LATENCY_BUCKETS_SEC: tuple[float, ...] = (
     0.001,
@@ -37,15 +37,6 @@ ACK_LATENCY_BUCKETS_SEC: tuple[float, ...] = (
 
 class MetricsServeError(RuntimeError):
     """The metrics HTTP endpoint could not be started (address in use, or a non-loopback bind refused)."""
-
-
-def _is_loopback(host: str) -> bool:
-    if host == 'localhost':
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +185,7 @@ class FleetMetrics:
 
         Raises MetricsServeError when the bind fails or is refused.
         """
-        if not _is_loopback(host) and not allow_remote:
+        if not is_loopback(host) and not allow_remote:
             raise MetricsServeError(
                 f'refusing to serve metrics on {host}: pass allow_remote=True (--metrics-allow-remote) to expose them'
             )
