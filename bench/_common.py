@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
+from fleet_core import stats
+
 
 def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float('nan')
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100.0 * (len(ordered) - 1))))
-    return ordered[rank]
+    """fleet_core.stats.percentile; NaN (null in the JSON) when a variant ran no rounds."""
+    return stats.percentile(values, q, math.nan)
 
 
 def write_fleet_config(directory: Path, site: str, shards: dict[str, int], **tuning: object) -> Path:
@@ -84,14 +83,3 @@ class Child:
 
 def python_child(args: Sequence[str], name: str) -> Child:
     return Child([sys.executable, *args], name)
-
-
-def wait_until(condition: object, timeout: float, what: str, step: object = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f'benchmark: timed out after {timeout}s waiting for {what}')
-        if step is not None:
-            step()  # type: ignore[operator]
-        else:
-            time.sleep(0.02)

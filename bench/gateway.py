@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fleet_core import stats
+
 PAD = 'x' * 40
 TOPIC_OUT = '/bench/out'
 TOPIC_IN = '/bench/in'
@@ -34,10 +36,7 @@ MAX_RATE_CAP = 100_000  # "max" publishing is still bounded by this per-second c
 
 
 def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))]
+    return stats.percentile(values, q) if values else None
 
 
 # --- ROS helper process ------------------------------------------------------------------------------------

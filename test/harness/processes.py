@@ -61,10 +61,6 @@ class ManagedProcess:
             self.popen.wait(timeout=5.0)
 
 
-def start_process(argv: Sequence[str], *, env: dict[str, str] | None = None, name: str = '') -> ManagedProcess:
-    return ManagedProcess(argv, env=env, name=name)
-
-
 def wait_exit(proc: ManagedProcess, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while proc.alive() and time.monotonic() < deadline:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import enum
-import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 
 class Priority(enum.IntEnum):
@@ -72,13 +70,6 @@ class Command:
     kind: str
     args_json: str = '{}'
     attempt: int = 1
-
-    def args(self) -> dict[str, Any]:
-        """The decoded arguments; raises ValueError when they are not a JSON object."""
-        value = json.loads(self.args_json or '{}')
-        if not isinstance(value, dict):
-            raise ValueError('args_json must encode a JSON object')
-        return value
 
     def with_delivery(self, *, seq: int, epoch: int, attempt: int) -> Command:
         """The same command with new delivery fields (dataclasses.replace is too slow for the fan-out path)."""
@@ -152,4 +143,3 @@ class CommandResult:
     latency_ms: float = 0.0
     detail: str = ''
     stamp: float = 0.0
-    tags: tuple[str, ...] = field(default=())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 
 class LatencyWindow:
@@ -19,16 +20,13 @@ class LatencyWindow:
 
     def percentile(self, q: float) -> float:
         """q in [0, 100]; 0.0 when empty."""
-        if not self._samples:
-            return 0.0
-        ordered = sorted(self._samples)
-        rank = max(0, min(len(ordered) - 1, round(q / 100.0 * (len(ordered) - 1))))
-        return ordered[rank]
+        return percentile(self._samples, q)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile of a list (0.0 when empty)."""
-    window = LatencyWindow(max(1, len(values)))
-    for v in values:
-        window.add(v)
-    return window.percentile(q)
+def percentile(values: Iterable[float], q: float, empty: float = 0.0) -> float:
+    """Nearest-rank percentile, q in [0, 100]; `empty` when there are no values. The one percentile of the
+    project: dispatcher stats, the simulator's summary and the benchmarks all use it."""
+    ordered = sorted(values)
+    if not ordered:
+        return empty
+    return ordered[max(0, min(len(ordered) - 1, round(q / 100.0 * (len(ordered) - 1))))]

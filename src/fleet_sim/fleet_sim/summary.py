@@ -7,15 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from fleet_core.model import Outcome
+from fleet_core.stats import percentile
 from fleet_sim.execlog import ExecutionAudit
-
-
-def percentile(values: Iterable[float], pct: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[rank]
 
 
 @dataclass(frozen=True, slots=True)
