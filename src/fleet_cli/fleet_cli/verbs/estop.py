@@ -72,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not engage:
             states = latched_estops(client, keys, LATCHED_WAIT_SEC)
-            # Only a shard whose latched state arrived and says "released" is refused here; one not heard from in
-            # time is left to its orchestrator, which refuses a release without an engaged e-stop itself.
-            idle = [f'{s}/{h}' for (s, h) in keys if (s, h) in states and not states[(s, h)].engaged]
+            idle = [f'{s}/{h}' for (s, h) in keys if not (states.get((s, h)) and states[(s, h)].engaged)]
             if idle:
                 raise UsageError(f'no e-stop is engaged on {", ".join(idle)}: nothing to release (nothing changed)')
         clients = {key: client.node.create_client(SetEStop, topics.shard_set_estop(*key)) for key in keys}
