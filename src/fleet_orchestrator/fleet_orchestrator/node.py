@@ -27,7 +27,7 @@ from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_
 from fleet_core.dispatcher import CommandDispatcher, SubmitError
 from fleet_core.health import HealthMonitor, UnknownAgent
 from fleet_core.leadership import Lease, LeaseState, NotLeader, WrongShardLease
-from fleet_core.model import Command, Outcome, Priority
+from fleet_core.model import Command, CommandResult, Outcome, Priority
 from fleet_core.replica import ShardReplica
 from fleet_core.trace import TraceSettings
 from fleet_core.workflow import StepRequest
@@ -97,6 +97,7 @@ class ShardOrchestrator(LifecycleNode):
         self._leader_services: list[Service] = []
         self._retired_services: list[Service] = []
         self._follow_subs: list[Subscription] = []
+        self._follow_generation = 0
         self._retired_subscriptions: list[Subscription] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -225,9 +226,22 @@ class ShardOrchestrator(LifecycleNode):
         """Subscribe to the leader's journal and outcomes (the hot copy). Only while not leading: a leader that
         read its own streams would pay a second delivery for every command and outcome it publishes."""
         site, sid = self.shard.site_id, self.shard.shard_id
+        self._follow_generation += 1
+        generation = self._follow_generation
+
+        # Retired subscriptions are destroyed a tick later; until then they may still deliver what this node
+        # itself published while leading, which must not re-enter the hot copy (its outcomes were not followed).
+        def on_journal(msg: CommandMsg) -> None:
+            if generation == self._follow_generation:
+                self._on_journal(msg)
+
+        def on_outcome(msg: CommandOutcome) -> None:
+            if generation == self._follow_generation:
+                self._on_outcome(msg)
+
         self._follow_subs = [
-            self.create_subscription(CommandMsg, topics.shard_journal(site, sid), self._on_journal, qos.EVENTS),
-            self.create_subscription(CommandOutcome, topics.shard_outcome(site, sid), self._on_outcome, qos.EVENTS),
+            self.create_subscription(CommandMsg, topics.shard_journal(site, sid), on_journal, qos.EVENTS),
+            self.create_subscription(CommandOutcome, topics.shard_outcome(site, sid), on_outcome, qos.EVENTS),
         ]
 
     def _take_over(self) -> None:
@@ -252,6 +266,7 @@ class ShardOrchestrator(LifecycleNode):
         self.replica.handed_over()
         self._retired_subscriptions += self._follow_subs
         self._follow_subs = []
+        self._follow_generation += 1
         self.backpressure.reset()
         self._publish_lease(lease)
         self._journal(adopted)
@@ -274,6 +289,11 @@ class ShardOrchestrator(LifecycleNode):
         if self.dispatcher is None:
             return
         self.get_logger().warning(f'stepping down as leader (epoch {self.dispatcher.epoch}): {reason}')
+        # Outcomes already decided are facts (an agent's final ack): announce them, or nobody ever will, since the
+        # dispatcher no longer counts those commands as pending. Unsent commands are left to the next leader.
+        leftover = self.dispatcher.take()
+        self._announce(leftover.results)
+        self.traces.queue(leftover.hops)
         # Back to following: what this leader still owed becomes part of the hot copy again.
         self.replica.restore(self.dispatcher.pending())
         self.dispatcher = None
@@ -439,6 +459,9 @@ class ShardOrchestrator(LifecycleNode):
             out = self.dispatcher.take()
             if not out:
                 return
+            # Outcomes first: if the lease turns out lost while sending, they are announced all the same.
+            self._announce(out.results)
+            self.traces.queue(out.hops)
             for index, command in enumerate(out.sends):
                 # A long burst must not outlive the lease: renew between chunks, and stop commanding at once if
                 # it turns out another orchestrator took over meanwhile.
@@ -446,13 +469,15 @@ class ShardOrchestrator(LifecycleNode):
                     return
                 self.command_pubs[command.agent_id].publish(command_to_msg(command))
                 self.backpressure.on_send(command.command_id, command.attempt)
-            for result in out.results:
-                self.outcome_pub.publish(result_to_msg(result))
-            self.observability.on_results(out.results)
-            self.traces.queue(out.hops)
-            for result in out.results:
-                self.missions.on_result(result.agent_id, result.command_id, result.outcome)
         self.get_logger().error('flush: the dispatcher kept producing work for 100 rounds; continuing next tick')
+
+    def _announce(self, results: list[CommandResult]) -> None:
+        """Publish terminal outcomes and hand them to the missions (which may submit the next steps)."""
+        for result in results:
+            self.outcome_pub.publish(result_to_msg(result))
+        self.observability.on_results(results)
+        for result in results:
+            self.missions.on_result(result.agent_id, result.command_id, result.outcome)
 
     def submit_step(self, request: StepRequest, *, trace_id: str) -> str:
         """Queue one mission step with its deterministic id as the command id; '' or the refusal reason."""

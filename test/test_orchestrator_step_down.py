@@ -1,0 +1,72 @@
+"""A leader that loses its lease must still announce the outcomes it has already decided: the dispatcher no longer
+counts those commands as pending, so neither the hot copy nor the next leader would ever announce them (G3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from rclpy.parameter import Parameter
+
+from fleet_core import topics
+from fleet_core.model import Ack, AckStatus, Priority
+from fleet_interfaces.msg import CommandOutcome
+from fleet_orchestrator.node import ShardOrchestrator
+from fleet_ros import qos
+
+pytestmark = pytest.mark.system
+SITE, SHARD = 'site_s', 'zone_s'
+
+
+def write_config(tmp_path: Path) -> Path:
+    path = tmp_path / 'fleet.yaml'
+    layout = {'sites': {SITE: {'shards': {SHARD: {'agents': {'prefix': 'r', 'count': 3}}}}}}
+    layout['leadership'] = {'first_lease_wait_sec': 0.2, 'lease_sec': 5.0}
+    path.write_text(yaml.safe_dump(layout))
+    return path
+
+
+def test_outcomes_decided_before_a_step_down_are_announced(ros, tmp_path):
+    overrides = [
+        Parameter('fleet_config', value=str(write_config(tmp_path))),
+        Parameter('site_id', value=SITE),
+        Parameter('shard_id', value=SHARD),
+        Parameter('tracing_enabled', value=False),
+    ]
+    leader = ros.add(ShardOrchestrator('orchestrator', context=ros.context, parameter_overrides=overrides))
+    observer = ros.node('observer')
+    outcomes: dict[str, int] = {}
+    observer.create_subscription(
+        CommandOutcome,
+        topics.shard_outcome(SITE, SHARD),
+        lambda m: outcomes.setdefault(m.command_id, m.outcome),
+        qos.EVENTS,
+    )
+    leader.trigger_configure()
+    leader.trigger_activate()
+    ros.spin_until(lambda: leader.leading, 15, 'the orchestrator to lead')
+    ros.spin_until(
+        lambda: leader.outcome_pub.get_subscription_count() > 0, 10, 'the observer to match the outcome topic'
+    )
+
+    leader.submit_control(['r001', 'r002'], 'noop', Priority.NORMAL, 10.0, 'trace-step-down')
+    in_flight = {c.command_id: c for c in leader.dispatcher.pending()}
+    assert len(in_flight) == 2
+    decided = next(c for c in in_flight.values() if c.agent_id == 'r001')
+    # The final ack is taken by the dispatcher, then the lease is lost before the next flush.
+    leader.dispatcher.on_ack(
+        Ack(decided.command_id, decided.trace_id, 'r001', SHARD, decided.seq, decided.epoch, 1, AckStatus.SUCCEEDED)
+    )
+    leader._step_down('lease lost (test)')
+    assert not leader.leading
+
+    ros.spin_until(lambda: decided.command_id in outcomes, 10, 'the decided outcome to be announced')
+    assert outcomes[decided.command_id] == CommandOutcome.OUTCOME_SUCCEEDED
+    # The undecided command is followed again, for whoever leads next.
+    followed = [c.command_id for c in leader.replica.pending]
+    assert followed == [c for c in in_flight if c != decided.command_id], (
+        followed,
+        decided.command_id,
+        list(in_flight),
+    )
