@@ -15,7 +15,7 @@ from typing import NamedTuple
 from fleet_core.config import DispatchSettings
 from fleet_core.kinds import InvalidCommand, KindRegistry
 from fleet_core.model import NO_ACK, Ack, AckStatus, Command, CommandResult, Outcome, Priority
-from fleet_core.stats import LatencyWindow
+from fleet_core.stats import LatencyWindow, RetryTimeout
 
 Clock = Callable[[], float]
 
@@ -70,6 +70,7 @@ class _InFlight:
     command: Command
     deliveries: int
     next_retry_at: float
+    sent_at: float
     accepted: bool = False
     last_status: int = NO_ACK
 
@@ -138,6 +139,7 @@ class CommandDispatcher:
         self.degradation_level = 0
         self.fenced = False
         self._latency = LatencyWindow()
+        self.retry_timeout = RetryTimeout(settings.retry_initial_sec, settings.retry_max_sec)
         self._counts = dict.fromkeys(
             ('submitted', 'succeeded', 'failed', 'expired', 'rejected', 'cancelled', 'shed', 'retries', 'duplicates'), 0
         )
@@ -245,6 +247,8 @@ class CommandDispatcher:
                 self._counts['duplicates'] += 1
             return
         now = self.clock()
+        if flight.last_status == NO_ACK and flight.deliveries == 1:
+            self.retry_timeout.sample(now - flight.sent_at)
         flight.last_status = int(ack.status)
         self._hop('ACK', flight.command, ack.status.name, now, ack.detail, ack.attempt)
         if not ack.final:
@@ -334,7 +338,7 @@ class CommandDispatcher:
         sent = command.with_delivery(seq=lane.next_seq, epoch=self.epoch, attempt=1)
         lane.next_seq += 1
         self._hop('ROUTE', sent, f'seq={sent.seq}', now)
-        lane.in_flight[sent.command_id] = _InFlight(sent, 1, now + self._backoff(1))
+        lane.in_flight[sent.command_id] = _InFlight(sent, 1, now + self._backoff(1), now)
         self._deliver(sent, now)
 
     def _redeliver(self, flight: _InFlight, now: float) -> None:
@@ -351,9 +355,10 @@ class CommandDispatcher:
         self._outbox.sends.append(command)
 
     def _backoff(self, deliveries: int) -> float:
-        ceiling = min(self.settings.retry_max_sec, self.settings.retry_initial_sec * 2.0 ** (deliveries - 1))
-        # Jitter spreads a shard's retries after an outage instead of re-sending them all at once.
-        return ceiling * (0.5 + 0.5 * self.rng.random())
+        """Never sooner than the learnt retry timeout; doubling per delivery up to retry_max_sec. Jitter spreads a
+        shard's retries after an outage instead of re-sending them all at once."""
+        base = self.retry_timeout.value * 2.0 ** (deliveries - 1)
+        return min(self.settings.retry_max_sec, base * (1.0 + 0.5 * self.rng.random()))
 
     def _finish(
         self, command: Command, outcome: Outcome, ack_status: int, attempts: int, detail: str, now: float

@@ -30,3 +30,31 @@ def percentile(values: Iterable[float], q: float, empty: float = 0.0) -> float:
     if not ordered:
         return empty
     return ordered[max(0, min(len(ordered) - 1, round(q / 100.0 * (len(ordered) - 1))))]
+
+
+class RetryTimeout:
+    """A retransmission timeout learnt from the time to an agent's first ack (smoothed mean + 4 x mean deviation,
+    as TCP does), clamped to [floor, ceiling]. Only first deliveries are sampled: the ack of a re-sent command
+    cannot tell which delivery it answers. Under load the timeout grows, so retries back off instead of piling
+    duplicates onto busy agents; `floor` until the first sample."""
+
+    def __init__(self, floor: float, ceiling: float) -> None:
+        self.floor = floor
+        self.ceiling = max(floor, ceiling)
+        self._srtt: float | None = None
+        self._rttvar = 0.0
+
+    def sample(self, seconds: float) -> None:
+        if seconds < 0.0:
+            return
+        if self._srtt is None:
+            self._srtt, self._rttvar = seconds, seconds / 2.0
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - seconds)
+            self._srtt = 0.875 * self._srtt + 0.125 * seconds
+
+    @property
+    def value(self) -> float:
+        if self._srtt is None:
+            return self.floor
+        return min(self.ceiling, max(self.floor, self._srtt + 4.0 * self._rttvar))

@@ -6,6 +6,7 @@ import pytest
 from fleet_core.config import DispatchSettings
 from fleet_core.dispatcher import CommandDispatcher, SubmitError
 from fleet_core.model import Ack, AckStatus, Outcome, Priority
+from fleet_core.stats import RetryTimeout
 
 
 def make(clock, agents=('a1', 'a2', 'a3'), **settings):
@@ -195,3 +196,37 @@ def test_caller_chosen_command_ids_are_idempotent_while_pending(clock):
     assert [c.command_id for c in again] == ['step-3']  # step-1 is still in flight: not queued twice
     with pytest.raises(SubmitError, match='one id per target'):
         d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0, command_ids=['x', 'y'])
+
+
+def test_retry_timeout_follows_measured_first_acks_within_bounds():
+    timeout = RetryTimeout(floor=0.2, ceiling=4.0)
+    assert timeout.value == 0.2  # nothing measured yet
+    for _ in range(20):
+        timeout.sample(0.01)
+    assert timeout.value == 0.2  # a quick shard keeps the floor
+    for _ in range(20):
+        timeout.sample(1.0)
+    assert 1.0 < timeout.value < 4.0
+    for _ in range(20):
+        timeout.sample(30.0)
+    assert timeout.value == 4.0
+
+
+def test_retries_wait_for_the_learnt_timeout_when_acks_are_slow(clock):
+    d = make(clock, agents=('a1', 'a2', 'a3'), retry_initial_sec=0.1, retry_max_sec=4.0)
+    for _ in range(4):  # a loaded shard: every first ack takes a second
+        d.submit([], 'noop', '{}', Priority.NORMAL, 30.0)
+        sent = d.take().sends
+        clock.advance(1.0)
+        for c in sent:
+            d.on_ack(ack(c, AckStatus.SUCCEEDED))
+        d.take()
+    assert d.stats().retries == 0
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 30.0)
+    d.take()
+    clock.advance(1.0)
+    d.tick()
+    assert d.take().sends == []  # not yet: the measured time to first ack is ~1 s, not the 0.1 s floor
+    clock.advance(4.0)
+    d.tick()
+    assert [c.attempt for c in d.take().sends] == [2]
