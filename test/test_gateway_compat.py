@@ -18,9 +18,13 @@ pytestmark = pytest.mark.system
 
 
 def _serve_ros_side(ros, prefix: str):
-    """Publisher on <prefix>/from_ros, subscriber on <prefix>/to_ros answering on <prefix>/ack, SetBool service."""
+    """Publisher on <prefix>/from_ros, subscriber on <prefix>/to_ros answering on <prefix>/ack, SetBool service,
+    and an rclpy caller of <prefix>/served/echo (a SetBool the client advertises through the gateway): it calls
+    once as soon as the service appears and keeps the response in `served['response']`."""
     from std_msgs.msg import String
     from std_srvs.srv import SetBool
+
+    from fleet_ros.qos import SERVICE_CALLS
 
     node = ros.node(f'compat_{prefix.strip("/")}')
     pub = node.create_publisher(String, f'{prefix}/from_ros', 10)
@@ -34,6 +38,8 @@ def _serve_ros_side(ros, prefix: str):
         return response
 
     node.create_service(SetBool, f'{prefix}/set_flag', set_flag)
+    echo = node.create_client(SetBool, f'{prefix}/served/echo', qos_profile=SERVICE_CALLS)
+    served: dict = {}
     state = {'last': 0.0}
 
     def tick() -> None:
@@ -44,8 +50,12 @@ def _serve_ros_side(ros, prefix: str):
             pub.publish(String(data=f'ros says {now:.3f}'))
             if received:
                 ack.publish(String(data='seen'))
+            if 'future' not in served and echo.service_is_ready():
+                served['future'] = echo.call_async(SetBool.Request(data=True))
+            if 'future' in served and served['future'].done() and 'response' not in served:
+                served['response'] = served['future'].result()
 
-    return tick, received
+    return tick, received, served
 
 
 def _drive(proc, tick, timeout: float) -> int:
@@ -55,7 +65,7 @@ def _drive(proc, tick, timeout: float) -> int:
 
 def test_roslibjs_publish_subscribe_service_reconnect(processes, ros, tmp_path):
     gateway = start_gateway(processes, tmp_path)
-    tick, received = _serve_ros_side(ros, '/js')
+    tick, received, served = _serve_ros_side(ros, '/js')
     log = tmp_path / 'node.log'
     with log.open('w') as out:
         proc = subprocess.Popen(
@@ -72,14 +82,15 @@ def test_roslibjs_publish_subscribe_service_reconnect(processes, ros, tmp_path):
                 proc.wait(5)
     text = log.read_text()
     assert code == 0, text
-    for step in ('connect', 'subscribe', 'publish', 'service', 'status', 'reconnect'):
+    for step in ('connect', 'subscribe', 'publish', 'service', 'status', 'advertise_service', 'reconnect'):
         assert f'STEP {step} ok' in text, text
     assert 'hello from roslibjs' in received
+    assert served['response'].success is False and served['response'].message == 'roslibjs got true', served
     assert gateway.proc.alive()
 
 
 ROSLIBPY_CLIENT = r"""
-import sys, threading, roslibpy
+import sys, threading, time, roslibpy
 port, token, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 ros = roslibpy.Ros('127.0.0.1', port, headers={'Authorization': 'Bearer ' + token})
 ros.run(timeout=10)
@@ -112,6 +123,19 @@ else:
     result = service.call(roslibpy.ServiceRequest({'data': False}), timeout=10)
     assert result['success'] is True and result['message'] == 'flag=False', result
     print('STEP service ok', flush=True)
+    # serve a service through the gateway; the test process calls it with an rclpy client
+    served = roslibpy.Service(ros, '/py/served/echo', 'std_srvs/SetBool')
+    handled = threading.Event()
+    def handler(request, response):
+        response['success'] = not request['data']
+        response['message'] = 'roslibpy got %s' % request['data']
+        handled.set()
+        return True
+    served.advertise(handler)
+    assert handled.wait(20), 'the advertised service was never called'
+    time.sleep(0.5)  # the service_response is sent from the reactor thread; unadvertise after it went out
+    served.unadvertise()
+    print('STEP advertise_service ok', flush=True)
 ros.terminate()
 print('DONE', flush=True)
 """
@@ -127,7 +151,7 @@ def _start_roslibpy(tmp_path: Path, port: int, token: str, mode: str):
 
 def test_roslibpy_publish_subscribe_service(processes, ros, tmp_path):
     gateway = start_gateway(processes, tmp_path)
-    tick, received = _serve_ros_side(ros, '/py')
+    tick, received, served = _serve_ros_side(ros, '/py')
     proc, log = _start_roslibpy(tmp_path, gateway.port, gateway.tokens['operator'], 'basic')
     try:
         code = _drive(proc, tick, 60.0)
@@ -137,9 +161,10 @@ def test_roslibpy_publish_subscribe_service(processes, ros, tmp_path):
             proc.wait(5)
     text = log.read_text()
     assert code == 0, text
-    for step in ('connect', 'subscribe', 'publish', 'service'):
+    for step in ('connect', 'subscribe', 'publish', 'service', 'advertise_service'):
         assert f'STEP {step} ok' in text, text
     assert 'hello from roslibpy' in received
+    assert served['response'].success is False and served['response'].message == 'roslibpy got True', served
 
 
 def test_roslibpy_reconnects_and_resubscribes_after_gateway_restart(processes, ros, tmp_path):

@@ -1,6 +1,7 @@
 """Fuzz test of the sans-I/O gateway core: at least 100,000 generated inputs (protocol-shaped JSON, arbitrary
-text, binary garbage, ROS deliveries and service answers) against client sessions. Asserts that nothing raises,
-queues stay bounded, every status id is one the client sent, and finish() releases every ROS endpoint."""
+text, binary garbage, ROS deliveries, service answers and ROS calls to client-served services) against client
+sessions. Asserts that nothing raises, queues stay bounded, every status id is one the client sent or was sent,
+every forwarded ROS call is answered exactly once, and finish() releases every ROS endpoint."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from hypothesis import strategies as st
 
 from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, GlobSet, Principal, Role, RolePolicy
 from fleet_gateway.protocol import (
+    AdvertiseService,
     AdvertiseTopic,
     CallService,
     ClientSession,
     PublishedMessage,
+    ServiceReply,
     SessionLimits,
     SubscribeTopic,
+    UnadvertiseService,
     UnadvertiseTopic,
     UnsubscribeTopic,
 )
@@ -38,6 +42,7 @@ OPS = [
     'status',
     'auth',
     'advertise_service',
+    'unadvertise_service',
     'service_response',
     'send_action_goal',
     'bogus',
@@ -107,6 +112,8 @@ inputs = st.one_of(
     st.tuples(st.sampled_from(NAMES[:5]), msg_bodies, st.booleans()).map(lambda d: ('deliver', d)),
     st.integers(0, 5).map(lambda n: ('answer', n)),
     st.floats(0, 30).map(lambda dt: ('tick', dt)),
+    st.integers(0, 5).map(lambda n: ('request', n)),
+    st.tuples(st.integers(0, 5), msg_bodies, values).map(lambda r: ('respond', r)),
 )
 
 
@@ -126,6 +133,9 @@ LIMITS = SessionLimits(
     max_pending_calls=3,
     max_fragmented_messages=2,
     max_message_bytes=2_000,
+    max_served_services=3,
+    max_served_calls=4,
+    served_call_timeout_s=5.0,
 )
 TOKENS = {'good-token-0123456789': Principal('late', Role.OPERATOR)}
 
@@ -163,6 +173,9 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
     live_subs: Counter = Counter()
     live_pubs: Counter = Counter()
     calls: list[CallService] = []
+    live_served: Counter = Counter()
+    forwarded: dict[int, str] = {}  # token -> service, until answered (or its service is unadvertised)
+    tokens = iter(range(1, 10**9))
     sent_ids: set = set()
     for kind, item in feed:
         count['inputs'] += 1
@@ -187,7 +200,17 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
             session.service_result(call.call_no, None, 'fuzz says no')
         elif kind == 'tick':
             now[0] += item
-            session.poll(now[0])
+            events = session.poll(now[0])
+        elif kind == 'request' and session.served:
+            service = sorted(session.served)[item % len(session.served)]
+            token = next(tokens)
+            forwarded[token] = service
+            events = session.service_request(service, token, session.served[service].srv_cls.Request())
+        elif kind == 'respond' and session.incoming_calls:
+            n, body, result = item
+            call_id = list(session.incoming_calls)[n % len(session.incoming_calls)]
+            response = {'op': 'service_response', 'id': call_id, 'values': body, 'result': result}
+            events = session.receive_text(json.dumps(response))
         for event in events:
             if isinstance(event, SubscribeTopic):
                 live_subs[event.topic] += 1
@@ -199,12 +222,27 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
                 live_pubs[event.topic] -= 1
             elif isinstance(event, CallService):
                 calls.append(event)
-        assert session.outbox.bytes <= LIMITS.send_queue_bytes + LIMITS.critical_queue_bytes + 4_000
+            elif isinstance(event, AdvertiseService):
+                live_served[event.service] += 1
+            elif isinstance(event, UnadvertiseService):
+                live_served[event.service] -= 1
+                for token in [t for t, svc in forwarded.items() if svc == event.service]:
+                    del forwarded[token]  # the ROS side answers these when it destroys the service
+            elif isinstance(event, ServiceReply):
+                assert forwarded.pop(event.token) == event.service  # answered exactly once
+        assert all(v in (0, 1) for v in live_served.values()), live_served
+        assert (
+            len(session.incoming_calls)
+            <= LIMITS.max_served_calls
+            <= LIMITS.send_queue_bytes + LIMITS.critical_queue_bytes + 4_000
+        )
         assert len(session.subscriptions) <= LIMITS.max_subscriptions
         assert len(session.pending_calls) <= LIMITS.max_pending_calls
         for frame in session.outbox.pop_batch(10**9) if count['inputs'] % 3 == 0 else []:
             if isinstance(frame.data, str):
                 reply = json.loads(frame.data)
+                if reply['op'] == 'call_service':
+                    sent_ids.add(json.dumps(reply['id'], sort_keys=True))
                 if reply['op'] == 'status' and 'id' in reply and '*' not in sent_ids:
                     assert json.dumps(reply['id'], sort_keys=True) in sent_ids, reply
     for event in session.finish():
@@ -212,8 +250,14 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
             live_subs[event.topic] -= 1
         elif isinstance(event, UnadvertiseTopic):
             live_pubs[event.topic] -= 1
+        elif isinstance(event, UnadvertiseService):
+            live_served[event.service] -= 1
+            for token in [t for t, svc in forwarded.items() if svc == event.service]:
+                del forwarded[token]
     assert all(v == 0 for v in live_subs.values()), live_subs
     assert all(v == 0 for v in live_pubs.values()), live_pubs
+    assert all(v == 0 for v in live_served.values()), live_served
+    assert not forwarded, forwarded  # every ROS call was answered or failed with its service
     assert len(session.outbox) == 0 and not session.pending_calls
     count['sessions'] += 1
 
@@ -279,9 +323,21 @@ def _input(rng: random.Random):
         return ('deliver', (rng.choice(NAMES[:5]), body, rng.random() < 0.3))
     if kind < 0.9:
         return ('batch', (rng.choice(NAMES[:5]), _value(rng), rng.random() < 0.2, rng.randrange(1, 60)))
-    if kind < 0.95:
+    if kind < 0.93:
         return ('answer', rng.randrange(5))
+    if kind < 0.96:
+        return ('request', rng.randrange(5))
+    if kind < 0.98:
+        body = (
+            {k: _value(rng) for k in rng.sample(RESPONSE_FIELDS, rng.randrange(3))}
+            if rng.random() < 0.8
+            else _value(rng)
+        )
+        return ('respond', (rng.randrange(5), body, rng.choice([True, True, False, None, 'x'])))
     return ('tick', rng.random() * 12)
+
+
+RESPONSE_FIELDS = ['success', 'message', 'nope']
 
 
 KEYS = ['data', 'sec', 'nanosec', 'id', 'op', 'x', '']

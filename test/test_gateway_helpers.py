@@ -22,6 +22,7 @@ ACL = {
             'subscribe': ['/**'],
             'publish': ['/**'],
             'call_service': ['/**'],
+            'advertise_service': ['/served/**', '/js/served/**', '/py/served/**'],
             'command_publish': ['/fleet/*/*/estop'],
         },
         'site-link': {'subscribe': ['/fleet/**'], 'publish': ['/fleet/**']},

@@ -11,6 +11,7 @@ from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, Action, GlobSet, P
 from fleet_gateway.config import ConfigError, load_acl, load_gateway_config, load_tokens
 from fleet_gateway.conversion import ConversionError, UnknownType, codec_for, message_class, service_class
 from fleet_gateway.protocol import (
+    AdvertiseService,
     AdvertiseTopic,
     CallService,
     ClientSession,
@@ -18,15 +19,19 @@ from fleet_gateway.protocol import (
     PublishedMessage,
     PublishMessage,
     SendQueue,
+    ServiceReply,
     SessionLimits,
     SubscribeTopic,
+    UnadvertiseService,
     UnsubscribeTopic,
 )
 
 
 def policy() -> AccessPolicy:
     everything = GlobSet(['/**'])
-    operator = RolePolicy(Role.OPERATOR, everything, everything, everything, GlobSet([]), GlobSet(['/fleet/*/*/estop']))
+    operator = RolePolicy(
+        Role.OPERATOR, everything, everything, everything, GlobSet(['/served/**']), GlobSet(['/fleet/*/*/estop'])
+    )
     viewer = RolePolicy(Role.VIEWER, GlobSet([]), GlobSet(['/fleet/**']), GlobSet([]), GlobSet([]), GlobSet([]))
     return AccessPolicy(
         {Role.OPERATOR: operator, Role.VIEWER: viewer}, GlobSet(PROTECTED_TOPICS), GlobSet(PROTECTED_TOPICS)
@@ -277,6 +282,126 @@ def test_finish_releases_everything():
     events = s.finish()
     assert {type(e).__name__ for e in events} == {'UnsubscribeTopic', 'UnadvertiseTopic'}
     assert s.finish() == [] and not s.subscriptions and len(s.outbox) == 0
+
+
+# --- services served by a client (advertise_service / call_service out / service_response) ---------------
+
+
+def _served(s: ClientSession, service: str = '/served/flag', srv: str = 'std_srvs/SetBool') -> list:
+    events = send(s, op='advertise_service', id='adv', service=service, type=srv)
+    assert events == [AdvertiseService(service, service_class(srv), 'adv')]
+    return events
+
+
+def test_advertise_service_forwards_ros_calls_and_relays_the_response():
+    s = session()
+    _served(s)
+    set_bool = service_class('std_srvs/SetBool')
+    assert s.service_request('/served/flag', 7, set_bool.Request(data=True)) == []
+    assert s.service_request('/served/flag', 8, set_bool.Request(data=False)) == []
+    first, second = sent(s)
+    assert first['op'] == 'call_service' and first['service'] == '/served/flag' and first['args'] == {'data': True}
+    assert second['args'] == {'data': False} and first['id'] != second['id']  # a fresh id per call
+    (reply,) = send(
+        s, op='service_response', id=second['id'], service='/served/flag', values={'success': True}, result=True
+    )
+    assert reply == ServiceReply('/served/flag', 8, set_bool.Response(success=True))
+    (reply,) = send(s, op='service_response', id=first['id'], values='no such flag', result=False)
+    assert reply.token == 7 and reply.response is None and 'no such flag' in reply.error
+    assert s.stats()['served'] == 1 and not s.incoming_calls
+    assert sent(s) == []
+
+
+def test_service_response_unknown_duplicate_mismatched_and_badly_typed():
+    s = session()
+    _served(s)
+    s.service_request('/served/flag', 1, service_class('std_srvs/SetBool').Request())
+    (call,) = sent(s)
+    assert send(s, op='service_response', values={}, result=True) == []
+    assert 'needs the "id"' in sent(s)[0]['msg']
+    assert send(s, op='service_response', id='call_service:/nope:1', values={}, result=True) == []
+    assert 'no call with id' in sent(s)[0]['msg']
+    assert send(s, op='service_response', id=call['id'], service='/served/other', values={}) == []
+    assert 'is for /served/flag' in sent(s)[0]['msg']
+    assert send(s, op='service_response', id=call['id'], values={}, result='yes') == []
+    assert 'true or false' in sent(s)[0]['msg']
+    # values that do not fit the type: the client is told, the ROS caller gets a failed response at once
+    (reply,) = send(s, op='service_response', id=call['id'], values={'success': 'very'}, result=True)
+    assert reply.token == 1 and reply.response is None
+    (error,) = sent(s)
+    assert error['id'] == call['id'] and 'success' in error['msg'] and 'failed response' in error['msg']
+    # answering the same id again: it is gone
+    assert send(s, op='service_response', id=call['id'], values={'success': True}, result=True) == []
+    assert 'no call with id' in sent(s)[0]['msg']
+
+
+def test_advertise_service_acl_types_duplicates_and_unadvertise():
+    s = session()
+    send(s, op='advertise_service', id='x', service='/elsewhere/flag', type='std_srvs/SetBool')
+    assert 'may not advertise service /elsewhere/flag' in sent(s)[0]['msg']
+    send(s, op='advertise_service', id='x', service='/served/flag', type='std_msgs/String')
+    assert sent(s)[0]['level'] == 'error'
+    send(s, op='advertise_service', id='x', service='/served/flag')
+    assert 'missing required field "type"' in sent(s)[0]['msg']
+    viewer = session(Role.VIEWER)
+    send(viewer, op='advertise_service', id='v', service='/served/flag', type='std_srvs/SetBool')
+    assert 'may not' in sent(viewer)[0]['msg']
+    _served(s)
+    assert send(s, op='advertise_service', id='again', service='/served/flag', type='std_srvs/SetBool') == []
+    send(s, op='advertise_service', id='other', service='/served/flag', type='std_srvs/Trigger')
+    assert 'another type' in sent(s)[0]['msg']
+    s.service_request('/served/flag', 3, service_class('std_srvs/SetBool').Request())
+    (call,) = sent(s)
+    assert send(s, op='unadvertise_service', id='u', service='/served/flag') == [UnadvertiseService('/served/flag')]
+    assert not s.incoming_calls  # the ROS side answers the waiting callers when it destroys the service
+    send(s, op='service_response', id=call['id'], values={}, result=True)
+    assert 'no call with id' in sent(s)[0]['msg']
+    send(s, op='unadvertise_service', id='u2', service='/served/flag')
+    assert 'not advertised by this client' in sent(s)[0]['msg']
+    (reply,) = s.service_request('/served/flag', 4, service_class('std_srvs/SetBool').Request())
+    assert reply.response is None and reply.token == 4
+
+
+def test_served_calls_time_out_and_are_bounded():
+    s = session(served_call_timeout_s=2.0, max_served_calls=2)
+    _served(s)
+    request = service_class('std_srvs/SetBool').Request()
+    assert s.service_request('/served/flag', 1, request) == []
+    s.clock.now += 1.0  # type: ignore[attr-defined]
+    assert s.service_request('/served/flag', 2, request) == []
+    (busy,) = s.service_request('/served/flag', 3, request)
+    assert busy.token == 3 and busy.response is None and 'in flight' in busy.error
+    first, second = sent(s)
+    assert s.next_wake() == pytest.approx(102.0)
+    s.clock.now = 102.0  # type: ignore[attr-defined]
+    (timed_out,) = s.poll(s.clock())
+    assert timed_out.token == 1 and timed_out.response is None and 'no response within 2 s' in timed_out.error
+    assert sent(s)[0]['id'] == first['id']  # the client is told its answer would come too late
+    assert s.next_wake() == pytest.approx(103.0)
+    (reply,) = send(s, op='service_response', id=second['id'], values={'success': True}, result=True)
+    assert reply.token == 2 and reply.response.success is True
+    assert s.next_wake() is None and s.stats()['served_failed'] == 2
+
+
+def test_finish_unadvertises_served_services():
+    s = session()
+    _served(s)
+    _served(s, '/served/trigger', 'std_srvs/Trigger')
+    s.service_request('/served/flag', 1, service_class('std_srvs/SetBool').Request())
+    events = s.finish()
+    assert set(events) == {UnadvertiseService('/served/flag'), UnadvertiseService('/served/trigger')}
+    assert not s.incoming_calls and not s.served
+    (reply,) = s.service_request('/served/flag', 2, service_class('std_srvs/SetBool').Request())
+    assert reply.response is None
+
+
+def test_failed_response_carries_the_reason_when_the_type_has_a_message():
+    from fleet_gateway.ros_side import failed_response
+
+    response = failed_response(service_class('std_srvs/Trigger'), 'client gone')
+    assert response.success is False and response.message == 'client gone'
+    empty = failed_response(service_class('std_srvs/Empty'), 'client gone')
+    assert type(empty).__name__ == 'Empty_Response'
 
 
 # --- config -----------------------------------------------------------------------------------------------

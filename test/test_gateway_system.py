@@ -269,3 +269,153 @@ def test_socket_fuzz_leaves_no_sessions_behind(processes, tmp_path):
     log = gateway.proc.log_path.read_text()
     assert "'sessions_admitted': 20, 'sessions_closed': 20" in log, log
     assert "'internal_errors': 0" in log and "'clients': 0" in log, log
+
+
+async def _spin_until(ros, predicate, timeout: float, what: str):
+    """Spin the test's ROS executor while the asyncio side (WebSocket clients) keeps running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ros.spin_once(0.0)
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.005)
+    raise AssertionError(f'timed out after {timeout:g} s waiting for {what}')
+
+
+class _Inbox:
+    """Reads one WebSocket connection in the background; `next(pred)` returns the first matching message."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.messages: list[dict] = []
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                self.messages.append(json.loads(raw))
+        except ConnectionClosed:
+            pass
+
+    def take(self, predicate) -> dict | None:
+        for i, message in enumerate(self.messages):
+            if predicate(message):
+                return self.messages.pop(i)
+        return None
+
+
+def test_client_served_service_answers_rclpy_callers_with_timeouts_conflicts_and_disconnect(processes, ros, tmp_path):
+    """A WebSocket client serves std_srvs/SetBool through the gateway; an rclpy client in this process calls it."""
+    from std_srvs.srv import SetBool, Trigger
+
+    from fleet_ros.qos import SERVICE_CALLS
+
+    gateway = start_gateway(processes, tmp_path, gateway={'limits': {'served_call_timeout_s': 1.0}})
+    node = ros.node('served_caller')
+    client = node.create_client(SetBool, '/served/flag', qos_profile=SERVICE_CALLS)
+    node.create_service(Trigger, '/served/taken', lambda _req, resp: resp)  # served by a ROS node already
+
+    async def scenario() -> None:
+        server_ws = await connect(gateway.url())
+        inbox = _Inbox(server_ws)
+        await server_ws.send(json.dumps({'op': 'set_level', 'level': 'info'}))
+        await server_ws.send(
+            json.dumps({'op': 'advertise_service', 'id': 'adv', 'service': '/served/flag', 'type': 'std_srvs/SetBool'})
+        )
+        await _spin_until(ros, client.service_is_ready, 10, 'the served service in the ROS graph')
+
+        # 1. answered calls: each ROS call arrives as a call_service with a fresh id; the reply reaches the caller
+        futures = [client.call_async(SetBool.Request(data=i % 2 == 0)) for i in range(20)]
+        calls = []
+        while len(calls) < 20:
+            call = await _spin_until(ros, lambda: inbox.take(lambda m: m['op'] == 'call_service'), 10, 'call_service')
+            assert call['service'] == '/served/flag' and set(call['args']) == {'data'}
+            calls.append(call)
+        assert len({c['id'] for c in calls}) == 20
+        for call in reversed(calls):  # out of order on purpose
+            values = {'success': call['args']['data'], 'message': f'echo {call["args"]["data"]}'}
+            await server_ws.send(
+                json.dumps(
+                    {
+                        'op': 'service_response',
+                        'id': call['id'],
+                        'service': '/served/flag',
+                        'values': values,
+                        'result': True,
+                    }
+                )
+            )
+        await _spin_until(ros, lambda: all(f.done() for f in futures), 10, 'responses')
+        for i, future in enumerate(futures):
+            assert future.result().success == (i % 2 == 0) and future.result().message == f'echo {i % 2 == 0}'
+
+        # 2. an answer that never comes: the caller gets a failed response after served_call_timeout_s (1 s)
+        started = time.monotonic()
+        late = client.call_async(SetBool.Request(data=True))
+        call = await _spin_until(ros, lambda: inbox.take(lambda m: m['op'] == 'call_service'), 10, 'call_service')
+        await _spin_until(ros, late.done, 10, 'the timed-out response')
+        assert 0.9 <= time.monotonic() - started < 5 and late.result().success is False
+        assert 'no response within 1 s' in late.result().message
+        await server_ws.send(json.dumps({'op': 'service_response', 'id': call['id'], 'values': {}, 'result': True}))
+        stale = await _spin_until(ros, lambda: inbox.take(lambda m: m.get('level') == 'error'), 5, 'status error')
+        assert stale['id'] == call['id'] and 'no call with id' in stale['msg']
+
+        # 3. wrong types in values: the client gets a status error, the caller a failed response at once
+        bad = client.call_async(SetBool.Request(data=True))
+        call = await _spin_until(ros, lambda: inbox.take(lambda m: m['op'] == 'call_service'), 10, 'call_service')
+        await server_ws.send(
+            json.dumps({'op': 'service_response', 'id': call['id'], 'values': {'success': 'yes'}, 'result': True})
+        )
+        await _spin_until(ros, bad.done, 5, 'the failed response')
+        assert bad.result().success is False
+        assert (
+            'success'
+            in (await _spin_until(ros, lambda: inbox.take(lambda m: m.get('level') == 'error'), 5, 'err'))['msg']
+        )
+
+        # 4. a second client may not take the name; nor may anyone take a name a ROS node serves
+        other = await connect(gateway.url())
+        await other.send(
+            json.dumps({'op': 'advertise_service', 'id': 'dup', 'service': '/served/flag', 'type': 'std_srvs/SetBool'})
+        )
+        refused = await recv_until(other, lambda m: m.get('id') == 'dup')
+        assert refused['level'] == 'error' and 'already served through the gateway' in refused['msg']
+        await other.send(
+            json.dumps({'op': 'advertise_service', 'id': 'ros', 'service': '/served/taken', 'type': 'std_srvs/Trigger'})
+        )
+        refused = await recv_until(other, lambda m: m.get('id') == 'ros')
+        assert 'already served by a ROS node' in refused['msg']
+
+        # 5. the serving client disconnects with calls pending: the callers get failed responses promptly
+        pending = [client.call_async(SetBool.Request(data=True)) for _ in range(3)]
+        for _ in range(3):
+            await _spin_until(ros, lambda: inbox.take(lambda m: m['op'] == 'call_service'), 10, 'call_service')
+        closed_at = time.monotonic()
+        await server_ws.close()
+        await _spin_until(ros, lambda: all(f.done() for f in pending), 5, 'failed responses after the disconnect')
+        assert time.monotonic() - closed_at < 0.9  # well before the 1 s response timeout
+        assert all(f.result().success is False and 'disconnected' in f.result().message for f in pending)
+        await _spin_until(ros, lambda: not client.service_is_ready(), 10, 'the service to leave the graph')
+
+        # 6. now the second client may serve the name; unadvertise_service removes it again
+        await other.send(
+            json.dumps({'op': 'advertise_service', 'id': 'take', 'service': '/served/flag', 'type': 'std_srvs/SetBool'})
+        )
+        await _spin_until(ros, client.service_is_ready, 10, 'the re-advertised service')
+        future = client.call_async(SetBool.Request(data=False))
+        call = await recv_until(other, lambda m: m['op'] == 'call_service')
+        await other.send(
+            json.dumps({'op': 'service_response', 'id': call['id'], 'values': {'success': True, 'message': 'b'}})
+        )
+        await _spin_until(ros, future.done, 5, 'the response from the second client')
+        assert future.result().message == 'b'
+        await other.send(json.dumps({'op': 'unadvertise_service', 'id': 'un', 'service': '/served/flag'}))
+        await _spin_until(ros, lambda: not client.service_is_ready(), 10, 'the unadvertised service to leave')
+        await other.close()
+
+    asyncio.run(scenario())
+    assert gateway.proc.alive()
+    gateway.proc.stop()
+    log = gateway.proc.log_path.read_text()
+    assert "'internal_errors': 0" in log and "'clients': 0" in log, log

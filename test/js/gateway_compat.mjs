@@ -1,4 +1,5 @@
-// roslibjs (npm "roslib") against fleet_gateway: publish, subscribe, a service call and a reconnect.
+// roslibjs (npm "roslib") against fleet_gateway: publish, subscribe, a service call, serving a service
+// (advertise_service) and a reconnect.
 // Usage: node gateway_compat.mjs <ws-url-with-token>. Prints one "STEP <name> ok" line per step; exits 0 when
 // all passed, 1 on the first failure. The pytest driver runs it with a timeout and feeds the ROS side.
 import { Ros, Service, Topic } from 'roslib';
@@ -67,7 +68,22 @@ async function main() {
   if (err.level !== 'error' || !String(err.msg).includes('no_such_pkg')) fail(`bad status ${JSON.stringify(err)}`);
   step('status');
 
-  // 5. reconnect: drop the connection, connect again and resubscribe
+  // 5. advertise_service: the test's rclpy client calls /js/served/echo (std_srvs/SetBool) once it appears
+  const served = new Service({ ros, name: '/js/served/echo', serviceType: 'std_srvs/srv/SetBool' });
+  const called = new Promise((resolve) => {
+    served.advertise((request, response) => {
+      response.success = !request.data;
+      response.message = `roslibjs got ${request.data}`;
+      resolve();
+      return true;
+    });
+  });
+  await withTimeout(called, 20000, 'a ROS call to the advertised service');
+  await new Promise((resolve) => setTimeout(resolve, 300)); // let the service_response go out first
+  await served.unadvertise();
+  step('advertise_service');
+
+  // 6. reconnect: drop the connection, connect again and resubscribe
   await withTimeout(new Promise((resolve) => { ros.on('close', resolve); ros.close(); }), 5000, 'close');
   ros = await withTimeout(connect(), 5000, 'reconnect');
   const again = await withTimeout(firstMessage(ros, '/js/from_ros', 'std_msgs/String'), 10000, 'resubscribe');

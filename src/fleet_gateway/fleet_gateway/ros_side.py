@@ -1,10 +1,18 @@
 """The rclpy side of the gateway: one node whose publishers, subscriptions and service clients are shared by
 all clients (reference-counted per topic). Subscription callbacks run in the spin thread; they convert each
-message to JSON once and hand it to the asyncio loop in batches with one `call_soon_threadsafe` per batch."""
+message to JSON once and hand it to the asyncio loop in batches with one `call_soon_threadsafe` per batch.
+
+Services served by WebSocket clients (advertise_service) answer later, from the asyncio thread. rclpy's
+EventsExecutor calls a service callback with (request, response) only and sends whatever it returns with
+`service.send_response(returned, header)`; it does not await coroutine callbacks (it tries to send the
+coroutine object, raises TypeError and ends the spin). So the callback returns a `_Deferred` marker and the
+service's `send_response` is wrapped: for a marker it keeps the request header and hands (request, header) to
+the loop; the real reply is sent later with `Service.send_response(response, header)` from the asyncio thread."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections import deque
@@ -14,6 +22,7 @@ from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
+from rclpy.service import Service
 
 from fleet_gateway.acl import AccessPolicy, compile_glob
 from fleet_gateway.config import GatewayConfig
@@ -42,6 +51,40 @@ class _TopicIn:
     users: set[Any] = field(default_factory=set)
 
 
+class _Deferred:
+    """Returned by a served service's callback instead of a response: the answer comes later."""
+
+    __slots__ = ('request',)
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+
+
+@dataclass
+class _Served:
+    """A ROS service served by one WebSocket client; `waiting` maps gateway tokens to request headers."""
+
+    service: str
+    srv_cls: type
+    owner: Any
+    server: Any = None
+    waiting: dict[int, Any] = field(default_factory=dict)
+    closed: bool = False
+
+
+OnServiceRequest = Callable[[Any, str, int, Any], None]
+"""(owner, service, token, request), called in the asyncio thread for each ROS call to a client-served service."""
+
+
+def failed_response(srv_cls: type, why: str) -> Any:
+    """What a ROS caller gets when the serving client fails, times out or goes away: a default response, with
+    the reason in a `message` string field when the type has one (std_srvs/Trigger, SetBool, ...)."""
+    response = srv_cls.Response()  # type: ignore[attr-defined]
+    if response.get_fields_and_field_types().get('message') == 'string':
+        response.message = why[:500]
+    return response
+
+
 class RosEndpoints:
     """Owned by the asyncio thread except for the subscription callbacks, which only touch `_inbox`."""
 
@@ -66,6 +109,10 @@ class RosEndpoints:
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
         self.received = 0
+        self._served: dict[str, _Served] = {}
+        self._tokens = itertools.count(1)
+        self.on_service_request: OnServiceRequest | None = None
+        self.served_calls = {'forwarded': 0, 'answered': 0, 'failed': 0}
 
     def qos_for(self, topic: str) -> QoSProfile:
         for pattern, profile in self._qos_rules:
@@ -157,6 +204,87 @@ class RosEndpoints:
         if client is None:
             client = self._clients[key] = self.node.create_client(srv_cls, service, qos_profile=fleet_qos.SERVICE_CALLS)
         return client
+
+    # --- services served by WebSocket clients ---------------------------------------------------------
+
+    def advertise_service(self, service: str, srv_cls: type, owner: Any) -> None:
+        """Serve `service` in ROS for `owner`; requests go to `on_service_request` in the asyncio thread."""
+        current = self._served.get(service)
+        if current is not None:
+            if current.owner is owner and current.srv_cls is srv_cls:
+                return
+            raise EndpointConflict(f'{service} is already served through the gateway by another client')
+        if self.node.count_services(service) > 0:
+            raise EndpointConflict(f'{service} is already served by a ROS node')
+        served = _Served(service, srv_cls, owner)
+        loop = self.loop
+
+        def callback(request: Any, _response: Any) -> _Deferred:  # spin thread
+            return _Deferred(request)
+
+        server = self.node.create_service(srv_cls, service, callback, qos_profile=fleet_qos.SERVICE_CALLS)
+
+        def send_response(response: Any, header: Any) -> None:  # spin thread, right after `callback`
+            if not isinstance(response, _Deferred):
+                Service.send_response(server, response, header)
+                return
+            try:
+                loop.call_soon_threadsafe(self._service_request, served, response.request, header)
+            except RuntimeError:  # the loop closed during shutdown: nobody is left to answer
+                log.debug('dropping a call to %s: the event loop is closed', service)
+
+        # Never raise from here: an exception escaping a callback ends the EventsExecutor's spin.
+        server.send_response = send_response  # type: ignore[method-assign]
+        served.server = server
+        self._served[service] = served
+
+    def _service_request(self, served: _Served, request: Any, header: Any) -> None:
+        """Asyncio thread: a ROS call arrived for a client-served service."""
+        if served.closed:
+            self._send(served, failed_response(served.srv_cls, f'{served.service} is no longer served'), header)
+            return
+        token = next(self._tokens)
+        served.waiting[token] = header
+        self.served_calls['forwarded'] += 1
+        if self.on_service_request is None:
+            self.reply(served.service, token, None, 'the gateway is shutting down')
+            return
+        self.on_service_request(served.owner, served.service, token, request)
+
+    def reply(self, service: str, token: int, response: Any | None, error: str | None = None) -> None:
+        """Answer one forwarded call (a failed one when `response` is None); unknown tokens are ignored."""
+        served = self._served.get(service)
+        header = served.waiting.pop(token, None) if served is not None else None
+        if served is None or header is None:
+            return
+        if response is None:
+            self.served_calls['failed'] += 1
+            response = failed_response(served.srv_cls, error or f'{service} failed')
+        else:
+            self.served_calls['answered'] += 1
+        self._send(served, response, header)
+
+    def _send(self, served: _Served, response: Any, header: Any) -> None:
+        try:
+            Service.send_response(served.server, response, header)
+        except Exception:  # a destroyed service or a caller gone: nothing else can be done for this call
+            log.warning('could not answer a call to %s', served.service, exc_info=True)
+
+    def unadvertise_service(self, service: str, owner: Any, why: str = 'the serving client unadvertised it') -> None:
+        """Stop serving `service`: every call still waiting gets a failed response now, then the service goes."""
+        served = self._served.get(service)
+        if served is None or served.owner is not owner:
+            return
+        del self._served[service]
+        served.closed = True
+        for header in served.waiting.values():
+            self.served_calls['failed'] += 1
+            self._send(served, failed_response(served.srv_cls, f'{service}: {why}'), header)
+        served.waiting.clear()
+        self.node.destroy_service(served.server)
+
+    def served_services(self) -> dict[str, Any]:
+        return {name: served.owner for name, served in self._served.items()}
 
     def _check_type(self, topic: str, msg_cls: type) -> None:
         wanted = type_name(msg_cls)

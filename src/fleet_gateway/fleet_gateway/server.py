@@ -60,6 +60,8 @@ class ClientConnection:
         self._wake: asyncio.TimerHandle | None = None
         self._wake_at: float | None = None
         self.closing = False
+        self.apply: Any = None
+        """`GatewayServer._apply`, for the events `poll` returns (served-call timeouts)."""
 
     def flush(self) -> None:
         """Write queued frames while the transport accepts them; retry shortly when it is full."""
@@ -92,7 +94,9 @@ class ClientConnection:
     def _on_wake(self) -> None:
         self._wake = None
         self._wake_at = None
-        self.session.poll(self.loop.time())
+        events = self.session.poll(self.loop.time())
+        if events and self.apply is not None:
+            self.apply(self, events)
         self.flush()
         self.schedule_wake()
 
@@ -134,6 +138,7 @@ class GatewayServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.ros = self._endpoints_factory(loop, self._on_ros_messages)
+        self.ros.on_service_request = self._on_service_request
         ssl_context = None
         if self.config.tls is not None:
             ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -212,6 +217,7 @@ class GatewayServer:
             clock=loop.time,
         )
         conn = ClientConnection(ws, session, loop)
+        conn.apply = self._apply
         sock = ws.transport.get_extra_info('socket')
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
@@ -272,14 +278,26 @@ class GatewayServer:
                     ros.unadvertise(event.topic)
                 elif isinstance(event, ev.CallService):
                     self._spawn(self._call(conn, event))
+                elif isinstance(event, ev.ServiceReply):
+                    ros.reply(event.service, event.token, event.response, event.error)
+                elif isinstance(event, ev.AdvertiseService):
+                    ros.advertise_service(event.service, event.srv_cls, conn)
+                elif isinstance(event, ev.UnadvertiseService):
+                    gone = 'disconnected' if session.finished else 'unadvertised it'
+                    why = f'the serving client {gone}'
+                    ros.unadvertise_service(event.service, conn, why)
                 elif isinstance(event, ev.CloseConnection):
                     session.request_close(event.code, event.reason)
             except EndpointConflict as exc:
+                rid = None
                 if isinstance(event, ev.SubscribeTopic):
                     session.subscriptions.pop(event.topic, None)
                 elif isinstance(event, ev.AdvertiseTopic):
                     session.advertisements.pop(event.topic, None)
-                session.error(str(exc), None)
+                elif isinstance(event, ev.AdvertiseService):
+                    session.served.pop(event.service, None)
+                    rid = event.request_id
+                session.error(f'advertise_service: {exc}' if rid is not None else str(exc), rid)
             except Exception:  # a bug or an rclpy failure must not take the gateway down: log it, tell the client
                 self.counters['internal_errors'] += 1
                 log.exception('client %s: failed to apply %s', session.client_id, type(event).__name__)
@@ -315,6 +333,19 @@ class GatewayServer:
         except Exception as exc:  # the service raised, or rclpy failed: the caller gets a failed response
             session.service_result(event.call_no, None, f'service {event.service} failed: {exc}')
         conn.flush()
+
+    def _on_service_request(self, conn: ClientConnection, service: str, token: int, request: Any) -> None:
+        """A ROS caller called a service `conn` serves: forward it to the client (or fail it at once)."""
+        try:
+            events = conn.session.service_request(service, token, request)
+        except Exception:  # never leave the ROS caller hanging on a bug here
+            self.counters['internal_errors'] += 1
+            log.exception('client %s: forwarding a call to %s failed', conn.session.client_id, service)
+            events = [ev.ServiceReply(service, token, None, 'internal error in the gateway')]
+        if events:
+            self._apply(conn, events)
+        conn.flush()
+        conn.schedule_wake()
 
     # --- ROS -> clients --------------------------------------------------------------------------------
 
@@ -355,6 +386,7 @@ class GatewayServer:
             **self.counters,
             'clients': len(self.connections),
             'ros_messages_received': self.ros.received if self.ros else 0,
+            'served_calls': dict(self.ros.served_calls) if self.ros else {},
             'dropped_total': self.counters['dropped_closed_sessions'] + sum(c['dropped'] for c in clients.values()),
             'per_client': clients,
             'time': time.time(),

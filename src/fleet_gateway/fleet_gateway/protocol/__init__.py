@@ -1,12 +1,15 @@
 """The sans-I/O rosbridge v2 protocol core: text in, events for the ROS side and frames to send out."""
 
 from fleet_gateway.protocol.events import (
+    AdvertiseService,
     AdvertiseTopic,
     CallService,
     CloseConnection,
     Event,
     PublishMessage,
+    ServiceReply,
     SubscribeTopic,
+    UnadvertiseService,
     UnadvertiseTopic,
     UnsubscribeTopic,
 )
@@ -16,6 +19,7 @@ from fleet_gateway.protocol.session import ClientSession
 from fleet_gateway.protocol.state import SessionLimits
 
 __all__ = [
+    'AdvertiseService',
     'AdvertiseTopic',
     'CallService',
     'ClientSession',
@@ -26,8 +30,10 @@ __all__ = [
     'PublishedMessage',
     'SendQueue',
     'SendQueueOverflow',
+    'ServiceReply',
     'SessionLimits',
     'SubscribeTopic',
+    'UnadvertiseService',
     'UnadvertiseTopic',
     'UnsubscribeTopic',
 ]

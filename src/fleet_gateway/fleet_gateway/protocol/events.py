@@ -47,6 +47,35 @@ class CallService:
 
 
 @dataclass(frozen=True, slots=True)
+class AdvertiseService:
+    """Serve `service` in ROS on behalf of this client; a conflict is reported with `request_id`."""
+
+    service: str
+    srv_cls: type
+    request_id: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnadvertiseService:
+    """Stop serving `service`; ROS calls still waiting for this client get a failed response."""
+
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceReply:
+    """Answer the ROS call `token` (given by `ClientSession.service_request`) on a service this client serves.
+
+    `response` None means failed: the ROS caller gets a default response (with `error` in a `message` field when
+    the type has one), since a ROS service has no error channel."""
+
+    service: str
+    token: int
+    response: Any | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CloseConnection:
     code: int
     reason: str
@@ -59,5 +88,8 @@ Event = (
     | SubscribeTopic
     | UnsubscribeTopic
     | CallService
+    | AdvertiseService
+    | UnadvertiseService
+    | ServiceReply
     | CloseConnection
 )

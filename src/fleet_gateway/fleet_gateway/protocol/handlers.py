@@ -8,19 +8,29 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fleet_gateway.acl import Action
-from fleet_gateway.conversion import codec_for, message_class, service_class
+from fleet_gateway.conversion import ConversionError, codec_for, message_class, service_class
 from fleet_gateway.protocol import fields
 from fleet_gateway.protocol.events import (
+    AdvertiseService,
     AdvertiseTopic,
     CallService,
     Event,
     PublishMessage,
+    ServiceReply,
     SubscribeTopic,
+    UnadvertiseService,
     UnadvertiseTopic,
     UnsubscribeTopic,
 )
 from fleet_gateway.protocol.fields import ProtocolError
-from fleet_gateway.protocol.state import CLOSE_POLICY, STATUS_LEVELS, Advertisement, PendingCall, Subscription
+from fleet_gateway.protocol.state import (
+    CLOSE_POLICY,
+    STATUS_LEVELS,
+    Advertisement,
+    PendingCall,
+    ServedService,
+    Subscription,
+)
 
 if TYPE_CHECKING:
     from fleet_gateway.protocol.session import ClientSession
@@ -157,6 +167,63 @@ def handle_call_service(session: ClientSession, message: dict[str, Any], rid: Ri
     events.append(CallService(call_no, service, srv_cls, request, timeout_s))
 
 
+def handle_advertise_service(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    service = fields.ros_name(message, 'service')
+    srv_cls = service_class(fields.text(message, 'type'))
+    _allow(session, Action.ADVERTISE_SERVICE, service)
+    existing = session.served.get(service)
+    if existing is not None:
+        if existing.srv_cls is not srv_cls:
+            raise ProtocolError(f'{service} is already advertised by this client with another type')
+        return  # advertising again with the same type changes nothing
+    if len(session.served) >= session.limits.max_served_services:
+        raise ProtocolError(f'at most {session.limits.max_served_services} advertised services per client')
+    codec_for(srv_cls.Request)  # type: ignore[attr-defined]  # fails now, not on the first call
+    codec_for(srv_cls.Response)  # type: ignore[attr-defined]
+    session.served[service] = ServedService(service, srv_cls)
+    events.append(AdvertiseService(service, srv_cls, rid))
+
+
+def handle_unadvertise_service(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    service = fields.ros_name(message, 'service')
+    if session.served.pop(service, None) is None:
+        raise ProtocolError(f'{service} is not advertised by this client')
+    session.forget_incoming(service)  # the ROS side fails the calls still waiting when it destroys the service
+    events.append(UnadvertiseService(service))
+
+
+def handle_service_response(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    if rid is None:
+        raise ProtocolError('a service_response needs the "id" of the call_service it answers')
+    call = session.incoming_calls.get(rid) if isinstance(rid, str) else None
+    if call is None:
+        raise ProtocolError(f'no call with id {rid!r} is waiting for a response (unknown, answered or timed out)')
+    named = fields.text(message, 'service', required=False)
+    if named and fields.ros_name(message, 'service') != call.service:
+        raise ProtocolError(f'call {rid!r} is for {call.service}, not {named[:80]}')
+    result = message.get('result', True)
+    if not isinstance(result, bool):
+        raise ProtocolError(f'field "result" must be true or false, got {type(result).__name__}')
+    del session.incoming_calls[rid]
+    served = session.served.get(call.service)
+    if served is None:  # unadvertised meanwhile: the ROS side already answered the caller
+        return
+    values = message.get('values')
+    if not result:
+        reason = values if isinstance(values, str) else 'the serving client reported a failure'
+        events.append(ServiceReply(call.service, call.token, None, f'{call.service}: {reason[:200]}'))
+        return
+    if values is None or values == []:
+        values = {}
+    try:
+        response = codec_for(served.srv_cls.Response).from_json(values)  # type: ignore[attr-defined]
+    except ConversionError as exc:
+        events.append(ServiceReply(call.service, call.token, None, f'{call.service}: invalid response from client'))
+        raise ProtocolError(f'values do not fit {call.service}: {exc} (the ROS caller got a failed response)') from None
+    session.counters['served'] += 1
+    events.append(ServiceReply(call.service, call.token, response))
+
+
 def handle_set_level(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
     level = fields.text(message, 'level')
     if level not in STATUS_LEVELS:
@@ -202,11 +269,12 @@ HANDLERS: dict[str, Handler] = {
     'subscribe': handle_subscribe,
     'unsubscribe': handle_unsubscribe,
     'call_service': handle_call_service,
+    'advertise_service': handle_advertise_service,
+    'unadvertise_service': handle_unadvertise_service,
+    'service_response': handle_service_response,
     'set_level': handle_set_level,
     'fragment': handle_fragment,
     'status': handle_status,
 }
-for _op in ('advertise_service', 'unadvertise_service', 'service_response'):
-    HANDLERS[_op] = _unsupported(_op, 'serve services from a ROS node, not through the gateway')
 for _op in ('send_action_goal', 'cancel_action_goal', 'advertise_action', 'unadvertise_action', 'action_result'):
     HANDLERS[_op] = _unsupported(_op, 'actions are not bridged yet')

@@ -1,8 +1,9 @@
 """One connected client's protocol state: parses its text, applies ACLs and limits, queues its outgoing frames.
 
 No sockets and no rclpy here. The server feeds `receive_text`/`receive_bytes`, applies the returned events to ROS,
-hands ROS messages back through `deliver` and service answers through `service_result`, sends what `outbox`
-holds, calls `poll` at `next_wake()`, and calls `finish()` once when the connection ends.
+hands ROS messages back through `deliver`, service answers through `service_result` and ROS calls to services
+this client serves through `service_request`, sends what `outbox` holds, calls `poll` at `next_wake()` (applying
+the events it returns), and calls `finish()` once when the connection ends.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from typing import Any
 
 from fleet_gateway.acl import AccessPolicy, Principal
 from fleet_gateway.conversion import ConversionError, UnknownType, codec_for
-from fleet_gateway.protocol.events import CloseConnection, Event, UnadvertiseTopic, UnsubscribeTopic
+from fleet_gateway.protocol.events import (
+    CloseConnection,
+    Event,
+    ServiceReply,
+    UnadvertiseService,
+    UnadvertiseTopic,
+    UnsubscribeTopic,
+)
 from fleet_gateway.protocol.fields import ProtocolError, request_id
 from fleet_gateway.protocol.fragments import FragmentBuffer
 from fleet_gateway.protocol.handlers import HANDLERS, handle_auth
@@ -24,7 +32,9 @@ from fleet_gateway.protocol.state import (
     CLOSE_TRY_AGAIN,
     STATUS_LEVELS,
     Advertisement,
+    IncomingCall,
     PendingCall,
+    ServedService,
     SessionLimits,
     Subscription,
 )
@@ -62,6 +72,9 @@ class ClientSession:
         self.subscriptions: dict[str, Subscription] = {}
         self.advertisements: dict[str, Advertisement] = {}
         self.pending_calls: dict[int, PendingCall] = {}
+        self.served: dict[str, ServedService] = {}
+        self.incoming_calls: dict[str, IncomingCall] = {}
+        """ROS calls forwarded to this client, by call_service id; oldest (earliest deadline) first."""
         self.fragments = FragmentBuffer(
             max_bytes=self.limits.max_message_bytes,
             max_messages=self.limits.max_fragmented_messages,
@@ -72,7 +85,15 @@ class ClientSession:
         self.finished = False
         self.auth_failures = 0
         self.read_pause = 0.0
-        self.counters = {'received': 0, 'errors': 0, 'published': 0, 'delivered': 0, 'throttle_dropped': 0}
+        self.counters = {
+            'received': 0,
+            'errors': 0,
+            'published': 0,
+            'delivered': 0,
+            'throttle_dropped': 0,
+            'served': 0,
+            'served_failed': 0,
+        }
         self._bucket = TokenBucket(self.limits.ops_per_s, self.limits.ops_burst, clock=clock)
         self._next_call_no = 0
         self._reported_drops = 0
@@ -255,14 +276,56 @@ class ClientSession:
             message['result'] = False
         self.send(message)
 
+    def service_request(self, service: str, token: int, request: Any) -> list[Event]:
+        """A ROS caller called `service`, which this client serves: forward it as a `call_service` with a fresh id.
+
+        Returns the events to apply now: a failed `ServiceReply` when the call cannot be forwarded."""
+        served = self.served.get(service)
+        if served is None or self.finished or self.close_request is not None:
+            return [ServiceReply(service, token, None, f'{service}: the serving client is gone')]
+        if len(self.incoming_calls) >= self.limits.max_served_calls:
+            self.counters['served_failed'] += 1
+            return [
+                ServiceReply(
+                    service,
+                    token,
+                    None,
+                    f'{service}: the serving client has {self.limits.max_served_calls} calls in flight already',
+                )
+            ]
+        call_id = f'call_service:{service}:{self.new_call_no()}'
+        args = codec_for(served.srv_cls.Request).to_json(request)  # type: ignore[attr-defined]
+        deadline = self.clock() + self.limits.served_call_timeout_s
+        self.incoming_calls[call_id] = IncomingCall(call_id, service, token, deadline)
+        self.send({'op': 'call_service', 'id': call_id, 'service': service, 'args': args})
+        return []
+
+    def forget_incoming(self, service: str) -> None:
+        """Drop the forwarded calls of one service (unadvertised: the ROS side answers their callers)."""
+        for call_id in [k for k, call in self.incoming_calls.items() if call.service == service]:
+            del self.incoming_calls[call_id]
+
     # --- time -------------------------------------------------------------------------------------------
 
     def next_wake(self) -> float | None:
         """When `poll` must run next (throttled subscriptions, fragment timeouts), or None."""
-        deadlines = [d for d in (self._throttle_wake, self.fragments.next_deadline()) if d is not None]
+        incoming = next(iter(self.incoming_calls.values())).deadline if self.incoming_calls else None
+        deadlines = [d for d in (self._throttle_wake, self.fragments.next_deadline(), incoming) if d is not None]
         return min(deadlines) if deadlines else None
 
-    def poll(self, now: float) -> None:
+    def poll(self, now: float) -> list[Event]:
+        """Time-driven work: throttled deliveries, fragment and served-call timeouts. Returns events to apply."""
+        events: list[Event] = []
+        while self.incoming_calls:
+            call = next(iter(self.incoming_calls.values()))
+            if call.deadline > now:
+                break
+            del self.incoming_calls[call.call_id]
+            self.counters['served_failed'] += 1
+            limit = self.limits.served_call_timeout_s
+            why = f'{call.service}: no response within {limit:g} s'
+            events.append(ServiceReply(call.service, call.token, None, why))
+            self.status('warning', f'call {call.call_id} got no service_response within {limit:g} s', call.call_id)
         for message_id in self.fragments.expire(now):
             self.error(f'fragmented message never completed within {self.limits.fragment_timeout_s:g} s', message_id)
         if self._throttle_wake is not None and now >= self._throttle_wake:
@@ -279,6 +342,7 @@ class ClientSession:
                     self._throttle_wake = due
         if self.outbox.dropped_total != self._reported_drops and now >= self._next_drop_report:
             self._report_drops(now)
+        return events
 
     # --- end --------------------------------------------------------------------------------------------
 
@@ -289,8 +353,11 @@ class ClientSession:
         self.finished = True
         events: list[Event] = [UnsubscribeTopic(topic) for topic in self.subscriptions]
         events.extend(UnadvertiseTopic(topic) for topic in self.advertisements)
+        events.extend(UnadvertiseService(service) for service in self.served)  # fails their waiting ROS calls
         self.subscriptions.clear()
         self.advertisements.clear()
+        self.served.clear()
+        self.incoming_calls.clear()
         self.pending_calls.clear()
         self.outbox.clear()
         return events
@@ -304,4 +371,6 @@ class ClientSession:
             'queued_bytes': self.outbox.bytes,
             'subscriptions': len(self.subscriptions),
             'pending_calls': len(self.pending_calls),
+            'served_services': len(self.served),
+            'incoming_calls': len(self.incoming_calls),
         }

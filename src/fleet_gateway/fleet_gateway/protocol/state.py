@@ -26,6 +26,11 @@ class SessionLimits:
     max_publishers: int = 256
     max_pending_calls: int = 64
     call_timeout_s: float = 10.0
+    max_served_services: int = 64
+    max_served_calls: int = 256
+    """ROS calls waiting for this client's `service_response` at once (over all its services); beyond, fail at once."""
+    served_call_timeout_s: float = 10.0
+    """A ROS call to a client-served service gets a failed response if the client does not answer within this."""
     max_call_timeout_s: float = 120.0
     fragment_timeout_s: float = 10.0
     max_fragmented_messages: int = 8
@@ -72,3 +77,21 @@ class PendingCall:
     request_id: str | int | None
     service: str
     response_cls: type
+
+
+@dataclass
+class ServedService:
+    """A service this client serves (advertise_service); the gateway forwards ROS calls to it as call_service."""
+
+    service: str
+    srv_cls: type
+
+
+@dataclass
+class IncomingCall:
+    """A ROS call forwarded to this client, waiting for its service_response with `call_id`."""
+
+    call_id: str
+    service: str
+    token: int
+    deadline: float
