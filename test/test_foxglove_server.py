@@ -143,6 +143,8 @@ def test_subscribe_decode_and_call_services(spinning: Any, tmp_path: Path) -> No
     ros, orchestrator = spinning
     bridge = start_bridge(ros)
     try:
+        # Lazy: discovered topics are channels, but nothing is subscribed in ROS until a client watches one.
+        assert bridge.following == frozenset()
         estop_hex = bytes(serialize_message(SetEStop.Request(engage=True, reason='test', issued_by='op'))).hex()
         report = run_client(
             bridge.port,
@@ -170,6 +172,8 @@ def test_subscribe_decode_and_call_services(spinning: Any, tmp_path: Path) -> No
             ],
             tmp_path,
         )
+        # The client has gone: its subscription is released again.
+        wait_for(lambda: not bridge.following, 10.0, what='the bridge to drop the ROS subscription nobody watches')
     finally:
         bridge.close()
     trace_ch, odom_ch, sub, service, submit, estop, params, still_open = report['results']

@@ -69,7 +69,9 @@ class RawTopicFollower:
     """Polls the graph (call `poll()` from a node timer) and raw-subscribes to each new matching topic.
 
     `on_new(topic) -> bool` is asked first (it registers a channel, say) and may refuse the topic; every
-    received message then goes to `on_message(topic, cdr_bytes)` on the executor thread.
+    received message then goes to `on_message(topic, cdr_bytes)` on the executor thread. With `eager=False` a
+    discovered topic is only subscribed once `follow(name)` is called (and released by `unfollow(name)`), so a
+    server nobody watches costs its publishers nothing. Call follow/unfollow on the executor thread.
     """
 
     def __init__(
@@ -78,20 +80,29 @@ class RawTopicFollower:
         selector: TopicSelector,
         on_message: RawCallback,
         on_new: Callable[[DiscoveredTopic], bool] | None = None,
+        *,
+        eager: bool = True,
     ) -> None:
         self._node = node
         self._selector = selector
         self._on_message = on_message
         self._on_new = on_new
+        self._eager = eager
         self._subs: dict[str, Subscription] = {}
+        self._how: dict[str, tuple[Any, QoSProfile]] = {}
         self._refused: set[str] = set()
         self.topics: dict[str, DiscoveredTopic] = {}
 
+    @property
+    def following(self) -> frozenset[str]:
+        """Topics with a live ROS subscription."""
+        return frozenset(self._subs)
+
     def poll(self) -> list[DiscoveredTopic]:
-        """Subscribe to matching topics seen for the first time; returns the ones added by this call."""
+        """Register (and, when eager, subscribe to) matching topics seen for the first time; returns them."""
         added: list[DiscoveredTopic] = []
         for name, types in self._node.get_topic_names_and_types():
-            if name in self._subs or name in self._refused or not self._selector.matches(name):
+            if name in self.topics or name in self._refused or not self._selector.matches(name):
                 continue
             if len(types) != 1:
                 self._node.get_logger().warning(f'topic {name} has several types {types}: not followed')
@@ -110,13 +121,30 @@ class RawTopicFollower:
             if self._on_new is not None and not self._on_new(topic):
                 self._refused.add(name)
                 continue
-            self._subs[name] = self._node.create_subscription(
-                msg_class, name, self._callback_for(topic), profile, raw=True
-            )
+            self._how[name] = (msg_class, profile)
             self.topics[name] = topic
             added.append(topic)
-            self._node.get_logger().info(f'following {name} [{topic.type_name}]')
+            if self._eager:
+                self.follow(name)
         return added
+
+    def follow(self, name: str) -> bool:
+        """Subscribe to a discovered topic (no-op when already subscribed); False for an unknown topic."""
+        if name in self._subs:
+            return True
+        if name not in self._how:
+            return False
+        msg_class, profile = self._how[name]
+        topic = self.topics[name]
+        self._subs[name] = self._node.create_subscription(msg_class, name, self._callback_for(topic), profile, raw=True)
+        self._node.get_logger().info(f'following {name} [{topic.type_name}]')
+        return True
+
+    def unfollow(self, name: str) -> None:
+        sub = self._subs.pop(name, None)
+        if sub is not None:
+            self._node.destroy_subscription(sub)
+            self._node.get_logger().info(f'no longer following {name}')
 
     def _callback_for(self, topic: DiscoveredTopic) -> Callable[[bytes], None]:
         on_message = self._on_message

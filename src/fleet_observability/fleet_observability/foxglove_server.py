@@ -42,6 +42,7 @@ from fleet_ros.spin import SpinThread
 
 DEFAULT_SERVICE_GLOBS: tuple[str, ...] = ('/fleet/*/*/submit', '/fleet/*/*/set_estop', '/fleet/*/*/operation')
 EXIT_USAGE = 2
+WATCH_PERIOD_SEC = 0.05
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,11 @@ class _Listener:
 
     def on_subscribe(self, client: Client, channel: ChannelView) -> None:
         self._bridge.log.debug(f'client {client.id} subscribed to {channel.topic}')
+        self._bridge.watchers_changed(channel.topic, +1)
 
     def on_unsubscribe(self, client: Client, channel: ChannelView) -> None:
         self._bridge.log.debug(f'client {client.id} unsubscribed from {channel.topic}')
+        self._bridge.watchers_changed(channel.topic, -1)
 
     def on_get_parameters(self, client: Client, param_names: list[str], request_id: str | None = None) -> list[Any]:
         return self._bridge.parameter_values(param_names)
@@ -106,12 +109,18 @@ class FleetFoxgloveBridge:
         self._forwarders: dict[str, RosServiceForwarder] = {}
         self._refused_services: set[str] = set()
         self._service_selector = TopicSelector(include=settings.services)
+        # Lazy: a ROS topic is subscribed only while some client watches its channel.
         self._follower = RawTopicFollower(
-            node, TopicSelector(include=settings.topics), self._on_message, on_new=self._on_new_topic
+            node, TopicSelector(include=settings.topics), self._on_message, on_new=self._on_new_topic, eager=False
         )
         self._server: WebSocketServer | None = None
         self._timer = None
         self._lock = threading.Lock()
+        self._watchers: dict[str, int] = {}
+        self._watchers_dirty = False
+        # Client (un)subscriptions arrive on the SDK's thread; ROS subscriptions change on the executor's, within
+        # one WATCH_PERIOD_SEC (the EventsExecutor has no guard conditions to wake it sooner).
+        self._watch_timer = node.create_timer(WATCH_PERIOD_SEC, self._apply_watchers_if_changed)
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -160,6 +169,7 @@ class FleetFoxgloveBridge:
         if self._timer is not None:
             self.node.destroy_timer(self._timer)
             self._timer = None
+        self.node.destroy_timer(self._watch_timer)
         self._follower.close()
         if self._server is not None:
             self._server.stop()
@@ -176,6 +186,31 @@ class FleetFoxgloveBridge:
         """One graph scan: new matching topics become channels, new matching services become SDK services."""
         self._follower.poll()
         self._discover_services()
+        self._apply_watchers()
+
+    def watchers_changed(self, topic: str, delta: int) -> None:
+        """A client started (+1) or stopped (-1) watching a channel; any thread."""
+        with self._lock:
+            self._watchers[topic] = max(0, self._watchers.get(topic, 0) + delta)
+            self._watchers_dirty = True
+
+    @property
+    def following(self) -> frozenset[str]:
+        """Topics the server is subscribed to in ROS right now (the ones some client watches)."""
+        return self._follower.following
+
+    def _apply_watchers_if_changed(self) -> None:
+        if self._watchers_dirty:
+            self._apply_watchers()
+
+    def _apply_watchers(self) -> None:
+        with self._lock:
+            self._watchers_dirty = False
+            watched = {topic for topic, count in self._watchers.items() if count > 0}
+        for topic in watched - self._follower.following:
+            self._follower.follow(topic)
+        for topic in self._follower.following - watched:
+            self._follower.unfollow(topic)
 
     @property
     def channels(self) -> dict[str, str]:
