@@ -70,3 +70,50 @@ def test_outcomes_decided_before_a_step_down_are_announced(ros, tmp_path):
         decided.command_id,
         list(in_flight),
     )
+
+
+def test_a_new_leader_reannounces_the_outcomes_it_followed(ros, tmp_path):
+    """A leader that dies right after announcing may have reached only the standby: the standby, once leading,
+    announces those outcomes again (the same value, keyed by command id)."""
+    import time
+
+    from fleet_interfaces.msg import LeaderLease
+    from fleet_ros.convert import to_time
+
+    overrides = [
+        Parameter('fleet_config', value=str(write_config(tmp_path))),
+        Parameter('site_id', value=SITE),
+        Parameter('shard_id', value=SHARD),
+        Parameter('tracing_enabled', value=False),
+        Parameter('orchestrator_id', value='standby'),
+    ]
+    standby = ros.add(ShardOrchestrator('standby', context=ros.context, parameter_overrides=overrides))
+    old_leader = ros.node('old_leader')
+    lease_pub = old_leader.create_publisher(LeaderLease, topics.shard_leader(SITE, SHARD), qos.LATCHED)
+    outcome_pub = old_leader.create_publisher(CommandOutcome, topics.shard_outcome(SITE, SHARD), qos.EVENTS)
+
+    def renew() -> None:
+        lease_pub.publish(
+            LeaderLease(
+                site_id=SITE, shard_id=SHARD, leader_id='old', epoch=1, stamp=to_time(time.time()), lease_sec=5.0
+            )
+        )
+
+    renew()
+    standby.trigger_configure()
+    standby.trigger_activate()
+    ros.spin_until(lambda: standby.lease.current is not None, 10, 'the standby to follow the old lease')
+    ros.spin_until(lambda: outcome_pub.get_subscription_count() > 0, 10, 'the standby to follow outcomes')
+    outcome_pub.publish(
+        CommandOutcome(command_id='c-announced-once', agent_id='r001', outcome=CommandOutcome.OUTCOME_SUCCEEDED)
+    )
+    ros.spin_until(lambda: standby._recent_outcomes, 10, 'the standby to receive the outcome')
+    # The old leader dies (no more renewals); a late subscriber that missed its announcement listens now.
+    old_leader.destroy_publisher(outcome_pub)
+    late: list[CommandOutcome] = []
+    observer = ros.node('late_observer')
+    observer.create_subscription(CommandOutcome, topics.shard_outcome(SITE, SHARD), late.append, qos.EVENTS)
+    ros.spin_until(lambda: standby.outcome_pub.get_subscription_count() > 0, 10, 'the late observer to match')
+    ros.spin_until(lambda: standby.leading, 20, 'the standby to take over')
+    ros.spin_until(lambda: late, 10, 'the re-announced outcome')
+    assert [(m.command_id, m.outcome) for m in late] == [('c-announced-once', CommandOutcome.OUTCOME_SUCCEEDED)]

@@ -200,10 +200,11 @@ class TestPlan:
 
 class TestSummary:
     def test_tally_finds_missing_and_doubled_outcomes(self) -> None:
-        outcomes = {'a': [(0, 1, 10.0)], 'b': [(1, 3, 20.0), (0, 1, 5.0)], 'x': [(0, 1, 1.0)]}
-        tally = tally_outcomes(['a', 'b', 'c'], outcomes)
-        assert tally.commands == 3 and tally.missing == ('c',) and tally.duplicated == ('b',)
-        assert tally.by_outcome['succeeded'] == 1 and tally.by_outcome['failed'] == 1 and tally.retries == 2
+        outcomes = {'a': [(0, 1, 10.0)], 'b': [(1, 3, 20.0), (0, 1, 5.0)], 'd': [(0, 1, 2.0)] * 2, 'x': [(0, 1, 1.0)]}
+        tally = tally_outcomes(['a', 'b', 'c', 'd'], outcomes)
+        assert tally.commands == 4 and tally.missing == ('c',) and tally.conflicting == ('b',)
+        assert tally.repeated == ('d',)
+        assert tally.by_outcome['succeeded'] == 2 and tally.by_outcome['failed'] == 1 and tally.retries == 2
         assert percentile([5, 1, 3], 50) == 3 and percentile([], 99) == 0.0
 
     def test_every_violation_is_named(self) -> None:
@@ -211,7 +212,7 @@ class TestSummary:
             'duplicates_executed': 1,
             'stale_executions': 2,
             'missing_outcomes': 3,
-            'duplicate_outcomes': 4,
+            'conflicting_outcomes': 4,
             'mission_complete': False,
             'robots_done': 5,
             'robots': 6,
@@ -224,7 +225,7 @@ class TestSummary:
             'duplicates_executed': 0,
             'stale_executions': 0,
             'missing_outcomes': 0,
-            'duplicate_outcomes': 0,
+            'conflicting_outcomes': 0,
             'mission_complete': True,
             'takeover_s': 0.9,
         }

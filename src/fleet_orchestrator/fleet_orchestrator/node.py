@@ -8,6 +8,7 @@ only while leading, so an operator's request never reaches a standby. Every call
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import socket
@@ -49,6 +50,10 @@ TICK_SEC = 0.05
 RENEW_CHECK_EVERY = 64
 HEALTH_EVERY_TICKS = 4
 FIRST_LEASE_MAX_WAIT_SEC = 15.0
+RECENT_OUTCOMES = 4096
+REANNOUNCE_LEASES = 10.0
+"""A new leader re-announces the outcomes it followed during the last REANNOUNCE_LEASES lease periods: a leader that
+dies right after announcing may have reached only some subscribers, and DDS cannot repair a dead writer's samples."""
 """Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
 """Sends between lease checks inside one long flush."""
 STATUS_PERIOD_SEC = 0.5
@@ -98,6 +103,9 @@ class ShardOrchestrator(LifecycleNode):
         self._retired_services: list[Service] = []
         self._follow_subs: list[Subscription] = []
         self._follow_generation = 0
+        self._recent_outcomes: collections.deque[tuple[float, CommandOutcome]] = collections.deque(
+            maxlen=RECENT_OUTCOMES
+        )
         self._retired_subscriptions: list[Subscription] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -269,6 +277,7 @@ class ShardOrchestrator(LifecycleNode):
         self._follow_generation += 1
         self.backpressure.reset()
         self._publish_lease(lease)
+        reannounced = self._reannounce_recent_outcomes(started)
         self._journal(adopted)
         self.flush()
         pending = {c.command_id for c in self.dispatcher.pending()}
@@ -282,8 +291,18 @@ class ShardOrchestrator(LifecycleNode):
         self.takeover_seconds = lapse
         self.get_logger().warning(
             f'LEADER of {self.shard.site_id}/{self.shard.shard_id} with epoch {lease.epoch}; adopted {len(adopted)} '
-            f'unfinished command(s); {lapse:.2f}s since the last lease was seen'
+            f'unfinished command(s), re-announced {reannounced} recent outcome(s); {lapse:.2f}s since the last lease '
+            'was seen'
         )
+
+    def _reannounce_recent_outcomes(self, now: float) -> int:
+        """Outcomes are facts, so repeating one is harmless (subscribers key them by command id); missing one is not."""
+        since = now - REANNOUNCE_LEASES * self.lease.config.lease_sec
+        recent = [msg for received, msg in self._recent_outcomes if received >= since]
+        self._recent_outcomes.clear()
+        for msg in recent:
+            self.outcome_pub.publish(msg)
+        return len(recent)
 
     def _step_down(self, reason: str) -> None:
         if self.dispatcher is None:
@@ -396,6 +415,7 @@ class ShardOrchestrator(LifecycleNode):
         if self.dispatcher is not None:
             return  # the leader's own outcomes
         self.replica.on_outcome(msg.command_id)
+        self._recent_outcomes.append((self.clock(), msg))
         try:
             self.missions.observe_outcome(msg.command_id, Outcome(msg.outcome))
         except ValueError:

@@ -17,13 +17,16 @@ class OutcomeTally:
     by_outcome: dict[str, int]
     retries: int
     missing: tuple[str, ...]
-    duplicated: tuple[str, ...]
+    conflicting: tuple[str, ...]
+    """Announced with different outcomes: a violation."""
+    repeated: tuple[str, ...]
+    """Announced more than once with the same outcome (a new leader re-announces recent outcomes): harmless."""
     latency_ms: tuple[float, ...]
 
 
 def tally_outcomes(journal: Iterable[str], outcomes: Mapping[str, list[tuple[int, int, float]]]) -> OutcomeTally:
     """`outcomes[command_id]` lists (outcome, attempts, latency_ms) as received. Every journaled command must have
-    exactly one: `missing` have none, `duplicated` more than one."""
+    exactly one outcome: `missing` have none, `conflicting` more than one value; `repeated` got the same value again."""
     ids = list(dict.fromkeys(journal))
     counts: Counter[str] = Counter()
     retries = 0
@@ -41,7 +44,8 @@ def tally_outcomes(journal: Iterable[str], outcomes: Mapping[str, list[tuple[int
         by_outcome={o.name.lower(): counts.get(o.name.lower(), 0) for o in Outcome},
         retries=retries,
         missing=tuple(c for c in ids if not outcomes.get(c)),
-        duplicated=tuple(c for c in ids if len(outcomes.get(c, [])) > 1),
+        conflicting=tuple(c for c in ids if len({o[0] for o in outcomes.get(c, [])}) > 1),
+        repeated=tuple(c for c in ids if len(outcomes.get(c, [])) > len({o[0] for o in outcomes.get(c, [])})),
         latency_ms=tuple(latencies),
     )
 
@@ -55,8 +59,8 @@ def invariant_failures(summary: Mapping[str, object]) -> list[str]:
         reasons.append(f'{summary["stale_executions"]} execution(s) started after their deadline (G2)')
     if summary['missing_outcomes']:
         reasons.append(f'{summary["missing_outcomes"]} command(s) without a terminal outcome (G3)')
-    if summary['duplicate_outcomes']:
-        reasons.append(f'{summary["duplicate_outcomes"]} command(s) with more than one outcome (G3)')
+    if summary['conflicting_outcomes']:
+        reasons.append(f'{summary["conflicting_outcomes"]} command(s) announced with different outcomes (G3)')
     if not summary['mission_complete']:
         reasons.append(f'mission incomplete: {summary["robots_done"]}/{summary["robots"]} robots finished their plan')
     if summary.get('takeover_s') is None and summary.get('leader_killed'):
@@ -89,7 +93,8 @@ def build_summary(
         'stale_executions': execution.stale_executions,
         'executions': execution.executions,
         'missing_outcomes': len(tally.missing),
-        'duplicate_outcomes': len(tally.duplicated),
+        'conflicting_outcomes': len(tally.conflicting),
+        'reannounced_outcomes': len(tally.repeated),
         'ack_p50_ms': round(percentile(acks, 50), 1),
         'ack_p99_ms': round(percentile(acks, 99), 1),
         'outcome_p50_ms': round(percentile(tally.latency_ms, 50), 1),
