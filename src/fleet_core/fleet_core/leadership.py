@@ -103,6 +103,7 @@ class LeaseState:
         self._max_epoch = max(self._max_epoch, epoch)
         if self._leading and self._current is not None and epoch > self._current.epoch:
             self._leading = False
+            self._received_at = self._clock()  # as above: whoever holds the newer epoch gets a lease period
 
     def observe(self, lease: Lease) -> bool:
         """Take in a published lease; False when it is older than what we know. Raises WrongShardLease."""
@@ -165,6 +166,9 @@ class LeaseState:
             raise NotLeader(f'{self.node_id} does not lead {self.site_id}/{self.shard_id} (epoch {self._max_epoch})')
         if now >= self._last_renewal + self.config.lease_sec:
             self._leading = False
+            # Our own lapsed lease counts as just seen: a standby that noticed the lapse gets a full lease period
+            # to take over before we may try again, instead of both taking over at once.
+            self._received_at = now
             raise NotLeader(
                 f'{self.node_id}: lease of epoch {self._current.epoch} lapsed before renewal; stepping down'
             )

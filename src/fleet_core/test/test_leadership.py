@@ -169,3 +169,19 @@ def test_epochs_only_grow_and_one_leader_holds_the_top_epoch(steps: list[tuple[s
     assert epochs == sorted(epochs)
     if published:
         assert published[0].epoch == 1
+
+
+def test_a_leader_whose_lease_lapsed_yields_a_lease_period_to_the_standby() -> None:
+    clock = Clock()
+    leader, standby = node('a', clock), node('b', clock)
+    standby.observe(leader.take_over())
+    clock.now += 1.5  # the leader stalled past its lease; the standby noticed
+    assert standby.should_take_over()
+    with pytest.raises(NotLeader, match='lapsed'):
+        leader.renew()
+    assert not leader.should_take_over()  # it does not race the standby for the shard
+    leader.observe(standby.take_over())
+    clock.now += 0.5
+    assert not leader.should_take_over() and leader.current is not None and leader.current.leader_id == 'b'
+    clock.now += 1.0  # ... and only claims it again if nobody renewed for a whole lease period
+    assert leader.should_take_over()
