@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from fleet_core import stats
+from fleet_ros.processes import let_sigint_reach_children
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -35,6 +36,7 @@ class Child:
     """A benchmark child process with its log in a temp file; stopped by PID (SIGINT, then SIGKILL)."""
 
     def __init__(self, argv: Sequence[str], name: str) -> None:
+        let_sigint_reach_children()
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix=f'bench-{name}-', suffix='.log', delete=False)
         env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')

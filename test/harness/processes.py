@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fleet_ros.processes import let_sigint_reach_children
+
 
 class ManagedProcess:
     """A child process whose output goes to a temporary log file and which is stopped by PID only."""
@@ -79,6 +81,7 @@ class ProcessGroup:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.started: list[ManagedProcess] = []
+        let_sigint_reach_children()
 
     def start(self, argv: Sequence[str], *, name: str = '', extra_env: dict[str, str] | None = None) -> ManagedProcess:
         env = dict(self.env)

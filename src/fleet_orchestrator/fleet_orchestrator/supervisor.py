@@ -27,6 +27,7 @@ from rclpy.signals import SignalHandlerOptions
 from fleet_core import topics
 from fleet_core.config import ConfigError, load_fleet_config
 from fleet_ros.params import declare
+from fleet_ros.processes import let_sigint_reach_children
 
 EXIT_REFUSED = 2
 STOP_GRACE_SEC = 5.0
@@ -66,6 +67,7 @@ class LifecycleSupervisor:
         self.timeout = transition_timeout_sec
         self.missed_checks_restart = missed_checks_restart
         self.log = node.get_logger()
+        let_sigint_reach_children()
         for m in self.managed:
             m.get_state = node.create_client(GetState, f'{m.name}/get_state')
             m.change_state = node.create_client(ChangeState, f'{m.name}/change_state')

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet_ros.processes import let_sigint_reach_children
 from fleet_sim.bringup import NodeSpec
 
 
@@ -47,6 +48,7 @@ class Supervisor:
         self.env = dict(env if env is not None else os.environ)
         self.children: list[Child] = []
         log_dir.mkdir(parents=True, exist_ok=True)
+        let_sigint_reach_children()
 
     def start(self, spec: NodeSpec, *, argv: Sequence[str] | None = None, cwd: Path | None = None) -> Child:
         command = list(argv or spec.argv())
