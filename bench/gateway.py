@@ -47,6 +47,7 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
     from rclpy.context import Context
     from rclpy.experimental import EventsExecutor
     from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.task import Future
     from std_msgs.msg import String
     from std_srvs.srv import SetBool
@@ -104,7 +105,14 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
                 if len(parts) >= 2 and counter['n'] % 5 == 0:
                     latencies.append((now - float(parts[1])) * 1000)
 
-            node.create_subscription(String, TOPIC_IN, on_msg, qos.TELEMETRY)
+            depth = int(arg) if arg.isdigit() else qos.TELEMETRY.depth
+            reader_qos = QoSProfile(
+                history=HistoryPolicy.KEEP_LAST,
+                depth=depth,
+                reliability=ReliabilityPolicy.BEST_EFFORT,
+                durability=DurabilityPolicy.VOLATILE,
+            )
+            node.create_subscription(String, TOPIC_IN, on_msg, reader_qos)
             ready_path.write_text('ready')
             deadline = time.monotonic() + duration + 60
             never = Future()
@@ -148,6 +156,11 @@ class Proc:
     def __init__(self, argv: list[str], env: dict[str, str], name: str, workdir: Path) -> None:
         self.name = name
         self.log = (workdir / f'{name}.log').open('w')
+        profile_dir = os.environ.get('BENCH_PROFILE_DIR')
+        if profile_dir:  # py-spy samples the child (all threads); collapsed stacks in BENCH_PROFILE_DIR/<name>.txt
+            native = ['--native'] if os.environ.get('BENCH_PROFILE_NATIVE') else []
+            spy = ['py-spy', 'record', *native, '--format', 'raw', '-r', '200', '-o', f'{profile_dir}/{name}.txt']
+            argv = [*spy, '--', *argv]
         self.popen = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -194,9 +207,12 @@ class GatewayProbe:
 
 
 class Bench:
-    def __init__(self, workdir: Path, quick: bool) -> None:
+    def __init__(self, workdir: Path, quick: bool, args: argparse.Namespace) -> None:
         self.workdir = workdir
         self.quick = quick
+        self.reader_depth = args.ingest_reader_depth
+        self.client_sndbuf = args.ingest_client_sndbuf
+        self.write_batch = args.ingest_write_batch
         self.env = dict(os.environ)
         self.env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
         self.env.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 80))
@@ -217,6 +233,7 @@ class Bench:
                         # delivered_ratio) instead of queueing seconds of them
                         'default_qos': 'events',
                         'topic_qos': [{'glob': TOPIC_IN, 'profile': 'telemetry'}],
+                        **json.loads(args.gateway_extra),
                     }
                 }
             )
@@ -387,6 +404,10 @@ class LeanClient(asyncio.Protocol):
     def send_text(self, text: str) -> None:
         self._write(0x81, text.encode())
 
+    def write_frames(self, payloads: list[bytes]) -> None:
+        """Several masked text frames (zero key; each payload < 126 bytes) in one transport write."""
+        self.transport.write(b''.join([bytes((0x81, 0x80 | len(p))) + b'\x00\x00\x00\x00' + p for p in payloads]))
+
     async def drain(self) -> None:
         await self._writable.wait()
 
@@ -397,7 +418,12 @@ class LeanClient(asyncio.Protocol):
 
 
 async def lean_connect(
-    port: int, token: str, deadline: float, on_text: Any = None, write_high: int = 4096
+    port: int,
+    token: str,
+    deadline: float,
+    on_text: Any = None,
+    write_high: int = 4096,
+    sndbuf: int | None = None,
 ) -> LeanClient:
     """Connect and upgrade; on HTTP 503 wait Retry-After (with jitter) and try again until the deadline."""
     loop = asyncio.get_running_loop()
@@ -406,7 +432,8 @@ async def lean_connect(
         client.transport.set_write_buffer_limits(high=write_high)
         # a latency-aware publisher also caps its kernel send buffer (loopback autotuning would let it grow to
         # megabytes, i.e. seconds of messages, before the gateway's pushback is felt)
-        client.transport.get_extra_info('socket').setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * write_high)
+        sock = client.transport.get_extra_info('socket')
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf or 4 * write_high)
         key = base64.b64encode(os.urandom(16)).decode()
         client.transport.write(
             (
@@ -524,9 +551,12 @@ async def fanout(bench: Bench, clients: int, rate: str, duration: float) -> None
 
 
 async def ingest(bench: Bench, clients: int, duration: float) -> None:
-    proc, _ready, result_path = bench.helper('sub', '-', duration)
+    proc, _ready, result_path = bench.helper('sub', str(bench.reader_depth), duration)
     # each publisher keeps at most 4 KiB in its own write buffer, so the gateway's pushback reaches it at once
-    conns = [await lean_connect(bench.port, bench.token, time.monotonic() + 20) for _ in range(clients)]
+    conns = [
+        await lean_connect(bench.port, bench.token, time.monotonic() + 20, sndbuf=bench.client_sndbuf)
+        for _ in range(clients)
+    ]
     for i, client in enumerate(conns):
         client.send_text(json.dumps({'op': 'advertise', 'id': f'a{i}', 'topic': TOPIC_IN, 'type': 'std_msgs/String'}))
     await asyncio.sleep(1.0)  # let DDS match the gateway's publisher with the helper's subscriber
@@ -539,11 +569,14 @@ async def ingest(bench: Bench, clients: int, duration: float) -> None:
     end = started + duration
 
     async def writer(i: int, client: LeanClient) -> None:
+        # pre-framed: a batch of frames (each stamped when built) goes out in one write
         head = f'{{"op":"publish","topic":"{TOPIC_IN}","msg":{{"data":"'
+        batch = bench.write_batch
         while time.monotonic() < end and sent[i] < limit:
-            for _ in range(10):
-                client.send_text(f'{head}{sent[i]} {time.monotonic():.6f} {PAD}"}}}}')
-                sent[i] += 1
+            n = sent[i]
+            stamp = f'{time.monotonic():.6f}'
+            client.write_frames([f'{head}{n + k} {stamp} {PAD}"}}}}'.encode() for k in range(batch)])
+            sent[i] = n + batch
             await client.drain()
             await asyncio.sleep(0)
 
@@ -568,6 +601,9 @@ async def ingest(bench: Bench, clients: int, duration: float) -> None:
         cpu=cpu,
         sent=sum(sent),
         received=received,
+        reader_depth=bench.reader_depth,
+        client_sndbuf=bench.client_sndbuf,
+        write_batch=bench.write_batch,
     )
 
 
@@ -715,7 +751,7 @@ async def run(args: argparse.Namespace) -> None:
     quick = args.quick
     duration = 1.0 if quick else 3.0
     with tempfile.TemporaryDirectory(prefix='bench-gateway-') as tmp:
-        bench = Bench(Path(tmp), quick)
+        bench = Bench(Path(tmp), quick, args)
         try:
             wanted = set(args.scenarios.split(','))
             if 'fanout' in wanted:
@@ -727,7 +763,8 @@ async def run(args: argparse.Namespace) -> None:
                 for clients, rate in combos:
                     await fanout(bench, clients, rate, duration)
             if 'ingest' in wanted:
-                for clients in (1, 10) if quick else (1, 10, 100):
+                default = (1, 10) if quick else (1, 10, 100)
+                for clients in [int(k) for k in args.ingest_clients.split(',')] if args.ingest_clients else default:
                     await ingest(bench, clients, duration)
             if 'storm' in wanted:
                 for clients, budget in ((100, 2.0),) if quick else ((500, 2.0), (1000, 5.0)):
@@ -747,6 +784,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--quick', action='store_true', help='short smoke run')
     parser.add_argument('--scenarios', default='fanout,ingest,storm,service')
+    parser.add_argument('--ingest-clients', help='comma-separated client counts for ingest (default 1,10,100)')
+    parser.add_argument(
+        '--ingest-reader-depth',
+        type=int,
+        default=1000,
+        help='KEEP_LAST depth of the best-effort ingest subscriber (1000: 50 ms at 20 kHz; 5 loses whatever arrives '
+        'while the subscriber is descheduled on a shared 2-core machine)',
+    )
+    parser.add_argument('--ingest-client-sndbuf', type=int, default=16384, help='SO_SNDBUF of each ingest client')
+    parser.add_argument('--ingest-write-batch', type=int, default=10, help='frames per write of an ingest client')
+    parser.add_argument('--gateway-extra', default='{}', help='JSON merged into the fleet_gateway config section')
     asyncio.run(run(parser.parse_args()))
 
 

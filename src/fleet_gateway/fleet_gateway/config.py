@@ -57,6 +57,10 @@ class GatewayConfig:
     default_qos: str = 'events'
     topic_qos: tuple[TopicQos, ...] = ()
     call_service_wait_s: float = 2.0
+    ingest_budget_s: float = 0.015
+    """Time per event-loop turn for incoming messages; beyond it, reading pauses until the next turn."""
+    receive_buffer_bytes: int = 32 * 1024
+    """SO_RCVBUF of each client socket: with pushback, what a client can have waiting for the gateway."""
     source: str = '<defaults>'
 
 
@@ -122,6 +126,8 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
         'default_qos',
         'topic_qos',
         'call_service_wait_s',
+        'ingest_budget_s',
+        'receive_buffer_bytes',
     }
     for key in root:
         if key not in known:
@@ -173,6 +179,12 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
     wait = root.get('call_service_wait_s', 2.0)
     if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
         raise _fail(source, 'fleet_gateway.call_service_wait_s', 'must be a number >= 0')
+    budget = root.get('ingest_budget_s', 0.015)
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 10:
+        raise _fail(source, 'fleet_gateway.ingest_budget_s', 'must be a number of seconds in (0, 10]')
+    rcvbuf = root.get('receive_buffer_bytes', 32 * 1024)
+    if type(rcvbuf) is not int or not 1024 <= rcvbuf <= 16 * 1024 * 1024:
+        raise _fail(source, 'fleet_gateway.receive_buffer_bytes', 'must be an integer 1024..16777216')
     return GatewayConfig(
         host=host,
         port=port,
@@ -185,6 +197,8 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
         default_qos=default_qos,
         topic_qos=tuple(topic_qos),
         call_service_wait_s=float(wait),
+        ingest_budget_s=float(budget),
+        receive_buffer_bytes=rcvbuf,
         source=source,
     )
 

@@ -12,6 +12,7 @@ import binascii
 import importlib
 import math
 import re
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -277,6 +278,131 @@ def _kind(value: Any) -> str:
     return 'null' if value is None else type(value).__name__
 
 
+# --- JSON -> CDR bytes for flat messages (the publish fast path) ------------------------------------------
+# A message whose fields are all booleans, integers, float32/float64 or strings is serialized straight from JSON
+# into the CDR bytes rmw_fastrtps publishes (classic little-endian CDR, encapsulation 00 01 00 00, each value
+# aligned to its size relative to the payload, strings as uint32 length incl. NUL + UTF-8 + NUL), skipping the
+# generated class and rclpy's Python -> C conversion. Only values the generic path accepts unchanged are taken
+# (exact JSON types, in range, finite, strings without NUL); anything else returns None and the caller falls back
+# to `from_json`, which converts or reports the error. test_gateway_protocol checks the bytes against
+# rclpy.serialization.serialize_message.
+
+_CDR_HEADER = b'\x00\x01\x00\x00'
+_CDR_SCALARS = {
+    'boolean': ('?', 1),
+    'int8': ('b', 1),
+    'uint8': ('B', 1),
+    'int16': ('h', 2),
+    'uint16': ('H', 2),
+    'int32': ('i', 4),
+    'uint32': ('I', 4),
+    'int64': ('q', 8),
+    'uint64': ('Q', 8),
+    'float': ('f', 4),
+    'double': ('d', 8),
+}
+_FLOAT32_MAX = 3.4028234663852886e38
+_FLOAT64_MAX = 1.7976931348623157e308
+_MISSING = object()
+_pack_len = struct.Struct('<I').pack
+ToWire = Callable[[Any], bytes | None]
+
+
+def _wire_value(typename: str | None, bound: int | None, value: Any) -> bytes | None:
+    """The CDR bytes of one scalar (unaligned), or None when the generic path must decide."""
+    if typename is None:  # string
+        if type(value) is not str or '\x00' in value or (bound is not None and len(value) > bound):
+            return None
+        try:
+            data = value.encode('utf-8')
+        except UnicodeEncodeError:
+            return None
+        return _pack_len(len(data) + 1) + data + b'\x00'
+    if typename == 'boolean':
+        return b'\x01' if value is True else b'\x00' if value is False else None
+    kind = type(value)
+    if typename in ('float', 'double'):
+        if kind is not float and kind is not int:
+            return None
+        limit = _FLOAT32_MAX if typename == 'float' else _FLOAT64_MAX
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        if not -limit <= number <= limit:  # also false for NaN
+            return None
+        return struct.pack('<f' if typename == 'float' else '<d', number)
+    if kind is not int:
+        return None
+    low, high = _INT_RANGES[typename]
+    if not low <= value <= high:
+        return None
+    return struct.pack('<' + _CDR_SCALARS[typename][0], value)
+
+
+def _wire_encoder(cls: type) -> ToWire | None:
+    """A JSON -> CDR encoder for a flat message class, or None when the class is not flat."""
+    fields = list(cls.get_fields_and_field_types())  # type: ignore[attr-defined]
+    if not fields:
+        return None  # empty messages carry a hidden placeholder byte; leave them to rclpy
+    spec: list[tuple[str, str | None, int | None, int, bytes]] = []
+    defaults = cls()
+    for field, slot in zip(fields, cls.SLOT_TYPES, strict=True):  # type: ignore[attr-defined]
+        if isinstance(slot, idl.BasicType) and slot.typename in _CDR_SCALARS:
+            typename: str | None = slot.typename
+            bound = None
+            align = _CDR_SCALARS[slot.typename][1]
+        elif isinstance(slot, idl.UnboundedString | idl.BoundedString):
+            typename = None
+            bound = slot.maximum_size if isinstance(slot, idl.BoundedString) else None
+            align = 4
+        else:
+            return None
+        default = _wire_value(typename, bound, getattr(defaults, field))
+        if default is None:
+            return None
+        spec.append((field, typename, bound, align, default))
+    names = frozenset(fields)
+    if len(spec) == 1 and spec[0][1] is None and spec[0][2] is None:  # std_msgs/String and the like
+        (only, _t, _b, _a, only_default) = spec[0]
+
+        def encode_one_string(value: Any) -> bytes | None:
+            if type(value) is not dict or len(value) > 1:
+                return None
+            text = value.get(only, _MISSING)
+            if text is _MISSING:
+                return None if value else _CDR_HEADER + only_default
+            if type(text) is not str or '\x00' in text:
+                return None
+            try:
+                data = text.encode('utf-8')
+            except UnicodeEncodeError:
+                return None
+            return _CDR_HEADER + _pack_len(len(data) + 1) + data + b'\x00'
+
+        return encode_one_string
+
+    def encode(value: Any) -> bytes | None:
+        if type(value) is not dict or not names.issuperset(value):
+            return None
+        parts = [_CDR_HEADER]
+        offset = 0
+        for field, typename, bound, align, default in spec:
+            item = value.get(field, _MISSING)
+            data = default if item is _MISSING else _wire_value(typename, bound, item)
+            if data is None:
+                return None
+            pad = -offset % align
+            if pad:
+                parts.append(bytes(pad))
+                offset += pad
+            parts.append(data)
+            offset += len(data)
+        return b''.join(parts)
+
+    return encode
+
+
 # --- codecs ------------------------------------------------------------------------------------------------
 
 
@@ -289,6 +415,8 @@ class MessageCodec:
         self._out: list[tuple[str, ToJson | None]] = []
         self._in: dict[str, FromJson] = {}
         self._time_like = self.name in ('builtin_interfaces/msg/Time', 'builtin_interfaces/msg/Duration')
+        self._wire: ToWire | None = None
+        self._wire_built = False
 
     def _build(self) -> None:
         fields = list(self.cls.get_fields_and_field_types())  # type: ignore[attr-defined]
@@ -305,6 +433,18 @@ class MessageCodec:
 
     def from_json(self, value: Any) -> Any:
         """Build a message from a JSON object; raises ConversionError naming the offending field."""
+        return self.from_json_at(value, '', 0)
+
+    def to_publish(self, value: Any) -> Any:
+        """What to hand to `Publisher.publish` for a JSON object: its CDR bytes when the type is flat and the
+        values are plainly valid (the fast path), else the message from `from_json` (which may raise)."""
+        if not self._wire_built:
+            self._wire = _wire_encoder(self.cls)
+            self._wire_built = True
+        if self._wire is not None:
+            data = self._wire(value)
+            if data is not None:
+                return data
         return self.from_json_at(value, '', 0)
 
     def from_json_at(self, value: Any, path: str, depth: int) -> Any:

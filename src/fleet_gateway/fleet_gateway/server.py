@@ -3,8 +3,15 @@ the rclpy endpoints. It owns the event loop's thread; rclpy spins in a SpinThrea
 
 Outgoing frames bypass `websockets`' per-message send path: each ROS message is framed once (server frames are
 unmasked, so the bytes are the same for every client) and written to each client's transport in batches, with
-the transport's write buffer as the backpressure signal. `websockets` still does the handshake, reading,
-pings and closing.
+the transport's write buffer as the backpressure signal. Incoming data frames bypass its per-message receive
+path: `GatewayConnection` hands each complete message to the session synchronously as `websockets` parses it
+(no message queue, no coroutine switch per message), publishing straight from the asyncio thread (rclpy's
+publish is thread-safe). `websockets` still does the handshake, frame parsing, pings and closing.
+
+Beyond capacity the gateway pushes back by not reading: a client whose chunk was handled after this event-loop
+turn used up `ingest_budget_s` is not read again until the next turn (the others go first), and one above its
+`ops_per_s` is not read for a while. What waits is in that client's kernel buffers (`receive_buffer_bytes` plus
+its own send buffer), never in a gateway queue.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
@@ -40,13 +48,102 @@ log = logging.getLogger('fleet_gateway.server')
 WRITE_HIGH_WATER = 64 * 1024
 """Bytes buffered in a client's transport beyond which frames stay in its (bounded, dropping) send queue."""
 SEND_BUFFER = 128 * 1024
-RECEIVE_BUFFER = 32 * 1024
 """Kernel socket buffers per client, fixed so loopback autotuning cannot hide seconds of queue from backpressure:
 a slow reader fills our bounded send queue (where telemetry is dropped oldest-first, with a count), and a fast
 writer is pushed back by TCP as soon as the gateway stops reading. Input that waits for the gateway is at most
-this receive buffer plus `max_queue` frames per client."""
+the receive buffer (`receive_buffer_bytes`) plus what the client itself keeps in its send buffer."""
 WRITE_BATCH = 64 * 1024
 RETRY_WRITE_S = 0.005
+READ_CHUNK = 64 * 1024
+"""Bytes read from one socket per event-loop turn (asyncio's default is 256 KiB), so one busy client cannot hold a
+turn for long and the others are read in between."""
+EARLY_MESSAGES = 64
+"""Messages buffered between the handshake and the session's start; beyond, reading pauses until it starts."""
+_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+
+
+class GatewayConnection(ServerConnection):
+    """A `websockets` server connection that hands each complete incoming message to `sink` synchronously, in
+    order, as frames are parsed (fragmented messages reassembled), then calls `after_data` once per chunk read.
+    Until `attach`, messages are kept (at most EARLY_MESSAGES, then reading pauses)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sink: Any = None
+        self.after_data: Any = None
+        self._early: list[str | bytes] = []
+        self._early_paused = False
+        self._parts: list[bytes] = []
+        self._text = True
+
+    def attach(self, sink: Any, after_data: Any) -> None:
+        self.sink = sink
+        early, self._early = self._early, []
+        for message in early:
+            sink(message)
+        self.after_data = after_data
+        after_data()
+        if self._early_paused:
+            self._early_paused = False
+            self.transport.resume_reading()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if hasattr(transport, 'max_size'):  # asyncio's selector transport reads up to max_size per turn
+            transport.max_size = READ_CHUNK  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.after_data is not None:
+            self.after_data()
+
+    def process_event(self, event: Any) -> None:
+        if not isinstance(event, Frame) or event.opcode not in _DATA_OPCODES:
+            super().process_event(event)  # the handshake request, pings, pongs, close
+            return
+        if event.opcode is not Opcode.CONT:
+            self._text = event.opcode is Opcode.TEXT
+        if not event.fin:  # websockets checks the fragment sequence and the total size (max_size)
+            self._parts.append(bytes(event.data))
+            return
+        data = bytes(event.data) if not self._parts else b''.join([*self._parts, event.data])
+        self._parts = []
+        message: str | bytes = data
+        if self._text:
+            try:
+                message = data.decode()
+            except UnicodeDecodeError:
+                self.protocol.fail(CloseCode.INVALID_DATA, 'invalid UTF-8 in a text frame')
+                self.send_data()
+                return
+        if self.sink is not None:
+            self.sink(message)
+            return
+        self._early.append(message)
+        if len(self._early) >= EARLY_MESSAGES and not self._early_paused:
+            self._early_paused = True
+            self.transport.pause_reading()
+
+
+class IngestBudget:
+    """Time spent on incoming messages in the current event-loop turn; `over()` once it exceeds `budget_s`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, budget_s: float) -> None:
+        self.loop = loop
+        self.budget_s = budget_s
+        self._turn_start: float | None = None
+
+    def over(self) -> bool:
+        now = time.perf_counter()
+        start = self._turn_start
+        if start is None:
+            self._turn_start = now
+            self.loop.call_soon(self._next_turn)  # runs first thing in the next turn, before its reads
+            return False
+        return now - start > self.budget_s
+
+    def _next_turn(self) -> None:
+        self._turn_start = None
 
 
 class ClientConnection:
@@ -62,6 +159,9 @@ class ClientConnection:
         self.closing = False
         self.apply: Any = None
         """`GatewayServer._apply`, for the events `poll` returns (served-call timeouts)."""
+        self.stopped: asyncio.Future[None] = loop.create_future()
+        """Set when the session asks to close; the connection handler then finishes it."""
+        self.read_paused = False
 
     def flush(self) -> None:
         """Write queued frames while the transport accepts them; retry shortly when it is full."""
@@ -116,6 +216,7 @@ class GatewayServer:
         self.tokens = tokens
         self._endpoints_factory = endpoints_factory
         self.ros: RosEndpoints | None = None
+        self.loop: Any = None
         self.connections: set[ClientConnection] = set()
         self._admission = TokenBucket(config.admission.rate, config.admission.burst)
         self._ids = itertools.count(1)
@@ -136,9 +237,10 @@ class GatewayServer:
     # --- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         self.ros = self._endpoints_factory(loop, self._on_ros_messages)
         self.ros.on_service_request = self._on_service_request
+        self._budget = IngestBudget(loop, self.config.ingest_budget_s)
         ssl_context = None
         if self.config.tls is not None:
             ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -150,6 +252,7 @@ class GatewayServer:
             self.config.port,
             ssl=ssl_context,
             process_request=self._admit,
+            create_connection=GatewayConnection,
             compression=None,
             max_size=self.config.limits.max_message_bytes,
             max_queue=16,
@@ -220,7 +323,7 @@ class GatewayServer:
         conn.apply = self._apply
         sock = ws.transport.get_extra_info('socket')
         if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer_bytes)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self.connections.add(conn)
         self.counters['sessions_admitted'] += 1
@@ -228,21 +331,60 @@ class GatewayServer:
         who = session.principal.name if session.principal else 'unauthenticated'
         log.debug('client %s connected from %s as %s', client_id, peer, who)
         try:
-            async for message in ws:
-                text = isinstance(message, str)
-                events = session.receive_text(message) if text else session.receive_bytes(message)  # type: ignore[arg-type]
-                if events:
-                    self._apply(conn, events)
-                conn.flush()
-                conn.schedule_wake()
-                if session.close_request is not None:
-                    break
-                if session.read_pause > 0:
-                    await asyncio.sleep(session.read_pause)  # rate limit: stop reading, TCP pushes back
+            if isinstance(ws, GatewayConnection):
+                ws.attach(lambda message: self._receive(conn, message), lambda: self._after_data(conn))
+                await asyncio.wait([ws.connection_lost_waiter, conn.stopped], return_when=asyncio.FIRST_COMPLETED)
+            else:  # a plain websockets connection (not created by this server's serve())
+                async for message in ws:
+                    self._receive(conn, message)
+                    self._after_data(conn)
+                    if conn.stopped.done():
+                        break
+                    if conn.read_paused:
+                        await asyncio.sleep(session.read_pause)
+                        conn.read_paused = False
         except ConnectionClosed:
             pass
         finally:
             await self._finish(conn)
+
+    def _receive(self, conn: ClientConnection, message: str | bytes) -> None:
+        """One incoming message (asyncio thread, synchronously from the read path)."""
+        session = conn.session
+        events = session.receive_text(message) if isinstance(message, str) else session.receive_bytes(message)
+        if events:
+            self._apply(conn, events)
+
+    def _after_data(self, conn: ClientConnection) -> None:
+        """After each chunk read from a client: send replies, arm timers, honour close and rate-limit requests."""
+        session = conn.session
+        conn.flush()
+        conn.schedule_wake()
+        if session.close_request is not None or conn.ws.protocol.state is not State.OPEN:
+            if not conn.stopped.done():  # asked to close, or the client's close frame arrived: finish now
+                conn.stopped.set_result(None)
+            return
+        if conn.read_paused or not isinstance(conn.ws, GatewayConnection):
+            return
+        if session.read_pause > 0:
+            conn.read_paused = True  # rate limit: stop reading this socket for a while, TCP pushes back
+            conn.ws.transport.pause_reading()
+            self._spawn(self._resume_reading(conn, session.read_pause))
+        elif self._budget.over():
+            conn.read_paused = True  # over this turn's ingest budget: the other clients go first
+            conn.ws.transport.pause_reading()
+            self.loop.call_soon(self._resume_now, conn)
+
+    def _resume_now(self, conn: ClientConnection) -> None:
+        conn.read_paused = False
+        if not conn.closing and not conn.ws.transport.is_closing():
+            conn.ws.transport.resume_reading()
+
+    async def _resume_reading(self, conn: ClientConnection, delay: float) -> None:
+        await asyncio.sleep(delay)
+        conn.read_paused = False
+        if not conn.closing and not conn.ws.transport.is_closing():
+            conn.ws.transport.resume_reading()
 
     async def _finish(self, conn: ClientConnection) -> None:
         session = conn.session

@@ -20,6 +20,8 @@ class UnadvertiseTopic:
 
 @dataclass(frozen=True, slots=True)
 class PublishMessage:
+    """`msg` is a message instance or, for flat types, its serialized CDR bytes (`Publisher.publish` takes both)."""
+
     topic: str
     msg: Any
 

@@ -76,8 +76,8 @@ def handle_advertise(session: ClientSession, message: dict[str, Any], rid: Rid, 
         return
     if len(session.advertisements) >= session.limits.max_publishers:
         raise ProtocolError(f'at most {session.limits.max_publishers} advertised topics per client')
-    codec_for(msg_cls)  # fails now, not on the first publish, when the type cannot be converted
-    session.advertisements[topic] = Advertisement(topic, msg_cls, {rid})
+    codec = codec_for(msg_cls)  # fails now, not on the first publish, when the type cannot be converted
+    session.advertisements[topic] = Advertisement(topic, msg_cls, {rid}, codec)
     events.append(AdvertiseTopic(topic, msg_cls, latch=message.get('latch') is True))
 
 
@@ -89,14 +89,18 @@ def handle_unadvertise(session: ClientSession, message: dict[str, Any], rid: Rid
 
 
 def handle_publish(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
-    topic = fields.ros_name(message, 'topic')
-    advertised = session.advertisements.get(topic)
+    topic = message.get('topic')
+    # hot path: a topic spelled exactly as advertised (keys are validated, absolute names) skips name parsing
+    advertised = session.advertisements.get(topic) if type(topic) is str else None
     if advertised is None:
-        raise ProtocolError(f'advertise {topic} (op "advertise" with its type) before publishing to it')
+        topic = fields.ros_name(message, 'topic')
+        advertised = session.advertisements.get(topic)
+        if advertised is None:
+            raise ProtocolError(f'advertise {topic} (op "advertise" with its type) before publishing to it')
     payload = message.get('msg', {})
-    msg = codec_for(advertised.msg_cls).from_json(payload)
+    msg = advertised.codec.to_publish(payload)  # CDR bytes for flat types, else a message instance
     session.counters['published'] += 1
-    events.append(PublishMessage(topic, msg))
+    events.append(PublishMessage(advertised.topic, msg))
 
 
 def handle_subscribe(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:

@@ -70,6 +70,8 @@ class Advertisement:
     topic: str
     msg_cls: type
     ids: set[Any] = field(default_factory=set)
+    codec: Any = None
+    """The type's `MessageCodec` (conversion.codec_for), looked up once at advertise time."""
 
 
 @dataclass
