@@ -118,10 +118,10 @@ def main() -> int:
     from fleet_core.model import AckStatus, Outcome
     from fleet_interfaces.action import RunMission
     from fleet_interfaces.msg import Command as CommandMsg
-    from fleet_interfaces.msg import CommandAck, CommandOutcome, EStop, LeaderLease, TaskEvent
+    from fleet_interfaces.msg import CommandAck, CommandOutcomes, EStop, LeaderLease, TaskEvent
     from fleet_interfaces.srv import SetEStop, SubmitCommand
     from fleet_ros import qos
-    from fleet_ros.convert import from_time
+    from fleet_ros.convert import first_outcomes, from_time
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--agents', type=int, default=200)
@@ -178,12 +178,7 @@ def main() -> int:
     acks: list[CommandAck] = []
     node.create_subscription(CommandAck, topics.shard_ack(site, shard), acks.append, qos.ACK)
     node.create_subscription(CommandMsg, topics.shard_journal(site, shard), on_journal, qos.EVENTS)
-    node.create_subscription(
-        CommandOutcome,
-        topics.shard_outcome(site, shard),
-        lambda m: outcomes.setdefault(m.command_id, m.outcome),
-        qos.EVENTS,
-    )
+    node.create_subscription(CommandOutcomes, topics.shard_outcome(site, shard), first_outcomes(outcomes), qos.EVENTS)
     node.create_subscription(LeaderLease, topics.shard_leader(site, shard), state['leases'].append, qos.LATCHED)
     node.create_subscription(
         EStop, topics.shard_estop(site, shard), lambda m: state.__setitem__('estop', m), qos.LATCHED

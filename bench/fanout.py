@@ -26,7 +26,7 @@ from rclpy.node import Node
 
 from fleet_core import topics
 from fleet_interfaces.msg import Command as CommandMsg
-from fleet_interfaces.msg import CommandAck, CommandOutcome
+from fleet_interfaces.msg import CommandAck, CommandOutcome, CommandOutcomes
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
 from fleet_ros.spin import SpinThread
@@ -88,16 +88,17 @@ class Operator:
         # What the current round still waits for, updated in the callbacks: checking every id after every
         # message would make this client's work quadratic and steal CPU from the processes measured.
         self.waiting: set[str] = set()
-        self.node.create_subscription(CommandOutcome, topics.shard_outcome(SITE, SHARD), self._on_outcome, qos.EVENTS)
+        self.node.create_subscription(CommandOutcomes, topics.shard_outcome(SITE, SHARD), self._on_outcomes, qos.EVENTS)
         self.node.create_subscription(CommandAck, f'{RAW_PREFIX}/ack', self._on_raw_ack, qos.ACK)
         self.raw_pubs = {
             a: self.node.create_publisher(CommandMsg, f'{RAW_PREFIX}/{a}/command', qos.COMMAND) for a in self.agents
         }
         self.submit = self.node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
 
-    def _on_outcome(self, msg: CommandOutcome) -> None:
-        self.outcomes[msg.command_id] = msg.outcome
-        self.waiting.discard(msg.command_id)
+    def _on_outcomes(self, batch: CommandOutcomes) -> None:
+        for msg in batch.outcomes:
+            self.outcomes[msg.command_id] = msg.outcome
+            self.waiting.discard(msg.command_id)
 
     def _on_raw_ack(self, msg: CommandAck) -> None:
         self.raw_acks.add(msg.command_id)

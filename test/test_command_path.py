@@ -13,9 +13,10 @@ import yaml
 from fleet_core import topics
 from fleet_core.model import Outcome
 from fleet_interfaces.msg import Command as CommandMsg
-from fleet_interfaces.msg import CommandOutcome, LeaderLease
+from fleet_interfaces.msg import CommandOutcomes, LeaderLease
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
+from fleet_ros.convert import first_outcomes
 from harness import wait_for
 from harness.exec_log import read_log
 
@@ -101,12 +102,7 @@ def test_agent_restart_and_duplicate_deliveries_never_execute_twice(ros, process
     node = ros.node('chaos')
     outcomes: dict[str, int] = {}
     seen: list[CommandMsg] = []
-    node.create_subscription(
-        CommandOutcome,
-        topics.shard_outcome(SITE, SHARD),
-        lambda m: outcomes.setdefault(m.command_id, m.outcome),
-        qos.EVENTS,
-    )
+    node.create_subscription(CommandOutcomes, topics.shard_outcome(SITE, SHARD), first_outcomes(outcomes), qos.EVENTS)
     # Duplicate injection: every command seen on an agent topic is re-published twice by this node.
     agent_ids = [f'r{i:03d}' for i in range(1, agents_n + 1)]
     pubs = {a: node.create_publisher(CommandMsg, topics.agent_command(SITE, a), qos.COMMAND) for a in agent_ids}

@@ -11,9 +11,10 @@ from rclpy.parameter import Parameter
 
 from fleet_core import topics
 from fleet_core.model import Ack, AckStatus, Priority
-from fleet_interfaces.msg import CommandOutcome
+from fleet_interfaces.msg import CommandOutcome, CommandOutcomes
 from fleet_orchestrator.node import ShardOrchestrator
 from fleet_ros import qos
+from fleet_ros.convert import first_outcomes
 
 pytestmark = pytest.mark.system
 SITE, SHARD = 'site_s', 'zone_s'
@@ -38,10 +39,7 @@ def test_outcomes_decided_before_a_step_down_are_announced(ros, tmp_path):
     observer = ros.node('observer')
     outcomes: dict[str, int] = {}
     observer.create_subscription(
-        CommandOutcome,
-        topics.shard_outcome(SITE, SHARD),
-        lambda m: outcomes.setdefault(m.command_id, m.outcome),
-        qos.EVENTS,
+        CommandOutcomes, topics.shard_outcome(SITE, SHARD), first_outcomes(outcomes), qos.EVENTS
     )
     leader.trigger_configure()
     leader.trigger_activate()
@@ -90,7 +88,7 @@ def test_a_new_leader_reannounces_the_outcomes_it_followed(ros, tmp_path):
     standby = ros.add(ShardOrchestrator('standby', context=ros.context, parameter_overrides=overrides))
     old_leader = ros.node('old_leader')
     lease_pub = old_leader.create_publisher(LeaderLease, topics.shard_leader(SITE, SHARD), qos.LATCHED)
-    outcome_pub = old_leader.create_publisher(CommandOutcome, topics.shard_outcome(SITE, SHARD), qos.EVENTS)
+    outcome_pub = old_leader.create_publisher(CommandOutcomes, topics.shard_outcome(SITE, SHARD), qos.EVENTS)
 
     def renew() -> None:
         lease_pub.publish(
@@ -104,15 +102,16 @@ def test_a_new_leader_reannounces_the_outcomes_it_followed(ros, tmp_path):
     standby.trigger_activate()
     ros.spin_until(lambda: standby.lease.current is not None, 10, 'the standby to follow the old lease')
     ros.spin_until(lambda: outcome_pub.get_subscription_count() > 0, 10, 'the standby to follow outcomes')
-    outcome_pub.publish(
-        CommandOutcome(command_id='c-announced-once', agent_id='r001', outcome=CommandOutcome.OUTCOME_SUCCEEDED)
-    )
+    announced = CommandOutcome(command_id='c-announced-once', agent_id='r001', outcome=CommandOutcome.OUTCOME_SUCCEEDED)
+    outcome_pub.publish(CommandOutcomes(outcomes=[announced]))
     ros.spin_until(lambda: standby._recent_outcomes, 10, 'the standby to receive the outcome')
     # The old leader dies (no more renewals); a late subscriber that missed its announcement listens now.
     old_leader.destroy_publisher(outcome_pub)
     late: list[CommandOutcome] = []
     observer = ros.node('late_observer')
-    observer.create_subscription(CommandOutcome, topics.shard_outcome(SITE, SHARD), late.append, qos.EVENTS)
+    observer.create_subscription(
+        CommandOutcomes, topics.shard_outcome(SITE, SHARD), lambda batch: late.extend(batch.outcomes), qos.EVENTS
+    )
     ros.spin_until(lambda: standby.outcome_pub.get_subscription_count() > 0, 10, 'the late observer to match')
     ros.spin_until(lambda: standby.leading, 20, 'the standby to take over')
     ros.spin_until(lambda: late, 10, 'the re-announced outcome')

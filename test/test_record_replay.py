@@ -11,9 +11,10 @@ import pytest
 from test_command_path import SHARD, SITE, ros_params, start_agents, write_config
 
 from fleet_core import topics
-from fleet_interfaces.msg import CommandOutcome, LeaderLease, ShardStatus
+from fleet_interfaces.msg import CommandOutcomes, LeaderLease, ShardStatus
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
+from fleet_ros.convert import first_outcomes
 from harness.processes import wait_exit
 
 pytestmark = pytest.mark.system
@@ -38,12 +39,7 @@ def test_recorded_shard_replays_with_matching_decisions(ros, processes, tmp_path
     leases: list[LeaderLease] = []
     outcomes: dict[str, int] = {}
     node.create_subscription(LeaderLease, topics.shard_leader(SITE, SHARD), leases.append, qos.LATCHED)
-    node.create_subscription(
-        CommandOutcome,
-        topics.shard_outcome(SITE, SHARD),
-        lambda m: outcomes.setdefault(m.command_id, m.outcome),
-        qos.EVENTS,
-    )
+    node.create_subscription(CommandOutcomes, topics.shard_outcome(SITE, SHARD), first_outcomes(outcomes), qos.EVENTS)
     client = node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
     ros.spin_until(lambda: client.service_is_ready() and leases, 30, 'a leading orchestrator')
 

@@ -88,7 +88,8 @@ def shard_tab(shard: ShardConfig) -> fl.TabItem:
                         ),
                         fl.SplitItem(
                             content=fl.TablePanel(
-                                title='outcomes', config=fl.TableConfig(topic_path=topics.shard_outcome(site, sid))
+                                title='outcomes',
+                                config=fl.TableConfig(topic_path=f'{topics.shard_outcome(site, sid)}.outcomes'),
                             )
                         ),
                     ],

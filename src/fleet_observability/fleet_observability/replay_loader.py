@@ -12,10 +12,10 @@ from fleet_ros.convert import ack_from_msg, command_from_msg, from_time
 
 _COMMAND = 'fleet_interfaces/msg/Command'
 _ACK = 'fleet_interfaces/msg/CommandAck'
-_OUTCOME = 'fleet_interfaces/msg/CommandOutcome'
+_OUTCOMES = 'fleet_interfaces/msg/CommandOutcomes'
 _TRACE = 'fleet_interfaces/msg/TraceEvent'
 _HEARTBEAT = 'fleet_interfaces/msg/Heartbeat'
-_WANTED = frozenset({_COMMAND, _ACK, _OUTCOME, _TRACE, _HEARTBEAT})
+_WANTED = frozenset({_COMMAND, _ACK, _OUTCOMES, _TRACE, _HEARTBEAT})
 
 
 def _shard_of_topic(topic: str) -> tuple[str, str] | None:
@@ -52,16 +52,17 @@ def load_shard_recordings(messages: Iterable[RecordedMessage]) -> dict[tuple[str
                 continue
             elif message.schema_name == _ACK:
                 shard(*where).acks.append((received, ack_from_msg(msg)))
-            elif message.schema_name == _OUTCOME:
-                shard(*where).outcomes[msg.command_id] = RecordedOutcome(
-                    command_id=msg.command_id,
-                    agent_id=msg.agent_id,
-                    outcome=Outcome(msg.outcome),
-                    ack_status=msg.ack_status,
-                    attempts=msg.attempts,
-                    seq=msg.seq,
-                    stamp=from_time(msg.stamp),
-                )
+            elif message.schema_name == _OUTCOMES:
+                for outcome in msg.outcomes:
+                    shard(*where).outcomes[outcome.command_id] = RecordedOutcome(
+                        command_id=outcome.command_id,
+                        agent_id=outcome.agent_id,
+                        outcome=Outcome(outcome.outcome),
+                        ack_status=outcome.ack_status,
+                        attempts=outcome.attempts,
+                        seq=outcome.seq,
+                        stamp=from_time(outcome.stamp),
+                    )
             elif message.schema_name == _TRACE:
                 shard(*where).hops.append(trace_from_msg(msg))
             else:

@@ -34,7 +34,7 @@ from fleet_core.trace import TraceSettings
 from fleet_core.workflow import StepRequest
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
-from fleet_interfaces.msg import CommandOutcome, Heartbeat, LeaderLease, ShardStatus, TraceEvent
+from fleet_interfaces.msg import CommandOutcome, CommandOutcomes, Heartbeat, LeaderLease, ShardStatus, TraceEvent
 from fleet_interfaces.srv import SubmitCommand
 from fleet_orchestrator.backpressure import ShardBackpressure
 from fleet_orchestrator.mission_host import MissionHost
@@ -43,13 +43,16 @@ from fleet_orchestrator.observability import ShardObservability
 from fleet_orchestrator.operations import ShardOperations
 from fleet_orchestrator.tracing import TraceOutbox
 from fleet_ros import qos
-from fleet_ros.convert import ack_from_msg, command_from_msg, command_to_msg, from_time, result_to_msg, to_time
+from fleet_ros.convert import ack_from_msg, command_from_msg, command_to_msg, from_time, results_to_msg, to_time
 from fleet_ros.params import declare
 
 TICK_SEC = 0.05
 RENEW_CHECK_EVERY = 64
 HEALTH_EVERY_TICKS = 4
 FIRST_LEASE_MAX_WAIT_SEC = 15.0
+ACK_BATCH_SEC = 0.005
+"""Acks are collected this long before their outcomes (and the commands they unblock) go out in one flush."""
+OUTCOMES_PER_MESSAGE = 256
 RECENT_OUTCOMES = 4096
 REANNOUNCE_LEASES = 10.0
 """A new leader re-announces the outcomes it followed during the last REANNOUNCE_LEASES lease periods: a leader that
@@ -103,6 +106,7 @@ class ShardOrchestrator(LifecycleNode):
         self._retired_services: list[Service] = []
         self._follow_subs: list[Subscription] = []
         self._follow_generation = 0
+        self._acks_unflushed = 0
         self._recent_outcomes: collections.deque[tuple[float, CommandOutcome]] = collections.deque(
             maxlen=RECENT_OUTCOMES
         )
@@ -171,7 +175,11 @@ class ShardOrchestrator(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.missions = MissionServer(self, host, library)
         self.operations = ShardOperations(self)
-        self._timers = [self.create_timer(TICK_SEC, self._tick), self.create_timer(STATUS_PERIOD_SEC, self._status)]
+        self._timers = [
+            self.create_timer(TICK_SEC, self._tick),
+            self.create_timer(STATUS_PERIOD_SEC, self._status),
+            self.create_timer(ACK_BATCH_SEC, self._flush_acked),
+        ]
         self.get_logger().info(
             f'configured for {shard.site_id}/{shard.shard_id} ({len(shard.agents)} agents) as {self._p_id}'
         )
@@ -184,7 +192,7 @@ class ShardOrchestrator(LifecycleNode):
             for agent in shard.agents
         }
         self.journal_pub = self.create_publisher(CommandMsg, topics.shard_journal(site, sid), qos.EVENTS)
-        self.outcome_pub = self.create_publisher(CommandOutcome, topics.shard_outcome(site, sid), qos.EVENTS)
+        self.outcome_pub = self.create_publisher(CommandOutcomes, topics.shard_outcome(site, sid), qos.EVENTS)
         self.trace_pub = self.create_publisher(TraceEvent, topics.shard_trace(site, sid), qos.EVENTS)
         assert self.options is not None
         self.traces = TraceOutbox(self.trace_pub, self.options.trace, node_name=self.get_name(), shard_id=sid)
@@ -243,13 +251,13 @@ class ShardOrchestrator(LifecycleNode):
             if generation == self._follow_generation:
                 self._on_journal(msg)
 
-        def on_outcome(msg: CommandOutcome) -> None:
+        def on_outcome(msg: CommandOutcomes) -> None:
             if generation == self._follow_generation:
                 self._on_outcome(msg)
 
         self._follow_subs = [
             self.create_subscription(CommandMsg, topics.shard_journal(site, sid), on_journal, qos.EVENTS),
-            self.create_subscription(CommandOutcome, topics.shard_outcome(site, sid), on_outcome, qos.EVENTS),
+            self.create_subscription(CommandOutcomes, topics.shard_outcome(site, sid), on_outcome, qos.EVENTS),
         ]
 
     def _take_over(self) -> None:
@@ -300,8 +308,8 @@ class ShardOrchestrator(LifecycleNode):
         since = now - REANNOUNCE_LEASES * self.lease.config.lease_sec
         recent = [msg for received, msg in self._recent_outcomes if received >= since]
         self._recent_outcomes.clear()
-        for msg in recent:
-            self.outcome_pub.publish(msg)
+        for start in range(0, len(recent), OUTCOMES_PER_MESSAGE):
+            self.outcome_pub.publish(CommandOutcomes(outcomes=recent[start : start + OUTCOMES_PER_MESSAGE]))
         return len(recent)
 
     def _step_down(self, reason: str) -> None:
@@ -385,7 +393,10 @@ class ShardOrchestrator(LifecycleNode):
                 self.lease.note_epoch(self.dispatcher.epoch + 1)
                 self._step_down('an agent reported a newer epoch (fenced)')
                 return
-            self.flush()
+            # Acks arrive one callback each: announce their outcomes together, within ACK_BATCH_SEC.
+            self._acks_unflushed += 1
+            if self._acks_unflushed >= OUTCOMES_PER_MESSAGE:
+                self.flush()
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
         try:
@@ -411,15 +422,17 @@ class ShardOrchestrator(LifecycleNode):
         except ValueError:
             self.get_logger().warning(f'undecodable journal entry {msg.command_id[:64]!r}')
 
-    def _on_outcome(self, msg: CommandOutcome) -> None:
+    def _on_outcome(self, batch: CommandOutcomes) -> None:
         if self.dispatcher is not None:
             return  # the leader's own outcomes
-        self.replica.on_outcome(msg.command_id)
-        self._recent_outcomes.append((self.clock(), msg))
-        try:
-            self.missions.observe_outcome(msg.command_id, Outcome(msg.outcome))
-        except ValueError:
-            self.get_logger().warning(f'outcome {msg.command_id[:64]!r} with unknown value {msg.outcome}')
+        now = self.clock()
+        for msg in batch.outcomes:
+            self.replica.on_outcome(msg.command_id)
+            self._recent_outcomes.append((now, msg))
+            try:
+                self.missions.observe_outcome(msg.command_id, Outcome(msg.outcome))
+            except ValueError:
+                self.get_logger().warning(f'outcome {msg.command_id[:64]!r} with unknown value {msg.outcome}')
 
     # -- periodic ----------------------------------------------------------------------------------------
 
@@ -473,6 +486,7 @@ class ShardOrchestrator(LifecycleNode):
     def flush(self) -> None:
         """Publish what the dispatcher wants sent and announced; outcomes of mission steps drive the mission,
         which may submit more steps, so drain until nothing is left."""
+        self._acks_unflushed = 0
         for _ in range(100):
             if self.dispatcher is None:
                 return
@@ -491,10 +505,14 @@ class ShardOrchestrator(LifecycleNode):
                 self.backpressure.on_send(command.command_id, command.attempt)
         self.get_logger().error('flush: the dispatcher kept producing work for 100 rounds; continuing next tick')
 
+    def _flush_acked(self) -> None:
+        if self._acks_unflushed:
+            self.flush()
+
     def _announce(self, results: list[CommandResult]) -> None:
         """Publish terminal outcomes and hand them to the missions (which may submit the next steps)."""
-        for result in results:
-            self.outcome_pub.publish(result_to_msg(result))
+        for start in range(0, len(results), OUTCOMES_PER_MESSAGE):
+            self.outcome_pub.publish(results_to_msg(results[start : start + OUTCOMES_PER_MESSAGE]))
         self.observability.on_results(results)
         for result in results:
             self.missions.on_result(result.agent_id, result.command_id, result.outcome)

@@ -15,7 +15,7 @@ from fleet_core import topics
 from fleet_core.config import FleetConfig
 from fleet_core.model import Outcome
 from fleet_interfaces.msg import Command as CommandMsg
-from fleet_interfaces.msg import CommandAck, CommandOutcome, Heartbeat, LeaderLease, ShardStatus
+from fleet_interfaces.msg import CommandAck, CommandOutcome, CommandOutcomes, Heartbeat, LeaderLease, ShardStatus
 from fleet_ros import qos
 from fleet_ros.convert import from_time
 
@@ -79,7 +79,7 @@ class FleetObserver:
             node.create_subscription(
                 CommandMsg, topics.shard_journal(site, sid), lambda m, k=key: self._journal(k, m), qos.EVENTS
             )
-            node.create_subscription(CommandOutcome, topics.shard_outcome(site, sid), self._outcome, qos.EVENTS)
+            node.create_subscription(CommandOutcomes, topics.shard_outcome(site, sid), self._outcomes, qos.EVENTS)
             node.create_subscription(CommandAck, topics.shard_ack(site, sid), self._ack, qos.ACK)
             node.create_subscription(
                 LeaderLease, topics.shard_leader(site, sid), lambda m, k=key: self._lease(k, m), qos.LATCHED
@@ -99,12 +99,14 @@ class FleetObserver:
         for hook in self.on_journal:
             hook(msg)
 
-    def _outcome(self, msg: CommandOutcome) -> None:
-        self.outcomes[msg.command_id].append(
-            OutcomeRecord(msg.outcome, msg.attempts, msg.latency_ms, msg.detail, self.wall())
-        )
-        for hook in self.on_outcome:
-            hook(msg)
+    def _outcomes(self, batch: CommandOutcomes) -> None:
+        received = self.wall()
+        for msg in batch.outcomes:
+            self.outcomes[msg.command_id].append(
+                OutcomeRecord(msg.outcome, msg.attempts, msg.latency_ms, msg.detail, received)
+            )
+            for hook in self.on_outcome:
+                hook(msg)
 
     def _ack(self, msg: CommandAck) -> None:
         if msg.status == CommandAck.STATUS_REJECTED_DUPLICATE:

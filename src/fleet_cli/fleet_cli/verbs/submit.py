@@ -16,7 +16,7 @@ from fleet_core.config import ConfigError
 from fleet_core.kinds import InvalidCommand, KindRegistry
 from fleet_core.model import Outcome, Priority
 from fleet_core.routing import route_targets
-from fleet_interfaces.msg import CommandOutcome
+from fleet_interfaces.msg import CommandOutcome, CommandOutcomes
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
 
@@ -61,8 +61,9 @@ class Tracker:
     expected: dict[str, str]  # command_id -> agent_id
     outcomes: dict[str, CommandOutcome]
 
-    def on_outcome(self, msg: CommandOutcome) -> None:
-        self.outcomes.setdefault(msg.command_id, msg)
+    def on_outcomes(self, batch: CommandOutcomes) -> None:
+        for msg in batch.outcomes:
+            self.outcomes.setdefault(msg.command_id, msg)
 
     def done(self) -> bool:
         return all(cid in self.outcomes for cid in self.expected)
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for site, shard in routed:
             client.node.create_subscription(
-                CommandOutcome, topics.shard_outcome(site, shard), tracker.on_outcome, qos.EVENTS
+                CommandOutcomes, topics.shard_outcome(site, shard), tracker.on_outcomes, qos.EVENTS
             )
         for (site, shard), shard_agents in routed.items():
             request = SubmitCommand.Request(
