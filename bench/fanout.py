@@ -33,6 +33,7 @@ from fleet_ros.spin import SpinThread
 
 SITE, SHARD = 'bench', 'shard_0'
 RAW_PREFIX = '/bench_raw'
+SETTLE_SEC = 0.5
 
 
 def agent_ids(n: int) -> list[str]:
@@ -110,6 +111,10 @@ class Operator:
             if time.monotonic() > deadline:
                 raise TimeoutError(f'benchmark: timed out after {timeout}s waiting for {what}')
             self.executor.spin_once(timeout_sec=0.005)
+
+    def settle(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        self.spin_until(lambda: time.monotonic() >= deadline, seconds + 1.0, 'the settle period')
 
     def fleet_round(self, ttl: float = 30.0) -> float:
         started = time.perf_counter()
@@ -203,8 +208,15 @@ def main() -> int:
         )
         warm_up(operator)
         operator.raw_round()
-        fleet = [operator.fleet_round() for _ in range(args.rounds)]
-        raw = [operator.raw_round() for _ in range(args.rounds)]
+        # Alternate the two variants round by round, so that drift in the machine's load affects both alike, and
+        # start every round from a settled system (what a round leaves behind, e.g. trace publishing, is done).
+        fleet: list[float] = []
+        raw: list[float] = []
+        for _ in range(args.rounds):
+            operator.settle(SETTLE_SEC)
+            fleet.append(operator.fleet_round())
+            operator.settle(SETTLE_SEC)
+            raw.append(operator.raw_round())
         naive = [operator.naive_round() for _ in range(args.naive_rounds)]
         result = {
             'agents': args.agents,

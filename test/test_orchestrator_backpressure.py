@@ -30,7 +30,7 @@ def dispatcher(clock: Clock) -> CommandDispatcher:
 
 def test_slow_first_acks_raise_the_level_but_long_executions_do_not() -> None:
     clock = Clock()
-    bp = ShardBackpressure(CONFIG, clock=clock)
+    bp = ShardBackpressure(CONFIG, clock=clock, accept_ack_delay_sec=0.2)
     d = dispatcher(clock)
     for i in range(20):
         bp.on_send(f'c{i}', 1)
@@ -46,9 +46,19 @@ def test_slow_first_acks_raise_the_level_but_long_executions_do_not() -> None:
     assert bp.update(d.stats()) == 2
 
 
+def test_the_deliberate_accepted_delay_is_not_counted_as_slowness() -> None:
+    clock = Clock()
+    bp = ShardBackpressure(CONFIG, clock=clock, accept_ack_delay_sec=0.2)
+    for i in range(20):
+        bp.on_send(f'long{i}', 1)
+        clock.now += 0.23  # a long command: ACCEPTED held back 0.2 s by the agent, then 30 ms of transit
+        bp.on_ack(f'long{i}', 1, accepted=True)
+    assert 25.0 <= bp.first_ack_p99_ms <= 35.0
+
+
 def test_queue_depth_raises_the_level_and_level_two_sheds_only_low() -> None:
     clock = Clock()
-    bp = ShardBackpressure(CONFIG, clock=clock)
+    bp = ShardBackpressure(CONFIG, clock=clock, accept_ack_delay_sec=0.2)
     d = dispatcher(clock)
     for _ in range(6):
         d.submit(['a'], 'noop', '{}', Priority.NORMAL, 30.0)
@@ -71,7 +81,7 @@ def test_queue_depth_raises_the_level_and_level_two_sheds_only_low() -> None:
 
 def test_unanswered_deliveries_are_bounded_and_reset_on_takeover() -> None:
     clock = Clock()
-    bp = ShardBackpressure(CONFIG, clock=clock)
+    bp = ShardBackpressure(CONFIG, clock=clock, accept_ack_delay_sec=0.2)
     for i in range(60_000):
         bp.on_send(f'c{i}', 1)
     assert len(bp._sent) <= 50_000

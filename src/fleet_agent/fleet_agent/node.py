@@ -115,6 +115,7 @@ class AgentHostNode(Node):
                 clock=self._agent_clock(spec.agent_id),
                 battery=getattr(executor, 'battery_pct', None),
                 after_commit=self.committer.after_commit if self.committer is not None else immediately,
+                accept_ack_delay_sec=intake_settings.accept_ack_delay_sec,
             )
             self.create_subscription(
                 CommandMsg,

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from fleet_agent.commit import immediately
 from fleet_agent.executors import CommandExecutor, ExecutionResult
+from fleet_core.config import IntakeSettings
 from fleet_core.dedup_store import StoreUnavailable
 from fleet_core.intake import CommandIntake
 from fleet_core.model import Ack, AckStatus, Command, Priority
@@ -60,7 +61,7 @@ class AgentRuntime:
         sink: AgentSink,
         clock: Callable[[], float],
         battery: Callable[[], float] | None = None,
-        accept_ack_delay_sec: float = 0.05,
+        accept_ack_delay_sec: float = IntakeSettings().accept_ack_delay_sec,
         after_commit: Callable[[Callable[[], None], Callable[[StoreUnavailable], None]], None] = immediately,
     ) -> None:
         self.site_id = site_id

@@ -46,6 +46,10 @@ class IntakeSettings:
     max_ttl_sec: float = 3600.0
     max_args_bytes: int = 4096
     dedup_window: int = 10_000
+    accept_ack_delay_sec: float = 0.2
+    """ACCEPTED goes out only for a command still running after this long (a quick command is answered by its final
+    ack alone). Below dispatch.retry_initial_sec, so a long command is never re-sent; orchestrators subtract it when
+    they judge how fast agents answer."""
 
 
 _OWN_VALIDATION_ERRORS = (HealthConfigError, LeaseConfigError, WaveError, DegradationConfigError)
@@ -199,10 +203,17 @@ def parse_fleet_config(raw: object, source: str = '<memory>', *, scale_agents: i
             if agent in seen:
                 raise ConfigError(f'{source}: agent {agent!r} is in both {seen[agent]} and {shard.shard_id}')
             seen[agent] = shard.shard_id
+    dispatch = _settings(DispatchSettings, raw.get('dispatch'), f'{source}: dispatch')
+    intake = _settings(IntakeSettings, raw.get('intake'), f'{source}: intake')
+    if intake.accept_ack_delay_sec >= dispatch.retry_initial_sec:
+        raise ConfigError(
+            f'{source}: intake.accept_ack_delay_sec ({intake.accept_ack_delay_sec}) must be below '
+            f'dispatch.retry_initial_sec ({dispatch.retry_initial_sec}), or running commands would be re-sent'
+        )
     return FleetConfig(
         shards=shards,
-        dispatch=_settings(DispatchSettings, raw.get('dispatch'), f'{source}: dispatch'),
-        intake=_settings(IntakeSettings, raw.get('intake'), f'{source}: intake'),
+        dispatch=dispatch,
+        intake=intake,
         health=_settings(HealthConfig, raw.get('health'), f'{source}: health'),
         leadership=_settings(LeaseConfig, raw.get('leadership'), f'{source}: leadership'),
         operations=_settings(WaveConfig, raw.get('operations'), f'{source}: operations'),

@@ -32,6 +32,10 @@ def test_the_shipped_config_loads_and_scales():
         ({'sites': {'a': {'shards': {'z': {'agents': ['r1']}}}}, 'dispatch': {'retry_budget': -1}}, 'must be > 0'),
         ({'sites': {'a': {'shards': {'z': {'agents': ['r1']}}}}, 'dispatch': {'retries': 3}}, 'unknown key'),
         ({'sites': {'a': {'shards': {'z': {'agents': ['r1']}}}}, 'tracing': {'sample_fraction': 2}}, 'tracing'),
+        (
+            {'sites': {'a': {'shards': {'z': {'agents': ['r1']}}}}, 'intake': {'accept_ack_delay_sec': 0.6}},
+            'accept_ack_delay_sec .* must be below dispatch.retry_initial_sec',
+        ),
     ],
 )
 def test_errors_name_the_file_and_key(raw, message):

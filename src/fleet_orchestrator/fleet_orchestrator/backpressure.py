@@ -18,8 +18,9 @@ MAX_TRACKED = 50_000
 
 
 class ShardBackpressure:
-    def __init__(self, config: DegradationConfig, *, clock: Callable[[], float]) -> None:
+    def __init__(self, config: DegradationConfig, *, clock: Callable[[], float], accept_ack_delay_sec: float) -> None:
         self.policy = DegradationPolicy(config, clock=clock)
+        self._accept_delay = accept_ack_delay_sec
         self._clock = clock
         self._sent: dict[tuple[str, int], float] = {}
         self._first_ack = LatencyWindow(1024)
@@ -29,10 +30,13 @@ class ShardBackpressure:
             self._sent.pop(next(iter(self._sent)))
         self._sent[(command_id, attempt)] = self._clock()
 
-    def on_ack(self, command_id: str, attempt: int) -> None:
+    def on_ack(self, command_id: str, attempt: int, *, accepted: bool = False) -> None:
+        """`accepted`: an ACCEPTED ack, which agents hold back on purpose (intake.accept_ack_delay_sec) and which
+        is not slowness."""
         sent = self._sent.pop((command_id, attempt), None)
         if sent is not None:
-            self._first_ack.add((self._clock() - sent) * 1000.0)
+            held = self._accept_delay if accepted else 0.0
+            self._first_ack.add(max(0.0, self._clock() - sent - held) * 1000.0)
 
     @property
     def first_ack_p99_ms(self) -> float:

@@ -28,7 +28,7 @@ from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_
 from fleet_core.dispatcher import CommandDispatcher, SubmitError
 from fleet_core.health import HealthMonitor, UnknownAgent
 from fleet_core.leadership import Lease, LeaseState, NotLeader, WrongShardLease
-from fleet_core.model import Command, CommandResult, Outcome, Priority
+from fleet_core.model import AckStatus, Command, CommandResult, Outcome, Priority
 from fleet_core.replica import ShardReplica
 from fleet_core.trace import TraceSettings
 from fleet_core.workflow import StepRequest
@@ -148,7 +148,9 @@ class ShardOrchestrator(LifecycleNode):
             clock=self.clock,
         )
         self.health = HealthMonitor(fleet.health, shard.agents, clock=self.clock)
-        self.backpressure = ShardBackpressure(fleet.degradation, clock=self.clock)
+        self.backpressure = ShardBackpressure(
+            fleet.degradation, clock=self.clock, accept_ack_delay_sec=fleet.intake.accept_ack_delay_sec
+        )
         self.replica = ShardReplica(shard.agents)
         self.rng = random.Random(self._p_seed or time.time_ns())
         workflow_dir = Path(self._p_workflows) if self._p_workflows else Path(fleet.source).parent / 'workflows'
@@ -386,7 +388,7 @@ class ShardOrchestrator(LifecycleNode):
         except UnknownAgent:
             return
         if self.dispatcher is not None and self._renew_if_due(self.clock()):
-            self.backpressure.on_ack(ack.command_id, ack.attempt)
+            self.backpressure.on_ack(ack.command_id, ack.attempt, accepted=ack.status == AckStatus.ACCEPTED)
             self.observability.on_ack(ack)
             self.dispatcher.on_ack(ack)
             if self.dispatcher.fenced:
