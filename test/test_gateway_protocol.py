@@ -418,6 +418,15 @@ def test_config_errors_name_file_and_key(tmp_path):
     path.write_text('fleet_gateway: {tls: {cert: a.pem}}')
     with pytest.raises(ConfigError, match=r'fleet_gateway\.tls'):
         load_gateway_config(path)
+    path.write_text('fleet_gateway: {ingest_budget_s: 0}')
+    with pytest.raises(ConfigError, match=r'fleet_gateway\.ingest_budget_s'):
+        load_gateway_config(path)
+    path.write_text('fleet_gateway: {receive_buffer_bytes: 10}')
+    with pytest.raises(ConfigError, match=r'fleet_gateway\.receive_buffer_bytes'):
+        load_gateway_config(path)
+    path.write_text('fleet_gateway: {ingest_budget_s: 0.02, receive_buffer_bytes: 65536}')
+    config = load_gateway_config(path)
+    assert config.ingest_budget_s == 0.02 and config.receive_buffer_bytes == 65536
     acl = tmp_path / 'acl.yaml'
     acl.write_text('roles: {admin: {}}')
     with pytest.raises(ConfigError, match=r'acl\.yaml: roles\.admin'):

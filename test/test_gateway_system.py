@@ -419,3 +419,63 @@ def test_client_served_service_answers_rclpy_callers_with_timeouts_conflicts_and
     gateway.proc.stop()
     log = gateway.proc.log_path.read_text()
     assert "'internal_errors': 0" in log and "'clients': 0" in log, log
+
+
+def test_incoming_path_fragments_order_utf8_and_early_messages(processes, ros, tmp_path):
+    """The gateway's own receive path: fragmented messages, a burst right after the handshake kept in order, a
+    publish that reaches an rclpy subscriber, and a text frame that is not UTF-8 (closed with 1007)."""
+    from std_msgs.msg import String
+
+    gateway = start_gateway(processes, tmp_path, gateway={'ingest_budget_s': 0.001, 'receive_buffer_bytes': 8192})
+    node = ros.node('ingest_path_sub')
+    got: list[str] = []
+    node.create_subscription(String, '/t/ingest', lambda m: got.append(m.data), 5000)
+
+    async def scenario() -> None:
+        ws = await connect(gateway.url(), max_queue=None)
+        # a burst sent before the session necessarily started: every message answered, in order
+        for i in range(300):
+            await ws.send(json.dumps({'op': 'bogus', 'id': i}))
+        ids = [(await recv_json(ws))['id'] for _ in range(300)]
+        assert ids == list(range(300))
+        # a fragmented text message (three frames) is reassembled
+        advertise = json.dumps({'op': 'advertise', 'id': 'adv', 'topic': '/t/ingest', 'type': 'std_msgs/String'})
+        await ws.send([advertise[:10], advertise[10:30], advertise[30:]])
+        await ws.send(json.dumps({'op': 'bogus', 'id': 'after-fragments'}))
+        assert (await recv_json(ws))['id'] == 'after-fragments'  # the advertise itself produced no error
+        await _spin_until(ros, lambda: node.count_publishers('/t/ingest') > 0, 10, 'the gateway publisher')
+
+        async def warm() -> bool:  # until the gateway's publisher has matched this subscriber too
+            await ws.send(json.dumps({'op': 'publish', 'topic': '/t/ingest', 'msg': {'data': 'warm'}}))
+            for _ in range(20):
+                ros.spin_once(0.005)
+            return bool(got)
+
+        deadline = time.monotonic() + 10
+        while not await warm():
+            assert time.monotonic() < deadline, 'no warm-up message arrived'
+        await asyncio.sleep(0.1)
+        for _ in range(50):
+            ros.spin_once(0.0)
+        got.clear()
+        for chunk in range(4):  # each chunk needs several 1 ms ingest budgets: reading pauses, nothing is lost
+            for i in range(chunk * 500, chunk * 500 + 500):
+                await ws.send(json.dumps({'op': 'publish', 'topic': '/t/ingest', 'msg': {'data': f'm{i}'}}))
+
+            def arrived(n: int = chunk * 500 + 500) -> bool:
+                for _ in range(100):
+                    ros.spin_once(0.0)
+                return len([m for m in got if m != 'warm']) >= n
+
+            await _spin_until(ros, arrived, 20, 'every publish at the subscriber')
+        assert [m for m in got if m != 'warm'] == [f'm{i}' for i in range(2000)]
+        # invalid UTF-8 in a text frame: closed with 1007, like websockets itself would
+        ws.protocol.send_text(b'{"op": "\xff\xfe"}')
+        ws.send_data()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await recv_json(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+
+    asyncio.run(scenario())
+    assert gateway.proc.alive()
