@@ -131,19 +131,19 @@ class IngestBudget:
     def __init__(self, loop: asyncio.AbstractEventLoop, budget_s: float) -> None:
         self.loop = loop
         self.budget_s = budget_s
-        self._turn_start: float | None = None
+        self.turn_start: float | None = None
+
+    def begin(self) -> None:
+        """Called with the turn's first incoming message (when `turn_start` is None)."""
+        self.turn_start = time.perf_counter()
+        self.loop.call_soon(self._next_turn)  # runs first thing in the next turn, before its reads
 
     def over(self) -> bool:
-        now = time.perf_counter()
-        start = self._turn_start
-        if start is None:
-            self._turn_start = now
-            self.loop.call_soon(self._next_turn)  # runs first thing in the next turn, before its reads
-            return False
-        return now - start > self.budget_s
+        start = self.turn_start
+        return start is not None and time.perf_counter() - start > self.budget_s
 
     def _next_turn(self) -> None:
-        self._turn_start = None
+        self.turn_start = None
 
 
 class ClientConnection:
@@ -351,6 +351,8 @@ class GatewayServer:
     def _receive(self, conn: ClientConnection, message: str | bytes) -> None:
         """One incoming message (asyncio thread, synchronously from the read path)."""
         session = conn.session
+        if self._budget.turn_start is None:
+            self._budget.begin()
         events = session.receive_text(message) if isinstance(message, str) else session.receive_bytes(message)
         if events:
             self._apply(conn, events)
