@@ -406,9 +406,12 @@ class InspectionMission:
             self._apply(agent, self._instances[agent].feed(Event.POINTS_ADDED, now))
 
     def _rebalance_to(self, agent_id: str) -> None:
+        candidates = self._candidates()
+        if agent_id not in candidates:
+            return  # a failed agent takes no points back
         receiver = self._instances[agent_id]
         moved: list[Point] = []
-        donors = [a for a in self._candidates() if a != agent_id]
+        donors = [a for a in candidates if a != agent_id]
         while donors:
             donor = max(donors, key=lambda a: (len(self._instances[a].queued_points), a))
             if len(self._instances[donor].queued_points) - (receiver.load + len(moved)) <= 1:
@@ -417,6 +420,8 @@ class InspectionMission:
         if moved:
             receiver.add_points(moved)
             self._emit(agent_id, TaskEventKind.HANDOFF, f'{len(moved)} queued points rebalanced to {agent_id}')
+            # As for any handoff: an instance that had already finished (nothing to do when it was lost) restarts.
+            self._apply(agent_id, receiver.feed(Event.POINTS_ADDED, self._clock()))
 
     def _apply(self, agent_id: str, result: FeedResult) -> None:
         for effect in result.effects:

@@ -41,6 +41,8 @@ _FAILURE_STATUSES = frozenset({'FAILED', 'EXPIRED', 'REJECTED', 'CANCELLED'})
 _DECISION_CACHE = 4096
 # Hops that always force a command's trace to be kept.
 _ALWAYS_HOPS = frozenset({Hop.RETRY, Hop.EXPIRE, Hop.REJECT})
+# Statuses of a command doing fine (what nearly every hop carries), and the ROUTE hop's 'seq=N'.
+_ORDINARY_STATUSES = frozenset({'', 'QUEUED', 'ADOPTED', 'SENT', 'RECEIVED', 'ACCEPTED', 'SUCCEEDED'})
 
 
 class TraceRecord(NamedTuple):
@@ -61,6 +63,8 @@ class TraceRecord(NamedTuple):
     @property
     def is_failure(self) -> bool:
         """A retry, expiry or rejection hop, or a hop whose status names a failure."""
+        if (self.status in _ORDINARY_STATUSES or self.status.startswith('seq=')) and self.hop not in _ALWAYS_HOPS:
+            return False  # the hot path: most hops of most commands
         status = self.status.upper()
         return (
             self.hop in _ALWAYS_HOPS
@@ -191,20 +195,25 @@ class TraceSampler:
             if record.hop != Hop.OUTCOME:
                 self._keep(cid)
             return (*held, record)
-        held = self._pending.pop(cid, [])
         if record.is_failure:
+            held = self._pending.pop(cid, [])
             if record.hop != Hop.OUTCOME:
                 self._keep(cid)
             return (*held, record)
         if record.hop == Hop.OUTCOME:
-            if held:
+            if self._pending.pop(cid, None):
                 self.dropped_commands += 1
             return ()
         if self._settings.pending_commands == 0:
             self.dropped_commands += 1
             return ()
-        held.append(record)
-        self._pending[cid] = held
+        # The common case (an unsampled command doing fine): hold the hop. Commands are evicted oldest first by
+        # their first held hop, so appending needs no reordering.
+        holding = self._pending.get(cid)
+        if holding is not None:
+            holding.append(record)
+            return ()
+        self._pending[cid] = [record]
         while len(self._pending) > self._settings.pending_commands:
             self._pending.popitem(last=False)
             self.dropped_commands += 1

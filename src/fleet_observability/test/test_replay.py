@@ -152,6 +152,7 @@ def test_recorded_mission_replays_with_every_decision_matching(
     cfg.write_text(
         f'sites: {{{SITE}: {{shards: {{{SHARD}: {{agents: {list(AGENTS)}}}}}}}}}\n'
         'dispatch: {retry_initial_sec: 0.2, retry_max_sec: 0.8, retry_budget: 3, deadline_grace_sec: 0.3}\n'
+        'intake: {accept_ack_delay_sec: 0.1}\n'
     )
     assert fleetctl(['--config', str(cfg), 'replay', str(path), '--seed', str(SEED)]) == 0
     out = capsys.readouterr().out
@@ -167,6 +168,7 @@ def test_replay_detects_a_different_decision(tmp_path: Path, capsys: pytest.Capt
     cfg.write_text(
         f'sites: {{{SITE}: {{shards: {{{SHARD}: {{agents: {list(AGENTS)}}}}}}}}}\n'
         'dispatch: {retry_initial_sec: 0.2, retry_max_sec: 0.8, retry_budget: 2, deadline_grace_sec: 0.3}\n'
+        'intake: {accept_ack_delay_sec: 0.1}\n'
     )
     assert fleetctl(['--config', str(cfg), 'replay', str(path), '--seed', str(SEED)]) == 1
     out = capsys.readouterr().out
