@@ -24,6 +24,21 @@ def from_time(stamp: Time) -> float:
     return stamp.sec + stamp.nanosec / _NS
 
 
+_SHARED_TIMES: dict[float, Time] = {}
+_SHARED_TIMES_MAX = 256
+
+
+def _shared_time(seconds: float) -> Time:
+    """Time for a value that many messages carry at once (a fan-out's commands share issued_at and deadline): one
+    object for all of them. Messages only read it; nothing here mutates a stamp."""
+    stamp = _SHARED_TIMES.get(seconds)
+    if stamp is None:
+        if len(_SHARED_TIMES) >= _SHARED_TIMES_MAX:
+            _SHARED_TIMES.clear()
+        stamp = _SHARED_TIMES[seconds] = to_time(seconds)
+    return stamp
+
+
 def command_to_msg(command: Command) -> CommandMsg:
     return CommandMsg(
         command_id=command.command_id,
@@ -34,8 +49,8 @@ def command_to_msg(command: Command) -> CommandMsg:
         seq=command.seq,
         epoch=command.epoch,
         priority=int(command.priority),
-        issued_at=to_time(command.issued_at),
-        deadline=to_time(command.deadline),
+        issued_at=_shared_time(command.issued_at),
+        deadline=_shared_time(command.deadline),
         kind=command.kind,
         args_json=command.args_json,
         attempt=command.attempt,
