@@ -68,7 +68,8 @@ def test_estop_and_site_pause_hold_the_mission_until_released(ros, processes, fl
     code, out = fleetctl('estop')
     assert code == 2 and 'empty e-stop scope' in out
 
-    code, out = fleetctl('mission', 'start', 'inspection', '--site', SITE, '--points', '18', '--no-wait')
+    # Enough points that the mission is still running when the e-stop lands (a fleetctl start-up takes seconds).
+    code, out = fleetctl('mission', 'start', 'inspection', '--site', SITE, '--points', '60', '--no-wait')
     assert code == 0, out
     mission_id = out.strip().splitlines()[-1]
     ros.spin_until(lambda: any(e.event == TaskEventKind.POINT_DONE for e in events), 60.0, 'a first point done')
@@ -106,4 +107,4 @@ def test_estop_and_site_pause_hold_the_mission_until_released(ros, processes, fl
         120.0,
         'the mission to complete',
     )
-    assert done.points_done == done.points_total == 18
+    assert done.points_done == done.points_total == 60

@@ -73,8 +73,12 @@ class FleetClient:
         keys: Sequence[tuple[str, str]],
         qos_profile: QoSProfile,
         wait: float,
+        *,
+        patience: float = 0.0,
     ) -> dict[tuple[str, str], Any]:
-        """The last (latched) message of each shard's topic; shards that say nothing within `wait` are absent."""
+        """The last (latched) message of each shard's topic; shards that say nothing within `wait` are absent.
+        A shard whose topic has a publisher gets up to `patience` seconds in all: its latched message is on its way
+        (discovery on a loaded host can take longer than `wait`)."""
         found: dict[tuple[str, str], Any] = {}
         subs = [
             self.node.create_subscription(
@@ -82,8 +86,14 @@ class FleetClient:
             )
             for key in keys
         ]
-        deadline = time.monotonic() + wait
-        while len(found) < len(keys) and time.monotonic() < deadline:
+        started = time.monotonic()
+        while len(found) < len(keys):
+            elapsed = time.monotonic() - started
+            if elapsed >= max(wait, patience):
+                break
+            missing = [key for key in keys if key not in found]
+            if elapsed >= wait and not any(self.node.count_publishers(topic_of(*key)) > 0 for key in missing):
+                break
             self.executor.spin_once(timeout_sec=0.05)
         for sub in subs:
             self.node.destroy_subscription(sub)

@@ -20,6 +20,7 @@ from fleet_interfaces.srv import SetEStop
 from fleet_ros import qos
 
 LATCHED_WAIT_SEC = 3.0
+LATCHED_PATIENCE_SEC = 10.0  # ... or this long while the shard's e-stop topic has a publisher
 CALL_TIMEOUT_SEC = 5.0
 
 ShardKey = tuple[str, str]
@@ -56,10 +57,6 @@ def scope_keys(fleet: FleetConfig, sites: Sequence[str], shards: Sequence[str]) 
     return list(keys)
 
 
-def latched_estops(client: FleetClient, keys: Sequence[ShardKey], wait: float) -> dict[ShardKey, EStop]:
-    return client.latest_per_shard(EStop, topics.shard_estop, keys, qos.LATCHED, wait)
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         fleet = load_config(args.config)
@@ -71,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     client = FleetClient('fleetctl_estop')
     try:
         if not engage:
-            states = latched_estops(client, keys, LATCHED_WAIT_SEC)
+            states = client.latest_per_shard(
+                EStop, topics.shard_estop, keys, qos.LATCHED, LATCHED_WAIT_SEC, patience=LATCHED_PATIENCE_SEC
+            )
             idle = [f'{s}/{h}' for (s, h) in keys if not (states.get((s, h)) and states[(s, h)].engaged)]
             if idle:
                 raise UsageError(f'no e-stop is engaged on {", ".join(idle)}: nothing to release (nothing changed)')
