@@ -18,6 +18,7 @@ import pytest
 from fleet_core.config import load_fleet_config
 from fleet_sim.execlog import audit
 from fleet_sim.netns import NetnsTopology, can_create_namespaces
+from fleet_sim.summary import tally_outcomes
 from harness.processes import ManagedProcess, wait_exit
 from harness.wait import wait_for
 
@@ -220,10 +221,11 @@ def test_guarantees_hold_under_link_cuts_leader_kill_and_agent_restarts(rig: Cha
     assert code == 0 and result['phase'] == 'finished', f'mission did not finish: {result["phase"]}\n{rig.logs()}'
 
     journal, outcomes = result['journal'], result['outcomes']
-    missing = [c for c in journal if not outcomes.get(c)]
-    doubled = {c: o for c, o in outcomes.items() if c in journal and len(o) > 1}
-    assert not missing, f'commands without a terminal outcome: {missing[:5]}'
-    assert not doubled, f'commands with more than one outcome: {list(doubled.items())[:3]}'
+    # A new leader re-announces recent outcomes (the same values): only different values for one command violate G3.
+    tally = tally_outcomes(journal, {c: [(o[0], o[1], 0.0) for o in recs] for c, recs in outcomes.items()})
+    assert not tally.missing, f'commands without a terminal outcome: {list(tally.missing)[:5]}'
+    conflicting = {c: outcomes[c] for c in tally.conflicting}
+    assert not conflicting, f'commands announced with different outcomes: {list(conflicting.items())[:3]}'
     execution = audit(sorted(rig.tmp.glob('exec-*.jsonl')), tolerance_sec=rig.fleet.intake.clock_skew_tolerance_sec)
     assert execution.executions >= rig.fleet.agent_count * (2 + 3 * 3 + 1), execution
     assert execution.duplicates_executed == 0, f'executed twice: {execution.duplicates}'
