@@ -258,7 +258,10 @@ class CommandDispatcher:
                 flight.next_retry_at = now + self.settings.retry_max_sec
             return
         if ack.status == AckStatus.REJECTED_STALE_EPOCH:
+            # Not this command's fate: a newer leader owns it now and will announce its outcome. This dispatcher is
+            # fenced; the command stays pending so that stepping down hands it back to the hot copy.
             self.fenced = True
+            return
         outcome = _OUTCOME_OF_ACK.get(ack.status, Outcome.REJECTED)
         del lane.in_flight[ack.command_id]
         self._finish(flight.command, outcome, int(ack.status), flight.deliveries, ack.detail, now)

@@ -230,3 +230,13 @@ def test_retries_wait_for_the_learnt_timeout_when_acks_are_slow(clock):
     clock.advance(4.0)
     d.tick()
     assert [c.attempt for c in d.take().sends] == [2]
+
+
+def test_a_stale_epoch_rejection_fences_the_dispatcher_without_deciding_the_command(clock):
+    d = make(clock, agents=('a1',))
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 30.0)
+    sent = d.take().sends[0]
+    d.on_ack(ack(sent, AckStatus.REJECTED_STALE_EPOCH))
+    assert d.fenced
+    assert d.take().results == []  # the newer leader announces its fate, not this one
+    assert [c.command_id for c in d.pending()] == [sent.command_id]  # handed back to the hot copy on stepping down

@@ -177,10 +177,13 @@ class ShardOrchestrator(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.missions = MissionServer(self, host, library)
         self.operations = ShardOperations(self)
+        # The ack-batch timer runs only while leading (started at takeover, cancelled on stepping down).
+        self._flush_timer = self.create_timer(ACK_BATCH_SEC, self._flush_acked)
+        self._flush_timer.cancel()
         self._timers = [
             self.create_timer(TICK_SEC, self._tick),
             self.create_timer(STATUS_PERIOD_SEC, self._status),
-            self.create_timer(ACK_BATCH_SEC, self._flush_acked),
+            self._flush_timer,
         ]
         self.get_logger().info(
             f'configured for {shard.site_id}/{shard.shard_id} ({len(shard.agents)} agents) as {self._p_id}'
@@ -281,6 +284,7 @@ class ShardOrchestrator(LifecycleNode):
             seq_base=plan.seq_base,
         )
         adopted = self.dispatcher.adopt(plan.pending)
+        self._flush_timer.reset()
         self.replica.handed_over()
         self._retired_subscriptions += self._follow_subs
         self._follow_subs = []
@@ -326,6 +330,7 @@ class ShardOrchestrator(LifecycleNode):
         # Back to following: what this leader still owed becomes part of the hot copy again.
         self.replica.restore(self.dispatcher.pending())
         self.dispatcher = None
+        self._flush_timer.cancel()
         self._follow()
         self.missions.step_down()
         # Destroyed at the next tick, outside the callback that made us step down.
