@@ -51,6 +51,7 @@ class DedupDatabase:
             raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
         self.path = str(path)
         self.group_commit = group_commit
+        self._queued: list[tuple[str, tuple[object, ...]]] = []
         self._db: sqlite3.Connection | None = None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -88,9 +89,15 @@ class DedupDatabase:
             raise StoreUnavailable(f'dedup store {self.path} is closed ({what})')
         return self._db
 
+    def _reader(self, what: str) -> sqlite3.Connection:
+        """The connection for a read that must see this process's queued writes (read your own writes)."""
+        db = self._conn(what)
+        self._apply_queued(db)
+        return db
+
     def meta(self, agent_id: str, key: str) -> int:
         row = (
-            self._conn('read')
+            self._reader('read')
             .execute('SELECT value FROM meta WHERE agent_id = ? AND key = ?', (agent_id, key))
             .fetchone()
         )
@@ -98,7 +105,7 @@ class DedupDatabase:
 
     def rows(self, agent_id: str) -> list[tuple[str, int, int, int | None, str, int]]:
         return (
-            self._conn('read')
+            self._reader('read')
             .execute(
                 'SELECT command_id, seq, epoch, status, detail, boot FROM outcomes WHERE agent_id = ?', (agent_id,)
             )
@@ -106,33 +113,57 @@ class DedupDatabase:
         )
 
     def write(self, what: str, sql: str, params: tuple[object, ...]) -> None:
+        """Without group commit: one transaction now. With it: queued for commit(), which runs a turn's writes as
+        one executemany per run of identical statements (hundreds of agents' inserts cost one call)."""
         db = self._conn(what)
+        if self.group_commit:
+            self._queued.append((sql, params))
+            return
         try:
-            if self.group_commit and not db.in_transaction:
-                db.execute('BEGIN')
             db.execute(sql, params)
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(f'dedup store {self.path}: {exc}') from None
 
+    def _apply_queued(self, db: sqlite3.Connection) -> None:
+        """Run the queued writes, in order, inside the open (or a new) transaction."""
+        if not self._queued:
+            return
+        queued, self._queued = self._queued, []
+        if not db.in_transaction:
+            db.execute('BEGIN')
+        start = 0
+        while start < len(queued):
+            sql = queued[start][0]
+            end = start + 1
+            while end < len(queued) and queued[end][0] == sql:
+                end += 1
+            db.executemany(sql, [params for _, params in queued[start:end]])
+            start = end
+
     @property
     def pending(self) -> bool:
         """Writes are waiting for commit()."""
-        return self._db is not None and self._db.in_transaction
+        return bool(self._queued) or (self._db is not None and self._db.in_transaction)
 
     def commit(self) -> None:
-        """Make every write so far durable (no-op without group commit). Raises StoreUnavailable."""
+        """Make every write so far durable (no-op without group commit). Raises StoreUnavailable; the writes are
+        then lost, as a crash would lose them, and nothing that depended on them may happen."""
         db = self._conn('commit')
-        if db.in_transaction:
-            try:
+        try:
+            self._apply_queued(db)
+            if db.in_transaction:
                 db.execute('COMMIT')
-            except sqlite3.DatabaseError as exc:
-                raise StoreUnavailable(f'dedup store {self.path}: commit failed: {exc}') from None
+        except sqlite3.DatabaseError as exc:
+            if db.in_transaction:
+                db.execute('ROLLBACK')
+            raise StoreUnavailable(f'dedup store {self.path}: commit failed: {exc}') from None
 
     def count(self, agent_id: str) -> int:
-        row = self._conn('count').execute('SELECT COUNT(*) FROM outcomes WHERE agent_id = ?', (agent_id,)).fetchone()
+        row = self._reader('count').execute('SELECT COUNT(*) FROM outcomes WHERE agent_id = ?', (agent_id,)).fetchone()
         return int(row[0])
 
     def close(self) -> None:
+        self._queued = []  # never committed: not durable, as after a crash
         if self._db is not None:
             if self._db.in_transaction:
                 self._db.execute('ROLLBACK')

@@ -84,6 +84,27 @@ def test_group_commit_makes_writes_durable_only_at_commit(tmp_path):
     assert a2.boot == a.boot + 1
 
 
+def test_group_commit_batches_a_turn_in_order_and_reads_see_queued_writes(tmp_path):
+    from fleet_core.dedup_store import DedupDatabase
+
+    path = tmp_path / 'host.sqlite'
+    db = DedupDatabase(path, group_commit=True)
+    stores = [DedupStore(db, f'r{i}') for i in range(50)]
+    for i, store in enumerate(stores):
+        store.begin(command(f'c{i}', i + 1))
+    stores[3].finish('c3', AckStatus.FAILED, 'boom')  # an update after the inserts of the same turn
+    stores[4].begin(command('c4b', 99))
+    assert db.count('r4') == 2  # a read sees this turn's queued writes
+    db.commit()
+    db.close()
+
+    again = DedupDatabase(path, group_commit=True)
+    reopened = [DedupStore(again, f'r{i}') for i in range(50)]
+    assert [s.last_applied_seq for s in reopened[:3]] == [1, 2, 3] and reopened[4].last_applied_seq == 99
+    assert reopened[3].lookup('c3').status == AckStatus.FAILED and reopened[3].lookup('c3').detail == 'boom'
+    assert reopened[10].lookup('c10') is not None and not reopened[10].lookup('c10').final
+
+
 def test_old_schema_is_refused(tmp_path):
     import sqlite3
 
