@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import sys
 import tempfile
@@ -85,6 +86,7 @@ class Operator:
         self.executor.add_node(self.node)
         self.agents = agent_ids(n)
         self.outcomes: dict[str, int] = {}
+        self.details: dict[str, str] = {}
         self.raw_acks: set[str] = set()
         # What the current round still waits for, updated in the callbacks: checking every id after every
         # message would make this client's work quadratic and steal CPU from the processes measured.
@@ -99,6 +101,8 @@ class Operator:
     def _on_outcomes(self, batch: CommandOutcomes) -> None:
         for msg in batch.outcomes:
             self.outcomes[msg.command_id] = msg.outcome
+            if msg.outcome != CommandOutcome.OUTCOME_SUCCEEDED:
+                self.details[msg.command_id] = msg.detail
             self.waiting.discard(msg.command_id)
 
     def _on_raw_ack(self, msg: CommandAck) -> None:
@@ -127,9 +131,10 @@ class Operator:
         self.waiting = {c for c in ids if c not in self.outcomes}
         self.spin_until(lambda: not self.waiting, ttl + 5, 'all outcomes')
         elapsed = time.perf_counter() - started
-        bad = [c for c in ids if self.outcomes[c] != CommandOutcome.OUTCOME_SUCCEEDED]
+        bad = collections.Counter(self.outcomes[c] for c in ids if self.outcomes[c] != CommandOutcome.OUTCOME_SUCCEEDED)
         if bad:
-            raise RuntimeError(f'{len(bad)} command(s) did not succeed')
+            reasons = collections.Counter(self.details.get(c, '') for c in ids if c in self.details)
+            raise RuntimeError(f'{sum(bad.values())} command(s) did not succeed: {dict(bad)}, {reasons.most_common(3)}')
         return elapsed
 
     def raw_round(self) -> float:

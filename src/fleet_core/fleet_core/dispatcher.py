@@ -15,6 +15,7 @@ from typing import NamedTuple
 from fleet_core.config import DispatchSettings
 from fleet_core.kinds import InvalidCommand, KindRegistry
 from fleet_core.model import NO_ACK, Ack, AckStatus, Command, CommandResult, Outcome, Priority
+from fleet_core.replica import SEQ_GAP
 from fleet_core.stats import LatencyWindow, RetryTimeout
 
 Clock = Callable[[], float]
@@ -256,6 +257,25 @@ class CommandDispatcher:
                 flight.accepted = True
                 # Executing: stop re-delivering often; only re-solicit a possibly lost final ack.
                 flight.next_retry_at = now + self.settings.retry_max_sec
+            return
+        if (
+            ack.status == AckStatus.REJECTED_DUPLICATE
+            and ack.seq == flight.command.seq
+            and flight.deliveries < self.settings.retry_budget
+        ):
+            # The agent applied a higher seq than this leader knew of (it led before hearing the agent's heartbeat).
+            # The command itself was never applied: the agent checks its id first, and with a few commands in flight
+            # per agent an applied id cannot have left the agent's window of outcomes. Number it above, send again.
+            lane.next_seq = max(lane.next_seq, flight.command.seq + SEQ_GAP)
+            flight.command = flight.command.with_delivery(
+                seq=lane.next_seq, epoch=self.epoch, attempt=flight.command.attempt + 1
+            )
+            lane.next_seq += 1
+            flight.deliveries += 1
+            self._counts['retries'] += 1
+            self._hop('RETRY', flight.command, 'RESEQUENCED', now, ack.detail)
+            flight.next_retry_at = now + self._backoff(flight.deliveries)
+            self._deliver(flight.command, now)
             return
         if ack.status == AckStatus.REJECTED_STALE_EPOCH:
             # Not this command's fate: a newer leader owns it now and will announce its outcome. This dispatcher is

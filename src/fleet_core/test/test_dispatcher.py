@@ -240,3 +240,17 @@ def test_a_stale_epoch_rejection_fences_the_dispatcher_without_deciding_the_comm
     assert d.fenced
     assert d.take().results == []  # the newer leader announces its fate, not this one
     assert [c.command_id for c in d.pending()] == [sent.command_id]  # handed back to the hot copy on stepping down
+
+
+def test_a_seq_below_the_agents_applied_seq_is_renumbered_and_sent_again(clock):
+    # A leader that took over before hearing an agent's heartbeat numbers its commands too low.
+    d = make(clock, agents=('a1',))
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 30.0)
+    first = d.take().sends[0]
+    d.on_ack(ack(first, AckStatus.REJECTED_DUPLICATE, detail=f'seq {first.seq} <= last applied 900'))
+    out = d.take()
+    assert out.results == []
+    (again,) = out.sends
+    assert again.command_id == first.command_id and again.seq >= first.seq + 1000 and again.attempt == 2
+    d.on_ack(ack(again, AckStatus.SUCCEEDED))
+    assert [r.outcome for r in d.take().results] == [Outcome.SUCCEEDED]
