@@ -3,7 +3,7 @@ level 2 by the dispatcher while SAFETY and NORMAL still flow."""
 
 from __future__ import annotations
 
-from fleet_core.config import DispatchSettings
+from fleet_core.config import DispatchSettings, IntakeSettings
 from fleet_core.degradation import DegradationConfig
 from fleet_core.dispatcher import CommandDispatcher
 from fleet_core.model import Outcome, Priority
@@ -30,7 +30,7 @@ def dispatcher(clock: Clock) -> CommandDispatcher:
 
 def test_slow_first_acks_raise_the_level_but_long_executions_do_not() -> None:
     clock = Clock()
-    bp = ShardBackpressure(CONFIG, clock=clock, accept_ack_delay_sec=0.2)
+    bp = ShardBackpressure(CONFIG, clock=clock, intake=IntakeSettings(accept_ack_delay_sec=0.2))
     d = dispatcher(clock)
     for i in range(20):
         bp.on_send(f'c{i}', 1)
@@ -48,7 +48,7 @@ def test_slow_first_acks_raise_the_level_but_long_executions_do_not() -> None:
 
 def test_the_deliberate_accepted_delay_is_not_counted_as_slowness() -> None:
     clock = Clock()
-    bp = ShardBackpressure(CONFIG, clock=clock, accept_ack_delay_sec=0.2)
+    bp = ShardBackpressure(CONFIG, clock=clock, intake=IntakeSettings(accept_ack_delay_sec=0.2))
     for i in range(20):
         bp.on_send(f'long{i}', 1)
         clock.now += 0.23  # a long command: ACCEPTED held back 0.2 s by the agent, then 30 ms of transit
@@ -58,7 +58,7 @@ def test_the_deliberate_accepted_delay_is_not_counted_as_slowness() -> None:
 
 def test_queue_depth_raises_the_level_and_level_two_sheds_only_low() -> None:
     clock = Clock()
-    bp = ShardBackpressure(CONFIG, clock=clock, accept_ack_delay_sec=0.2)
+    bp = ShardBackpressure(CONFIG, clock=clock, intake=IntakeSettings(accept_ack_delay_sec=0.2))
     d = dispatcher(clock)
     for _ in range(6):
         d.submit(['a'], 'noop', '{}', Priority.NORMAL, 30.0)
@@ -81,7 +81,7 @@ def test_queue_depth_raises_the_level_and_level_two_sheds_only_low() -> None:
 
 def test_unanswered_deliveries_are_bounded_and_reset_on_takeover() -> None:
     clock = Clock()
-    bp = ShardBackpressure(CONFIG, clock=clock, accept_ack_delay_sec=0.2)
+    bp = ShardBackpressure(CONFIG, clock=clock, intake=IntakeSettings(accept_ack_delay_sec=0.2))
     for i in range(60_000):
         bp.on_send(f'c{i}', 1)
     assert len(bp._sent) <= 50_000

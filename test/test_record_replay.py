@@ -31,6 +31,19 @@ def settle_then_stop(ros, node, recorder) -> None:
     wait_exit(recorder, 10)
 
 
+def replay(config, recording, seed: int, env) -> subprocess.CompletedProcess[str]:
+    """`fleetctl replay` of a recording with the jitter seed of the recorded run; asserts it exits 0."""
+    done = subprocess.run(
+        ['fleetctl', '--config', str(config), 'replay', str(recording), '--seed', str(seed)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 def test_recorded_shard_replays_with_matching_decisions(ros, processes, tmp_path):
     config = write_config(tmp_path, agents=4)
     processes.start(['shard_orchestrator', *ros_params(config, retry_jitter_seed=7)], name='orchestrator')
@@ -64,15 +77,8 @@ def test_recorded_shard_replays_with_matching_decisions(ros, processes, tmp_path
     settle_then_stop(ros, node, recorder)
     assert recording.exists()
 
-    replay = subprocess.run(
-        ['fleetctl', '--config', str(config), 'replay', str(recording), '--seed', '7'],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=processes.env,
-    )
-    assert replay.returncode == 0, replay.stdout + replay.stderr
-    assert str(len(submitted)) in replay.stdout
+    replayed = replay(config, recording, 7, processes.env)
+    assert str(len(submitted)) in replayed.stdout
 
 
 def test_recorded_mission_replays_with_matching_decisions(ros, processes, tmp_path):
@@ -104,15 +110,8 @@ def test_recorded_mission_replays_with_matching_decisions(ros, processes, tmp_pa
     assert mission.returncode == 0, mission.stdout + mission.stderr
     settle_then_stop(ros, node, recorder)
 
-    replay = subprocess.run(
-        ['fleetctl', '--config', str(config), 'replay', str(recording), '--seed', '11'],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=processes.env,
-    )
-    assert replay.returncode == 0, replay.stdout + replay.stderr
-    matched = re.search(r'outcomes (\d+)/(\d+) match', replay.stdout)
-    assert matched and matched.group(1) == matched.group(2), replay.stdout
+    replayed = replay(config, recording, 11, processes.env)
+    matched = re.search(r'outcomes (\d+)/(\d+) match', replayed.stdout)
+    assert matched and matched.group(1) == matched.group(2), replayed.stdout
     # undock + per point goto/inspect/report + return + dock, over 4 robots: dozens of decisions compared
-    assert int(matched.group(2)) >= 8 * 3, replay.stdout
+    assert int(matched.group(2)) >= 8 * 3, replayed.stdout

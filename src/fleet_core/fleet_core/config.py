@@ -51,6 +51,11 @@ class IntakeSettings:
     ack alone). Below dispatch.retry_initial_sec, so a long command is never re-sent; orchestrators subtract it when
     they judge how fast agents answer."""
 
+    def answer_delay(self, elapsed_sec: float, *, accepted: bool) -> float:
+        """How long an agent took to answer, from `elapsed_sec` until its first ack: less the deliberate hold when
+        that ack is an ACCEPTED."""
+        return max(0.0, elapsed_sec - (self.accept_ack_delay_sec if accepted else 0.0))
+
 
 _OWN_VALIDATION_ERRORS = (HealthConfigError, LeaseConfigError, WaveError, DegradationConfigError)
 """The pure modules validate their own config blocks; config.py re-raises their errors with the file name."""

@@ -267,15 +267,10 @@ class CommandDispatcher:
             # The command itself was never applied: the agent checks its id first, and with a few commands in flight
             # per agent an applied id cannot have left the agent's window of outcomes. Number it above, send again.
             lane.next_seq = max(lane.next_seq, flight.command.seq + SEQ_GAP)
-            flight.command = flight.command.with_delivery(
-                seq=lane.next_seq, epoch=self.epoch, attempt=flight.command.attempt + 1
-            )
+            command = flight.command
+            flight.command = command.with_delivery(seq=lane.next_seq, epoch=self.epoch, attempt=command.attempt)
             lane.next_seq += 1
-            flight.deliveries += 1
-            self._counts['retries'] += 1
-            self._hop('RETRY', flight.command, 'RESEQUENCED', now, ack.detail)
-            flight.next_retry_at = now + self._backoff(flight.deliveries)
-            self._deliver(flight.command, now)
+            self._redeliver(flight, now, 'RESEQUENCED', ack.detail)
             return
         if ack.status == AckStatus.REJECTED_STALE_EPOCH:
             # Not this command's fate: a newer leader owns it now and will announce its outcome. This dispatcher is
@@ -364,11 +359,11 @@ class CommandDispatcher:
         lane.in_flight[sent.command_id] = _InFlight(sent, 1, now + self._backoff(1), now)
         self._deliver(sent, now)
 
-    def _redeliver(self, flight: _InFlight, now: float) -> None:
+    def _redeliver(self, flight: _InFlight, now: float, status: str = 'RETRY', detail: str = '') -> None:
         flight.command = flight.command.next_attempt()
         flight.deliveries += 1
         self._counts['retries'] += 1
-        self._hop('RETRY', flight.command, 'RETRY', now)
+        self._hop('RETRY', flight.command, status, now, detail)
         wait = self.settings.retry_max_sec if flight.accepted else self._backoff(flight.deliveries)
         flight.next_retry_at = now + wait
         self._deliver(flight.command, now)

@@ -62,15 +62,16 @@ class SimulatedShard:
         self.writer.write(topic, type_name, bytes(self._ser(msg)), int((self.now + RECORDER_LAG) * 1e9))
 
     def flush(self) -> None:
+        from fleet_interfaces.msg import CommandOutcomes
         from fleet_observability.trace_msgs import trace_to_msg
-        from fleet_ros.convert import command_to_msg, results_to_msg
+        from fleet_ros.convert import command_to_msg, result_to_msg
 
         out = self.dispatcher.take()
         for command in out.sends:
             self.write(f'/{SITE}/{command.agent_id}/command', 'fleet_interfaces/msg/Command', command_to_msg(command))
             self.agent_receives(command)
         if out.results:
-            outcomes = results_to_msg(out.results)
+            outcomes = CommandOutcomes(outcomes=[result_to_msg(result) for result in out.results])
             self.write(f'/fleet/{SITE}/{SHARD}/outcome', 'fleet_interfaces/msg/CommandOutcomes', outcomes)
         for hop in out.hops:
             record = TraceRecord(hop.command_id, hop.trace_id, hop.agent_id, SHARD, 'orch', Hop[hop.hop], hop.stamp,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fleet_core.config import IntakeSettings
 from fleet_core.degradation import DegradationConfig, DegradationPolicy
 from fleet_core.dispatcher import DispatchStats
 from fleet_core.model import Priority
@@ -18,9 +19,9 @@ MAX_TRACKED = 50_000
 
 
 class ShardBackpressure:
-    def __init__(self, config: DegradationConfig, *, clock: Callable[[], float], accept_ack_delay_sec: float) -> None:
+    def __init__(self, config: DegradationConfig, *, clock: Callable[[], float], intake: IntakeSettings) -> None:
         self.policy = DegradationPolicy(config, clock=clock)
-        self._accept_delay = accept_ack_delay_sec
+        self._intake = intake
         self._clock = clock
         self._sent: dict[tuple[str, int], float] = {}
         self._first_ack = LatencyWindow(1024)
@@ -35,8 +36,7 @@ class ShardBackpressure:
         is not slowness."""
         sent = self._sent.pop((command_id, attempt), None)
         if sent is not None:
-            held = self._accept_delay if accepted else 0.0
-            self._first_ack.add(max(0.0, self._clock() - sent - held) * 1000.0)
+            self._first_ack.add(self._intake.answer_delay(self._clock() - sent, accepted=accepted) * 1000.0)
 
     @property
     def first_ack_p99_ms(self) -> float:

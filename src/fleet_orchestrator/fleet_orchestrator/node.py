@@ -25,10 +25,10 @@ from rclpy.timer import Timer
 
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_config
-from fleet_core.dispatcher import CommandDispatcher, SubmitError
+from fleet_core.dispatcher import CommandDispatcher, Outbox, SubmitError
 from fleet_core.health import HealthMonitor, UnknownAgent
 from fleet_core.leadership import Lease, LeaseState, NotLeader, WrongShardLease
-from fleet_core.model import AckStatus, Command, CommandResult, Outcome, Priority
+from fleet_core.model import AckStatus, Command, Outcome, Priority
 from fleet_core.replica import ShardReplica
 from fleet_core.trace import TraceSettings
 from fleet_core.workflow import StepRequest
@@ -43,12 +43,14 @@ from fleet_orchestrator.observability import ShardObservability
 from fleet_orchestrator.operations import ShardOperations
 from fleet_orchestrator.tracing import TraceOutbox
 from fleet_ros import qos
-from fleet_ros.convert import ack_from_msg, command_from_msg, command_to_msg, from_time, results_to_msg, to_time
+from fleet_ros.convert import ack_from_msg, command_from_msg, command_to_msg, from_time, result_to_msg, to_time
 from fleet_ros.params import declare
 
 TICK_SEC = 0.05
 RENEW_CHECK_EVERY = 64
+"""Sends between lease checks inside one long flush."""
 HEALTH_EVERY_TICKS = 4
+"""Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
 FIRST_LEASE_MAX_WAIT_SEC = 15.0
 ACK_BATCH_SEC = 0.005
 """Acks are collected this long before their outcomes (and the commands they unblock) go out in one flush."""
@@ -57,8 +59,6 @@ RECENT_OUTCOMES = 4096
 REANNOUNCE_LEASES = 10.0
 """A new leader re-announces the outcomes it followed during the last REANNOUNCE_LEASES lease periods: a leader that
 dies right after announcing may have reached only some subscribers, and DDS cannot repair a dead writer's samples."""
-"""Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
-"""Sends between lease checks inside one long flush."""
 STATUS_PERIOD_SEC = 0.5
 
 
@@ -148,9 +148,7 @@ class ShardOrchestrator(LifecycleNode):
             clock=self.clock,
         )
         self.health = HealthMonitor(fleet.health, shard.agents, clock=self.clock)
-        self.backpressure = ShardBackpressure(
-            fleet.degradation, clock=self.clock, accept_ack_delay_sec=fleet.intake.accept_ack_delay_sec
-        )
+        self.backpressure = ShardBackpressure(fleet.degradation, clock=self.clock, intake=fleet.intake)
         self.replica = ShardReplica(shard.agents)
         self.rng = random.Random(self._p_seed or time.time_ns())
         workflow_dir = Path(self._p_workflows) if self._p_workflows else Path(fleet.source).parent / 'workflows'
@@ -314,9 +312,12 @@ class ShardOrchestrator(LifecycleNode):
         since = now - REANNOUNCE_LEASES * self.lease.config.lease_sec
         recent = [msg for received, msg in self._recent_outcomes if received >= since]
         self._recent_outcomes.clear()
-        for start in range(0, len(recent), OUTCOMES_PER_MESSAGE):
-            self.outcome_pub.publish(CommandOutcomes(outcomes=recent[start : start + OUTCOMES_PER_MESSAGE]))
+        self._publish_outcomes(recent)
         return len(recent)
+
+    def _publish_outcomes(self, outcomes: list[CommandOutcome]) -> None:
+        for start in range(0, len(outcomes), OUTCOMES_PER_MESSAGE):
+            self.outcome_pub.publish(CommandOutcomes(outcomes=outcomes[start : start + OUTCOMES_PER_MESSAGE]))
 
     def _step_down(self, reason: str) -> None:
         if self.dispatcher is None:
@@ -324,9 +325,7 @@ class ShardOrchestrator(LifecycleNode):
         self.get_logger().warning(f'stepping down as leader (epoch {self.dispatcher.epoch}): {reason}')
         # Outcomes already decided are facts (an agent's final ack): announce them, or nobody ever will, since the
         # dispatcher no longer counts those commands as pending. Unsent commands are left to the next leader.
-        leftover = self.dispatcher.take()
-        self._announce(leftover.results)
-        self.traces.queue(leftover.hops)
+        self._announce(self.dispatcher.take())
         # Back to following: what this leader still owed becomes part of the hot copy again.
         self.replica.restore(self.dispatcher.pending())
         self.dispatcher = None
@@ -501,8 +500,7 @@ class ShardOrchestrator(LifecycleNode):
             if not out:
                 return
             # Outcomes first: if the lease turns out lost while sending, they are announced all the same.
-            self._announce(out.results)
-            self.traces.queue(out.hops)
+            self._announce(out)
             for index, command in enumerate(out.sends):
                 # A long burst must not outlive the lease: renew between chunks, and stop commanding at once if
                 # it turns out another orchestrator took over meanwhile.
@@ -516,13 +514,14 @@ class ShardOrchestrator(LifecycleNode):
         if self._acks_unflushed:
             self.flush()
 
-    def _announce(self, results: list[CommandResult]) -> None:
-        """Publish terminal outcomes and hand them to the missions (which may submit the next steps)."""
-        for start in range(0, len(results), OUTCOMES_PER_MESSAGE):
-            self.outcome_pub.publish(results_to_msg(results[start : start + OUTCOMES_PER_MESSAGE]))
-        self.observability.on_results(results)
-        for result in results:
+    def _announce(self, out: Outbox) -> None:
+        """Publish the dispatcher's terminal outcomes, hand them to the missions (which may submit the next steps) and
+        queue its trace hops. Its sends are the caller's business."""
+        self._publish_outcomes([result_to_msg(result) for result in out.results])
+        self.observability.on_results(out.results)
+        for result in out.results:
             self.missions.on_result(result.agent_id, result.command_id, result.outcome)
+        self.traces.queue(out.hops)
 
     def submit_step(self, request: StepRequest, *, trace_id: str) -> str:
         """Queue one mission step with its deterministic id as the command id; '' or the refusal reason."""

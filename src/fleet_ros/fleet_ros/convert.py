@@ -123,10 +123,6 @@ def result_to_msg(result: CommandResult) -> CommandOutcomeMsg:
     )
 
 
-def results_to_msg(results: list[CommandResult]) -> CommandOutcomesMsg:
-    return CommandOutcomesMsg(outcomes=[result_to_msg(result) for result in results])
-
-
 def first_outcomes(into: dict[str, int]) -> Callable[[CommandOutcomesMsg], None]:
     """A subscription callback for an outcome topic: records the first announced outcome value of each command."""
 

@@ -117,9 +117,9 @@ class FleetObserver:
             return
         entry = self.journal.get(msg.command_id)
         if entry is not None:
-            # An ACCEPTED is held back on purpose by the agent (intake.accept_ack_delay_sec): not part of the latency.
-            held = self.fleet.intake.accept_ack_delay_sec if msg.status == CommandAck.STATUS_ACCEPTED else 0.0
-            self.first_ack_ms[msg.command_id] = max(0.0, self.wall() - entry.issued_at - held) * 1000.0
+            accepted = msg.status == CommandAck.STATUS_ACCEPTED
+            elapsed = self.wall() - entry.issued_at
+            self.first_ack_ms[msg.command_id] = self.fleet.intake.answer_delay(elapsed, accepted=accepted) * 1000.0
 
     def _lease(self, key: ShardKey, msg: LeaderLease) -> None:
         view = self.shards[key]
