@@ -10,8 +10,8 @@ publish is thread-safe). `websockets` still does the handshake, frame parsing, p
 
 Beyond capacity the gateway pushes back by not reading: a client whose chunk was handled after this event-loop
 turn used up `ingest_budget_s` is not read again until the next turn (the others go first), and one above its
-`ops_per_s` is not read for a while. What waits is in that client's kernel buffers (`receive_buffer_bytes` plus
-its own send buffer), never in a gateway queue.
+`ops_per_s` is not read for a while. What waits is in that client's kernel buffers (`receive_buffer_bytes`, set on
+the listening socket before any handshake, plus its own send buffer), never in a gateway queue.
 """
 
 from __future__ import annotations
@@ -146,6 +146,26 @@ class IngestBudget:
         self.turn_start = None
 
 
+def _listening_socket(host: str, port: int, receive_buffer: int) -> socket.socket:
+    """The bound (not yet listening) server socket, with SO_RCVBUF set before any connection exists: accepted
+    sockets inherit it, so the window advertised in the handshake already matches the buffer. Shrinking the buffer
+    of an accepted socket instead leaves the larger window it advertised in place; what the buffer cannot hold is
+    dropped and retransmitted after a timeout (measured with a 2 KiB buffer: 10 saturating clients got ~1,000 msg/s
+    through instead of ~20,000)."""
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class ClientConnection:
     """One client: its websockets connection, protocol session and flush scheduling."""
 
@@ -248,8 +268,7 @@ class GatewayServer:
             ssl_context.load_cert_chain(self.config.tls.cert, self.config.tls.key)
         self._server = await serve(
             self._handle,
-            self.config.host,
-            self.config.port,
+            sock=_listening_socket(self.config.host, self.config.port, self.config.receive_buffer_bytes),
             ssl=ssl_context,
             process_request=self._admit,
             create_connection=GatewayConnection,
@@ -323,7 +342,6 @@ class GatewayServer:
         conn.apply = self._apply
         sock = ws.transport.get_extra_info('socket')
         if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.config.receive_buffer_bytes)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self.connections.add(conn)
         self.counters['sessions_admitted'] += 1
