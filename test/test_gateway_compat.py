@@ -1,5 +1,6 @@
 """Real rosbridge clients against a fleet_gateway subprocess: roslibjs under node and roslibpy (each in its own
-process, driven here while this process serves the ROS side: publishers, subscribers and a std_srvs service)."""
+process, driven here while this process serves the ROS side: publishers, subscribers and a std_srvs service; a
+stand-in RunMission action server runs in a process of its own)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_gateway_helpers import start_gateway
+from test_gateway_helpers import start_gateway, start_mission_server
 
 from harness.wait import wait_for
 
@@ -63,7 +64,8 @@ def _drive(proc, tick, timeout: float) -> int:
     return proc.returncode
 
 
-def test_roslibjs_publish_subscribe_service_reconnect(processes, ros, tmp_path):
+def test_roslibjs_publish_subscribe_service_action_reconnect(processes, ros, tmp_path):
+    start_mission_server(processes, '/js/act/mission')
     gateway = start_gateway(processes, tmp_path)
     tick, received, served = _serve_ros_side(ros, '/js')
     log = tmp_path / 'node.log'
@@ -82,7 +84,8 @@ def test_roslibjs_publish_subscribe_service_reconnect(processes, ros, tmp_path):
                 proc.wait(5)
     text = log.read_text()
     assert code == 0, text
-    for step in ('connect', 'subscribe', 'publish', 'service', 'status', 'advertise_service', 'reconnect'):
+    steps = ('connect', 'subscribe', 'publish', 'service', 'status', 'advertise_service', 'action', 'action_cancel')
+    for step in (*steps, 'action_rejected', 'reconnect'):
         assert f'STEP {step} ok' in text, text
     assert 'hello from roslibjs' in received
     assert served['response'].success is False and served['response'].message == 'roslibjs got true', served
@@ -136,6 +139,37 @@ else:
     time.sleep(0.5)  # the service_response is sent from the reactor thread; unadvertise after it went out
     served.unadvertise()
     print('STEP advertise_service ok', flush=True)
+    # actions: a stand-in fleet_interfaces/RunMission server runs in another process (harness/mission_action_server.py)
+    action = roslibpy.ActionClient(ros, '/py/act/mission', 'fleet_interfaces/action/RunMission')
+    def run_goal(workflow, points, cancel_after_feedback=False):
+        ended = threading.Event(); outcome = {}; feedback = []
+        def on_result(result):
+            outcome['result'] = result; ended.set()
+        def on_feedback(values):
+            feedback.append(values)
+            if cancel_after_feedback and len(feedback) == 1:
+                action.cancel_goal(outcome['id'])
+        def on_error(error):
+            outcome['error'] = error; ended.set()
+        goal = roslibpy.Goal({'mission_id': 'py-' + workflow, 'workflow': workflow,
+                              'point_ids': ['p%d' % i for i in range(points)]})
+        outcome['id'] = action.send_goal(goal, on_result, on_feedback, on_error)
+        assert ended.wait(30), 'no action_result for the %s goal' % workflow
+        return outcome, feedback
+    outcome, feedback = run_goal('quick', 5)
+    result = outcome['result']
+    assert result['status'] == roslibpy.GoalStatus.SUCCEEDED, outcome
+    assert result['values']['success'] is True and result['values']['points_done'] == 5, outcome
+    assert feedback and feedback[-1]['points_total'] == 5, feedback
+    print('STEP action ok', flush=True)
+    outcome, feedback = run_goal('slow', 20, cancel_after_feedback=True)
+    result = outcome['result']
+    assert result['status'] == roslibpy.GoalStatus.CANCELED, outcome
+    assert result['values']['detail'] == 'cancelled by the client' and result['values']['points_done'] < 20, outcome
+    print('STEP action_cancel ok', flush=True)
+    outcome, _ = run_goal('reject', 1)
+    assert 'error' in outcome and 'rejected' in outcome['error']['values'], outcome
+    print('STEP action_rejected ok', flush=True)
 ros.terminate()
 print('DONE', flush=True)
 """
@@ -149,7 +183,8 @@ def _start_roslibpy(tmp_path: Path, port: int, token: str, mode: str):
     return proc, Path(log.name)
 
 
-def test_roslibpy_publish_subscribe_service(processes, ros, tmp_path):
+def test_roslibpy_publish_subscribe_service_action(processes, ros, tmp_path):
+    start_mission_server(processes, '/py/act/mission')
     gateway = start_gateway(processes, tmp_path)
     tick, received, served = _serve_ros_side(ros, '/py')
     proc, log = _start_roslibpy(tmp_path, gateway.port, gateway.tokens['operator'], 'basic')
@@ -161,7 +196,8 @@ def test_roslibpy_publish_subscribe_service(processes, ros, tmp_path):
             proc.wait(5)
     text = log.read_text()
     assert code == 0, text
-    for step in ('connect', 'subscribe', 'publish', 'service', 'advertise_service'):
+    steps = ('connect', 'subscribe', 'publish', 'service', 'advertise_service', 'action', 'action_cancel')
+    for step in (*steps, 'action_rejected'):
         assert f'STEP {step} ok' in text, text
     assert 'hello from roslibpy' in received
     assert served['response'].success is False and served['response'].message == 'roslibpy got True', served

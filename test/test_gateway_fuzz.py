@@ -1,7 +1,8 @@
 """Fuzz test of the sans-I/O gateway core: at least 100,000 generated inputs (protocol-shaped JSON, arbitrary
-text, binary garbage, ROS deliveries, service answers and ROS calls to client-served services) against client
-sessions. Asserts that nothing raises, queues stay bounded, every status id is one the client sent or was sent,
-every forwarded ROS call is answered exactly once, and finish() releases every ROS endpoint."""
+text, binary garbage, ROS deliveries, service answers, ROS calls to client-served services, and feedback and
+results of action goals) against client sessions. Asserts that nothing raises, queues stay bounded, every status id
+is one the client sent or was sent, every forwarded ROS call is answered exactly once, goals in flight stay within
+their limit, and finish() releases every ROS endpoint and cancels every goal still in flight."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from fleet_gateway.protocol import (
     AdvertiseService,
     AdvertiseTopic,
     CallService,
+    CancelActionGoal,
     ClientSession,
     PublishedMessage,
+    SendActionGoal,
     ServiceReply,
     SessionLimits,
     SubscribeTopic,
@@ -45,6 +48,9 @@ OPS = [
     'unadvertise_service',
     'service_response',
     'send_action_goal',
+    'cancel_action_goal',
+    'advertise_action',
+    'action_result',
     'bogus',
     '',
 ]
@@ -57,6 +63,8 @@ TYPES = [
     'std_msgs/UInt8MultiArray',
     'std_srvs/Trigger',
     'std_srvs/srv/SetBool',
+    'fleet_interfaces/action/RunMission',
+    'fleet_interfaces/RunMission',
     'nope/X',
     'std_msgs',
     'a/b/c/d',
@@ -102,6 +110,9 @@ messages = st.fixed_dictionaries(
         'total': st.integers(-1, 4),
         'token': st.sampled_from(['good-token-0123456789', 'bad']) | values,
         'latch': values,
+        'action': st.sampled_from(NAMES),
+        'action_type': st.sampled_from(TYPES) | values,
+        'feedback': st.booleans() | values,
     },
 )
 inputs = st.one_of(
@@ -114,12 +125,16 @@ inputs = st.one_of(
     st.floats(0, 30).map(lambda dt: ('tick', dt)),
     st.integers(0, 5).map(lambda n: ('request', n)),
     st.tuples(st.integers(0, 5), msg_bodies, values).map(lambda r: ('respond', r)),
+    st.tuples(st.integers(0, 5), st.integers(0, 6), st.booleans()).map(lambda g: ('goal_result', g)),
+    st.integers(0, 5).map(lambda n: ('goal_feedback', n)),
 )
 
 
 def _policy() -> AccessPolicy:
     everything = GlobSet(['/**'])
-    operator = RolePolicy(Role.OPERATOR, everything, everything, everything, everything, GlobSet([]))
+    operator = RolePolicy(
+        Role.OPERATOR, everything, everything, everything, everything, GlobSet([]), send_action_goal=everything
+    )
     return AccessPolicy({Role.OPERATOR: operator}, GlobSet(PROTECTED_TOPICS), GlobSet(PROTECTED_TOPICS))
 
 
@@ -136,6 +151,7 @@ LIMITS = SessionLimits(
     max_served_services=3,
     max_served_calls=4,
     served_call_timeout_s=5.0,
+    max_action_goals=3,
 )
 TOKENS = {'good-token-0123456789': Principal('late', Role.OPERATOR)}
 
@@ -176,6 +192,7 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
     live_served: Counter = Counter()
     forwarded: dict[int, str] = {}  # token -> service, until answered (or its service is unadvertised)
     tokens = iter(range(1, 10**9))
+    goals: dict[int, SendActionGoal] = {}  # sent by the client, no result reported yet
     sent_ids: set = set()
     for kind, item in feed:
         count['inputs'] += 1
@@ -206,6 +223,14 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
             token = next(tokens)
             forwarded[token] = service
             events = session.service_request(service, token, session.served[service].srv_cls.Request())
+        elif kind == 'goal_result' and goals:
+            n, status, failed = item
+            goal = goals.pop(sorted(goals)[n % len(goals)])
+            result = None if failed else goal.action_cls.Result()  # type: ignore[attr-defined]
+            session.action_result(goal.goal_no, status, result, 'fuzz failure' if failed else None)
+        elif kind == 'goal_feedback' and goals:
+            goal = goals[sorted(goals)[item % len(goals)]]
+            session.action_feedback(goal.goal_no, goal.action_cls.Feedback())  # type: ignore[attr-defined]
         elif kind == 'respond' and session.incoming_calls:
             n, body, result = item
             call_id = list(session.incoming_calls)[n % len(session.incoming_calls)]
@@ -230,6 +255,13 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
                     del forwarded[token]  # the ROS side answers these when it destroys the service
             elif isinstance(event, ServiceReply):
                 assert forwarded.pop(event.token) == event.service  # answered exactly once
+            elif isinstance(event, SendActionGoal):
+                assert event.goal_no not in goals
+                goals[event.goal_no] = event
+                count['goals'] += 1
+            elif isinstance(event, CancelActionGoal):
+                assert goals[event.goal_no].action == event.action  # only goals in flight are cancelled
+        assert len(goals) == len(session.goals) <= LIMITS.max_action_goals
         assert all(v in (0, 1) for v in live_served.values()), live_served
         assert (
             len(session.incoming_calls)
@@ -246,7 +278,9 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
                 if reply['op'] == 'status' and 'id' in reply and '*' not in sent_ids:
                     assert json.dumps(reply['id'], sort_keys=True) in sent_ids, reply
     for event in session.finish():
-        if isinstance(event, UnsubscribeTopic):
+        if isinstance(event, CancelActionGoal):
+            assert goals.pop(event.goal_no).action == event.action
+        elif isinstance(event, UnsubscribeTopic):
             live_subs[event.topic] -= 1
         elif isinstance(event, UnadvertiseTopic):
             live_pubs[event.topic] -= 1
@@ -258,6 +292,7 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
     assert all(v == 0 for v in live_pubs.values()), live_pubs
     assert all(v == 0 for v in live_served.values()), live_served
     assert not forwarded, forwarded  # every ROS call was answered or failed with its service
+    assert not goals and not session.goals, goals  # every goal in flight was cancelled
     assert len(session.outbox) == 0 and not session.pending_calls
     count['sessions'] += 1
 
@@ -293,9 +328,9 @@ def _value(rng: random.Random, depth: int = 0):
 def _message(rng: random.Random) -> dict:
     message = {'op': rng.choice(OPS)}
     for key in rng.sample(FIELDS, rng.randrange(len(FIELDS) // 2)):
-        if key in ('topic', 'service'):
+        if key in ('topic', 'service', 'action'):
             message[key] = rng.choice(NAMES)
-        elif key == 'type':
+        elif key in ('type', 'action_type'):
             message[key] = rng.choice(TYPES)
         elif key in ('msg', 'args'):
             message[key] = (
@@ -305,6 +340,13 @@ def _message(rng: random.Random) -> dict:
             )
         else:
             message[key] = _value(rng)
+    if message['op'] in ('send_action_goal', 'cancel_action_goal') and rng.random() < 0.5:
+        # often well-formed, so that goals get into flight and are cancelled, answered and finished
+        message.update(
+            id=rng.choice(['a', 'b', 1, 2]),
+            action=rng.choice(NAMES[:3]),
+            action_type='fleet_interfaces/action/RunMission',
+        )
     return message
 
 
@@ -323,10 +365,14 @@ def _input(rng: random.Random):
         return ('deliver', (rng.choice(NAMES[:5]), body, rng.random() < 0.3))
     if kind < 0.9:
         return ('batch', (rng.choice(NAMES[:5]), _value(rng), rng.random() < 0.2, rng.randrange(1, 60)))
-    if kind < 0.93:
+    if kind < 0.92:
         return ('answer', rng.randrange(5))
-    if kind < 0.96:
+    if kind < 0.94:
         return ('request', rng.randrange(5))
+    if kind < 0.95:
+        return ('goal_result', (rng.randrange(5), rng.randrange(7), rng.random() < 0.3))
+    if kind < 0.96:
+        return ('goal_feedback', rng.randrange(5))
     if kind < 0.98:
         body = (
             {k: _value(rng) for k in rng.sample(RESPONSE_FIELDS, rng.randrange(3))}
@@ -360,6 +406,9 @@ FIELDS = [
     'total',
     'token',
     'latch',
+    'action',
+    'action_type',
+    'feedback',
 ]
 SCALARS = [
     None,
@@ -397,3 +446,4 @@ def test_fuzz_100k_generated_inputs_never_crash_or_leak():
 
     run()
     assert count['inputs'] >= TARGET_INPUTS, count
+    assert count['goals'] >= 200, count  # action goals got into flight, not only refused

@@ -1,5 +1,6 @@
 """Shared set-up for the gateway tests: a gateway subprocess on 127.0.0.1 port 0 with throwaway tokens and ACL,
-an optional throwaway TLS certificate, and a small asyncio WebSocket client. (No tests in this module.)"""
+an optional throwaway TLS certificate, a stand-in RunMission action server process, and a small asyncio WebSocket
+client. (No tests in this module.)"""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ ACL = {
             'call_service': ['/**'],
             'advertise_service': ['/served/**', '/js/served/**', '/py/served/**'],
             'command_publish': ['/fleet/*/*/estop'],
+            'send_action_goal': ['/act/**', '/js/act/**', '/py/act/**'],
         },
         'site-link': {'subscribe': ['/fleet/**'], 'publish': ['/fleet/**']},
         'viewer': {'subscribe': ['/fleet/*/*/status', '/bench/**', '/t/**'], 'call_service': []},
@@ -82,6 +84,22 @@ def start_gateway(
     wait_for(is_ready, 20.0, what='gateway ready file')
     bound = json.loads(ready.read_text())['port']
     return Gateway(proc, bound, tokens, 'wss' if tls else 'ws')
+
+
+MISSION_SERVER = Path(__file__).parent / 'harness' / 'mission_action_server.py'
+
+
+def start_mission_server(processes: Any, *actions: str) -> Any:
+    """The stand-in fleet_interfaces/RunMission server (harness/mission_action_server.py) serving `actions`."""
+    proc = processes.start([sys.executable, str(MISSION_SERVER), *actions], name='mission_server')
+
+    def is_ready() -> bool:
+        if not proc.alive():
+            raise AssertionError(f'mission action server exited early:\n{proc.output()}')
+        return 'READY' in proc.output()
+
+    wait_for(is_ready, 20.0, what='mission action server READY')
+    return proc
 
 
 def make_cert(tmp_path: Path) -> tuple[Path, Path]:

@@ -9,15 +9,24 @@ import pytest
 
 from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, Action, GlobSet, Principal, Role, RolePolicy
 from fleet_gateway.config import ConfigError, load_acl, load_gateway_config, load_tokens
-from fleet_gateway.conversion import ConversionError, UnknownType, codec_for, message_class, service_class
+from fleet_gateway.conversion import (
+    ConversionError,
+    UnknownType,
+    action_class,
+    codec_for,
+    message_class,
+    service_class,
+)
 from fleet_gateway.protocol import (
     AdvertiseService,
     AdvertiseTopic,
     CallService,
+    CancelActionGoal,
     ClientSession,
     OutFrame,
     PublishedMessage,
     PublishMessage,
+    SendActionGoal,
     SendQueue,
     ServiceReply,
     SessionLimits,
@@ -30,7 +39,13 @@ from fleet_gateway.protocol import (
 def policy() -> AccessPolicy:
     everything = GlobSet(['/**'])
     operator = RolePolicy(
-        Role.OPERATOR, everything, everything, everything, GlobSet(['/served/**']), GlobSet(['/fleet/*/*/estop'])
+        Role.OPERATOR,
+        everything,
+        everything,
+        everything,
+        GlobSet(['/served/**']),
+        GlobSet(['/fleet/*/*/estop']),
+        send_action_goal=GlobSet(['/act/**']),
     )
     viewer = RolePolicy(Role.VIEWER, GlobSet([]), GlobSet(['/fleet/**']), GlobSet([]), GlobSet([]), GlobSet([]))
     return AccessPolicy(
@@ -407,6 +422,181 @@ def test_failed_response_carries_the_reason_when_the_type_has_a_message():
     assert type(empty).__name__ == 'Empty_Response'
 
 
+# --- action goals (send_action_goal / action_feedback / action_result / cancel_action_goal) ----------------
+
+RUN_MISSION = 'fleet_interfaces/action/RunMission'
+
+
+def _goal(s: ClientSession, rid: object = 'g1', **extra: object) -> SendActionGoal:
+    message = {'op': 'send_action_goal', 'action': '/act/mission', 'action_type': RUN_MISSION, **extra}
+    if rid is not None:
+        message['id'] = rid
+    (event,) = s.receive_text(json.dumps(message))
+    assert isinstance(event, SendActionGoal)
+    return event
+
+
+def test_send_action_goal_relays_feedback_and_result():
+    s = session(action_server_wait_s=3.5)
+    run_mission = action_class(RUN_MISSION)
+    event = _goal(
+        s, args={'mission_id': 'm1', 'point_ids': ['p1', 'p2'], 'point_xy': [1.0, 2.0, 3.0, 4.0]}, feedback=True
+    )
+    assert event.action == '/act/mission' and event.action_cls is run_mission and event.feedback is True
+    assert event.goal == run_mission.Goal(mission_id='m1', point_ids=['p1', 'p2'], point_xy=[1.0, 2.0, 3.0, 4.0])
+    assert event.server_wait_s == 3.5 and sent(s) == []
+    s.action_feedback(event.goal_no, run_mission.Feedback(points_done=1, points_total=2, state='RUNNING'))
+    (feedback,) = sent(s)
+    assert feedback == {
+        'op': 'action_feedback',
+        'action': '/act/mission',
+        'id': 'g1',
+        'values': {
+            'points_done': 1,
+            'points_total': 2,
+            'agents_active': 0,
+            'agents_lost': 0,
+            'handoffs': 0,
+            'state': 'RUNNING',
+        },
+    }
+    s.action_result(event.goal_no, 4, run_mission.Result(success=True, points_done=2, points_total=2))
+    (result,) = sent(s)
+    assert result['op'] == 'action_result' and result['id'] == 'g1' and result['action'] == '/act/mission'
+    assert result['status'] == 4 and result['result'] is True
+    assert result['values']['success'] is True and result['values']['points_done'] == 2
+    # once per goal: a second result, or late feedback, goes nowhere; the id may be used again
+    s.action_result(event.goal_no, 4, run_mission.Result())
+    s.action_feedback(event.goal_no, run_mission.Feedback())
+    assert sent(s) == [] and not s.goals and not s.goal_ids
+    assert s.stats()['action_goals'] == 1 and s.stats()['goals_in_flight'] == 0
+    _goal(s)
+
+
+def test_send_action_goal_types_args_and_feedback_flag():
+    s = session()
+    quiet = _goal(s, 'q', action_type='fleet_interfaces/RunMission', args=[])  # pkg/Type and [] accepted
+    assert quiet.feedback is False and quiet.goal == action_class(RUN_MISSION).Goal()
+    s.action_feedback(quiet.goal_no, action_class(RUN_MISSION).Feedback())
+    assert sent(s) == []  # no feedback unless asked for
+    anonymous = _goal(s, None)  # no id: it runs, it just cannot be cancelled
+    s.action_result(anonymous.goal_no, 6, action_class(RUN_MISSION).Result(detail='x'))
+    (result,) = sent(s)
+    assert 'id' not in result and result['status'] == 6 and result['result'] is True  # aborted is still a result
+
+
+def test_send_action_goal_errors_carry_the_request_id():
+    s = session(max_action_goals=2)
+    cases = [
+        ({'action': '/elsewhere/mission', 'action_type': RUN_MISSION}, 'may not send action goal /elsewhere/mission'),
+        ({'action': '/act/mission'}, 'missing required field "action_type"'),
+        ({'action': '/act/mission', 'action_type': 'fleet_interfaces/msg/RunMission'}, 'names a msg type'),
+        ({'action': '/act/mission', 'action_type': 'fleet_interfaces/Nope'}, 'has no type'),
+        ({'action': '/act/mission', 'action_type': RUN_MISSION, 'feedback': 'yes'}, 'true or false'),
+        ({'action': '/act/mission', 'action_type': RUN_MISSION, 'args': {'nope': 1}}, 'nope'),
+        ({'action': '/act/mission', 'action_type': RUN_MISSION, 'args': {'point_xy': 'x'}}, 'point_xy'),
+        ({'action': '/act/mission', 'action_type': RUN_MISSION, 'compression': 'png'}, 'not supported'),
+        ({'action': 'bad name', 'action_type': RUN_MISSION}, 'not a valid ROS name'),
+    ]
+    for i, (fields, expected) in enumerate(cases):
+        assert send(s, op='send_action_goal', id=f'e{i}', **fields) == []
+        (error,) = sent(s)
+        assert error['level'] == 'error' and error['id'] == f'e{i}' and expected in error['msg'], (expected, error)
+    viewer = session(Role.VIEWER)
+    assert send(viewer, op='send_action_goal', id='v', action='/act/mission', action_type=RUN_MISSION) == []
+    assert 'may not send action goal' in sent(viewer)[0]['msg']  # no grant: denied
+    _goal(s, 'a')
+    assert send(s, op='send_action_goal', id='a', action='/act/mission', action_type=RUN_MISSION) == []
+    assert 'still in flight' in sent(s)[0]['msg']
+    _goal(s, 'b')
+    assert send(s, op='send_action_goal', id='c', action='/act/mission', action_type=RUN_MISSION) == []
+    (error,) = sent(s)
+    assert error['id'] == 'c' and 'at most 2 action goals' in error['msg']
+    assert len(s.goals) == 2
+
+
+def test_failed_goal_gets_a_status_error_and_a_false_result():
+    s = session()
+    event = _goal(s)
+    s.action_result(event.goal_no, 0, None, 'the action server of /act/mission rejected the goal')
+    error, result = sent(s)
+    assert error['op'] == 'status' and error['level'] == 'error' and error['id'] == 'g1'
+    assert 'rejected the goal' in error['msg']
+    assert result == {
+        'op': 'action_result',
+        'action': '/act/mission',
+        'id': 'g1',
+        'values': 'the action server of /act/mission rejected the goal',
+        'status': 0,
+        'result': False,
+    }
+    assert s.stats()['action_goals_failed'] == 1
+
+
+def test_cancel_action_goal_known_unknown_and_repeated():
+    s = session()
+    event = _goal(s)
+    assert send(s, op='cancel_action_goal', action='/act/mission') == []
+    assert 'needs the "id"' in sent(s)[0]['msg']
+    assert send(s, op='cancel_action_goal', id='nope', action='/act/mission') == []
+    (unknown,) = sent(s)
+    assert unknown['id'] == 'nope' and 'no goal with id' in unknown['msg']
+    assert send(s, op='cancel_action_goal', id='g1', action='/act/other') == []
+    assert 'was sent to /act/mission' in sent(s)[0]['msg']
+    assert send(s, op='cancel_action_goal', id='g1', action='/act/mission') == [
+        CancelActionGoal(event.goal_no, '/act/mission')
+    ]
+    assert send(s, op='cancel_action_goal', id='g1', action='act/mission') == []  # asked already
+    assert sent(s) == []
+    s.action_result(event.goal_no, 5, action_class(RUN_MISSION).Result(detail='cancelled'))
+    assert sent(s)[0]['status'] == 5
+    assert send(s, op='cancel_action_goal', id='g1', action='/act/mission') == []  # finished: unknown now
+    assert 'no goal with id' in sent(s)[0]['msg']
+
+
+def test_goal_messages_honour_fragment_size_and_cbor():
+    import cbor2
+
+    s = session()
+    long_detail = 'd' * 200
+    fragmented = _goal(s, 'f', fragment_size=64)
+    s.action_result(fragmented.goal_no, 4, action_class(RUN_MISSION).Result(detail=long_detail))
+    pieces = sent(s)
+    assert len(pieces) > 1 and all(p['op'] == 'fragment' for p in pieces)
+    whole = json.loads(''.join(p['data'] for p in pieces))
+    assert whole['op'] == 'action_result' and whole['id'] == 'f' and whole['values']['detail'] == long_detail
+    binary = _goal(s, 'c', compression='cbor', feedback=True)
+    s.action_feedback(binary.goal_no, action_class(RUN_MISSION).Feedback(points_done=3))
+    s.action_result(binary.goal_no, 4, action_class(RUN_MISSION).Result())
+    frames = s.outbox.pop_batch(10**9)
+    decoded = [cbor2.loads(f.data) for f in frames]
+    assert [m['op'] for m in decoded] == ['action_feedback', 'action_result']
+    assert decoded[0]['values']['points_done'] == 3 and frames[0].critical and frames[1].critical  # in order
+
+
+def test_finish_cancels_goals_in_flight():
+    s = session()
+    first = _goal(s, 'one')
+    second = _goal(s, 'two')
+    send(s, op='cancel_action_goal', id='one', action='/act/mission')
+    events = s.finish()
+    assert set(events) == {
+        CancelActionGoal(first.goal_no, '/act/mission'),
+        CancelActionGoal(second.goal_no, '/act/mission'),
+    }
+    assert not s.goals and not s.goal_ids
+    s.action_result(first.goal_no, 5, action_class(RUN_MISSION).Result())
+    assert len(s.outbox) == 0
+
+
+def test_unsupported_action_server_ops_are_refused_with_the_id():
+    s = session()
+    for op in ('advertise_action', 'unadvertise_action', 'action_feedback', 'action_result'):
+        assert send(s, op=op, id=op, action='/act/mission', type=RUN_MISSION) == []
+        (error,) = sent(s)
+        assert error['id'] == op and 'not supported' in error['msg']
+
+
 # --- config -----------------------------------------------------------------------------------------------
 
 
@@ -447,6 +637,27 @@ def test_repo_example_config_loads():
     assert acl.allows(Role.OPERATOR, Action.PUBLISH, '/fleet/site_a/zone_1/estop')
     assert not acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/estop')
     assert acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/heartbeat')
+    assert acl.allows(Role.OPERATOR, Action.SEND_ACTION_GOAL, '/fleet/site_a/zone_1/mission')
+    assert not acl.allows(Role.OPERATOR, Action.SEND_ACTION_GOAL, '/site_a/robot_1/mission')
+    assert not acl.allows(Role.VIEWER, Action.SEND_ACTION_GOAL, '/fleet/site_a/zone_1/mission')
+    assert not acl.allows(Role.SITE_LINK, Action.SEND_ACTION_GOAL, '/fleet/site_a/zone_1/mission')
+
+
+def test_action_acl_and_limits_load_from_yaml(tmp_path):
+    acl = tmp_path / 'acl.yaml'
+    acl.write_text("roles: {operator: {send_action_goal: ['/fleet/*/*/mission']}, viewer: {}}")
+    policy = load_acl(acl)
+    assert policy.allows(Role.OPERATOR, Action.SEND_ACTION_GOAL, '/fleet/a/b/mission')
+    assert not policy.allows(Role.OPERATOR, Action.SEND_ACTION_GOAL, '/fleet/a/b/other')
+    assert not policy.allows(Role.VIEWER, Action.SEND_ACTION_GOAL, '/fleet/a/b/mission')
+    acl.write_text("roles: {operator: {send_action_goal: 'fleet'}}")
+    with pytest.raises(ConfigError, match=r'roles\.operator\.send_action_goal'):
+        load_acl(acl)
+    config = tmp_path / 'gw.yaml'
+    config.write_text('fleet_gateway: {limits: {max_action_goals: 5, action_server_wait_s: 0.5}}')
+    limits = load_gateway_config(config).limits
+    assert limits.max_action_goals == 5 and limits.action_server_wait_s == 0.5
+    assert SessionLimits().max_action_goals == 64
 
 
 def test_deliver_batch_matches_per_message_delivery():

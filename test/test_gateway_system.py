@@ -479,3 +479,110 @@ def test_incoming_path_fragments_order_utf8_and_early_messages(processes, ros, t
 
     asyncio.run(scenario())
     assert gateway.proc.alive()
+
+
+def test_action_goals_feedback_result_cancel_failures_limits_and_disconnect(processes, tmp_path):
+    """Goals to a RunMission server in another process, sent through the gateway by a raw WebSocket client."""
+    from test_gateway_helpers import start_mission_server
+
+    server = start_mission_server(processes, '/act/mission')
+    gateway = start_gateway(
+        processes, tmp_path, gateway={'limits': {'action_server_wait_s': 3.0, 'max_action_goals': 3}}
+    )
+
+    def goal(rid: str, workflow: str, points: int, *, action: str = '/act/mission', feedback: bool = True) -> str:
+        args = {'mission_id': rid, 'workflow': workflow, 'point_ids': [f'p{i}' for i in range(points)]}
+        message = {
+            'op': 'send_action_goal',
+            'id': rid,
+            'action': action,
+            'action_type': 'fleet_interfaces/action/RunMission',
+            'args': args,
+            'feedback': feedback,
+        }
+        return json.dumps(message)
+
+    async def scenario() -> None:
+        ws = await connect(gateway.url(), max_queue=None)
+        # 1. goal -> feedback -> result
+        await ws.send(goal('g1', 'quick', 10))
+        feedback = []
+        while True:
+            message = await recv_until(ws, lambda m: m.get('id') == 'g1', 20)
+            if message['op'] == 'action_result':
+                break
+            assert message['op'] == 'action_feedback' and message['action'] == '/act/mission', message
+            feedback.append(message['values'])
+        assert message['status'] == 4 and message['result'] is True, message
+        assert message['values']['success'] is True and message['values']['points_done'] == 10
+        assert message['values']['detail'] == 'g1 done'
+        assert feedback and all(f['points_total'] == 10 and f['state'] == 'RUNNING' for f in feedback)
+        done = [f['points_done'] for f in feedback]
+        assert done == sorted(done) and done[-1] == 10, done  # in order, and none after the result
+
+        # 2. rejected by the server: a status error and a result with result false, both with the goal id
+        await ws.send(goal('r1', 'reject', 3))
+        error = await recv_until(ws, lambda m: m.get('id') == 'r1', 10)
+        assert error['op'] == 'status' and error['level'] == 'error' and 'rejected' in error['msg'], error
+        result = await recv_until(ws, lambda m: m.get('id') == 'r1', 10)
+        assert result['op'] == 'action_result' and result['result'] is False and result['status'] == 0
+        assert 'rejected' in result['values']
+
+        # 3. no action server within action_server_wait_s (3 s)
+        started = time.monotonic()
+        await ws.send(goal('u1', 'quick', 1, action='/act/nobody'))
+        error = await recv_until(ws, lambda m: m.get('id') == 'u1', 10)
+        assert 'not available' in error['msg'] and 2.9 <= time.monotonic() - started < 10, error
+        result = await recv_until(ws, lambda m: m.get('id') == 'u1', 10)
+        assert result['op'] == 'action_result' and result['result'] is False
+        # cancelled while still waiting for a server: it ends at once as CANCELED, never sent
+        started = time.monotonic()
+        await ws.send(goal('u2', 'quick', 1, action='/act/nobody'))
+        await ws.send(json.dumps({'op': 'cancel_action_goal', 'id': 'u2', 'action': '/act/nobody'}))
+        result = await recv_until(ws, lambda m: m.get('id') == 'u2', 10)
+        assert result['op'] == 'action_result' and result['status'] == 5 and result['result'] is True, result
+        assert time.monotonic() - started < 2.5
+
+        # 4. cancel a running goal: the server stops it, the result has status CANCELED
+        await ws.send(goal('c1', 'slow', 20))
+        first = await recv_until(ws, lambda m: m.get('id') == 'c1', 10)
+        assert first['op'] == 'action_feedback', first
+        await ws.send(json.dumps({'op': 'cancel_action_goal', 'id': 'c1', 'action': '/act/mission'}))
+        result = await recv_until(ws, lambda m: m.get('id') == 'c1' and m['op'] == 'action_result', 10)
+        assert result['status'] == 5 and result['result'] is True, result
+        assert result['values']['detail'] == 'cancelled by the client' and result['values']['points_done'] < 20
+        await ws.send(json.dumps({'op': 'cancel_action_goal', 'id': 'c1', 'action': '/act/mission'}))
+        unknown = await recv_until(ws, lambda m: m.get('id') == 'c1', 10)
+        assert unknown['level'] == 'error' and 'no goal with id' in unknown['msg'], unknown
+
+        # 5. at most max_action_goals (3) in flight; a disconnect cancels them in the server
+        for rid in ('s1', 's2', 's3'):
+            await ws.send(goal(rid, 'slow', 20, feedback=False))
+        await ws.send(goal('s4', 'slow', 20))
+        refused = await recv_until(ws, lambda m: m.get('id') == 's4', 10)
+        assert 'at most 3 action goals' in refused['msg'], refused
+        await asyncio.sleep(0)
+        await _wait_for_text(server, 'CANCELED c1', 10)
+        await ws.close()
+        for rid in ('s1', 's2', 's3'):
+            await _wait_for_text(server, f'CANCELED {rid}', 10)
+
+        # 6. a role without a send_action_goal grant is refused, with the id
+        async with connect(gateway.url('viewer')) as viewer:
+            await viewer.send(goal('v1', 'quick', 1))
+            denied = await recv_until(viewer, lambda m: m.get('id') == 'v1', 10)
+            assert 'may not send action goal /act/mission' in denied['msg'], denied
+
+    asyncio.run(scenario())
+    assert gateway.proc.alive() and server.alive()
+    gateway.proc.stop()
+    log = gateway.proc.log_path.read_text()
+    assert "'internal_errors': 0" in log and "'clients': 0" in log, log
+    assert "'rejected': 1" in log and "'unavailable': 1" in log, log
+
+
+async def _wait_for_text(proc, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in proc.output():
+        assert time.monotonic() < deadline, f'{text!r} not in the output of {proc.name}:\n{proc.output()}'
+        await asyncio.sleep(0.02)

@@ -1,8 +1,8 @@
 // roslibjs (npm "roslib") against fleet_gateway: publish, subscribe, a service call, serving a service
-// (advertise_service) and a reconnect.
+// (advertise_service), action goals (result with feedback, cancel, rejection) and a reconnect.
 // Usage: node gateway_compat.mjs <ws-url-with-token>. Prints one "STEP <name> ok" line per step; exits 0 when
 // all passed, 1 on the first failure. The pytest driver runs it with a timeout and feeds the ROS side.
-import { Ros, Service, Topic } from 'roslib';
+import { Action, Ros, Service, Topic } from 'roslib';
 
 const url = process.argv[2];
 const step = (name) => console.log(`STEP ${name} ok`);
@@ -83,7 +83,37 @@ async function main() {
   await served.unadvertise();
   step('advertise_service');
 
-  // 6. reconnect: drop the connection, connect again and resubscribe
+  // 6. actions: a stand-in fleet_interfaces/RunMission server (another process) serves /js/act/mission.
+  const mission = new Action({ ros, name: '/js/act/mission', actionType: 'fleet_interfaces/action/RunMission' });
+  const runGoal = (workflow, points, cancelOnFirstFeedback = false) =>
+    new Promise((resolve) => {
+      const feedback = [];
+      const goal = { mission_id: `js-${workflow}`, workflow, point_ids: Array.from({ length: points }, (_, i) => `p${i}`) };
+      const id = mission.sendGoal(
+        goal,
+        (result) => resolve({ result, feedback }),
+        (values) => {
+          feedback.push(values);
+          if (cancelOnFirstFeedback && feedback.length === 1) mission.cancelGoal(id);
+        },
+        (error) => resolve({ error, feedback }),
+      );
+    });
+  const done = await withTimeout(runGoal('quick', 5), 30000, 'action result');
+  if (!done.result || done.result.success !== true || done.result.points_done !== 5) fail(`bad action result ${JSON.stringify(done)}`);
+  if (done.feedback.length === 0 || done.feedback.at(-1).points_total !== 5) fail(`bad feedback ${JSON.stringify(done.feedback)}`);
+  step('action');
+  // roslibjs reports a goal that ended other than SUCCEEDED through the failed callback, with the status named
+  const cancelled = await withTimeout(runGoal('slow', 20, true), 30000, 'cancelled action result');
+  if (!String(cancelled.error).includes('Action was canceled') || !String(cancelled.error).includes('cancelled by the client')) {
+    fail(`bad cancel outcome ${JSON.stringify(cancelled)}`);
+  }
+  step('action_cancel');
+  const rejected = await withTimeout(runGoal('reject', 1), 30000, 'rejected action result');
+  if (!String(rejected.error).includes('rejected')) fail(`bad rejection ${JSON.stringify(rejected)}`);
+  step('action_rejected');
+
+  // 7. reconnect: drop the connection, connect again and resubscribe
   await withTimeout(new Promise((resolve) => { ros.on('close', resolve); ros.close(); }), 5000, 'close');
   ros = await withTimeout(connect(), 5000, 'reconnect');
   const again = await withTimeout(firstMessage(ros, '/js/from_ros', 'std_msgs/String'), 10000, 'resubscribe');

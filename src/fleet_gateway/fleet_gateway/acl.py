@@ -1,4 +1,4 @@
-"""Roles, tokens and per-role allow-lists (globs) for topics and services; deny by default for command topics."""
+"""Roles, tokens and per-role allow-lists (globs) for topics, services and actions; deny by default."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import enum
 import hmac
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Role(enum.Enum):
@@ -22,6 +22,7 @@ class Action(enum.Enum):
     SUBSCRIBE = 'subscribe'
     CALL_SERVICE = 'call_service'
     ADVERTISE_SERVICE = 'advertise_service'
+    SEND_ACTION_GOAL = 'send_action_goal'
 
 
 PROTECTED_TOPICS: tuple[str, ...] = (
@@ -77,6 +78,8 @@ class RolePolicy:
     call_service: GlobSet
     advertise_service: GlobSet
     command_publish: GlobSet
+    send_action_goal: GlobSet = field(default_factory=lambda: GlobSet(()))
+    """Action names this role may send goals to (and cancel its own goals on)."""
 
     def allows(self, action: Action, name: str, *, protected: GlobSet) -> bool:
         if action is Action.PUBLISH:
@@ -87,6 +90,8 @@ class RolePolicy:
             return self.subscribe.matches(name)
         if action is Action.CALL_SERVICE:
             return self.call_service.matches(name)
+        if action is Action.SEND_ACTION_GOAL:
+            return self.send_action_goal.matches(name)
         return self.advertise_service.matches(name)
 
 

@@ -205,7 +205,7 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
     )
 
 
-_ACL_KEYS = ('publish', 'subscribe', 'call_service', 'advertise_service', 'command_publish')
+_ACL_KEYS = ('publish', 'subscribe', 'call_service', 'advertise_service', 'command_publish', 'send_action_goal')
 
 
 def _globs(source: str, key: str, value: Any) -> GlobSet:

@@ -47,7 +47,7 @@ class ConversionError(ValueError):
 
 
 class UnknownType(LookupError):
-    """A message or service type name that is malformed or not installed."""
+    """A message, service or action type name that is malformed or not installed."""
 
 
 def _split_type(name: object, kind: str) -> tuple[str, str]:
@@ -58,7 +58,8 @@ def _split_type(name: object, kind: str) -> tuple[str, str]:
         raise UnknownType(f'{kind} type {name!r} is not of the form "pkg/Type" or "pkg/{kind}/Type"')
     package, sub, short = match.groups()
     if sub is not None and sub != kind:
-        raise UnknownType(f'{kind} type {name!r} names a {sub} type, not a {kind} type')
+        article = 'an' if kind == 'action' else 'a'
+        raise UnknownType(f'{kind} type {name!r} names a {sub} type, not {article} {kind} type')
     return package, short
 
 
@@ -96,6 +97,15 @@ def service_class(name: object) -> type:
     cls = _import(package, 'srv', short, str(name))
     if not hasattr(cls, 'Request') or not hasattr(cls, 'Response'):
         raise UnknownType(f'srv type {name!r} is not a service class')
+    return cls
+
+
+def action_class(name: object) -> type:
+    """The generated class of an action type given as "pkg/Type" or "pkg/action/Type"."""
+    package, short = _split_type(name, 'action')
+    cls = _import(package, 'action', short, str(name))
+    if not all(hasattr(cls, part) for part in ('Goal', 'Result', 'Feedback', 'Impl')):
+        raise UnknownType(f'action type {name!r} is not an action class')
     return cls
 
 

@@ -1,5 +1,5 @@
-"""The rclpy side of the gateway: one node whose publishers, subscriptions and service clients are shared by
-all clients (reference-counted per topic). Subscription callbacks run in the spin thread; they convert each
+"""The rclpy side of the gateway: one node whose publishers, subscriptions, service and action clients are shared
+by all clients (reference-counted per topic). Subscription callbacks run in the spin thread; they convert each
 message to JSON once and hand it to the asyncio loop in batches with one `call_soon_threadsafe` per batch.
 
 Services served by WebSocket clients (advertise_service) answer later, from the asyncio thread. rclpy's
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rclpy.action import ActionClient
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.service import Service
@@ -85,6 +86,35 @@ def failed_response(srv_cls: type, why: str) -> Any:
     return response
 
 
+class SerializedActionClient(ActionClient):  # type: ignore[misc]
+    """An rclpy ActionClient whose requests are sent from one thread (asyncio) while the spin thread handles the
+    responses. rclpy 7.1's ActionClient has no lock: it sends a request, then registers the future for its
+    response, and the spin thread drops a response that comes in between as unexpected (the goal, cancel or result
+    would never be answered). Sending and handling are serialised here, as rclpy's service Client does with its own
+    lock. Reentrant: a future's done callback may send a cancel from inside `execute`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._send_lock = threading.RLock()
+
+    def send_goal_async(self, goal: Any, feedback_callback: Any = None, goal_uuid: Any = None) -> Any:
+        with self._send_lock:
+            return super().send_goal_async(goal, feedback_callback=feedback_callback, goal_uuid=goal_uuid)
+
+    def _cancel_goal_async(self, goal_handle: Any) -> Any:
+        with self._send_lock:
+            return super()._cancel_goal_async(goal_handle)
+
+    def _get_result_async(self, goal_handle: Any) -> Any:
+        with self._send_lock:
+            return super()._get_result_async(goal_handle)
+
+    async def execute(self, taken_data: Any) -> None:
+        # The base coroutine never suspends here: its only await runs the (plain function) feedback callback.
+        with self._send_lock:
+            await super().execute(taken_data)
+
+
 class RosEndpoints:
     """Owned by the asyncio thread except for the subscription callbacks, which only touch `_inbox`."""
 
@@ -105,6 +135,7 @@ class RosEndpoints:
         self._out: dict[str, _TopicOut] = {}
         self._in: dict[str, _TopicIn] = {}
         self._clients: dict[tuple[str, type], Any] = {}
+        self._action_clients: dict[tuple[str, type], SerializedActionClient] = {}
         self._inbox: deque[PublishedMessage] = deque()
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
@@ -203,6 +234,22 @@ class RosEndpoints:
         client = self._clients.get(key)
         if client is None:
             client = self._clients[key] = self.node.create_client(srv_cls, service, qos_profile=fleet_qos.SERVICE_CALLS)
+        return client
+
+    def action_client(self, action: str, action_cls: type) -> SerializedActionClient:
+        """The node's client of `action`, shared by every WebSocket client that sends goals to it."""
+        key = (action, action_cls)
+        client = self._action_clients.get(key)
+        if client is None:
+            calls = fleet_qos.SERVICE_CALLS  # goal, cancel and result requests: deep queues, like service calls
+            client = self._action_clients[key] = SerializedActionClient(
+                self.node,
+                action_cls,
+                action,
+                goal_service_qos_profile=calls,
+                result_service_qos_profile=calls,
+                cancel_service_qos_profile=calls,
+            )
         return client
 
     # --- services served by WebSocket clients ---------------------------------------------------------

@@ -35,12 +35,14 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from fleet_gateway.acl import AccessPolicy, Principal, TokenStore
+from fleet_gateway.action_goals import ActionGoalRunner
 from fleet_gateway.config import GatewayConfig
 from fleet_gateway.framing import wire
 from fleet_gateway.protocol import events as ev
 from fleet_gateway.protocol.published import PublishedMessage
 from fleet_gateway.protocol.session import ClientSession
 from fleet_gateway.ratelimit import TokenBucket
+from fleet_gateway.ros_async import asyncio_future, wait_until
 from fleet_gateway.ros_side import EndpointConflict, RosEndpoints
 
 log = logging.getLogger('fleet_gateway.server')
@@ -237,6 +239,7 @@ class GatewayServer:
         self._endpoints_factory = endpoints_factory
         self.ros: RosEndpoints | None = None
         self.loop: Any = None
+        self._action_goals: ActionGoalRunner | None = None
         self.connections: set[ClientConnection] = set()
         self._admission = TokenBucket(config.admission.rate, config.admission.burst)
         self._ids = itertools.count(1)
@@ -448,6 +451,10 @@ class GatewayServer:
                     gone = 'disconnected' if session.finished else 'unadvertised it'
                     why = f'the serving client {gone}'
                     ros.unadvertise_service(event.service, conn, why)
+                elif isinstance(event, ev.SendActionGoal):
+                    self._goal_runner().send(conn, event)
+                elif isinstance(event, ev.CancelActionGoal):
+                    self._goal_runner().cancel(conn, event)
                 elif isinstance(event, ev.CloseConnection):
                     session.request_close(event.code, event.reason)
             except EndpointConflict as exc:
@@ -470,22 +477,13 @@ class GatewayServer:
         session = conn.session
         loop = asyncio.get_running_loop()
         client = self.ros.client(event.service, event.srv_cls)
-        deadline = loop.time() + min(event.timeout_s, self.config.call_service_wait_s)
-        while not client.service_is_ready():
-            if loop.time() >= deadline:
-                session.service_result(event.call_no, None, f'service {event.service} is not available')
-                conn.flush()
-                return
-            await asyncio.sleep(0.02)
-        result: asyncio.Future[Any] = loop.create_future()
-
-        def done(ros_future: Any) -> None:  # spin thread
-            loop.call_soon_threadsafe(_settle, result, ros_future)
-
+        if not await wait_until(client.service_is_ready, min(event.timeout_s, self.config.call_service_wait_s)):
+            session.service_result(event.call_no, None, f'service {event.service} is not available')
+            conn.flush()
+            return
         ros_future = client.call_async(event.request)
-        ros_future.add_done_callback(done)
         try:
-            response = await asyncio.wait_for(result, event.timeout_s)
+            response = await asyncio.wait_for(asyncio_future(loop, ros_future), event.timeout_s)
             session.service_result(event.call_no, response)
         except TimeoutError:
             client.remove_pending_request(ros_future)
@@ -495,6 +493,13 @@ class GatewayServer:
         except Exception as exc:  # the service raised, or rclpy failed: the caller gets a failed response
             session.service_result(event.call_no, None, f'service {event.service} failed: {exc}')
         conn.flush()
+
+    def _goal_runner(self) -> ActionGoalRunner:
+        """Created with the first goal (the ROS side exists once `start()` ran)."""
+        if self._action_goals is None:
+            assert self.ros is not None
+            self._action_goals = ActionGoalRunner(self.ros, self.loop)
+        return self._action_goals
 
     def _on_service_request(self, conn: ClientConnection, service: str, token: int, request: Any) -> None:
         """A ROS caller called a service `conn` serves: forward it to the client (or fail it at once)."""
@@ -549,20 +554,11 @@ class GatewayServer:
             'clients': len(self.connections),
             'ros_messages_received': self.ros.received if self.ros else 0,
             'served_calls': dict(self.ros.served_calls) if self.ros else {},
+            'action_goals': dict(self._action_goals.counters) if self._action_goals is not None else {},
             'dropped_total': self.counters['dropped_closed_sessions'] + sum(c['dropped'] for c in clients.values()),
             'per_client': clients,
             'time': time.time(),
         }
-
-
-def _settle(result: asyncio.Future[Any], ros_future: Any) -> None:
-    if result.done():
-        return
-    exc = ros_future.exception()
-    if exc is not None:
-        result.set_exception(exc)
-    else:
-        result.set_result(ros_future.result())
 
 
 def _token_of(request: Request) -> str | None:

@@ -78,6 +78,27 @@ class ServiceReply:
 
 
 @dataclass(frozen=True, slots=True)
+class SendActionGoal:
+    """Send `goal` to the action server of `action`. `goal_no` is session-local; report back with
+    `ClientSession.action_feedback(goal_no, ...)` (only when `feedback`) and `action_result(goal_no, ...)` once."""
+
+    goal_no: int
+    action: str
+    action_cls: type
+    goal: Any
+    feedback: bool
+    server_wait_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelActionGoal:
+    """Ask the action server to cancel goal `goal_no` (sent, maybe not yet accepted); its result still follows."""
+
+    goal_no: int
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
 class CloseConnection:
     code: int
     reason: str
@@ -93,5 +114,7 @@ Event = (
     | AdvertiseService
     | UnadvertiseService
     | ServiceReply
+    | SendActionGoal
+    | CancelActionGoal
     | CloseConnection
 )

@@ -8,14 +8,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fleet_gateway.acl import Action
-from fleet_gateway.conversion import ConversionError, codec_for, message_class, service_class
+from fleet_gateway.conversion import ConversionError, action_class, codec_for, message_class, service_class
 from fleet_gateway.protocol import fields
 from fleet_gateway.protocol.events import (
     AdvertiseService,
     AdvertiseTopic,
     CallService,
+    CancelActionGoal,
     Event,
     PublishMessage,
+    SendActionGoal,
     ServiceReply,
     SubscribeTopic,
     UnadvertiseService,
@@ -26,6 +28,7 @@ from fleet_gateway.protocol.fields import ProtocolError
 from fleet_gateway.protocol.state import (
     CLOSE_POLICY,
     STATUS_LEVELS,
+    ActiveGoal,
     Advertisement,
     PendingCall,
     ServedService,
@@ -103,6 +106,17 @@ def handle_publish(session: ClientSession, message: dict[str, Any], rid: Rid, ev
     events.append(PublishMessage(advertised.topic, msg))
 
 
+def _delivery_options(message: dict[str, Any]) -> tuple[int, str]:
+    """`fragment_size` (0: never fragment) and `compression` of what the gateway sends back for this request."""
+    fragment_size = int(fields.number(message, 'fragment_size', 0, maximum=1e9))
+    if fragment_size and fragment_size < 16:
+        raise ProtocolError('field "fragment_size" must be at least 16')
+    encoding = fields.text(message, 'compression', required=False, default='none')
+    if encoding not in ENCODINGS:
+        raise ProtocolError(f'compression {encoding[:20]!r} is not supported (use one of {", ".join(ENCODINGS)})')
+    return fragment_size, encoding
+
+
 def handle_subscribe(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
     topic = fields.ros_name(message, 'topic')
     _allow(session, Action.SUBSCRIBE, topic)
@@ -113,12 +127,7 @@ def handle_subscribe(session: ClientSession, message: dict[str, Any], rid: Rid, 
     msg_cls = message_class(type_name)
     throttle_ms = fields.number(message, 'throttle_rate', 0.0, maximum=3_600_000)
     queue_length = int(fields.number(message, 'queue_length', 0, maximum=session.limits.send_queue_frames))
-    fragment_size = int(fields.number(message, 'fragment_size', 0, maximum=1e9))
-    if fragment_size and fragment_size < 16:
-        raise ProtocolError('field "fragment_size" must be at least 16')
-    encoding = fields.text(message, 'compression', required=False, default='none')
-    if encoding not in ENCODINGS:
-        raise ProtocolError(f'compression {encoding[:20]!r} is not supported (use one of {", ".join(ENCODINGS)})')
+    fragment_size, encoding = _delivery_options(message)
     sub = session.subscriptions.get(topic)
     if sub is not None and sub.msg_cls is not msg_cls:
         raise ProtocolError(f'{topic} is already subscribed by this client with another type')
@@ -228,6 +237,51 @@ def handle_service_response(session: ClientSession, message: dict[str, Any], rid
     events.append(ServiceReply(call.service, call.token, response))
 
 
+def handle_send_action_goal(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    action = fields.ros_name(message, 'action')
+    _allow(session, Action.SEND_ACTION_GOAL, action)
+    action_cls = action_class(fields.text(message, 'action_type'))
+    feedback = message.get('feedback', False)
+    if feedback is None:
+        feedback = False
+    if not isinstance(feedback, bool):
+        raise ProtocolError(f'field "feedback" must be true or false, got {type(feedback).__name__}')
+    fragment_size, encoding = _delivery_options(message)
+    limits = session.limits
+    if len(session.goals) >= limits.max_action_goals:
+        raise ProtocolError(f'at most {limits.max_action_goals} action goals in flight per client')
+    if rid is not None and rid in session.goal_ids:
+        raise ProtocolError(f'a goal with id {rid!r} is still in flight: give each goal an id of its own')
+    args = message.get('args')
+    if args is None or args == []:  # like call_service: no args, or an empty list, is an all-default goal
+        args = {}
+    goal = codec_for(action_cls.Goal).from_json(args)  # type: ignore[attr-defined]
+    codec_for(action_cls.Feedback)  # type: ignore[attr-defined]  # fails now, not when the first one arrives
+    codec_for(action_cls.Result)  # type: ignore[attr-defined]
+    goal_no = session.new_call_no()
+    session.goals[goal_no] = ActiveGoal(goal_no, rid, action, action_cls, feedback, fragment_size, encoding)
+    if rid is not None:
+        session.goal_ids[rid] = goal_no
+    session.counters['action_goals'] += 1
+    events.append(SendActionGoal(goal_no, action, action_cls, goal, feedback, limits.action_server_wait_s))
+
+
+def handle_cancel_action_goal(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    if rid is None:
+        raise ProtocolError('a cancel_action_goal needs the "id" of the send_action_goal it cancels')
+    action = fields.ros_name(message, 'action')
+    goal_no = session.goal_ids.get(rid)
+    goal = session.goals.get(goal_no) if goal_no is not None else None
+    if goal is None:
+        raise ProtocolError(f'no goal with id {rid!r} is in flight (unknown, or its action_result was sent)')
+    if goal.action != action:
+        raise ProtocolError(f'goal {rid!r} was sent to {goal.action}, not {action}')
+    if goal.cancel_requested:
+        return  # asked already; the action_result tells how it ended
+    goal.cancel_requested = True
+    events.append(CancelActionGoal(goal_no, action))
+
+
 def handle_set_level(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
     level = fields.text(message, 'level')
     if level not in STATUS_LEVELS:
@@ -279,6 +333,8 @@ HANDLERS: dict[str, Handler] = {
     'set_level': handle_set_level,
     'fragment': handle_fragment,
     'status': handle_status,
+    'send_action_goal': handle_send_action_goal,
+    'cancel_action_goal': handle_cancel_action_goal,
 }
-for _op in ('send_action_goal', 'cancel_action_goal', 'advertise_action', 'unadvertise_action', 'action_result'):
-    HANDLERS[_op] = _unsupported(_op, 'actions are not bridged yet')
+for _op in ('advertise_action', 'unadvertise_action', 'action_feedback', 'action_result'):
+    HANDLERS[_op] = _unsupported(_op, 'clients cannot serve actions through it (send_action_goal is supported)')

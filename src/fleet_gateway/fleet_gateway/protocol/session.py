@@ -1,9 +1,10 @@
 """One connected client's protocol state: parses its text, applies ACLs and limits, queues its outgoing frames.
 
 No sockets and no rclpy here. The server feeds `receive_text`/`receive_bytes`, applies the returned events to ROS,
-hands ROS messages back through `deliver`, service answers through `service_result` and ROS calls to services
-this client serves through `service_request`, sends what `outbox` holds, calls `poll` at `next_wake()` (applying
-the events it returns), and calls `finish()` once when the connection ends.
+hands ROS messages back through `deliver`, service answers through `service_result`, ROS calls to services
+this client serves through `service_request` and the progress of its action goals through `action_feedback` and
+`action_result`, sends what `outbox` holds, calls `poll` at `next_wake()` (applying the events it returns), and
+calls `finish()` once when the connection ends.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import cbor2
+
 from fleet_gateway.acl import AccessPolicy, Principal
 from fleet_gateway.conversion import ConversionError, UnknownType, codec_for
 from fleet_gateway.protocol.events import (
+    CancelActionGoal,
     CloseConnection,
     Event,
     ServiceReply,
@@ -31,6 +35,7 @@ from fleet_gateway.protocol.published import PublishedMessage, dumps
 from fleet_gateway.protocol.state import (
     CLOSE_TRY_AGAIN,
     STATUS_LEVELS,
+    ActiveGoal,
     Advertisement,
     IncomingCall,
     PendingCall,
@@ -75,6 +80,10 @@ class ClientSession:
         self.served: dict[str, ServedService] = {}
         self.incoming_calls: dict[str, IncomingCall] = {}
         """ROS calls forwarded to this client, by call_service id; oldest (earliest deadline) first."""
+        self.goals: dict[int, ActiveGoal] = {}
+        """Action goals this client sent whose action_result has not gone out, by goal number."""
+        self.goal_ids: dict[str | int, int] = {}
+        """Goal numbers by the send_action_goal id (goals sent without an id cannot be cancelled)."""
         self.fragments = FragmentBuffer(
             max_bytes=self.limits.max_message_bytes,
             max_messages=self.limits.max_fragmented_messages,
@@ -93,6 +102,8 @@ class ClientSession:
             'throttle_dropped': 0,
             'served': 0,
             'served_failed': 0,
+            'action_goals': 0,
+            'action_goals_failed': 0,
         }
         self._bucket = TokenBucket(self.limits.ops_per_s, self.limits.ops_burst, clock=clock)
         self._next_call_no = 0
@@ -300,6 +311,57 @@ class ClientSession:
         self.send({'op': 'call_service', 'id': call_id, 'service': service, 'args': args})
         return []
 
+    # --- action goals this client sent ---------------------------------------------------------------
+
+    def action_feedback(self, goal_no: int, feedback: Any) -> None:
+        """Feedback (the action's Feedback message) for a goal sent with `"feedback": true`. Sent in the lane that
+        is never dropped, like the result, so that a goal's feedback never arrives after its result."""
+        goal = self.goals.get(goal_no)
+        if goal is None or not goal.feedback or self.finished or self.close_request is not None:
+            return
+        values = codec_for(goal.action_cls.Feedback).to_json(feedback)  # type: ignore[attr-defined]
+        message: dict[str, Any] = {'op': 'action_feedback', 'action': goal.action, 'values': values}
+        if goal.request_id is not None:
+            message['id'] = goal.request_id
+        self._send_for_goal(goal, message)
+
+    def action_result(self, goal_no: int, status: int, result: Any | None, error: str | None = None) -> None:
+        """How a goal ended: `result` (the action's Result message) with its GoalStatus code, or, when the goal
+        never ran (no action server, rejected, gateway failure), `error`: the client gets a status error carrying
+        the goal id and an `action_result` with `result: false` and the reason as `values`. Once per goal."""
+        goal = self.goals.pop(goal_no, None)
+        if goal is None or self.finished:
+            return
+        if goal.request_id is not None:
+            self.goal_ids.pop(goal.request_id, None)
+        message: dict[str, Any] = {'op': 'action_result', 'action': goal.action}
+        if goal.request_id is not None:
+            message['id'] = goal.request_id
+        if error is None and result is not None:
+            message['values'] = codec_for(goal.action_cls.Result).to_json(result)  # type: ignore[attr-defined]
+            message['status'] = status
+            message['result'] = True
+        else:
+            self.counters['action_goals_failed'] += 1
+            why = error or f'goal to {goal.action} failed'
+            self.error(f'send_action_goal: {why}', goal.request_id)
+            message['values'] = why
+            message['status'] = status
+            message['result'] = False
+        self._send_for_goal(goal, message)
+
+    def _send_for_goal(self, goal: ActiveGoal, message: dict[str, Any]) -> None:
+        """Encode with the goal's `compression` and split by its `fragment_size` (JSON text only)."""
+        if goal.encoding == 'cbor':
+            self._put(OutFrame(cbor2.dumps(message), critical=True), None, 0)
+            return
+        text = dumps(message)
+        if goal.fragment_size and len(text) > goal.fragment_size:
+            for piece in self._fragment(text, goal.fragment_size, critical=True):
+                self._put(piece, None, 0)
+            return
+        self._put(OutFrame(text, critical=True), None, 0)
+
     def forget_incoming(self, service: str) -> None:
         """Drop the forwarded calls of one service (unadvertised: the ROS side answers their callers)."""
         for call_id in [k for k, call in self.incoming_calls.items() if call.service == service]:
@@ -354,11 +416,14 @@ class ClientSession:
         events: list[Event] = [UnsubscribeTopic(topic) for topic in self.subscriptions]
         events.extend(UnadvertiseTopic(topic) for topic in self.advertisements)
         events.extend(UnadvertiseService(service) for service in self.served)  # fails their waiting ROS calls
+        events.extend(CancelActionGoal(goal.goal_no, goal.action) for goal in self.goals.values())
         self.subscriptions.clear()
         self.advertisements.clear()
         self.served.clear()
         self.incoming_calls.clear()
         self.pending_calls.clear()
+        self.goals.clear()
+        self.goal_ids.clear()
         self.outbox.clear()
         return events
 
@@ -373,4 +438,5 @@ class ClientSession:
             'pending_calls': len(self.pending_calls),
             'served_services': len(self.served),
             'incoming_calls': len(self.incoming_calls),
+            'goals_in_flight': len(self.goals),
         }

@@ -32,6 +32,11 @@ class SessionLimits:
     served_call_timeout_s: float = 10.0
     """A ROS call to a client-served service gets a failed response if the client does not answer within this."""
     max_call_timeout_s: float = 120.0
+    max_action_goals: int = 64
+    """Action goals this client may have in flight (sent, not yet finished) at once; beyond, a status error."""
+    action_server_wait_s: float = 5.0
+    """How long a goal waits for its action server (and for the server's answer to the goal) before it fails with
+    `action_result` result false. The first goal to an action also waits for discovery of the gateway's new client."""
     fragment_timeout_s: float = 10.0
     max_fragmented_messages: int = 8
     ops_per_s: float = 20_000.0
@@ -97,3 +102,17 @@ class IncomingCall:
     service: str
     token: int
     deadline: float
+
+
+@dataclass
+class ActiveGoal:
+    """An action goal this client sent (send_action_goal) whose `action_result` has not gone out yet."""
+
+    goal_no: int
+    request_id: str | int | None
+    action: str
+    action_cls: type
+    feedback: bool
+    fragment_size: int = 0
+    encoding: str = 'none'
+    cancel_requested: bool = False
