@@ -204,6 +204,18 @@ class GatewayProbe:
             if line.startswith('VmRSS:'):
                 self.peak_kb = max(self.peak_kb, int(line.split()[1]))
 
+    async def idle(self, limit_s: float = 15.0, window_s: float = 0.5, busy: float = 0.1) -> float:
+        """Wait until the gateway uses less than `busy` of a core over `window_s` (it may still be reading what
+        the previous scenario's clients left in their sockets, or closing them), at most `limit_s`; returns the
+        seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit_s:
+            cpu0 = self.cpu()
+            await asyncio.sleep(window_s)
+            if self.cpu() - cpu0 < busy * window_s:
+                break
+        return time.monotonic() - started
+
     async def sampler(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self.sample_rss()
@@ -267,6 +279,8 @@ class Bench:
         self.port = json.loads(ready.read_text())['port']
         self.url = f'ws://127.0.0.1:{self.port}/?token={self.token}'
         self.probe = GatewayProbe(self.gateway.popen.pid)
+        self.settled_s = 0.0
+        """How long the gateway took to go idle before the current scenario (reported in its line)."""
         self._helpers = 0
 
     def helper(self, mode: str, arg: str, duration: float) -> tuple[Proc, Path, Path]:
@@ -289,6 +303,11 @@ class Bench:
         proc.stop()
         return json.loads(result.read_text()) if result.exists() else {}
 
+    async def after_idle(self, scenario: Any) -> None:
+        """Run a scenario (a coroutine) once the gateway is idle, so it does not pay for the previous one."""
+        self.settled_s = await self.probe.idle()
+        await scenario
+
     def line(self, scenario: str, clients: int, rate: Any, **values: Any) -> None:
         record = {'scenario': scenario, 'clients': clients, 'rate': rate}
         for key in ('delivered_per_s', 'delivered_ratio', 'p50_ms', 'p99_ms'):
@@ -298,6 +317,7 @@ class Bench:
         record['gateway_cpu_s'] = round(values.pop('cpu'), 2)
         record['gateway_peak_rss_mb'] = round(self.probe.peak_kb / 1024, 1)
         record.update(values)
+        record['settled_s'] = round(self.settled_s, 2)
         record['loadavg_1m'] = round(os.getloadavg()[0], 2)  # the 2 cores are shared: context for every figure
         print(json.dumps(record), flush=True)
 
@@ -770,17 +790,17 @@ async def run(args: argparse.Namespace) -> None:
                     else [(k, r) for k in (1, 10, 100) for r in ('100', '1000', 'max')]
                 )
                 for clients, rate in combos:
-                    await fanout(bench, clients, rate, duration)
+                    await bench.after_idle(fanout(bench, clients, rate, duration))
             if 'ingest' in wanted:
                 default = (1, 10) if quick else (1, 10, 100)
                 for clients in [int(k) for k in args.ingest_clients.split(',')] if args.ingest_clients else default:
-                    await ingest(bench, clients, duration)
+                    await bench.after_idle(ingest(bench, clients, duration))
             if 'storm' in wanted:
                 for clients, budget in ((100, 2.0),) if quick else ((500, 2.0), (1000, 5.0)):
-                    await storm(bench, clients, budget)
+                    await bench.after_idle(storm(bench, clients, budget))
             if 'service' in wanted:
                 for clients in (10,) if quick else (10, 50):
-                    await service(bench, clients, duration)
+                    await bench.after_idle(service(bench, clients, duration))
         finally:
             bench.close()
 
