@@ -605,18 +605,22 @@ def test_config_errors_name_file_and_key(tmp_path):
     path.write_text('fleet_gateway: {limits: {send_queue_frames: "many"}}')
     with pytest.raises(ConfigError, match=r'gw\.yaml: fleet_gateway\.limits\.send_queue_frames'):
         load_gateway_config(path)
-    path.write_text('fleet_gateway: {tls: {cert: a.pem}}')
-    with pytest.raises(ConfigError, match=r'fleet_gateway\.tls'):
-        load_gateway_config(path)
-    path.write_text('fleet_gateway: {ingest_budget_s: 0}')
-    with pytest.raises(ConfigError, match=r'fleet_gateway\.ingest_budget_s'):
-        load_gateway_config(path)
-    path.write_text('fleet_gateway: {receive_buffer_bytes: 10}')
-    with pytest.raises(ConfigError, match=r'fleet_gateway\.receive_buffer_bytes'):
-        load_gateway_config(path)
-    path.write_text('fleet_gateway: {ingest_budget_s: 0.02, receive_buffer_bytes: 65536}')
+    for text, key in (
+        ('{tls: {cert: a.pem}}', 'tls'),
+        ('{ingest_budget_s: 0}', 'ingest_budget_s'),
+        ('{receive_buffer_bytes: 10}', 'receive_buffer_bytes'),
+        ('{ingest_shed_budget_s: -0.1}', 'ingest_shed_budget_s'),
+        ('{metrics_port: "9100"}', 'metrics_port'),
+    ):
+        path.write_text(f'fleet_gateway: {text}')
+        with pytest.raises(ConfigError, match=rf'fleet_gateway\.{key}'):
+            load_gateway_config(path)
+    path.write_text(
+        'fleet_gateway: {ingest_budget_s: 0.02, ingest_shed_budget_s: 0, receive_buffer_bytes: 65536, metrics_port: 0}'
+    )
     config = load_gateway_config(path)
     assert config.ingest_budget_s == 0.02 and config.receive_buffer_bytes == 65536
+    assert config.ingest_shed_budget_s == 0.0 and config.metrics_port == 0
     acl = tmp_path / 'acl.yaml'
     acl.write_text('roles: {admin: {}}')
     with pytest.raises(ConfigError, match=r'acl\.yaml: roles\.admin'):

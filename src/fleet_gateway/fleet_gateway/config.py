@@ -59,6 +59,11 @@ class GatewayConfig:
     call_service_wait_s: float = 2.0
     ingest_budget_s: float = 0.015
     """Time per event-loop turn for incoming messages; beyond it, reading pauses until the next turn."""
+    ingest_shed_budget_s: float = 0.0075
+    """Time per event-loop turn, after `ingest_budget_s`, for dropping best-effort publishes unparsed (shedding)
+    instead of pausing their sockets; 0 turns shedding off (pure pushback)."""
+    metrics_port: int = -1
+    """Prometheus /metrics on 127.0.0.1 (0: any free port, in the ready file; < 0: no metrics)."""
     receive_buffer_bytes: int = 32 * 1024
     """SO_RCVBUF of the listening socket, inherited by every client socket (so it also sizes the TCP window). Under
     pushback it bounds what a client has waiting in the gateway's kernel buffer; over a link with round-trip time
@@ -129,7 +134,9 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
         'topic_qos',
         'call_service_wait_s',
         'ingest_budget_s',
+        'ingest_shed_budget_s',
         'receive_buffer_bytes',
+        'metrics_port',
     }
     for key in root:
         if key not in known:
@@ -184,6 +191,12 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
     budget = root.get('ingest_budget_s', 0.015)
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 10:
         raise _fail(source, 'fleet_gateway.ingest_budget_s', 'must be a number of seconds in (0, 10]')
+    shed = root.get('ingest_shed_budget_s', 0.0075)
+    if isinstance(shed, bool) or not isinstance(shed, int | float) or not 0 <= shed <= 10:
+        raise _fail(source, 'fleet_gateway.ingest_shed_budget_s', 'must be a number of seconds in [0, 10]')
+    metrics_port = root.get('metrics_port', -1)
+    if type(metrics_port) is not int or metrics_port > 65535:
+        raise _fail(source, 'fleet_gateway.metrics_port', 'must be an integer port (0: any free port, < 0: off)')
     rcvbuf = root.get('receive_buffer_bytes', 32 * 1024)
     if type(rcvbuf) is not int or not 1024 <= rcvbuf <= 16 * 1024 * 1024:
         raise _fail(source, 'fleet_gateway.receive_buffer_bytes', 'must be an integer 1024..16777216')
@@ -200,6 +213,8 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
         topic_qos=tuple(topic_qos),
         call_service_wait_s=float(wait),
         ingest_budget_s=float(budget),
+        ingest_shed_budget_s=float(shed),
+        metrics_port=metrics_port,
         receive_buffer_bytes=rcvbuf,
         source=source,
     )

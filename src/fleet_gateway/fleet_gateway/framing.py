@@ -33,3 +33,48 @@ def wire(frame: OutFrame) -> bytes:
     if encoded is None:
         encoded = frame.wire = encode_frame(frame.data)
     return encoded
+
+
+# --- client-to-server frames -----------------------------------------------------------------------------------
+
+TEXT_FRAME = 0x81
+"""First byte of a complete, unfragmented text frame without extension bits: the common client message."""
+
+
+def next_client_frame(data: bytes, offset: int) -> tuple[int, int, int] | None:
+    """The frame starting at `offset`: (first byte, payload start, end), or None while `data` does not hold all of
+    it. Only the length fields are read; a masked frame's key is the 4 bytes before the payload start. What the
+    frame means (opcode, mask bit, size limits) is for the caller to judge."""
+    if offset + 2 > len(data):
+        return None
+    second = data[offset + 1]
+    size = second & 0x7F
+    start = offset + 2
+    if size == 126:
+        if start + 2 > len(data):
+            return None
+        size = struct.unpack_from('!H', data, start)[0]
+        start += 2
+    elif size == 127:
+        if start + 8 > len(data):
+            return None
+        size = struct.unpack_from('!Q', data, start)[0]
+        start += 8
+    if second & 0x80:
+        start += 4
+    end = start + size
+    if end > len(data):
+        return None
+    return data[offset], start, end
+
+
+def declared_size(data: bytes, offset: int) -> int:
+    """The payload size a frame header at `offset` declares (0 while the length field is incomplete)."""
+    if offset + 2 > len(data):
+        return 0
+    size = data[offset + 1] & 0x7F
+    if size == 126 and offset + 4 <= len(data):
+        return int(struct.unpack_from('!H', data, offset + 2)[0])
+    if size == 127 and offset + 10 <= len(data):
+        return int(struct.unpack_from('!Q', data, offset + 2)[0])
+    return size if size < 126 else 0

@@ -18,8 +18,10 @@ from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 
 from fleet_gateway.config import ConfigError, GatewayConfig, load_acl, load_gateway_config, load_tokens
+from fleet_gateway.metrics import serve_gateway_metrics
 from fleet_gateway.ros_side import RosEndpoints
 from fleet_gateway.server import GatewayServer
+from fleet_observability.metrics import MetricsServeError
 from fleet_ros.spin import SpinThread
 
 log = logging.getLogger('fleet_gateway')
@@ -49,9 +51,14 @@ async def serve(config: GatewayConfig, node: Node, ready_file: Path | None) -> N
 
     server = GatewayServer(config, policy, tokens, endpoints)
     await server.start()
+    metrics = None
+    if config.metrics_port >= 0:
+        metrics = serve_gateway_metrics(server.stats, asyncio.get_running_loop(), config.metrics_port, node.get_name())
+        log.info('metrics at %s', metrics.url)
     if ready_file is not None:
         tmp = ready_file.with_suffix('.tmp')
-        tmp.write_text(json.dumps({'port': server.port, 'pid': os.getpid()}))
+        ready = {'port': server.port, 'pid': os.getpid(), 'metrics_port': metrics.port if metrics else None}
+        tmp.write_text(json.dumps(ready))
         tmp.replace(ready_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -59,6 +66,8 @@ async def serve(config: GatewayConfig, node: Node, ready_file: Path | None) -> N
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info('shutting down: %s', {k: v for k, v in server.stats().items() if k != 'per_client'})
+    if metrics is not None:
+        metrics.close()
     await server.close()
 
 
@@ -81,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     spin = SpinThread(executor, name='gateway-rclpy').start()
     try:
         asyncio.run(serve(config, node, args.ready_file))
-    except ConfigError as exc:
+    except (ConfigError, MetricsServeError) as exc:
         log.error('%s', exc)
         return 2
     finally:

@@ -3,23 +3,28 @@ the rclpy endpoints. It owns the event loop's thread; rclpy spins in a SpinThrea
 
 Outgoing frames bypass `websockets`' per-message send path: each ROS message is framed once (server frames are
 unmasked, so the bytes are the same for every client) and written to each client's transport in batches, with
-the transport's write buffer as the backpressure signal. Incoming data frames bypass its per-message receive
-path: `GatewayConnection` hands each complete message to the session synchronously as `websockets` parses it
+the transport's write buffer as the backpressure signal. Incoming frames are split by `GatewayConnection` itself
+once the connection is open: complete masked text frames are unmasked and handed to the session synchronously
 (no message queue, no coroutine switch per message), publishing straight from the asyncio thread (rclpy's
-publish is thread-safe). `websockets` still does the handshake, frame parsing, pings and closing.
+publish is thread-safe); every other frame goes to `websockets` whole, which still does the handshake, pings,
+fragments, checks and closing.
 
-Beyond capacity the gateway pushes back by not reading: a client whose chunk was handled after this event-loop
-turn used up `ingest_budget_s` is not read again until the next turn (the others go first), and one above its
-`ops_per_s` is not read for a while. What waits is in that client's kernel buffers (`receive_buffer_bytes`, set on
-the listening socket before any handshake, plus its own send buffer), never in a gateway queue.
+Beyond capacity, per event-loop turn: after `ingest_budget_s` of incoming work, publishes to best-effort topics
+are dropped unparsed and counted (`Shedder`, for at most `ingest_shed_budget_s` more); after that, or at once
+when shedding is off, a client's data waits for the next turn and its socket is not read meanwhile (TCP pushes
+back). A client above its `ops_per_s` is not read for a while. What waits is in that client's kernel buffers
+(`receive_buffer_bytes`, set on the listening socket before any handshake, plus its own send buffer) and at most
+one chunk held per connection, never in a growing gateway queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import http
 import itertools
 import logging
+import re
 import socket
 import ssl
 import time
@@ -27,6 +32,7 @@ import urllib.parse
 import weakref
 from typing import Any
 
+from rclpy.qos import ReliabilityPolicy
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -34,10 +40,15 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets without its C extension
+    from websockets.utils import apply_mask
+
 from fleet_gateway.acl import AccessPolicy, Principal, TokenStore
 from fleet_gateway.action_goals import ActionGoalRunner
 from fleet_gateway.config import GatewayConfig
-from fleet_gateway.framing import wire
+from fleet_gateway.framing import TEXT_FRAME, declared_size, next_client_frame, wire
 from fleet_gateway.protocol import events as ev
 from fleet_gateway.protocol.published import PublishedMessage
 from fleet_gateway.protocol.session import ClientSession
@@ -61,18 +72,39 @@ READ_CHUNK = 64 * 1024
 turn for long and the others are read in between."""
 EARLY_MESSAGES = 64
 """Messages buffered between the handshake and the session's start; beyond, reading pauses until it starts."""
+_PUBLISH_HEAD = re.compile(
+    rb'\s*\{\s*"op"\s*:\s*"publish"\s*,(?:\s*"id"\s*:\s*"[^"\\]*"\s*,)?\s*"topic"\s*:\s*"([^"\\]*)"'
+)
+"""The start of a publish as roslibjs, roslibpy and most clients write it: `op` first, then `id` (optional), then
+`topic` (a name without escapes). Only such messages can be shed without parsing; others take the full path."""
 _DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
 class GatewayConnection(ServerConnection):
     """A `websockets` server connection that hands each complete incoming message to `sink` synchronously, in
-    order, as frames are parsed (fragmented messages reassembled), then calls `after_data` once per chunk read.
-    Until `attach`, messages are kept (at most EARLY_MESSAGES, then reading pauses)."""
+    order, then calls `after_data` once per chunk read. Until `attach`, messages are kept (at most EARLY_MESSAGES,
+    then reading pauses).
+
+    Once the connection is open, frames are split here (`_receive_direct`): a complete, masked, unfragmented text
+    frame is unmasked and handed on without `websockets`' per-frame parser (the most common client message, at a
+    fraction of its cost); every other complete frame (ping, close, fragments, binary, anything malformed) goes to
+    `websockets` whole, so its parser is always between frames and still does all the checking and closing. Before
+    a text frame is decoded, `shed` may claim it (a best-effort publish the gateway has no time for)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sink: Any = None
         self.after_data: Any = None
+        self.shed: Any = None
+        """`(payload bytes, stale) -> bool`: True when the gateway drops this message unparsed (and counted it)."""
+        self.hold: Any = None
+        """`() -> bool`: True when this turn has no time left for incoming data (it is then kept for the next)."""
+        self._holding = False
+        self._stale = False
+        self.direct = False
+        """Frames are split here (see the class doc); off until the handshake is done, and for good after a close."""
+        self._direct_checked = False
+        self._carry = b''
         self._early: list[str | bytes] = []
         self._early_paused = False
         self._parts: list[bytes] = []
@@ -95,9 +127,92 @@ class GatewayConnection(ServerConnection):
             transport.max_size = READ_CHUNK  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        if self.direct:
+            if self.hold is not None and self.hold():
+                # this turn's ingest time is spent: keep the chunk unprocessed, read nothing more, and take it up
+                # first thing next turn (TCP pushes back meanwhile)
+                self._carry += data
+                if not self._holding:
+                    self._holding = True
+                    self.transport.pause_reading()
+                    asyncio.get_running_loop().call_soon(self._take_up)
+                return
+            self._receive_direct(self._carry + data if self._carry else data)
+        else:
+            super().data_received(data)
+            if not self._direct_checked and self.protocol.state is State.OPEN:
+                # the handshake is done; a compliant client sends nothing before it gets the response, so nothing
+                # is buffered and websockets' parser waits for the first frame header: frames can be split here
+                self._direct_checked = True
+                self.direct = not self.protocol.reader.buffer
         if self.after_data is not None:
             self.after_data()
+
+    def _receive_direct(self, data: bytes) -> None:
+        self._carry = b''
+        limit = self.protocol.max_message_size
+        shed = self.shed
+        offset = 0
+        end_of_data = len(data)
+        while offset < end_of_data:
+            second = data[offset + 1] if offset + 1 < end_of_data else 0
+            if data[offset] == TEXT_FRAME and 0x80 <= second < 0xFE and not self._parts:
+                start = offset + 6  # the common case, inline: masked, under 126 bytes
+                end = start + second - 0x80
+                if end > end_of_data:
+                    self._carry = data[offset:]
+                    break
+            else:
+                frame = next_client_frame(data, offset)
+                if frame is None:
+                    if limit is not None and declared_size(data, offset) > limit:
+                        self._leave_direct(data[offset:])  # websockets closes with 1009 (message too big)
+                    else:
+                        self._carry = data[offset:]
+                    break
+                first, start, end = frame
+                if first != TEXT_FRAME or not second & 0x80 or self._parts:
+                    super().data_received(data[offset:end])  # one whole frame: websockets parses, checks, answers
+                    offset = end
+                    if self.protocol.state is not State.OPEN:  # closing: websockets takes whatever follows
+                        self._leave_direct(data[offset:])
+                        break
+                    continue
+                if limit is not None and end - start > limit:
+                    self._leave_direct(data[offset:])  # websockets closes with 1009 (message too big)
+                    break
+            payload = apply_mask(data[start:end], data[start - 4 : start])
+            offset = end
+            if shed is not None and shed(payload, self._stale):
+                continue
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                self.direct = False
+                self.protocol.fail(CloseCode.INVALID_DATA, 'invalid UTF-8 in a text frame')
+                self.send_data()
+                break
+            self._deliver(text)
+        if shed is not None:
+            shed.flush()
+
+    def _take_up(self) -> None:
+        self._holding = False
+        if self.transport.is_closing():
+            return
+        carry, self._carry = self._carry, b''
+        self._stale = True  # it waited a turn: its best-effort publishes are shed whatever the budget (oldest first)
+        try:
+            self.data_received(carry)
+        finally:
+            self._stale = False
+        if not self._holding:
+            self.transport.resume_reading()
+
+    def _leave_direct(self, rest: bytes) -> None:
+        self.direct = False
+        if rest:
+            super().data_received(rest)
 
     def process_event(self, event: Any) -> None:
         if not isinstance(event, Frame) or event.opcode not in _DATA_OPCODES:
@@ -118,6 +233,9 @@ class GatewayConnection(ServerConnection):
                 self.protocol.fail(CloseCode.INVALID_DATA, 'invalid UTF-8 in a text frame')
                 self.send_data()
                 return
+        self._deliver(message)
+
+    def _deliver(self, message: str | bytes) -> None:
         if self.sink is not None:
             self.sink(message)
             return
@@ -140,9 +258,9 @@ class IngestBudget:
         self.turn_start = time.perf_counter()
         self.loop.call_soon(self._next_turn)  # runs first thing in the next turn, before its reads
 
-    def over(self) -> bool:
+    def over(self, extra_s: float = 0.0) -> bool:
         start = self.turn_start
-        return start is not None and time.perf_counter() - start > self.budget_s
+        return start is not None and time.perf_counter() - start > self.budget_s + extra_s
 
     def _next_turn(self) -> None:
         self.turn_start = None
@@ -166,6 +284,47 @@ def _listening_socket(host: str, port: int, receive_buffer: int) -> socket.socke
         sock.close()
         raise
     return sock
+
+
+class Shedder:
+    """Whether one client's incoming text message is dropped unparsed: only while the turn is over its ingest
+    budget, and only a publish to a best-effort topic the client advertised (`_PUBLISH_HEAD`, then
+    `GatewayServer._sheddable`). The head of the last shed message is kept, so a run of publishes to one topic
+    costs a `startswith` each; the session hears the count once per chunk (`flush`)."""
+
+    def __init__(self, session: ClientSession, budget: IngestBudget, sheddable: Any) -> None:
+        self.session = session
+        self.budget = budget
+        self.sheddable = sheddable
+        self.head = b'\x00'  # matches no payload
+        self.topic = ''
+        self.pending = 0
+
+    def __call__(self, payload: bytes, stale: bool = False) -> bool:
+        if not stale and not self.budget.over():
+            return False
+        if payload.startswith(self.head):
+            self.pending += 1
+            return True
+        match = _PUBLISH_HEAD.match(payload)
+        if match is None:
+            return False
+        try:
+            topic = match.group(1).decode()
+        except UnicodeDecodeError:
+            return False
+        if topic not in self.session.advertisements or not self.sheddable(topic):
+            return False
+        self.flush()
+        self.head = payload[: match.end()]
+        self.topic = topic
+        self.pending = 1
+        return True
+
+    def flush(self) -> None:
+        if self.pending:
+            self.session.note_shed(self.topic, self.pending, self.session.clock())
+            self.pending = 0
 
 
 class ClientConnection:
@@ -246,12 +405,14 @@ class GatewayServer:
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal | None] = weakref.WeakKeyDictionary()
+        self._sheddable_topics: dict[str, bool] = {}
         self.counters = {
             'sessions_admitted': 0,
             'sessions_closed': 0,
             'rejected_admission': 0,
             'rejected_auth': 0,
             'dropped_closed_sessions': 0,
+            'shed_closed_sessions': 0,
             'errors_closed_sessions': 0,
             'internal_errors': 0,
         }
@@ -342,6 +503,9 @@ class GatewayServer:
             clock=loop.time,
         )
         conn = ClientConnection(ws, session, loop)
+        if isinstance(ws, GatewayConnection) and self.config.ingest_shed_budget_s > 0:
+            ws.shed = Shedder(session, self._budget, self._sheddable)
+            ws.hold = functools.partial(self._budget.over, self.config.ingest_shed_budget_s)
         conn.apply = self._apply
         sock = ws.transport.get_extra_info('socket')
         if sock is not None:
@@ -378,6 +542,19 @@ class GatewayServer:
         if events:
             self._apply(conn, events)
 
+    def _sheddable(self, topic: str) -> bool:
+        """Publishes to `topic` may be shed: best-effort on the ROS side and not a critical (command/safety) topic."""
+        known = self._sheddable_topics.get(topic)
+        if known is None:
+            assert self.ros is not None
+            qos = self.ros.qos_for(topic)
+            known = self._sheddable_topics[topic] = (
+                qos is not None
+                and qos.reliability == ReliabilityPolicy.BEST_EFFORT
+                and not self.policy.is_critical(topic)
+            )
+        return known
+
     def _after_data(self, conn: ClientConnection) -> None:
         """After each chunk read from a client: send replies, arm timers, honour close and rate-limit requests."""
         session = conn.session
@@ -393,8 +570,10 @@ class GatewayServer:
             conn.read_paused = True  # rate limit: stop reading this socket for a while, TCP pushes back
             conn.ws.transport.pause_reading()
             self._spawn(self._resume_reading(conn, session.read_pause))
-        elif self._budget.over():
-            conn.read_paused = True  # over this turn's ingest budget: the other clients go first
+        elif self._budget.over(self.config.ingest_shed_budget_s if conn.ws.shed is not None else 0.0):
+            # over this turn's ingest budget (and, while this connection's best-effort publishes can be shed, over
+            # the shedding budget too): the other clients go first
+            conn.read_paused = True
             conn.ws.transport.pause_reading()
             self.loop.call_soon(self._resume_now, conn)
 
@@ -416,6 +595,7 @@ class GatewayServer:
         conn.stop_timers()
         stats = session.stats()
         self.counters['dropped_closed_sessions'] += stats['dropped']
+        self.counters['shed_closed_sessions'] += stats['shed']
         self.counters['errors_closed_sessions'] += stats['errors']
         self.counters['sessions_closed'] += 1
         self._apply(conn, session.finish())
@@ -556,6 +736,7 @@ class GatewayServer:
             'served_calls': dict(self.ros.served_calls) if self.ros else {},
             'action_goals': dict(self._action_goals.counters) if self._action_goals is not None else {},
             'dropped_total': self.counters['dropped_closed_sessions'] + sum(c['dropped'] for c in clients.values()),
+            'shed_total': self.counters['shed_closed_sessions'] + sum(c['shed'] for c in clients.values()),
             'per_client': clients,
             'time': time.time(),
         }

@@ -104,7 +104,12 @@ class ClientSession:
             'served_failed': 0,
             'action_goals': 0,
             'action_goals_failed': 0,
+            'shed': 0,
         }
+        self.shed_by_topic: dict[str, int] = {}
+        """Incoming publishes the gateway dropped unparsed because it was over capacity, by topic."""
+        self._reported_shed = 0
+        self._next_shed_report = 0.0
         self._bucket = TokenBucket(self.limits.ops_per_s, self.limits.ops_burst, clock=clock)
         self._next_call_no = 0
         self._reported_drops = 0
@@ -264,6 +269,26 @@ class ClientSession:
             'warning',
             f'client {self.client_id} is not keeping up: dropped {new} telemetry messages '
             f'({self.outbox.dropped_total} in total; by topic {detail})',
+            None,
+        )
+
+    def note_shed(self, topic: str, count: int, now: float) -> None:
+        """The gateway dropped `count` of this client's publishes to a best-effort topic without parsing them (over
+        capacity). Counted; the client is told like for outgoing drops, at most once per drop_report_interval_s."""
+        self.counters['shed'] += count
+        self.shed_by_topic[topic] = self.shed_by_topic.get(topic, 0) + count
+        if now < self._next_shed_report:
+            return
+        total = self.counters['shed']
+        new = total - self._reported_shed
+        self._reported_shed = total
+        self._next_shed_report = now + self.limits.drop_report_interval_s
+        worst = sorted(self.shed_by_topic.items(), key=lambda kv: -kv[1])[:3]
+        detail = ', '.join(f'{key}: {count}' for key, count in worst)
+        self.status(
+            'warning',
+            f'the gateway is over capacity: dropped {new} of your publishes to best-effort topics '
+            f'({total} in total; by topic {detail})',
             None,
         )
 
@@ -432,6 +457,7 @@ class ClientSession:
             **self.counters,
             'dropped': self.outbox.dropped_total,
             'drops_by_topic': {str(k): v for k, v in self.outbox.drops.items()},
+            'shed_by_topic': dict(self.shed_by_topic),
             'queued_frames': len(self.outbox),
             'queued_bytes': self.outbox.bytes,
             'subscriptions': len(self.subscriptions),

@@ -1,0 +1,71 @@
+"""The gateway's Prometheus metrics: read from `GatewayServer.stats()` at scrape time. The exporter's HTTP thread
+asks the event loop for the figures (`run_coroutine_threadsafe`), so nothing is read while the loop changes it and
+the loop pays nothing between scrapes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from fleet_observability.metrics import FleetMetrics, MetricsEndpoint
+
+SCRAPE_TIMEOUT_S = 2.0
+
+COUNTERS = (
+    ('sessions_admitted', 'Client sessions admitted'),
+    ('sessions_closed', 'Client sessions closed'),
+    ('rejected_admission', 'Connection attempts told to retry later (admission control)'),
+    ('rejected_auth', 'Connection attempts with an unknown token'),
+    ('dropped', 'Outgoing telemetry messages dropped for slow clients (oldest first)'),
+    ('shed', 'Incoming publishes to best-effort topics dropped unparsed while over the ingest budget'),
+    ('internal_errors', 'Errors inside the gateway (a bug if not 0)'),
+    ('ros_messages_received', 'ROS messages received for subscribed clients'),
+)
+"""(name, help) of the counters: `fleet_gateway_<name>_total`."""
+
+
+class GatewayCollector:
+    """One scrape: `fleet_gateway_clients` and the COUNTERS, labelled with the gateway's name."""
+
+    def __init__(self, stats: Any, loop: asyncio.AbstractEventLoop, gateway: str) -> None:
+        self._stats = stats
+        self._loop = loop
+        self._gateway = gateway
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without values (so registering never scrapes, which from the loop's own thread would
+        wait on itself)."""
+        yield from self._families({})
+
+    def collect(self) -> Iterator[Metric]:
+        async def read() -> dict[str, Any]:
+            return dict(self._stats())
+
+        stats = asyncio.run_coroutine_threadsafe(read(), self._loop).result(SCRAPE_TIMEOUT_S)
+        totals = {
+            **stats,
+            'dropped': stats.get('dropped_total', 0),
+            'shed': stats.get('shed_total', 0),
+        }
+        yield from self._families(totals)
+
+    def _families(self, stats: dict[str, Any]) -> Iterator[Metric]:
+        clients = GaugeMetricFamily('fleet_gateway_clients', 'Open client connections', labels=['gateway'])
+        if stats:
+            clients.add_metric([self._gateway], stats.get('clients', 0))
+        yield clients
+        for name, text in COUNTERS:
+            family = CounterMetricFamily(f'fleet_gateway_{name}', text, labels=['gateway'])
+            if stats:
+                family.add_metric([self._gateway], stats.get(name, 0))
+            yield family
+
+
+def serve_gateway_metrics(stats: Any, loop: asyncio.AbstractEventLoop, port: int, gateway: str) -> MetricsEndpoint:
+    """/metrics on 127.0.0.1:`port` (0: any free port) with the gateway's figures."""
+    metrics = FleetMetrics()
+    metrics.registry.register(GatewayCollector(stats, loop, gateway))  # type: ignore[arg-type]
+    return metrics.serve(port)
