@@ -177,7 +177,7 @@ def test_frames_cut_anywhere_are_handled_once_in_order(processes, tmp_path, seed
 
 @pytest.mark.system
 def test_invalid_utf8_and_oversize_frames_still_close_the_connection(processes, tmp_path):
-    gateway = start_gateway(processes, tmp_path, gateway={'limits': {'max_message_bytes': 4096}})
+    gateway = start_gateway(processes, tmp_path, gateway={'limits': {'max_message_bytes': 100}})
 
     async def scenario() -> None:
         reader, writer = await raw_connect(gateway.port, gateway.tokens['operator'])
@@ -187,7 +187,7 @@ def test_invalid_utf8_and_oversize_frames_still_close_the_connection(processes, 
         writer.write(client_frame(b'\xff\xfe'))
         assert await close_code(reader) == 1007
         writer.close()
-        for size in (5000, 70000):  # 16-bit and 64-bit length fields; the whole frame is never sent
+        for size in (120, 5000, 70000):  # 7-, 16- and 64-bit length fields; the whole frame is never sent
             reader, writer = await raw_connect(gateway.port, gateway.tokens['operator'])
             writer.write(client_frame(b'{' * size)[:2000])
             assert await close_code(reader) == 1009

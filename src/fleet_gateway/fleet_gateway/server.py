@@ -152,11 +152,12 @@ class GatewayConnection(ServerConnection):
         self._carry = b''
         limit = self.protocol.max_message_size
         shed = self.shed
+        small = 0xFE if limit is None or limit >= 125 else 0x80 + limit + 1  # second bytes of frames taken inline
         offset = 0
         end_of_data = len(data)
         while offset < end_of_data:
             second = data[offset + 1] if offset + 1 < end_of_data else 0
-            if data[offset] == TEXT_FRAME and 0x80 <= second < 0xFE and not self._parts:
+            if data[offset] == TEXT_FRAME and 0x80 <= second < small and not self._parts:
                 start = offset + 6  # the common case, inline: masked, under 126 bytes
                 end = start + second - 0x80
                 if end > end_of_data:
