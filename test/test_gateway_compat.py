@@ -4,9 +4,11 @@ stand-in RunMission action server runs in a process of its own)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,19 @@ def _serve_ros_side(ros, prefix: str):
     return tick, received, served
 
 
+@contextlib.contextmanager
+def _node_script(script: str, url: str, log: Path) -> Iterator[subprocess.Popen]:
+    """Runs `node test/js/<script> <url>` with its output in `log`; killed on the way out if still running."""
+    with log.open('w') as out:
+        proc = subprocess.Popen(['node', str(JS_DIR / script), url], cwd=JS_DIR, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
 def _drive(proc, tick, timeout: float) -> int:
     wait_for(lambda: proc.poll() is not None, timeout, what='client process to finish', tick=tick)
     return proc.returncode
@@ -69,19 +84,8 @@ def test_roslibjs_publish_subscribe_service_action_reconnect(processes, ros, tmp
     gateway = start_gateway(processes, tmp_path)
     tick, received, served = _serve_ros_side(ros, '/js')
     log = tmp_path / 'node.log'
-    with log.open('w') as out:
-        proc = subprocess.Popen(
-            ['node', str(JS_DIR / 'gateway_compat.mjs'), gateway.url()],
-            cwd=JS_DIR,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            code = _drive(proc, tick, 60.0)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+    with _node_script('gateway_compat.mjs', gateway.url(), log) as proc:
+        code = _drive(proc, tick, 60.0)
     text = log.read_text()
     assert code == 0, text
     steps = ('connect', 'subscribe', 'publish', 'service', 'status', 'advertise_service', 'action', 'action_cancel')
@@ -89,6 +93,59 @@ def test_roslibjs_publish_subscribe_service_action_reconnect(processes, ros, tmp
         assert f'STEP {step} ok' in text, text
     assert 'hello from roslibjs' in received
     assert served['response'].success is False and served['response'].message == 'roslibjs got true', served
+    assert gateway.proc.alive()
+
+
+def test_roslibjs_serves_an_action_to_rclpy_goals(processes, ros, tmp_path):
+    """roslibjs' Action.advertise serves RunMission through the gateway (test/js/action_server.mjs); an rclpy
+    ActionClient here sends goals: feedback and a result, a cancel, a failure. (roslibpy 2.1.0 cannot serve actions.)"""
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient
+
+    from fleet_interfaces.action import RunMission
+
+    gateway = start_gateway(processes, tmp_path)
+    node = ros.node('compat_js_served_action')
+    client = ActionClient(node, RunMission, '/js/served/mission')
+    log = tmp_path / 'node-action.log'
+
+    def tick() -> None:
+        ros.spin_once(0.01)
+
+    def goal(workflow: str, feedback: list | None = None):
+        sent = client.send_goal_async(
+            RunMission.Goal(workflow=workflow, point_ids=['a', 'b']),
+            feedback_callback=(lambda m: feedback.append(m.feedback)) if feedback is not None else None,
+        )
+        handle = wait_for(lambda: sent.result() if sent.done() else None, 10, what=workflow, tick=tick)
+        assert handle.accepted
+        return handle
+
+    def result(handle):
+        future = handle.get_result_async()
+        return wait_for(lambda: future.result() if future.done() else None, 10, what='a result', tick=tick)
+
+    with _node_script('action_server.mjs', gateway.url(), log) as proc:
+        wait_for(client.server_is_ready, 20, what='the roslibjs action server', tick=tick)
+        feedback: list = []
+        inspection = goal('inspection', feedback)
+        wait_for(lambda: feedback, 10, what='feedback from roslibjs', tick=tick)
+        assert feedback[0].points_done == 1 and feedback[0].points_total == 2 and feedback[0].state == 'RUNNING'
+        finish = goal('finish')
+        done = result(inspection)
+        assert done.status == GoalStatus.STATUS_SUCCEEDED and done.result.detail == 'done in js'
+        assert result(finish).status == GoalStatus.STATUS_SUCCEEDED
+        cancel_me = goal('cancel-me')
+        cancel_me.cancel_goal_async()
+        cancelled = result(cancel_me)
+        assert cancelled.status == GoalStatus.STATUS_CANCELED and cancelled.result.detail == 'cancelled in js'
+        assert result(goal('fail')).status == GoalStatus.STATUS_ABORTED
+        code = _drive(proc, tick, 20.0)
+        wait_for(lambda: not client.server_is_ready(), 10, what='the action to be unadvertised', tick=tick)
+    text = log.read_text()
+    assert code == 0, text
+    for step in ('advertise_action', 'succeeded', 'canceled', 'failed'):
+        assert f'STEP {step} ok' in text, text
     assert gateway.proc.alive()
 
 

@@ -1,8 +1,9 @@
 """Fuzz test of the sans-I/O gateway core: at least 100,000 generated inputs (protocol-shaped JSON, arbitrary
 text, binary garbage, ROS deliveries, service answers, ROS calls to client-served services, and feedback and
-results of action goals) against client sessions. Asserts that nothing raises, queues stay bounded, every status id
-is one the client sent or was sent, every forwarded ROS call is answered exactly once, goals in flight stay within
-their limit, and finish() releases every ROS endpoint and cancels every goal still in flight."""
+results of action goals, ROS goals and cancels to client-served actions) against client sessions. Asserts that
+nothing raises, queues stay bounded, every status id is one the client sent or was sent, every forwarded ROS call is
+answered and every forwarded ROS goal ended exactly once, goals in flight stay within their limits, and finish()
+releases every ROS endpoint and cancels every goal still in flight."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, GlobSet, Principal, Role, RolePolicy
 from fleet_gateway.protocol import (
+    AdvertiseAction,
     AdvertiseService,
     AdvertiseTopic,
     CallService,
@@ -23,9 +25,12 @@ from fleet_gateway.protocol import (
     ClientSession,
     PublishedMessage,
     SendActionGoal,
+    ServedGoalFeedback,
+    ServedGoalResult,
     ServiceReply,
     SessionLimits,
     SubscribeTopic,
+    UnadvertiseAction,
     UnadvertiseService,
     UnadvertiseTopic,
     UnsubscribeTopic,
@@ -50,6 +55,8 @@ OPS = [
     'send_action_goal',
     'cancel_action_goal',
     'advertise_action',
+    'unadvertise_action',
+    'action_feedback',
     'action_result',
     'bogus',
     '',
@@ -127,13 +134,23 @@ inputs = st.one_of(
     st.tuples(st.integers(0, 5), msg_bodies, values).map(lambda r: ('respond', r)),
     st.tuples(st.integers(0, 5), st.integers(0, 6), st.booleans()).map(lambda g: ('goal_result', g)),
     st.integers(0, 5).map(lambda n: ('goal_feedback', n)),
+    st.integers(0, 5).map(lambda n: ('goal_request', n)),
+    st.integers(0, 5).map(lambda n: ('goal_cancel', n)),
+    st.tuples(st.integers(0, 5), msg_bodies, values, values).map(lambda r: ('serve', r)),
 )
 
 
 def _policy() -> AccessPolicy:
     everything = GlobSet(['/**'])
     operator = RolePolicy(
-        Role.OPERATOR, everything, everything, everything, everything, GlobSet([]), send_action_goal=everything
+        Role.OPERATOR,
+        everything,
+        everything,
+        everything,
+        everything,
+        GlobSet([]),
+        send_action_goal=everything,
+        advertise_action=everything,
     )
     return AccessPolicy({Role.OPERATOR: operator}, GlobSet(PROTECTED_TOPICS), GlobSet(PROTECTED_TOPICS))
 
@@ -152,6 +169,9 @@ LIMITS = SessionLimits(
     max_served_calls=4,
     served_call_timeout_s=5.0,
     max_action_goals=3,
+    max_served_actions=3,
+    max_served_goals=4,
+    served_goal_timeout_s=5.0,
 )
 TOKENS = {'good-token-0123456789': Principal('late', Role.OPERATOR)}
 
@@ -193,6 +213,8 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
     forwarded: dict[int, str] = {}  # token -> service, until answered (or its service is unadvertised)
     tokens = iter(range(1, 10**9))
     goals: dict[int, SendActionGoal] = {}  # sent by the client, no result reported yet
+    live_actions: Counter = Counter()
+    served_goals: dict[int, str] = {}  # token -> action, until ended (or its action is unadvertised)
     sent_ids: set = set()
     for kind, item in feed:
         count['inputs'] += 1
@@ -231,6 +253,22 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
         elif kind == 'goal_feedback' and goals:
             goal = goals[sorted(goals)[item % len(goals)]]
             session.action_feedback(goal.goal_no, goal.action_cls.Feedback())  # type: ignore[attr-defined]
+        elif kind == 'goal_request' and session.served_actions:
+            action = sorted(session.served_actions)[item % len(session.served_actions)]
+            token = next(tokens)
+            served_goals[token] = action
+            goal = session.served_actions[action].action_cls.Goal()  # type: ignore[attr-defined]
+            events = session.goal_request(action, token, goal)
+            count['served_goals'] += not events  # forwarded to the client, not aborted at once
+        elif kind == 'goal_cancel' and session.incoming_goals:
+            incoming = list(session.incoming_goals.values())[item % len(session.incoming_goals)]
+            session.goal_cancel_request(incoming.action, incoming.token)
+        elif kind == 'serve' and session.incoming_goals:
+            n, body, status, result = item
+            goal_id = list(session.incoming_goals)[n % len(session.incoming_goals)]
+            op = 'action_feedback' if n % 3 == 0 else 'action_result'
+            answer = {'op': op, 'id': goal_id, 'values': body, 'status': status, 'result': result}
+            events = session.receive_text(json.dumps(answer))
         elif kind == 'respond' and session.incoming_calls:
             n, body, result = item
             call_id = list(session.incoming_calls)[n % len(session.incoming_calls)]
@@ -261,8 +299,21 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
                 count['goals'] += 1
             elif isinstance(event, CancelActionGoal):
                 assert goals[event.goal_no].action == event.action  # only goals in flight are cancelled
+            elif isinstance(event, AdvertiseAction):
+                live_actions[event.action] += 1
+            elif isinstance(event, UnadvertiseAction):
+                live_actions[event.action] -= 1
+                for token in [t for t, name in served_goals.items() if name == event.action]:
+                    del served_goals[token]  # the ROS side aborts these when it destroys the server
+            elif isinstance(event, ServedGoalFeedback):
+                assert served_goals[event.token] == event.action  # only for goals in flight
+            elif isinstance(event, ServedGoalResult):
+                assert served_goals.pop(event.token) == event.action  # ended exactly once
         assert len(goals) == len(session.goals) <= LIMITS.max_action_goals
         assert all(v in (0, 1) for v in live_served.values()), live_served
+        assert all(v in (0, 1) for v in live_actions.values()), live_actions
+        assert len(session.incoming_goals) <= LIMITS.max_served_goals
+        assert len(session.served_actions) <= LIMITS.max_served_actions
         assert (
             len(session.incoming_calls)
             <= LIMITS.max_served_calls
@@ -273,7 +324,7 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
         for frame in session.outbox.pop_batch(10**9) if count['inputs'] % 3 == 0 else []:
             if isinstance(frame.data, str):
                 reply = json.loads(frame.data)
-                if reply['op'] == 'call_service':
+                if reply['op'] in ('call_service', 'send_action_goal'):
                     sent_ids.add(json.dumps(reply['id'], sort_keys=True))
                 if reply['op'] == 'status' and 'id' in reply and '*' not in sent_ids:
                     assert json.dumps(reply['id'], sort_keys=True) in sent_ids, reply
@@ -288,10 +339,16 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
             live_served[event.service] -= 1
             for token in [t for t, svc in forwarded.items() if svc == event.service]:
                 del forwarded[token]
+        elif isinstance(event, UnadvertiseAction):
+            live_actions[event.action] -= 1
+            for token in [t for t, name in served_goals.items() if name == event.action]:
+                del served_goals[token]
     assert all(v == 0 for v in live_subs.values()), live_subs
     assert all(v == 0 for v in live_pubs.values()), live_pubs
     assert all(v == 0 for v in live_served.values()), live_served
     assert not forwarded, forwarded  # every ROS call was answered or failed with its service
+    assert all(v == 0 for v in live_actions.values()), live_actions
+    assert not served_goals, served_goals  # every ROS goal ended, or was aborted with its action server
     assert not goals and not session.goals, goals  # every goal in flight was cancelled
     assert len(session.outbox) == 0 and not session.pending_calls
     count['sessions'] += 1
@@ -340,6 +397,8 @@ def _message(rng: random.Random) -> dict:
             )
         else:
             message[key] = _value(rng)
+    if message['op'] in ('advertise_action', 'unadvertise_action') and rng.random() < 0.8:
+        message.update(action=rng.choice(NAMES[:3]), type='fleet_interfaces/action/RunMission')
     if message['op'] in ('send_action_goal', 'cancel_action_goal') and rng.random() < 0.5:
         # often well-formed, so that goals get into flight and are cancelled, answered and finished
         message.update(
@@ -373,7 +432,17 @@ def _input(rng: random.Random):
         return ('goal_result', (rng.randrange(5), rng.randrange(7), rng.random() < 0.3))
     if kind < 0.96:
         return ('goal_feedback', rng.randrange(5))
+    if kind < 0.965:
+        return ('goal_request', rng.randrange(5))
+    if kind < 0.97:
+        return ('goal_cancel', rng.randrange(5))
     if kind < 0.98:
+        n = rng.randrange(5)
+        body = (
+            {k: _value(rng) for k in rng.sample(GOAL_FIELDS, rng.randrange(3))} if rng.random() < 0.8 else _value(rng)
+        )
+        return ('serve', (n, body, rng.choice([4, 4, 5, 6, 0, 'x', None]), rng.choice([True, True, False, None, 'x'])))
+    if kind < 0.99:
         body = (
             {k: _value(rng) for k in rng.sample(RESPONSE_FIELDS, rng.randrange(3))}
             if rng.random() < 0.8
@@ -384,6 +453,7 @@ def _input(rng: random.Random):
 
 
 RESPONSE_FIELDS = ['success', 'message', 'nope']
+GOAL_FIELDS = ['success', 'points_done', 'detail', 'state', 'nope']
 
 
 KEYS = ['data', 'sec', 'nanosec', 'id', 'op', 'x', '']
@@ -447,3 +517,4 @@ def test_fuzz_100k_generated_inputs_never_crash_or_leak():
     run()
     assert count['inputs'] >= TARGET_INPUTS, count
     assert count['goals'] >= 200, count  # action goals got into flight, not only refused
+    assert count['served_goals'] >= 100, count  # ROS goals reached client-served actions

@@ -26,6 +26,7 @@ ACL = {
             'advertise_service': ['/served/**', '/js/served/**', '/py/served/**'],
             'command_publish': ['/fleet/*/*/estop'],
             'send_action_goal': ['/act/**', '/js/act/**', '/py/act/**'],
+            'advertise_action': ['/served/**', '/js/served/**', '/py/served/**'],
         },
         'site-link': {'subscribe': ['/fleet/**'], 'publish': ['/fleet/**']},
         'viewer': {'subscribe': ['/fleet/*/*/status', '/bench/**', '/t/**'], 'call_service': []},

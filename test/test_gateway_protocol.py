@@ -18,6 +18,7 @@ from fleet_gateway.conversion import (
     service_class,
 )
 from fleet_gateway.protocol import (
+    AdvertiseAction,
     AdvertiseService,
     AdvertiseTopic,
     CallService,
@@ -28,9 +29,12 @@ from fleet_gateway.protocol import (
     PublishMessage,
     SendActionGoal,
     SendQueue,
+    ServedGoalFeedback,
+    ServedGoalResult,
     ServiceReply,
     SessionLimits,
     SubscribeTopic,
+    UnadvertiseAction,
     UnadvertiseService,
     UnsubscribeTopic,
 )
@@ -46,6 +50,7 @@ def policy() -> AccessPolicy:
         GlobSet(['/served/**']),
         GlobSet(['/fleet/*/*/estop']),
         send_action_goal=GlobSet(['/act/**']),
+        advertise_action=GlobSet(['/served/**']),
     )
     viewer = RolePolicy(Role.VIEWER, GlobSet([]), GlobSet(['/fleet/**']), GlobSet([]), GlobSet([]), GlobSet([]))
     return AccessPolicy(
@@ -589,12 +594,146 @@ def test_finish_cancels_goals_in_flight():
     assert len(s.outbox) == 0
 
 
-def test_unsupported_action_server_ops_are_refused_with_the_id():
+# --- actions served by clients (advertise_action / send_action_goal to the client / action_result) ----------
+
+
+def _serve_action(s: ClientSession, action: str = '/served/mission', rid: str = 'adv') -> AdvertiseAction:
+    (event,) = send(s, op='advertise_action', id=rid, action=action, type=RUN_MISSION)
+    assert event == AdvertiseAction(action, action_class(RUN_MISSION), rid)
+    return event
+
+
+def _forwarded(s: ClientSession, token: int, action: str = '/served/mission', **goal: object) -> dict:
+    run_mission = action_class(RUN_MISSION)
+    assert s.goal_request(action, token, run_mission.Goal(**goal)) == []
+    (message,) = sent(s)
+    return message
+
+
+def test_advertise_action_forwards_ros_goals_and_relays_feedback_and_result():
     s = session()
-    for op in ('advertise_action', 'unadvertise_action', 'action_feedback', 'action_result'):
-        assert send(s, op=op, id=op, action='/act/mission', type=RUN_MISSION) == []
+    _serve_action(s)
+    run_mission = action_class(RUN_MISSION)
+    first = _forwarded(s, 7, workflow='inspection', point_ids=['p1'])
+    second = _forwarded(s, 8)
+    assert first['op'] == 'send_action_goal' and first['action'] == '/served/mission'
+    assert first['action_type'] == RUN_MISSION and first['feedback'] is True
+    assert first['args']['workflow'] == 'inspection' and first['args']['point_ids'] == ['p1']
+    assert first['id'] != second['id']  # a fresh id per goal
+    (feedback,) = send(s, op='action_feedback', id=first['id'], action='/served/mission', values={'points_done': 1})
+    assert feedback == ServedGoalFeedback('/served/mission', 7, run_mission.Feedback(points_done=1))
+    (result,) = send(
+        s, op='action_result', id=first['id'], action='/served/mission', values={'success': True}, status=4, result=True
+    )
+    assert result == ServedGoalResult('/served/mission', 7, 4, run_mission.Result(success=True))
+    # roslibjs' setFailed: no values, status ABORTED, result false
+    (failed,) = send(s, op='action_result', id=second['id'], action='/served/mission', status=6, result=False)
+    assert failed.token == 8 and failed.status == 6 and failed.result is None
+    (canceled,) = send(s, op='action_result', id=_forwarded(s, 9)['id'], values={}, status=5, result=True)
+    assert canceled.token == 9 and canceled.status == 5 and canceled.result == run_mission.Result()
+    assert s.stats()['served_goals'] == 2 and s.stats()['served_goals_failed'] == 1 and not s.incoming_goals
+    assert sent(s) == []
+
+
+def test_ros_cancel_request_reaches_the_serving_client():
+    s = session()
+    _serve_action(s)
+    goal = _forwarded(s, 3)
+    s.goal_cancel_request('/served/mission', 3)
+    assert sent(s) == [{'op': 'cancel_action_goal', 'id': goal['id'], 'action': '/served/mission'}]
+    s.goal_cancel_request('/served/mission', 99)  # not forwarded (ended already): nothing to tell
+    assert sent(s) == []
+
+
+def test_action_feedback_and_result_unknown_mismatched_and_badly_typed():
+    s = session()
+    _serve_action(s)
+    goal = _forwarded(s, 1)
+    for op in ('action_feedback', 'action_result'):
+        assert send(s, op=op, action='/served/mission', values={}) == []
+        assert 'needs the "id"' in sent(s)[0]['msg']
+        assert send(s, op=op, id='send_action_goal:/nope:1', values={}) == []
         (error,) = sent(s)
-        assert error['id'] == op and 'not supported' in error['msg']
+        assert error['id'] == 'send_action_goal:/nope:1' and 'no goal with id' in error['msg']
+        assert send(s, op=op, id=goal['id'], action='/served/other', values={}) == []
+        assert 'is for /served/mission' in sent(s)[0]['msg']
+    assert send(s, op='action_feedback', id=goal['id'], values={'points_done': 'many'}) == []
+    assert sent(s)[0]['id'] == goal['id']
+    assert send(s, op='action_result', id=goal['id'], values={}, result='yes') == []
+    assert 'true or false' in sent(s)[0]['msg']
+    assert send(s, op='action_result', id=goal['id'], values={}, status='done') == []
+    assert 'integer GoalStatus' in sent(s)[0]['msg']
+    # values that do not fit the Result: the client is told, the ROS goal is aborted at once
+    (aborted,) = send(s, op='action_result', id=goal['id'], values={'success': 'very'}, status=4)
+    assert aborted.token == 1 and aborted.status == 6 and aborted.result is None
+    (error,) = sent(s)
+    assert error['id'] == goal['id'] and 'aborted' in error['msg']
+    # the goal is finished: its id is unknown now
+    assert send(s, op='action_result', id=goal['id'], values={}, status=4) == []
+    assert 'no goal with id' in sent(s)[0]['msg']
+    assert send(s, op='action_feedback', id=goal['id'], values={}) == []
+    assert 'no goal with id' in sent(s)[0]['msg']
+
+
+def test_advertise_action_acl_types_duplicates_limits_and_unadvertise():
+    s = session(max_served_actions=2)
+    send(s, op='advertise_action', id='x', action='/elsewhere/mission', type=RUN_MISSION)
+    (error,) = sent(s)
+    assert error['id'] == 'x' and 'may not advertise action /elsewhere/mission' in error['msg']
+    send(s, op='advertise_action', id='x', action='/served/mission', type='std_srvs/SetBool')
+    assert sent(s)[0]['level'] == 'error'
+    send(s, op='advertise_action', id='x', action='/served/mission')
+    assert 'missing required field "type"' in sent(s)[0]['msg']
+    viewer = session(Role.VIEWER)
+    send(viewer, op='advertise_action', id='v', action='/served/mission', type=RUN_MISSION)
+    assert 'may not' in sent(viewer)[0]['msg']
+    _serve_action(s)
+    assert send(s, op='advertise_action', id='again', action='/served/mission', type=RUN_MISSION) == []
+    _serve_action(s, '/served/second')
+    send(s, op='advertise_action', id='third', action='/served/third', type=RUN_MISSION)
+    (error,) = sent(s)
+    assert error['id'] == 'third' and 'at most 2 advertised actions' in error['msg']
+    goal = _forwarded(s, 3)
+    assert send(s, op='unadvertise_action', id='u', action='/served/mission') == [UnadvertiseAction('/served/mission')]
+    assert not s.incoming_goals  # the ROS side aborts the goals in flight when it destroys the server
+    send(s, op='action_result', id=goal['id'], values={}, status=4)
+    assert 'no goal with id' in sent(s)[0]['msg']
+    send(s, op='unadvertise_action', id='u2', action='/served/mission')
+    (error,) = sent(s)
+    assert error['id'] == 'u2' and 'not advertised by this client' in error['msg']
+    (aborted,) = s.goal_request('/served/mission', 4, action_class(RUN_MISSION).Goal())
+    assert aborted.token == 4 and aborted.status == 6 and 'gone' in aborted.error
+
+
+def test_served_goals_time_out_and_are_bounded():
+    s = session(served_goal_timeout_s=600.0, max_served_goals=2)
+    _serve_action(s)
+    first = _forwarded(s, 1)
+    s.clock.now += 1.0  # type: ignore[attr-defined]
+    second = _forwarded(s, 2)
+    (busy,) = s.goal_request('/served/mission', 3, action_class(RUN_MISSION).Goal())
+    assert busy.token == 3 and busy.status == 6 and 'in flight' in busy.error
+    assert s.next_wake() == pytest.approx(700.0)
+    s.clock.now = 700.0  # type: ignore[attr-defined]
+    (timed_out,) = s.poll(s.clock())
+    assert timed_out == ServedGoalResult('/served/mission', 1, 6, None, 'no action_result within 600 s')
+    assert sent(s)[0]['id'] == first['id']  # the client is told its result would come too late
+    assert s.next_wake() == pytest.approx(701.0)
+    (result,) = send(s, op='action_result', id=second['id'], values={'points_done': 2}, status=4, result=True)
+    assert result.token == 2 and result.result.points_done == 2
+    assert s.next_wake() is None and s.stats()['served_goals_failed'] == 2
+
+
+def test_finish_unadvertises_served_actions():
+    s = session()
+    _serve_action(s)
+    _serve_action(s, '/served/second')
+    _forwarded(s, 1)
+    events = s.finish()
+    assert set(events) == {UnadvertiseAction('/served/mission'), UnadvertiseAction('/served/second')}
+    assert not s.incoming_goals and not s.served_actions
+    (aborted,) = s.goal_request('/served/mission', 2, action_class(RUN_MISSION).Goal())
+    assert aborted.status == 6
 
 
 # --- config -----------------------------------------------------------------------------------------------
@@ -639,6 +778,8 @@ def test_repo_example_config_loads():
     acl = load_acl(config.acl_file)
     assert not acl.allows(Role.OPERATOR, Action.PUBLISH, '/site_a/robot_1/command')
     assert acl.allows(Role.OPERATOR, Action.PUBLISH, '/fleet/site_a/zone_1/estop')
+    for role in Role:  # serving actions through the gateway is granted to no role
+        assert not acl.allows(role, Action.ADVERTISE_ACTION, '/fleet/site_a/zone_1/mission')
     assert not acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/estop')
     assert acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/heartbeat')
     assert acl.allows(Role.OPERATOR, Action.SEND_ACTION_GOAL, '/fleet/site_a/zone_1/mission')
@@ -662,6 +803,15 @@ def test_action_acl_and_limits_load_from_yaml(tmp_path):
     limits = load_gateway_config(config).limits
     assert limits.max_action_goals == 5 and limits.action_server_wait_s == 0.5
     assert SessionLimits().max_action_goals == 64
+    acl.write_text("roles: {operator: {advertise_action: ['/robots/*/dock']}}")
+    policy = load_acl(acl)
+    assert policy.allows(Role.OPERATOR, Action.ADVERTISE_ACTION, '/robots/r1/dock')
+    assert not policy.allows(Role.OPERATOR, Action.ADVERTISE_ACTION, '/robots/r1/undock')
+    assert not policy.allows(Role.OPERATOR, Action.SEND_ACTION_GOAL, '/robots/r1/dock')
+    config.write_text('fleet_gateway: {limits: {max_served_actions: 3, max_served_goals: 4, served_goal_timeout_s: 9}}')
+    limits = load_gateway_config(config).limits
+    assert (limits.max_served_actions, limits.max_served_goals, limits.served_goal_timeout_s) == (3, 4, 9)
+    assert SessionLimits().served_goal_timeout_s == 600.0
 
 
 def test_deliver_batch_matches_per_message_delivery():

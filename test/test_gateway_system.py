@@ -4,6 +4,7 @@ socket, and a client that never reads (bounded, others unaffected)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -579,6 +580,147 @@ def test_action_goals_feedback_result_cancel_failures_limits_and_disconnect(proc
     log = gateway.proc.log_path.read_text()
     assert "'internal_errors': 0" in log and "'clients': 0" in log, log
     assert "'rejected': 1" in log and "'unavailable': 1" in log, log
+
+
+def test_client_served_action_runs_rclpy_goals_with_feedback_cancel_timeout_conflicts_and_disconnect(
+    processes, ros, tmp_path
+):
+    """A WebSocket client serves fleet_interfaces/RunMission through the gateway; an rclpy ActionClient in this
+    process sends goals to it."""
+    from action_msgs.msg import GoalStatus
+    from rclpy.action import ActionClient, ActionServer
+
+    from fleet_interfaces.action import RunMission
+
+    gateway = start_gateway(processes, tmp_path, gateway={'limits': {'served_goal_timeout_s': 1.0}})
+    node = ros.node('served_action_caller')
+    client = ActionClient(node, RunMission, '/served/mission')
+    taken = ActionServer(node, RunMission, '/served/taken', lambda handle: RunMission.Result())  # a ROS node's
+
+    def result_of(handle):
+        return handle.get_result_async()
+
+    async def send_goal(inbox, workflow: str, feedback: list | None = None):
+        """Send a ROS goal; returns its accepted handle and the send_action_goal the serving client got."""
+        sent = client.send_goal_async(
+            RunMission.Goal(workflow=workflow, point_ids=['p1', 'p2']),
+            feedback_callback=(lambda m: feedback.append(m.feedback)) if feedback is not None else None,
+        )
+        await _spin_until(ros, sent.done, 10, 'the goal to be accepted')
+        assert sent.result().accepted
+        forwarded = await _spin_until(
+            ros,
+            lambda: inbox.take(lambda m: m['op'] == 'send_action_goal' and m['args']['workflow'] == workflow),
+            10,
+            f'send_action_goal {workflow}',
+        )
+        return sent.result(), forwarded
+
+    async def answer(ws, goal: dict, **fields) -> None:
+        await ws.send(json.dumps({'op': 'action_result', 'id': goal['id'], 'action': goal['action'], **fields}))
+
+    async def scenario() -> None:
+        server_ws = await connect(gateway.url())
+        inbox = _Inbox(server_ws)
+        await server_ws.send(json.dumps({'op': 'set_level', 'level': 'info'}))
+        await server_ws.send(
+            json.dumps({'op': 'advertise_action', 'id': 'adv', 'action': '/served/mission', 'type': RUN_MISSION})
+        )
+        await _spin_until(ros, client.server_is_ready, 10, 'the served action in the ROS graph')
+
+        # 1. goal -> feedback -> result: the goal arrives as send_action_goal with a fresh id and feedback true
+        feedback: list = []
+        handle, goal = await send_goal(inbox, 'inspection', feedback)
+        assert goal['action'] == '/served/mission' and goal['action_type'] == RUN_MISSION and goal['feedback'] is True
+        assert goal['args']['point_ids'] == ['p1', 'p2']
+        deadline = time.monotonic() + 10  # the feedback subscription may match the gateway's publisher a bit later
+        while not feedback:
+            assert time.monotonic() < deadline, 'no feedback reached the ROS client'
+            message = {'op': 'action_feedback', 'id': goal['id'], 'action': '/served/mission'}
+            await server_ws.send(json.dumps({**message, 'values': {'points_done': 1, 'state': 'RUNNING'}}))
+            with contextlib.suppress(AssertionError):
+                await _spin_until(ros, lambda: feedback, 0.2, 'feedback')
+        assert feedback[0].points_done == 1 and feedback[0].state == 'RUNNING'
+        result = result_of(handle)
+        await answer(server_ws, goal, values={'success': True, 'points_done': 2, 'detail': 'ok'}, status=4, result=True)
+        await _spin_until(ros, result.done, 10, 'the result')
+        assert result.result().status == GoalStatus.STATUS_SUCCEEDED
+        assert result.result().result.success is True and result.result().result.detail == 'ok'
+        await answer(server_ws, goal, values={}, status=4)  # finished: its id is unknown now
+        stale = await _spin_until(ros, lambda: inbox.take(lambda m: m.get('level') == 'error'), 5, 'status error')
+        assert stale['id'] == goal['id'] and 'no goal with id' in stale['msg']
+
+        # 2. a ROS cancel reaches the client as cancel_action_goal; it ends the goal as CANCELED
+        handle, goal = await send_goal(inbox, 'to-cancel')
+        cancel = handle.cancel_goal_async()
+        asked = await _spin_until(
+            ros, lambda: inbox.take(lambda m: m['op'] == 'cancel_action_goal'), 10, 'cancel_action_goal'
+        )
+        assert asked == {'op': 'cancel_action_goal', 'id': goal['id'], 'action': '/served/mission'}
+        await _spin_until(ros, cancel.done, 10, 'the cancel response')
+        result = result_of(handle)
+        await answer(server_ws, goal, values={'detail': 'stopped'}, status=5, result=True)
+        await _spin_until(ros, result.done, 10, 'the cancelled result')
+        assert result.result().status == GoalStatus.STATUS_CANCELED and result.result().result.detail == 'stopped'
+
+        # 3. roslibjs' setFailed (result false, status ABORTED, no values): the goal is aborted
+        handle, goal = await send_goal(inbox, 'to-fail')
+        result = result_of(handle)
+        await answer(server_ws, goal, status=6, result=False)
+        await _spin_until(ros, result.done, 10, 'the failed result')
+        assert result.result().status == GoalStatus.STATUS_ABORTED
+
+        # 4. no action_result within served_goal_timeout_s (1 s): aborted, and the client is told with the goal id
+        started = time.monotonic()
+        handle, goal = await send_goal(inbox, 'ignored')
+        result = result_of(handle)
+        await _spin_until(ros, result.done, 10, 'the timed-out result')
+        assert 0.9 <= time.monotonic() - started < 5 and result.result().status == GoalStatus.STATUS_ABORTED
+        warning = await _spin_until(ros, lambda: inbox.take(lambda m: m.get('id') == goal['id']), 5, 'the warning')
+        assert warning['level'] == 'warning' and 'no action_result within 1 s' in warning['msg']
+
+        # 5. a second client may not take the name; nor may anyone take a name a ROS node serves
+        other = await connect(gateway.url())
+        for rid, action in (('dup', '/served/mission'), ('ros', '/served/taken')):
+            await other.send(json.dumps({'op': 'advertise_action', 'id': rid, 'action': action, 'type': RUN_MISSION}))
+        refused = await recv_until(other, lambda m: m.get('id') == 'dup')
+        assert refused['level'] == 'error' and 'already served through the gateway' in refused['msg']
+        refused = await recv_until(other, lambda m: m.get('id') == 'ros')
+        assert refused['level'] == 'error' and 'already served by a ROS node' in refused['msg']
+
+        # 6. the serving client disconnects with goals in flight: they are aborted at once, the server goes
+        results = [result_of((await send_goal(inbox, f'pending-{i}'))[0]) for i in range(3)]
+        closed_at = time.monotonic()
+        await server_ws.close()
+        await _spin_until(ros, lambda: all(r.done() for r in results), 5, 'aborted results after the disconnect')
+        assert time.monotonic() - closed_at < 0.9  # well before the 1 s goal timeout
+        assert all(r.result().status == GoalStatus.STATUS_ABORTED for r in results)
+        await _spin_until(ros, lambda: not client.server_is_ready(), 10, 'the action server to leave the graph')
+
+        # 7. now the second client may serve it; unadvertise_action aborts its goal and removes it again
+        other_inbox = _Inbox(other)
+        await other.send(
+            json.dumps({'op': 'advertise_action', 'id': 'take', 'action': '/served/mission', 'type': RUN_MISSION})
+        )
+        await _spin_until(ros, client.server_is_ready, 10, 'the re-advertised action')
+        handle, goal = await send_goal(other_inbox, 'second')
+        result = result_of(handle)
+        await other.send(json.dumps({'op': 'unadvertise_action', 'id': 'un', 'action': '/served/mission'}))
+        await _spin_until(ros, result.done, 5, 'the result aborted by unadvertise_action')
+        assert result.result().status == GoalStatus.STATUS_ABORTED
+        await _spin_until(ros, lambda: not client.server_is_ready(), 10, 'the unadvertised action to leave')
+        await other.close()
+
+    asyncio.run(scenario())
+    taken.destroy()
+    assert gateway.proc.alive()
+    gateway.proc.stop()
+    log = gateway.proc.log_path.read_text()
+    assert "'internal_errors': 0" in log and "'clients': 0" in log, log
+    assert "'served_goals': {'forwarded': 8, 'succeeded': 1, 'canceled': 1, 'aborted': 6" in log, log
+
+
+RUN_MISSION = 'fleet_interfaces/action/RunMission'
 
 
 async def _wait_for_text(proc, text: str, timeout: float) -> None:

@@ -23,6 +23,7 @@ class Action(enum.Enum):
     CALL_SERVICE = 'call_service'
     ADVERTISE_SERVICE = 'advertise_service'
     SEND_ACTION_GOAL = 'send_action_goal'
+    ADVERTISE_ACTION = 'advertise_action'
 
 
 PROTECTED_TOPICS: tuple[str, ...] = (
@@ -80,6 +81,8 @@ class RolePolicy:
     command_publish: GlobSet
     send_action_goal: GlobSet = field(default_factory=lambda: GlobSet(()))
     """Action names this role may send goals to (and cancel its own goals on)."""
+    advertise_action: GlobSet = field(default_factory=lambda: GlobSet(()))
+    """Action names this role may serve (advertise_action)."""
 
     def allows(self, action: Action, name: str, *, protected: GlobSet) -> bool:
         if action is Action.PUBLISH:
@@ -92,6 +95,8 @@ class RolePolicy:
             return self.call_service.matches(name)
         if action is Action.SEND_ACTION_GOAL:
             return self.send_action_goal.matches(name)
+        if action is Action.ADVERTISE_ACTION:
+            return self.advertise_action.matches(name)
         return self.advertise_service.matches(name)
 
 

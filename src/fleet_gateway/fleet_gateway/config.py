@@ -220,7 +220,15 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
     )
 
 
-_ACL_KEYS = ('publish', 'subscribe', 'call_service', 'advertise_service', 'command_publish', 'send_action_goal')
+_ACL_KEYS = (
+    'publish',
+    'subscribe',
+    'call_service',
+    'advertise_service',
+    'command_publish',
+    'send_action_goal',
+    'advertise_action',
+)
 
 
 def _globs(source: str, key: str, value: Any) -> GlobSet:

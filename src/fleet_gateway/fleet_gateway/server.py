@@ -32,6 +32,7 @@ import urllib.parse
 import weakref
 from typing import Any
 
+from action_msgs.msg import GoalStatus
 from rclpy.qos import ReliabilityPolicy
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -55,6 +56,7 @@ from fleet_gateway.protocol.session import ClientSession
 from fleet_gateway.ratelimit import TokenBucket
 from fleet_gateway.ros_async import asyncio_future, wait_until
 from fleet_gateway.ros_side import EndpointConflict, RosEndpoints
+from fleet_gateway.served_actions import ClientServedActions
 
 log = logging.getLogger('fleet_gateway.server')
 
@@ -400,6 +402,7 @@ class GatewayServer:
         self.ros: RosEndpoints | None = None
         self.loop: Any = None
         self._action_goals: ActionGoalRunner | None = None
+        self._served_actions: ClientServedActions | None = None
         self.connections: set[ClientConnection] = set()
         self._admission = TokenBucket(config.admission.rate, config.admission.burst)
         self._ids = itertools.count(1)
@@ -636,6 +639,15 @@ class GatewayServer:
                     self._goal_runner().send(conn, event)
                 elif isinstance(event, ev.CancelActionGoal):
                     self._goal_runner().cancel(conn, event)
+                elif isinstance(event, ev.AdvertiseAction):
+                    self._action_servers().advertise(event.action, event.action_cls, conn)
+                elif isinstance(event, ev.UnadvertiseAction):
+                    gone = 'disconnected' if session.finished else 'unadvertised it'
+                    self._action_servers().unadvertise(event.action, conn, f'the serving client {gone}')
+                elif isinstance(event, ev.ServedGoalFeedback):
+                    self._action_servers().feedback(event.action, event.token, event.feedback)
+                elif isinstance(event, ev.ServedGoalResult):
+                    self._action_servers().finish(event.action, event.token, event.status, event.result, event.error)
                 elif isinstance(event, ev.CloseConnection):
                     session.request_close(event.code, event.reason)
             except EndpointConflict as exc:
@@ -647,7 +659,12 @@ class GatewayServer:
                 elif isinstance(event, ev.AdvertiseService):
                     session.served.pop(event.service, None)
                     rid = event.request_id
-                session.error(f'advertise_service: {exc}' if rid is not None else str(exc), rid)
+                    exc = EndpointConflict(f'advertise_service: {exc}')
+                elif isinstance(event, ev.AdvertiseAction):
+                    session.served_actions.pop(event.action, None)
+                    rid = event.request_id
+                    exc = EndpointConflict(f'advertise_action: {exc}')
+                session.error(str(exc), rid)
             except Exception:  # a bug or an rclpy failure must not take the gateway down: log it, tell the client
                 self.counters['internal_errors'] += 1
                 log.exception('client %s: failed to apply %s', session.client_id, type(event).__name__)
@@ -682,14 +699,39 @@ class GatewayServer:
             self._action_goals = ActionGoalRunner(self.ros, self.loop)
         return self._action_goals
 
+    def _action_servers(self) -> ClientServedActions:
+        """Created with the first advertise_action (the ROS side exists once `start()` ran)."""
+        if self._served_actions is None:
+            assert self.ros is not None
+            actions = self._served_actions = ClientServedActions(self.ros.node, self.loop)
+            actions.on_goal_request = self._on_goal_request
+            actions.on_goal_cancel = self._on_goal_cancel
+        return self._served_actions
+
+    def _on_goal_request(self, conn: ClientConnection, action: str, token: int, goal: Any) -> None:
+        """A ROS goal to an action `conn` serves: forward it to the client (or abort it at once)."""
+        failed = ev.ServedGoalResult(action, token, GoalStatus.STATUS_ABORTED, None, 'internal error in the gateway')
+        forward = functools.partial(conn.session.goal_request, action, token, goal)
+        self._forward(conn, f'a goal to {action}', forward, failed)
+
+    def _on_goal_cancel(self, conn: ClientConnection, action: str, token: int) -> None:
+        conn.session.goal_cancel_request(action, token)
+        conn.flush()
+
     def _on_service_request(self, conn: ClientConnection, service: str, token: int, request: Any) -> None:
         """A ROS caller called a service `conn` serves: forward it to the client (or fail it at once)."""
+        failed = ev.ServiceReply(service, token, None, 'internal error in the gateway')
+        forward = functools.partial(conn.session.service_request, service, token, request)
+        self._forward(conn, f'a call to {service}', forward, failed)
+
+    def _forward(self, conn: ClientConnection, what: str, forward: Any, failed: ev.Event) -> None:
+        """Forward a ROS request to the client that serves it; `failed` answers the ROS side on a gateway bug."""
         try:
-            events = conn.session.service_request(service, token, request)
+            events = forward()
         except Exception:  # never leave the ROS caller hanging on a bug here
             self.counters['internal_errors'] += 1
-            log.exception('client %s: forwarding a call to %s failed', conn.session.client_id, service)
-            events = [ev.ServiceReply(service, token, None, 'internal error in the gateway')]
+            log.exception('client %s: forwarding %s failed', conn.session.client_id, what)
+            events = [failed]
         if events:
             self._apply(conn, events)
         conn.flush()
@@ -736,6 +778,7 @@ class GatewayServer:
             'ros_messages_received': self.ros.received if self.ros else 0,
             'served_calls': dict(self.ros.served_calls) if self.ros else {},
             'action_goals': dict(self._action_goals.counters) if self._action_goals is not None else {},
+            'served_goals': dict(self._served_actions.counters) if self._served_actions is not None else {},
             'dropped_total': self.counters['dropped_closed_sessions'] + sum(c['dropped'] for c in clients.values()),
             'shed_total': self.counters['shed_closed_sessions'] + sum(c['shed'] for c in clients.values()),
             'per_client': clients,

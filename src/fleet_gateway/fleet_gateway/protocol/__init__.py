@@ -1,6 +1,7 @@
 """The sans-I/O rosbridge v2 protocol core: text in, events for the ROS side and frames to send out."""
 
 from fleet_gateway.protocol.events import (
+    AdvertiseAction,
     AdvertiseService,
     AdvertiseTopic,
     CallService,
@@ -9,8 +10,11 @@ from fleet_gateway.protocol.events import (
     Event,
     PublishMessage,
     SendActionGoal,
+    ServedGoalFeedback,
+    ServedGoalResult,
     ServiceReply,
     SubscribeTopic,
+    UnadvertiseAction,
     UnadvertiseService,
     UnadvertiseTopic,
     UnsubscribeTopic,
@@ -21,6 +25,7 @@ from fleet_gateway.protocol.session import ClientSession
 from fleet_gateway.protocol.state import SessionLimits
 
 __all__ = [
+    'AdvertiseAction',
     'AdvertiseService',
     'AdvertiseTopic',
     'CallService',
@@ -34,9 +39,12 @@ __all__ = [
     'SendActionGoal',
     'SendQueue',
     'SendQueueOverflow',
+    'ServedGoalFeedback',
+    'ServedGoalResult',
     'ServiceReply',
     'SessionLimits',
     'SubscribeTopic',
+    'UnadvertiseAction',
     'UnadvertiseService',
     'UnadvertiseTopic',
     'UnsubscribeTopic',

@@ -99,6 +99,43 @@ class CancelActionGoal:
 
 
 @dataclass(frozen=True, slots=True)
+class AdvertiseAction:
+    """Serve `action` in ROS on behalf of this client; a conflict is reported with `request_id`."""
+
+    action: str
+    action_cls: type
+    request_id: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnadvertiseAction:
+    """Stop serving `action`: every goal still in flight is aborted at once, then the action server goes."""
+
+    action: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServedGoalFeedback:
+    """Publish `feedback` (the action's Feedback) for the ROS goal `token` (from `ClientSession.goal_request`)."""
+
+    action: str
+    token: int
+    feedback: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ServedGoalResult:
+    """End the ROS goal `token`: `status` a GoalStatus code (SUCCEEDED, CANCELED, anything else aborts) with
+    `result` (None: a default Result); `error` is logged as the reason for an abort."""
+
+    action: str
+    token: int
+    status: int
+    result: Any | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CloseConnection:
     code: int
     reason: str
@@ -116,5 +153,9 @@ Event = (
     | ServiceReply
     | SendActionGoal
     | CancelActionGoal
+    | AdvertiseAction
+    | UnadvertiseAction
+    | ServedGoalFeedback
+    | ServedGoalResult
     | CloseConnection
 )

@@ -11,6 +11,7 @@ from fleet_gateway.acl import Action
 from fleet_gateway.conversion import ConversionError, action_class, codec_for, message_class, service_class
 from fleet_gateway.protocol import fields
 from fleet_gateway.protocol.events import (
+    AdvertiseAction,
     AdvertiseService,
     AdvertiseTopic,
     CallService,
@@ -18,8 +19,11 @@ from fleet_gateway.protocol.events import (
     Event,
     PublishMessage,
     SendActionGoal,
+    ServedGoalFeedback,
+    ServedGoalResult,
     ServiceReply,
     SubscribeTopic,
+    UnadvertiseAction,
     UnadvertiseService,
     UnadvertiseTopic,
     UnsubscribeTopic,
@@ -30,7 +34,9 @@ from fleet_gateway.protocol.state import (
     STATUS_LEVELS,
     ActiveGoal,
     Advertisement,
+    IncomingGoal,
     PendingCall,
+    ServedAction,
     ServedService,
     Subscription,
 )
@@ -41,6 +47,8 @@ if TYPE_CHECKING:
 Rid = str | int | None
 Handler = Callable[['ClientSession', dict[str, Any], Rid, list[Event]], None]
 ENCODINGS = ('none', 'cbor')
+SUCCEEDED, CANCELED, ABORTED = 4, 5, 6
+"""action_msgs/GoalStatus codes a serving client reports in action_result."""
 
 
 def _allow(session: ClientSession, action: Action, name: str) -> None:
@@ -180,17 +188,27 @@ def handle_call_service(session: ClientSession, message: dict[str, Any], rid: Ri
     events.append(CallService(call_no, service, srv_cls, request, timeout_s))
 
 
+def _served_already(name: str, current: type | None, wanted: type, count: int, limit: int, kind: str) -> bool:
+    """True when this client already serves `name` with the `wanted` type (advertising again changes nothing);
+    raises when it serves it with another type, or when a new one would exceed `limit`."""
+    if current is not None:
+        if current is not wanted:
+            raise ProtocolError(f'{name} is already advertised by this client with another type')
+        return True
+    if count >= limit:
+        raise ProtocolError(f'at most {limit} advertised {kind} per client')
+    return False
+
+
 def handle_advertise_service(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
     service = fields.ros_name(message, 'service')
     srv_cls = service_class(fields.text(message, 'type'))
     _allow(session, Action.ADVERTISE_SERVICE, service)
     existing = session.served.get(service)
-    if existing is not None:
-        if existing.srv_cls is not srv_cls:
-            raise ProtocolError(f'{service} is already advertised by this client with another type')
-        return  # advertising again with the same type changes nothing
-    if len(session.served) >= session.limits.max_served_services:
-        raise ProtocolError(f'at most {session.limits.max_served_services} advertised services per client')
+    current = existing.srv_cls if existing else None
+    limit = session.limits.max_served_services
+    if _served_already(service, current, srv_cls, len(session.served), limit, 'services'):
+        return
     codec_for(srv_cls.Request)  # type: ignore[attr-defined]  # fails now, not on the first call
     codec_for(srv_cls.Response)  # type: ignore[attr-defined]
     session.served[service] = ServedService(service, srv_cls)
@@ -282,6 +300,77 @@ def handle_cancel_action_goal(session: ClientSession, message: dict[str, Any], r
     events.append(CancelActionGoal(goal_no, action))
 
 
+def handle_advertise_action(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    action = fields.ros_name(message, 'action')
+    action_cls = action_class(fields.text(message, 'type'))
+    _allow(session, Action.ADVERTISE_ACTION, action)
+    existing = session.served_actions.get(action)
+    current = existing.action_cls if existing else None
+    limit = session.limits.max_served_actions
+    if _served_already(action, current, action_cls, len(session.served_actions), limit, 'actions'):
+        return
+    for part in ('Goal', 'Feedback', 'Result'):  # fails now, not on the first goal
+        codec_for(getattr(action_cls, part))
+    session.served_actions[action] = ServedAction(action, action_cls)
+    events.append(AdvertiseAction(action, action_cls, rid))
+
+
+def handle_unadvertise_action(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    action = fields.ros_name(message, 'action')
+    if session.served_actions.pop(action, None) is None:
+        raise ProtocolError(f'{action} is not advertised by this client')
+    session.forget_incoming_goals(action)  # the ROS side aborts the goals still in flight
+    events.append(UnadvertiseAction(action))
+
+
+def _incoming_goal(session: ClientSession, message: dict[str, Any], rid: Rid) -> tuple[IncomingGoal, ServedAction]:
+    """The forwarded goal an action_feedback or action_result is about."""
+    op = message.get('op')
+    if rid is None:
+        raise ProtocolError(f'an {op} needs the "id" of the send_action_goal it answers')
+    goal = session.incoming_goals.get(rid) if isinstance(rid, str) else None
+    if goal is None:
+        raise ProtocolError(f'no goal with id {rid!r} is in flight (unknown, finished or timed out)')
+    named = fields.text(message, 'action', required=False)
+    if named and fields.ros_name(message, 'action') != goal.action:
+        raise ProtocolError(f'goal {rid!r} is for {goal.action}, not {named[:80]}')
+    return goal, session.served_actions[goal.action]
+
+
+def _action_values(message: dict[str, Any]) -> dict[str, Any]:
+    values = message.get('values')
+    return {} if values is None or values == [] else values
+
+
+def handle_action_feedback(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    goal, served = _incoming_goal(session, message, rid)
+    feedback = codec_for(served.action_cls.Feedback).from_json(_action_values(message))  # type: ignore[attr-defined]
+    events.append(ServedGoalFeedback(goal.action, goal.token, feedback))
+
+
+def handle_action_result(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+    goal, served = _incoming_goal(session, message, rid)
+    result = message.get('result', True)
+    if not isinstance(result, bool):
+        raise ProtocolError(f'field "result" must be true or false, got {type(result).__name__}')
+    status = message.get('status', SUCCEEDED if result else ABORTED)
+    if type(status) is not int:
+        raise ProtocolError(f'field "status" must be an integer GoalStatus code, got {type(status).__name__}')
+    del session.incoming_goals[goal.goal_id]
+    if not result or status not in (SUCCEEDED, CANCELED):
+        session.counters['served_goals_failed'] += 1
+        events.append(ServedGoalResult(goal.action, goal.token, ABORTED, None, 'the serving client reported a failure'))
+        return
+    try:
+        values = codec_for(served.action_cls.Result).from_json(_action_values(message))  # type: ignore[attr-defined]
+    except ConversionError as exc:
+        session.counters['served_goals_failed'] += 1
+        events.append(ServedGoalResult(goal.action, goal.token, ABORTED, None, 'invalid result from the client'))
+        raise ProtocolError(f'values do not fit {goal.action}: {exc} (the ROS goal was aborted)') from None
+    session.counters['served_goals'] += 1
+    events.append(ServedGoalResult(goal.action, goal.token, status, values))
+
+
 def handle_set_level(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
     level = fields.text(message, 'level')
     if level not in STATUS_LEVELS:
@@ -313,13 +402,6 @@ def handle_status(session: ClientSession, message: dict[str, Any], rid: Rid, eve
     """Clients may send status lines; they are accepted and ignored."""
 
 
-def _unsupported(op: str, hint: str) -> Handler:
-    def handler(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
-        raise ProtocolError(f'op "{op}" is not supported by this gateway: {hint}')
-
-    return handler
-
-
 HANDLERS: dict[str, Handler] = {
     'advertise': handle_advertise,
     'unadvertise': handle_unadvertise,
@@ -335,6 +417,8 @@ HANDLERS: dict[str, Handler] = {
     'status': handle_status,
     'send_action_goal': handle_send_action_goal,
     'cancel_action_goal': handle_cancel_action_goal,
+    'advertise_action': handle_advertise_action,
+    'unadvertise_action': handle_unadvertise_action,
+    'action_feedback': handle_action_feedback,
+    'action_result': handle_action_result,
 }
-for _op in ('advertise_action', 'unadvertise_action', 'action_feedback', 'action_result'):
-    HANDLERS[_op] = _unsupported(_op, 'clients cannot serve actions through it (send_action_goal is supported)')

@@ -2,7 +2,8 @@
 
 No sockets and no rclpy here. The server feeds `receive_text`/`receive_bytes`, applies the returned events to ROS,
 hands ROS messages back through `deliver`, service answers through `service_result`, ROS calls to services
-this client serves through `service_request` and the progress of its action goals through `action_feedback` and
+this client serves through `service_request`, ROS goals and cancel requests to actions it serves through
+`goal_request` and `goal_cancel_request`, and the progress of its own action goals through `action_feedback` and
 `action_result`, sends what `outbox` holds, calls `poll` at `next_wake()` (applying the events it returns), and
 calls `finish()` once when the connection ends.
 """
@@ -17,19 +18,21 @@ from typing import Any
 import cbor2
 
 from fleet_gateway.acl import AccessPolicy, Principal
-from fleet_gateway.conversion import ConversionError, UnknownType, codec_for
+from fleet_gateway.conversion import ConversionError, UnknownType, codec_for, type_name
 from fleet_gateway.protocol.events import (
     CancelActionGoal,
     CloseConnection,
     Event,
+    ServedGoalResult,
     ServiceReply,
+    UnadvertiseAction,
     UnadvertiseService,
     UnadvertiseTopic,
     UnsubscribeTopic,
 )
 from fleet_gateway.protocol.fields import ProtocolError, request_id
 from fleet_gateway.protocol.fragments import FragmentBuffer
-from fleet_gateway.protocol.handlers import HANDLERS, handle_auth
+from fleet_gateway.protocol.handlers import ABORTED, HANDLERS, handle_auth
 from fleet_gateway.protocol.outbox import OutFrame, SendQueue, SendQueueOverflow
 from fleet_gateway.protocol.published import PublishedMessage, dumps
 from fleet_gateway.protocol.state import (
@@ -38,7 +41,9 @@ from fleet_gateway.protocol.state import (
     ActiveGoal,
     Advertisement,
     IncomingCall,
+    IncomingGoal,
     PendingCall,
+    ServedAction,
     ServedService,
     SessionLimits,
     Subscription,
@@ -80,6 +85,9 @@ class ClientSession:
         self.served: dict[str, ServedService] = {}
         self.incoming_calls: dict[str, IncomingCall] = {}
         """ROS calls forwarded to this client, by call_service id; oldest (earliest deadline) first."""
+        self.served_actions: dict[str, ServedAction] = {}
+        self.incoming_goals: dict[str, IncomingGoal] = {}
+        """ROS goals forwarded to this client, by send_action_goal id; oldest (earliest deadline) first."""
         self.goals: dict[int, ActiveGoal] = {}
         """Action goals this client sent whose action_result has not gone out, by goal number."""
         self.goal_ids: dict[str | int, int] = {}
@@ -104,6 +112,8 @@ class ClientSession:
             'served_failed': 0,
             'action_goals': 0,
             'action_goals_failed': 0,
+            'served_goals': 0,
+            'served_goals_failed': 0,
             'shed': 0,
         }
         self.shed_by_topic: dict[str, int] = {}
@@ -336,6 +346,46 @@ class ClientSession:
         self.send({'op': 'call_service', 'id': call_id, 'service': service, 'args': args})
         return []
 
+    # --- action goals to actions this client serves ---------------------------------------------------
+
+    def goal_request(self, action: str, token: int, goal: Any) -> list[Event]:
+        """A ROS goal arrived for `action`, which this client serves: forward it as a `send_action_goal` with a
+        fresh id. Returns the events to apply now: an aborting `ServedGoalResult` when it cannot be forwarded."""
+        served = self.served_actions.get(action)
+        if served is None or self.finished or self.close_request is not None:
+            return [ServedGoalResult(action, token, ABORTED, None, f'{action}: the serving client is gone')]
+        if len(self.incoming_goals) >= self.limits.max_served_goals:
+            self.counters['served_goals_failed'] += 1
+            why = f'{action}: the serving client has {self.limits.max_served_goals} goals in flight already'
+            return [ServedGoalResult(action, token, ABORTED, None, why)]
+        goal_id = f'send_action_goal:{action}:{self.new_call_no()}'
+        args = codec_for(served.action_cls.Goal).to_json(goal)  # type: ignore[attr-defined]
+        deadline = self.clock() + self.limits.served_goal_timeout_s
+        self.incoming_goals[goal_id] = IncomingGoal(goal_id, action, token, deadline)
+        self.send(
+            {
+                'op': 'send_action_goal',
+                'id': goal_id,
+                'action': action,
+                'action_type': type_name(served.action_cls),
+                'args': args,
+                'feedback': True,
+            }
+        )
+        return []
+
+    def goal_cancel_request(self, action: str, token: int) -> None:
+        """A ROS client asked to cancel a goal this client is serving: tell it with `cancel_action_goal`."""
+        for goal in self.incoming_goals.values():
+            if goal.token == token and goal.action == action:
+                self.send({'op': 'cancel_action_goal', 'id': goal.goal_id, 'action': action})
+                return
+
+    def forget_incoming_goals(self, action: str) -> None:
+        """Drop the forwarded goals of one action (unadvertised: the ROS side aborts them)."""
+        for goal_id in [k for k, goal in self.incoming_goals.items() if goal.action == action]:
+            del self.incoming_goals[goal_id]
+
     # --- action goals this client sent ---------------------------------------------------------------
 
     def action_feedback(self, goal_no: int, feedback: Any) -> None:
@@ -397,7 +447,9 @@ class ClientSession:
     def next_wake(self) -> float | None:
         """When `poll` must run next (throttled subscriptions, fragment timeouts), or None."""
         incoming = next(iter(self.incoming_calls.values())).deadline if self.incoming_calls else None
-        deadlines = [d for d in (self._throttle_wake, self.fragments.next_deadline(), incoming) if d is not None]
+        goal = next(iter(self.incoming_goals.values())).deadline if self.incoming_goals else None
+        wakes = (self._throttle_wake, self.fragments.next_deadline(), incoming, goal)
+        deadlines = [d for d in wakes if d is not None]
         return min(deadlines) if deadlines else None
 
     def poll(self, now: float) -> list[Event]:
@@ -413,6 +465,16 @@ class ClientSession:
             why = f'{call.service}: no response within {limit:g} s'
             events.append(ServiceReply(call.service, call.token, None, why))
             self.status('warning', f'call {call.call_id} got no service_response within {limit:g} s', call.call_id)
+        while self.incoming_goals:
+            goal = next(iter(self.incoming_goals.values()))
+            if goal.deadline > now:
+                break
+            del self.incoming_goals[goal.goal_id]
+            self.counters['served_goals_failed'] += 1
+            limit = self.limits.served_goal_timeout_s
+            why = f'no action_result within {limit:g} s'
+            events.append(ServedGoalResult(goal.action, goal.token, ABORTED, None, why))
+            self.status('warning', f'goal {goal.goal_id} got no action_result within {limit:g} s', goal.goal_id)
         for message_id in self.fragments.expire(now):
             self.error(f'fragmented message never completed within {self.limits.fragment_timeout_s:g} s', message_id)
         if self._throttle_wake is not None and now >= self._throttle_wake:
@@ -441,11 +503,14 @@ class ClientSession:
         events: list[Event] = [UnsubscribeTopic(topic) for topic in self.subscriptions]
         events.extend(UnadvertiseTopic(topic) for topic in self.advertisements)
         events.extend(UnadvertiseService(service) for service in self.served)  # fails their waiting ROS calls
+        events.extend(UnadvertiseAction(action) for action in self.served_actions)  # aborts their ROS goals
         events.extend(CancelActionGoal(goal.goal_no, goal.action) for goal in self.goals.values())
         self.subscriptions.clear()
         self.advertisements.clear()
         self.served.clear()
         self.incoming_calls.clear()
+        self.served_actions.clear()
+        self.incoming_goals.clear()
         self.pending_calls.clear()
         self.goals.clear()
         self.goal_ids.clear()
@@ -465,4 +530,6 @@ class ClientSession:
             'served_services': len(self.served),
             'incoming_calls': len(self.incoming_calls),
             'goals_in_flight': len(self.goals),
+            'served_actions': len(self.served_actions),
+            'incoming_goals': len(self.incoming_goals),
         }

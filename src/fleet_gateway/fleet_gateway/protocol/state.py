@@ -37,6 +37,11 @@ class SessionLimits:
     action_server_wait_s: float = 5.0
     """How long a goal waits for its action server (and for the server's answer to the goal) before it fails with
     `action_result` result false. The first goal to an action also waits for discovery of the gateway's new client."""
+    max_served_actions: int = 64
+    max_served_goals: int = 256
+    """ROS goals waiting for this client's `action_result` at once (over all its actions); beyond, aborted at once."""
+    served_goal_timeout_s: float = 600.0
+    """A ROS goal to a client-served action is aborted if the client sends no `action_result` within this."""
     fragment_timeout_s: float = 10.0
     max_fragmented_messages: int = 8
     ops_per_s: float = 20_000.0
@@ -116,3 +121,21 @@ class ActiveGoal:
     fragment_size: int = 0
     encoding: str = 'none'
     cancel_requested: bool = False
+
+
+@dataclass
+class ServedAction:
+    """An action this client serves (advertise_action); the gateway forwards ROS goals to it as send_action_goal."""
+
+    action: str
+    action_cls: type
+
+
+@dataclass
+class IncomingGoal:
+    """A ROS goal forwarded to this client, waiting for its action_result with `goal_id`."""
+
+    goal_id: str
+    action: str
+    token: int
+    deadline: float
