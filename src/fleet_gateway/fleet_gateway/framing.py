@@ -41,27 +41,28 @@ TEXT_FRAME = 0x81
 """First byte of a complete, unfragmented text frame without extension bits: the common client message."""
 
 
+def _length_field(data: bytes, offset: int) -> tuple[int, int] | None:
+    """(payload size, header bytes before the mask key) of the frame header at `offset`, or None while its length
+    field is incomplete."""
+    if offset + 2 > len(data):
+        return None
+    size = data[offset + 1] & 0x7F
+    if size == 126:
+        return (struct.unpack_from('!H', data, offset + 2)[0], 4) if offset + 4 <= len(data) else None
+    if size == 127:
+        return (struct.unpack_from('!Q', data, offset + 2)[0], 10) if offset + 10 <= len(data) else None
+    return size, 2
+
+
 def next_client_frame(data: bytes, offset: int) -> tuple[int, int, int] | None:
     """The frame starting at `offset`: (first byte, payload start, end), or None while `data` does not hold all of
     it. Only the length fields are read; a masked frame's key is the 4 bytes before the payload start. What the
     frame means (opcode, mask bit, size limits) is for the caller to judge."""
-    if offset + 2 > len(data):
+    length = _length_field(data, offset)
+    if length is None:
         return None
-    second = data[offset + 1]
-    size = second & 0x7F
-    start = offset + 2
-    if size == 126:
-        if start + 2 > len(data):
-            return None
-        size = struct.unpack_from('!H', data, start)[0]
-        start += 2
-    elif size == 127:
-        if start + 8 > len(data):
-            return None
-        size = struct.unpack_from('!Q', data, start)[0]
-        start += 8
-    if second & 0x80:
-        start += 4
+    size, header = length
+    start = offset + header + (4 if data[offset + 1] & 0x80 else 0)
     end = start + size
     if end > len(data):
         return None
@@ -70,11 +71,5 @@ def next_client_frame(data: bytes, offset: int) -> tuple[int, int, int] | None:
 
 def declared_size(data: bytes, offset: int) -> int:
     """The payload size a frame header at `offset` declares (0 while the length field is incomplete)."""
-    if offset + 2 > len(data):
-        return 0
-    size = data[offset + 1] & 0x7F
-    if size == 126 and offset + 4 <= len(data):
-        return int(struct.unpack_from('!H', data, offset + 2)[0])
-    if size == 127 and offset + 10 <= len(data):
-        return int(struct.unpack_from('!Q', data, offset + 2)[0])
-    return size if size < 126 else 0
+    length = _length_field(data, offset)
+    return 0 if length is None else int(length[0])

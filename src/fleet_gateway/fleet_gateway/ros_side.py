@@ -35,7 +35,21 @@ log = logging.getLogger('fleet_gateway.ros')
 
 
 class EndpointConflict(ValueError):
-    """A topic is already bridged with another message type."""
+    """A topic is already bridged with another message type, or a service or action is served by someone else."""
+
+
+def served_already(
+    name: str, current: tuple[Any, type] | None, owner: Any, cls: type, ros_serves: Callable[[], bool]
+) -> bool:
+    """Whether `owner` already serves `name` with `cls` (`current`: the (owner, type) serving it through the gateway,
+    if any). Raises EndpointConflict when another client, or a ROS node (`ros_serves`), serves it."""
+    if current is not None:
+        if current[0] is owner and current[1] is cls:
+            return True
+        raise EndpointConflict(f'{name} is already served through the gateway by another client')
+    if ros_serves():
+        raise EndpointConflict(f'{name} is already served by a ROS node')
+    return False
 
 
 @dataclass
@@ -257,12 +271,9 @@ class RosEndpoints:
     def advertise_service(self, service: str, srv_cls: type, owner: Any) -> None:
         """Serve `service` in ROS for `owner`; requests go to `on_service_request` in the asyncio thread."""
         current = self._served.get(service)
-        if current is not None:
-            if current.owner is owner and current.srv_cls is srv_cls:
-                return
-            raise EndpointConflict(f'{service} is already served through the gateway by another client')
-        if self.node.count_services(service) > 0:
-            raise EndpointConflict(f'{service} is already served by a ROS node')
+        mine = (current.owner, current.srv_cls) if current is not None else None
+        if served_already(service, mine, owner, srv_cls, lambda: self.node.count_services(service) > 0):
+            return
         served = _Served(service, srv_cls, owner)
         loop = self.loop
 

@@ -23,7 +23,7 @@ from rclpy.action.server import ServerGoalHandle
 from rclpy.node import Node
 from rclpy.task import Future
 
-from fleet_gateway.ros_side import EndpointConflict
+from fleet_gateway.ros_side import served_already
 from fleet_ros import qos as fleet_qos
 
 log = logging.getLogger('fleet_gateway.served_actions')
@@ -75,12 +75,11 @@ class ClientServedActions:
     def advertise(self, action: str, action_cls: type, owner: Any) -> None:
         """Serve `action` in ROS for `owner`. Raises EndpointConflict when anyone else serves it already."""
         current = self._served.get(action)
-        if current is not None:
-            if current.owner is owner and current.action_cls is action_cls:
-                return
-            raise EndpointConflict(f'{action} is already served through the gateway by another client')
-        if self.node.count_services(f'{action}/_action/send_goal') > 0:
-            raise EndpointConflict(f'{action} is already served by a ROS node')
+        mine = (current.owner, current.action_cls) if current is not None else None
+        if served_already(
+            action, mine, owner, action_cls, lambda: self.node.count_services(f'{action}/_action/send_goal') > 0
+        ):
+            return
         served = _ServedAction(action, action_cls, owner)
         calls = fleet_qos.SERVICE_CALLS  # goal, cancel and result requests: deep queues, like served services
         served.server = ActionServer(

@@ -166,12 +166,12 @@ class GatewayConnection(ServerConnection):
                     self._carry = data[offset:]
                     break
             else:
+                if limit is not None and declared_size(data, offset) > limit:
+                    self._leave_direct(data[offset:])  # websockets closes with 1009 (message too big)
+                    break
                 frame = next_client_frame(data, offset)
                 if frame is None:
-                    if limit is not None and declared_size(data, offset) > limit:
-                        self._leave_direct(data[offset:])  # websockets closes with 1009 (message too big)
-                    else:
-                        self._carry = data[offset:]
+                    self._carry = data[offset:]
                     break
                 first, start, end = frame
                 if first != TEXT_FRAME or not second & 0x80 or self._parts:
@@ -181,9 +181,6 @@ class GatewayConnection(ServerConnection):
                         self._leave_direct(data[offset:])
                         break
                     continue
-                if limit is not None and end - start > limit:
-                    self._leave_direct(data[offset:])  # websockets closes with 1009 (message too big)
-                    break
             payload = apply_mask(data[start:end], data[start - 4 : start])
             offset = end
             if shed is not None and shed(payload, self._stale):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cbor2
@@ -273,12 +273,10 @@ class ClientSession:
         new = self.outbox.dropped_total - self._reported_drops
         self._reported_drops = self.outbox.dropped_total
         self._next_drop_report = now + self.limits.drop_report_interval_s
-        worst = sorted(self.outbox.drops.items(), key=lambda kv: -kv[1])[:3]
-        detail = ', '.join(f'{key}: {count}' for key, count in worst)
         self.status(
             'warning',
             f'client {self.client_id} is not keeping up: dropped {new} telemetry messages '
-            f'({self.outbox.dropped_total} in total; by topic {detail})',
+            f'({self.outbox.dropped_total} in total; by topic {_top_three(self.outbox.drops)})',
             None,
         )
 
@@ -293,12 +291,10 @@ class ClientSession:
         new = total - self._reported_shed
         self._reported_shed = total
         self._next_shed_report = now + self.limits.drop_report_interval_s
-        worst = sorted(self.shed_by_topic.items(), key=lambda kv: -kv[1])[:3]
-        detail = ', '.join(f'{key}: {count}' for key, count in worst)
         self.status(
             'warning',
             f'the gateway is over capacity: dropped {new} of your publishes to best-effort topics '
-            f'({total} in total; by topic {detail})',
+            f'({total} in total; by topic {_top_three(self.shed_by_topic)})',
             None,
         )
 
@@ -533,3 +529,9 @@ class ClientSession:
             'served_actions': len(self.served_actions),
             'incoming_goals': len(self.incoming_goals),
         }
+
+
+def _top_three(counts: Mapping[Any, int]) -> str:
+    """The three largest counts, for a drop report: "topic: n, ..."."""
+    worst = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
+    return ', '.join(f'{key}: {count}' for key, count in worst)
