@@ -2,17 +2,23 @@
 
 An executor runs one accepted command. It is async and cancellable: the agent cancels the task on e-stop,
 on a SAFETY `stop`, or at the command's deadline, and the coroutine sees `asyncio.CancelledError`.
+
+A plug-in is `package.module:function` (the agent's `executor` parameter): `function(exec_delay_sec)` returns an
+`ExecutorFactory`, which the agent host calls once per hosted agent with that agent's `ExecutorContext`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from fleet_core.model import Command
+
+if TYPE_CHECKING:
+    from rclpy.node import Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,23 @@ class CommandExecutor(Protocol):
     """Runs commands on one robot. `execute` must not block the event loop (await I/O, never sleep())."""
 
     async def execute(self, command: Command, args: Mapping[str, Any]) -> ExecutionResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorContext:
+    """What an executor factory receives for one hosted agent. The identity fields are those of `AgentSpec`, so
+    factories written against `AgentSpec` keep working. `node` is the agent host node: create publishers,
+    subscriptions, clients and parameters on it (in the factory, before the node spins; check `has_parameter`
+    first, since the factory runs once per hosted agent). The executor's coroutines run on `loop`."""
+
+    site_id: str
+    shard_id: str
+    agent_id: str
+    node: Node
+    loop: asyncio.AbstractEventLoop
+
+
+ExecutorFactory = Callable[[ExecutorContext], CommandExecutor]
 
 
 class SleepExecutor:

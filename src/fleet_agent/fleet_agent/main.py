@@ -6,20 +6,18 @@ import asyncio
 import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import rclpy
 from rclpy.node import Node
 
-from fleet_agent.executors import CommandExecutor, SleepExecutor
+from fleet_agent.executors import ExecutorFactory, SleepExecutor
 from fleet_agent.node import AgentHostNode, AgentSpec
 from fleet_core.config import ConfigError, FleetConfig, IntakeSettings, load_fleet_config
 from fleet_core.health import HealthConfig
 from fleet_ros.asyncio_node import run_nodes
 from fleet_ros.params import declare
-
-ExecutorFactory = Callable[[AgentSpec], CommandExecutor]
 
 
 def default_state_dir() -> Path:
@@ -27,7 +25,8 @@ def default_state_dir() -> Path:
 
 
 def load_executor_factory(spec: str, delay_sec: float) -> ExecutorFactory:
-    """'sleep' (built in) or 'package.module:function' returning a factory(AgentSpec) -> CommandExecutor."""
+    """'sleep' (built in) or 'package.module:function': function(delay_sec) returns the ExecutorFactory, called
+    once per hosted agent with its ExecutorContext (identity, host node, loop)."""
     if spec == 'sleep':
         return lambda _agent: SleepExecutor(delay_sec)
     module_name, _, attr = spec.partition(':')

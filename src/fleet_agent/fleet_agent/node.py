@@ -14,7 +14,7 @@ from rclpy.context import Context
 from rclpy.node import Node
 
 from fleet_agent.commit import GroupCommitter, immediately
-from fleet_agent.executors import CommandExecutor
+from fleet_agent.executors import ExecutorContext, ExecutorFactory
 from fleet_agent.runtime import AgentRuntime, HeartbeatData
 from fleet_core import topics
 from fleet_core.config import IntakeSettings
@@ -68,7 +68,7 @@ class AgentHostNode(Node):
         *,
         loop: asyncio.AbstractEventLoop,
         store_dir: Path,
-        executor_factory: Callable[[AgentSpec], CommandExecutor],
+        executor_factory: ExecutorFactory,
         intake_settings: IntakeSettings,
         heartbeat_period_sec: float,
         node_name: str = 'agent_host',
@@ -106,7 +106,7 @@ class AgentHostNode(Node):
             if key not in self._sinks:
                 self._sinks[key] = _ShardSink(self, *key, link=link)
                 self._subscribe_shard(*key)
-            executor = executor_factory(spec)
+            executor = executor_factory(ExecutorContext(spec.site_id, spec.shard_id, spec.agent_id, self, loop))
             self.runtimes[spec.agent_id] = AgentRuntime(
                 site_id=spec.site_id,
                 intake=self._intake(spec, store_dir, kinds, intake_settings),

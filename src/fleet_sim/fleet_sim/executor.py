@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fleet_agent.executors import CommandExecutor, ExecutionResult
-from fleet_agent.node import AgentSpec
+from fleet_agent.executors import ExecutionResult, ExecutorContext, ExecutorFactory
 from fleet_core.model import Command
 from fleet_sim.execlog import ExecutionLog
 from fleet_sim.faults import FaultState
@@ -117,12 +116,16 @@ class SimExecutor:
         return ExecutionResult(True, f'reached ({x:.2f}, {y:.2f})')
 
 
-def agent_factory(delay_sec: float) -> Callable[[AgentSpec], CommandExecutor]:
+def agent_factory(delay_sec: float) -> ExecutorFactory:
     """For `fleet_agent --ros-args -p executor:=fleet_sim.executor:agent_factory`: default settings, robots at the
     origin, execution log at $FLEET_SIM_EXEC_LOG when set. (`fleet_sim_host` adds odometry and faults.)"""
     settings = SimSettings(inspect_sec=max(delay_sec, SimSettings.inspect_sec))
     log_path = os.environ.get(EXEC_LOG_ENV)
     log = ExecutionLog(Path(log_path), f'agent-{os.getpid()}') if log_path else None
-    return lambda spec: SimExecutor(
-        SimRobot(spec.agent_id, (0.0, 0.0)), settings, rng=agent_rng(settings.seed, spec.agent_id), log=log
-    )
+
+    def executor(spec: ExecutorContext) -> SimExecutor:
+        return SimExecutor(
+            SimRobot(spec.agent_id, (0.0, 0.0)), settings, rng=agent_rng(settings.seed, spec.agent_id), log=log
+        )
+
+    return executor

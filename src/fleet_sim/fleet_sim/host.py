@@ -14,6 +14,7 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from fleet_agent.executors import ExecutorContext
 from fleet_agent.main import default_state_dir
 from fleet_agent.node import AgentHostNode, AgentSpec
 from fleet_core.config import ConfigError, FleetConfig, load_fleet_config
@@ -76,7 +77,7 @@ class SimHost:
             for s in specs
         }
 
-        def executor(spec: AgentSpec) -> SimExecutor:
+        def executor(spec: ExecutorContext) -> SimExecutor:
             return SimExecutor(
                 self.robots[spec.agent_id],
                 settings,
