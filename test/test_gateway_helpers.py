@@ -28,7 +28,8 @@ ACL = {
             'send_action_goal': ['/act/**', '/js/act/**', '/py/act/**'],
             'advertise_action': ['/served/**', '/js/served/**', '/py/served/**'],
         },
-        'site-link': {'subscribe': ['/fleet/**'], 'publish': ['/fleet/**']},
+        # a relay: the gateway refuses its control topics (acks, journal, ...) even under this broad grant
+        'site-link': {'subscribe': ['/fleet/*/*/estop'], 'publish': ['/fleet/**', '/*/*/odom']},
         'viewer': {'subscribe': ['/fleet/*/*/status', '/bench/**', '/t/**'], 'call_service': []},
     }
 }

@@ -781,11 +781,57 @@ def test_repo_example_config_loads():
     for role in Role:  # serving actions through the gateway is granted to no role
         assert not acl.allows(role, Action.ADVERTISE_ACTION, '/fleet/site_a/zone_1/mission')
     assert not acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/estop')
-    assert acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/heartbeat')
+    for control in ('ack', 'outcome', 'journal', 'heartbeat', 'status', 'leader', 'mission_journal'):
+        assert not acl.allows(Role.SITE_LINK, Action.PUBLISH, f'/fleet/site_a/zone_1/{control}'), control
+    assert not acl.allows(Role.SITE_LINK, Action.PUBLISH, '/site_a/robot_1/command')
+    assert acl.allows(Role.SITE_LINK, Action.PUBLISH, '/fleet/site_a/zone_1/task_events')
+    assert acl.allows(Role.SITE_LINK, Action.PUBLISH, '/site_a/robot_1/odom')
+    assert acl.allows(Role.SITE_LINK, Action.SUBSCRIBE, '/fleet/site_a/zone_1/estop')
+    assert not acl.allows(Role.SITE_LINK, Action.SUBSCRIBE, '/fleet/site_a/zone_1/ack')
+    assert not acl.allows(Role.SITE_LINK, Action.CALL_SERVICE, '/fleet/site_a/zone_1/submit')
     assert acl.allows(Role.OPERATOR, Action.SEND_ACTION_GOAL, '/fleet/site_a/zone_1/mission')
     assert not acl.allows(Role.OPERATOR, Action.SEND_ACTION_GOAL, '/site_a/robot_1/mission')
     assert not acl.allows(Role.VIEWER, Action.SEND_ACTION_GOAL, '/fleet/site_a/zone_1/mission')
     assert not acl.allows(Role.SITE_LINK, Action.SEND_ACTION_GOAL, '/fleet/site_a/zone_1/mission')
+
+
+def test_relay_role_never_covers_control_topics_whatever_its_grants(tmp_path):
+    """A site link granted everything still cannot publish what shards and agents act on (a forged ack showed
+    SUCCEEDED for running work; injected journal entries were executed), nor call or serve shard services and
+    actions; an operator with the same grants can. Every name fleet_core.topics builds is classified."""
+    import inspect
+
+    from fleet_core import topics
+    from fleet_gateway.acl import CONTROL_ACTIONS, CONTROL_SERVICES, CONTROL_TOPICS
+
+    acl = tmp_path / 'acl.yaml'
+    everything = "{publish: ['/**'], command_publish: ['/**'], subscribe: ['/**'], call_service: ['/**'], "
+    everything += "advertise_service: ['/**'], send_action_goal: ['/**'], advertise_action: ['/**']}"
+    acl.write_text(f'roles: {{site-link: {everything}, operator: {everything}}}')
+    policy = load_acl(acl)
+    observational = {'shard_task_events', 'shard_trace', 'agent_odom'}
+    control = [GlobSet(CONTROL_TOPICS), GlobSet(CONTROL_SERVICES), GlobSet(CONTROL_ACTIONS)]
+    verbs = [
+        (Action.PUBLISH,),
+        (Action.CALL_SERVICE, Action.ADVERTISE_SERVICE),
+        (Action.SEND_ACTION_GOAL, Action.ADVERTISE_ACTION),
+    ]
+    checked = 0
+    for fn_name, fn in inspect.getmembers(topics, inspect.isfunction):
+        if not fn_name.startswith(('shard_', 'agent_')) or fn_name in ('shard_prefix', 'agent_namespace'):
+            continue
+        name = fn('site_a', 'zone_1')
+        kinds = [i for i, globs in enumerate(control) if globs.matches(name)]
+        assert bool(kinds) != (fn_name in observational), f'{fn_name} ({name}) is not classified as control or not'
+        for kind in kinds:
+            for verb in verbs[kind]:
+                assert not policy.allows(Role.SITE_LINK, verb, name), (verb, name)
+                assert policy.allows(Role.OPERATOR, verb, name), (verb, name)
+        if not kinds:
+            assert policy.allows(Role.SITE_LINK, Action.PUBLISH, name), name
+        assert policy.allows(Role.SITE_LINK, Action.SUBSCRIBE, name)  # reading is not refused: downlinks
+        checked += 1
+    assert checked >= 15
 
 
 def test_action_acl_and_limits_load_from_yaml(tmp_path):

@@ -31,7 +31,7 @@ def test_backoff_is_jittered_exponential_capped_and_resets():
 
 @pytest.mark.system
 def test_site_link_relays_both_ways_and_survives_gateway_restart(processes, ros, tmp_path):
-    from fleet_interfaces.msg import EStop, Heartbeat
+    from fleet_interfaces.msg import EStop, TaskEvent
 
     gateway = start_gateway(processes, tmp_path)
     config = tmp_path / 'link.yaml'
@@ -45,9 +45,9 @@ def test_site_link_relays_both_ways_and_survives_gateway_restart(processes, ros,
                     # both ends share this test's ROS domain, so the central name differs from the local one
                     'uplink': [
                         {
-                            'topic': '/site_b/local/heartbeat',
-                            'remote': '/fleet/site_b/zone_1/heartbeat',
-                            'type': 'fleet_interfaces/Heartbeat',
+                            'topic': '/site_b/local/task_events',
+                            'remote': '/fleet/site_b/zone_1/task_events',
+                            'type': 'fleet_interfaces/TaskEvent',
                             'qos': 'events',
                         }
                     ],
@@ -71,10 +71,10 @@ def test_site_link_relays_both_ways_and_survives_gateway_restart(processes, ros,
     from fleet_ros import qos
 
     node = ros.node('site_b_side')
-    local_hb = node.create_publisher(Heartbeat, '/site_b/local/heartbeat', qos.EVENTS)
+    local_events = node.create_publisher(TaskEvent, '/site_b/local/task_events', qos.EVENTS)
     central = []
     node.create_subscription(
-        Heartbeat, '/fleet/site_b/zone_1/heartbeat', lambda m: central.append(m.agent_id), qos.EVENTS
+        TaskEvent, '/fleet/site_b/zone_1/task_events', lambda m: central.append(m.agent_id), qos.EVENTS
     )
     local_estop = []
     node.create_subscription(EStop, '/site_b/local/estop', lambda m: local_estop.append(m.revision), qos.LATCHED)
@@ -84,15 +84,15 @@ def test_site_link_relays_both_ways_and_survives_gateway_restart(processes, ros,
         ros.spin_once(0.01)
         if time.monotonic() - state['last'] > 0.05:
             state['last'] = time.monotonic()
-            local_hb.publish(Heartbeat(agent_id=state['tag'], site_id='site_b', shard_id='zone_1'))
+            local_events.publish(TaskEvent(agent_id=state['tag'], site_id='site_b', shard_id='zone_1'))
 
-    wait_for(lambda: 'before' in central, 30, what='uplink heartbeat relayed to the central side', tick=tick)
+    wait_for(lambda: 'before' in central, 30, what='uplink task event relayed to the central side', tick=tick)
     assert link.alive(), link.output()
 
     gateway.proc.stop()
     state['tag'] = 'after'
     start_gateway(processes, tmp_path, tokens=gateway.tokens, port=gateway.port, name='gateway2')
-    wait_for(lambda: 'after' in central, 30, what='uplink heartbeat relayed after the gateway restarted', tick=tick)
+    wait_for(lambda: 'after' in central, 30, what='uplink task event relayed after the gateway restarted', tick=tick)
 
     # downlink through the restarted gateway: an operator publishes an e-stop centrally over WebSocket
     import asyncio

@@ -75,6 +75,17 @@ def test_tokens_roles_and_auth_op(processes, tmp_path):
             )
             await ws.send(json.dumps({'op': 'bogus', 'id': 'probe'}))
             assert (await recv_json(ws))['id'] == 'probe'  # the estop advertise produced no error
+        # a relay (site link) may not forge what shards act on, even on a topic its ACL would cover
+        async with connect(gateway.url('site-link')) as ws:
+            for rid, topic, type_ in (
+                ('ack', '/fleet/site_a/z1/ack', 'fleet_interfaces/CommandAck'),
+                ('events', '/fleet/site_a/z1/task_events', 'fleet_interfaces/TaskEvent'),
+            ):
+                await ws.send(json.dumps({'op': 'advertise', 'id': rid, 'topic': topic, 'type': type_}))
+            await ws.send(json.dumps({'op': 'bogus', 'id': 'probe'}))
+            replies = [await recv_json(ws), await recv_json(ws)]
+            assert replies[0]['id'] == 'ack' and 'may not publish' in replies[0]['msg'], replies
+            assert replies[1]['id'] == 'probe', replies  # task_events (what it relays) was accepted
 
     asyncio.run(scenario())
 

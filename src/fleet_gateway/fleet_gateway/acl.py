@@ -16,6 +16,12 @@ class Role(enum.Enum):
     SITE_LINK = 'site-link'
     VIEWER = 'viewer'
 
+    @property
+    def relays(self) -> bool:
+        """A relay role (the site link) forwards another site's traffic: whatever its ACL grants, it may never
+        publish, serve or command on the fleet's control topics, services and actions (`CONTROL_TOPICS`, ...)."""
+        return self is Role.SITE_LINK
+
 
 class Action(enum.Enum):
     PUBLISH = 'publish'
@@ -33,6 +39,33 @@ PROTECTED_TOPICS: tuple[str, ...] = (
     '/fleet/*/*/leader',
 )
 """Command and safety topics: publishing needs an explicit `command_publish` grant, never a broad `publish` glob."""
+
+CONTROL_TOPICS: tuple[str, ...] = (
+    '/*/*/command',  # fleet_core.topics.agent_command
+    '/fleet/*/*/ack',  # shard_ack
+    '/fleet/*/*/outcome',  # shard_outcome
+    '/fleet/*/*/journal',  # shard_journal
+    '/fleet/*/*/heartbeat',  # shard_heartbeat
+    '/fleet/*/*/status',  # shard_status (agents act on it)
+    '/fleet/*/*/leader',  # shard_leader
+    '/fleet/*/*/estop',  # shard_estop
+    '/fleet/*/*/operations',  # shard_operations
+    '/fleet/*/*/mission_journal',  # shard_mission_journal
+    '/fleet/*/*/mission_cancel',  # shard_mission_cancel
+    '/fleet/*/*/mission_status',  # shard_mission_status
+)
+"""Topics the shards, their standbys and the agents act on (built by `fleet_core.topics`). A relay role may never
+publish them, whatever its ACL says: a forged ack or journal entry would be acted upon."""
+
+CONTROL_SERVICES: tuple[str, ...] = (
+    '/fleet/*/*/submit',  # fleet_core.topics.shard_submit
+    '/fleet/*/*/set_estop',  # shard_set_estop
+    '/fleet/*/*/operation',  # shard_operation_request
+)
+"""Shard services; a relay role may never call or serve them."""
+
+CONTROL_ACTIONS: tuple[str, ...] = ('/fleet/*/*/mission',)  # fleet_core.topics.shard_mission
+"""Shard actions; a relay role may never send goals to or serve them."""
 
 
 def compile_glob(pattern: str) -> re.Pattern[str]:
@@ -69,6 +102,17 @@ class GlobSet:
         return bool(self.patterns)
 
 
+_RELAY_DENIED: dict[Action, GlobSet] = {
+    Action.PUBLISH: GlobSet(CONTROL_TOPICS),
+    Action.SUBSCRIBE: GlobSet(()),
+    Action.CALL_SERVICE: GlobSet(CONTROL_SERVICES),
+    Action.ADVERTISE_SERVICE: GlobSet(CONTROL_SERVICES),
+    Action.SEND_ACTION_GOAL: GlobSet(CONTROL_ACTIONS),
+    Action.ADVERTISE_ACTION: GlobSet(CONTROL_ACTIONS),
+}
+"""What a relay role is refused whatever its grants (reading is not refused: a site link downlinks e-stops)."""
+
+
 @dataclass(frozen=True)
 class RolePolicy:
     """Allow-lists of one role. Anything not matched is denied."""
@@ -85,6 +129,8 @@ class RolePolicy:
     """Action names this role may serve (advertise_action)."""
 
     def allows(self, action: Action, name: str, *, protected: GlobSet) -> bool:
+        if self.role.relays and _RELAY_DENIED[action].matches(name):
+            return False
         if action is Action.PUBLISH:
             if protected.matches(name):
                 return self.command_publish.matches(name)
