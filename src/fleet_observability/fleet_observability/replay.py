@@ -15,6 +15,7 @@ import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from fleet_core.config import DispatchSettings
 from fleet_core.dispatcher import CommandDispatcher, SubmitError
@@ -220,16 +221,16 @@ def _replay_epoch(
     for instant, _, kind, payload in events:
         clock.now = max(clock.now, instant)
         if kind == 'submit':
-            group: list[Command] = payload  # type: ignore[assignment]
+            submitted = cast(list[Command], payload)
             submissions += 1
-            first = group[0]
+            first = submitted[0]
             if first.command_id in adopted_ids:
-                dispatcher.adopt(group)
+                dispatcher.adopt(submitted)
             else:
-                pending_ids.extend(c.command_id for c in group)
+                pending_ids.extend(c.command_id for c in submitted)
                 try:
                     dispatcher.submit(
-                        [c.agent_id for c in group],
+                        [c.agent_id for c in submitted],
                         first.kind,
                         first.args_json,
                         first.priority,
@@ -240,7 +241,7 @@ def _replay_epoch(
                     problems.append(f'submission {first.trace_id} was accepted when recorded, refused on replay: {exc}')
                     pending_ids.clear()
         elif kind == 'ack':
-            dispatcher.on_ack(payload)  # type: ignore[arg-type]
+            dispatcher.on_ack(cast(Ack, payload))
         else:
             dispatcher.tick()
         out = dispatcher.take()

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 
@@ -17,7 +17,7 @@ SLICE_SEC = 0.05
 
 
 class RosSession:
-    def __init__(self, node: Node, executor: EventsExecutor) -> None:
+    def __init__(self, node: Node, executor: Executor) -> None:
         self.node = node
         self.executor = executor
 

@@ -21,7 +21,7 @@ def to_time(seconds: float) -> Time:
 
 
 def from_time(stamp: Time) -> float:
-    return stamp.sec + stamp.nanosec / _NS
+    return float(stamp.sec + stamp.nanosec / _NS)
 
 
 _SHARED_TIMES: dict[float, Time] = {}

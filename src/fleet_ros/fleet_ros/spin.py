@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from rclpy.executors import ExternalShutdownException
-from rclpy.experimental import EventsExecutor
+from rclpy.executors import Executor, ExternalShutdownException
 
 SPIN_SLICE_SEC = 0.01
 """EventsExecutor.spin() holds the GIL; short spin_once slices let asyncio and other threads run."""
@@ -14,7 +13,7 @@ SPIN_SLICE_SEC = 0.01
 class SpinThread:
     """Runs `executor.spin_once(SPIN_SLICE_SEC)` in a daemon thread until `stop()`."""
 
-    def __init__(self, executor: EventsExecutor, *, name: str = 'rclpy-spin') -> None:
+    def __init__(self, executor: Executor, *, name: str = 'rclpy-spin') -> None:
         self._executor = executor
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
