@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
-    """Orchestrator-side command protocol tuning (DESIGN.md section 5)."""
+    """Orchestrator-side command protocol tuning (docs/design.md, "The command protocol")."""
 
     in_flight_per_agent: int = 1
     retry_initial_sec: float = 0.5
