@@ -1,0 +1,373 @@
+"""A shard orchestrator replica's durable journal (SQLite, WAL): accepted submissions, deliveries and outcomes.
+
+The leader writes a submission here before it answers the submitter, each delivery before it is published, and
+each outcome as it is decided; a standby writes what it follows. A replica that leads next (cold start or
+takeover) recovers every unfinished command and the highest seq per agent from it, answers a repeated
+`request_id` with the commands of the first answer, and serves outcomes by command id for a retention window.
+
+Durability: accepted submissions are committed with `synchronous=FULL` when `durability='full'` (they survive a
+power cut once the submitter has its answer); deliveries and outcomes always use `NORMAL` (WAL), which survives a
+process crash. A delivery or outcome lost to a power cut is repaired at recovery: the command counts as unfinished,
+is delivered again above the agents' applied seqs, and the agents' dedup stores answer with what they did.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet_core.model import NO_ACK, Command, CommandResult, Outcome, Priority
+
+SCHEMA_VERSION = 1
+
+
+class JournalUnavailable(RuntimeError):
+    """The journal cannot be opened, read or written. The orchestrator must not accept work it cannot record;
+    the message names the file and the cause."""
+
+
+class CommandState(enum.IntEnum):
+    """How far a command got, as recorded here (values of fleet_interfaces/GetOutcomes STATE_*)."""
+
+    UNKNOWN = 0
+    PENDING = 1
+    FINISHED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFate:
+    """One command's state; `result` is set when FINISHED."""
+
+    command_id: str
+    state: CommandState
+    result: CommandResult | None = None
+    agent_id: str = ''
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionRecord:
+    """What the first answer to `request_id` named: a repeated request gets exactly these commands back."""
+
+    request_id: str
+    trace_id: str
+    command_ids: tuple[str, ...]
+    agent_ids: tuple[str, ...]
+    epoch: int
+    stamp: float
+
+
+_COMMAND_COLUMNS = (
+    'command_id, trace_id, site_id, shard_id, agent_id, seq, epoch, priority, issued_at, deadline, kind, args_json,'
+    ' attempt'
+)
+
+
+class ShardJournal:
+    """One replica's journal file. Not thread-safe: the orchestrator calls it from its one executor thread."""
+
+    def __init__(self, path: str | Path, *, durability: str = 'full') -> None:
+        if durability not in ('full', 'normal'):
+            raise ValueError(f"journal durability must be 'full' or 'normal', got {durability!r}")
+        self.path = str(path)
+        self.durability = durability
+        self._db: sqlite3.Connection | None = None
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute('PRAGMA journal_mode=WAL')
+            self._db.execute('PRAGMA synchronous=NORMAL')
+            self._create(self._db)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            self.close()
+            raise JournalUnavailable(f'shard journal {self.path}: {exc}') from None
+
+    @staticmethod
+    def _create(db: sqlite3.Connection) -> None:
+        db.execute('CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)')
+        db.execute(
+            f'CREATE TABLE IF NOT EXISTS commands ({_COMMAND_COLUMNS}, accepted_at REAL NOT NULL,'
+            ' outcome INTEGER, ack_status INTEGER, attempts INTEGER, latency_ms REAL, detail TEXT,'
+            ' finished_at REAL, PRIMARY KEY (command_id))'
+        )
+        db.execute('CREATE INDEX IF NOT EXISTS commands_open ON commands (outcome, issued_at)')
+        db.execute('CREATE INDEX IF NOT EXISTS commands_finished ON commands (finished_at)')
+        db.execute(
+            'CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, trace_id TEXT NOT NULL,'
+            ' command_ids TEXT NOT NULL, agent_ids TEXT NOT NULL, epoch INTEGER NOT NULL, stamp REAL NOT NULL)'
+        )
+        db.execute('CREATE INDEX IF NOT EXISTS requests_stamp ON requests (stamp)')
+        db.execute('CREATE TABLE IF NOT EXISTS seqs (agent_id TEXT PRIMARY KEY, seq INTEGER NOT NULL)')
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        elif row[0] != SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f'schema version {row[0]}, this build reads {SCHEMA_VERSION}')
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise JournalUnavailable(f'shard journal {self.path} is closed')
+        return self._db
+
+    def _transaction(self, writes: Sequence[tuple[str, Sequence[tuple[object, ...]]]], *, sync: bool) -> None:
+        """Run the statements (each with its rows) in one transaction; FULL sync when `sync` and configured so."""
+        db = self._conn()
+        try:
+            full = sync and self.durability == 'full'
+            if full:
+                db.execute('PRAGMA synchronous=FULL')
+            db.execute('BEGIN')
+            for sql, rows in writes:
+                if rows:
+                    db.executemany(sql, rows)
+            db.execute('COMMIT')
+            if full:
+                db.execute('PRAGMA synchronous=NORMAL')
+        except sqlite3.DatabaseError as exc:
+            if db.in_transaction:
+                db.execute('ROLLBACK')
+            raise JournalUnavailable(f'shard journal {self.path}: write failed: {exc}') from None
+
+    # -- writes ------------------------------------------------------------------------------------------
+
+    def accept(self, commands: Sequence[Command], *, now: float, request: SubmissionRecord | None = None) -> None:
+        """Record accepted (or followed, or adopted) commands, and the request that named them, durably. A command
+        already recorded keeps its row (and its outcome, if it has one); only its latest delivery is updated."""
+        rows = [(*_command_row(c), now) for c in commands]
+        writes: list[tuple[str, Sequence[tuple[object, ...]]]] = [
+            (
+                f'INSERT INTO commands ({_COMMAND_COLUMNS}, accepted_at) VALUES ({", ".join("?" * 14)})'
+                ' ON CONFLICT (command_id) DO UPDATE SET epoch = MAX(epoch, excluded.epoch)',
+                rows,
+            ),
+            _seq_write(commands),
+        ]
+        if request is not None:
+            writes.append(
+                (
+                    'INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?)',
+                    [
+                        (
+                            request.request_id,
+                            request.trace_id,
+                            json.dumps(list(request.command_ids)),
+                            json.dumps(list(request.agent_ids)),
+                            request.epoch,
+                            request.stamp,
+                        )
+                    ],
+                )
+            )
+        self._transaction(writes, sync=True)
+
+    def record(self, *, sends: Sequence[Command] = (), results: Sequence[CommandResult] = ()) -> None:
+        """Deliveries (seq, epoch, attempt of what is about to be published) and outcomes, in one transaction."""
+        if not sends and not results:
+            return
+        self._transaction(
+            [
+                (
+                    'UPDATE commands SET seq = ?, epoch = ?, attempt = ? WHERE command_id = ?',
+                    [(c.seq, c.epoch, c.attempt, c.command_id) for c in sends],
+                ),
+                _seq_write(sends),
+                (
+                    'UPDATE commands SET outcome = ?, ack_status = ?, attempts = ?, latency_ms = ?, detail = ?,'
+                    ' finished_at = ? WHERE command_id = ? AND outcome IS NULL',
+                    [
+                        (int(r.outcome), r.ack_status, r.attempts, r.latency_ms, r.detail, r.stamp, r.command_id)
+                        for r in results
+                    ],
+                ),
+                (
+                    # An outcome for a command this replica never saw accepted (a standby that started late): kept
+                    # all the same, so that it is never delivered again and stays queryable.
+                    f'INSERT OR IGNORE INTO commands ({_COMMAND_COLUMNS}, accepted_at, outcome, ack_status, attempts,'
+                    " latency_ms, detail, finished_at) VALUES (?, ?, '', ?, ?, ?, 0, 0, 0, 0, '', '{}', 0,"
+                    ' ?, ?, ?, ?, ?, ?, ?)',
+                    [
+                        (
+                            r.command_id,
+                            r.trace_id,
+                            r.shard_id,
+                            r.agent_id,
+                            r.seq,
+                            r.stamp,
+                            int(r.outcome),
+                            r.ack_status,
+                            r.attempts,
+                            r.latency_ms,
+                            r.detail,
+                            r.stamp,
+                        )
+                        for r in results
+                    ],
+                ),
+            ],
+            sync=False,
+        )
+
+    def note_epoch(self, epoch: int) -> None:
+        """Remember the highest epoch this replica saw or held, so a cold restart never leads below it."""
+        if epoch > self.max_epoch():
+            self._transaction([("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", [(epoch,)])], sync=True)
+
+    def prune(self, *, before: float) -> int:
+        """Forget outcomes decided and requests answered before `before`; returns the commands forgotten.
+        Unfinished commands are never pruned."""
+        db = self._conn()
+        try:
+            db.execute('BEGIN')
+            cursor = db.execute('DELETE FROM commands WHERE outcome IS NOT NULL AND finished_at < ?', (before,))
+            db.execute('DELETE FROM requests WHERE stamp < ?', (before,))
+            db.execute('COMMIT')
+        except sqlite3.DatabaseError as exc:
+            if db.in_transaction:
+                db.execute('ROLLBACK')
+            raise JournalUnavailable(f'shard journal {self.path}: prune failed: {exc}') from None
+        return cursor.rowcount
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise JournalUnavailable(f'shard journal {self.path}: read failed: {exc}') from None
+
+    def unfinished(self) -> list[Command]:
+        """Every recorded command without an outcome, oldest first, with its latest recorded delivery."""
+        rows = self._read(
+            f'SELECT {_COMMAND_COLUMNS} FROM commands WHERE outcome IS NULL ORDER BY issued_at, command_id'
+        )
+        return [_command_of(row) for row in rows]
+
+    def max_seqs(self) -> dict[str, int]:
+        """The highest seq recorded per agent (deliveries made, or seen, by any leader this replica followed)."""
+        return {str(agent): int(seq) for agent, seq in self._read('SELECT agent_id, seq FROM seqs')}
+
+    def max_epoch(self) -> int:
+        rows = self._read("SELECT value FROM meta WHERE key = 'epoch'")
+        recorded = int(rows[0][0]) if rows else 0
+        seen = self._read('SELECT MAX(epoch) FROM commands')
+        return max(recorded, int(seen[0][0]) if seen and seen[0][0] is not None else 0)
+
+    def finished_ids(self, command_ids: Iterable[str]) -> set[str]:
+        ids = list(command_ids)
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._read(
+                'SELECT command_id FROM commands WHERE outcome IS NOT NULL'
+                f' AND command_id IN ({",".join("?" * len(chunk))})',
+                tuple(chunk),
+            )
+            found.update(str(row[0]) for row in rows)
+        return found
+
+    def fates(self, command_ids: Sequence[str]) -> list[CommandFate]:
+        """One fate per id, aligned with `command_ids` (UNKNOWN: never recorded, or pruned)."""
+        by_id: dict[str, CommandFate] = {}
+        unique = list(dict.fromkeys(command_ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            rows = self._read(
+                'SELECT command_id, trace_id, agent_id, shard_id, seq, outcome, ack_status, attempts, latency_ms,'
+                f' detail, finished_at FROM commands WHERE command_id IN ({",".join("?" * len(chunk))})',
+                tuple(chunk),
+            )
+            for cid, trace, agent, shard, seq, outcome, ack_status, attempts, latency, detail, finished in rows:
+                command_id, agent_id = str(cid), str(agent)
+                if outcome is None:
+                    by_id[command_id] = CommandFate(command_id, CommandState.PENDING, agent_id=agent_id)
+                    continue
+                result = CommandResult(
+                    command_id=command_id,
+                    trace_id=str(trace),
+                    agent_id=agent_id,
+                    shard_id=str(shard),
+                    seq=int(seq),
+                    outcome=Outcome(int(outcome)),
+                    ack_status=int(ack_status) if ack_status is not None else NO_ACK,
+                    attempts=int(attempts or 0),
+                    latency_ms=float(latency or 0.0),
+                    detail=str(detail or ''),
+                    stamp=float(finished or 0.0),
+                )
+                by_id[command_id] = CommandFate(command_id, CommandState.FINISHED, result, agent_id)
+        return [by_id.get(cid, CommandFate(cid, CommandState.UNKNOWN)) for cid in command_ids]
+
+    def request(self, request_id: str) -> SubmissionRecord | None:
+        rows = self._read(
+            'SELECT trace_id, command_ids, agent_ids, epoch, stamp FROM requests WHERE request_id = ?', (request_id,)
+        )
+        if not rows:
+            return None
+        trace, command_ids, agent_ids, epoch, stamp = rows[0]
+        return SubmissionRecord(
+            request_id,
+            str(trace),
+            tuple(json.loads(str(command_ids))),
+            tuple(json.loads(str(agent_ids))),
+            int(epoch),
+            float(stamp),
+        )
+
+    def close(self) -> None:
+        if self._db is not None:
+            if self._db.in_transaction:
+                self._db.execute('ROLLBACK')
+            self._db.close()
+            self._db = None
+
+
+def _command_row(c: Command) -> tuple[object, ...]:
+    return (
+        c.command_id,
+        c.trace_id,
+        c.site_id,
+        c.shard_id,
+        c.agent_id,
+        c.seq,
+        c.epoch,
+        int(c.priority),
+        c.issued_at,
+        c.deadline,
+        c.kind,
+        c.args_json,
+        c.attempt,
+    )
+
+
+def _command_of(row: Any) -> Command:
+    cid, trace, site, shard, agent, seq, epoch, priority, issued, deadline, kind, args, attempt = row
+    return Command(
+        command_id=str(cid),
+        trace_id=str(trace),
+        site_id=str(site),
+        shard_id=str(shard),
+        agent_id=str(agent),
+        seq=int(seq),
+        epoch=int(epoch),
+        priority=Priority(int(priority)),
+        issued_at=float(issued),
+        deadline=float(deadline),
+        kind=str(kind),
+        args_json=str(args),
+        attempt=int(attempt),
+    )
+
+
+def _seq_write(commands: Sequence[Command]) -> tuple[str, list[tuple[object, ...]]]:
+    highest: dict[str, int] = {}
+    for c in commands:
+        if c.seq > highest.get(c.agent_id, 0):
+            highest[c.agent_id] = c.seq
+    return (
+        'INSERT INTO seqs VALUES (?, ?) ON CONFLICT (agent_id) DO UPDATE SET seq = MAX(seq, excluded.seq)',
+        list(highest.items()),
+    )
