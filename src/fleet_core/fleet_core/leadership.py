@@ -1,11 +1,29 @@
-"""Lease-based leadership of one shard with epoch fencing: the leader renews a lease, standbys take over with
-epoch + 1 once it lapses, and a leader that sees a higher epoch steps down."""
+"""Lease-based leadership of one shard with epoch fencing: the leader renews a lease, standbys take over with a
+higher epoch once it lapses, and a leader that sees a higher epoch steps down.
+
+Epochs are unique per replica by construction: with `slots` = EPOCH_SLOTS, replica `slot` only ever leads with
+epochs `round * EPOCH_SLOTS + slot`, the smallest such number above every epoch it has seen. Two replicas that take
+over at the same moment therefore hold different epochs, and agents fence the lower one as soon as they see the
+higher; no tie needs breaking. (Slots must differ between the replicas of one shard: the orchestrator's
+`replica_index` parameter. A same-epoch lease from another replica means two replicas share a slot; the tie rule
+below is the fallback.)"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+
+EPOCH_SLOTS = 100
+"""Replica slots per epoch round: epoch 307 is round 3 of the replica in slot 7 (readable in decimal logs)."""
+
+
+def next_epoch(above: int, slot: int, slots: int = EPOCH_SLOTS) -> int:
+    """The smallest epoch of `slot` greater than `above` (slots=1: above + 1)."""
+    if not 0 <= slot < slots:
+        raise ValueError(f'epoch slot {slot} outside 0..{slots - 1}')
+    candidate = (above // slots) * slots + slot
+    return candidate if candidate > above else candidate + slots
 
 
 class LeadershipError(RuntimeError):
@@ -65,8 +83,19 @@ class LeaseState:
     delay a takeover."""
 
     def __init__(
-        self, *, site_id: str, shard_id: str, node_id: str, config: LeaseConfig, clock: Callable[[], float]
+        self,
+        *,
+        site_id: str,
+        shard_id: str,
+        node_id: str,
+        config: LeaseConfig,
+        clock: Callable[[], float],
+        slot: int = 0,
+        slots: int = 1,
     ) -> None:
+        next_epoch(0, slot, slots)  # validates the slot
+        self.slot = slot
+        self.slots = slots
         self.site_id = site_id
         self.shard_id = shard_id
         self.node_id = node_id
@@ -147,9 +176,9 @@ class LeaseState:
         return now >= self._received_at + self._current.lease_sec + self.config.takeover_grace_sec
 
     def take_over(self, *, last_seq_hint: int = 0, now: float | None = None) -> Lease:
-        """Become leader with epoch = highest epoch seen + 1 and return the lease to publish."""
+        """Become leader with the next epoch of our slot above every epoch seen; return the lease to publish."""
         now = self._clock() if now is None else now
-        self._max_epoch += 1
+        self._max_epoch = next_epoch(self._max_epoch, self.slot, self.slots)
         self._leading = True
         self._rebase = False
         return self._issue(self._max_epoch, last_seq_hint, now)
@@ -174,7 +203,7 @@ class LeaseState:
             )
         epoch = self._current.epoch
         if self._rebase:
-            self._max_epoch += 1
+            self._max_epoch = next_epoch(self._max_epoch, self.slot, self.slots)
             epoch = self._max_epoch
             self._rebase = False
         return self._issue(epoch, last_seq_hint, now)

@@ -19,11 +19,12 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from fleet_core.model import NO_ACK, Command, CommandResult, Outcome, Priority
 
 SCHEMA_VERSION = 1
+T = TypeVar('T')
 
 
 class JournalUnavailable(RuntimeError):
@@ -371,3 +372,47 @@ def _seq_write(commands: Sequence[Command]) -> tuple[str, list[tuple[object, ...
         'INSERT INTO seqs VALUES (?, ?) ON CONFLICT (agent_id) DO UPDATE SET seq = MAX(seq, excluded.seq)',
         list(highest.items()),
     )
+
+
+class GateVerdict(enum.Enum):
+    ACCEPTED = 'accepted'
+    HELD = 'held'
+    REJECTED = 'rejected'
+
+
+class JournalGate(Generic[T]):
+    """Admits replicated entries (journal entries, submission records) only from the current lease holder's epoch.
+
+    An entry of a newer epoch than the lease seen so far waits for that lease (the lease and the entries travel on
+    different topics, so the entries may arrive first), up to `hold_limit` entries; an entry of an older epoch, of
+    an epoch whose lease never arrives, or past the limit is rejected: counted, never applied."""
+
+    def __init__(self, *, hold_limit: int = 10_000) -> None:
+        self.epoch = 0
+        self.rejected = 0
+        self.hold_limit = hold_limit
+        self._held: list[tuple[int, T]] = []
+
+    def offer(self, epoch: int, entry: T) -> GateVerdict:
+        if epoch == self.epoch and epoch > 0:
+            return GateVerdict.ACCEPTED
+        if epoch > self.epoch and len(self._held) < self.hold_limit:
+            self._held.append((epoch, entry))
+            return GateVerdict.HELD
+        self.rejected += 1
+        return GateVerdict.REJECTED
+
+    def on_lease(self, epoch: int) -> list[T]:
+        """A lease of `epoch` was seen: its held entries are released (returned), older held ones rejected."""
+        if epoch <= self.epoch:
+            return []
+        self.epoch = epoch
+        released = [entry for e, entry in self._held if e == epoch]
+        stale = sum(1 for e, _ in self._held if e < epoch)
+        self.rejected += stale
+        self._held = [(e, entry) for e, entry in self._held if e > epoch]
+        return released
+
+    @property
+    def held(self) -> int:
+        return len(self._held)

@@ -6,7 +6,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet_core.leadership import Lease, LeaseConfig, LeaseConfigError, LeaseState, NotLeader, WrongShardLease
+from fleet_core.leadership import (
+    Lease,
+    LeaseConfig,
+    LeaseConfigError,
+    LeaseState,
+    NotLeader,
+    WrongShardLease,
+    next_epoch,
+)
 
 CONFIG = LeaseConfig(lease_sec=1.0, renew_period_sec=0.25, takeover_grace_sec=0.2)
 
@@ -185,3 +193,23 @@ def test_a_leader_whose_lease_lapsed_yields_a_lease_period_to_the_standby() -> N
     assert not leader.should_take_over() and leader.current is not None and leader.current.leader_id == 'b'
     clock.now += 1.0  # ... and only claims it again if nobody renewed for a whole lease period
     assert leader.should_take_over()
+
+
+def test_epochs_of_replicas_in_different_slots_never_collide():
+    clock = Clock()
+    a = LeaseState(site_id='site_a', shard_id='zone_1', node_id='a', config=CONFIG, clock=clock, slot=1, slots=100)
+    b = LeaseState(site_id='site_a', shard_id='zone_1', node_id='b', config=CONFIG, clock=clock, slot=2, slots=100)
+    # A cold start: both take over at once (neither saw the other); their epochs differ by construction.
+    lease_a, lease_b = a.take_over(), b.take_over()
+    assert (lease_a.epoch, lease_b.epoch) == (1, 2)
+    a.observe(lease_b)  # a sees the higher epoch: it no longer leads
+    assert not a.is_leader() and b.is_leader()
+    clock.now += CONFIG.lease_sec + CONFIG.takeover_grace_sec + 0.01
+    assert a.take_over().epoch == 101  # the next epoch of slot 1 above 2
+    b.note_epoch(101)
+    assert not b.is_leader()
+    assert b.take_over().epoch == 102
+    assert [next_epoch(e, 7) for e in (0, 6, 7, 99, 107)] == [7, 7, 107, 107, 207]
+    assert next_epoch(5, 0, 1) == 6
+    with pytest.raises(ValueError, match='slot'):
+        next_epoch(0, 100)

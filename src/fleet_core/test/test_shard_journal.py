@@ -7,7 +7,14 @@ import sqlite3
 import pytest
 
 from fleet_core.model import Command, CommandResult, Outcome, Priority
-from fleet_core.shard_journal import CommandState, JournalUnavailable, ShardJournal, SubmissionRecord
+from fleet_core.shard_journal import (
+    CommandState,
+    GateVerdict,
+    JournalGate,
+    JournalUnavailable,
+    ShardJournal,
+    SubmissionRecord,
+)
 
 
 def command(cid: str, agent: str = 'r001', *, seq: int = 0, epoch: int = 1, issued: float = 100.0) -> Command:
@@ -140,3 +147,20 @@ def test_an_unusable_file_or_failed_write_is_a_typed_error(path, tmp_path):
 def test_wal_mode(path):
     ShardJournal(path).close()
     assert sqlite3.connect(path).execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
+
+
+def test_the_gate_admits_only_the_lease_holders_epoch():
+    gate: JournalGate[str] = JournalGate(hold_limit=2)
+    assert gate.offer(0, 'no lease yet') is GateVerdict.REJECTED
+    assert gate.on_lease(101) == []
+    assert gate.offer(101, 'a') is GateVerdict.ACCEPTED
+    # Entries of the next leader may arrive before its lease: held until it does.
+    assert gate.offer(202, 'b') is GateVerdict.HELD
+    assert gate.offer(303, 'c') is GateVerdict.HELD
+    assert gate.offer(404, 'd') is GateVerdict.REJECTED  # over the hold limit
+    assert gate.on_lease(303) == ['c']  # 202 never held the lease: its entry is rejected
+    assert gate.offer(202, 'late b') is GateVerdict.REJECTED
+    assert gate.offer(101, 'fenced') is GateVerdict.REJECTED
+    assert gate.on_lease(202) == []  # an older lease changes nothing
+    assert gate.offer(303, 'e') is GateVerdict.ACCEPTED
+    assert (gate.rejected, gate.held) == (5, 0)
