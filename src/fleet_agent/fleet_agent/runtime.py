@@ -72,7 +72,6 @@ class AgentRuntime:
         self.sink = sink
         self.clock = clock
         self.battery = battery or (lambda: math.nan)
-        self.paused = False
         self.degradation_level = 0
         self.estop_revision = -1
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -182,14 +181,18 @@ class AgentRuntime:
         if command.kind == 'stop':
             return ExecutionResult(True, 'stopped')
         if command.kind == 'pause':
-            self.paused = True
-            return ExecutionResult(True, 'paused')
+            self.intake.set_paused(True)
+            return ExecutionResult(True, 'paused: NORMAL and LOW commands are refused until resumed')
         if command.kind == 'resume':
-            self.paused = False
+            self.intake.set_paused(False)
             return ExecutionResult(True, 'resumed')
         return await self.executor.execute(command, args)
 
     # -- observation -------------------------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self.intake.paused
 
     @property
     def state(self) -> AgentState:

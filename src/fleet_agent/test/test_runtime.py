@@ -92,6 +92,29 @@ def test_estop_cancels_running_work_and_refuses_new_work(tmp_path):
     assert state == AgentState.ESTOPPED
 
 
+def test_pause_command_gates_normal_work_until_resume(tmp_path):
+    async def scenario():
+        runtime, sink = make(tmp_path, SleepExecutor(0.0))
+        runtime.on_command(cmd('p', 1, kind='pause', priority=Priority.HIGH))
+        await settle(runtime)
+        paused_state = runtime.state
+        runtime.on_command(cmd('n1', 2))
+        runtime.on_command(cmd('h', 2, priority=Priority.HIGH))
+        await settle(runtime)
+        runtime.on_command(cmd('r', 3, kind='resume', priority=Priority.HIGH))
+        await settle(runtime)
+        runtime.on_command(cmd('n2', 4))
+        await settle(runtime)
+        return paused_state, runtime.state, sink, runtime.executor.executed
+
+    paused_state, state, sink, executed = asyncio.run(scenario())
+    assert paused_state == AgentState.PAUSED and state == AgentState.IDLE
+    assert sink.statuses('p') == [AckStatus.SUCCEEDED]
+    assert sink.statuses('n1') == [AckStatus.REJECTED_PAUSED]
+    assert sink.statuses('h') == [AckStatus.SUCCEEDED] and sink.statuses('n2') == [AckStatus.SUCCEEDED]
+    assert executed == ['h', 'n2']
+
+
 def test_deadline_stops_a_running_command(tmp_path):
     async def scenario():
         runtime, sink = make(tmp_path, SleepExecutor(5.0))

@@ -199,6 +199,7 @@ class DedupStore:
                 status = None if row[3] is None else AckStatus(row[3])
                 self._known[row[0]] = StoredOutcome(row[0], row[1], row[2], status, row[4], row[5])
             self._epoch = self.db.meta(agent_id, 'epoch')
+            self._paused = bool(self.db.meta(agent_id, 'paused'))
             self._seq = max([self.db.meta(agent_id, 'seq'), *(o.seq for o in self._known.values())])
         except (sqlite3.DatabaseError, ValueError) as exc:
             raise StoreUnavailable(f'dedup store {self.path}: {exc}; refusing commands until it is repaired') from None
@@ -217,6 +218,17 @@ class DedupStore:
             return
         self.db.write('observe_epoch', "INSERT OR REPLACE INTO meta VALUES (?, 'epoch', ?)", (self.agent_id, epoch))
         self._epoch = epoch
+
+    @property
+    def paused(self) -> bool:
+        """The agent is paused by a fleet operation (kept across restarts until a resume)."""
+        return self._paused
+
+    def set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        self.db.write('set_paused', "INSERT OR REPLACE INTO meta VALUES (?, 'paused', ?)", (self.agent_id, int(paused)))
+        self._paused = paused
 
     def lookup(self, command_id: str) -> StoredOutcome | None:
         return self._known.get(command_id)

@@ -1,5 +1,12 @@
 """The agent-side decision for each incoming command (DESIGN.md section 5), in a fixed order:
-structure, epoch fencing, deadline, command-id dedup, seq ordering, e-stop, kind/arguments; then execute."""
+structure, epoch fencing, deadline, command-id dedup, seq ordering, e-stop, pause, kind/arguments; then execute.
+
+Pause: a fleet operation pauses an agent with a HIGH `pause` command (sent in waves by the shard leader) and
+resumes it with a HIGH `resume`. While paused, the agent *refuses* NORMAL and LOW commands with REJECTED_PAUSED
+(the command's outcome is REJECTED, naming the pause) rather than holding them: a held command would keep its
+lane busy and might outlive its deadline unseen, while a refusal gives the submitter a definite fate at once.
+HIGH and SAFETY commands still run. A command already running when the pause arrives finishes. The paused state
+is persisted in the dedup store, so an agent restarted while paused stays paused until a resume."""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from fleet_core.model import Ack, AckStatus, Command, Priority
 
 MAX_ID_LENGTH = 64
 MAX_SEQ = 2**63 - 1
+PAUSED_DETAIL = 'agent paused by a fleet operation: only HIGH and SAFETY commands run until it is resumed'
 
 Clock = Callable[[], float]
 
@@ -66,6 +74,21 @@ class CommandIntake:
     @property
     def last_applied_seq(self) -> int:
         return self._store.last_applied_seq if self._store is not None and not self.safe_mode else 0
+
+    @property
+    def paused(self) -> bool:
+        return self._store is not None and self._store.paused
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume (a `pause`/`resume` command runs this). Persisted with the command's final status.
+        Raises StoreUnavailable (and enters safe mode) when it cannot be recorded."""
+        if self._store is None:
+            raise StoreUnavailable(self.safe_mode_reason or 'no dedup store')
+        try:
+            self._store.set_paused(paused)
+        except StoreUnavailable as exc:
+            self.enter_safe_mode(exc)
+            raise
 
     def enter_safe_mode(self, exc: StoreUnavailable) -> None:
         """The store failed: refuse every command from now on rather than risk running one twice."""
@@ -149,6 +172,8 @@ class CommandIntake:
             return self._reply(command, AckStatus.REJECTED_DUPLICATE, f'seq {command.seq} <= last applied {last}')
         if self.estopped and command.priority < Priority.SAFETY:
             return self._reply(command, AckStatus.REJECTED_ESTOPPED, 'e-stop engaged; only SAFETY commands run')
+        if command.priority < Priority.HIGH and store.paused:
+            return self._reply(command, AckStatus.REJECTED_PAUSED, PAUSED_DETAIL)
         try:
             args = self.kinds.validate(command.kind, command.args_json, command.priority)
         except InvalidCommand as exc:

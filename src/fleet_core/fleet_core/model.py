@@ -29,6 +29,7 @@ class AckStatus(enum.IntEnum):
     REJECTED_SAFE_MODE = 8
     REJECTED_ESTOPPED = 9
     CANCELLED = 10
+    REJECTED_PAUSED = 11
 
     @property
     def is_final(self) -> bool:

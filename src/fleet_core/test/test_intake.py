@@ -94,6 +94,37 @@ def test_estop_refuses_all_but_safety(tmp_path, clock):
     assert intake.receive(cmd(clock, 'b', seq=2, kind='stop', priority=Priority.SAFETY)).execute
 
 
+def test_paused_agent_refuses_normal_and_low_but_runs_high_and_safety(tmp_path, clock):
+    intake = make_intake(tmp_path, clock)
+    assert intake.receive(cmd(clock, 'p', seq=1, kind='pause', priority=Priority.HIGH)).execute
+    intake.set_paused(True)
+    intake.complete(cmd(clock, 'p', seq=1, kind='pause', priority=Priority.HIGH), AckStatus.SUCCEEDED)
+    for seq, priority in ((2, Priority.NORMAL), (3, Priority.LOW)):
+        refused = intake.receive(cmd(clock, f'n{seq}', seq=seq, priority=priority))
+        assert not refused.execute
+        assert refused.ack.status == AckStatus.REJECTED_PAUSED and refused.ack.final
+        assert 'paused' in refused.ack.detail and 'HIGH and SAFETY' in refused.ack.detail
+    # A refusal applies nothing: the seq stays free for the next command.
+    assert intake.last_applied_seq == 1
+    assert intake.receive(cmd(clock, 'h', seq=2, priority=Priority.HIGH)).execute
+    assert intake.receive(cmd(clock, 's', seq=3, kind='stop', priority=Priority.SAFETY)).execute
+    intake.set_paused(False)
+    assert intake.receive(cmd(clock, 'n4', seq=4)).execute
+
+
+def test_pause_survives_a_restart_until_resumed(tmp_path, clock):
+    intake = make_intake(tmp_path, clock)
+    intake.set_paused(True)
+    intake.close()
+    restarted = make_intake(tmp_path, clock)
+    assert restarted.paused
+    assert restarted.receive(cmd(clock, 'n', seq=1)).ack.status == AckStatus.REJECTED_PAUSED
+    restarted.set_paused(False)
+    restarted.close()
+    again = make_intake(tmp_path, clock)
+    assert not again.paused and again.receive(cmd(clock, 'n', seq=1)).execute
+
+
 def test_corrupt_store_means_safe_mode(tmp_path, clock):
     path = tmp_path / 'bad.sqlite'
     path.write_bytes(b'garbage' * 1000)
