@@ -27,6 +27,19 @@ _OUTCOME_OF_ACK = {
     AckStatus.CANCELLED: Outcome.CANCELLED,
 }
 
+_ANY_ATTEMPT = frozenset(
+    {
+        AckStatus.RECEIVED,
+        AckStatus.ACCEPTED,
+        AckStatus.SUCCEEDED,
+        AckStatus.FAILED,
+        AckStatus.CANCELLED,
+        AckStatus.REJECTED_DUPLICATE,
+    }
+)
+"""Acks that may answer an earlier attempt of the delivery in flight: they tell what happened to the command id
+on the agent (it ran, or this seq can never run), which no later attempt of the same seq can change."""
+
 
 def _fast_uuid4() -> Callable[[], str]:
     """Random (version 4) UUID strings from a PRNG seeded once from the OS: uuid.uuid4() reads /dev/urandom for
@@ -103,6 +116,8 @@ class DispatchStats:
     duplicates_suppressed: int
     ack_latency_p50_ms: float
     ack_latency_p99_ms: float
+    acks_ignored: int = 0
+    """Acks for a pending command that were not applied: from another agent, or answering another delivery."""
 
 
 class CommandDispatcher:
@@ -139,10 +154,25 @@ class CommandDispatcher:
         self._outbox = Outbox()
         self.degradation_level = 0
         self.fenced = False
+        self.fenced_by = 0
+        """The newer epoch an agent reported when it fenced this dispatcher (0 while not fenced)."""
+        self._sent_to: dict[str, str] = {}  # in-flight command id -> the agent it was sent to
         self._latency = LatencyWindow()
         self.retry_timeout = RetryTimeout(settings.retry_initial_sec, settings.retry_max_sec)
         self._counts = dict.fromkeys(
-            ('submitted', 'succeeded', 'failed', 'expired', 'rejected', 'cancelled', 'shed', 'retries', 'duplicates'), 0
+            (
+                'submitted',
+                'succeeded',
+                'failed',
+                'expired',
+                'rejected',
+                'cancelled',
+                'shed',
+                'retries',
+                'duplicates',
+                'acks_ignored',
+            ),
+            0,
         )
 
     # -- inputs ------------------------------------------------------------------------------------------
@@ -240,47 +270,83 @@ class CommandDispatcher:
         self._pump(lane, now)
 
     def on_ack(self, ack: Ack) -> None:
-        """Feed one ack from the shard's ack topic."""
+        """Feed one ack from the shard's ack topic. It changes a command only when it comes from the agent the
+        command was sent to and answers the delivery in flight (its seq and epoch; an earlier attempt of that seq
+        only where the answer cannot depend on the attempt). Anything else is counted (`acks_ignored`) and traced,
+        never applied: nothing authenticates the topic, and an ack answering an older delivery can be stale."""
         lane = self._lanes.get(ack.agent_id)
         flight = lane.in_flight.get(ack.command_id) if lane is not None else None
         if lane is None or flight is None:
-            if ack.final:
+            owner = self._sent_to.get(ack.command_id)
+            sent = self._lanes[owner].in_flight.get(ack.command_id) if owner is not None else None
+            if sent is not None:
+                self._ignore(sent, ack, f'from {ack.agent_id[:64]!r}, sent to {owner!r}')
+            elif ack.final:
                 self._counts['duplicates'] += 1
+            return
+        command = flight.command
+        status = ack.status
+        if ack.seq != command.seq or not 0 < ack.attempt <= command.attempt:
+            self._ignore(
+                flight,
+                ack,
+                f'answers seq {ack.seq} attempt {ack.attempt}; in flight: seq {command.seq} attempt {command.attempt}',
+            )
+            return
+        if status == AckStatus.REJECTED_STALE_EPOCH:
+            if ack.epoch <= self.epoch:
+                self._ignore(flight, ack, f'names epoch {ack.epoch}, not newer than {self.epoch}')
+                return
+            # Not this command's fate: a newer leader owns it now and will announce its outcome. This dispatcher is
+            # fenced; the command stays pending so that stepping down hands it back to the hot copy.
+            self.fenced = True
+            self.fenced_by = max(self.fenced_by, ack.epoch)
+            self._hop('ACK', command, status.name, self.clock(), ack.detail, ack.attempt)
+            return
+        if ack.epoch != command.epoch:
+            self._ignore(flight, ack, f'answers epoch {ack.epoch}; in flight: epoch {command.epoch}')
+            return
+        if ack.attempt < command.attempt and status not in _ANY_ATTEMPT:
+            # E.g. REJECTED_EXPIRED or REJECTED_ESTOPPED for a delivery that arrived late or before a release: the
+            # delivery in flight may still run. The agent's answer to it decides.
+            self._ignore(flight, ack, f'{status.name} answers attempt {ack.attempt}; in flight: {command.attempt}')
             return
         now = self.clock()
         if flight.last_status == NO_ACK and flight.deliveries == 1:
             self.retry_timeout.sample(now - flight.sent_at)
-        flight.last_status = int(ack.status)
-        self._hop('ACK', flight.command, ack.status.name, now, ack.detail, ack.attempt)
-        if not ack.final:
+        flight.last_status = int(status)
+        self._hop('ACK', command, status.name, now, ack.detail, ack.attempt)
+        if not status.is_final:
             if not flight.accepted:
                 flight.accepted = True
                 # Executing: stop re-delivering often; only re-solicit a possibly lost final ack.
                 flight.next_retry_at = now + self.settings.retry_max_sec
             return
-        if (
-            ack.status == AckStatus.REJECTED_DUPLICATE
-            and ack.seq == flight.command.seq
-            and flight.deliveries < self.settings.retry_budget
-        ):
+        if status == AckStatus.REJECTED_DUPLICATE and flight.deliveries < self.settings.retry_budget:
             # The agent applied a higher seq than this leader knew of (it led before hearing the agent's heartbeat).
             # The command itself was never applied: the agent checks its id first, and with a few commands in flight
             # per agent an applied id cannot have left the agent's window of outcomes. Number it above, send again.
-            lane.next_seq = max(lane.next_seq, flight.command.seq + SEQ_GAP)
-            command = flight.command
+            # Any attempt of this seq says so (an agent's applied seq never goes down); acks for the old seq that
+            # arrive later answer a delivery no longer in flight and are ignored above.
+            lane.next_seq = max(lane.next_seq, command.seq + SEQ_GAP)
             flight.command = command.with_delivery(seq=lane.next_seq, epoch=self.epoch, attempt=command.attempt)
             lane.next_seq += 1
             self._redeliver(flight, now, 'RESEQUENCED', ack.detail)
             return
-        if ack.status == AckStatus.REJECTED_STALE_EPOCH:
-            # Not this command's fate: a newer leader owns it now and will announce its outcome. This dispatcher is
-            # fenced; the command stays pending so that stepping down hands it back to the hot copy.
-            self.fenced = True
-            return
-        outcome = _OUTCOME_OF_ACK.get(ack.status, Outcome.REJECTED)
-        del lane.in_flight[ack.command_id]
-        self._finish(flight.command, outcome, int(ack.status), flight.deliveries, ack.detail, now)
+        outcome = _OUTCOME_OF_ACK.get(status, Outcome.REJECTED)
+        self._land(ack.agent_id, lane, ack.command_id)
+        self._finish(command, outcome, int(status), flight.deliveries, ack.detail, now)
         self._pump(lane, now)
+
+    def _ignore(self, flight: _InFlight, ack: Ack, why: str) -> None:
+        self._counts['acks_ignored'] += 1
+        self._hop('ACK', flight.command, 'IGNORED', self.clock(), f'{ack.status.name} {why}', ack.attempt)
+
+    def _land(self, agent_id: str, lane: _Lane, command_id: str) -> None:
+        """The command leaves the in-flight window (it has its outcome)."""
+        del lane.in_flight[command_id]
+        if self._sent_to.get(command_id) == agent_id:
+            del self._sent_to[command_id]
 
     def tick(self) -> None:
         """Retries and expirations that are due now. Call it periodically (e.g. every 50 ms)."""
@@ -294,12 +360,15 @@ class CommandDispatcher:
             for command_id, flight in list(lane.in_flight.items()):
                 command = flight.command
                 if now > command.deadline + grace:
-                    del lane.in_flight[command_id]
-                    detail = 'accepted, no final ack by the deadline' if flight.accepted else 'no ack by the deadline'
-                    self._finish(command, Outcome.EXPIRED, flight.last_status, flight.deliveries, detail, now)
+                    # Sent, but its fate never came back: it may have run (acks lost) or not. FAILED is the outcome
+                    # that claims neither (EXPIRED would tell the submitter it never ran, and invite a second run).
+                    self._land(agent, lane, command_id)
+                    why = 'accepted, no final ack' if flight.accepted else 'no ack'
+                    detail = f'outcome unknown: {why} by the deadline'
+                    self._finish(command, Outcome.FAILED, flight.last_status, flight.deliveries, detail, now)
                 elif now >= flight.next_retry_at and now <= command.deadline:
                     if not flight.accepted and flight.deliveries >= self.settings.retry_budget:
-                        del lane.in_flight[command_id]
+                        self._land(agent, lane, command_id)
                         detail = f'no ack after {flight.deliveries} deliveries'
                         self._finish(command, Outcome.FAILED, flight.last_status, flight.deliveries, detail, now)
                     else:
@@ -357,6 +426,7 @@ class CommandDispatcher:
         lane.next_seq += 1
         self._hop('ROUTE', sent, f'seq={sent.seq}', now)
         lane.in_flight[sent.command_id] = _InFlight(sent, 1, now + self._backoff(1), now)
+        self._sent_to[sent.command_id] = sent.agent_id
         self._deliver(sent, now)
 
     def _redeliver(self, flight: _InFlight, now: float, status: str = 'RETRY', detail: str = '') -> None:
@@ -459,4 +529,5 @@ class CommandDispatcher:
             duplicates_suppressed=c['duplicates'],
             ack_latency_p50_ms=self._latency.percentile(50),
             ack_latency_p99_ms=self._latency.percentile(99),
+            acks_ignored=c['acks_ignored'],
         )

@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 import random
 
@@ -74,7 +75,7 @@ def test_retries_resend_the_same_command_then_fail_definitely(clock):
     assert d.stats().failed == 1 and d.stats().retries == 2
 
 
-def test_accepted_command_is_not_failed_by_the_budget_and_expires_at_deadline(clock):
+def test_accepted_command_is_not_failed_by_the_budget_and_fails_as_unknown_at_deadline(clock):
     d = make(clock, agents=('a1',), retry_initial_sec=0.1, retry_max_sec=0.4, retry_budget=2, deadline_grace_sec=0.5)
     d.submit(['a1'], 'sleep', '{"duration_sec": 100}', Priority.NORMAL, 5.0)
     c = d.take().sends[0]
@@ -83,8 +84,9 @@ def test_accepted_command_is_not_failed_by_the_budget_and_expires_at_deadline(cl
         clock.advance(0.5)
         d.tick()
     results = d.take().results
-    assert [r.outcome for r in results] == [Outcome.EXPIRED]
-    assert 'accepted' in results[0].detail
+    # It may have run (its final ack lost): FAILED claims neither, EXPIRED would say it never ran.
+    assert [r.outcome for r in results] == [Outcome.FAILED]
+    assert results[0].detail == 'outcome unknown: accepted, no final ack by the deadline'
     d.on_ack(ack(c, AckStatus.SUCCEEDED))  # late: already terminal
     assert d.take().results == [] and d.stats().duplicates_suppressed == 1
 
@@ -112,7 +114,7 @@ def test_queued_commands_expire_without_being_sent(clock):
     ],
 )
 def test_final_ack_maps_to_one_outcome(clock, status, outcome):
-    d = make(clock, agents=('a1',))
+    d = make(clock, agents=('a1',), retry_budget=1)  # one delivery: REJECTED_DUPLICATE is not renumbered
     d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0)
     c = d.take().sends[0]
     d.on_ack(ack(c, status, detail='why'))
@@ -121,11 +123,16 @@ def test_final_ack_maps_to_one_outcome(clock, status, outcome):
     assert [r.outcome for r in results] == [outcome]
 
 
+def stale_epoch(command, epoch):
+    """The agent names the newer epoch that fences the sender."""
+    return dataclasses.replace(ack(command, AckStatus.REJECTED_STALE_EPOCH), epoch=epoch)
+
+
 def test_stale_epoch_ack_marks_the_dispatcher_fenced(clock):
     d = make(clock, agents=('a1',))
     d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 10.0)
-    d.on_ack(ack(d.take().sends[0], AckStatus.REJECTED_STALE_EPOCH))
-    assert d.fenced
+    d.on_ack(stale_epoch(d.take().sends[0], 3))
+    assert d.fenced and d.fenced_by == 3
 
 
 @pytest.mark.parametrize(
@@ -236,7 +243,7 @@ def test_a_stale_epoch_rejection_fences_the_dispatcher_without_deciding_the_comm
     d = make(clock, agents=('a1',))
     d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 30.0)
     sent = d.take().sends[0]
-    d.on_ack(ack(sent, AckStatus.REJECTED_STALE_EPOCH))
+    d.on_ack(stale_epoch(sent, 2))
     assert d.fenced
     assert d.take().results == []  # the newer leader announces its fate, not this one
     assert [c.command_id for c in d.pending()] == [sent.command_id]  # handed back to the hot copy on stepping down
@@ -254,3 +261,106 @@ def test_a_seq_below_the_agents_applied_seq_is_renumbered_and_sent_again(clock):
     assert again.command_id == first.command_id and again.seq >= first.seq + 1000 and again.attempt == 2
     d.on_ack(ack(again, AckStatus.SUCCEEDED))
     assert [r.outcome for r in d.take().results] == [Outcome.SUCCEEDED]
+
+
+def test_a_duplicate_rejection_of_an_old_seq_never_ends_a_renumbered_command(clock):
+    # Issue 12, item 1: seq 1 attempt 1; retry seq 1 attempt 2; the first REJECTED_DUPLICATE renumbers the command
+    # (SEQ_GAP); the REJECTED_DUPLICATE answering attempt 2 then arrives. It answers a delivery no longer in flight:
+    # were it applied, the command would be announced REJECTED while its seq-1001 delivery executes.
+    d = make(clock, agents=('a1',), retry_initial_sec=0.1, retry_max_sec=0.4)
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 30.0)
+    first = d.take().sends[0]
+    clock.advance(0.5)
+    d.tick()
+    (second,) = d.take().sends
+    assert (first.seq, first.attempt, second.seq, second.attempt) == (1, 1, 1, 2)
+    d.on_ack(ack(first, AckStatus.REJECTED_DUPLICATE, detail='seq 1 <= last applied 900'))
+    (renumbered,) = d.take().sends
+    assert renumbered.seq == 1001 and renumbered.command_id == first.command_id
+    d.on_ack(ack(second, AckStatus.REJECTED_DUPLICATE, detail='seq 1 <= last applied 900'))
+    out = d.take()
+    assert out.results == [] and out.sends == []
+    assert [h.status for h in out.hops] == ['IGNORED'] and 'seq 1 attempt 2' in out.hops[0].detail
+    assert [c.command_id for c in d.pending()] == [first.command_id]
+    d.on_ack(ack(renumbered, AckStatus.SUCCEEDED))
+    assert [(r.outcome, r.seq) for r in d.take().results] == [(Outcome.SUCCEEDED, 1001)]
+    stats = d.stats()
+    assert (stats.succeeded, stats.rejected, stats.acks_ignored, stats.duplicates_suppressed) == (1, 0, 1, 0)
+
+
+def sent_twice(clock):
+    """One command delivered twice (seq 1, attempts 1 and 2) to a1 of a1..a2."""
+    d = make(clock, agents=('a1', 'a2'), retry_initial_sec=0.1, retry_max_sec=0.4)
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 30.0)
+    first = d.take().sends[0]
+    clock.advance(0.5)
+    d.tick()
+    (second,) = d.take().sends
+    return d, first, second
+
+
+@pytest.mark.parametrize(
+    ('forge', 'why'),
+    [
+        (lambda c: dataclasses.replace(c, agent_id='a2'), "from 'a2', sent to 'a1'"),
+        (lambda c: dataclasses.replace(c, seq=7), 'answers seq 7'),
+        (lambda c: dataclasses.replace(c, epoch=2), 'answers epoch 2'),
+        (lambda c: dataclasses.replace(c, epoch=0), 'answers epoch 0'),
+        (lambda c: dataclasses.replace(c, attempt=3), 'attempt 3'),  # never sent
+        (lambda c: dataclasses.replace(c, attempt=0), 'attempt 0'),
+    ],
+)
+@pytest.mark.parametrize('status', [AckStatus.SUCCEEDED, AckStatus.FAILED, AckStatus.REJECTED_INVALID])
+def test_an_ack_not_answering_the_delivery_in_flight_is_counted_never_applied(clock, forge, why, status):
+    d, _, second = sent_twice(clock)
+    d.on_ack(forge(ack(second, status)))
+    out = d.take()
+    assert out.results == []
+    assert [(h.hop, h.status, h.command_id) for h in out.hops] == [('ACK', 'IGNORED', second.command_id)]
+    assert why in out.hops[0].detail and status.name in out.hops[0].detail
+    assert d.stats().acks_ignored == 1
+    d.on_ack(ack(second, status))  # the genuine answer still decides
+    assert len(d.take().results) == 1
+
+
+@pytest.mark.parametrize(
+    ('status', 'applied'),
+    [
+        (AckStatus.SUCCEEDED, True),  # the command id ran: no later attempt of the seq changes that
+        (AckStatus.FAILED, True),
+        (AckStatus.CANCELLED, True),
+        (AckStatus.REJECTED_EXPIRED, False),  # the earlier delivery arrived late; the one in flight may still run
+        (AckStatus.REJECTED_ESTOPPED, False),
+        (AckStatus.REJECTED_INVALID, False),
+        (AckStatus.REJECTED_SAFE_MODE, False),
+    ],
+)
+def test_an_earlier_attempt_of_the_seq_in_flight_decides_only_what_it_can_know(clock, status, applied):
+    d, first, _ = sent_twice(clock)
+    d.on_ack(ack(first, status))
+    results = d.take().results
+    assert len(results) == (1 if applied else 0)
+    assert d.stats().acks_ignored == (0 if applied else 1)
+
+
+def test_a_stale_epoch_rejection_not_naming_a_newer_epoch_does_not_fence(clock):
+    d = make(clock, agents=('a1',))
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 30.0)
+    sent = d.take().sends[0]
+    d.on_ack(stale_epoch(sent, 1))  # our own epoch: forged, or an agent that names no newer epoch
+    d.on_ack(stale_epoch(dataclasses.replace(sent, agent_id='a2'), 9))  # not sent to that agent
+    d.on_ack(stale_epoch(dataclasses.replace(sent, seq=4), 9))  # answers no delivery of ours
+    assert not d.fenced and d.fenced_by == 0
+    assert d.stats().acks_ignored == 3
+    assert [c.command_id for c in d.pending()] == [sent.command_id]
+
+
+def test_no_ack_by_the_deadline_is_an_unknown_fate_not_an_expiry(clock):
+    d = make(clock, agents=('a1',), retry_initial_sec=0.1, retry_max_sec=0.4, retry_budget=100, deadline_grace_sec=0.5)
+    d.submit(['a1'], 'noop', '{}', Priority.NORMAL, 2.0)
+    d.take()
+    for _ in range(8):
+        clock.advance(0.5)
+        d.tick()
+    (result,) = d.take().results
+    assert (result.outcome, result.detail) == (Outcome.FAILED, 'outcome unknown: no ack by the deadline')
