@@ -205,6 +205,60 @@ def test_unauthenticated_session_needs_auth_op():
     assert s2.close_request is not None and s2.close_request.code == 1008
 
 
+def test_unauthenticated_session_is_closed_at_its_auth_deadline():
+    s = session(role=None, auth_timeout_s=2.0)
+    clock = s.clock
+    assert s.next_wake() == pytest.approx(102.0)
+    clock.now = 101.9  # type: ignore[attr-defined]
+    s.poll(clock())
+    assert s.close_request is None
+    clock.now = 102.0  # type: ignore[attr-defined]
+    s.poll(clock())
+    assert s.close_request is not None and s.close_request.code == 1008
+    assert 'not authenticated within 2 s' in s.close_request.reason
+    late = session(role=None, auth_timeout_s=2.0)
+    send(late, op='auth', token='good-token-0123456789')
+    assert late.next_wake() is None  # authenticated in time: no deadline any more
+    late.clock.now = 200.0  # type: ignore[attr-defined]
+    late.poll(late.clock())
+    assert late.close_request is None
+    assert session().next_wake() is None  # authenticated at the handshake: no deadline at all
+
+
+def test_throttled_auth_op_is_refused_unchecked_and_closes():
+    from fleet_gateway.protocol.fields import AuthThrottled
+
+    checked = []
+
+    def authenticate(token: str) -> Principal | None:
+        checked.append(token)
+        raise AuthThrottled('too many failed authentications from this address')
+
+    s = ClientSession('c1', policy=policy(), authenticate=authenticate, clock=Clock())
+    send(s, op='auth', id='a', token='good-token-0123456789')
+    assert s.principal is None and s.close_request is not None and s.close_request.code == 1008
+    assert 'too many failed' in sent(s)[0]['msg']
+
+
+def test_failure_limiter_per_address_burst_then_rate():
+    from fleet_gateway.ratelimit import FailureLimiter
+
+    clock = Clock()
+    limiter = FailureLimiter(rate=0.5, burst=3, max_addresses=2, clock=clock)
+    for _ in range(3):
+        assert limiter.retry_after('10.0.0.1') == 0
+        limiter.record('10.0.0.1')
+    assert limiter.retry_after('10.0.0.1') == pytest.approx(2.0)
+    assert limiter.retry_after('10.0.0.2') == 0  # another address is not affected
+    clock.now += 2.0
+    assert limiter.retry_after('10.0.0.1') == 0  # one more failure allowed after 1 / rate
+    limiter.record('10.0.0.1')
+    assert limiter.retry_after('10.0.0.1') == pytest.approx(2.0)
+    limiter.record('10.0.0.2')
+    limiter.record('10.0.0.3')  # beyond max_addresses: the least recently failing one is forgotten
+    assert limiter.retry_after('10.0.0.1') == 0
+
+
 def test_subscribe_merges_ids_and_unsubscribe_releases():
     s = session()
     assert send(s, op='subscribe', id='a', topic='/t', type='std_msgs/String', throttle_rate=100)

@@ -36,6 +36,14 @@ class AdmissionConfig:
     rate: float = 400.0
     burst: float = 600.0
     max_clients: int = 2_000
+    """Authenticated sessions (a token at the handshake, an anonymous role, or a successful `auth` op)."""
+    max_unauthenticated: int = 64
+    """Sessions waiting for their `auth` op, a pool of their own outside `max_clients` (each waits at most
+    `limits.auth_timeout_s`), so idle connections that never authenticate cannot lock operators out."""
+    auth_failure_rate: float = 1.0
+    auth_failure_burst: float = 10.0
+    """Failed authentications allowed per source address: `auth_failure_burst` at once, then `auth_failure_rate`
+    per second; beyond, that address gets HTTP 429 (handshake) or a 1008 close (`auth` op) without a token check."""
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,10 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
     admission = _fill(
         AdmissionConfig, source, 'fleet_gateway.admission', _section(source, 'admission', root.get('admission'))
     )
+    if admission.rate <= 0 or admission.burst < 1 or admission.auth_failure_rate <= 0:
+        raise _fail(source, 'fleet_gateway.admission', 'rate and auth_failure_rate must be > 0, burst >= 1')
+    if admission.auth_failure_burst < 1:
+        raise _fail(source, 'fleet_gateway.admission.auth_failure_burst', 'must be >= 1')
     default_qos = root.get('default_qos', 'events')
     if default_qos not in QOS_PROFILES:
         raise _fail(source, 'fleet_gateway.default_qos', f'must be one of {", ".join(QOS_PROFILES)}')

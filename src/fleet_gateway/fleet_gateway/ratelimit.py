@@ -35,3 +35,39 @@ class TokenBucket:
         self._refill()
         self._tokens -= amount
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+class FailureLimiter:
+    """Failed authentications per source address: each address may fail `burst` times at once, then `rate` times
+    per second; beyond, `retry_after(address)` is positive and the gateway refuses that address without checking
+    any token. At most `max_addresses` are remembered (the least recently failing are forgotten first)."""
+
+    def __init__(
+        self, rate: float, burst: float, *, max_addresses: int = 4096, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f'failure limiter needs rate > 0 and burst >= 1 (got rate={rate}, burst={burst})')
+        self.rate = rate
+        self.burst = burst
+        self.max_addresses = max_addresses
+        self._clock = clock
+        self._allowance: dict[str, tuple[float, float]] = {}
+        """address -> (failures it may still have, when that was computed); insertion order = least recent first."""
+
+    def _current(self, address: str) -> float:
+        left, stamp = self._allowance.get(address, (self.burst, 0.0))
+        return min(self.burst, left + (self._clock() - stamp) * self.rate)
+
+    def retry_after(self, address: str) -> float:
+        """Seconds until `address` may try again (0: it may now)."""
+        if address not in self._allowance:
+            return 0.0
+        left = self._current(address)
+        return 0.0 if left >= 1 else (1 - left) / self.rate
+
+    def record(self, address: str) -> None:
+        left = self._current(address) - 1
+        self._allowance.pop(address, None)
+        self._allowance[address] = (left, self._clock())
+        while len(self._allowance) > self.max_addresses:
+            del self._allowance[next(iter(self._allowance))]

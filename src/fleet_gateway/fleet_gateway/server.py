@@ -24,6 +24,7 @@ import functools
 import http
 import itertools
 import logging
+import math
 import re
 import socket
 import ssl
@@ -51,9 +52,11 @@ from fleet_gateway.action_goals import ActionGoalRunner
 from fleet_gateway.config import GatewayConfig
 from fleet_gateway.framing import TEXT_FRAME, declared_size, next_client_frame, wire
 from fleet_gateway.protocol import events as ev
+from fleet_gateway.protocol.fields import AuthThrottled
 from fleet_gateway.protocol.published import PublishedMessage
 from fleet_gateway.protocol.session import ClientSession
-from fleet_gateway.ratelimit import TokenBucket
+from fleet_gateway.protocol.state import CLOSE_TRY_AGAIN
+from fleet_gateway.ratelimit import FailureLimiter, TokenBucket
 from fleet_gateway.ros_async import asyncio_future, wait_until
 from fleet_gateway.ros_side import EndpointConflict, RosEndpoints
 from fleet_gateway.served_actions import ClientServedActions
@@ -379,6 +382,9 @@ class ClientConnection:
         if events and self.apply is not None:
             self.apply(self, events)
         self.flush()
+        if self.session.close_request is not None and not self.stopped.done():
+            self.stopped.set_result(None)  # e.g. no auth within the deadline: the connection handler closes it
+            return
         self.schedule_wake()
 
     def stop_timers(self) -> None:
@@ -401,7 +407,10 @@ class GatewayServer:
         self._action_goals: ActionGoalRunner | None = None
         self._served_actions: ClientServedActions | None = None
         self.connections: set[ClientConnection] = set()
+        self.unauthenticated: set[ClientConnection] = set()
+        """Connections still waiting for their `auth` op: their own pool, outside `admission.max_clients`."""
         self._admission = TokenBucket(config.admission.rate, config.admission.burst)
+        self._auth_failures = FailureLimiter(config.admission.auth_failure_rate, config.admission.auth_failure_burst)
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -412,6 +421,9 @@ class GatewayServer:
             'sessions_closed': 0,
             'rejected_admission': 0,
             'rejected_auth': 0,
+            'rejected_auth_throttled': 0,
+            'rejected_unauthenticated': 0,
+            'auth_timeouts': 0,
             'dropped_closed_sessions': 0,
             'shed_closed_sessions': 0,
             'errors_closed_sessions': 0,
@@ -458,27 +470,52 @@ class GatewayServer:
     # --- admission and authentication (HTTP stage, before the upgrade) ---------------------------------
 
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
-        if len(self.connections) >= self.config.admission.max_clients:
-            self.counters['rejected_admission'] += 1
-            return self._retry_later(
-                connection, f'the gateway is at its limit of {self.config.admission.max_clients} clients'
+        admission = self.config.admission
+        address = _address_of(connection)
+        wait = self._auth_failures.retry_after(address)
+        if wait > 0:  # this address failed too often: no token is checked until it may try again
+            self.counters['rejected_auth_throttled'] += 1
+            response = connection.respond(
+                http.HTTPStatus.TOO_MANY_REQUESTS, f'too many failed authentications; retry in {math.ceil(wait)} s\n'
             )
-        if not self._admission.try_take():
-            self.counters['rejected_admission'] += 1
-            return self._retry_later(
-                connection, f'the gateway admits {self.config.admission.rate:g} new sessions per second'
-            )
+            response.headers['Retry-After'] = str(math.ceil(wait))
+            return response
         token = _token_of(request)
         principal: Principal | None = None
         if token is not None:
             principal = self.tokens.authenticate(token)
             if principal is None:
                 self.counters['rejected_auth'] += 1
+                self._auth_failures.record(address)
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED, 'unknown token\n')
         elif self.config.anonymous_role is not None:
             principal = Principal('anonymous', self.config.anonymous_role)
+        if principal is None and len(self.unauthenticated) >= admission.max_unauthenticated:
+            self.counters['rejected_unauthenticated'] += 1
+            return self._retry_later(
+                connection, f'{admission.max_unauthenticated} clients are waiting to authenticate already'
+            )
+        if principal is not None and self._authenticated_count() >= admission.max_clients:
+            self.counters['rejected_admission'] += 1
+            return self._retry_later(connection, f'the gateway is at its limit of {admission.max_clients} clients')
+        if not self._admission.try_take():
+            self.counters['rejected_admission'] += 1
+            return self._retry_later(connection, f'the gateway admits {admission.rate:g} new sessions per second')
         self._principals[connection] = principal
         return None
+
+    def _authenticated_count(self) -> int:
+        return len(self.connections) - len(self.unauthenticated)
+
+    def _authenticate_op(self, address: str, token: str) -> Principal | None:
+        """A session's `auth` op: refused unchecked while `address` is throttled; a failure counts against it."""
+        if self._auth_failures.retry_after(address) > 0:
+            self.counters['rejected_auth_throttled'] += 1
+            raise AuthThrottled('too many failed authentications from this address; try again later')
+        principal = self.tokens.authenticate(token)
+        if principal is None:
+            self._auth_failures.record(address)
+        return principal
 
     def _retry_later(self, connection: ServerConnection, why: str) -> Response:
         delay = max(1, round(1.0 / self.config.admission.rate * max(1, len(self.connections) // 10)))
@@ -498,7 +535,7 @@ class GatewayServer:
             policy=self.policy,
             principal=self._principals.pop(ws, None),
             limits=self.config.limits,
-            authenticate=self.tokens.authenticate,
+            authenticate=functools.partial(self._authenticate_op, _address_of(ws)),
             resolve_topic_type=ros.topic_type,
             resolve_service_type=ros.service_type,
             clock=loop.time,
@@ -512,6 +549,8 @@ class GatewayServer:
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self.connections.add(conn)
+        if session.principal is None:
+            self.unauthenticated.add(conn)
         self.counters['sessions_admitted'] += 1
         peer = ws.remote_address
         who = session.principal.name if session.principal else 'unauthenticated'
@@ -559,6 +598,12 @@ class GatewayServer:
     def _after_data(self, conn: ClientConnection) -> None:
         """After each chunk read from a client: send replies, arm timers, honour close and rate-limit requests."""
         session = conn.session
+        if session.principal is not None and conn in self.unauthenticated:
+            self.unauthenticated.discard(conn)  # it authenticated with an `auth` op: it joins the admitted pool
+            if self._authenticated_count() > self.config.admission.max_clients:
+                self.counters['rejected_admission'] += 1
+                limit = self.config.admission.max_clients
+                session.request_close(CLOSE_TRY_AGAIN, f'the gateway is at its limit of {limit} clients')
         conn.flush()
         conn.schedule_wake()
         if session.close_request is not None or conn.ws.protocol.state is not State.OPEN:
@@ -594,6 +639,10 @@ class GatewayServer:
         request = session.close_request
         conn.closing = True
         conn.stop_timers()
+        if conn in self.unauthenticated:
+            self.unauthenticated.discard(conn)
+            if request is not None and request.reason.startswith('not authenticated within'):
+                self.counters['auth_timeouts'] += 1
         stats = session.stats()
         self.counters['dropped_closed_sessions'] += stats['dropped']
         self.counters['shed_closed_sessions'] += stats['shed']
@@ -781,6 +830,12 @@ class GatewayServer:
             'per_client': clients,
             'time': time.time(),
         }
+
+
+def _address_of(connection: ServerConnection) -> str:
+    """The client's IP address (failed authentications are counted per address, whatever the port)."""
+    peer = connection.remote_address
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
 
 def _token_of(request: Request) -> str | None:

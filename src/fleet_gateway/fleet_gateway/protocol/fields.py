@@ -13,6 +13,11 @@ class ProtocolError(ValueError):
     """A bad request; reported to the client as a `status` error carrying the request id."""
 
 
+class AuthThrottled(ProtocolError):
+    """Raised by a session's `authenticate` callback when the client's address has failed too often: the token is
+    not even checked, and the connection is closed (1008)."""
+
+
 def text(message: dict[str, Any], key: str, *, required: bool = True, default: str = '') -> str:
     value = message.get(key)
     if value is None:

@@ -28,7 +28,7 @@ from fleet_gateway.protocol.events import (
     UnadvertiseTopic,
     UnsubscribeTopic,
 )
-from fleet_gateway.protocol.fields import ProtocolError
+from fleet_gateway.protocol.fields import AuthThrottled, ProtocolError
 from fleet_gateway.protocol.state import (
     CLOSE_POLICY,
     STATUS_LEVELS,
@@ -65,7 +65,11 @@ def handle_auth(session: ClientSession, message: dict[str, Any], rid: Rid, event
         session.status('info', 'already authenticated', rid)
         return
     token = message.get('token', message.get('mac'))
-    principal = session.authenticate(token) if session.authenticate and isinstance(token, str) else None
+    try:
+        principal = session.authenticate(token) if session.authenticate and isinstance(token, str) else None
+    except AuthThrottled:
+        session.request_close(CLOSE_POLICY, 'too many failed authentications from this address')
+        raise
     if principal is None:
         session.auth_failures += 1
         if session.auth_failures >= session.limits.max_auth_failures:

@@ -36,6 +36,7 @@ from fleet_gateway.protocol.handlers import ABORTED, HANDLERS, handle_auth
 from fleet_gateway.protocol.outbox import OutFrame, SendQueue, SendQueueOverflow
 from fleet_gateway.protocol.published import PublishedMessage, dumps
 from fleet_gateway.protocol.state import (
+    CLOSE_POLICY,
     CLOSE_TRY_AGAIN,
     STATUS_LEVELS,
     ActiveGoal,
@@ -101,6 +102,8 @@ class ClientSession:
         self.close_request: CloseConnection | None = None
         self.finished = False
         self.auth_failures = 0
+        self.auth_deadline = clock() + self.limits.auth_timeout_s if principal is None else None
+        """When an unauthenticated client is closed (None once authenticated, or when it came with a principal)."""
         self.read_pause = 0.0
         self.counters = {
             'received': 0,
@@ -444,13 +447,17 @@ class ClientSession:
         """When `poll` must run next (throttled subscriptions, fragment timeouts), or None."""
         incoming = next(iter(self.incoming_calls.values())).deadline if self.incoming_calls else None
         goal = next(iter(self.incoming_goals.values())).deadline if self.incoming_goals else None
-        wakes = (self._throttle_wake, self.fragments.next_deadline(), incoming, goal)
+        auth = self.auth_deadline if self.principal is None else None
+        wakes = (self._throttle_wake, self.fragments.next_deadline(), incoming, goal, auth)
         deadlines = [d for d in wakes if d is not None]
         return min(deadlines) if deadlines else None
 
     def poll(self, now: float) -> list[Event]:
         """Time-driven work: throttled deliveries, fragment and served-call timeouts. Returns events to apply."""
         events: list[Event] = []
+        if self.principal is None and self.auth_deadline is not None and now >= self.auth_deadline:
+            self.request_close(CLOSE_POLICY, f'not authenticated within {self.limits.auth_timeout_s:g} s')
+            self.auth_deadline = None
         while self.incoming_calls:
             call = next(iter(self.incoming_calls.values()))
             if call.deadline > now:

@@ -47,6 +47,8 @@ class SessionLimits:
     ops_per_s: float = 20_000.0
     ops_burst: float = 20_000.0
     max_auth_failures: int = 3
+    auth_timeout_s: float = 5.0
+    """A client that has not authenticated within this after connecting is closed (1008)."""
     drop_report_interval_s: float = 1.0
     status_level: str = 'warning'
 
