@@ -94,6 +94,16 @@ class MissionProgress:
     detail: str
 
 
+def angular_sweep(points: Sequence[Point]) -> list[Point]:
+    """The points ordered by angle around their centroid (then distance, then id): contiguous runs of the sweep are
+    spatially coherent sectors, so cutting it into chunks gives each taker a region of its own."""
+    if not points:
+        return []
+    cx = math.fsum(p.x for p in points) / len(points)
+    cy = math.fsum(p.y for p in points) / len(points)
+    return sorted(points, key=lambda p: (math.atan2(p.y - cy, p.x - cx), math.hypot(p.x - cx, p.y - cy), p.point_id))
+
+
 def split_points(points: Sequence[Point], agent_ids: Sequence[str]) -> dict[str, list[Point]]:
     """Deterministic, balanced, spatially coherent split: sweep the points by angle around their centroid and cut
     the sweep into contiguous chunks whose sizes differ by at most one, given to agents in id order."""
@@ -101,9 +111,7 @@ def split_points(points: Sequence[Point], agent_ids: Sequence[str]) -> dict[str,
     result: dict[str, list[Point]] = {agent: [] for agent in agents}
     if not points or not agents:
         return result
-    cx = math.fsum(p.x for p in points) / len(points)
-    cy = math.fsum(p.y for p in points) / len(points)
-    swept = sorted(points, key=lambda p: (math.atan2(p.y - cy, p.x - cx), math.hypot(p.x - cx, p.y - cy), p.point_id))
+    swept = angular_sweep(points)
     size, extra = divmod(len(swept), len(agents))
     start = 0
     for index, agent in enumerate(agents):

@@ -19,6 +19,7 @@ from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig
 from fleet_ros import qos
 from fleet_sim.bringup import sim_host_groups
@@ -177,7 +178,9 @@ class Demo:
         def following_leases() -> bool:
             # A standby that cannot see the live lease yet would claim the shard: activate only once it follows it.
             for child in standbys:
-                topic = f'/fleet/{child.spec.parameters["site_id"]}/{child.spec.parameters["shard_id"]}/leader'
+                topic = topics.shard_leader(
+                    str(child.spec.parameters['site_id']), str(child.spec.parameters['shard_id'])
+                )
                 readers = self.node.get_subscriptions_info_by_topic(topic)
                 if not any(
                     r.node_name == child.spec.node_name and r.node_namespace == child.spec.namespace for r in readers

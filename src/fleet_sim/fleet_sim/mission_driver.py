@@ -12,26 +12,16 @@ from rclpy.task import Future
 
 from fleet_core import topics
 from fleet_core.config import FleetConfig
-from fleet_core.mission import TaskEventKind
+from fleet_core.mission_follow import MissionFollower
 from fleet_interfaces.action import RunMission
-from fleet_interfaces.msg import TaskEvent
-from fleet_ros import qos
-
-FINISHED_STATES = ('COMPLETED', 'FAILED', 'CANCELLED')
-
-
-def mission_status_topic(site: str, shard: str) -> str:
-    return f'{topics.shard_prefix(site, shard)}/mission_status'
+from fleet_ros.mission_follow import follow_mission
 
 
 @dataclass(slots=True)
-class _ShardMission:
+class _ShardGoal:
     points: list[tuple[str, float, float]]
     client: ActionClient
     goal: Future | None = None
-    state: str = 'PENDING'
-    points_done: int = 0
-    detail: str = ''
 
 
 class MissionDriver:
@@ -46,14 +36,12 @@ class MissionDriver:
     ) -> None:
         self.mission_id = mission_id
         self.shards = {
-            key: _ShardMission(pts, ActionClient(node, RunMission, topics.shard_mission(*key)))
+            key: _ShardGoal(pts, ActionClient(node, RunMission, topics.shard_mission(*key)))
             for key, pts in points.items()
         }
-        self.agents_done: set[str] = set()
+        self.follower = MissionFollower(mission_id, self.shards)
         self.agents = fleet.agent_count
-        for site, shard in self.shards:
-            node.create_subscription(TaskEvent, mission_status_topic(site, shard), self._on_status, qos.LATCHED)
-            node.create_subscription(TaskEvent, topics.shard_task_events(site, shard), self._on_event, qos.EVENTS)
+        follow_mission(node, self.follower)
 
     def servers_ready(self) -> bool:
         return all(s.client.server_is_ready() for s in self.shards.values())
@@ -70,43 +58,38 @@ class MissionDriver:
 
     def refused(self) -> list[str]:
         out = []
-        for (site, shard), mission in self.shards.items():
-            goal = mission.goal
+        for key, shard in self.shards.items():
+            goal = shard.goal
             if goal is not None and goal.done() and (goal.result() is None or not goal.result().accepted):
-                out.append(f'{site}/{shard}: {mission.detail or "goal rejected"}')
+                reason = self.follower.shards[key].rejection or 'goal rejected'
+                out.append(f'{key[0]}/{key[1]}: {reason}')
         return out
-
-    def _on_status(self, msg: TaskEvent) -> None:
-        mission = self.shards.get((msg.site_id, msg.shard_id))
-        if mission is None or msg.mission_id != self.mission_id:
-            return
-        mission.state, mission.points_done, mission.detail = msg.state, msg.points_done, msg.detail
-
-    def _on_event(self, msg: TaskEvent) -> None:
-        if msg.mission_id == self.mission_id and msg.event == TaskEventKind.AGENT_DONE:
-            self.agents_done.add(msg.agent_id)
 
     # -- the same views as StepDriver --------------------------------------------------------------------
 
     @property
     def finished(self) -> bool:
-        return bool(self.refused()) or all(s.state in FINISHED_STATES for s in self.shards.values())
+        return bool(self.refused()) or self.follower.finished()
 
     @property
     def succeeded(self) -> bool:
-        return all(s.state == 'COMPLETED' and s.points_done == len(s.points) for s in self.shards.values())
+        """Every shard completed every point it was sent (not only the points it reported)."""
+        return all(
+            self.follower.shards[key].succeeded and self.follower.shards[key].points_done == len(shard.points)
+            for key, shard in self.shards.items()
+        )
 
     def tick(self) -> None:
         """Nothing to do periodically: the orchestrators run the workflow."""
 
     def points(self) -> tuple[int, int]:
-        return sum(s.points_done for s in self.shards.values()), sum(len(s.points) for s in self.shards.values())
+        return self.follower.points()[0], sum(len(s.points) for s in self.shards.values())
 
     def robots_done(self) -> int:
-        return len(self.agents_done)
+        return self.follower.agents_done()
 
     def robots_failed(self) -> int:
-        return 0 if self.succeeded or not self.finished else self.agents - len(self.agents_done)
+        return 0 if self.succeeded or not self.finished else self.agents - self.robots_done()
 
     def states(self) -> str:
-        return ' '.join(f'{site}/{shard}:{m.state}' for (site, shard), m in self.shards.items())
+        return ' '.join(f'{site}/{shard}:{p.label}' for (site, shard), p in self.follower.shards.items())

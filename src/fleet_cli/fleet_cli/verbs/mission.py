@@ -13,7 +13,6 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -24,18 +23,16 @@ from fleet_cli.client import ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig, ShardConfig
-from fleet_core.mission import TaskEventKind
+from fleet_core.mission_follow import MissionFollower, ShardKey, is_active
+from fleet_core.routing import split_by_shard
 from fleet_core.workflow import Point, WorkflowError, load_workflow
 from fleet_interfaces.action import RunMission
 from fleet_interfaces.msg import TaskEvent
 from fleet_ros import qos
+from fleet_ros.mission_follow import follow_mission
 
-ACTIVE_STATES = frozenset({'RUNNING', 'PAUSED', 'CANCELLING'})
-FINAL_STATES = frozenset({'COMPLETED', 'FAILED', 'CANCELLED'})
 LATCHED_WAIT_SEC = 3.0
 POINT_SPACING_M = 2.0
-
-ShardKey = tuple[str, str]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -107,24 +104,6 @@ def read_points(path: str) -> list[Point]:
     return points
 
 
-def split_by_shard(points: Sequence[Point], shards: Sequence[ShardConfig]) -> dict[ShardKey, list[Point]]:
-    """Contiguous angular sweeps, sized in proportion to each shard's agents (largest remainder)."""
-    cx = math.fsum(p.x for p in points) / len(points)
-    cy = math.fsum(p.y for p in points) / len(points)
-    swept = sorted(points, key=lambda p: (math.atan2(p.y - cy, p.x - cx), math.hypot(p.x - cx, p.y - cy), p.point_id))
-    agents = sum(len(s.agents) for s in shards)
-    quotas = [len(points) * len(s.agents) / agents for s in shards]
-    sizes = [math.floor(q) for q in quotas]
-    for i in sorted(range(len(shards)), key=lambda i: quotas[i] - sizes[i], reverse=True)[: len(points) - sum(sizes)]:
-        sizes[i] += 1
-    result: dict[ShardKey, list[Point]] = {}
-    start = 0
-    for shard, size in zip(shards, sizes, strict=True):
-        result[(shard.site_id, shard.shard_id)] = swept[start : start + size]
-        start += size
-    return result
-
-
 def _shards(fleet: FleetConfig, site: str, only: Sequence[str]) -> list[ShardConfig]:
     try:
         shards = list(fleet.shards_of(site))
@@ -142,80 +121,13 @@ def _shards(fleet: FleetConfig, site: str, only: Sequence[str]) -> list[ShardCon
 # -- following -----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ShardProgress:
-    done: int = 0
-    total: int = 0
-    state: str = 'STARTING'
-    detail: str = ''
-    handoffs: int = 0
-    lost: set[str] = field(default_factory=set)
-
-
-class MissionFollower:
-    """Joins TaskEvents and the latched mission status of several shards for one mission id."""
-
-    def __init__(self, client: FleetClient, mission_id: str, keys: Sequence[ShardKey]) -> None:
-        self.mission_id = mission_id
-        self.shards = {key: ShardProgress() for key in keys}
-        self.rejections: dict[ShardKey, str] = {}
-        for site, shard in keys:
-            client.node.create_subscription(
-                TaskEvent, topics.shard_task_events(site, shard), self._on_event, qos.EVENTS
-            )
-            client.node.create_subscription(
-                TaskEvent, topics.shard_mission_status(site, shard), self._on_status, qos.LATCHED
-            )
-
-    def _on_event(self, msg: TaskEvent) -> None:
-        key = (msg.site_id, msg.shard_id)
-        if msg.mission_id != self.mission_id or key not in self.shards:
-            return
-        progress = self.shards[key]
-        if msg.state == 'REJECTED':
-            self.rejections[key] = msg.detail
-            return
-        progress.done, progress.total = max(progress.done, msg.points_done), msg.points_total
-        if msg.event == TaskEventKind.HANDOFF:
-            progress.handoffs += 1
-        elif msg.event == TaskEventKind.AGENT_LOST:
-            progress.lost.add(msg.agent_id)
-        elif msg.event == TaskEventKind.AGENT_REJOINED:
-            progress.lost.discard(msg.agent_id)
-        terminal = {
-            TaskEventKind.MISSION_COMPLETED: 'COMPLETED',
-            TaskEventKind.MISSION_FAILED: 'FAILED',
-            TaskEventKind.MISSION_CANCELLED: 'CANCELLED',
-            TaskEventKind.MISSION_PAUSED: 'PAUSED',
-            TaskEventKind.MISSION_RESUMED: 'RUNNING',
-            TaskEventKind.MISSION_STARTED: 'RUNNING',
-        }
-        if msg.event in terminal and progress.state not in FINAL_STATES:
-            progress.state = terminal[TaskEventKind(msg.event)]
-            if progress.state in FINAL_STATES:
-                progress.detail = msg.detail
-
-    def _on_status(self, msg: TaskEvent) -> None:
-        key = (msg.site_id, msg.shard_id)
-        if msg.mission_id != self.mission_id or key not in self.shards:
-            return
-        progress = self.shards[key]
-        progress.done, progress.total = max(progress.done, msg.points_done), msg.points_total
-        if progress.state not in FINAL_STATES:
-            progress.state = msg.state
-            if msg.state in FINAL_STATES:
-                progress.detail = msg.detail
-
-    def finished(self) -> bool:
-        return all(p.state in FINAL_STATES for p in self.shards.values())
-
-    def line(self) -> str:
-        done = sum(p.done for p in self.shards.values())
-        total = sum(p.total for p in self.shards.values())
-        states = ' '.join(f'{shard}={p.state.lower()}' for (_site, shard), p in sorted(self.shards.items()))
-        lost = sum(len(p.lost) for p in self.shards.values())
-        handoffs = sum(p.handoffs for p in self.shards.values())
-        return f'{done}/{total} points  lost={lost} handoffs={handoffs}  {states}'
+def progress_line(follower: MissionFollower) -> str:
+    shards = follower.shards.values()
+    done, total = follower.points()
+    states = ' '.join(f'{shard}={p.label.lower()}' for (_site, shard), p in sorted(follower.shards.items()))
+    lost = sum(len(p.lost) for p in shards)
+    handoffs = sum(p.handoffs for p in shards)
+    return f'{done}/{total} points  lost={lost} handoffs={handoffs}  {states}'
 
 
 def latched_missions(client: FleetClient, keys: Sequence[ShardKey], wait: float) -> dict[ShardKey, TaskEvent]:
@@ -254,16 +166,15 @@ def run_start(args: argparse.Namespace) -> int:
     client = FleetClient('fleetctl_mission')
     try:
         running = {
-            key: msg
-            for key, msg in latched_missions(client, keys, LATCHED_WAIT_SEC).items()
-            if msg.state in ACTIVE_STATES
+            key: msg for key, msg in latched_missions(client, keys, LATCHED_WAIT_SEC).items() if is_active(msg.state)
         }
         if running:
             (site, shard), msg = sorted(running.items())[0]
             raise UsageError(
                 f'mission {msg.mission_id} is {msg.state} on {site}/{shard}; cancel it first (fleetctl mission cancel)'
             )
-        follower = MissionFollower(client, mission_id, keys)
+        follower = MissionFollower(mission_id, keys)
+        follow_mission(client.node, follower)
         accepted = _send_goals(client, mission_id, args.workflow, split, follower)
         if accepted is None:
             return EXIT_FAILED
@@ -275,7 +186,7 @@ def run_start(args: argparse.Namespace) -> int:
         last = ''
         while not follower.finished() and time.monotonic() < deadline:
             client.spin(0.2)
-            line = follower.line()
+            line = progress_line(follower)
             if line != last:
                 print(f'\r{line}', end='', file=sys.stderr, flush=True)
                 last = line
@@ -311,7 +222,7 @@ def _send_goals(
         return accepted
     client.spin(0.3)  # the refusal reason is published as a TaskEvent right before the response
     for site, shard in refused:
-        reason = follower.rejections.get((site, shard), 'goal rejected (see the orchestrator log)')
+        reason = follower.rejections().get((site, shard), 'goal rejected (see the orchestrator log)')
         print(f'fleetctl mission: {site}/{shard} refused the mission: {reason}', file=sys.stderr)
     for site, shard in accepted:
         reply = client.call(Trigger, topics.shard_mission_cancel(site, shard), Trigger.Request())
@@ -325,9 +236,9 @@ def _report(mission_id: str, follower: MissionFollower, as_json: bool) -> int:
             'site': site,
             'shard': shard,
             'mission_id': mission_id,
-            'state': p.state,
-            'points_done': p.done,
-            'points_total': p.total,
+            'state': p.label,
+            'points_done': p.points_done,
+            'points_total': p.points_total,
             'detail': p.detail,
         }
         for (site, shard), p in sorted(follower.shards.items())
@@ -342,8 +253,7 @@ def _report(mission_id: str, follower: MissionFollower, as_json: bool) -> int:
                 f'{row["site"] + "/" + row["shard"]:<20} {row["state"]:<10} '
                 f'{row["points_done"]:>4}/{row["points_total"]:<4}  {row["detail"]}'
             )
-    ok = all(r['state'] == 'COMPLETED' and r['points_done'] == r['points_total'] for r in rows)
-    return EXIT_OK if ok else EXIT_FAILED
+    return EXIT_OK if follower.succeeded() else EXIT_FAILED
 
 
 def _site_keys(fleet: FleetConfig, sites: Sequence[str]) -> list[ShardKey]:
@@ -402,7 +312,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     client = FleetClient('fleetctl_mission')
     cancelled = 0
     try:
-        running = {k for k, m in latched_missions(client, keys, LATCHED_WAIT_SEC).items() if m.state in ACTIVE_STATES}
+        running = {k for k, m in latched_missions(client, keys, LATCHED_WAIT_SEC).items() if is_active(m.state)}
         if not running:
             raise UsageError(
                 f'no mission is running on {args.site}' + (f' ({", ".join(args.shard)})' if args.shard else '')
