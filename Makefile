@@ -34,4 +34,4 @@ bench: setup
 	@$(ENV) && for b in bench/[!_]*.py; do echo "== $$b" >&2; scripts/run.sh python "$$b" || exit 1; done
 
 clean:
-	rm -rf build install log .venv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build install log .overlay .venv .pytest_cache .mypy_cache .ruff_cache

@@ -21,6 +21,12 @@ export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 # Network rule: DDS discovery never leaves this host unless the caller explicitly says otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( ($$ % 100) + 101 ))}"
+# The ROS 2 launch/ros2cli overlay scripts/setup.sh builds when no ROS 2 install provides them (under this project's
+# packages, so they overlay it).
+if [ -z "${FLEETLANES_SKIP_INSTALL:-}" ] && [ -f "$_fl_root/.overlay/ros2/install/local_setup.bash" ]; then
+  # shellcheck disable=SC1091
+  source "$_fl_root/.overlay/ros2/install/local_setup.bash"
+fi
 if [ -z "${FLEETLANES_SKIP_INSTALL:-}" ] && [ -f "$_fl_root/install/local_setup.bash" ]; then
   # shellcheck disable=SC1091
   source "$_fl_root/install/local_setup.bash"

@@ -19,6 +19,7 @@ from fleet_cli.main import build_parser
 from fleet_cli.verbs import up
 from fleet_core.config import load_fleet_config
 from fleet_sim.bringup import default_options, describe, robot_nodes
+from harness import ros2_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_DIR = ROOT / 'launch'
@@ -225,14 +226,7 @@ def test_dry_run_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
     assert not any(r['executable'] == 'fleet_foxglove' for r in rows)
 
 
-_REAL_LAUNCH = importlib.util.find_spec('launch_ros') is not None
-
-
-@pytest.mark.skipif(
-    not _REAL_LAUNCH,
-    reason='launch/launch_ros are not installable in the pip-only environment (no registry ships them); '
-    'the launch files run for real only on a ROS 2 install',
-)
+@ros2_tools.require()
 def test_sim_launch_runs_for_real(ros: Any, tmp_path: Path) -> None:
     import asyncio
 
@@ -257,9 +251,11 @@ def test_sim_launch_runs_for_real(ros: Any, tmp_path: Path) -> None:
     include = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(LAUNCH_DIR / 'sim_launch.py')), launch_arguments=arguments.items()
     )
+    # LaunchService binds to the current event loop: set ours, or shutdown() never reaches run_async().
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     service = LaunchService()
     service.include_launch_description(LaunchDescription([include]))
-    loop = asyncio.new_event_loop()
     task = loop.create_task(service.run_async())
 
     def tick() -> None:
@@ -269,6 +265,9 @@ def test_sim_launch_runs_for_real(ros: Any, tmp_path: Path) -> None:
     try:
         wait_for(lambda: leases and len(beats) == 3, 60, what='a lease and 3 robots from sim_launch.py', tick=tick)
     finally:
-        service.shutdown()
-        loop.run_until_complete(task)
+        stopping = service.shutdown()
+        if stopping is not None:
+            loop.run_until_complete(stopping)
+        loop.run_until_complete(asyncio.wait_for(task, 30))
+        asyncio.set_event_loop(None)
         loop.close()
