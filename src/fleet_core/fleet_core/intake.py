@@ -1,5 +1,5 @@
 """The agent-side decision for each incoming command (DESIGN.md section 5), in a fixed order:
-structure, epoch fencing, deadline, command-id dedup, seq ordering, e-stop, pause, kind/arguments; then execute.
+structure, epoch fencing, command-id dedup, deadline, seq ordering, e-stop, pause, kind/arguments; then execute.
 
 Pause: a fleet operation pauses an agent with a HIGH `pause` command (sent in waves by the shard leader) and
 resumes it with a HIGH `resume`. While paused, the agent *refuses* NORMAL and LOW commands with REJECTED_PAUSED
@@ -10,13 +10,14 @@ is persisted in the dedup store, so an agent restarted while paused stays paused
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fleet_core.config import IntakeSettings
-from fleet_core.dedup_store import DedupStore, StoreUnavailable
+from fleet_core.dedup_store import DedupStore, StoredOutcome, StoreUnavailable
 from fleet_core.kinds import InvalidCommand, KindRegistry
 from fleet_core.model import Ack, AckStatus, Command, Priority
 
@@ -142,11 +143,19 @@ class CommandIntake:
     def _decide(self, command: Command, store: DedupStore) -> IntakeDecision:
         highest = store.highest_epoch
         if command.epoch < highest:
-            return self._reply(
+            # The ack names the epoch that fences the sender (not the command's): a leader steps down only for an
+            # epoch newer than its own, so an ack that cannot name one (a forged one) fences nobody.
+            stale = self._reply(
                 command, AckStatus.REJECTED_STALE_EPOCH, f'epoch {command.epoch} < {highest} (fenced leader)'
             )
+            return IntakeDecision(False, dataclasses.replace(stale.ack, epoch=highest))
         if command.epoch > highest:
             store.observe_epoch(command.epoch)
+        # A command this agent already took is answered with what happened to it, even past its deadline: a late
+        # re-delivery must not turn an executed command into REJECTED_EXPIRED.
+        stored = store.lookup(command.command_id)
+        if stored is not None:
+            return self._answer_known(command, stored, store)
         now = self.clock()
         tolerance = self.settings.clock_skew_tolerance_sec
         if now > command.deadline + tolerance:
@@ -154,18 +163,6 @@ class CommandIntake:
             return self._reply(command, AckStatus.REJECTED_EXPIRED, f'deadline passed {late:.3f}s ago')
         if command.deadline - now > self.settings.max_ttl_sec + tolerance:
             return self._reply(command, AckStatus.REJECTED_INVALID, 'deadline absurdly far in the future')
-        stored = store.lookup(command.command_id)
-        if stored is not None:
-            self.duplicates_suppressed += 1
-            if stored.final:
-                assert stored.status is not None
-                return self._reply(command, stored.status, stored.detail)
-            if command.command_id in self._running:
-                return self._reply(command, AckStatus.ACCEPTED, 'already executing')
-            # Started by an earlier boot and never finished: the crash interrupted it. Never run it again.
-            detail = 'interrupted by an agent restart; not re-executed'
-            store.finish(command.command_id, AckStatus.FAILED, detail)
-            return self._reply(command, AckStatus.FAILED, detail)
         last = store.last_applied_seq
         if command.seq <= last:
             self.duplicates_suppressed += 1
@@ -181,6 +178,18 @@ class CommandIntake:
         store.begin(command)
         self._running.add(command.command_id)
         return IntakeDecision(True, Ack.for_command(command, AckStatus.ACCEPTED, '', self.clock()), args)
+
+    def _answer_known(self, command: Command, stored: StoredOutcome, store: DedupStore) -> IntakeDecision:
+        self.duplicates_suppressed += 1
+        if stored.final:
+            assert stored.status is not None
+            return self._reply(command, stored.status, stored.detail)
+        if command.command_id in self._running:
+            return self._reply(command, AckStatus.ACCEPTED, 'already executing')
+        # Started by an earlier boot and never finished: the crash interrupted it. Never run it again.
+        detail = 'interrupted by an agent restart; not re-executed'
+        store.finish(command.command_id, AckStatus.FAILED, detail)
+        return self._reply(command, AckStatus.FAILED, detail)
 
     def may_start(self, command: Command) -> bool:
         """Last check right before the executor starts (the agent may have queued the command)."""

@@ -207,3 +207,28 @@ def test_hostile_input_never_crashes_or_runs_twice(tmp_path_factory, commands):
             intake.complete(cmd(clock, **fields), AckStatus.SUCCEEDED)
         else:
             assert decision.ack.status.is_final or decision.ack.status == AckStatus.ACCEPTED
+
+
+def test_a_late_redelivery_of_an_executed_command_gets_its_fate_not_an_expiry(tmp_path, clock):
+    # Its final ack was lost; the retry, sent in time, arrives after the deadline. REJECTED_EXPIRED would have the
+    # shard announce EXPIRED ("never ran") for a command that ran.
+    intake = make_intake(tmp_path, clock)
+    done, running = cmd(clock, 'done', seq=1, ttl=1.0), cmd(clock, 'running', seq=2, ttl=1.0)
+    assert intake.receive(done).execute and intake.receive(running).execute
+    intake.complete(done, AckStatus.SUCCEEDED)
+    clock.advance(5.0)
+    assert intake.receive(done).ack.status == AckStatus.SUCCEEDED
+    assert (intake.receive(running).ack.status, intake.receive(running).ack.detail) == (
+        AckStatus.ACCEPTED,
+        'already executing',
+    )
+    assert intake.receive(cmd(clock, 'new', seq=3, ttl=-1.0, issued_at=clock() - 2.0)).ack.status == (
+        AckStatus.REJECTED_EXPIRED
+    )
+
+
+def test_a_stale_epoch_rejection_names_the_epoch_that_fences_the_sender(tmp_path, clock):
+    intake = make_intake(tmp_path, clock)
+    assert intake.receive(cmd(clock, 'a', seq=1, epoch=7)).execute
+    ack = intake.receive(cmd(clock, 'b', seq=2, epoch=3)).ack
+    assert (ack.status, ack.epoch, ack.seq) == (AckStatus.REJECTED_STALE_EPOCH, 7, 2)
