@@ -121,7 +121,7 @@ def main() -> int:
     from fleet_interfaces.msg import CommandAck, CommandOutcomes, EStop, LeaderLease, TaskEvent
     from fleet_interfaces.srv import SetEStop, SubmitCommand
     from fleet_ros import qos
-    from fleet_ros.convert import first_outcomes, from_time
+    from fleet_ros.convert import from_time
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--agents', type=int, default=200)
@@ -178,7 +178,12 @@ def main() -> int:
     acks: list[CommandAck] = []
     node.create_subscription(CommandAck, topics.shard_ack(site, shard), acks.append, qos.ACK)
     node.create_subscription(CommandMsg, topics.shard_journal(site, shard), on_journal, qos.EVENTS)
-    node.create_subscription(CommandOutcomes, topics.shard_outcome(site, shard), first_outcomes(outcomes), qos.EVENTS)
+
+    def on_outcomes(batch: CommandOutcomes) -> None:
+        for m in batch.outcomes:
+            outcomes.setdefault(m.command_id, m.outcome)  # the first announced outcome of each command
+
+    node.create_subscription(CommandOutcomes, topics.shard_outcome(site, shard), on_outcomes, qos.EVENTS)
     node.create_subscription(LeaderLease, topics.shard_leader(site, shard), state['leases'].append, qos.LATCHED)
     node.create_subscription(
         EStop, topics.shard_estop(site, shard), lambda m: state.__setitem__('estop', m), qos.LATCHED

@@ -16,9 +16,9 @@ from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandOutcomes, LeaderLease
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
-from fleet_ros.convert import first_outcomes
 from harness import wait_for
 from harness.exec_log import read_log
+from harness.outcomes import first_outcomes
 
 pytestmark = pytest.mark.system
 TEST_DIR = Path(__file__).resolve().parent

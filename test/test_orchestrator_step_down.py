@@ -14,7 +14,7 @@ from fleet_core.model import Ack, AckStatus, Priority
 from fleet_interfaces.msg import CommandOutcome, CommandOutcomes
 from fleet_orchestrator.node import ShardOrchestrator
 from fleet_ros import qos
-from fleet_ros.convert import first_outcomes
+from harness.outcomes import first_outcomes
 
 pytestmark = pytest.mark.system
 SITE, SHARD = 'site_s', 'zone_s'

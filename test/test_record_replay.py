@@ -14,7 +14,7 @@ from fleet_core import topics
 from fleet_interfaces.msg import CommandOutcomes, LeaderLease, ShardStatus
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
-from fleet_ros.convert import first_outcomes
+from harness.outcomes import first_outcomes
 from harness.processes import wait_exit
 
 pytestmark = pytest.mark.system

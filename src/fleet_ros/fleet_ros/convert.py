@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from builtin_interfaces.msg import Time
 
 from fleet_core.model import Ack, AckStatus, Command, CommandResult, Priority
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
 from fleet_interfaces.msg import CommandOutcome as CommandOutcomeMsg
-from fleet_interfaces.msg import CommandOutcomes as CommandOutcomesMsg
 
 _NS = 1_000_000_000
 
@@ -121,13 +118,3 @@ def result_to_msg(result: CommandResult) -> CommandOutcomeMsg:
         detail=result.detail,
         stamp=to_time(result.stamp),
     )
-
-
-def first_outcomes(into: dict[str, int]) -> Callable[[CommandOutcomesMsg], None]:
-    """A subscription callback for an outcome topic: records the first announced outcome value of each command."""
-
-    def record(batch: CommandOutcomesMsg) -> None:
-        for msg in batch.outcomes:
-            into.setdefault(msg.command_id, msg.outcome)
-
-    return record
