@@ -20,7 +20,7 @@ setup(
     entry_points={
         'console_scripts': [
             'fleet_foxglove = fleet_observability.foxglove_server:main',
-            'fleet_record = fleet_observability.recorder:main',
+            'fleet_record = fleet_observability.record_main:main',
         ],
     },
 )
