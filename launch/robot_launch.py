@@ -2,7 +2,7 @@
 
     ros2 launch launch/robot_launch.py agent_id:=a1_r001 executor:=my_robot.fleet:executor_factory
 
-The node comes from fleet_sim.bringup.robot_nodes (site and shard are looked up in the fleet layout)."""
+The node comes from fleet_bringup.nodes.robot_nodes (site and shard are looked up in the fleet layout)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 from launch.actions import DeclareLaunchArgument
 
 from fleet_core.config import load_fleet_config
-from fleet_sim.bringup import default_options, robot_nodes
-from fleet_sim.launch_actions import opaque
+from fleet_bringup.nodes import default_options, robot_nodes
+from fleet_bringup.launch_actions import opaque
 from launch import LaunchDescription
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'

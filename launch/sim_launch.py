@@ -2,7 +2,7 @@
 
     ros2 launch launch/sim_launch.py robots_per_host:=125
 
-The node set comes from fleet_sim.bringup.node_set with sim enabled, as `fleetctl up --sim` starts it."""
+The node set comes from fleet_bringup.nodes.node_set with sim enabled, as `fleetctl up --sim` starts it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 from launch.actions import DeclareLaunchArgument
 
 from fleet_core.config import load_fleet_config
-from fleet_sim.bringup import default_options, node_set
-from fleet_sim.launch_actions import flag, opaque
+from fleet_bringup.nodes import default_options, node_set
+from fleet_bringup.launch_actions import flag, opaque
 from launch import LaunchDescription
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'

@@ -2,7 +2,7 @@
 
     ros2 launch launch/site_launch.py fleet_config:=/etc/fleetlanes/fleet.yaml site:=site_a
 
-The node set comes from fleet_sim.bringup.site_nodes, the same function `fleetctl up` uses."""
+The node set comes from fleet_bringup.nodes.site_nodes, the same function `fleetctl up` uses."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 from launch.actions import DeclareLaunchArgument
 
 from fleet_core.config import load_fleet_config
-from fleet_sim.bringup import default_options, site_nodes
-from fleet_sim.launch_actions import flag, opaque
+from fleet_bringup.nodes import default_options, site_nodes
+from fleet_bringup.launch_actions import flag, opaque
 from launch import LaunchDescription
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / 'config'

@@ -1,4 +1,4 @@
-"""The ROS 2 launch files and `fleetctl up` start the same node set: both come from fleet_sim.bringup, and this test
+"""The ROS 2 launch files and `fleetctl up` start the same node set: both come from fleet_bringup.nodes, and this test
 runs the launch files' own code (generate_launch_description and its OpaqueFunction) against recording stand-ins
 for `launch`/`launch_ros`, which are not installable here, then compares with `fleetctl up --dry-run`'s plan.
 Where launch_ros is importable, the site and sim launch files are also run for real."""
@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from fleet_bringup.nodes import default_options, describe, robot_nodes
 from fleet_cli.main import build_parser
 from fleet_cli.verbs import up
 from fleet_core.config import load_fleet_config
-from fleet_sim.bringup import default_options, describe, robot_nodes
 from harness import ros2_tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,3 +271,23 @@ def test_sim_launch_runs_for_real(ros: Any, tmp_path: Path) -> None:
         loop.run_until_complete(asyncio.wait_for(task, 30))
         asyncio.set_event_loop(None)
         loop.close()
+
+
+def test_bringup_needs_no_simulator() -> None:
+    """A robot computer installs the agent and fleet_bringup, never fleet_sim: the package neither imports it nor
+    declares it, and robot_launch.py builds its node set with fleet_sim unimportable."""
+    import subprocess
+
+    package_xml = (ROOT / 'src' / 'fleet_bringup' / 'package.xml').read_text()
+    assert 'fleet_bringup' in package_xml and '>fleet_sim<' not in package_xml
+    script = (
+        'import sys; sys.modules["fleet_sim"] = None\n'
+        'import fleet_bringup.launch_actions, fleet_bringup.processes\n'
+        'from fleet_bringup.nodes import default_options, robot_nodes\n'
+        'from fleet_core.config import load_fleet_config\n'
+        f'options = default_options({str(CONFIG)!r})\n'
+        'specs = robot_nodes(load_fleet_config(options.fleet_config), "a1_r001", options)\n'
+        'assert [s.executable for s in specs] == ["fleet_agent"], specs\n'
+    )
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

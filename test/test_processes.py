@@ -12,8 +12,8 @@ PARENT = textwrap.dedent(
     """
     import signal, sys, time
     from pathlib import Path
-    from fleet_sim.bringup import NodeSpec
-    from fleet_sim.processes import Supervisor
+    from fleet_bringup.nodes import NodeSpec
+    from fleet_bringup.processes import Supervisor
 
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # as a shell starts `cmd &`
     supervisor = Supervisor(Path(sys.argv[1]))

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fleet_bringup.nodes import BringupOptions, node_set, parameter_text, sim_host_groups
 from fleet_core.config import load_fleet_config, parse_fleet_config
 from fleet_core.model import Command, Outcome, Priority
-from fleet_sim.bringup import BringupOptions, node_set, parameter_text, sim_host_groups
 from fleet_sim.execlog import ExecutionLog, audit
 from fleet_sim.executor import SimExecutor, agent_rng
 from fleet_sim.faults import Fault, FaultError, FaultState, parse_fault

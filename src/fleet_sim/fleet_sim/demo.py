@@ -19,10 +19,10 @@ from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from fleet_bringup.nodes import sim_host_groups
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig
 from fleet_ros import qos
-from fleet_sim.bringup import sim_host_groups
 from fleet_sim.execlog import audit
 from fleet_sim.faults import FAULT_TOPIC, Fault
 from fleet_sim.layout import home_of, inspection_points

@@ -1,4 +1,4 @@
-"""The demo's process stack: a scaled copy of the fleet layout, the node set from fleet_sim.bringup started as
+"""The demo's process stack: a scaled copy of the fleet layout, the node set from fleet_bringup.nodes started as
 subprocesses (active orchestrators first, then standbys, simulator hosts, gateway, Foxglove server, recorder)."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from fleet_bringup.nodes import BringupOptions, NodeSpec, orchestrator_nodes, sim_nodes
+from fleet_bringup.processes import Child, Supervisor
 from fleet_core.config import ConfigError, FleetConfig, load_fleet_config
-from fleet_sim.bringup import BringupOptions, NodeSpec, orchestrator_nodes, sim_nodes
-from fleet_sim.processes import Child, Supervisor
 from fleet_sim.resources import usage
 
 FOXGLOVE_DEFAULT_PORT = 8765

@@ -1,6 +1,6 @@
 """`fleetctl up [CONFIG]`: start a site's node set (orchestrators + standbys, gateway, Foxglove server, optionally
 simulated robots) as subprocesses — the same processes and parameters as launch/site_launch.py and sim_launch.py,
-from the same function (fleet_sim.bringup) — and stop them all cleanly on Ctrl-C."""
+from the same function (fleet_bringup.nodes) — and stop them all cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from fleet_bringup.nodes import BringupError, BringupOptions, NodeSpec, default_options, describe, node_set
+from fleet_bringup.processes import LaunchError, Supervisor
 from fleet_core.config import DEFAULT_CONFIG_ENV, ConfigError, load_fleet_config
-from fleet_sim.bringup import BringupError, BringupOptions, NodeSpec, default_options, describe, node_set
-from fleet_sim.processes import LaunchError, Supervisor
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL_SEC = 0.2

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fleet_sim.bringup import NodeSpec
+from fleet_bringup.nodes import NodeSpec
 
 
 def to_action(spec: NodeSpec) -> Any:

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fleet_bringup.nodes import NodeSpec
 from fleet_ros.processes import let_sigint_reach_children
-from fleet_sim.bringup import NodeSpec
 
 
 class LaunchError(RuntimeError):
