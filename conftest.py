@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -38,6 +39,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop('ROS_STATIC_PEERS', None)
     os.environ['ROS_DOMAIN_ID'] = str(_claim_domain_id())
     os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+    # Orchestrator journals of this session (default state_dir root) stay out of ~/.fleetlanes.
+    os.environ.setdefault('FLEETLANES_STATE_DIR', tempfile.mkdtemp(prefix='fleetlanes-state-'))
 
 
 @pytest.fixture(scope='session')

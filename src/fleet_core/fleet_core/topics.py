@@ -53,6 +53,26 @@ def shard_journal(site: str, shard: str) -> str:
     return f'{shard_prefix(site, shard)}/journal'
 
 
+def shard_submissions(site: str, shard: str) -> str:
+    """Accepted submissions (request ids) replicated from the leader to its standbys."""
+    return f'{shard_prefix(site, shard)}/submissions'
+
+
+def shard_handoff(site: str, shard: str) -> str:
+    """Unfinished commands a stepped-down leader hands to whoever leads next."""
+    return f'{shard_prefix(site, shard)}/handoff'
+
+
+def shard_outcomes_query(site: str, shard: str) -> str:
+    """GetOutcomes service of the leader (fates by command id from its journal)."""
+    return f'{shard_prefix(site, shard)}/outcomes'
+
+
+def shard_state(site: str, shard: str) -> str:
+    """GetShardState service of the leader (e-stop, pause, unfinished work)."""
+    return f'{shard_prefix(site, shard)}/state'
+
+
 def shard_trace(site: str, shard: str) -> str:
     return f'{shard_prefix(site, shard)}/trace'
 

@@ -1,9 +1,16 @@
 """ShardOrchestrator: the lifecycle node that leads (or stands by for) one shard.
 
-Lifecycle: configure opens the streams and starts following the shard (hot copy of commands and of the mission);
-activate makes the node eligible to lead — it leads once no live lease is held by another orchestrator, with
-epoch + 1; deactivate steps down and stops dispatching but keeps following. Services and the mission action exist
-only while leading, so an operator's request never reaches a standby. Every callback runs on one executor thread.
+Lifecycle: configure opens this replica's shard journal (SQLite, under `state_dir`) and the streams and starts
+following the shard (hot copy of commands and of the mission, journaled as followed); activate makes the node
+eligible to lead — it leads once no live lease is held by another orchestrator, with the next epoch of its
+replica slot (unique per replica: fleet_core.leadership); deactivate steps down, hands its unfinished work to the
+next leader and keeps following. Services, the mission action and the latched status exist only while leading, so
+an operator's request (and a new status subscriber) never reaches a standby. Every callback runs on one executor
+thread.
+
+Durability: a submission is journaled before it is answered, a delivery before it is published, an outcome as it
+is decided. A replica that leads (cold start or takeover) adopts every unfinished command of its journal and hot
+copy under its new epoch; seqs continue above the journal's high-water marks.
 """
 
 from __future__ import annotations
@@ -13,11 +20,14 @@ import os
 import random
 import socket
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.service import Service
 from rclpy.subscription import Subscription
@@ -27,23 +37,43 @@ from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_config
 from fleet_core.dispatcher import CommandDispatcher, Outbox, SubmitError
 from fleet_core.health import HealthMonitor, UnknownAgent
-from fleet_core.leadership import Lease, LeaseState, NotLeader, WrongShardLease
-from fleet_core.model import AckStatus, Command, Outcome, Priority
+from fleet_core.leadership import EPOCH_SLOTS, Lease, LeaseState, NotLeader, WrongShardLease
+from fleet_core.model import AckStatus, Command, CommandResult, Priority
 from fleet_core.replica import ShardReplica
-from fleet_core.trace import TraceSettings
+from fleet_core.shard_journal import CommandState, GateVerdict, JournalUnavailable, ShardJournal, SubmissionRecord
+from fleet_core.trace import TraceSampler, TraceSettings
 from fleet_core.workflow import StepRequest
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
-from fleet_interfaces.msg import CommandOutcome, CommandOutcomes, Heartbeat, LeaderLease, ShardStatus, TraceEvent
-from fleet_interfaces.srv import SubmitCommand
+from fleet_interfaces.msg import (
+    CommandOutcome,
+    CommandOutcomes,
+    Heartbeat,
+    LeaderLease,
+    ShardStatus,
+    TraceEvent,
+)
+from fleet_interfaces.msg import (
+    SubmissionRecord as SubmissionRecordMsg,
+)
+from fleet_interfaces.srv import GetOutcomes, GetShardState, SubmitCommand
 from fleet_orchestrator.backpressure import ShardBackpressure
+from fleet_orchestrator.durable import DurableShard, default_state_dir
 from fleet_orchestrator.mission_host import MissionHost
 from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
 from fleet_orchestrator.observability import ShardObservability
 from fleet_orchestrator.operations import ShardOperations
 from fleet_orchestrator.tracing import TraceOutbox
 from fleet_ros import qos
-from fleet_ros.convert import ack_from_msg, command_from_msg, command_to_msg, from_time, result_to_msg, to_time
+from fleet_ros.convert import (
+    ack_from_msg,
+    command_from_msg,
+    command_to_msg,
+    from_time,
+    result_from_msg,
+    result_to_msg,
+    to_time,
+)
 from fleet_ros.params import declare
 
 TICK_SEC = 0.05
@@ -51,7 +81,15 @@ RENEW_CHECK_EVERY = 64
 """Sends between lease checks inside one long flush."""
 HEALTH_EVERY_TICKS = 4
 """Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
-FIRST_LEASE_MAX_WAIT_SEC = 15.0
+COLD_START_STAGGER_SLOTS = 8
+"""At a cold start with a peer in the graph, replica slot s waits (s % 8) renew periods more than first_lease_wait_sec,
+so that one replica usually leads first and the other follows its lease instead of racing it (harmless either way:
+epochs are unique, and the lower one hands its work over)."""
+PRUNE_EVERY_SEC = 30.0
+"""How often outcomes past their retention are forgotten."""
+MAX_QUERY_IDS = 10_000
+LOG_REJECTED_EVERY = 100
+"""Untrusted entries are counted; the first and then every 100th is logged."""
 ACK_BATCH_SEC = 0.005
 """Acks are collected this long before their outcomes (and the commands they unblock) go out in one flush."""
 OUTCOMES_PER_MESSAGE = 256
@@ -75,25 +113,93 @@ class ShardOrchestrator(LifecycleNode):
     def __init__(self, node_name: str = 'orchestrator', *, clock: Callable[[], float] = time.time, **kwargs: object):
         super().__init__(node_name, **kwargs)  # type: ignore[arg-type]
         self.clock = clock
-        self._p_site = declare(self, 'site_id', 'site_a', 'site of the shard this orchestrator serves')
-        self._p_shard = declare(self, 'shard_id', 'zone_1', 'shard this orchestrator serves')
+        # What defines the shard, the replica and its files is read_only: changing it means a new process.
+        fixed = {'read_only': True}
+        self._p_site = declare(self, 'site_id', 'site_a', 'site of the shard this orchestrator serves', **fixed)
+        self._p_shard = declare(self, 'shard_id', 'zone_1', 'shard this orchestrator serves', **fixed)
         self._p_config = declare(
-            self, 'fleet_config', os.environ.get('FLEETLANES_CONFIG', ''), 'fleet layout YAML (config/fleet.yaml)'
+            self,
+            'fleet_config',
+            os.environ.get('FLEETLANES_CONFIG', ''),
+            'fleet layout YAML (config/fleet.yaml)',
+            **fixed,
         )
         self._p_id = declare(
-            self, 'orchestrator_id', f'{socket.gethostname()}-{os.getpid()}', 'unique id of this process in leases'
+            self,
+            'orchestrator_id',
+            f'{socket.gethostname()}-{os.getpid()}',
+            'unique id of this replica in leases; keep it stable across restarts to find its journal again',
+            **fixed,
+        )
+        self._p_replica = declare(
+            self,
+            'replica_index',
+            -1,
+            f'epoch slot of this replica, distinct per replica of a shard (0..{EPOCH_SLOTS - 1}); '
+            '-1: derived from orchestrator_id (a hash: set it explicitly to guarantee distinct epochs)',
+            read_only=True,
+            value_range=(-1, EPOCH_SLOTS - 1),
+        )
+        self._p_state_dir = declare(
+            self,
+            'state_dir',
+            '',
+            "directory of this replica's shard journal (journal.db); empty: $FLEETLANES_STATE_DIR or ~/.fleetlanes, "
+            'then shards/<site>/<shard>/<orchestrator_id>',
+            **fixed,
+        )
+        self._p_durability = declare(
+            self,
+            'journal_durability',
+            'full',
+            'full: a submission is fsynced before it is answered (survives power loss); normal: survives a process '
+            'crash only',
+            **fixed,
+        )
+        self._p_retention = declare(
+            self,
+            'outcome_retention_sec',
+            3600.0,
+            'how long decided outcomes and request ids stay queryable in the journal (s)',
+            value_range=(1.0, 30 * 86400.0),
         )
         self._p_trace = declare(
-            self, 'trace_sample_fraction', -1.0, 'share of submissions traced (0..1); < 0: from fleet_config tracing'
+            self,
+            'trace_sample_fraction',
+            -1.0,
+            'share of submissions traced (0..1); < 0: from fleet_config tracing',
+            value_range=(-1.0, 1.0),
         )
         self._p_tracing = declare(self, 'tracing_enabled', True, 'publish TraceEvents (if fleet_config allows it)')
-        self._p_seed = declare(self, 'retry_jitter_seed', 0, 'seed of the retry jitter RNG (0 = from the clock)')
+        self._p_seed = declare(
+            self,
+            'retry_jitter_seed',
+            0,
+            'seed of the retry jitter RNG (0 = from the clock)',
+            read_only=True,
+            value_range=(0, 2**31 - 1),
+        )
         self._p_metrics = declare(
-            self, 'metrics_port', -1, 'Prometheus endpoint port on 127.0.0.1 (0 = any free port, < 0 = no metrics)'
+            self,
+            'metrics_port',
+            -1,
+            'Prometheus endpoint port on 127.0.0.1 (0 = any free port, < 0 = no metrics)',
+            read_only=True,
+            value_range=(-1, 65535),
         )
         self._p_workflows = declare(
-            self, 'workflow_dir', '', 'directory of workflow YAML files (empty: workflows/ next to fleet_config)'
+            self,
+            'workflow_dir',
+            '',
+            'directory of workflow YAML files (empty: workflows/ next to fleet_config)',
+            **fixed,
         )
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.journal: ShardJournal | None = None
+        self.untrusted_entries = 0
+        self._last_prune = 0.0
+        self.status_pub: Publisher | None = None
+        self._retired_publishers: list[Publisher] = []
         self.options: OrchestratorOptions | None = None
         self.dispatcher: CommandDispatcher | None = None
         self.takeover_seconds: float | None = None
@@ -127,29 +233,35 @@ class ShardOrchestrator(LifecycleNode):
         except ConfigError as exc:
             self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
-        self.options = OrchestratorOptions(
-            self._p_site,
-            self._p_shard,
-            self._p_id,
-            fleet,
-            TraceSettings(
-                enabled=bool(self._p_tracing) and fleet.tracing.enabled,
-                sample_fraction=float(self._p_trace) if self._p_trace >= 0 else fleet.tracing.sample_fraction,
-                pending_commands=fleet.tracing.pending_commands,
-            ),
+        state_dir = (
+            Path(self._p_state_dir).expanduser()
+            if self._p_state_dir
+            else default_state_dir(shard.site_id, shard.shard_id, self._p_id)
         )
+        try:
+            journal = ShardJournal(state_dir / 'journal.db', durability=self._p_durability)
+        except (JournalUnavailable, ValueError) as exc:
+            self.get_logger().error(f'configure failed: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self.journal = journal
+        self.options = OrchestratorOptions(self._p_site, self._p_shard, self._p_id, fleet, self._trace_settings(fleet))
         self.shard: ShardConfig = shard
         self.fleet = fleet
+        slot = self._p_replica if self._p_replica >= 0 else zlib.crc32(self._p_id.encode()) % EPOCH_SLOTS
         self.lease = LeaseState(
             site_id=shard.site_id,
             shard_id=shard.shard_id,
             node_id=self._p_id,
             config=fleet.leadership,
             clock=self.clock,
+            slot=slot,
+            slots=EPOCH_SLOTS,
         )
         self.health = HealthMonitor(fleet.health, shard.agents, clock=self.clock)
         self.backpressure = ShardBackpressure(fleet.degradation, clock=self.clock, intake=fleet.intake)
         self.replica = ShardReplica(shard.agents)
+        self.durable = DurableShard(journal, self.replica, own_id=self._p_id)
+        self.lease.note_epoch(journal.max_epoch())
         self.rng = random.Random(self._p_seed or time.time_ns())
         workflow_dir = Path(self._p_workflows) if self._p_workflows else Path(fleet.source).parent / 'workflows'
         library = WorkflowLibrary(workflow_dir)
@@ -183,10 +295,40 @@ class ShardOrchestrator(LifecycleNode):
             self.create_timer(STATUS_PERIOD_SEC, self._status),
             self._flush_timer,
         ]
+        unfinished = len(journal.unfinished())
         self.get_logger().info(
-            f'configured for {shard.site_id}/{shard.shard_id} ({len(shard.agents)} agents) as {self._p_id}'
+            f'configured for {shard.site_id}/{shard.shard_id} ({len(shard.agents)} agents) as {self._p_id} '
+            f'(epoch slot {slot}); journal {journal.path}: {unfinished} unfinished command(s), '
+            f'highest epoch {journal.max_epoch()}'
         )
         return TransitionCallbackReturn.SUCCESS
+
+    def _trace_settings(self, fleet: FleetConfig) -> TraceSettings:
+        return TraceSettings(
+            enabled=bool(self._p_tracing) and fleet.tracing.enabled,
+            sample_fraction=float(self._p_trace) if self._p_trace >= 0 else fleet.tracing.sample_fraction,
+            pending_commands=fleet.tracing.pending_commands,
+        )
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Applies the parameters that may change at runtime (read_only ones never reach here once declared)."""
+        for param in params:
+            if param.name == 'trace_sample_fraction':
+                self._p_trace = float(param.value)
+            elif param.name == 'tracing_enabled':
+                self._p_tracing = bool(param.value)
+            elif param.name == 'outcome_retention_sec':
+                self._p_retention = float(param.value)
+        if self.options is not None and any(p.name in ('trace_sample_fraction', 'tracing_enabled') for p in params):
+            settings = self._trace_settings(self.options.fleet)
+            self.options = OrchestratorOptions(
+                self.options.site_id, self.options.shard_id, self.options.orchestrator_id, self.options.fleet, settings
+            )
+            self.traces.sampler = TraceSampler(settings)
+            self.get_logger().info(
+                f'tracing {"on" if settings.enabled else "off"}, sample fraction {settings.sample_fraction}'
+            )
+        return SetParametersResult(successful=True)
 
     def _create_endpoints(self, shard: ShardConfig) -> None:
         site, sid = shard.site_id, shard.shard_id
@@ -199,7 +341,11 @@ class ShardOrchestrator(LifecycleNode):
         self.trace_pub = self.create_publisher(TraceEvent, topics.shard_trace(site, sid), qos.EVENTS)
         assert self.options is not None
         self.traces = TraceOutbox(self.trace_pub, self.options.trace, node_name=self.get_name(), shard_id=sid)
-        self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
+        self.submission_pub = self.create_publisher(
+            SubmissionRecordMsg, topics.shard_submissions(site, sid), qos.EVENTS
+        )
+        self.handoff_pub = self.create_publisher(CommandMsg, topics.shard_handoff(site, sid), qos.EVENTS)
+        self.create_subscription(CommandMsg, topics.shard_handoff(site, sid), self._on_handoff, qos.EVENTS)
         self.observability = ShardObservability(self, site, sid, metrics_port=int(self._p_metrics))
         self.lease_pub = self.create_publisher(LeaderLease, topics.shard_leader(site, sid), qos.LATCHED)
         self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
@@ -228,11 +374,25 @@ class ShardOrchestrator(LifecycleNode):
             self.destroy_timer(timer)
         self._timers = []
         self.observability.close()
+        self._close_journal()
         return TransitionCallbackReturn.SUCCESS
+
+    def _close_journal(self) -> None:
+        if self.journal is not None:
+            self.durable.persist(self.clock())
+            self.journal.close()
+            self.journal = None
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._eligible = False
         self._step_down('shutdown')
+        if self.options is not None:
+            for timer in self._timers:
+                timer.cancel()
+            try:
+                self._close_journal()
+            except JournalUnavailable as exc:
+                self.get_logger().error(f'shutdown: {exc}')
         return TransitionCallbackReturn.SUCCESS
 
     # -- leadership --------------------------------------------------------------------------------------
@@ -258,18 +418,34 @@ class ShardOrchestrator(LifecycleNode):
             if generation == self._follow_generation:
                 self._on_outcome(msg)
 
+        def on_submission(msg: SubmissionRecordMsg) -> None:
+            if generation == self._follow_generation:
+                self._on_submission(msg)
+
         self._follow_subs = [
             self.create_subscription(CommandMsg, topics.shard_journal(site, sid), on_journal, qos.EVENTS),
             self.create_subscription(CommandOutcomes, topics.shard_outcome(site, sid), on_outcome, qos.EVENTS),
+            self.create_subscription(
+                SubmissionRecordMsg, topics.shard_submissions(site, sid), on_submission, qos.EVENTS
+            ),
         ]
 
     def _take_over(self) -> None:
-        assert self.options is not None
+        assert self.options is not None and self.journal is not None
         started = self.clock()
-        plan = self.replica.takeover()
-        self.lease.note_epoch(plan.epoch - 1)
-        self.lease.note_epoch(self.health.highest_epoch_seen())
-        lease = self.lease.take_over(now=started)
+        try:
+            self.durable.persist(started)
+            plan = self.replica.takeover()
+            self.lease.note_epoch(plan.epoch - 1)
+            self.lease.note_epoch(self.health.highest_epoch_seen())
+            self.lease.note_epoch(self.journal.max_epoch())
+            recovered = self.durable.recover(plan.pending)
+            lease = self.lease.take_over(now=started)
+            # Claimed durably before anyone hears of it: a restart of this replica never leads below it.
+            self.journal.note_epoch(lease.epoch)
+        except JournalUnavailable as exc:
+            self._journal_failed(exc)
+            return
         fleet = self.options.fleet
         self.dispatcher = CommandDispatcher(
             site_id=self.shard.site_id,
@@ -281,30 +457,40 @@ class ShardOrchestrator(LifecycleNode):
             rng=self.rng,
             seq_base=plan.seq_base,
         )
-        adopted = self.dispatcher.adopt(plan.pending)
+        adopted = self.dispatcher.adopt(recovered)
         self._flush_timer.reset()
         self.replica.handed_over()
         self._retired_subscriptions += self._follow_subs
         self._follow_subs = []
         self._follow_generation += 1
         self.backpressure.reset()
+        try:
+            self.journal.accept(adopted, now=started)
+        except JournalUnavailable as exc:
+            self._journal_failed(exc)
+            return
         self._publish_lease(lease)
+        site, sid = self.shard.site_id, self.shard.shard_id
+        self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
         reannounced = self._reannounce_recent_outcomes(started)
         self._journal(adopted)
         self.flush()
         pending = {c.command_id for c in self.dispatcher.pending()}
         self.missions.lead(lease.epoch, pending.__contains__)
         self.operations.lead()
-        site, sid = self.shard.site_id, self.shard.shard_id
-        self._leader_services = [self.create_service(SubmitCommand, topics.shard_submit(site, sid), self._on_submit)]
+        self._leader_services = [
+            self.create_service(SubmitCommand, topics.shard_submit(site, sid), self._on_submit),
+            self.create_service(GetOutcomes, topics.shard_outcomes_query(site, sid), self._on_get_outcomes),
+            self.create_service(GetShardState, topics.shard_state(site, sid), self._on_get_state),
+        ]
         self.flush()
         self._renew_if_due(self.clock())  # the takeover itself may have taken a while
         lapse = started - (self._last_lease_seen or started)
         self.takeover_seconds = lapse
         self.get_logger().warning(
             f'LEADER of {self.shard.site_id}/{self.shard.shard_id} with epoch {lease.epoch}; adopted {len(adopted)} '
-            f'unfinished command(s), re-announced {reannounced} recent outcome(s); {lapse:.2f}s since the last lease '
-            'was seen'
+            f'unfinished command(s) (journal, hot copy), re-announced {reannounced} recent outcome(s); '
+            f'{lapse:.2f}s since the last lease was seen'
         )
 
     def _reannounce_recent_outcomes(self, now: float) -> int:
@@ -319,22 +505,45 @@ class ShardOrchestrator(LifecycleNode):
         for start in range(0, len(outcomes), OUTCOMES_PER_MESSAGE):
             self.outcome_pub.publish(CommandOutcomes(outcomes=outcomes[start : start + OUTCOMES_PER_MESSAGE]))
 
-    def _step_down(self, reason: str) -> None:
+    def _step_down(self, reason: str, *, refused: frozenset[str] = frozenset()) -> None:
+        """`refused`: commands whose submission failed to be journaled (the submitter was told no): dropped."""
         if self.dispatcher is None:
             return
         self.get_logger().warning(f'stepping down as leader (epoch {self.dispatcher.epoch}): {reason}')
         # Outcomes already decided are facts (an agent's final ack): announce them, or nobody ever will, since the
         # dispatcher no longer counts those commands as pending. Unsent commands are left to the next leader.
-        self._announce(self.dispatcher.take())
-        # Back to following: what this leader still owed becomes part of the hot copy again.
-        self.replica.restore(self.dispatcher.pending())
+        out = self.dispatcher.take()
+        if self.journal is not None:
+            try:
+                self.journal.record(results=out.results)
+            except JournalUnavailable as exc:
+                self.get_logger().error(f'outcomes not journaled while stepping down: {exc}')
+        self._announce(out)
+        pending = [c for c in self.dispatcher.pending() if c.command_id not in refused]
+        # Back to following: what this leader still owed becomes part of the hot copy again, and is handed to
+        # whoever leads next (the winner of an election race leads already and follows no journal).
+        self.replica.restore(pending)
+        for command in pending:
+            self.handoff_pub.publish(command_to_msg(command))
         self.dispatcher = None
         self._flush_timer.cancel()
         self._follow()
         self.missions.step_down()
-        # Destroyed at the next tick, outside the callback that made us step down.
+        # Destroyed at the next tick, outside the callback that made us step down. Without its publisher, this
+        # node's last latched status leaves the graph: a new subscriber never sees a stale leader.
         self._retired_services += self._leader_services + self.operations.step_down()
         self._leader_services = []
+        if self.status_pub is not None:
+            self._retired_publishers.append(self.status_pub)
+            self.status_pub = None
+        if pending:
+            self.get_logger().info(f'handed {len(pending)} unfinished command(s) to the next leader')
+
+    def _journal_failed(self, exc: JournalUnavailable, refused: frozenset[str] = frozenset()) -> None:
+        """Work that cannot be recorded must not be accepted: stop leading and stay ineligible until reconfigured."""
+        self.get_logger().error(f'{exc}; not eligible to lead until reconfigured (fix the state_dir)')
+        self._eligible = False
+        self._step_down('the shard journal failed', refused=refused)
 
     def _journal(self, commands: list[Command]) -> None:
         """Replicate accepted commands to the standbys; skipped while none follows. The journal is volatile either
@@ -371,6 +580,7 @@ class ShardOrchestrator(LifecycleNode):
             self.get_logger().error(f'ignored a foreign lease on {self._lease_sub.topic_name}: {exc}')
             return
         self.replica.on_lease(msg.epoch)
+        self.durable.on_lease(msg.epoch, msg.leader_id)
         if msg.leader_id != self._p_id:
             if self._last_lease_seen is None:
                 self.get_logger().info(f'following leader {msg.leader_id} (epoch {msg.epoch})')
@@ -424,21 +634,80 @@ class ShardOrchestrator(LifecycleNode):
         if self.dispatcher is not None:
             return  # the leader's own journal: its dispatcher already holds these commands
         try:
-            self.replica.on_journal(command_from_msg(msg))
+            command = command_from_msg(msg)
         except ValueError:
             self.get_logger().warning(f'undecodable journal entry {msg.command_id[:64]!r}')
+            return
+        if self.durable.on_entry(command) is GateVerdict.REJECTED:
+            self._untrusted('journal entry', msg.command_id, msg.epoch)
+
+    def _on_submission(self, msg: SubmissionRecordMsg) -> None:
+        if self.dispatcher is not None:
+            return
+        record = SubmissionRecord(
+            msg.request_id,
+            msg.trace_id,
+            tuple(msg.command_ids),
+            tuple(msg.agent_ids),
+            msg.epoch,
+            from_time(msg.stamp),
+        )
+        if self.durable.on_entry(record) is GateVerdict.REJECTED:
+            self._untrusted('submission record', msg.request_id, msg.epoch)
+
+    def _untrusted(self, what: str, key: str, epoch: int) -> None:
+        """Counted and logged, never applied: an entry not from the current lease holder's epoch."""
+        self.untrusted_entries += 1
+        if self.untrusted_entries % LOG_REJECTED_EVERY == 1:
+            self.get_logger().warning(
+                f"ignored {what} {key[:64]!r} of epoch {epoch}: the lease holder's epoch is "
+                f'{self.durable.gate.epoch} ({self.untrusted_entries} untrusted entries so far)'
+            )
+
+    def _on_handoff(self, msg: CommandMsg) -> None:
+        if msg.epoch == (self.dispatcher.epoch if self.dispatcher is not None else -1):
+            return  # our own hand-over, echoed
+        try:
+            command = command_from_msg(msg)
+        except ValueError:
+            self.get_logger().warning(f'undecodable handed-over command {msg.command_id[:64]!r}')
+            return
+        leading_epoch = self.dispatcher.epoch if self.dispatcher is not None else 0
+        if not self.durable.on_handoff(command, leading_epoch=leading_epoch):
+            self._untrusted('handed-over command', msg.command_id, msg.epoch)
+            return
+        if self.dispatcher is None:
+            self.durable.admit(command)
+            return
+        assert self.journal is not None
+        known = {c.command_id for c in self.dispatcher.pending()}
+        if command.command_id in known or self.journal.finished_ids([command.command_id]):
+            return
+        adopted = self.dispatcher.adopt([command])
+        try:
+            self.journal.accept(adopted, now=self.clock())
+        except JournalUnavailable as exc:
+            self._journal_failed(exc)
+            return
+        self.get_logger().info(f'adopted {command.command_id} handed over by the leader of epoch {command.epoch}')
+        self._journal(adopted)
+        self.flush()
 
     def _on_outcome(self, batch: CommandOutcomes) -> None:
         if self.dispatcher is not None:
             return  # the leader's own outcomes
         now = self.clock()
+        results = []
         for msg in batch.outcomes:
-            self.replica.on_outcome(msg.command_id)
-            self._recent_outcomes.append((now, msg))
             try:
-                self.missions.observe_outcome(msg.command_id, Outcome(msg.outcome))
+                result = result_from_msg(msg)
             except ValueError:
                 self.get_logger().warning(f'outcome {msg.command_id[:64]!r} with unknown value {msg.outcome}')
+                continue
+            results.append(result)
+            self._recent_outcomes.append((now, msg))
+            self.missions.observe_outcome(msg.command_id, result.outcome)
+        self.durable.on_outcomes(results)
 
     # -- periodic ----------------------------------------------------------------------------------------
 
@@ -451,6 +720,12 @@ class ShardOrchestrator(LifecycleNode):
             self.destroy_service(self._retired_services.pop())
         while self._retired_subscriptions:
             self.destroy_subscription(self._retired_subscriptions.pop())
+        while self._retired_publishers:
+            self.destroy_publisher(self._retired_publishers.pop())
+        try:
+            self._keep_journal(now)
+        except JournalUnavailable as exc:
+            self._journal_failed(exc)
         if self.dispatcher is None:
             self.missions.tick([])
             # A lapse must still hold one tick later: lease messages queued behind a slow callback of ours are
@@ -469,11 +744,26 @@ class ShardOrchestrator(LifecycleNode):
             self.flush()
         self.traces.publish_some()
 
+    def _keep_journal(self, now: float) -> None:
+        """A standby commits what it followed once per tick; old outcomes are pruned now and then."""
+        if self.journal is None:
+            return
+        self.durable.persist(now)
+        if now - self._last_prune >= PRUNE_EVERY_SEC:
+            self._last_prune = now
+            self.journal.prune(before=now - self._p_retention)
+
     def _lease_on_its_way(self, now: float) -> bool:
-        """Never saw a lease, but another lease publisher is in the graph: a live leader's latched lease is still
-        being delivered (slow discovery, e.g. across hosts), so leading now would only cause a same-epoch tie.
-        Bounded: a dead leader's endpoints leave the graph when its DDS participant lease expires."""
-        if self.lease.current is not None or now - self._eligible_since > FIRST_LEASE_MAX_WAIT_SEC:
+        """Never saw a lease, but another lease publisher is in the graph: it may be a live leader whose latched
+        lease is still being delivered, or a peer standby at a cold start (every replica has a lease publisher, so
+        the graph cannot tell). Either way the wait is short and bounded: first_lease_wait_sec (LeaseState) plus a
+        stagger of a few renew periods by replica slot, so that at a cold start one replica leads first. A race
+        past that is safe: epochs are unique per replica, the lower one steps down and hands its work over."""
+        if self.lease.current is not None:
+            return False
+        config = self.lease.config
+        stagger = (self.lease.slot % COLD_START_STAGGER_SLOTS) * config.renew_period_sec
+        if now - self._eligible_since >= max(config.first_lease_wait_sec, config.lease_sec) + stagger:
             return False
         topic = topics.shard_leader(self.shard.site_id, self.shard.shard_id)
         return self.count_publishers(topic) > 1  # ours is one
@@ -499,6 +789,8 @@ class ShardOrchestrator(LifecycleNode):
             out = self.dispatcher.take()
             if not out:
                 return
+            if not self._record(out.sends, out.results):
+                return
             # Outcomes first: if the lease turns out lost while sending, they are announced all the same.
             self._announce(out)
             for index, command in enumerate(out.sends):
@@ -509,6 +801,18 @@ class ShardOrchestrator(LifecycleNode):
                 self.command_pubs[command.agent_id].publish(command_to_msg(command))
                 self.backpressure.on_send(command.command_id, command.attempt)
         self.get_logger().error('flush: the dispatcher kept producing work for 100 rounds; continuing next tick')
+
+    def _record(self, sends: list[Command], results: list[CommandResult]) -> bool:
+        """Journal deliveries before they are published and outcomes before they are announced; False (and no
+        longer leading) when the journal failed."""
+        if self.journal is None:
+            return False
+        try:
+            self.journal.record(sends=sends, results=results)
+        except JournalUnavailable as exc:
+            self._journal_failed(exc)
+            return False
+        return True
 
     def _flush_acked(self) -> None:
         if self._acks_unflushed:
@@ -539,6 +843,8 @@ class ShardOrchestrator(LifecycleNode):
             )
         except SubmitError as exc:
             return str(exc)
+        if not self._accept(commands):
+            return 'the shard journal failed'
         self._journal(commands)
         return ''
 
@@ -551,12 +857,25 @@ class ShardOrchestrator(LifecycleNode):
         except SubmitError as exc:
             self.get_logger().error(f'{kind} for {len(agents)} agent(s) refused: {exc}')
             return
+        if not self._accept(commands):
+            return
         self._journal(commands)
         self.flush()
 
+    def _accept(self, commands: list[Command], record: SubmissionRecord | None = None) -> bool:
+        """Journal accepted commands (durably) before anyone hears of them. False when the journal failed: the
+        commands are then dropped with the leadership, and the caller refuses them."""
+        assert self.journal is not None
+        try:
+            self.journal.accept(commands, now=self.clock(), request=record)
+        except JournalUnavailable as exc:
+            self._journal_failed(exc, refused=frozenset(c.command_id for c in commands))
+            return False
+        return True
+
     def _status(self) -> None:
-        # Only the leader publishes the shard's status; standbys stay quiet.
-        if self.options is None or self.dispatcher is None:
+        # Only the leader publishes the shard's status; standbys have no status publisher at all.
+        if self.options is None or self.dispatcher is None or self.status_pub is None:
             return
         stats = self.dispatcher.stats()
         level = self.backpressure.update(stats)
@@ -599,10 +918,20 @@ class ShardOrchestrator(LifecycleNode):
     # -- services ----------------------------------------------------------------------------------------
 
     def _on_submit(self, request: SubmitCommand.Request, response: SubmitCommand.Response) -> SubmitCommand.Response:
-        if self.dispatcher is None:
+        if self.dispatcher is None or self.journal is None:
             response.accepted = False
             response.error = f'{self._p_id} is not the leader of this shard (standby or inactive); retry'
             return response
+        request_id = request.request_id[:128]
+        try:
+            first = self.journal.request(request_id) if request_id else None
+        except JournalUnavailable as exc:
+            self._journal_failed(exc)
+            response.accepted, response.error = False, f'{exc}; retry against the next leader'
+            return response
+        if first is not None:
+            # Answered before (perhaps by another leader, before a crash): the same commands, never new ones.
+            return self._answer(response, first.trace_id, first.command_ids, first.agent_ids, duplicate=True)
         try:
             priority = Priority(request.priority)
             commands = self.dispatcher.submit(
@@ -617,10 +946,73 @@ class ShardOrchestrator(LifecycleNode):
             response.accepted = False
             response.error = str(exc)
             return response
+        trace_id = commands[0].trace_id if commands else request.trace_id
+        ids, agents = tuple(c.command_id for c in commands), tuple(c.agent_id for c in commands)
+        record = None
+        if request_id:
+            record = SubmissionRecord(request_id, trace_id, ids, agents, self.dispatcher.epoch, self.clock())
+        if not self._accept(commands, record):
+            response.accepted, response.error = False, 'the shard journal failed: not accepted; retry'
+            return response
         self._journal(commands)
+        if record is not None and self.submission_pub.get_subscription_count() > 0:
+            self.submission_pub.publish(
+                SubmissionRecordMsg(
+                    request_id=record.request_id,
+                    trace_id=record.trace_id,
+                    epoch=record.epoch,
+                    command_ids=list(ids),
+                    agent_ids=list(agents),
+                    stamp=to_time(record.stamp),
+                )
+            )
         self.flush()
+        return self._answer(response, trace_id, ids, agents, duplicate=False, look_up=bool(request_id))
+
+    def _answer(
+        self,
+        response: SubmitCommand.Response,
+        trace_id: str,
+        ids: tuple[str, ...],
+        agents: tuple[str, ...],
+        *,
+        duplicate: bool,
+        look_up: bool = True,
+    ) -> SubmitCommand.Response:
         response.accepted = True
-        response.trace_id = commands[0].trace_id if commands else request.trace_id
-        response.command_ids = [c.command_id for c in commands]
-        response.agent_ids_out = [c.agent_id for c in commands]
+        response.duplicate = duplicate
+        response.trace_id = trace_id
+        response.command_ids = list(ids)
+        response.agent_ids_out = list(agents)
+        if look_up and self.journal is not None:
+            response.states = [int(f.state) for f in self.journal.fates(ids)]
+        else:
+            response.states = [int(CommandState.PENDING)] * len(ids)
+        return response
+
+    def _on_get_outcomes(self, request: GetOutcomes.Request, response: GetOutcomes.Response) -> GetOutcomes.Response:
+        response.leader_id, response.epoch = self._p_id, self.lease.epoch
+        if self.journal is None or len(request.command_ids) > MAX_QUERY_IDS:
+            return response  # no states: the caller reports the refusal
+        try:
+            fates = self.journal.fates(list(request.command_ids))
+        except JournalUnavailable as exc:
+            self.get_logger().error(f'outcome query failed: {exc}')
+            return response
+        response.states = [int(f.state) for f in fates]
+        response.outcomes = [
+            result_to_msg(f.result)
+            if f.result is not None
+            else CommandOutcome(command_id=f.command_id, agent_id=f.agent_id)
+            for f in fates
+        ]
+        return response
+
+    def _on_get_state(self, request: GetShardState.Request, response: GetShardState.Response) -> GetShardState.Response:
+        response.leader_id, response.epoch = self._p_id, self.lease.epoch
+        response.estop_engaged = self.operations.estop.engaged
+        response.estop_revision = self.operations.estop.snapshot.revision
+        response.paused = self.operations.paused
+        response.operation_id = self.operations.operation_id
+        response.unfinished = len(self.dispatcher.pending()) if self.dispatcher is not None else 0
         return response

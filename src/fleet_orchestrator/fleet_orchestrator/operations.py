@@ -51,6 +51,7 @@ class ShardOperations:
             FleetOperation, topics.shard_operations(self.site_id, self.shard_id), self._on_operation, qos.OPERATIONS
         )
         self.paused = False  # the last announced operation was a PAUSE
+        self.operation_id = ''  # the last announced operation
         self._plan: WavePlan | None = None
         self._waves_sent = 0
         self._services: list[Service] = []
@@ -153,6 +154,7 @@ class ShardOperations:
             return response
         self._plan, self._waves_sent = plan, 0
         self.paused = op is FleetOp.PAUSE
+        self.operation_id = plan.operation_id
         self.op_pub.publish(
             FleetOperation(
                 operation_id=plan.operation_id,
@@ -182,6 +184,7 @@ class ShardOperations:
         except ValueError:
             return
         self.paused = op is FleetOp.PAUSE
+        self.operation_id = msg.operation_id
         (self.node.missions.hold if self.paused else self.node.missions.release)(OPERATION_HOLD)
 
     def tick(self) -> None:

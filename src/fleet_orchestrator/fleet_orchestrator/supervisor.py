@@ -228,6 +228,7 @@ def managed_nodes(
                     'shard_orchestrator', '--ros-args', '-r', f'__ns:={namespace}', '-r', f'__node:={node_name}',
                     '-p', f'fleet_config:={fleet.source}', '-p', f'site_id:={shard.site_id}',
                     '-p', f'shard_id:={shard.shard_id}', '-p', 'autostart:=false',
+                    '-p', f'replica_index:={replica}',  # distinct epoch slots per replica of a shard
                 ]  # fmt: skip
             result.append(Managed(f'{namespace}/{node_name}', argv))
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from builtin_interfaces.msg import Time
 
-from fleet_core.model import Ack, AckStatus, Command, CommandResult, Priority
+from fleet_core.model import Ack, AckStatus, Command, CommandResult, Outcome, Priority
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
 from fleet_interfaces.msg import CommandOutcome as CommandOutcomeMsg
@@ -117,4 +117,21 @@ def result_to_msg(result: CommandResult) -> CommandOutcomeMsg:
         latency_ms=result.latency_ms,
         detail=result.detail,
         stamp=to_time(result.stamp),
+    )
+
+
+def result_from_msg(msg: CommandOutcomeMsg) -> CommandResult:
+    """Raises ValueError for an unknown outcome value."""
+    return CommandResult(
+        command_id=msg.command_id,
+        trace_id=msg.trace_id,
+        agent_id=msg.agent_id,
+        shard_id=msg.shard_id,
+        seq=msg.seq,
+        outcome=Outcome(msg.outcome),
+        ack_status=msg.ack_status,
+        attempts=msg.attempts,
+        latency_ms=msg.latency_ms,
+        detail=msg.detail,
+        stamp=from_time(msg.stamp),
     )
