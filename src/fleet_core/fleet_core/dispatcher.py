@@ -85,6 +85,9 @@ class _InFlight:
     deliveries: int
     next_retry_at: float
     sent_at: float
+    expires_at: float
+    """When, without a final ack, its fate is declared unknown: its deadline plus grace, or for an adopted command
+    first sent after its deadline (to learn what became of it), that first sending plus grace."""
     accepted: bool = False
     last_status: int = NO_ACK
 
@@ -157,6 +160,9 @@ class CommandDispatcher:
         self.fenced_by = 0
         """The newer epoch an agent reported when it fenced this dispatcher (0 while not fenced)."""
         self._sent_to: dict[str, str] = {}  # in-flight command id -> the agent it was sent to
+        # Adopted commands a previous leader may have delivered: only their agent can say what became of them, so
+        # they are sent even past their deadline and never expired, shed or cancelled while queued.
+        self._maybe_sent: set[str] = set()
         self._latency = LatencyWindow()
         self.retry_timeout = RetryTimeout(settings.retry_initial_sec, settings.retry_max_sec)
         self._counts = dict.fromkeys(
@@ -249,6 +255,7 @@ class CommandDispatcher:
             if command.agent_id in self._lanes
         ]
         for command in adopted:
+            self._maybe_sent.add(command.command_id)
             self._enqueue(command, now, adopted=True)
         return adopted
 
@@ -257,8 +264,10 @@ class CommandDispatcher:
         self._busy.add(command.agent_id)
         self._counts['submitted'] += 1
         self._hop('SUBMIT', command, 'ADOPTED' if adopted else 'QUEUED', now)
-        if command.priority == Priority.LOW and (
-            self.degradation_level >= 2 or len(lane.queue) >= self.settings.max_queue_per_agent
+        if (
+            command.priority == Priority.LOW
+            and not adopted
+            and (self.degradation_level >= 2 or len(lane.queue) >= self.settings.max_queue_per_agent)
         ):
             self._counts['shed'] += 1
             self._finish(command, Outcome.REJECTED, NO_ACK, 0, 'shed by backpressure (LOW priority)', now)
@@ -351,7 +360,6 @@ class CommandDispatcher:
     def tick(self) -> None:
         """Retries and expirations that are due now. Call it periodically (e.g. every 50 ms)."""
         now = self.clock()
-        grace = self.settings.deadline_grace_sec
         for agent in list(self._busy):
             lane = self._lanes[agent]
             if not lane.in_flight and not lane.queue:
@@ -359,7 +367,7 @@ class CommandDispatcher:
                 continue
             for command_id, flight in list(lane.in_flight.items()):
                 command = flight.command
-                if now > command.deadline + grace:
+                if now > flight.expires_at:
                     # Sent, but its fate never came back: it may have run (acks lost) or not. FAILED is the outcome
                     # that claims neither (EXPIRED would tell the submitter it never ran, and invite a second run).
                     self._land(agent, lane, command_id)
@@ -384,7 +392,7 @@ class CommandDispatcher:
         for lane in self._lanes.values():
             keep = []
             for entry in lane.queue:
-                if entry[2].priority < below:
+                if entry[2].priority < below and entry[2].command_id not in self._maybe_sent:
                     self._finish(entry[2], Outcome.CANCELLED, NO_ACK, 0, reason, now)
                     cancelled += 1
                 else:
@@ -405,10 +413,10 @@ class CommandDispatcher:
         return command_id in lane.in_flight or any(entry[2].command_id == command_id for entry in lane.queue)
 
     def _drop_expired_queued(self, lane: _Lane, now: float) -> None:
-        expired = [e for e in lane.queue if now > e[2].deadline]
+        expired = [e for e in lane.queue if now > e[2].deadline and e[2].command_id not in self._maybe_sent]
         if not expired:
             return
-        lane.queue = [e for e in lane.queue if now <= e[2].deadline]
+        lane.queue = [e for e in lane.queue if now <= e[2].deadline or e[2].command_id in self._maybe_sent]
         heapq.heapify(lane.queue)
         for entry in expired:
             self._finish(entry[2], Outcome.EXPIRED, NO_ACK, 0, 'deadline passed while queued', now)
@@ -416,7 +424,7 @@ class CommandDispatcher:
     def _pump(self, lane: _Lane, now: float) -> None:
         while lane.queue and lane.regular_in_flight() < self.settings.in_flight_per_agent:
             command = heapq.heappop(lane.queue)[2]
-            if now > command.deadline:
+            if now > command.deadline and command.command_id not in self._maybe_sent:
                 self._finish(command, Outcome.EXPIRED, NO_ACK, 0, 'deadline passed while queued', now)
                 continue
             self._send_new(lane, command, now)
@@ -425,7 +433,8 @@ class CommandDispatcher:
         sent = command.with_delivery(seq=lane.next_seq, epoch=self.epoch, attempt=1)
         lane.next_seq += 1
         self._hop('ROUTE', sent, f'seq={sent.seq}', now)
-        lane.in_flight[sent.command_id] = _InFlight(sent, 1, now + self._backoff(1), now)
+        expires_at = max(command.deadline, now) + self.settings.deadline_grace_sec
+        lane.in_flight[sent.command_id] = _InFlight(sent, 1, now + self._backoff(1), now, expires_at)
         self._sent_to[sent.command_id] = sent.agent_id
         self._deliver(sent, now)
 
@@ -460,6 +469,7 @@ class CommandDispatcher:
             Outcome.CANCELLED: 'cancelled',
         }[outcome]
         self._counts[key] += 1
+        self._maybe_sent.discard(command.command_id)
         if outcome == Outcome.SUCCEEDED:
             self._latency.add(latency_ms)
         self._hop('OUTCOME', command, outcome.name, now, detail)

@@ -364,3 +364,32 @@ def test_no_ack_by_the_deadline_is_an_unknown_fate_not_an_expiry(clock):
         d.tick()
     (result,) = d.take().results
     assert (result.outcome, result.detail) == (Outcome.FAILED, 'outcome unknown: no ack by the deadline')
+
+
+def test_adopted_commands_past_their_deadline_are_asked_about_never_declared_expired(clock):
+    # The previous leader may have delivered them (they may have run): only their agent can say.
+    old = make(clock, agents=('a1', 'a2'))
+    old.submit(['a1', 'a2'], 'noop', '{}', Priority.NORMAL, 1.0)
+    old.submit(['a1'], 'noop', '{}', Priority.LOW, 1.0)
+    old.take()
+    pending = old.pending()
+    clock.advance(5.0)
+    new = make(clock, agents=('a1', 'a2'), deadline_grace_sec=0.5)
+    new.degradation_level = 2  # LOW would be shed if it were new
+    new.adopt(pending)
+    assert new.cancel_queued('e-stop') == 0
+    new.tick()  # the queued LOW one is past its deadline too
+    out = new.take()
+    assert out.results == [] and {c.agent_id for c in out.sends} == {'a1', 'a2'}
+    first_a1 = next(c for c in out.sends if c.agent_id == 'a1')
+    new.on_ack(ack(first_a1, AckStatus.SUCCEEDED))  # it had run under the old leader
+    answered = new.take()  # the window frees: the adopted LOW one goes out too
+    assert [r.outcome for r in answered.results] == [Outcome.SUCCEEDED]
+    assert [c.priority for c in answered.sends] == [Priority.LOW]
+    clock.advance(0.4)
+    new.tick()
+    assert [r.outcome for r in new.take().results] == []  # still within grace of its first sending
+    clock.advance(0.2)
+    new.tick()
+    results = {r.agent_id + str(r.outcome.name) for r in new.take().results}
+    assert results == {'a2FAILED', 'a1FAILED'}  # never answered: fate unknown
