@@ -7,17 +7,22 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import rclpy
+from rclpy.context import Context
 from rclpy.node import Node
 
 from fleet_agent.executors import ExecutorFactory, SleepExecutor
 from fleet_agent.node import AgentHostNode, AgentSpec
 from fleet_core.config import ConfigError, FleetConfig, IntakeSettings, load_fleet_config
 from fleet_core.health import HealthConfig
+from fleet_core.trace import TraceConfigError, TraceSettings
 from fleet_ros.asyncio_node import run_nodes
 from fleet_ros.params import declare
+
+HOST_NAME_DESCRIPTION = 'ROS node name of the host (also names its dedup store <store_dir>/<host_name>.sqlite)'
 
 
 def default_state_dir() -> Path:
@@ -54,41 +59,79 @@ def agent_specs(fleet: FleetConfig | None, site: str, shard: str, agent_ids: Seq
     return [AgentSpec(s.site_id, s.shard_id, a) for s in fleet.shards_of(site) for a in s.agents]
 
 
+def trace_settings(fleet: FleetConfig | None, fraction: float, enabled: bool) -> TraceSettings:
+    """The agent samples its hops as the shard's orchestrators do: fleet_config `tracing`, overridden by the same
+    two parameters (a negative fraction keeps the config's)."""
+    base = fleet.tracing if fleet else TraceSettings()
+    try:
+        return replace(
+            base, enabled=base.enabled and enabled, sample_fraction=fraction if fraction >= 0 else base.sample_fraction
+        )
+    except TraceConfigError as exc:
+        raise ConfigError(f'trace_sample_fraction: {exc}') from None
+
+
+class ConfiguredAgentHost(AgentHostNode):
+    """The `fleet_agent` process's node: declares its parameters on itself (so `ros2 param list/get/describe` on
+    the running node shows them), reads them, then hosts. Raises ConfigError for invalid values."""
+
+    def __init__(self, node_name: str, *, loop: asyncio.AbstractEventLoop, context: Context) -> None:
+        Node.__init__(self, node_name, context=context)
+        try:
+            self._configure(node_name, loop)
+        except ConfigError:
+            self.destroy_node()
+            raise
+
+    def _configure(self, node_name: str, loop: asyncio.AbstractEventLoop) -> None:
+        site = declare(self, 'site_id', 'site_a', 'site of the hosted agent(s)')
+        shard = declare(self, 'shard_id', '', 'shard of the hosted agent(s); empty with fleet_config = every shard')
+        agent_ids = declare(self, 'agent_ids', [], 'agent ids to host; empty = every agent of the shard')
+        config_path = declare(self, 'fleet_config', '', 'fleet layout YAML (config/fleet.yaml)')
+        store_dir = declare(self, 'store_dir', str(default_state_dir()), 'directory of the per-agent dedup stores')
+        executor_spec = declare(self, 'executor', 'sleep', "'sleep' or 'package.module:function' executor factory")
+        delay = declare(self, 'exec_delay_sec', 0.0, 'fixed execution time added by the sleep executor (s)')
+        declare(self, 'host_name', node_name, HOST_NAME_DESCRIPTION)
+        fraction = declare(
+            self, 'trace_sample_fraction', -1.0, 'share of submissions traced (0..1); < 0: from fleet_config tracing'
+        )
+        tracing = declare(self, 'tracing_enabled', True, 'publish the agent-side TraceEvents (if fleet_config allows)')
+        fleet = load_fleet_config(config_path) if config_path else None
+        specs = agent_specs(fleet, site, shard, agent_ids)
+        factory = load_executor_factory(executor_spec, delay)
+        self._host(
+            specs,
+            store_name=node_name,
+            loop=loop,
+            store_dir=Path(store_dir),
+            executor_factory=factory,
+            intake_settings=fleet.intake if fleet else IntakeSettings(),
+            heartbeat_period_sec=(fleet.health if fleet else HealthConfig()).heartbeat_period_sec,
+            trace_settings=trace_settings(fleet, fraction, tracing),
+        )
+
+
+def host_name(context: Context) -> str:
+    """The `host_name` parameter names the node, so it is read before the node exists (a node cannot be renamed).
+    The host node declares it again, with every other parameter."""
+    probe = Node('fleet_agent_name', context=context, start_parameter_services=False)
+    try:
+        return str(declare(probe, 'host_name', 'agent_host', HOST_NAME_DESCRIPTION))
+    finally:
+        probe.destroy_node()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     rclpy.init(args=argv)
     try:
         context = rclpy.get_default_context()
-        params = Node('fleet_agent_params', context=context)
-        site = declare(params, 'site_id', 'site_a', 'site of the hosted agent(s)')
-        shard = declare(params, 'shard_id', '', 'shard of the hosted agent(s); empty with fleet_config = every shard')
-        agent_ids = declare(params, 'agent_ids', [], 'agent ids to host; empty = every agent of the shard')
-        config_path = declare(params, 'fleet_config', '', 'fleet layout YAML (config/fleet.yaml)')
-        store_dir = declare(params, 'store_dir', str(default_state_dir()), 'directory of the per-agent dedup stores')
-        executor_spec = declare(params, 'executor', 'sleep', "'sleep' or 'package.module:function' executor factory")
-        delay = declare(params, 'exec_delay_sec', 0.0, 'fixed execution time added by the sleep executor (s)')
-        node_name = declare(params, 'host_name', 'agent_host', 'ROS node name of the host')
-        params.destroy_node()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         try:
-            fleet = load_fleet_config(config_path) if config_path else None
-            specs = agent_specs(fleet, site, shard, agent_ids)
-            factory = load_executor_factory(executor_spec, delay)
+            node = ConfiguredAgentHost(host_name(context), loop=loop, context=context)
         except ConfigError as exc:
             print(f'fleet_agent: error: {exc}', file=sys.stderr)
             return 2
-        intake = fleet.intake if fleet else IntakeSettings()
-        health = fleet.health if fleet else HealthConfig()
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        node = AgentHostNode(
-            specs,
-            loop=loop,
-            store_dir=Path(store_dir),
-            executor_factory=factory,
-            intake_settings=intake,
-            heartbeat_period_sec=health.heartbeat_period_sec,
-            node_name=node_name,
-            context=context,
-        )
         run_nodes(context, [node], node.run_heartbeats, cleanup=node.close_runtimes, loop=loop)
     finally:
         rclpy.try_shutdown()

@@ -21,12 +21,14 @@ from fleet_core.config import IntakeSettings
 from fleet_core.dedup_store import DedupDatabase, DedupStore, StoreUnavailable
 from fleet_core.intake import CommandIntake
 from fleet_core.kinds import KindRegistry
-from fleet_core.model import Ack, AckStatus
+from fleet_core.model import Ack, AckStatus, Command
+from fleet_core.trace import Hop, TraceSettings
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
 from fleet_interfaces.msg import EStop, Heartbeat, LeaderLease, ShardStatus
 from fleet_ros import qos
 from fleet_ros.convert import ack_to_msg, command_from_msg, to_time
+from fleet_ros.trace_msgs import TraceEmitter
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +50,25 @@ HEARTBEAT_SLICE_SEC = 0.01
 
 
 class _ShardSink:
-    def __init__(self, node: Node, site: str, shard: str, link: LinkFilter | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        site: str,
+        shard: str,
+        link: LinkFilter | None = None,
+        trace: TraceSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.acks = node.create_publisher(CommandAckMsg, topics.shard_ack(site, shard), qos.ACK)
         self.heartbeats = node.create_publisher(Heartbeat, topics.shard_heartbeat(site, shard), qos.HEARTBEAT)
         self.link = link
+        # The agent's RECEIVE/START/FINISH hops, sampled as the orchestrator samples its own (same trace-id hash, so
+        # a sampled submission is traced on both sides; failures are always kept).
+        self.traces = TraceEmitter(node, site, shard, trace or TraceSettings(enabled=False), clock=clock)
+
+    def trace_hop(self, hop: Hop, command: Command, status: str, detail: str) -> None:
+        if self.link is None or self.link(command.agent_id):
+            self.traces.hop(hop, command, status=status, detail=detail[:200])
 
     def publish_ack(self, ack: Ack) -> None:
         if self.link is None or self.link(ack.agent_id):
@@ -76,10 +93,44 @@ class AgentHostNode(Node):
         clock: Callable[[], float] = time.time,
         link: LinkFilter | None = None,
         agent_clock: AgentClock | None = None,
+        trace_settings: TraceSettings | None = None,
     ) -> None:
         super().__init__(node_name, context=context)
+        self._host(
+            specs,
+            store_name=node_name,
+            loop=loop,
+            store_dir=store_dir,
+            executor_factory=executor_factory,
+            intake_settings=intake_settings,
+            heartbeat_period_sec=heartbeat_period_sec,
+            clock=clock,
+            link=link,
+            agent_clock=agent_clock,
+            trace_settings=trace_settings,
+        )
+
+    def _host(
+        self,
+        specs: list[AgentSpec],
+        *,
+        store_name: str,
+        loop: asyncio.AbstractEventLoop,
+        store_dir: Path,
+        executor_factory: ExecutorFactory,
+        intake_settings: IntakeSettings,
+        heartbeat_period_sec: float,
+        clock: Callable[[], float] = time.time,
+        link: LinkFilter | None = None,
+        agent_clock: AgentClock | None = None,
+        trace_settings: TraceSettings | None = None,
+    ) -> None:
+        """Everything but the Node itself: a subclass may declare and read its parameters first (fleet_agent's
+        main does, so that `ros2 param` on the running node shows them), then call this. The dedup database is
+        `<store_dir>/<store_name>.sqlite`."""
         self.loop = loop
         self.clock = clock
+        self.trace_settings = trace_settings
         self.link = link
         self._agent_clock = agent_clock or (lambda _agent: clock)
         self.heartbeat_period_sec = heartbeat_period_sec
@@ -96,7 +147,7 @@ class AgentHostNode(Node):
         try:
             # Named after the host: two host processes must never share a file (their transactions would block
             # each other), while a restarted host finds its own again.
-            self.database = DedupDatabase(store_dir / f'{node_name}.sqlite', group_commit=True)
+            self.database = DedupDatabase(store_dir / f'{store_name}.sqlite', group_commit=True)
         except StoreUnavailable as exc:
             self._store_error = str(exc)
             self.get_logger().error(f'SAFE MODE for every hosted agent, refusing all commands: {exc}')
@@ -104,7 +155,7 @@ class AgentHostNode(Node):
         for spec in specs:
             key = (spec.site_id, spec.shard_id)
             if key not in self._sinks:
-                self._sinks[key] = _ShardSink(self, *key, link=link)
+                self._sinks[key] = _ShardSink(self, *key, link=link, trace=trace_settings, clock=clock)
                 self._subscribe_shard(*key)
             executor = executor_factory(ExecutorContext(spec.site_id, spec.shard_id, spec.agent_id, self, loop))
             self.runtimes[spec.agent_id] = AgentRuntime(
@@ -116,6 +167,7 @@ class AgentHostNode(Node):
                 battery=getattr(executor, 'battery_pct', None),
                 after_commit=self.committer.after_commit if self.committer is not None else immediately,
                 accept_ack_delay_sec=intake_settings.accept_ack_delay_sec,
+                trace=self._sinks[key].trace_hop,
             )
             self.create_subscription(
                 CommandMsg,

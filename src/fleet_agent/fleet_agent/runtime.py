@@ -17,6 +17,7 @@ from fleet_core.config import IntakeSettings
 from fleet_core.dedup_store import StoreUnavailable
 from fleet_core.intake import CommandIntake
 from fleet_core.model import Ack, AckStatus, Command, Priority
+from fleet_core.trace import Hop
 
 _log = logging.getLogger('fleet_agent')
 
@@ -49,6 +50,14 @@ class AgentSink(Protocol):
     def publish_ack(self, ack: Ack) -> None: ...
 
 
+Tracer = Callable[[Hop, Command, str, str], object]
+"""Records one agent-side hop of a command: (hop, command, status, detail). The node samples and publishes it."""
+
+
+def no_trace(_hop: Hop, _command: Command, _status: str, _detail: str) -> None:
+    return None
+
+
 class AgentRuntime:
     """Runs on one asyncio loop; every method must be called from that loop's thread."""
 
@@ -63,6 +72,7 @@ class AgentRuntime:
         battery: Callable[[], float] | None = None,
         accept_ack_delay_sec: float = IntakeSettings().accept_ack_delay_sec,
         after_commit: Callable[[Callable[[], None], Callable[[StoreUnavailable], None]], None] = immediately,
+        trace: Tracer = no_trace,
     ) -> None:
         self.site_id = site_id
         self.agent_id = intake.agent_id
@@ -78,12 +88,14 @@ class AgentRuntime:
         self._accepted_later: dict[str, asyncio.TimerHandle] = {}
         self.accept_ack_delay_sec = accept_ack_delay_sec
         self.after_commit = after_commit
+        self.trace = trace
         self.executions = 0
 
     # -- inputs ------------------------------------------------------------------------------------------
 
     def on_command(self, command: Command) -> None:
         decision = self.intake.receive(command)
+        self.trace(Hop.RECEIVE, command, decision.ack.status.name, decision.ack.detail)
         if not decision.execute:
             if decision.ack.status.is_rejection:
                 _log.debug('%s rejected %s: %s', self.agent_id, command.command_id, decision.ack.detail)
@@ -97,17 +109,19 @@ class AgentRuntime:
 
     def _refuse(self, command: Command, exc: StoreUnavailable) -> None:
         self.intake.enter_safe_mode(exc)
+        self.trace(Hop.REJECT, command, AckStatus.REJECTED_SAFE_MODE.name, str(exc))
         self.sink.publish_ack(Ack.for_command(command, AckStatus.REJECTED_SAFE_MODE, str(exc)[:200], self.clock()))
 
     def _start(self, command: Command, accepted: Ack, args: dict[str, object]) -> None:
         if self.intake.estopped and command.priority < Priority.SAFETY:
             # The e-stop engaged while "started" was being committed: it never runs.
             ack = self.intake.complete(command, AckStatus.CANCELLED, 'e-stop engaged before execution started')
-            self.after_commit(lambda: self.sink.publish_ack(ack), lambda exc: self._not_persisted(command, exc))
+            self.after_commit(lambda: self._finished(command, ack), lambda exc: self._not_persisted(command, exc))
             return
         if command.kind == 'stop':
             self._cancel_running('stopped by a SAFETY stop', keep=command.command_id)
         loop = asyncio.get_running_loop()
+        self.trace(Hop.START, command, '', '')
         # Like a delayed TCP ACK, ACCEPTED goes out only if the command is still running after
         # accept_ack_delay_sec; a quick command is answered by its final ack alone.
         if self.accept_ack_delay_sec > 0:
@@ -167,12 +181,18 @@ class AgentRuntime:
         except StoreUnavailable as exc:
             self._not_persisted(command, exc)
             return
-        self.after_commit(lambda: self.sink.publish_ack(ack), lambda exc: self._not_persisted(command, exc))
+        self.after_commit(lambda: self._finished(command, ack), lambda exc: self._not_persisted(command, exc))
+
+    def _finished(self, command: Command, ack: Ack) -> None:
+        """The final status is durable: trace the FINISH hop and send the final ack."""
+        self.trace(Hop.FINISH, command, ack.status.name, ack.detail)
+        self.sink.publish_ack(ack)
 
     def _not_persisted(self, command: Command, exc: StoreUnavailable) -> None:
         # The outcome could not be persisted: never claim success we cannot remember.
         _log.error('%s cannot persist %s: %s', self.agent_id, command.command_id, exc)
         self.intake.enter_safe_mode(exc)
+        self.trace(Hop.FINISH, command, AckStatus.FAILED.name, f'outcome not persisted: {exc}')
         self.sink.publish_ack(
             Ack.for_command(command, AckStatus.FAILED, f'outcome not persisted: {exc}'[:200], self.clock())
         )

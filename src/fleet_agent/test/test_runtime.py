@@ -24,7 +24,7 @@ class Sink:
         return [a.status for a in self.acks if a.command_id == command_id]
 
 
-def make(tmp_path, executor, accept_delay=0.05):
+def make(tmp_path, executor, accept_delay=0.05, trace=None):
     sink = Sink()
     intake = CommandIntake(
         agent_id='r1',
@@ -35,7 +35,13 @@ def make(tmp_path, executor, accept_delay=0.05):
         clock=time.time,
     )
     runtime = AgentRuntime(
-        site_id='s', intake=intake, executor=executor, sink=sink, clock=time.time, accept_ack_delay_sec=accept_delay
+        site_id='s',
+        intake=intake,
+        executor=executor,
+        sink=sink,
+        clock=time.time,
+        accept_ack_delay_sec=accept_delay,
+        **({'trace': trace} if trace is not None else {}),
     )
     return runtime, sink
 
@@ -113,6 +119,32 @@ def test_pause_command_gates_normal_work_until_resume(tmp_path):
     assert sink.statuses('n1') == [AckStatus.REJECTED_PAUSED]
     assert sink.statuses('h') == [AckStatus.SUCCEEDED] and sink.statuses('n2') == [AckStatus.SUCCEEDED]
     assert executed == ['h', 'n2']
+
+
+def test_agent_hops_receive_start_finish(tmp_path):
+    hops = []
+
+    async def scenario():
+        runtime, sink = make(tmp_path, SleepExecutor(0.0), trace=lambda *hop: hops.append(hop))
+        runtime.on_command(cmd('c1', 1))
+        await settle(runtime)
+        runtime.on_command(cmd('c1', 1))  # a re-delivery: received again, answered from the store
+        runtime.on_estop(True, 1)
+        runtime.on_command(cmd('c2', 2))
+        await asyncio.sleep(0.01)
+        return sink
+
+    sink = asyncio.run(scenario())
+    seen = [(hop.name, command.command_id, status) for hop, command, status, _ in hops]
+    assert seen == [
+        ('RECEIVE', 'c1', 'ACCEPTED'),
+        ('START', 'c1', ''),
+        ('FINISH', 'c1', 'SUCCEEDED'),
+        ('RECEIVE', 'c1', 'SUCCEEDED'),
+        ('RECEIVE', 'c2', 'REJECTED_ESTOPPED'),
+    ]
+    # FINISH is traced once the final status is durable, right before the final ack goes out.
+    assert sink.statuses('c1') == [AckStatus.SUCCEEDED, AckStatus.SUCCEEDED]
 
 
 def test_deadline_stops_a_running_command(tmp_path):

@@ -26,6 +26,10 @@ class Hop(enum.IntEnum):
     EXPIRE = 6
     REJECT = 7
     OUTCOME = 8
+    START = 9
+    """Agent: the executor started (the command's *started* record is durable)."""
+    FINISH = 10
+    """Agent: execution ended; status is the agent's final ack status (its outcome is the leader's OUTCOME)."""
 
 
 class TraceError(ValueError):
@@ -39,6 +43,8 @@ class TraceConfigError(ValueError):
 # Statuses that make a command interesting whatever the sampling fraction (compared case-insensitively).
 _FAILURE_STATUSES = frozenset({'FAILED', 'EXPIRED', 'REJECTED', 'CANCELLED'})
 _DECISION_CACHE = 4096
+# The last hop of a command at its emitter: the orchestrator's OUTCOME, the agent's FINISH.
+_END_HOPS = frozenset({Hop.OUTCOME, Hop.FINISH})
 # Hops that always force a command's trace to be kept.
 _ALWAYS_HOPS = frozenset({Hop.RETRY, Hop.EXPIRE, Hop.REJECT})
 # Statuses of a command doing fine (what nearly every hop carries), and the ROUTE hop's 'seq=N'.
@@ -187,20 +193,20 @@ class TraceSampler:
             return ()
         cid = record.command_id
         if cid in self._kept:
-            if record.hop == Hop.OUTCOME:
+            if record.hop in _END_HOPS:
                 self._kept.pop(cid, None)
             return (record,)
         if priority is not None and self._head_sampled(record.trace_id, priority):
             held = self._pending.pop(cid, [])
-            if record.hop != Hop.OUTCOME:
+            if record.hop not in _END_HOPS:
                 self._keep(cid)
             return (*held, record)
         if record.is_failure:
             held = self._pending.pop(cid, [])
-            if record.hop != Hop.OUTCOME:
+            if record.hop not in _END_HOPS:
                 self._keep(cid)
             return (*held, record)
-        if record.hop == Hop.OUTCOME:
+        if record.hop in _END_HOPS:
             if self._pending.pop(cid, None):
                 self.dropped_commands += 1
             return ()

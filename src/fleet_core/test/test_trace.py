@@ -190,6 +190,46 @@ def test_failed_outcome_releases_everything() -> None:
     assert emit_all(sampler, records, Priority.LOW) == records
 
 
+def agent_hops(status: str, cid: str = 'c1') -> list[TraceRecord]:
+    return [
+        rec(Hop.RECEIVE, 3, cid=cid, attempt=1, node='agent', status='ACCEPTED'),
+        rec(Hop.START, 4, cid=cid, attempt=1, node='agent'),
+        rec(Hop.FINISH, 9, cid=cid, attempt=1, node='agent', status=status),
+    ]
+
+
+def test_agent_finish_ends_its_command_like_an_outcome() -> None:
+    # An agent never sees the OUTCOME: its FINISH drops an unsampled success (nothing held afterwards) ...
+    sampler = TraceSampler(TraceSettings(sample_fraction=0.0))
+    assert emit_all(sampler, agent_hops('SUCCEEDED'), Priority.NORMAL) == []
+    assert sampler.pending == 0 and sampler.dropped_commands == 1
+    # ... releases every held hop of a failure, and ends a sampled command's keep.
+    failed = agent_hops('FAILED', cid='c2')
+    assert emit_all(sampler, failed, Priority.NORMAL) == failed
+    sampled = TraceSampler(TraceSettings(sample_fraction=1.0))
+    assert emit_all(sampled, agent_hops('SUCCEEDED', cid='c3'), Priority.NORMAL) == agent_hops('SUCCEEDED', cid='c3')
+    # The keep ended with the FINISH: a later stray hop of c3 is no longer passed through as kept.
+    assert sampled.offer(rec(Hop.RECEIVE, 20, cid='c3', attempt=2, node='agent', status='ACCEPTED')) == ()
+
+
+def test_timeline_places_agent_hops_between_deliver_and_ack() -> None:
+    records = [*happy_path()[:4], *agent_hops('SUCCEEDED')[1:], *happy_path()[4:]]
+    timeline = build_timeline(reversed(records), 'c1')
+    assert [s.record.hop for s in timeline.steps] == [
+        Hop.SUBMIT,
+        Hop.ROUTE,
+        Hop.DELIVER,
+        Hop.RECEIVE,
+        Hop.START,
+        Hop.FINISH,
+        Hop.ACK,
+        Hop.OUTCOME,
+    ]
+    assert timeline.outcome == 'SUCCEEDED'
+    text = render_timeline(timeline)
+    assert 'START' in text and 'FINISH' in text
+
+
 def test_safety_commands_are_kept_without_buffering() -> None:
     sampler = TraceSampler(TraceSettings(sample_fraction=0.0))
     records = happy_path()
