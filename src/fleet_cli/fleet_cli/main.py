@@ -7,19 +7,18 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from fleet_cli.inputs import EXIT_USAGE, FleetArgumentParser, UsageError
 from fleet_cli.verbs import VERBS
+
+__all__ = ['EXIT_FAILED', 'EXIT_OK', 'EXIT_USAGE', 'UsageError', 'build_parser', 'main']
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Invalid operator input: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='fleetctl', description='Operate a fleetlanes fleet.')
+    """Every verb's parser is a FleetArgumentParser too (argparse builds subparsers with the parent's class)."""
+    parser = FleetArgumentParser(prog='fleetctl', description='Operate a fleetlanes fleet.')
     parser.add_argument(
         '--config', default=None, help='fleet layout YAML (default: $FLEETLANES_CONFIG or config/fleet.yaml)'
     )

@@ -19,6 +19,7 @@ import yaml
 from rclpy.action import ActionClient
 from std_srvs.srv import Trigger
 
+from fleet_cli import inputs
 from fleet_cli.client import ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from fleet_core import topics
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     pts.add_argument('--points-file', help='YAML/JSON list of {id, x, y} (or [id, x, y]) points')
     start.add_argument('--workflow-file', help='workflow YAML to validate (default: next to the fleet config)')
     start.add_argument('--mission-id', default='', help='mission id (default: a new UUID)')
-    start.add_argument('--timeout', type=float, default=900.0, help='seconds to follow progress')
+    start.add_argument('--timeout', type=inputs.seconds, default=900.0, help='seconds to follow progress')
     start.add_argument('--no-wait', action='store_true', help='return once every shard accepted its goal')
     start.add_argument('--json', action='store_true', help='print the final per-shard summary as JSON lines')
     start.set_defaults(func=run_start)

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from fleet_cli import inputs
 from fleet_cli.client import ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from fleet_core import topics
@@ -32,28 +33,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument('--args', default='{}', help='arguments as a JSON object, e.g. \'{"x": 1, "y": 2}\'')
     p.add_argument('--arg', action='append', default=[], metavar='KEY=VALUE', help='one argument (JSON value)')
     p.add_argument('--priority', default='NORMAL', type=str.upper, choices=[p.name for p in Priority])
-    p.add_argument('--ttl', type=float, default=30.0, help='seconds until the deadline (> 0)')
+    p.add_argument('--ttl', type=inputs.seconds, default=30.0, help='seconds until the deadline (> 0)')
     p.add_argument('--no-wait', action='store_true', help='return after the orchestrators accepted it')
     p.add_argument('--json', action='store_true', help='print the outcome table as JSON lines')
     p.set_defaults(func=run)
-
-
-def parse_args_json(args: argparse.Namespace) -> str:
-    try:
-        values = json.loads(args.args)
-    except ValueError as exc:
-        raise UsageError(f'--args is not valid JSON: {exc}') from None
-    if not isinstance(values, dict):
-        raise UsageError('--args must be a JSON object')
-    for item in args.arg:
-        key, sep, raw = item.partition('=')
-        if not sep or not key:
-            raise UsageError(f'--arg {item!r}: expected KEY=VALUE')
-        try:
-            values[key] = json.loads(raw)
-        except ValueError:
-            values[key] = raw
-    return json.dumps(values, separators=(',', ':'))
 
 
 @dataclass
@@ -82,13 +65,12 @@ def _progress(tracker: Tracker, total: int, stream: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.ttl > 0:
-        raise UsageError(f'--ttl must be > 0, got {args.ttl}')
-    args_json = parse_args_json(args)
+    args_json = inputs.command_args_json(args.args, args.arg)
     priority = Priority[args.priority]
     try:
         KindRegistry().validate(args.kind, args_json, priority)
         fleet = load_config(args.config)
+        inputs.check_ttl(args.ttl, fleet)
         agents = [a for a in args.agents.split(',') if a]
         routed = route_targets(fleet, agents=agents, shards=args.shard, sites=args.site)
     except (InvalidCommand, ConfigError) as exc:

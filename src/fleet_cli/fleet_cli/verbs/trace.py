@@ -9,6 +9,7 @@ from typing import Any
 
 from rclpy.serialization import deserialize_message
 
+from fleet_cli import inputs
 from fleet_core.trace import Hop, TraceError, build_timeline, render_timeline
 from fleet_interfaces.msg import TraceEvent
 from fleet_observability.discovery import RawTopicFollower
@@ -24,10 +25,15 @@ EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser('trace', help="print a command's hop timeline with per-hop latency")
-    parser.add_argument('command_id', help='the command id (from `fleetctl submit` or an outcome)')
+    parser.add_argument(
+        'command_id', type=inputs.command_id, help='the command id (from `fleetctl submit` or an outcome)'
+    )
     parser.add_argument('--from', dest='source', default=None, help='read TraceEvents from this MCAP recording')
     parser.add_argument(
-        '--wait', type=float, default=3.0, help='live: seconds to listen (stops once SUBMIT and OUTCOME were both seen)'
+        '--wait',
+        type=inputs.seconds,
+        default=3.0,
+        help='live: seconds to listen (stops once SUBMIT and OUTCOME were both seen)',
     )
     parser.add_argument('--topic', default=DEFAULT_TRACE_GLOB, help=f'live: trace topic glob ({DEFAULT_TRACE_GLOB})')
     parser.set_defaults(func=run)
