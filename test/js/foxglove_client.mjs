@@ -1,5 +1,5 @@
 // Drives the fleet Foxglove server with the real @foxglove/ws-protocol client, step by step.
-// Usage: node foxglove_client.mjs <ws-url> <steps.json>
+// Usage: node foxglove_client.mjs <ws-or-wss-url> <steps.json>   (FOXGLOVE_CA=<pem>: trust that CA for wss://)
 // Prints one JSON object {results: [...], error?: string} on stdout; every step has its own timeout.
 import { readFileSync } from "node:fs";
 import wsProtocol from "@foxglove/ws-protocol";
@@ -18,13 +18,19 @@ const failures = [];
 const responses = [];
 const parameterReplies = [];
 const messagesBySub = new Map();
+const graphUpdates = [];
+const times = [];
 let serverInfo = null;
 let closed = false;
+let closeInfo = null;
+let lastSubscribeId = null;
 
 // foxglove-sdk servers speak the ws-protocol v1 messages under the subprotocol name "foxglove.sdk.v1";
 // FoxgloveClient lets the socket choose the subprotocol (its own constant is the older "foxglove.websocket.v1").
 const SUBPROTOCOL = process.env.FOXGLOVE_SUBPROTOCOL ?? "foxglove.sdk.v1";
-const ws = new WebSocket(url, [SUBPROTOCOL]);
+const ca = process.env.FOXGLOVE_CA ? readFileSync(process.env.FOXGLOVE_CA) : undefined;
+const ws = new WebSocket(url, [SUBPROTOCOL], ca ? { ca } : {});
+ws.on("close", (code, reason) => (closeInfo = { code, reason: reason.toString() }));
 const client = new FoxgloveClient({ ws });
 client.on("serverInfo", (info) => (serverInfo = info));
 client.on("advertise", (list) => list.forEach((c) => channels.set(c.topic, c)));
@@ -38,6 +44,8 @@ client.on("message", (m) => {
   list.push(m);
   messagesBySub.set(m.subscriptionId, list);
 });
+client.on("connectionGraphUpdate", (g) => graphUpdates.push(g));
+client.on("time", (t) => times.push(t.timestamp));
 client.on("close", () => (closed = true));
 client.on("error", () => {});
 
@@ -134,6 +142,71 @@ async function run(step) {
     }
     case "check_open":
       return { open: ws.readyState === WebSocket.OPEN && !closed, serverInfo };
+    case "channels":
+      // What the client has been shown so far (topics), e.g. before it logs in.
+      return { topics: [...channels.keys()].sort() };
+    case "login": {
+      const s = await until(() => services.get("/fleet/login"), "service /fleet/login");
+      const started = Date.now();
+      const reply = await call(s.id, "json", new TextEncoder().encode(JSON.stringify({ token: step.token })));
+      const out = { ...reply, elapsedMs: Date.now() - started };
+      if (reply.hex) out.reply = JSON.parse(Buffer.from(reply.hex, "hex").toString("utf8"));
+      return out;
+    }
+    case "subscribe_id": {
+      // Subscribe by channel id (known to the test, not shown to this client) and collect the statuses it causes.
+      const before = statuses.length;
+      const sub = client.subscribe(step.channelId);
+      lastSubscribeId = sub;
+      await until(() => statuses.length > before, "a status reply", step.timeoutMs ?? 3000).catch(() => null);
+      return { subscriptionId: sub, statuses: statuses.slice(before) };
+    }
+    case "messages_for":
+      return { count: (messagesBySub.get(step.subscriptionId ?? lastSubscribeId) ?? []).length };
+    case "request_status": {
+      // A request that a not-logged-in client gets refused: parameters, connection graph.
+      const before = statuses.length;
+      if (step.what === "parameters") client.getParameters([], "req-x");
+      else if (step.what === "graph") client.subscribeConnectionGraph();
+      await until(() => statuses.length > before, "a status reply", step.timeoutMs ?? 3000).catch(() => null);
+      return { statuses: statuses.slice(before), parameterReplies: parameterReplies.length,
+        graphUpdates: graphUpdates.length };
+    }
+    case "graph": {
+      client.subscribeConnectionGraph();
+      const got = await until(() => {
+        const topics = new Set(graphUpdates.flatMap((g) => g.publishedTopics.map((t) => t.name)));
+        const names = new Set(graphUpdates.flatMap((g) => g.advertisedServices.map((t) => t.name)));
+        return step.topics.every((t) => topics.has(t)) && step.services.every((n) => names.has(n)) ? graphUpdates : null;
+      }, "a connection graph with the fake orchestrator");
+      return { updates: got };
+    }
+    case "wait_time": {
+      const t = await until(() => times.at(-1), "a server time message");
+      return { timestamp: t.toString() };
+    }
+    case "advertise": {
+      const before = statuses.length;
+      const id = client.advertise({ topic: step.topic, encoding: step.encoding, schemaName: step.schemaName });
+      await until(() => statuses.length > before, "a status reply", step.timeoutMs ?? 1500).catch(() => null);
+      return { channelId: id, statuses: statuses.slice(before) };
+    }
+    case "publish": {
+      const before = statuses.length;
+      const data = step.hex !== undefined ? Buffer.from(step.hex, "hex") : Buffer.from(step.text ?? "", "utf8");
+      client.sendMessage(step.channelId, new Uint8Array(data));
+      const want = step.status;
+      await until(
+        () => statuses.slice(before).find((s) => !want || s.message.includes(want)),
+        `a status containing ${want ?? "anything"}`,
+        step.timeoutMs ?? STEP_TIMEOUT_MS,
+      ).catch(() => null);
+      return { statuses: statuses.slice(before) };
+    }
+    case "wait_closed": {
+      await until(() => closeInfo, "the server to close the connection");
+      return closeInfo;
+    }
     default:
       throw new Error(`unknown step ${step.op}`);
   }
@@ -142,12 +215,14 @@ async function run(step) {
 const results = [];
 const output = { results };
 try {
-  await until(() => serverInfo, "serverInfo");
+  await until(() => serverInfo ?? closeInfo, "serverInfo");
+  if (!serverInfo) throw new Error(`connection closed before serverInfo (code ${closeInfo.code})`);
   for (const step of steps) results.push({ op: step.op, ...(await run(step)) });
 } catch (err) {
   output.error = String(err?.message ?? err);
 }
 output.allStatuses = statuses;
+output.closeInfo = closeInfo;
 process.stdout.write(JSON.stringify(output) + "\n");
 ws.close();
 process.exit(0);

@@ -15,7 +15,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
 
-from fleet_observability.ros2msg import SchemaNotFound, split_type
+from fleet_observability.ros2msg import FEEDBACK_MESSAGE, SchemaNotFound, action_derived, split_type
 from fleet_observability.topic_match import TopicSelector
 from fleet_ros import qos
 
@@ -32,11 +32,23 @@ def import_interface(type_name: str, kind: str = 'msg') -> Any:
         raise InterfaceImportError(str(exc)) from None
     try:
         module = importlib.import_module(f'{package}.{found_kind}')
+        if found_kind == 'action' and not hasattr(module, name):
+            return _action_message(module, name)
         return getattr(module, name)
     except (ImportError, AttributeError):
         raise InterfaceImportError(
             f'cannot import {package}.{found_kind}.{name}: is {package} built and install/setup.bash sourced?'
         ) from None
+
+
+def _action_message(module: Any, name: str) -> Any:
+    """Messages an action derives are not exported by rosidl's package module (e.g. RunMission_FeedbackMessage):
+    they hang off the action class (RunMission.Impl.FeedbackMessage, RunMission.Feedback)."""
+    derived = action_derived(name)
+    if derived is None:
+        raise AttributeError(name)
+    action = getattr(module, derived[0])
+    return action.Impl.FeedbackMessage if derived[1] == FEEDBACK_MESSAGE else getattr(action, derived[1][1:])
 
 
 def qos_for_publishers(node: Node, topic: str) -> QoSProfile | None:

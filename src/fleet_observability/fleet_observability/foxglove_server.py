@@ -1,14 +1,16 @@
 """The fleet's Foxglove WebSocket server (foxglove-sdk): fleet topics as CDR passthrough with ros2msg schemas,
-operator services forwarded to the orchestrators, and a read-only parameter view.
+operator services forwarded to the orchestrators, role-checked client publish (e-stop), the ROS connection graph,
+server time and a read-only parameter view. With tokens configured, clients reach the SDK only through the access
+gate (`foxglove_gate_server`), which shows data channels to logged-in clients only.
 
 Threads: the SDK runs its own server threads and calls listeners and service handlers on them; rclpy spins an
-EventsExecutor in a SpinThread. Raw subscription callbacks (executor thread) log bytes straight into SDK
-channels; service handlers (SDK threads) wait on rclpy futures that the executor completes.
+EventsExecutor in a SpinThread; the gate runs its own asyncio thread. Raw subscription callbacks (executor thread)
+log bytes straight into SDK channels; service handlers (SDK threads) wait on rclpy futures that the executor
+completes; client publications are carried out on a small worker pool.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
@@ -18,30 +20,35 @@ from pathlib import Path
 from typing import Any
 
 import foxglove
-import rclpy
-import yaml
-from foxglove import Channel, Context, MessageSchema, Parameter, Schema, Service, ServiceRequest, ServiceSchema
-from foxglove.websocket import Capability, ChannelView, Client, StatusLevel, WebSocketServer
-from rclpy.executors import ExternalShutdownException
-from rclpy.experimental import EventsExecutor
+from foxglove import (
+    Channel,
+    ConnectionGraph,
+    Context,
+    MessageSchema,
+    Parameter,
+    Schema,
+    Service,
+    ServiceRequest,
+    ServiceSchema,
+)
+from foxglove.websocket import Capability, ChannelView, Client, ClientChannel, StatusLevel, WebSocketServer
 from rclpy.node import Node
 
 from fleet_observability.discovery import DiscoveredTopic, InterfaceImportError, RawTopicFollower, import_interface
+from fleet_observability.foxglove_gate import GateSettings
+from fleet_observability.foxglove_gate_server import FoxgloveGate, tls_context
+from fleet_observability.foxglove_publish import ClientPublication, ClientPublications, PublishRefused
 from fleet_observability.foxglove_services import (
     LOGIN_SERVICE,
-    AccessConfigError,
     AccessPolicy,
     ClientRoles,
     LoginHandler,
     RosServiceForwarder,
-    parse_tokens,
 )
 from fleet_observability.ros2msg import SchemaLibrary, SchemaNotFound, schema_name
 from fleet_observability.topic_match import DEFAULT_TOPIC_GLOBS, TopicSelector
-from fleet_ros.spin import SpinThread
 
 DEFAULT_SERVICE_GLOBS: tuple[str, ...] = ('/fleet/*/*/submit', '/fleet/*/*/set_estop', '/fleet/*/*/operation')
-EXIT_USAGE = 2
 WATCH_PERIOD_SEC = 0.05
 
 
@@ -57,12 +64,29 @@ class FoxgloveSettings:
     discovery_period_sec: float = 0.5
     service_timeout_sec: float = 5.0
     message_backlog: int = 1024
+    time_period_sec: float = 0.5
+    """How often the server time (the node's ROS clock) is broadcast."""
+    tls_cert: Path | None = None
+    """PEM certificate: serve wss:// only (with tls_key, a PKCS#8 PEM key)."""
+    tls_key: Path | None = None
+    max_clients: int = 64
+    """Connections the access gate accepts at once (tokens configured)."""
+    gate: GateSettings = field(default_factory=GateSettings)
     parameters: Mapping[str, Any] = field(default_factory=dict)
     """Read-only values shown in Foxglove's Parameters panel (e.g. the fleet layout)."""
 
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError('TLS needs both a certificate and a key (tls_cert and tls_key), or neither')
+
+    @property
+    def scheme(self) -> str:
+        return 'ws' if self.tls_cert is None else 'wss'
+
 
 class _Listener:
-    """SDK listener: parameters are a read-only view; subscriptions are logged with the client id."""
+    """SDK listener: parameters are a read-only view; subscriptions are logged with the client id; client
+    publications go through the role check; the connection graph is built while someone watches it."""
 
     def __init__(self, bridge: FleetFoxgloveBridge) -> None:
         self._bridge = bridge
@@ -74,6 +98,21 @@ class _Listener:
     def on_unsubscribe(self, client: Client, channel: ChannelView) -> None:
         self._bridge.log.debug(f'client {client.id} unsubscribed from {channel.topic}')
         self._bridge.watchers_changed(channel.topic, -1)
+
+    def on_client_advertise(self, client: Client, channel: ClientChannel) -> None:
+        self._bridge.client_advertised(client.id, channel)
+
+    def on_client_unadvertise(self, client: Client, client_channel_id: int) -> None:
+        self._bridge.publications.unadvertise(client.id, client_channel_id)
+
+    def on_message_data(self, client: Client, client_channel_id: int, data: bytes) -> None:
+        self._bridge.publications.message(client.id, client_channel_id, data)
+
+    def on_connection_graph_subscribe(self) -> None:
+        self._bridge.graph_watched(True)
+
+    def on_connection_graph_unsubscribe(self) -> None:
+        self._bridge.graph_watched(False)
 
     def on_get_parameters(self, client: Client, param_names: list[str], request_id: str | None = None) -> list[Any]:
         return self._bridge.parameter_values(param_names)
@@ -109,6 +148,13 @@ class FleetFoxgloveBridge:
         self._forwarders: dict[str, RosServiceForwarder] = {}
         self._refused_services: set[str] = set()
         self._service_selector = TopicSelector(include=settings.services)
+        self.publications = ClientPublications(
+            self.policy, self._forwarders.get, lambda text, warn: self.publish_status(text, warning=warn), self.log
+        )
+        self._gate: FoxgloveGate | None = None
+        self._graph_watched = False
+        self._graph_published: tuple[Any, ...] | None = None
+        self._time_timer = None
         # Lazy: a ROS topic is subscribed only while some client watches its channel.
         self._follower = RawTopicFollower(
             node, TopicSelector(include=settings.topics), self._on_message, on_new=self._on_new_topic, eager=False
@@ -141,39 +187,81 @@ class FleetFoxgloveBridge:
             ),
             handler=lambda request: self._login.handle(request.client_id, request.payload),
         )
+        settings = self.settings
+        # Open (loopback, no tokens): clients talk to the SDK directly, which terminates TLS itself.
+        # Tokens: the SDK listens on an ephemeral loopback port and only the gate, which terminates TLS, faces clients.
+        gated = not self.policy.open
+        tls: dict[str, bytes] = {}
+        if settings.tls_cert is not None and settings.tls_key is not None and not gated:
+            tls = {'tls_cert': settings.tls_cert.read_bytes(), 'tls_key': settings.tls_key.read_bytes()}
+        ssl_context = None
+        if gated and settings.tls_cert is not None and settings.tls_key is not None:
+            ssl_context = tls_context(settings.tls_cert, settings.tls_key)
         self._server = foxglove.start_server(
-            name=self.settings.name,
-            host=self.settings.host,
-            port=self.settings.port,
-            capabilities=[Capability.Services, Capability.Parameters],
+            name=settings.name,
+            host='127.0.0.1' if gated else settings.host,
+            port=0 if gated else settings.port,
+            capabilities=[
+                Capability.Services,
+                Capability.Parameters,
+                Capability.ClientPublish,
+                Capability.ConnectionGraph,
+                Capability.Time,
+            ],
             supported_encodings=['cdr', 'json'],
             services=[login],
             server_listener=_Listener(self),
             context=self._context,
-            message_backlog_size=self.settings.message_backlog,
+            message_backlog_size=settings.message_backlog,
+            **tls,  # type: ignore[arg-type]
         )
+        if gated:
+            self._gate = FoxgloveGate(
+                host=settings.host,
+                port=settings.port,
+                upstream_port=self._server.port,
+                policy=self.policy,
+                settings=settings.gate,
+                logger=self.log,
+                ssl_context=ssl_context,
+                max_clients=settings.max_clients,
+            )
+            try:
+                self._gate.start()
+            except Exception:
+                self._server.stop()
+                self._server = None
+                raise
         self.discover()
-        self._timer = self.node.create_timer(self.settings.discovery_period_sec, self.discover)
-        self.log.info(
-            f'foxglove server on ws://{self.settings.host}:{self._server.port} (tokens: {not self.policy.open})'
-        )
-        return self._server.port
+        self._timer = self.node.create_timer(settings.discovery_period_sec, self.discover)
+        self._time_timer = self.node.create_timer(settings.time_period_sec, self._broadcast_time)
+        self.log.info(f'foxglove server on {self.url} (tokens: {gated})')
+        return self.port
 
     @property
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError('FleetFoxgloveBridge.start() has not been called')
-        return self._server.port
+        return self._gate.port if self._gate is not None else self._server.port
+
+    @property
+    def url(self) -> str:
+        return f'{self.settings.scheme}://{self.settings.host}:{self.port}'
 
     def close(self) -> None:
-        if self._timer is not None:
-            self.node.destroy_timer(self._timer)
-            self._timer = None
+        for timer in (self._timer, self._time_timer):
+            if timer is not None:
+                self.node.destroy_timer(timer)
+        self._timer = self._time_timer = None
         self.node.destroy_timer(self._watch_timer)
         self._follower.close()
+        if self._gate is not None:
+            self._gate.stop()
+            self._gate = None
         if self._server is not None:
             self._server.stop()
             self._server = None
+        self.publications.close()
         with self._lock:
             channels = list(self._channels.values())
             self._channels.clear()
@@ -187,6 +275,74 @@ class FleetFoxgloveBridge:
         self._follower.poll()
         self._discover_services()
         self._apply_watchers()
+        if self._graph_watched:
+            self._publish_graph()
+
+    def _broadcast_time(self) -> None:
+        if self._server is not None:
+            self._server.broadcast_time(self.node.get_clock().now().nanoseconds)
+
+    # ----------------------------------------------------------------------------------- connection graph
+
+    def graph_watched(self, watched: bool) -> None:
+        """SDK thread: the first client subscribed to the graph (True) or the last left (False)."""
+        self._graph_watched = watched
+        self._graph_published = None  # publish in full on the next discovery tick (never from the callback)
+
+    def connection_graph(self) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, list[str]]]:
+        """(published, subscribed, services): exposed topics and forwarded services with their ROS node names."""
+        published: dict[str, list[str]] = {}
+        subscribed: dict[str, list[str]] = {}
+        own = self.node.get_fully_qualified_name()
+
+        def names(infos: Any) -> list[str]:
+            found = {f'{i.node_namespace.rstrip("/")}/{i.node_name}' for i in infos}
+            return sorted(found - {own})
+
+        for topic in self.channels:
+            published[topic] = names(self.node.get_publishers_info_by_topic(topic))
+            subscribed[topic] = names(self.node.get_subscriptions_info_by_topic(topic))
+        services: dict[str, list[str]] = {name: [] for name in self._forwarders}
+        if services:
+            for name, namespace in self.node.get_node_names_and_namespaces():
+                for service, _types in self.node.get_service_names_and_types_by_node(name, namespace):
+                    if service in services:
+                        services[service].append(f'{namespace.rstrip("/")}/{name}')
+        return published, subscribed, {k: sorted(v) for k, v in services.items()}
+
+    def _publish_graph(self) -> None:
+        published, subscribed, services = self.connection_graph()
+        snapshot = (sorted(published.items()), sorted(subscribed.items()), sorted(services.items()))
+        if snapshot == self._graph_published or self._server is None:
+            return
+        graph = ConnectionGraph()
+        for topic, ids in published.items():
+            graph.set_published_topic(topic, ids)
+        for topic, ids in subscribed.items():
+            graph.set_subscribed_topic(topic, ids)
+        for service, ids in services.items():
+            graph.set_advertised_service(service, ids)
+        self._server.publish_connection_graph(graph)
+        self._graph_published = snapshot
+
+    # ----------------------------------------------------------------------------------- client publish
+
+    def client_advertised(self, client_id: int, channel: ClientChannel) -> None:
+        """SDK thread: a client advertised a channel to publish on; kept only when its role allows it."""
+        role = self._roles.role_of(client_id)
+        publication = ClientPublication(
+            client_id=client_id,
+            role=role,
+            topic=channel.topic,
+            encoding=channel.encoding,
+            schema_name=channel.schema_name,
+        )
+        try:
+            self.publications.advertise(publication, channel.id)
+        except PublishRefused as exc:
+            self.log.warning(f'client {client_id} ({role or "not logged in"}): client publish refused: {exc}')
+            return
+        self.log.info(f'client {client_id} ({role}) may publish {channel.schema_name} on {channel.topic}')
 
     def watchers_changed(self, topic: str, delta: int) -> None:
         """A client started (+1) or stopped (-1) watching a channel; any thread."""
@@ -217,6 +373,11 @@ class FleetFoxgloveBridge:
         """Exposed topics and their schema names."""
         with self._lock:
             return {topic: channel.schema_name() or '' for topic, channel in self._channels.items()}
+
+    def channel_id(self, topic: str) -> int:
+        """The Foxglove channel id of an exposed topic. Raises KeyError."""
+        with self._lock:
+            return int(self._channels[topic].id())
 
     def _on_new_topic(self, topic: DiscoveredTopic) -> bool:
         try:
@@ -318,72 +479,11 @@ class FleetFoxgloveBridge:
 # --------------------------------------------------------------------------------------------- entry point
 
 
-def _fleet_parameters(config_path: str | None) -> dict[str, Any]:
-    if not config_path:
-        return {}
-    from fleet_core.config import load_fleet_config  # noqa: PLC0415 - optional, only with --config
-
-    config = load_fleet_config(config_path)
-    params: dict[str, Any] = {'fleet.sites': list(config.sites), 'fleet.agents_total': config.agent_count}
-    for shard in config.shards:
-        params[f'fleet.{shard.site_id}.{shard.shard_id}.agents'] = len(shard.agents)
-    return params
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='fleet_foxglove', description='Foxglove WebSocket server for the fleet.')
-    parser.add_argument('--host', default='127.0.0.1', help='bind address (non-loopback requires --tokens)')
-    parser.add_argument('--port', type=int, default=8765, help='TCP port (0 picks a free one)')
-    parser.add_argument('--topic', action='append', dest='topics', help=f'topic glob (default {DEFAULT_TOPIC_GLOBS})')
-    parser.add_argument('--service', action='append', dest='services', help='service glob to forward')
-    parser.add_argument('--tokens', default=None, help='YAML file mapping token to role (viewer, operator)')
-    parser.add_argument('--config', default=None, help='fleet layout YAML, shown as read-only parameters')
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        tokens = {}
-        if args.tokens:
-            tokens = parse_tokens(yaml.safe_load(Path(args.tokens).read_text()), args.tokens)
-        policy = AccessPolicy(tokens=tokens)
-        policy.check_bind(args.host)
-        settings = FoxgloveSettings(
-            host=args.host,
-            port=args.port,
-            topics=tuple(args.topics or DEFAULT_TOPIC_GLOBS),
-            services=tuple(args.services or DEFAULT_SERVICE_GLOBS),
-            parameters=_fleet_parameters(args.config),
-        )
-    except (AccessConfigError, OSError, yaml.YAMLError, ValueError) as exc:
-        print(f'fleet_foxglove: error: {exc}', file=sys.stderr)
-        return EXIT_USAGE
-    rclpy.init()
-    executor = EventsExecutor()
-    node = Node('fleet_foxglove')
-    executor.add_node(node)
-    bridge = FleetFoxgloveBridge(node, settings, policy)
-    spin = SpinThread(executor, name='foxglove-rclpy')
-    stop = threading.Event()
-    try:
-        port = bridge.start()
-        print(f'fleet_foxglove: listening on ws://{settings.host}:{port}', flush=True)
-        spin.start()
-        while not stop.wait(0.5):
-            if not executor.context.ok():
-                break
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        spin.stop()
-        bridge.close()
-        executor.remove_node(node)
-        node.destroy_node()
-        executor.shutdown()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    """The `fleet_foxglove` console script: see `foxglove_node.main`."""
+    from fleet_observability.foxglove_node import main as run_node  # noqa: PLC0415 - foxglove_node imports this module
+
+    return run_node(argv)
 
 
 if __name__ == '__main__':

@@ -20,6 +20,7 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
 
 from fleet_observability.binding import is_loopback
+from fleet_observability.topic_match import compile_glob
 
 ROLE_VIEWER = 'viewer'
 ROLE_OPERATOR = 'operator'
@@ -34,6 +35,15 @@ DEFAULT_SERVICE_ROLES: Mapping[str, frozenset[str]] = {
     'fleet_interfaces/srv/RequestFleetOperation': frozenset({ROLE_OPERATOR}),
 }
 """Service types the server forwards, and the roles allowed to call them."""
+
+DEFAULT_PUBLISH_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
+    '/fleet/*/*/estop': {'fleet_interfaces/msg/EStop': frozenset({ROLE_OPERATOR})},
+}
+"""What a Foxglove client may publish (ws-protocol client publish): topic glob -> schema name -> roles.
+An EStop published on a shard's e-stop topic is an e-stop request, carried out by the shard leader's set_estop."""
+
+VIEWING_ROLES: frozenset[str] = KNOWN_ROLES
+"""Roles that see the data channels, parameters and connection graph once logged in."""
 
 
 class AccessError(PermissionError):
@@ -66,10 +76,37 @@ class AccessPolicy:
 
     tokens: Mapping[str, str] = field(default_factory=dict)
     service_roles: Mapping[str, frozenset[str]] = field(default_factory=lambda: dict(DEFAULT_SERVICE_ROLES))
+    publish_roles: Mapping[str, Mapping[str, frozenset[str]]] = field(
+        default_factory=lambda: dict(DEFAULT_PUBLISH_ROLES)
+    )
+    viewing_roles: frozenset[str] = VIEWING_ROLES
 
     @property
     def open(self) -> bool:
         return not self.tokens
+
+    def role_for(self, role: str | None) -> str | None:
+        """The effective role of a client: every client is an operator when no tokens are configured."""
+        return ROLE_OPERATOR if self.open else role
+
+    def may_view(self, role: str | None) -> bool:
+        return self.role_for(role) in self.viewing_roles
+
+    def publish_refusal(self, role: str | None, topic: str, schema_name: str) -> str | None:
+        """Why `role` may not publish `schema_name` on `topic` (None: allowed)."""
+        role = self.role_for(role)
+        if role is None:
+            return f'{topic}: not logged in; call {LOGIN_SERVICE} with {{"token": "..."}} before publishing'
+        for glob, types in self.publish_roles.items():
+            if not compile_glob(glob).match(topic):
+                continue
+            roles = types.get(schema_name)
+            if roles is None:
+                return f'{topic}: only {"/".join(sorted(types))} may be published here, not {schema_name!r}'
+            if role not in roles:
+                return f'{topic}: role {role!r} may not publish {schema_name} (needs {"/".join(sorted(roles))})'
+            return None
+        return f'{topic}: clients may not publish on this topic'
 
     def check_bind(self, host: str) -> None:
         if self.open and not is_loopback(host):
@@ -156,6 +193,10 @@ class RosServiceForwarder:
             request = deserialize_message(payload, self._srv.Request)
         except RuntimeError as exc:  # rclpy's RMWError for CDR that does not decode as this type
             raise ValueError(f'{self.service}: malformed {self.type_name} request: {exc}') from None
+        return bytes(serialize_message(self.call_request(request)))
+
+    def call_request(self, request: Any) -> Any:
+        """Forward a request object; returns the response object. Raises ForwardError."""
         if not self._client.service_is_ready():
             raise ForwardError(f'{self.service}: no orchestrator serves it right now (is the shard leader up?)')
         done = threading.Event()
@@ -169,4 +210,4 @@ class RosServiceForwarder:
         response = future.result()
         if response is None:
             raise ForwardError(f'{self.service}: call was cancelled')
-        return bytes(serialize_message(response))
+        return response

@@ -39,6 +39,10 @@ _TYPE_NAME = re.compile(
     r'^(?P<pkg>[A-Za-z][A-Za-z0-9_]*)/(?:(?P<kind>msg|srv|action)/)?(?P<name>[A-Za-z][A-Za-z0-9_]*)$'
 )
 _SRV_SPLIT = re.compile(r'^---\s*$', re.MULTILINE)
+ACTION_PARTS = ('_Goal', '_Result', '_Feedback')
+"""Messages rosidl derives from each section of an .action file (e.g. RunMission_Feedback)."""
+FEEDBACK_MESSAGE = '_FeedbackMessage'
+"""The message on <action>/_action/feedback: the goal id and the feedback."""
 
 
 class SchemaNotFound(LookupError):
@@ -91,8 +95,25 @@ class SchemaLibrary:
     def _text(self, package: str, kind: str, name: str) -> str:
         key = (package, kind, name)
         if key not in self._texts:
-            self._texts[key] = self._reader(package, kind, name)
+            self._texts[key] = self._read(package, kind, name)
         return self._texts[key]
+
+    def _read(self, package: str, kind: str, name: str) -> str:
+        derived = action_derived(name) if kind in ('msg', 'action') else None
+        if derived is None:
+            return self._reader(package, kind, name)
+        if kind == 'msg':  # a field type 'pkg/Type_Feedback' may be a plain message or an action's section
+            try:
+                return self._reader(package, 'msg', name)
+            except SchemaNotFound:
+                pass
+        action, part = derived
+        if part == FEEDBACK_MESSAGE:
+            return f'unique_identifier_msgs/UUID goal_id\n{package}/{action}_Feedback feedback\n'
+        sections = _SRV_SPLIT.split(self._reader(package, 'action', action), maxsplit=2)
+        if len(sections) != 3:
+            raise SchemaNotFound(f'{package}/action/{action}: expected goal --- result --- feedback')
+        return sections[ACTION_PARTS.index(part)].strip('\n') + '\n'
 
     def _dependencies(self, text: str, package: str) -> list[str]:
         """Types used by fields of `text`, as 'pkg/Type', in order of first use."""
@@ -126,13 +147,14 @@ class SchemaLibrary:
         return ''.join(parts)
 
     def message(self, type_name: str) -> str:
-        """The ros2msg schema of a message type ('pkg/msg/Type'). Raises SchemaNotFound."""
+        """The ros2msg schema of a message type ('pkg/msg/Type', or one an action derives such as
+        'pkg/action/Type_FeedbackMessage'). Raises SchemaNotFound."""
         package, kind, name = split_type(type_name)
-        if kind != 'msg':
+        if kind == 'srv' or (kind == 'action' and action_derived(name) is None):
             raise SchemaNotFound(f'{type_name!r} is not a message type')
-        key = f'{package}/msg/{name}'
+        key = f'{package}/{kind}/{name}'
         if key not in self._messages:
-            self._messages[key] = self._compose(self._text(package, 'msg', name), package)
+            self._messages[key] = self._compose(self._text(package, kind, name), package)
         return self._messages[key]
 
     def service(self, type_name: str) -> tuple[str, str]:
@@ -145,6 +167,14 @@ class SchemaLibrary:
         if len(halves) != 2:
             raise SchemaNotFound(f'{package}/srv/{name}: definition has no --- separator')
         return self._compose(halves[0], package), self._compose(halves[1], package)
+
+
+def action_derived(name: str) -> tuple[str, str] | None:
+    """('RunMission', '_Feedback') for 'RunMission_Feedback'; None for names no action derives."""
+    for suffix in (FEEDBACK_MESSAGE, *ACTION_PARTS):
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], suffix
+    return None
 
 
 def schema_name(type_name: str) -> str:
