@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 
@@ -379,6 +380,7 @@ def test_advertise_service_forwards_ros_calls_and_relays_the_response():
     first, second = sent(s)
     assert first['op'] == 'call_service' and first['service'] == '/served/flag' and first['args'] == {'data': True}
     assert second['args'] == {'data': False} and first['id'] != second['id']  # a fresh id per call
+    assert first['id'].startswith('service_request:/served/flag:')  # rosbridge's form of these ids
     (reply,) = send(
         s, op='service_response', id=second['id'], service='/served/flag', values={'success': True}, result=True
     )
@@ -689,6 +691,13 @@ def test_advertise_action_forwards_ros_goals_and_relays_feedback_and_result():
     assert sent(s) == []
 
 
+def test_goals_to_a_served_action_carry_the_type_as_the_client_advertised_it():
+    s = session()
+    send(s, op='advertise_action', id='adv', action='/served/short', type='fleet_interfaces/RunMission')
+    assert s.goal_request('/served/short', 1, action_class(RUN_MISSION).Goal()) == []
+    assert sent(s)[0]['action_type'] == 'fleet_interfaces/RunMission'  # not rewritten to pkg/action/Type
+
+
 def test_ros_cancel_request_reaches_the_serving_client():
     s = session()
     _serve_action(s)
@@ -941,6 +950,42 @@ def test_cbor_subscription_gets_binary_frames_encoded_once():
     (fb,) = b.outbox.pop_batch(10**6)
     assert fa is fb and isinstance(fa.data, bytes)
     assert cbor2.loads(fa.data) == {'op': 'publish', 'topic': '/t', 'msg': {'data': 'x'}}
+
+
+def test_cbor_raw_subscription_gets_the_serialized_message():
+    import cbor2
+    from rclpy.serialization import deserialize_message, serialize_message
+    from std_msgs.msg import String
+
+    s = session()
+    events = send(s, op='subscribe', id='raw', topic='/t', type='std_msgs/String', compression='cbor-raw')
+    assert events == [SubscribeTopic('/t', message_class('std_msgs/String'))] and events[0].request_id == 'raw'
+    ros_msg = String(data='raw bytes')
+    published = PublishedMessage('/t', {'data': 'raw bytes'}, critical=False, raw=lambda: serialize_message(ros_msg))
+    s.deliver(published, 0.0)
+    (frame,) = s.outbox.pop_batch(10**6)
+    message = cbor2.loads(frame.data)
+    assert message['op'] == 'publish' and message['topic'] == '/t'
+    assert deserialize_message(message['msg']['bytes'], String) == ros_msg
+    assert abs(message['msg']['secs'] + message['msg']['nsecs'] / 1e9 - time.time()) < 60
+    send(s, op='send_action_goal', id='g', action='/act/m', action_type=RUN_MISSION, compression='cbor-raw')
+    assert 'not supported' in sent(s)[0]['msg']  # only subscriptions carry serialized messages
+
+
+def test_binary_frames_carry_cbor_protocol_messages():
+    import cbor2
+
+    s = session()
+    events = s.receive_bytes(cbor2.dumps({'op': 'subscribe', 'id': 'b', 'topic': '/t', 'type': 'std_msgs/String'}))
+    assert events == [SubscribeTopic('/t', message_class('std_msgs/String'))]
+    s.receive_bytes(cbor2.dumps({'op': 'advertise', 'topic': '/u', 'type': 'std_msgs/UInt8MultiArray'}))
+    (publish,) = s.receive_bytes(cbor2.dumps({'op': 'publish', 'topic': '/u', 'msg': {'data': b'\x01\x02'}}))
+    assert list(publish.msg.data) == [1, 2]  # a CBOR byte string fills a uint8[] field
+    s.receive_bytes(cbor2.dumps([1, 2]))
+    s.receive_bytes(b'\xff\xff')
+    errors = sent(s)
+    assert [m['op'] for m in errors] == ['status', 'status'], errors
+    assert 'CBOR map' in errors[0]['msg'] and 'binary frames' in errors[1]['msg']
 
 
 # --- publish fast path: JSON straight to CDR for flat messages ---------------------------------------------

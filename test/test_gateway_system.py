@@ -838,3 +838,74 @@ async def _wait_for_text(proc, text: str, timeout: float) -> None:
     while text not in proc.output():
         assert time.monotonic() < deadline, f'{text!r} not in the output of {proc.name}:\n{proc.output()}'
         await asyncio.sleep(0.02)
+
+
+def test_latched_replay_latch_advertise_and_qos_that_follows_the_publishers(processes, ros, tmp_path):
+    """As rosbridge: a late subscriber to a latched topic gets the last sample at once, `advertise` with `latch`
+    makes a transient-local publisher, a topic without a topic_qos rule is subscribed with the publishers'
+    reliability, and a configured profile that cannot match them is reported to the client."""
+    from std_msgs.msg import String
+
+    from fleet_ros import qos
+
+    rules = [{'glob': '/t/latched', 'profile': 'latched'}, {'glob': '/t/reliable_only', 'profile': 'events'}]
+    gateway = start_gateway(processes, tmp_path, gateway={'topic_qos': rules})
+    node = ros.node('rosbridge_like')
+    latched = node.create_publisher(String, '/t/latched', qos.LATCHED)
+    latched.publish(String(data='state 1'))
+    best_effort = node.create_publisher(String, '/t/be', qos.TELEMETRY)
+    node.create_publisher(String, '/t/reliable_only', qos.TELEMETRY)
+    kept = []
+    subscribe = {'op': 'subscribe', 'type': 'std_msgs/String'}
+
+    async def resubscribe_until(ws, topic: str, got, what: str, tick=None) -> dict:
+        """Subscribe, and subscribe afresh until `got` (the gateway must have discovered the publishers first)."""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            await ws.send(json.dumps({**subscribe, 'id': topic, 'topic': topic}))
+            until = time.monotonic() + 1.0
+            while time.monotonic() < until:
+                if tick is not None:
+                    tick()
+                try:
+                    message = await recv_json(ws, 0.05)
+                except TimeoutError:
+                    continue
+                if got(message):
+                    return message
+            await ws.send(json.dumps({'op': 'unsubscribe', 'id': topic, 'topic': topic}))
+        raise AssertionError(f'timed out waiting for {what}')
+
+    async def scenario() -> None:
+        async with connect(gateway.url()) as first, connect(gateway.url()) as second:
+            await resubscribe_until(first, '/t/latched', lambda m: m.get('msg') == {'data': 'state 1'}, 'latched')
+            # the shared ROS subscription exists already: the second client gets the sample from the gateway
+            await second.send(json.dumps({**subscribe, 'id': 'late', 'topic': '/t/latched'}))
+            assert (await recv_json(second, 5))['msg'] == {'data': 'state 1'}
+
+            # no topic_qos rule for /t/be: subscribed best effort like its publisher (the default profile is
+            # reliable, which a best-effort publisher never reaches)
+            def tick() -> None:
+                best_effort.publish(String(data='telemetry'))
+
+            await resubscribe_until(first, '/t/be', lambda m: m.get('msg') == {'data': 'telemetry'}, 'be', tick)
+
+            # a configured reliable profile cannot match a best-effort publisher: the client is told
+            def warned(m: dict) -> bool:
+                return m.get('op') == 'status' and m.get('id') == '/t/reliable_only'
+
+            warning = await resubscribe_until(second, '/t/reliable_only', warned, 'a QoS warning')
+            assert warning['level'] == 'warning' and 'best-effort publisher' in warning['msg'], warning
+
+            # advertise with latch: a transient-local publisher, so a ROS subscriber joining later gets the sample
+            await first.send(
+                json.dumps({'op': 'advertise', 'topic': '/t/latch_adv', 'type': 'std_msgs/String', 'latch': True})
+            )
+            await first.send(json.dumps({'op': 'publish', 'topic': '/t/latch_adv', 'msg': {'data': 'kept'}}))
+            await first.send(json.dumps({'op': 'bogus', 'id': 'sync'}))
+            assert (await recv_json(first))['id'] == 'sync'  # advertise and publish were applied
+            node.create_subscription(String, '/t/latch_adv', lambda m: kept.append(m.data), qos.LATCHED)
+            await _spin_until(ros, lambda: kept, 15, 'the latched sample of a latch: true advertise')
+
+    asyncio.run(scenario())
+    assert kept == ['kept']

@@ -53,6 +53,8 @@ CONTROL_TOPICS: tuple[str, ...] = (
     '/fleet/*/*/mission_journal',  # shard_mission_journal
     '/fleet/*/*/mission_cancel',  # shard_mission_cancel
     '/fleet/*/*/mission_status',  # shard_mission_status
+    '/fleet/*/*/submissions',  # shard_submissions (leader to standbys)
+    '/fleet/*/*/handoff',  # shard_handoff
 )
 """Topics the shards, their standbys and the agents act on (built by `fleet_core.topics`). A relay role may never
 publish them, whatever its ACL says: a forged ack or journal entry would be acted upon."""
@@ -61,6 +63,8 @@ CONTROL_SERVICES: tuple[str, ...] = (
     '/fleet/*/*/submit',  # fleet_core.topics.shard_submit
     '/fleet/*/*/set_estop',  # shard_set_estop
     '/fleet/*/*/operation',  # shard_operation_request
+    '/fleet/*/*/outcomes',  # shard_outcomes_query
+    '/fleet/*/*/state',  # shard_state
 )
 """Shard services; a relay role may never call or serve them."""
 

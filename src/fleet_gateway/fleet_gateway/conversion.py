@@ -239,6 +239,8 @@ def _scalar_in(slot: Any) -> FromJson:
 
 
 def _bytes_in(value: Any, path: str) -> bytes:
+    if isinstance(value, bytes | bytearray):  # a CBOR byte string (binary frames)
+        return bytes(value)
     if isinstance(value, str):
         try:
             return base64.b64decode(value, validate=True)

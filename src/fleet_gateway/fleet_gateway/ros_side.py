@@ -12,6 +12,8 @@ the loop; the real reply is sent later with `Service.send_response(response, hea
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import itertools
 import logging
 import threading
@@ -22,7 +24,8 @@ from typing import Any
 
 from rclpy.action import ActionClient
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import serialize_message
 from rclpy.service import Service
 
 from fleet_gateway.acl import AccessPolicy, compile_glob
@@ -59,11 +62,20 @@ class _TopicOut:
     users: int = 0
 
 
+MAX_RETAINED = 100
+"""Samples kept per transient-local subscription for late subscribers (at most its depth, at most this)."""
+
+
 @dataclass
 class _TopicIn:
     msg_cls: type
     subscription: Any
     users: set[Any] = field(default_factory=set)
+    retained: deque[PublishedMessage] | None = None
+    """The last samples of a transient-local subscription, replayed to every client that subscribes later (the
+    shared ROS subscription got them from DDS once, when it was created)."""
+    warning: str | None = None
+    """Why some publishers of this topic cannot reach the subscription (its configured QoS cannot match them)."""
 
 
 class _Deferred:
@@ -160,18 +172,60 @@ class RosEndpoints:
         self.served_calls = {'forwarded': 0, 'answered': 0, 'failed': 0}
 
     def qos_for(self, topic: str) -> QoSProfile:
+        return self.rule_for(topic) or self._default_qos
+
+    def rule_for(self, topic: str) -> QoSProfile | None:
+        """The profile a `topic_qos` rule names for `topic`, or None when no rule applies."""
         for pattern, profile in self._qos_rules:
             if pattern.match(topic):
                 return profile
-        return self._default_qos
+        return None
+
+    def subscription_qos(self, topic: str) -> tuple[QoSProfile, str | None]:
+        """The QoS of a new shared subscription and, when some publishers cannot match it, why.
+
+        With a `topic_qos` rule: that profile, and a warning naming the publishers it cannot match (a reliable
+        subscription never hears a best-effort publisher; a transient-local one never a volatile publisher). Without
+        one: the default profile adapted to the publishers present now, as rosbridge does: best effort when any
+        offers only best effort, transient-local when every one offers it (rosbridge takes it when any does, which
+        cuts the volatile publishers off; here they stay connected)."""
+        offered = [info.qos_profile for info in self.node.get_publishers_info_by_topic(topic)]
+        rule = self.rule_for(topic)
+        if rule is None:
+            profile = copy.copy(self._default_qos)
+            if offered:
+                best_effort = any(q.reliability == ReliabilityPolicy.BEST_EFFORT for q in offered)
+                latched = all(q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in offered)
+                profile.reliability = ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE
+                profile.durability = DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE
+            return profile, None
+        problems = []
+        if rule.reliability == ReliabilityPolicy.RELIABLE:
+            n = sum(q.reliability == ReliabilityPolicy.BEST_EFFORT for q in offered)
+            if n:
+                problems.append(f'{n} best-effort publisher(s) cannot reach its reliable subscription')
+        if rule.durability == DurabilityPolicy.TRANSIENT_LOCAL:
+            n = sum(q.durability == DurabilityPolicy.VOLATILE for q in offered)
+            if n:
+                problems.append(f'{n} volatile publisher(s) cannot reach its transient-local subscription')
+        if not problems:
+            return rule, None
+        why = f'{topic}: the gateway subscribes with its configured QoS and ' + '; '.join(problems)
+        return rule, why + ' (their messages will not arrive; see topic_qos in the gateway config)'
 
     # --- publishers ------------------------------------------------------------------------------------
 
-    def advertise(self, topic: str, msg_cls: type) -> None:
+    def advertise(self, topic: str, msg_cls: type, latch: bool = False) -> None:
+        """Publish `topic` for a client; `latch` (rosbridge's advertise option) makes the publisher transient-local,
+        so late subscribers get its last message. A topic already bridged keeps the publisher it has."""
         out = self._out.get(topic)
         if out is None:
             self._check_type(topic, msg_cls)
-            out = self._out[topic] = _TopicOut(msg_cls, self.node.create_publisher(msg_cls, topic, self.qos_for(topic)))
+            profile = self.qos_for(topic)
+            if latch and profile.durability != DurabilityPolicy.TRANSIENT_LOCAL:
+                profile = copy.copy(profile)
+                profile.durability = DurabilityPolicy.TRANSIENT_LOCAL
+            out = self._out[topic] = _TopicOut(msg_cls, self.node.create_publisher(msg_cls, topic, profile))
         elif out.msg_cls is not msg_cls:
             raise EndpointConflict(f'{topic} is bridged as {type_name(out.msg_cls)}, not {type_name(msg_cls)}')
         out.users += 1
@@ -192,21 +246,34 @@ class RosEndpoints:
 
     # --- subscriptions ---------------------------------------------------------------------------------
 
-    def subscribe(self, topic: str, msg_cls: type, user: Any) -> None:
+    def subscribe(self, topic: str, msg_cls: type, user: Any) -> tuple[list[PublishedMessage], str | None]:
+        """Add `user` to the shared subscription of `topic` (created on first use). Returns what to replay to it at
+        once (the retained samples of a transient-local subscription that already existed) and, when some of the
+        topic's publishers cannot match the subscription's QoS, a warning for the client."""
         entry = self._in.get(topic)
+        replay: list[PublishedMessage] = []
         if entry is None:
             self._check_type(topic, msg_cls)
             critical = self.policy.is_critical(topic)
             codec = codec_for(msg_cls)
 
             def callback(msg: Any, topic: str = topic) -> None:
-                self._from_ros(PublishedMessage(topic, codec.to_json(msg), critical=critical))
+                raw = functools.partial(serialize_message, msg)
+                self._from_ros(PublishedMessage(topic, codec.to_json(msg), critical=critical, raw=raw))
 
-            sub = self.node.create_subscription(msg_cls, topic, callback, self.qos_for(topic))
-            entry = self._in[topic] = _TopicIn(msg_cls, sub)
+            profile, warning = self.subscription_qos(topic)
+            if warning is not None:
+                log.warning('%s', warning)
+            sub = self.node.create_subscription(msg_cls, topic, callback, profile)
+            entry = self._in[topic] = _TopicIn(msg_cls, sub, warning=warning)
+            if profile.durability == DurabilityPolicy.TRANSIENT_LOCAL:
+                entry.retained = deque(maxlen=max(1, min(MAX_RETAINED, profile.depth)))
         elif entry.msg_cls is not msg_cls:
             raise EndpointConflict(f'{topic} is bridged as {type_name(entry.msg_cls)}, not {type_name(msg_cls)}')
+        elif entry.retained and user not in entry.users:
+            replay = list(entry.retained)
         entry.users.add(user)
+        return replay, entry.warning
 
     def unsubscribe(self, topic: str, user: Any) -> None:
         entry = self._in.get(topic)
@@ -239,6 +306,10 @@ class RosEndpoints:
             self._inbox.clear()
             self._drain_scheduled = False
         self.received += len(batch)
+        for published in batch:
+            entry = self._in.get(published.topic)
+            if entry is not None and entry.retained is not None:
+                entry.retained.append(published)
         self.on_messages(batch)
 
     # --- services --------------------------------------------------------------------------------------

@@ -664,11 +664,15 @@ class GatewayServer:
                 if isinstance(event, ev.PublishMessage):
                     ros.publish(event.topic, event.msg)
                 elif isinstance(event, ev.SubscribeTopic):
-                    ros.subscribe(event.topic, event.msg_cls, conn)
+                    replay, warning = ros.subscribe(event.topic, event.msg_cls, conn)
+                    if warning is not None:
+                        session.status('warning', warning, event.request_id)
+                    if replay:  # a latched topic's last samples, at once (the shared subscription got them once)
+                        session.deliver_batch(event.topic, replay, self.loop.time())
                 elif isinstance(event, ev.UnsubscribeTopic):
                     ros.unsubscribe(event.topic, conn)
                 elif isinstance(event, ev.AdvertiseTopic):
-                    ros.advertise(event.topic, event.msg_cls)
+                    ros.advertise(event.topic, event.msg_cls, latch=event.latch)
                 elif isinstance(event, ev.UnadvertiseTopic):
                     ros.unadvertise(event.topic)
                 elif isinstance(event, ev.CallService):

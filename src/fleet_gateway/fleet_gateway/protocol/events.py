@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -30,6 +30,8 @@ class PublishMessage:
 class SubscribeTopic:
     topic: str
     msg_cls: type
+    request_id: str | int | None = field(default=None, compare=False)
+    """The subscribe id, for a status the ROS side reports about it (a QoS that cannot match)."""
 
 
 @dataclass(frozen=True, slots=True)

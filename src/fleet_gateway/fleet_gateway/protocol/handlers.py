@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 Rid = str | int | None
 Handler = Callable[['ClientSession', dict[str, Any], Rid, list[Event]], None]
 ENCODINGS = ('none', 'cbor')
+TOPIC_ENCODINGS = (*ENCODINGS, 'cbor-raw')
+"""`compression` of a subscription; `cbor-raw` (rosbridge's: the serialized message, in CBOR) only there."""
 SUCCEEDED, CANCELED, ABORTED = 4, 5, 6
 """action_msgs/GoalStatus codes a serving client reports in action_result."""
 
@@ -118,14 +120,14 @@ def handle_publish(session: ClientSession, message: dict[str, Any], rid: Rid, ev
     events.append(PublishMessage(advertised.topic, msg))
 
 
-def _delivery_options(message: dict[str, Any]) -> tuple[int, str]:
+def _delivery_options(message: dict[str, Any], encodings: tuple[str, ...] = ENCODINGS) -> tuple[int, str]:
     """`fragment_size` (0: never fragment) and `compression` of what the gateway sends back for this request."""
     fragment_size = int(fields.number(message, 'fragment_size', 0, maximum=1e9))
     if fragment_size and fragment_size < 16:
         raise ProtocolError('field "fragment_size" must be at least 16')
     encoding = fields.text(message, 'compression', required=False, default='none')
-    if encoding not in ENCODINGS:
-        raise ProtocolError(f'compression {encoding[:20]!r} is not supported (use one of {", ".join(ENCODINGS)})')
+    if encoding not in encodings:
+        raise ProtocolError(f'compression {encoding[:20]!r} is not supported (use one of {", ".join(encodings)})')
     return fragment_size, encoding
 
 
@@ -139,7 +141,7 @@ def handle_subscribe(session: ClientSession, message: dict[str, Any], rid: Rid, 
     msg_cls = message_class(type_name)
     throttle_ms = fields.number(message, 'throttle_rate', 0.0, maximum=3_600_000)
     queue_length = int(fields.number(message, 'queue_length', 0, maximum=session.limits.send_queue_frames))
-    fragment_size, encoding = _delivery_options(message)
+    fragment_size, encoding = _delivery_options(message, TOPIC_ENCODINGS)
     sub = session.subscriptions.get(topic)
     if sub is not None and sub.msg_cls is not msg_cls:
         raise ProtocolError(f'{topic} is already subscribed by this client with another type')
@@ -149,7 +151,7 @@ def handle_subscribe(session: ClientSession, message: dict[str, Any], rid: Rid, 
         codec_for(msg_cls)
         sub = Subscription(topic, msg_cls, critical=session.policy.is_critical(topic))
         session.subscriptions[topic] = sub
-        events.append(SubscribeTopic(topic, msg_cls))
+        events.append(SubscribeTopic(topic, msg_cls, rid))
     elif rid not in sub.options and len(sub.options) >= 64:
         raise ProtocolError(f'at most 64 subscribe ids per topic ({topic})')
     sub.options[rid] = (throttle_ms / 1000.0, queue_length, fragment_size, encoding)
@@ -306,7 +308,8 @@ def handle_cancel_action_goal(session: ClientSession, message: dict[str, Any], r
 
 def handle_advertise_action(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
     action = fields.ros_name(message, 'action')
-    action_cls = action_class(fields.text(message, 'type'))
+    advertised_type = fields.text(message, 'type')
+    action_cls = action_class(advertised_type)
     _allow(session, Action.ADVERTISE_ACTION, action)
     existing = session.served_actions.get(action)
     current = existing.action_cls if existing else None
@@ -315,7 +318,7 @@ def handle_advertise_action(session: ClientSession, message: dict[str, Any], rid
         return
     for part in ('Goal', 'Feedback', 'Result'):  # fails now, not on the first goal
         codec_for(getattr(action_cls, part))
-    session.served_actions[action] = ServedAction(action, action_cls)
+    session.served_actions[action] = ServedAction(action, action_cls, advertised_type)
     events.append(AdvertiseAction(action, action_cls, rid))
 
 

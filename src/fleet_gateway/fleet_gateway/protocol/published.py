@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import cbor2
@@ -16,20 +18,33 @@ def dumps(value: Any) -> str:
 
 
 class PublishedMessage:
-    """`frame('none')` is the JSON text frame, `frame('cbor')` the CBOR binary frame; each built at most once."""
+    """`frame('none')` is the JSON text frame, `frame('cbor')` the CBOR binary frame, `frame('cbor-raw')` the CBOR
+    frame carrying the serialized message; each built at most once."""
 
-    __slots__ = ('_frames', 'critical', 'payload', 'topic')
+    __slots__ = ('_frames', 'critical', 'payload', 'raw', 'received_at', 'topic')
 
-    def __init__(self, topic: str, payload: dict[str, Any], *, critical: bool) -> None:
+    def __init__(
+        self, topic: str, payload: dict[str, Any], *, critical: bool, raw: Callable[[], bytes] | None = None
+    ) -> None:
         self.topic = topic
         self.payload = payload
         self.critical = critical
+        self.raw = raw
+        """Returns the serialized (CDR) message, for `cbor-raw` (called only when a client asks for it)."""
+        self.received_at = time.monotonic()
+        """When it reached the gateway (monotonic clock): its age decides staleness; `cbor-raw` carries it."""
         self._frames: dict[str, OutFrame] = {}
 
     def frame(self, encoding: str) -> OutFrame:
         frame = self._frames.get(encoding)
         if frame is None:
-            message = {'op': 'publish', 'topic': self.topic, 'msg': self.payload}
-            data: str | bytes = cbor2.dumps(message) if encoding == 'cbor' else dumps(message)
+            message: dict[str, Any] = {'op': 'publish', 'topic': self.topic, 'msg': self.payload}
+            if encoding == 'cbor-raw':  # rosbridge's: the serialized (CDR) message and when it was received
+                if self.raw is None:
+                    raise ValueError(f'no ROS message kept for {self.topic}: cbor-raw cannot be built')
+                wall = time.time() - (time.monotonic() - self.received_at)
+                secs, nsecs = divmod(int(wall * 1e9), 1_000_000_000)
+                message['msg'] = {'secs': secs, 'nsecs': nsecs, 'bytes': self.raw()}
+            data: str | bytes = dumps(message) if encoding == 'none' else cbor2.dumps(message)
             frame = self._frames[encoding] = OutFrame(data, critical=self.critical)
         return frame

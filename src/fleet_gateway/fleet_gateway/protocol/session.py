@@ -153,12 +153,26 @@ class ClientSession:
         return events
 
     def receive_bytes(self, data: bytes) -> list[Event]:
+        """Handle one incoming binary frame: a CBOR-encoded protocol message (as rosbridge accepts)."""
+        events: list[Event] = []
         if self.finished or self.close_request is not None:
-            return []
+            return events
         self.counters['received'] += 1
         self.read_pause = self._bucket.take_delay(1.0)
-        self.error(f'binary frames ({len(data)} bytes) are not accepted: send JSON text frames', None)
-        return []
+        if len(data) > self.limits.max_message_bytes:
+            self.error(f'message of {len(data)} bytes exceeds the {self.limits.max_message_bytes} limit', None)
+            return events
+        try:
+            message = cbor2.loads(data)
+        except Exception as exc:  # cbor2 raises several types (CBORDecodeError, ValueError, RecursionError, ...)
+            self.error(f'binary frames must hold one CBOR-encoded protocol message: {str(exc)[:120]}', None)
+            return events
+        if not isinstance(message, dict) or not all(isinstance(k, str) for k in message):
+            kind = type(message).__name__
+            self.error(f'binary frames must hold a CBOR map with text keys (a protocol message), got {kind}', None)
+            return events
+        self.dispatch(message, events)
+        return events
 
     def dispatch(self, message: dict[str, Any], events: list[Event]) -> None:
         rid = request_id(message)
@@ -338,7 +352,7 @@ class ClientSession:
                     f'{service}: the serving client has {self.limits.max_served_calls} calls in flight already',
                 )
             ]
-        call_id = f'call_service:{service}:{self.new_call_no()}'
+        call_id = f'service_request:{service}:{self.new_call_no()}'  # rosbridge's form of these ids
         args = codec_for(served.srv_cls.Request).to_json(request)  # type: ignore[attr-defined]
         deadline = self.clock() + self.limits.served_call_timeout_s
         self.incoming_calls[call_id] = IncomingCall(call_id, service, token, deadline)
@@ -366,7 +380,7 @@ class ClientSession:
                 'op': 'send_action_goal',
                 'id': goal_id,
                 'action': action,
-                'action_type': type_name(served.action_cls),
+                'action_type': served.type_name or type_name(served.action_cls),  # as the client advertised it
                 'args': args,
                 'feedback': True,
             }

@@ -131,6 +131,8 @@ class ServedAction:
 
     action: str
     action_cls: type
+    type_name: str = ''
+    """The type as the client advertised it; the goals it is sent carry it back as `action_type`."""
 
 
 @dataclass
