@@ -72,13 +72,9 @@ class ClientPublications:
             self._channels[(publication.client_id, channel_id)] = publication
 
     def unadvertise(self, client_id: int, channel_id: int) -> None:
+        """A client's unadvertise; the SDK also calls it for each of a client's channels when it disconnects."""
         with self._lock:
             self._channels.pop((client_id, channel_id), None)
-
-    def forget_client(self, client_id: int) -> None:
-        with self._lock:
-            for key in [k for k in self._channels if k[0] == client_id]:
-                del self._channels[key]
 
     def message(self, client_id: int, channel_id: int, data: bytes) -> bool:
         """Queue one published message; False (and a log line) when the channel was not allowed."""
