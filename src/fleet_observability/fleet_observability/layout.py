@@ -1,5 +1,6 @@
-"""The Foxglove layout for a fleet: one tab per shard (ShardStatus, ack latency plot, agent poses, trace log),
-built with the SDK's typed layout model so the JSON matches what the Foxglove app imports.
+"""The Foxglove layout for a fleet: one tab per shard (ShardStatus, ack latency plot, an operator's e-stop button,
+agent poses, trace log) and an overview (diagnostics, parameters, connection graph), built with the SDK's typed
+layout model so the JSON matches what the Foxglove app imports.
 
 `python -m fleet_observability.layout --config config/fleet.yaml -o config/foxglove/fleet_layout.json`
 """
@@ -31,6 +32,18 @@ def shard_tab(shard: ShardConfig) -> fl.TabItem:
                 fl.PlotSeries(value=f'{status}.in_flight', label='in flight', use_right_y_axis=True),
             ],
             show_legend=True,
+        ),
+    )
+    # Client publish of an EStop is an e-stop request the server hands to the shard leader (operators only).
+    estop = fl.PublishPanel(
+        title=f'{site}/{sid} e-stop (operators)',
+        config=fl.PublishConfig(
+            topic_name=topics.shard_estop(site, sid),
+            datatype='fleet_interfaces/msg/EStop',
+            button_text='E-STOP',
+            button_color='#d32f2f',
+            advanced_view=True,
+            value=json.dumps({'engaged': True, 'reason': 'e-stop from Foxglove'}),
         ),
     )
     poses = fl.ThreeDeePanel(
@@ -67,6 +80,7 @@ def shard_tab(shard: ShardConfig) -> fl.TabItem:
                             )
                         ),
                         fl.SplitItem(content=latency),
+                        fl.SplitItem(content=estop),
                     ],
                 ),
             ),
@@ -108,6 +122,7 @@ def fleet_layout(fleet: FleetConfig) -> fl.Layout:
                 content=fl.DiagnosticsSummaryPanel(config=fl.DiagnosticsSummaryConfig(topic_to_render='/diagnostics'))
             ),
             fl.SplitItem(content=fl.ParametersPanel()),
+            fl.SplitItem(content=fl.TopicGraphPanel()),
         ],
     )
     tabs = [fl.TabItem(title='fleet', content=overview), *(shard_tab(s) for s in fleet.shards)]

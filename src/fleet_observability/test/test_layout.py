@@ -42,6 +42,13 @@ def test_tab_per_shard_with_its_topics() -> None:
     assert '/fleet/s1/z1/trace' in tables
     plots = [s['value'] for p in panels if p['panelType'] == 'Plot' for s in p['config']['paths']]
     assert '/fleet/s1/z1/status.ack_latency_p99_ms' in plots
+    publish = next(p for p in panels if p['panelType'] == 'Publish')
+    assert (publish['config']['topicName'], publish['config']['datatype']) == (
+        '/fleet/s1/z1/estop',
+        'fleet_interfaces/msg/EStop',
+    )
+    assert json.loads(publish['config']['value'])['engaged'] is True
+    assert 'TopicGraph' in {p['panelType'] for p in _panels(tabs[0])}
 
 
 def test_committed_layout_matches_the_fleet_config() -> None:
