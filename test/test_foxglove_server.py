@@ -506,6 +506,31 @@ def test_wrong_tokens_are_slowed_down_then_disconnected(spinning: Any, tmp_path:
     assert third['results'][0]['elapsedMs'] < 4 * LOGIN_BACKOFF_SEC * 1000
 
 
+def test_gate_limits_connections(spinning: Any) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    ros, _ = spinning
+    bridge = start_bridge(ros, tokens={OPERATOR_TOKEN: 'operator'}, max_clients=1)
+    url = f'ws://127.0.0.1:{bridge.port}'
+    try:
+        with connect(url, subprotocols=['foxglove.sdk.v1'], open_timeout=10) as first:
+            assert json.loads(first.recv(timeout=10))['op'] == 'serverInfo'
+            with (
+                connect(url, subprotocols=['foxglove.sdk.v1'], open_timeout=10) as second,
+                pytest.raises(ConnectionClosed) as closed,
+            ):
+                second.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+            first.ping().wait(10)  # the first client is unaffected
+        # Its slot is free again once it has gone.
+        wait_for(lambda: bridge.gate_clients == 0, 10.0, what='the gate to release the first connection')
+        with connect(url, subprotocols=['foxglove.sdk.v1'], open_timeout=10) as third:
+            assert json.loads(third.recv(timeout=10))['op'] == 'serverInfo'
+    finally:
+        bridge.close()
+
+
 @pytest.mark.parametrize('tokens', [False, True], ids=['sdk-tls', 'gate-tls'])
 def test_tls(spinning: Any, tmp_path: Path, tokens: bool) -> None:
     from test_gateway_helpers import make_cert

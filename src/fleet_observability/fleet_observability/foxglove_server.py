@@ -40,6 +40,7 @@ from fleet_observability.foxglove_gate_server import FoxgloveGate, tls_context
 from fleet_observability.foxglove_publish import ClientPublication, ClientPublications, PublishRefused
 from fleet_observability.foxglove_services import (
     LOGIN_SERVICE,
+    AccessError,
     AccessPolicy,
     ClientRoles,
     LoginHandler,
@@ -185,7 +186,7 @@ class FleetFoxgloveBridge:
                     schema=Schema(name='LoginResponse', encoding='jsonschema', data=LoginHandler.RESPONSE_SCHEMA),
                 ),
             ),
-            handler=lambda request: self._login.handle(request.client_id, request.payload),
+            handler=self._handle_login,
         )
         settings = self.settings
         # Open (loopback, no tokens): clients talk to the SDK directly, which terminates TLS itself.
@@ -238,11 +239,23 @@ class FleetFoxgloveBridge:
         self.log.info(f'foxglove server on {self.url} (tokens: {gated})')
         return self.port
 
+    def _handle_login(self, request: ServiceRequest) -> bytes:
+        try:
+            return self._login.handle(request.client_id, request.payload)
+        except (AccessError, ValueError) as exc:
+            self.log.warning(f'client {request.client_id}: {exc}')
+            raise
+
     @property
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError('FleetFoxgloveBridge.start() has not been called')
         return self._gate.port if self._gate is not None else self._server.port
+
+    @property
+    def gate_clients(self) -> int:
+        """Connections the access gate relays right now (0 without tokens)."""
+        return self._gate.client_count if self._gate is not None else 0
 
     @property
     def url(self) -> str:
