@@ -175,8 +175,11 @@ async function run(step) {
     case "graph": {
       client.subscribeConnectionGraph();
       const got = await until(() => {
-        const topics = new Set(graphUpdates.flatMap((g) => g.publishedTopics.map((t) => t.name)));
-        const names = new Set(graphUpdates.flatMap((g) => g.advertisedServices.map((t) => t.name)));
+        // Names with at least one node behind them (publishers, providers) in some update so far.
+        const topics = new Set(graphUpdates.flatMap((g) =>
+          g.publishedTopics.filter((t) => t.publisherIds.length > 0).map((t) => t.name)));
+        const names = new Set(graphUpdates.flatMap((g) =>
+          g.advertisedServices.filter((t) => t.providerIds.length > 0).map((t) => t.name)));
         return step.topics.every((t) => topics.has(t)) && step.services.every((n) => names.has(n)) ? graphUpdates : null;
       }, "a connection graph with the fake orchestrator");
       return { updates: got };
