@@ -22,7 +22,6 @@ from typing import Any
 import foxglove
 from foxglove import (
     Channel,
-    ConnectionGraph,
     Context,
     MessageSchema,
     Parameter,
@@ -37,6 +36,7 @@ from rclpy.node import Node
 from fleet_observability.discovery import DiscoveredTopic, InterfaceImportError, RawTopicFollower, import_interface
 from fleet_observability.foxglove_gate import GateSettings
 from fleet_observability.foxglove_gate_server import FoxgloveGate, tls_context
+from fleet_observability.foxglove_graph import GraphSnapshot, ros_graph
 from fleet_observability.foxglove_publish import ClientPublication, ClientPublications, PublishRefused
 from fleet_observability.foxglove_services import (
     LOGIN_SERVICE,
@@ -154,7 +154,7 @@ class FleetFoxgloveBridge:
         )
         self._gate: FoxgloveGate | None = None
         self._graph_watched = False
-        self._graph_published: tuple[Any, ...] | None = None
+        self._graph_published: GraphSnapshot | None = None
         self._time_timer = None
         # Lazy: a ROS topic is subscribed only while some client watches its channel.
         self._follower = RawTopicFollower(
@@ -302,40 +302,11 @@ class FleetFoxgloveBridge:
         self._graph_watched = watched
         self._graph_published = None  # publish in full on the next discovery tick (never from the callback)
 
-    def connection_graph(self) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, list[str]]]:
-        """(published, subscribed, services): exposed topics and forwarded services with their ROS node names."""
-        published: dict[str, list[str]] = {}
-        subscribed: dict[str, list[str]] = {}
-        own = self.node.get_fully_qualified_name()
-
-        def names(infos: Any) -> list[str]:
-            found = {f'{i.node_namespace.rstrip("/")}/{i.node_name}' for i in infos}
-            return sorted(found - {own})
-
-        for topic in self.channels:
-            published[topic] = names(self.node.get_publishers_info_by_topic(topic))
-            subscribed[topic] = names(self.node.get_subscriptions_info_by_topic(topic))
-        services: dict[str, list[str]] = {name: [] for name in self._forwarders}
-        if services:
-            for name, namespace in self.node.get_node_names_and_namespaces():
-                for service, _types in self.node.get_service_names_and_types_by_node(name, namespace):
-                    if service in services:
-                        services[service].append(f'{namespace.rstrip("/")}/{name}')
-        return published, subscribed, {k: sorted(v) for k, v in services.items()}
-
     def _publish_graph(self) -> None:
-        published, subscribed, services = self.connection_graph()
-        snapshot = (sorted(published.items()), sorted(subscribed.items()), sorted(services.items()))
+        snapshot = ros_graph(self.node, self.channels, self._forwarders)
         if snapshot == self._graph_published or self._server is None:
             return
-        graph = ConnectionGraph()
-        for topic, ids in published.items():
-            graph.set_published_topic(topic, ids)
-        for topic, ids in subscribed.items():
-            graph.set_subscribed_topic(topic, ids)
-        for service, ids in services.items():
-            graph.set_advertised_service(service, ids)
-        self._server.publish_connection_graph(graph)
+        self._server.publish_connection_graph(snapshot.to_sdk())
         self._graph_published = snapshot
 
     # ----------------------------------------------------------------------------------- client publish
