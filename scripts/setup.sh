@@ -70,15 +70,15 @@ fi
 # 5. colcon build, only when a package's build inputs changed (Python modules are symlinked by
 #    --symlink-install, so editing them needs no rebuild). A lock serialises concurrent set-ups.
 #    fleet_bringup installs every file of launch/ and config/ (one data_files entry each): their names count too.
-src_hash=$( (find src \( -name package.xml -o -name setup.py -o -name setup.cfg -o -name CMakeLists.txt -o -name "*.msg" -o -name "*.srv" -o -name "*.action" -o -path "*/resource/*" -o -name __init__.py \) -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; find launch config -type f ! -path "*/__pycache__/*" | LC_ALL=C sort) | sha256sum | cut -c1-16)
+src_hash=$( (find src \( -name package.xml -o -name setup.py -o -name setup.cfg -o -name CMakeLists.txt -o -name "*.msg" -o -name "*.srv" -o -name "*.action" -o -path "*/resource/*" -o -name __init__.py \) -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; find launch config -type f ! -path "*/__pycache__/*" | LC_ALL=C sort; cat colcon.meta) | sha256sum | cut -c1-16)
 exec 9>"$stamps/build.lock"
 flock 9
 if [ "$(cat "$stamps/build" 2>/dev/null)" != "$src_hash" ] || [ ! -f install/setup.bash ]; then
   say "colcon build"
   # shellcheck source=scripts/env.sh
   FLEETLANES_SKIP_INSTALL=1 source "$root/scripts/env.sh"
-  colcon build --symlink-install --event-handlers console_cohesion- status- summary+ \
-    --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$venv/bin/python" >"$stamps/build.log" 2>&1 \
+  # Per-package build options (CMake arguments) live in colcon.meta, which colcon reads from this directory.
+  colcon build --symlink-install --event-handlers console_cohesion- status- summary+ >"$stamps/build.log" 2>&1 \
     || { tail -40 "$stamps/build.log" >&2; die "colcon build failed (full log: $stamps/build.log)"; }
   echo "$src_hash" > "$stamps/build"
 fi

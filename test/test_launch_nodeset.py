@@ -59,8 +59,8 @@ class _ExecutableInPackage(_Recorded):
 
 
 class _LaunchConfiguration(_Recorded):
-    def perform(self, context: dict[str, str]) -> str:
-        return context[self.args[0]]
+    def perform(self, context: types.SimpleNamespace) -> str:
+        return context.launch_configurations[self.args[0]]
 
 
 def _fake_launch_modules() -> dict[str, types.ModuleType]:
@@ -101,9 +101,9 @@ def _run_launch_file(monkeypatch: pytest.MonkeyPatch, name: str, overrides: dict
     }
     opaque = [e for e in entities if isinstance(e, _OpaqueFunction)]
     assert len(opaque) == 1, f'{name}: expected one OpaqueFunction building the node set'
-    context = {arg: default for arg, (default, _) in declared.items() if default is not None}
-    context.update(overrides)
-    return declared, opaque[0].kwargs['function'](context)
+    configurations = {arg: default for arg, (default, _) in declared.items() if default is not None}
+    configurations.update(overrides)
+    return declared, opaque[0].kwargs['function'](types.SimpleNamespace(launch_configurations=configurations))
 
 
 def _as_rows(actions: list[Any]) -> list[dict[str, object]]:
@@ -152,6 +152,31 @@ def test_every_launch_argument_has_a_description(monkeypatch: pytest.MonkeyPatch
     assert declared and actions
     for arg, (_, description) in declared.items():
         assert description and len(description) > 10, f'{name}: launch argument {arg!r} lacks a description'
+
+
+@pytest.mark.parametrize(
+    ('name', 'given', 'complaint'),
+    [
+        ('site_launch.py', {'site_id': 'site_a'}, 'unknown argument(s) site_id:='),
+        ('robot_launch.py', {'agent_id': 'a1_r001', 'shard_id': 'zone_1'}, 'unknown argument(s) shard_id:='),
+        ('robot_launch.py', {}, 'missing required argument(s) agent_id:='),
+        ('sim_launch.py', {'robot_per_host': '5'}, 'unknown argument(s) robot_per_host:='),
+        ('sim_launch.py', {'robots_per_host': 'five'}, "robots_per_host:= must be an integer, got 'five'"),
+        ('site_launch.py', {'standbys': '-1'}, 'site_launch.py: standbys must be >= 0'),
+        ('robot_launch.py', {'agent_id': 'nobody'}, 'robot_launch.py: '),
+    ],
+)
+def test_launch_files_refuse_unknown_missing_and_bad_arguments(
+    monkeypatch: pytest.MonkeyPatch, name: str, given: dict[str, str], complaint: str
+) -> None:
+    from fleet_bringup.launch_actions import LaunchArgumentError
+
+    with pytest.raises(LaunchArgumentError) as caught:
+        _run_launch_file(monkeypatch, name, given)
+    message = str(caught.value)
+    assert complaint in message
+    if 'argument(s)' in complaint:
+        assert message.startswith(f'{name}: ') and 'It takes: fleet_config, ' in message
 
 
 def test_site_launch_and_fleetctl_up_start_the_same_node_set(monkeypatch: pytest.MonkeyPatch) -> None:
