@@ -623,6 +623,20 @@ def test_public_bind_without_tokens_is_refused(ros_env: dict[str, str]) -> None:
     assert 'refusing to bind the Foxglove server to 0.0.0.0 without tokens' in done.stderr
 
 
+@pytest.mark.parametrize('tokens', [False, True], ids=['sdk', 'gate'])
+def test_unusable_tls_files_are_a_usage_error(ros_env: dict[str, str], tmp_path: Path, tokens: bool) -> None:
+    (tmp_path / 'junk.pem').write_text('not a certificate')
+    (tmp_path / 'tokens.yaml').write_text(f'{OPERATOR_TOKEN}: operator\n')
+    args = ['--port', '0', '--tls-cert', str(tmp_path / 'junk.pem'), '--tls-key', str(tmp_path / 'junk.pem')]
+    if tokens:
+        args += ['--tokens', str(tmp_path / 'tokens.yaml')]
+    done = subprocess.run([*SERVER, *args], capture_output=True, text=True, timeout=60, env=dict(ros_env), check=False)
+    assert done.returncode == 2, done.stderr
+    expected = 'cannot load TLS certificate' if tokens else 'cannot start the Foxglove server on 127.0.0.1:0'
+    assert f'fleet_foxglove: error: {expected}' in done.stderr
+    assert 'Traceback' not in done.stderr
+
+
 def test_public_bind_rejected_in_process() -> None:
     from fleet_observability.foxglove_services import AccessConfigError, AccessPolicy
 

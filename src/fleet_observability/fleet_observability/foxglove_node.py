@@ -24,8 +24,12 @@ from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
 from fleet_observability.foxglove_gate import GateSettings
-from fleet_observability.foxglove_gate_server import GateStartError
-from fleet_observability.foxglove_server import DEFAULT_SERVICE_GLOBS, FleetFoxgloveBridge, FoxgloveSettings
+from fleet_observability.foxglove_server import (
+    DEFAULT_SERVICE_GLOBS,
+    FleetFoxgloveBridge,
+    FoxgloveSettings,
+    FoxgloveStartError,
+)
 from fleet_observability.foxglove_services import AccessConfigError, AccessPolicy, parse_tokens
 from fleet_observability.topic_match import DEFAULT_TOPIC_GLOBS, GlobError
 from fleet_ros.spin import SpinThread
@@ -152,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             node = FoxgloveServerNode(parameter_overrides=flag_overrides(args))
             executor.add_node(node)
             node.bridge.start()
-        except (AccessConfigError, GlobError, GateStartError, OSError, yaml.YAMLError, ValueError) as exc:
+        except (AccessConfigError, GlobError, FoxgloveStartError, OSError, yaml.YAMLError, ValueError) as exc:
             print(f'fleet_foxglove: error: {exc}', file=sys.stderr)
             return EXIT_USAGE
         print(f'fleet_foxglove: listening on {node.bridge.url}', flush=True)

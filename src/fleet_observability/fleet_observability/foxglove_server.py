@@ -35,7 +35,7 @@ from rclpy.node import Node
 
 from fleet_observability.discovery import DiscoveredTopic, InterfaceImportError, RawTopicFollower, import_interface
 from fleet_observability.foxglove_gate import GateSettings
-from fleet_observability.foxglove_gate_server import FoxgloveGate, tls_context
+from fleet_observability.foxglove_gate_server import FoxgloveGate, GateStartError, tls_context
 from fleet_observability.foxglove_graph import GraphSnapshot, ros_graph
 from fleet_observability.foxglove_publish import ClientPublication, ClientPublications, PublishRefused
 from fleet_observability.foxglove_services import (
@@ -51,6 +51,10 @@ from fleet_observability.topic_match import DEFAULT_TOPIC_GLOBS, TopicSelector
 
 DEFAULT_SERVICE_GLOBS: tuple[str, ...] = ('/fleet/*/*/submit', '/fleet/*/*/set_estop', '/fleet/*/*/operation')
 WATCH_PERIOD_SEC = 0.05
+
+
+class FoxgloveStartError(RuntimeError):
+    """The server could not start: port in use, unusable TLS certificate or key (the message says which)."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,7 @@ class FleetFoxgloveBridge:
     # ----------------------------------------------------------------------------------- lifecycle
 
     def start(self) -> int:
-        """Start serving; returns the bound port (settings.port 0 picks a free one)."""
+        """Start serving; returns the bound port (settings.port 0 picks a free one). Raises FoxgloveStartError."""
         login = Service(
             LOGIN_SERVICE,
             schema=ServiceSchema(
@@ -197,8 +201,42 @@ class FleetFoxgloveBridge:
             tls = {'tls_cert': settings.tls_cert.read_bytes(), 'tls_key': settings.tls_key.read_bytes()}
         ssl_context = None
         if gated and settings.tls_cert is not None and settings.tls_key is not None:
-            ssl_context = tls_context(settings.tls_cert, settings.tls_key)
-        self._server = foxglove.start_server(
+            try:
+                ssl_context = tls_context(settings.tls_cert, settings.tls_key)
+            except GateStartError as exc:
+                raise FoxgloveStartError(str(exc)) from None
+        try:
+            self._server = self._start_sdk(settings, gated, tls, login)
+        except RuntimeError as exc:  # the SDK's FoxgloveError: bind failure, unusable TLS files
+            where = f'{settings.host}:{settings.port}'
+            raise FoxgloveStartError(f'cannot start the Foxglove server on {where}: {exc}') from None
+        if gated:
+            self._gate = FoxgloveGate(
+                host=settings.host,
+                port=settings.port,
+                upstream_port=self._server.port,
+                policy=self.policy,
+                settings=settings.gate,
+                logger=self.log,
+                ssl_context=ssl_context,
+                max_clients=settings.max_clients,
+            )
+            try:
+                self._gate.start()
+            except GateStartError as exc:
+                self._server.stop()
+                self._server = None
+                raise FoxgloveStartError(str(exc)) from None
+        self.discover()
+        self._timer = self.node.create_timer(settings.discovery_period_sec, self.discover)
+        self._time_timer = self.node.create_timer(settings.time_period_sec, self._broadcast_time)
+        self.log.info(f'foxglove server on {self.url} (tokens: {gated})')
+        return self.port
+
+    def _start_sdk(
+        self, settings: FoxgloveSettings, gated: bool, tls: dict[str, bytes], login: Service
+    ) -> WebSocketServer:
+        return foxglove.start_server(
             name=settings.name,
             host='127.0.0.1' if gated else settings.host,
             port=0 if gated else settings.port,
@@ -216,28 +254,6 @@ class FleetFoxgloveBridge:
             message_backlog_size=settings.message_backlog,
             **tls,  # type: ignore[arg-type]
         )
-        if gated:
-            self._gate = FoxgloveGate(
-                host=settings.host,
-                port=settings.port,
-                upstream_port=self._server.port,
-                policy=self.policy,
-                settings=settings.gate,
-                logger=self.log,
-                ssl_context=ssl_context,
-                max_clients=settings.max_clients,
-            )
-            try:
-                self._gate.start()
-            except Exception:
-                self._server.stop()
-                self._server = None
-                raise
-        self.discover()
-        self._timer = self.node.create_timer(settings.discovery_period_sec, self.discover)
-        self._time_timer = self.node.create_timer(settings.time_period_sec, self._broadcast_time)
-        self.log.info(f'foxglove server on {self.url} (tokens: {gated})')
-        return self.port
 
     def _handle_login(self, request: ServiceRequest) -> bytes:
         try:
