@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import yaml
 from fleet_core import topics
 from fleet_core.model import Outcome
 from fleet_interfaces.msg import Command as CommandMsg
-from fleet_interfaces.msg import CommandOutcomes, LeaderLease
+from fleet_interfaces.msg import CommandAck, CommandOutcomes, LeaderLease
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
 from harness import wait_for
@@ -94,6 +95,7 @@ def test_fleetctl_rejects_bad_input_with_exit_2(tmp_path, ros_env):
 
 def test_agent_restart_and_duplicate_deliveries_never_execute_twice(ros, processes, tmp_path):
     agents_n = 6
+    crash_round = 3
     config = write_config(tmp_path, agents=agents_n)
     store, log = tmp_path / 'stores', tmp_path / 'exec.log'
     processes.start(['shard_orchestrator', *ros_params(config)], name='orchestrator')
@@ -101,8 +103,17 @@ def test_agent_restart_and_duplicate_deliveries_never_execute_twice(ros, process
 
     node = ros.node('chaos')
     outcomes: dict[str, int] = {}
+    details: dict[str, str] = {}
     seen: list[CommandMsg] = []
+    acks: Counter[str] = Counter()
+
+    def on_outcomes(batch: CommandOutcomes) -> None:
+        for msg in batch.outcomes:
+            details.setdefault(msg.command_id, msg.detail)
+
     node.create_subscription(CommandOutcomes, topics.shard_outcome(SITE, SHARD), first_outcomes(outcomes), qos.EVENTS)
+    node.create_subscription(CommandOutcomes, topics.shard_outcome(SITE, SHARD), on_outcomes, qos.EVENTS)
+    node.create_subscription(CommandAck, topics.shard_ack(SITE, SHARD), lambda m: acks.update([m.command_id]), qos.ACK)
     # Duplicate injection: every command seen on an agent topic is re-published twice by this node.
     agent_ids = [f'r{i:03d}' for i in range(1, agents_n + 1)]
     pubs = {a: node.create_publisher(CommandMsg, topics.agent_command(SITE, a), qos.COMMAND) for a in agent_ids}
@@ -113,23 +124,41 @@ def test_agent_restart_and_duplicate_deliveries_never_execute_twice(ros, process
     client = node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
     ros.spin_until(lambda: client.service_is_ready() and leases, 30, 'submit service and a leader lease')
 
-    def submit(kind: str = 'noop') -> list[str]:
-        future = client.call_async(SubmitCommand.Request(kind=kind, args_json='{}', priority=1, ttl_sec=20.0))
+    def submit(kind: str = 'noop', args_json: str = '{}') -> list[str]:
+        future = client.call_async(SubmitCommand.Request(kind=kind, args_json=args_json, priority=1, ttl_sec=20.0))
         ros.spin_until(future.done, 10, 'submit reply')
         reply = future.result()
         assert reply.accepted, reply.error
         return list(reply.command_ids)
 
+    def started(ids: list[str]) -> bool:
+        return set(ids) <= {e['command_id'] for e in read_log(log)}
+
+    # Warm-up: the acks of this round are seen, so the ack counts below start from a matched subscription.
+    warm_up = submit()
+    ros.spin_until(lambda: all(acks[c] for c in warm_up), 30, "the agents' acks reaching this node")
+    seen.clear()
+
     submitted: list[str] = []
+    republished: Counter[str] = Counter()
+    crash_ids: list[str] = []
+    killed_at = 0.0
     for round_no in range(8):
-        submitted += submit()
-        ros.spin_once(0.05)
-        for msg in list(seen):
-            pubs[msg.agent_id].publish(msg)
-            pubs[msg.agent_id].publish(msg)
+        # The crash round's commands run for seconds, so the kill lands while they execute.
+        ids = submit('sleep', '{"duration_sec": 3.0}') if round_no == crash_round else submit()
+        submitted += ids
+        ros.spin_until(lambda ids=ids: set(ids) <= {m.command_id for m in seen}, 10, 'the round on the agent topics')
+        for msg in [m for m in seen if m.command_id in ids]:
+            if republished[msg.command_id] < 2:
+                pubs[msg.agent_id].publish(msg)
+                pubs[msg.agent_id].publish(msg)
+                republished[msg.command_id] += 2
         seen.clear()
-        if round_no == 3:
-            # Crash the agent host mid-stream (commands executing), then restart it on the same stores.
+        if round_no == crash_round:
+            # Crash the agent host while the round executes, then restart it on the same stores.
+            crash_ids = ids
+            wait_for(lambda ids=ids: started(ids), 10, what='the crash round executing', interval=0.02)
+            killed_at = time.time()
             agents.kill()
             agents = start_agents(processes, config, store, log, delay=0.15, name='agents-restarted')
 
@@ -139,4 +168,17 @@ def test_agent_restart_and_duplicate_deliveries_never_execute_twice(ros, process
     assert all(e['start'] <= e['deadline'] for e in read_log(log))
     assert len(submitted) == len(set(submitted)) == 8 * agents_n
     counts = Counter(Outcome(outcomes[c]).name for c in submitted)
-    assert counts['SUCCEEDED'] >= 6 * agents_n, counts  # only commands caught by the crash may end otherwise
+    assert counts['SUCCEEDED'] >= 7 * agents_n, counts  # only commands caught by the crash may end otherwise
+    # Every command was delivered twice more by this node, and the agents answered those copies without executing
+    # them (the original delivery alone gets one answer per command). Counted before the crash: acks of the restarted
+    # host's first moments may precede its discovery by this node.
+    assert set(republished) == set(submitted) and set(republished.values()) == {2}
+    calm = submitted[: crash_round * agents_n]
+    assert all(acks[c] >= 2 for c in calm), {c: acks[c] for c in calm if acks[c] < 2}
+    # The kill interrupted commands that had started: they ran once, before the kill, and the restarted agents
+    # answered their redelivery with the interruption instead of running them again.
+    interrupted = [c for c in crash_ids if 'interrupted by an agent restart' in details.get(c, '')]
+    assert interrupted, {c: (Outcome(outcomes[c]).name, details.get(c)) for c in crash_ids}
+    starts = {e['command_id']: e['start'] for e in read_log(log)}
+    assert all(starts[c] < killed_at for c in interrupted)
+    assert all(Outcome(outcomes[c]) is not Outcome.SUCCEEDED for c in interrupted)
