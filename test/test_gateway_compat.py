@@ -32,6 +32,7 @@ def _serve_ros_side(ros, prefix: str):
     node = ros.node(f'compat_{prefix.strip("/")}')
     pub = node.create_publisher(String, f'{prefix}/from_ros', 10)
     ack = node.create_publisher(String, f'{prefix}/ack', 10)
+    served_done = node.create_publisher(String, f'{prefix}/served_done', 10)
     received: list[str] = []
     node.create_subscription(String, f'{prefix}/to_ros', lambda m: received.append(m.data), 10)
 
@@ -57,6 +58,8 @@ def _serve_ros_side(ros, prefix: str):
                 served['future'] = echo.call_async(SetBool.Request(data=True))
             if 'future' in served and served['future'].done() and 'response' not in served:
                 served['response'] = served['future'].result()
+            if 'response' in served:  # the served call's answer reached ROS: the client may unadvertise
+                served_done.publish(String(data='answered'))
 
     return tick, received, served
 
@@ -191,9 +194,11 @@ else:
         response['message'] = 'roslibpy got %s' % request['data']
         handled.set()
         return True
+    answered = threading.Event()  # the ROS caller got the response (it is sent from the reactor thread)
+    roslibpy.Topic(ros, '/py/served_done', 'std_msgs/String').subscribe(lambda m: answered.set())
     served.advertise(handler)
     assert handled.wait(20), 'the advertised service was never called'
-    time.sleep(0.5)  # the service_response is sent from the reactor thread; unadvertise after it went out
+    assert answered.wait(20), 'the ROS caller never got the service_response'
     served.unadvertise()
     print('STEP advertise_service ok', flush=True)
     # actions: a stand-in fleet_interfaces/RunMission server runs in another process (harness/mission_action_server.py)

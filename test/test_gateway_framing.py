@@ -216,9 +216,10 @@ def test_over_budget_best_effort_publishes_are_shed_reliable_ones_never(processe
     node = ros.node('shed_sub')
     got: dict[str, list[str]] = {'telemetry': [], 'events': []}
     best_effort = QoSProfile(depth=5000, reliability=ReliabilityPolicy.BEST_EFFORT)
+    subs = []
     for name in got:
         qos = best_effort if name == 'telemetry' else 5000
-        node.create_subscription(String, f'/t/shed/{name}', lambda m, n=name: got[n].append(m.data), qos)
+        subs.append(node.create_subscription(String, f'/t/shed/{name}', lambda m, n=name: got[n].append(m.data), qos))
     per_topic = 3000
 
     async def scenario() -> list[dict]:
@@ -230,7 +231,16 @@ def test_over_budget_best_effort_publishes_are_shed_reliable_ones_never(processe
             while not all(node.count_publishers(f'/t/shed/{name}') for name in got):
                 assert time.monotonic() < deadline, 'the gateway publishers did not appear'
                 ros.spin_once(0.01)
-            await asyncio.sleep(0.5)  # let DDS match both ways
+            # our readers matched the gateway's writers; a probe on the reliable topic (never shed) proves the
+            # writer matched the reader too
+            await _spin_until(ros, lambda: all(sub.get_publisher_count() for sub in subs), 10, 'matched readers')
+            deadline = time.monotonic() + 10
+            while not got['events']:
+                assert time.monotonic() < deadline, 'the probe never reached the reliable reader'
+                await ws.send(json.dumps({'op': 'publish', 'topic': '/t/shed/events', 'msg': {'data': 'probe'}}))
+                with contextlib.suppress(AssertionError):
+                    await _spin_until(ros, lambda: got['events'], 0.2, 'the probe')
+            got['events'].clear()
             for i in range(per_topic):
                 for name in got:
                     await ws.send(json.dumps({'op': 'publish', 'topic': f'/t/shed/{name}', 'msg': {'data': str(i)}}))

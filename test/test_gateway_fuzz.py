@@ -314,11 +314,9 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
         assert all(v in (0, 1) for v in live_actions.values()), live_actions
         assert len(session.incoming_goals) <= LIMITS.max_served_goals
         assert len(session.served_actions) <= LIMITS.max_served_actions
-        assert (
-            len(session.incoming_calls)
-            <= LIMITS.max_served_calls
-            <= LIMITS.send_queue_bytes + LIMITS.critical_queue_bytes + 4_000
-        )
+        assert len(session.incoming_calls) <= LIMITS.max_served_calls
+        # the send queue's real contents: each lane within its budget (plus one frame that alone exceeds it)
+        assert session.outbox.bytes <= LIMITS.send_queue_bytes + LIMITS.critical_queue_bytes + 4_000, session.stats()
         assert len(session.subscriptions) <= LIMITS.max_subscriptions
         assert len(session.pending_calls) <= LIMITS.max_pending_calls
         for frame in session.outbox.pop_batch(10**9) if count['inputs'] % 3 == 0 else []:
@@ -518,3 +516,29 @@ def test_fuzz_100k_generated_inputs_never_crash_or_leak():
     assert count['inputs'] >= TARGET_INPUTS, count
     assert count['goals'] >= 200, count  # action goals got into flight, not only refused
     assert count['served_goals'] >= 100, count  # ROS goals reached client-served actions
+
+
+def test_send_queue_bytes_and_frames_stay_within_bounds_under_random_load():
+    """Random telemetry and critical frames (sizes, keys, per-key depths) with rare pops: the queue's real contents
+    never exceed its frame and byte budgets (one oversize frame aside); the critical lane only by raising."""
+    import random
+
+    from fleet_gateway.protocol import OutFrame, SendQueue, SendQueueOverflow
+
+    rng = random.Random(7)
+    q = SendQueue(max_frames=50, max_bytes=5_000, critical_max_bytes=8_000)
+    overflows = 0
+    for i in range(20_000):
+        size = rng.choice([1, 10, 100, 1_000, 3_000])
+        if rng.random() < 0.1:
+            try:
+                q.put(OutFrame('c' * size, critical=True))
+            except SendQueueOverflow:
+                overflows += 1
+        else:
+            q.put(OutFrame('t' * size), rng.choice(['/a', '/b', None]), rng.choice([0, 0, 3]))
+        if i % 997 == 0:
+            q.pop_batch(rng.choice([100, 10_000]))
+        assert q._normal_count <= 50 and q._normal_bytes <= 5_000 + 3_000
+        assert q.bytes <= 5_000 + 3_000 + 8_000 + 3_000
+    assert q.dropped_total > 1_000 and overflows > 100

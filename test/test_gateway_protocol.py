@@ -823,6 +823,12 @@ def test_config_errors_name_file_and_key(tmp_path):
     config = load_gateway_config(path)
     assert config.ingest_budget_s == 0.02 and config.receive_buffer_bytes == 65536
     assert config.ingest_shed_budget_s == 0.0 and config.metrics_port == 0
+    path.write_text("fleet_gateway: {max_staleness_ms: 250, staleness: [{glob: '/*/*/odom', max_ms: 100}]}")
+    config = load_gateway_config(path)
+    assert config.max_staleness_ms == 250 and config.staleness[0].max_ms == 100
+    path.write_text("fleet_gateway: {staleness: [{glob: '/x', max_ms: -1}]}")
+    with pytest.raises(ConfigError, match=r'staleness\[0\]'):
+        load_gateway_config(path)
     acl = tmp_path / 'acl.yaml'
     acl.write_text('roles: {admin: {}}')
     with pytest.raises(ConfigError, match=r'acl\.yaml: roles\.admin'):
@@ -921,6 +927,33 @@ def test_action_acl_and_limits_load_from_yaml(tmp_path):
     limits = load_gateway_config(config).limits
     assert (limits.max_served_actions, limits.max_served_goals, limits.served_goal_timeout_s) == (3, 4, 9)
     assert SessionLimits().served_goal_timeout_s == 600.0
+
+
+def test_stale_telemetry_is_dropped_at_send_time_counted_and_reported():
+    q = SendQueue(max_frames=100, max_bytes=10**6, critical_max_bytes=10**6)
+    q.put(OutFrame('old', expires=10.0), '/pose')
+    q.put(OutFrame('cmd', critical=True), '/cmd')
+    q.put(OutFrame('new', expires=12.0), '/pose')
+    q.put(OutFrame('reliable'), '/events')  # no bound: never stale
+    assert [f.data for f in q.pop_batch(10**6, now=11.0)] == ['cmd', 'new', 'reliable']
+    assert q.stale_total == 1 and q.dropped_total == 1 and q.drops == {'/pose': 1}
+    # the in-flight allowance limits non-critical frames only; critical ones always go
+    q.put(OutFrame('a' * 10), '/t')
+    q.put(OutFrame('b' * 10), '/t')
+    q.put(OutFrame('c', critical=True))
+    assert [f.data for f in q.pop_batch(10**6, now=11.0, normal_bytes=0)] == ['c']
+    assert [f.data for f in q.pop_batch(10**6, now=11.0, normal_bytes=5)] == ['a' * 10]
+    s = session()
+    send(s, op='subscribe', id='p', topic='/pose', type='std_msgs/String')
+    published = PublishedMessage('/pose', {'data': 'x'}, critical=False, max_age_s=0.3)
+    assert published.expires == pytest.approx(published.received_at + 0.3)
+    assert PublishedMessage('/cmd', {}, critical=True, max_age_s=0.3).expires is None  # critical: never stale
+    s.deliver(published, s.clock())
+    assert s.outbox.pop_batch(10**6, now=published.received_at + 0.31) == []
+    assert s.stats()['stale_dropped'] == 1 and s.next_wake() is not None  # a report is due
+    s.poll(s.clock())
+    (report,) = sent(s)
+    assert report['level'] == 'warning' and '1 of them older than their staleness bound' in report['msg']
 
 
 def test_deliver_batch_matches_per_message_delivery():
@@ -1073,6 +1106,7 @@ def test_flat_messages_go_straight_to_cdr_bytes_that_rclpy_reads_back_identicall
 
     check()
     assert stats['fast'] > 100 and stats['fallback'] > 10, stats
-    assert isinstance(codec_for(message_class('fleet_interfaces/ShardStatus')).to_publish({}), object)
+    status = message_class('fleet_interfaces/ShardStatus')
+    assert type(codec_for(status).to_publish({})) is status  # nested, not flat: the generic path's message instance
     empty = codec_for(message_class('std_msgs/Empty')).to_publish({})
     assert not isinstance(empty, bytes)  # not flat in the CDR sense (hidden placeholder byte): rclpy converts it

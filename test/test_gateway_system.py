@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import ssl
 import time
 from pathlib import Path
@@ -330,14 +331,26 @@ def test_client_that_never_reads_is_bounded_and_does_not_slow_others(processes, 
             )
         )
         await reader.close()
-        await stalled.close()
         assert got >= 2000, f'the reading client got only {got} messages while another client stalled'
-        return rss_kb
+        # the stalled client now reads what reached it, until it is quiet: among it, the gateway's reports of what
+        # it dropped (one a second at most; the last one after the flood ended)
+        reported = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                message = await recv_json(stalled, 3.0)
+                if message.get('op') == 'status' and 'not keeping up' in message.get('msg', ''):
+                    reported = int(re.search(r'\((\d+) in total', message['msg']).group(1))
+        await stalled.close()
+        return rss_kb, reported
 
-    rss_kb = asyncio.run(scenario())
-    # 6,000 x 2 kB were published to a client that read nothing; its queue is capped at 200 frames (~0.4 MB)
+    rss_kb, reported = asyncio.run(scenario())
+    # 6,000 x 2 kB were published to a client that read nothing; its queue is capped at 200 frames (~0.4 MB) and
+    # at most a window (16 KiB) is in flight to it: nearly all the rest is dropped, counted and reported
     assert rss_kb < 250_000, rss_kb
     assert gateway.proc.alive()
+    gateway.proc.stop()
+    dropped = int(re.search(r"'dropped_total': (\d+)", gateway.proc.log_path.read_text()).group(1))
+    assert reported >= 1000 and dropped >= reported, (reported, dropped)
 
 
 def test_socket_fuzz_leaves_no_sessions_behind(processes, tmp_path):
@@ -450,12 +463,10 @@ def test_client_served_service_answers_rclpy_callers_with_timeouts_conflicts_and
             assert future.result().success == (i % 2 == 0) and future.result().message == f'echo {i % 2 == 0}'
 
         # 2. an answer that never comes: the caller gets a failed response after served_call_timeout_s (1 s)
-        started = time.monotonic()
         late = client.call_async(SetBool.Request(data=True))
         call = await _spin_until(ros, lambda: inbox.take(lambda m: m['op'] == 'call_service'), 10, 'call_service')
         await _spin_until(ros, late.done, 10, 'the timed-out response')
-        assert 0.9 <= time.monotonic() - started < 5 and late.result().success is False
-        assert 'no response within 1 s' in late.result().message
+        assert late.result().success is False and 'no response within 1 s' in late.result().message  # the timeout
         await server_ws.send(json.dumps({'op': 'service_response', 'id': call['id'], 'values': {}, 'result': True}))
         stale = await _spin_until(ros, lambda: inbox.take(lambda m: m.get('level') == 'error'), 5, 'status error')
         assert stale['id'] == call['id'] and 'no call with id' in stale['msg']
@@ -490,10 +501,9 @@ def test_client_served_service_answers_rclpy_callers_with_timeouts_conflicts_and
         pending = [client.call_async(SetBool.Request(data=True)) for _ in range(3)]
         for _ in range(3):
             await _spin_until(ros, lambda: inbox.take(lambda m: m['op'] == 'call_service'), 10, 'call_service')
-        closed_at = time.monotonic()
         await server_ws.close()
         await _spin_until(ros, lambda: all(f.done() for f in pending), 5, 'failed responses after the disconnect')
-        assert time.monotonic() - closed_at < 0.9  # well before the 1 s response timeout
+        # failed because of the disconnect (the 1 s timeout would say 'no response within 1 s')
         assert all(f.result().success is False and 'disconnected' in f.result().message for f in pending)
         await _spin_until(ros, lambda: not client.service_is_ready(), 10, 'the service to leave the graph')
 
@@ -645,12 +655,11 @@ def test_action_goals_feedback_result_cancel_failures_limits_and_disconnect(proc
         result = await recv_until(ws, lambda m: m.get('id') == 'u1', 10)
         assert result['op'] == 'action_result' and result['result'] is False
         # cancelled while still waiting for a server: it ends at once as CANCELED, never sent
-        started = time.monotonic()
         await ws.send(goal('u2', 'quick', 1, action='/act/nobody'))
         await ws.send(json.dumps({'op': 'cancel_action_goal', 'id': 'u2', 'action': '/act/nobody'}))
         result = await recv_until(ws, lambda m: m.get('id') == 'u2', 10)
+        # CANCELED with result true: ended by the cancel (waiting out the 3 s would end it 'not available', status 0)
         assert result['op'] == 'action_result' and result['status'] == 5 and result['result'] is True, result
-        assert time.monotonic() - started < 2.5
 
         # 4. cancel a running goal: the server stops it, the result has status CANCELED
         await ws.send(goal('c1', 'slow', 20))
@@ -781,11 +790,10 @@ def test_client_served_action_runs_rclpy_goals_with_feedback_cancel_timeout_conf
         assert result.result().status == GoalStatus.STATUS_ABORTED
 
         # 4. no action_result within served_goal_timeout_s (1 s): aborted, and the client is told with the goal id
-        started = time.monotonic()
         handle, goal = await send_goal(inbox, 'ignored')
         result = result_of(handle)
         await _spin_until(ros, result.done, 10, 'the timed-out result')
-        assert 0.9 <= time.monotonic() - started < 5 and result.result().status == GoalStatus.STATUS_ABORTED
+        assert result.result().status == GoalStatus.STATUS_ABORTED  # the warning below says it was the timeout
         warning = await _spin_until(ros, lambda: inbox.take(lambda m: m.get('id') == goal['id']), 5, 'the warning')
         assert warning['level'] == 'warning' and 'no action_result within 1 s' in warning['msg']
 
@@ -800,10 +808,8 @@ def test_client_served_action_runs_rclpy_goals_with_feedback_cancel_timeout_conf
 
         # 6. the serving client disconnects with goals in flight: they are aborted at once, the server goes
         results = [result_of((await send_goal(inbox, f'pending-{i}'))[0]) for i in range(3)]
-        closed_at = time.monotonic()
         await server_ws.close()
         await _spin_until(ros, lambda: all(r.done() for r in results), 5, 'aborted results after the disconnect')
-        assert time.monotonic() - closed_at < 0.9  # well before the 1 s goal timeout
         assert all(r.result().status == GoalStatus.STATUS_ABORTED for r in results)
         await _spin_until(ros, lambda: not client.server_is_ready(), 10, 'the action server to leave the graph')
 
@@ -909,3 +915,64 @@ def test_latched_replay_latch_advertise_and_qos_that_follows_the_publishers(proc
 
     asyncio.run(scenario())
     assert kept == ['kept']
+
+
+def test_stale_telemetry_is_dropped_not_queued_for_a_client_that_falls_behind(processes, ros, tmp_path):
+    """A default `websockets` client stops reading for 3 s while telemetry flows at 200 Hz. When it reads again,
+    what it gets is fresh: frames older than max_staleness_ms were dropped in the gateway (counted, reported), and
+    what sat in kernel buffers is bounded by the in-flight window (16 KiB), not by the kernels' buffer sizes."""
+    from std_msgs.msg import String
+
+    from fleet_ros import qos
+
+    gateway = start_gateway(
+        processes,
+        tmp_path,
+        gateway={'topic_qos': [{'glob': '/t/pose', 'profile': 'telemetry'}], 'max_staleness_ms': 300},
+    )
+    node = ros.node('pose_pub')
+    pub = node.create_publisher(String, '/t/pose', qos.TELEMETRY)
+    pad = 'p' * 100
+    frame_bytes = len(json.dumps({'op': 'publish', 'topic': '/t/pose', 'msg': {'data': f'{0.0:.6f} {pad}'}}))
+
+    async def scenario() -> tuple[list[float], list[dict]]:
+        async with connect(gateway.url()) as ws:  # websockets' defaults: max_queue 16, kernel buffers autotuned
+            await ws.send(json.dumps({'op': 'subscribe', 'topic': '/t/pose', 'type': 'std_msgs/String'}))
+            next_at = time.monotonic()
+
+            def publish_due() -> None:
+                nonlocal next_at
+                while time.monotonic() >= next_at:  # 200 Hz, stamped with the time it was due
+                    pub.publish(String(data=f'{next_at:.6f} {pad}'))
+                    next_at += 0.005
+
+            first = asyncio.ensure_future(ws.recv())
+            await _spin_until(ros, lambda: first.done() or publish_due(), 20, 'the first telemetry frame')
+            pause_end = time.monotonic() + 3.0  # not reading: what the gateway sends piles up somewhere
+            await _spin_until(ros, lambda: time.monotonic() >= pause_end or publish_due(), 10, 'the pause')
+            ages: list[float] = []
+            statuses: list[dict] = []
+            read_end = time.monotonic() + 2.0
+            while time.monotonic() < read_end:
+                publish_due()
+                ros.spin_once(0.0)
+                try:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), 0.005))
+                except TimeoutError:
+                    continue
+                if message['op'] == 'publish':
+                    ages.append(time.monotonic() - float(message['msg']['data'].split(' ', 1)[0]))
+                else:
+                    statuses.append(message)
+            return ages, statuses
+
+    ages, statuses = asyncio.run(scenario())
+    old = [a for a in ages if a > 1.0]
+    # at most what fits in the window (plus the client's own 16-message queue) was read late; without the staleness
+    # bound ~600 queued frames would be 0.3-3 s old, without the window ~1 MB of kernel buffers would be
+    assert len(old) <= 2 * 16 * 1024 // frame_bytes + 16, (len(old), len(ages))
+    assert len([a for a in ages if a <= 1.0]) >= 50, ages  # and fresh telemetry flows again
+    assert any('older than their staleness bound' in s.get('msg', '') for s in statuses), statuses
+    gateway.proc.stop()
+    stale = re.search(r"'dropped_total': (\d+)", gateway.proc.log_path.read_text())
+    assert stale is not None and int(stale.group(1)) >= 200, gateway.proc.log_path.read_text()[-2000:]

@@ -53,6 +53,14 @@ class TopicQos:
 
 
 @dataclass(frozen=True)
+class StalenessRule:
+    """Telemetry frames of topics matching `glob` older than `max_ms` are dropped, never sent (0: never stale)."""
+
+    glob: str
+    max_ms: float
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     host: str = '127.0.0.1'
     port: int = 9090
@@ -76,6 +84,11 @@ class GatewayConfig:
     """SO_RCVBUF of the listening socket, inherited by every client socket (so it also sizes the TCP window). Under
     pushback it bounds what a client has waiting in the gateway's kernel buffer; over a link with round-trip time
     RTT it also caps one connection's ingest at about this many bytes per RTT (32 KiB at 50 ms: ~640 KB/s)."""
+    max_staleness_ms: float = 500.0
+    """Outgoing frames of best-effort (telemetry) subscriptions older than this are dropped, never sent, counted and
+    reported to the client (0: off). Critical topics are never dropped; reliable ones only by a `staleness` rule."""
+    staleness: tuple[StalenessRule, ...] = ()
+    """Per-topic bounds (first matching glob wins), for any non-critical topic, reliable ones included."""
     source: str = '<defaults>'
 
 
@@ -145,6 +158,8 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
         'ingest_shed_budget_s',
         'receive_buffer_bytes',
         'metrics_port',
+        'max_staleness_ms',
+        'staleness',
     }
     for key in root:
         if key not in known:
@@ -212,6 +227,22 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
     rcvbuf = root.get('receive_buffer_bytes', 32 * 1024)
     if type(rcvbuf) is not int or not 1024 <= rcvbuf <= 16 * 1024 * 1024:
         raise _fail(source, 'fleet_gateway.receive_buffer_bytes', 'must be an integer 1024..16777216')
+    max_staleness = root.get('max_staleness_ms', 500.0)
+    if isinstance(max_staleness, bool) or not isinstance(max_staleness, int | float) or max_staleness < 0:
+        raise _fail(source, 'fleet_gateway.max_staleness_ms', 'must be a number of milliseconds >= 0 (0: off)')
+    staleness = []
+    for i, item in enumerate(root.get('staleness') or []):
+        max_ms = item.get('max_ms') if isinstance(item, dict) else None
+        if (
+            not isinstance(item, dict)
+            or set(item) != {'glob', 'max_ms'}
+            or not isinstance(item['glob'], str)
+            or isinstance(max_ms, bool)
+            or not isinstance(max_ms, int | float)
+            or max_ms < 0
+        ):
+            raise _fail(source, f'fleet_gateway.staleness[{i}]', 'must be {glob, max_ms} with max_ms >= 0')
+        staleness.append(StalenessRule(item['glob'], float(max_ms)))
     return GatewayConfig(
         host=host,
         port=port,
@@ -228,6 +259,8 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
         ingest_shed_budget_s=float(shed),
         metrics_port=metrics_port,
         receive_buffer_bytes=rcvbuf,
+        max_staleness_ms=float(max_staleness),
+        staleness=tuple(staleness),
         source=source,
     )
 

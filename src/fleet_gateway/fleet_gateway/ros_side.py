@@ -158,6 +158,8 @@ class RosEndpoints:
         self.on_messages = on_messages
         self._qos_rules = [(compile_glob(rule.glob), fleet_qos.PROFILES[rule.profile]) for rule in config.topic_qos]
         self._default_qos = fleet_qos.PROFILES[config.default_qos]
+        self._staleness = [(compile_glob(rule.glob), rule.max_ms) for rule in config.staleness]
+        self._max_staleness_ms = config.max_staleness_ms
         self._out: dict[str, _TopicOut] = {}
         self._in: dict[str, _TopicIn] = {}
         self._clients: dict[tuple[str, type], Any] = {}
@@ -173,6 +175,20 @@ class RosEndpoints:
 
     def qos_for(self, topic: str) -> QoSProfile:
         return self.rule_for(topic) or self._default_qos
+
+    def max_age_s(self, topic: str, profile: QoSProfile) -> float | None:
+        """How old a frame of `topic` may get before it is dropped instead of sent (None: never stale): the first
+        matching `staleness` rule, else `max_staleness_ms` for a best-effort subscription. Critical topics never."""
+        if self.policy.is_critical(topic):
+            return None
+        for pattern, max_ms in self._staleness:
+            if pattern.match(topic):
+                return max_ms / 1000.0 if max_ms > 0 else None
+        if profile.durability == DurabilityPolicy.TRANSIENT_LOCAL:
+            return None  # a latched sample is the last state: meant to reach late subscribers, however old
+        if profile.reliability == ReliabilityPolicy.BEST_EFFORT and self._max_staleness_ms > 0:
+            return self._max_staleness_ms / 1000.0
+        return None
 
     def rule_for(self, topic: str) -> QoSProfile | None:
         """The profile a `topic_qos` rule names for `topic`, or None when no rule applies."""
@@ -256,12 +272,14 @@ class RosEndpoints:
             self._check_type(topic, msg_cls)
             critical = self.policy.is_critical(topic)
             codec = codec_for(msg_cls)
+            profile, warning = self.subscription_qos(topic)
+            max_age = self.max_age_s(topic, profile)
 
             def callback(msg: Any, topic: str = topic) -> None:
                 raw = functools.partial(serialize_message, msg)
-                self._from_ros(PublishedMessage(topic, codec.to_json(msg), critical=critical, raw=raw))
+                payload = codec.to_json(msg)
+                self._from_ros(PublishedMessage(topic, payload, critical=critical, raw=raw, max_age_s=max_age))
 
-            profile, warning = self.subscription_qos(topic)
             if warning is not None:
                 log.warning('%s', warning)
             sub = self.node.create_subscription(msg_cls, topic, callback, profile)

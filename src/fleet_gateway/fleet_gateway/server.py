@@ -71,6 +71,15 @@ a slow reader fills our bounded send queue (where telemetry is dropped oldest-fi
 writer is pushed back by TCP as soon as the gateway stops reading. Input that waits for the gateway is at most
 the receive buffer (`receive_buffer_bytes`) plus what the client itself keeps in its send buffer."""
 WRITE_BATCH = 64 * 1024
+MIN_WINDOW = 16 * 1024
+MAX_WINDOW = 4 * 1024 * 1024
+PIPE_TARGET_S = 0.1
+"""Bytes in flight to a client (written, not yet read by it: the transport's buffer, both kernels' socket buffers
+and what the client library holds) are bounded by a window of about what it reads in PIPE_TARGET_S (measured),
+at least MIN_WINDOW. What is read is learnt from WebSocket pings: every client answers a ping once it has read all
+that was sent before it. Beyond the window, non-critical frames wait in the bounded send queue, where telemetry
+past its staleness bound is dropped, instead of ageing in kernel buffers the gateway cannot purge."""
+PING_PREFIX = b'fg-inflight:'
 RETRY_WRITE_S = 0.005
 READ_CHUNK = 64 * 1024
 """Bytes read from one socket per event-loop turn (asyncio's default is 256 KiB), so one busy client cannot hold a
@@ -100,6 +109,8 @@ class GatewayConnection(ServerConnection):
         super().__init__(*args, **kwargs)
         self.sink: Any = None
         self.after_data: Any = None
+        self.on_pong: Any = None
+        """`(payload) -> bool`: True when a pong answers one of the gateway's in-flight pings (consumed here)."""
         self.shed: Any = None
         """`(payload bytes, stale) -> bool`: True when the gateway drops this message unparsed (and counted it)."""
         self.hold: Any = None
@@ -218,6 +229,13 @@ class GatewayConnection(ServerConnection):
             super().data_received(rest)
 
     def process_event(self, event: Any) -> None:
+        if (
+            isinstance(event, Frame)
+            and event.opcode is Opcode.PONG
+            and self.on_pong is not None
+            and self.on_pong(bytes(event.data))
+        ):
+            return
         if not isinstance(event, Frame) or event.opcode not in _DATA_OPCODES:
             super().process_event(event)  # the handshake request, pings, pongs, close
             return
@@ -346,21 +364,66 @@ class ClientConnection:
         self.stopped: asyncio.Future[None] = loop.create_future()
         """Set when the session asks to close; the connection handler then finishes it."""
         self.read_paused = False
+        self.written = 0
+        """Bytes written to the transport so far."""
+        self.read_by_client = 0
+        """Of those, the bytes the client is known to have read (its pong to a later ping came back)."""
+        self.window = MIN_WINDOW
+        self._ping: tuple[bytes, int, float] | None = None
+        """The in-flight ping awaiting its pong: (payload, bytes written up to it, when it was sent)."""
+        self._pings = 0
+        self._read_rate = 0.0
+        self._last_pong = 0.0
 
     def flush(self) -> None:
-        """Write queued frames while the transport accepts them; retry shortly when it is full."""
+        """Write queued frames while the transport accepts them (retry shortly when it is full) and the in-flight
+        window has room for non-critical ones (critical frames always go); stale telemetry is dropped on the way."""
         transport = self.ws.transport
         outbox = self.session.outbox
         if self.closing or self.ws.protocol.state is not State.OPEN or transport.is_closing():
             outbox.clear()
             return
+        now = time.monotonic()
         while len(outbox):
             if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                 if self._retry is None:
                     self._retry = self.loop.call_later(RETRY_WRITE_S, self._retry_flush)
-                return
-            batch = outbox.pop_batch(WRITE_BATCH)
-            transport.write(b''.join([wire(frame) for frame in batch]))
+                break
+            room = self.window - (self.written - self.read_by_client)
+            batch = outbox.pop_batch(WRITE_BATCH, now, max(0, room))
+            if not batch:
+                break  # only non-critical frames left and the window is full: the next pong reopens it
+            data = b''.join([wire(frame) for frame in batch])
+            transport.write(data)
+            self.written += len(data)
+        if self._ping is None and self.written - self.read_by_client >= self.window // 4:
+            self._send_ping(transport, now)  # not on every write: a pong costs the client and the gateway a frame
+
+    def _send_ping(self, transport: Any, now: float) -> None:
+        self._pings += 1
+        payload = PING_PREFIX + str(self._pings).encode()
+        frame = bytes((0x89, len(payload))) + payload  # a server frame: unmasked; control payloads are < 126 bytes
+        transport.write(frame)
+        self.written += len(frame)
+        self._ping = (payload, self.written, now)
+
+    def on_pong(self, payload: bytes) -> bool:
+        """A pong: when it answers the in-flight ping, the client has read everything written before that ping.
+        The window follows the client's read rate (bytes read between pongs, smoothed)."""
+        ping = self._ping
+        if ping is None or payload != ping[0]:
+            return payload.startswith(PING_PREFIX)  # a late answer to an older ping of ours: nothing to learn
+        now = time.monotonic()
+        self._ping = None
+        read = ping[1] - self.read_by_client
+        self.read_by_client = ping[1]
+        if self._last_pong:
+            sample = read / max(now - self._last_pong, 1e-3)
+            self._read_rate = sample if not self._read_rate else 0.7 * self._read_rate + 0.3 * sample
+            self.window = int(min(MAX_WINDOW, max(MIN_WINDOW, self._read_rate * PIPE_TARGET_S)))
+        self._last_pong = now
+        self.flush()
+        return True
 
     def _retry_flush(self) -> None:
         self._retry = None
@@ -545,6 +608,8 @@ class GatewayServer:
             ws.shed = Shedder(session, self._budget, self._sheddable)
             ws.hold = functools.partial(self._budget.over, self.config.ingest_shed_budget_s)
         conn.apply = self._apply
+        if isinstance(ws, GatewayConnection):
+            ws.on_pong = conn.on_pong
         sock = ws.transport.get_extra_info('socket')
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)

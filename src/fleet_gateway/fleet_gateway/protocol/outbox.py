@@ -10,13 +10,15 @@ class OutFrame:
     """One outgoing protocol message. `data` is JSON text or CBOR bytes; `wire` caches its encoded
     WebSocket frame so that a message fanned out to many clients is framed once."""
 
-    __slots__ = ('critical', 'data', 'size', 'wire')
+    __slots__ = ('critical', 'data', 'expires', 'size', 'wire')
 
-    def __init__(self, data: str | bytes, *, critical: bool = False) -> None:
+    def __init__(self, data: str | bytes, *, critical: bool = False, expires: float | None = None) -> None:
         self.data = data
         self.critical = critical
         self.size = len(data)
         self.wire: bytes | None = None
+        self.expires = expires
+        """Monotonic time after which this (telemetry) frame is stale: dropped, never sent. None: never stale."""
 
 
 class SendQueueOverflow(RuntimeError):
@@ -50,6 +52,8 @@ class SendQueue:
         self.drops: dict[Hashable, int] = {}
         self.dropped_total = 0
         self.queued_total = 0
+        self.stale_total = 0
+        """Of `dropped_total`, the frames dropped because they were older than their topic's staleness bound."""
 
     def __len__(self) -> int:
         return len(self._critical) + self._normal_count
@@ -111,8 +115,10 @@ class SendQueue:
                 return
             self._dead -= 1
 
-    def pop_batch(self, max_bytes: int) -> list[OutFrame]:
-        """Up to about `max_bytes` of frames, critical first, oldest first; always at least one if any."""
+    def pop_batch(self, max_bytes: int, now: float | None = None, normal_bytes: int | None = None) -> list[OutFrame]:
+        """Up to about `max_bytes` of frames, critical first, oldest first; always at least one if any (unless
+        `normal_bytes`, the allowance for non-critical frames, is spent). Non-critical frames that expired by `now`
+        are dropped on the way (counted per key and in `stale_total`), never returned."""
         out: list[OutFrame] = []
         budget = max_bytes
         while self._critical and budget > 0:
@@ -120,6 +126,8 @@ class SendQueue:
             self._critical_bytes -= frame.size
             budget -= frame.size
             out.append(frame)
+        if normal_bytes is not None:
+            budget = min(budget, normal_bytes)
         while self._normal and budget > 0:
             entry = self._normal.popleft()
             if not entry.alive:
@@ -132,6 +140,12 @@ class SendQueue:
                     del self._per_key[entry.key]
             self._normal_count -= 1
             self._normal_bytes -= entry.frame.size
+            expires = entry.frame.expires
+            if expires is not None and now is not None and expires < now:
+                self.stale_total += 1
+                self.dropped_total += 1
+                self.drops[entry.key] = self.drops.get(entry.key, 0) + 1
+                continue
             budget -= entry.frame.size
             out.append(entry.frame)
         return out

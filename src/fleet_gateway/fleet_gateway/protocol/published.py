@@ -21,10 +21,16 @@ class PublishedMessage:
     """`frame('none')` is the JSON text frame, `frame('cbor')` the CBOR binary frame, `frame('cbor-raw')` the CBOR
     frame carrying the serialized message; each built at most once."""
 
-    __slots__ = ('_frames', 'critical', 'payload', 'raw', 'received_at', 'topic')
+    __slots__ = ('_frames', 'critical', 'expires', 'payload', 'raw', 'received_at', 'topic')
 
     def __init__(
-        self, topic: str, payload: dict[str, Any], *, critical: bool, raw: Callable[[], bytes] | None = None
+        self,
+        topic: str,
+        payload: dict[str, Any],
+        *,
+        critical: bool,
+        raw: Callable[[], bytes] | None = None,
+        max_age_s: float | None = None,
     ) -> None:
         self.topic = topic
         self.payload = payload
@@ -33,6 +39,8 @@ class PublishedMessage:
         """Returns the serialized (CDR) message, for `cbor-raw` (called only when a client asks for it)."""
         self.received_at = time.monotonic()
         """When it reached the gateway (monotonic clock): its age decides staleness; `cbor-raw` carries it."""
+        self.expires = self.received_at + max_age_s if max_age_s is not None and not critical else None
+        """When it becomes stale (telemetry of a topic with a staleness bound): never sent after that."""
         self._frames: dict[str, OutFrame] = {}
 
     def frame(self, encoding: str) -> OutFrame:
@@ -46,5 +54,5 @@ class PublishedMessage:
                 secs, nsecs = divmod(int(wall * 1e9), 1_000_000_000)
                 message['msg'] = {'secs': secs, 'nsecs': nsecs, 'bytes': self.raw()}
             data: str | bytes = dumps(message) if encoding == 'none' else cbor2.dumps(message)
-            frame = self._frames[encoding] = OutFrame(data, critical=self.critical)
+            frame = self._frames[encoding] = OutFrame(data, critical=self.critical, expires=self.expires)
         return frame

@@ -126,6 +126,7 @@ class ClientSession:
         self._bucket = TokenBucket(self.limits.ops_per_s, self.limits.ops_burst, clock=clock)
         self._next_call_no = 0
         self._reported_drops = 0
+        self._reported_stale = 0
         self._next_drop_report = 0.0
         self._throttle_wake: float | None = None
 
@@ -288,11 +289,14 @@ class ClientSession:
 
     def _report_drops(self, now: float) -> None:
         new = self.outbox.dropped_total - self._reported_drops
+        stale = self.outbox.stale_total - self._reported_stale
         self._reported_drops = self.outbox.dropped_total
+        self._reported_stale = self.outbox.stale_total
         self._next_drop_report = now + self.limits.drop_report_interval_s
+        why = f', {stale} of them older than their staleness bound (max_staleness_ms)' if stale else ''
         self.status(
             'warning',
-            f'client {self.client_id} is not keeping up: dropped {new} telemetry messages '
+            f'client {self.client_id} is not keeping up: dropped {new} telemetry messages{why} '
             f'({self.outbox.dropped_total} in total; by topic {_top_three(self.outbox.drops)})',
             None,
         )
@@ -462,7 +466,8 @@ class ClientSession:
         incoming = next(iter(self.incoming_calls.values())).deadline if self.incoming_calls else None
         goal = next(iter(self.incoming_goals.values())).deadline if self.incoming_goals else None
         auth = self.auth_deadline if self.principal is None else None
-        wakes = (self._throttle_wake, self.fragments.next_deadline(), incoming, goal, auth)
+        report = self._next_drop_report if self.outbox.dropped_total != self._reported_drops else None
+        wakes = (self._throttle_wake, self.fragments.next_deadline(), incoming, goal, auth, report)
         deadlines = [d for d in wakes if d is not None]
         return min(deadlines) if deadlines else None
 
@@ -538,6 +543,7 @@ class ClientSession:
         return {
             **self.counters,
             'dropped': self.outbox.dropped_total,
+            'stale_dropped': self.outbox.stale_total,
             'drops_by_topic': {str(k): v for k, v in self.outbox.drops.items()},
             'shed_by_topic': dict(self.shed_by_topic),
             'queued_frames': len(self.outbox),
