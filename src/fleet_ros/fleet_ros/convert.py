@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from builtin_interfaces.msg import Time
 
 from fleet_core.model import Ack, AckStatus, Command, CommandResult, Outcome, Priority
@@ -13,8 +15,13 @@ _NS = 1_000_000_000
 
 
 def to_time(seconds: float) -> Time:
-    nanos = max(0, round(seconds * _NS))
-    return Time(sec=min(nanos // _NS, 2**31 - 1), nanosec=nanos % _NS)
+    """Exact to the nanosecond at any magnitude: only the fraction is scaled (seconds * 1e9 as one float product
+    loses up to 128 ns for present-day UTC). Negative times clamp to 0, times past 2**31 - 1 s to that second."""
+    if not seconds > 0:
+        return Time(sec=0, nanosec=0)
+    whole = math.floor(seconds)
+    carry, nanosec = divmod(round((seconds - whole) * _NS), _NS)
+    return Time(sec=min(whole + carry, 2**31 - 1), nanosec=nanosec)
 
 
 def from_time(stamp: Time) -> float:
