@@ -23,6 +23,7 @@ EXPECTED = {
     'host_name',
     'trace_sample_fraction',
     'tracing_enabled',
+    'durability',
 }
 
 
@@ -30,7 +31,7 @@ def test_agent_parameters_are_on_the_running_node(ros, processes, tmp_path: Path
     config = tmp_path / 'fleet.yaml'
     config.write_text(yaml.safe_dump({'sites': {SITE: {'shards': {SHARD: {'agents': ['r1', 'r2']}}}}}))
     store = tmp_path / 'st'
-    processes.start(
+    agent = processes.start(
         [
             'fleet_agent',
             '--ros-args',
@@ -46,6 +47,8 @@ def test_agent_parameters_are_on_the_running_node(ros, processes, tmp_path: Path
             'exec_delay_sec:=0.25',
             '-p',
             'host_name:=param_host',
+            '-p',
+            'durability:=full',
         ],
         name='agent',
     )
@@ -73,6 +76,9 @@ def test_agent_parameters_are_on_the_running_node(ros, processes, tmp_path: Path
     assert values['store_dir'].string_value == str(store)
     assert values['exec_delay_sec'].double_value == 0.25
     assert values['executor'].string_value == 'sleep' and values['host_name'].string_value == 'param_host'
+    durability = call(client.get_parameters(['durability'])).values[0]
+    assert durability.string_value == 'full'
+    assert '(durability full)' in agent.output()  # the store was opened with synchronous=FULL
     descriptors = call(client.describe_parameters(sorted(EXPECTED))).descriptors
     assert all(d.description for d in descriptors), [d.name for d in descriptors if not d.description]
     assert (store / 'param_host.sqlite').exists()  # host_name still names the node and its store

@@ -20,6 +20,7 @@ setup(
     entry_points={
         'console_scripts': [
             'fleet_agent = fleet_agent.main:main',
+            'fleet_agent_store = fleet_agent.store_cli:main',
         ],
     },
 )

@@ -96,16 +96,26 @@ class ConfiguredAgentHost(AgentHostNode):
             self, 'trace_sample_fraction', -1.0, 'share of submissions traced (0..1); < 0: from fleet_config tracing'
         )
         tracing = declare(self, 'tracing_enabled', True, 'publish the agent-side TraceEvents (if fleet_config allows)')
+        durability = declare(
+            self,
+            'durability',
+            '',
+            "dedup store: 'normal' survives process crashes, 'full' (fsync per commit) power loss too; "
+            'empty: fleet_config intake.durability',
+        )
         fleet = load_fleet_config(config_path) if config_path else None
         specs = agent_specs(fleet, site, shard, agent_ids)
         factory = load_executor_factory(executor_spec, delay)
+        intake = fleet.intake if fleet else IntakeSettings()
+        if durability:
+            intake = replace(intake, durability=durability)
         self._host(
             specs,
             store_name=node_name,
             loop=loop,
             store_dir=Path(store_dir),
             executor_factory=factory,
-            intake_settings=fleet.intake if fleet else IntakeSettings(),
+            intake_settings=intake,
             heartbeat_period_sec=(fleet.health if fleet else HealthConfig()).heartbeat_period_sec,
             trace_settings=trace_settings(fleet, fraction, tracing),
         )

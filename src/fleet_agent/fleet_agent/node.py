@@ -147,7 +147,9 @@ class AgentHostNode(Node):
         try:
             # Named after the host: two host processes must never share a file (their transactions would block
             # each other), while a restarted host finds its own again.
-            self.database = DedupDatabase(store_dir / f'{store_name}.sqlite', group_commit=True)
+            self.database = DedupDatabase(
+                store_dir / f'{store_name}.sqlite', durability=intake_settings.durability, group_commit=True
+            )
         except StoreUnavailable as exc:
             self._store_error = str(exc)
             self.get_logger().error(f'SAFE MODE for every hosted agent, refusing all commands: {exc}')
@@ -175,7 +177,10 @@ class AgentHostNode(Node):
                 lambda msg, agent=spec.agent_id: self._hand_over(agent, msg),
                 qos.COMMAND,
             )
-        self.get_logger().info(f'hosting {len(specs)} agent(s) in {len(self._sinks)} shard(s); stores in {store_dir}')
+        self.get_logger().info(
+            f'hosting {len(specs)} agent(s) in {len(self._sinks)} shard(s); stores in {store_dir} '
+            f'(durability {intake_settings.durability})'
+        )
 
     def _intake(self, spec: AgentSpec, store_dir: Path, kinds: KindRegistry, settings: IntakeSettings) -> CommandIntake:
         store: DedupStore | None = None
@@ -183,6 +188,8 @@ class AgentHostNode(Node):
         if self.database is not None:
             try:
                 store = DedupStore(self.database, spec.agent_id, window=settings.dedup_window)
+                if store.divergence:
+                    self.get_logger().error(f'agent {spec.agent_id}: {store.divergence}')
             except StoreUnavailable as exc:
                 reason = str(exc)
                 self.get_logger().error(f'agent {spec.agent_id}: SAFE MODE, refusing all commands: {reason}')
@@ -289,4 +296,5 @@ def heartbeat_msg(data: HeartbeatData) -> Heartbeat:
         active_command_id=data.active_command_id,
         degradation_level=data.degradation_level,
         battery_pct=data.battery_pct,
+        safe_mode_reason=data.safe_mode_reason,
     )

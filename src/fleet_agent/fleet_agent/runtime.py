@@ -44,6 +44,7 @@ class HeartbeatData:
     active_command_id: str
     degradation_level: int
     battery_pct: float
+    safe_mode_reason: str = ''
 
 
 class AgentSink(Protocol):
@@ -237,6 +238,7 @@ class AgentRuntime:
             active_command_id=active,
             degradation_level=self.degradation_level,
             battery_pct=self.battery(),
+            safe_mode_reason=self.intake.safe_mode_reason[:200],
         )
 
     async def close(self) -> None:

@@ -232,3 +232,56 @@ def test_group_commit_executes_and_acks_only_after_the_commit(tmp_path):
     assert probe.durable_at_start == [True, True, True]
     assert [a.status for a in sink.acks] == [AckStatus.SUCCEEDED] * 3
     assert committer.commits <= 4  # the three starts share one commit; outcomes share the following turns
+
+
+def test_a_failing_commit_refuses_the_command_and_never_executes_it(tmp_path):
+    """A full disk (SQLite's page limit reached) at the group commit: the commands of that turn are refused with the
+    reason and never run; the agent stays in safe mode after."""
+    from fleet_agent.commit import GroupCommitter
+    from fleet_core.dedup_store import DedupDatabase
+
+    async def scenario():
+        db = DedupDatabase(tmp_path / 'host.sqlite', group_commit=True)
+        filler = DedupStore(db, 'filler')
+        for seq in range(1, 300):  # another agent's history fills the pages, so the limit is reached soon
+            filler.begin(cmd(f'f{seq}', seq))
+        db.commit()
+        pages = db._conn('test').execute('PRAGMA page_count').fetchone()[0]
+        db._conn('test').execute(f'PRAGMA max_page_count = {pages}')  # the disk is full from now on
+        committer = GroupCommitter(db, asyncio.get_running_loop())
+        executor = SleepExecutor(0.0)
+        sink = Sink()
+        intake = CommandIntake(
+            agent_id='r1',
+            shard_id='z',
+            store=DedupStore(db, 'r1'),
+            kinds=KindRegistry(),
+            settings=IntakeSettings(),
+            clock=time.time,
+        )
+        runtime = AgentRuntime(
+            site_id='s',
+            intake=intake,
+            executor=executor,
+            sink=sink,
+            clock=time.time,
+            after_commit=committer.after_commit,
+        )
+        for seq in range(1, 2000):
+            runtime.on_command(cmd(f'c{seq}', seq))
+            await asyncio.sleep(0)
+            await settle(runtime)
+            if intake.safe_mode:
+                break
+        runtime.on_command(cmd('after', 500))
+        await asyncio.sleep(0.01)
+        return runtime, sink, executor
+
+    runtime, sink, executor = asyncio.run(scenario())
+    refused = [a for a in sink.acks if a.status == AckStatus.REJECTED_SAFE_MODE]
+    assert refused, 'the page limit was never reached'
+    assert 'full' in refused[0].detail
+    assert refused[0].command_id not in executor.executed and 'after' not in executor.executed
+    assert runtime.state == AgentState.SAFE_MODE
+    succeeded = [a.command_id for a in sink.acks if a.status == AckStatus.SUCCEEDED]
+    assert executor.executed == succeeded  # only acknowledged-durable work ran, each once

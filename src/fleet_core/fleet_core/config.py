@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """A configuration file is missing, malformed or inconsistent; the message names the file and key."""
 
 
+DURABILITY_LEVELS = ('normal', 'full')
+"""`intake.durability`: SQLite synchronous=NORMAL or FULL for the agents' dedup stores (see IntakeSettings)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
     """Orchestrator-side command protocol tuning (docs/design.md, "The command protocol")."""
@@ -50,6 +54,17 @@ class IntakeSettings:
     """ACCEPTED goes out only for a command still running after this long (a quick command is answered by its final
     ack alone). Below dispatch.retry_initial_sec, so a long command is never re-sent; orchestrators subtract it when
     they judge how fast agents answer."""
+
+    durability: str = 'normal'
+    """The agents' dedup store: 'normal' (SQLite WAL, synchronous=NORMAL) survives a process crash but a power loss
+    may drop the last commits; 'full' (synchronous=FULL, an fsync per commit) survives a power loss too. Either way
+    a start guard (fsynced before every execution) detects lost commits and puts the agent in safe mode."""
+
+    def __post_init__(self) -> None:
+        if self.durability not in DURABILITY_LEVELS:
+            raise ConfigError(
+                f'intake.durability: expected one of {", ".join(DURABILITY_LEVELS)}, got {self.durability!r}'
+            )
 
     def answer_delay(self, elapsed_sec: float, *, accepted: bool) -> float:
         """How long an agent took to answer, from `elapsed_sec` until its first ack: less the deliberate hold when
@@ -137,12 +152,12 @@ def _settings(cls: type[Any], raw: object, where: str) -> Any:
     self_validating = cls in (HealthConfig, LeaseConfig, WaveConfig, DegradationConfig)
     for key, given in raw.items():
         value = _coerce(type(getattr(defaults, key)), given, f'{where}.{key}')
-        if not self_validating and value <= 0:
+        if not self_validating and not isinstance(value, str) and value <= 0:
             raise ConfigError(f'{where}.{key}: must be > 0, got {value!r}')
         values[key] = value
     try:
         return cls(**values)
-    except _OWN_VALIDATION_ERRORS as exc:
+    except (*_OWN_VALIDATION_ERRORS, ConfigError) as exc:
         raise ConfigError(f'{where.split(":", maxsplit=1)[0]}: {exc}') from None
 
 

@@ -4,10 +4,21 @@ A command is recorded as *started* before it executes and as *final* before its 
 found started by an earlier boot was interrupted by a crash: it is never run again, it is reported FAILED.
 One database file serves the agents of one host (one on a robot, hundreds in a simulator); with group commit,
 the writes of one event-loop turn share one transaction, and nothing that depends on them happens before it commits.
+
+The start guard. SQLite silently drops every WAL frame after the first damaged one (and `synchronous=NORMAL` may
+lose the last commits on a power loss), so a store can come back without the *started* records of commands that
+ran. Each start is therefore also appended to `<store>.guard`, a small side file fsynced (after the SQLite commit)
+before the command executes. At open, every guarded start must be in the store (or below the seq floor saved when
+old outcomes are pruned); otherwise the store lost writes and the agent goes to SAFE MODE: it refuses everything
+but SAFETY commands and answers re-deliveries of the lost commands FAILED (never re-executed), until an operator
+clears it with `fleet_agent_store clear-safe-mode <store>` (which records the lost commands as FAILED and restores
+the applied seq from the guard). The guard is emptied once the store is known whole and checkpointed into the main
+file.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +27,10 @@ from fleet_core.model import AckStatus, Command
 
 SCHEMA_VERSION = 2
 _PRUNE_EVERY = 256
+GUARD_SUFFIX = '.guard'
+GUARD_COMPACT_BYTES = 1 << 20
+"""Past this size the guard is emptied at the next commit (after a checkpoint moves the WAL into the main file)."""
+LOST_DETAIL = 'started before a restart, then lost by a damaged store; never re-executed'
 
 
 class StoreUnavailable(RuntimeError):
@@ -50,8 +65,12 @@ class DedupDatabase:
         if durability not in ('full', 'normal'):
             raise ValueError(f"durability must be 'full' or 'normal', got {durability!r}")
         self.path = str(path)
+        self.durability = durability
+        self.guard_path = self.path + GUARD_SUFFIX
         self.group_commit = group_commit
         self._queued: list[tuple[str, tuple[object, ...]]] = []
+        self._guard_queue: list[str] = []
+        self._guard_fd = -1
         self._db: sqlite3.Connection | None = None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -63,8 +82,94 @@ class DedupDatabase:
             self._create(self._db)
             self.boot = self.meta('', 'boot') + 1
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('', 'boot', ?)", (self.boot,))
+            self.lost = self._check_guard(self._db)
+            """Per agent, the guarded starts the store does not know: {agent_id: {command_id: seq}}."""
+            if not self.lost:
+                self._empty_guard(self._db)
+            self._guard_fd = os.open(self.guard_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except sqlite3.DatabaseError as exc:
+            self.close()
             raise StoreUnavailable(f'dedup store {self.path}: {exc}; refusing commands until it is repaired') from None
+        except OSError as exc:
+            self.close()
+            raise StoreUnavailable(f'dedup store {self.path}: start guard: {exc}; refusing commands') from None
+
+    # -- start guard ---------------------------------------------------------------------------------------
+
+    def _guarded_starts(self) -> list[tuple[str, int, str]]:
+        """(agent_id, seq, command_id) of every start in the guard; a torn last line (its fsync never returned,
+        so that command never ran) is ignored."""
+        try:
+            text = Path(self.guard_path).read_text(encoding='utf-8')
+        except FileNotFoundError:
+            return []
+        starts = []
+        for line in text.split('\n')[:-1]:
+            fields = line.split('\t')
+            if len(fields) == 4 and fields[0] == 'S' and fields[2].isdigit():
+                starts.append((fields[1], int(fields[2]), fields[3]))
+        return starts
+
+    def _check_guard(self, db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+        starts = self._guarded_starts()
+        if not starts:
+            return {}
+        # Pruned outcomes are gone on purpose, below the seq floor saved before pruning (the seq check refuses them).
+        floor = dict(db.execute("SELECT agent_id, value FROM meta WHERE key = 'seq'").fetchall())
+        lost: dict[str, dict[str, int]] = {}
+        for agent_id, seq, command_id in starts:
+            if seq <= floor.get(agent_id, 0):
+                continue
+            known = db.execute(
+                'SELECT 1 FROM outcomes WHERE agent_id = ? AND command_id = ?', (agent_id, command_id)
+            ).fetchone()
+            if known is None:
+                lost.setdefault(agent_id, {})[command_id] = seq
+        return lost
+
+    def _empty_guard(self, db: sqlite3.Connection) -> None:
+        """Move the WAL into the (synced) main file, then forget the guarded starts: the store holds them now."""
+        busy = db.execute('PRAGMA wal_checkpoint(TRUNCATE)').fetchone()
+        if busy is not None and busy[0] == 0 and os.path.exists(self.guard_path):
+            with open(self.guard_path, 'r+b') as guard:
+                guard.truncate(0)
+                os.fsync(guard.fileno())
+
+    def guard_start(self, agent_id: str, seq: int, command_id: str) -> None:
+        """Record a start in the guard: synced after the store's commit, before the command may execute."""
+        self._guard_queue.append(f'S\t{agent_id}\t{seq}\t{command_id}\n')
+        if not self.group_commit:
+            self._sync_guard()
+
+    def _sync_guard(self) -> None:
+        if not self._guard_queue:
+            return
+        lines, self._guard_queue = self._guard_queue, []
+        try:
+            os.write(self._guard_fd, ''.join(lines).encode('utf-8'))
+            os.fsync(self._guard_fd)
+        except OSError as exc:
+            raise StoreUnavailable(f'dedup store {self.path}: start guard not written: {exc}') from None
+
+    def clear_lost(self) -> list[tuple[str, str, int]]:
+        """The operator's way out of safe mode: record every lost start as FAILED (never to run again) with its seq,
+        then empty the guard. Returns the (agent_id, command_id, seq) recorded."""
+        db = self._conn('clear_lost')
+        cleared = [(a, c, s) for a, lost in sorted(self.lost.items()) for c, s in sorted(lost.items())]
+        try:
+            db.execute('BEGIN')
+            db.executemany(
+                'INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?, 0, ?, ?, ?)',
+                [(a, c, s, int(AckStatus.FAILED), LOST_DETAIL, self.boot) for a, c, s in cleared],
+            )
+            db.execute('COMMIT')
+            self._empty_guard(db)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if db.in_transaction:
+                db.execute('ROLLBACK')
+            raise StoreUnavailable(f'dedup store {self.path}: cannot clear safe mode: {exc}') from None
+        self.lost = {}
+        return cleared
 
     @staticmethod
     def _create(db: sqlite3.Connection) -> None:
@@ -154,9 +259,16 @@ class DedupDatabase:
             if db.in_transaction:
                 db.execute('COMMIT')
         except sqlite3.DatabaseError as exc:
+            self._guard_queue = []  # those starts were rolled back: nothing of them may run
             if db.in_transaction:
                 db.execute('ROLLBACK')
             raise StoreUnavailable(f'dedup store {self.path}: commit failed: {exc}') from None
+        self._sync_guard()
+        if not self.lost and os.fstat(self._guard_fd).st_size > GUARD_COMPACT_BYTES:
+            try:
+                self._empty_guard(db)
+            except (sqlite3.DatabaseError, OSError) as exc:
+                raise StoreUnavailable(f'dedup store {self.path}: start guard: {exc}') from None
 
     def count(self, agent_id: str) -> int:
         row = self._reader('count').execute('SELECT COUNT(*) FROM outcomes WHERE agent_id = ?', (agent_id,)).fetchone()
@@ -164,6 +276,10 @@ class DedupDatabase:
 
     def close(self) -> None:
         self._queued = []  # never committed: not durable, as after a crash
+        self._guard_queue = []
+        if self._guard_fd >= 0:
+            os.close(self._guard_fd)
+            self._guard_fd = -1
         if self._db is not None:
             if self._db.in_transaction:
                 self._db.execute('ROLLBACK')
@@ -200,13 +316,27 @@ class DedupStore:
                 self._known[row[0]] = StoredOutcome(row[0], row[1], row[2], status, row[4], row[5])
             self._epoch = self.db.meta(agent_id, 'epoch')
             self._paused = bool(self.db.meta(agent_id, 'paused'))
-            self._seq = max([self.db.meta(agent_id, 'seq'), *(o.seq for o in self._known.values())])
+            self._lost = dict(self.db.lost.get(agent_id, {}))
+            self._seq = max(
+                [self.db.meta(agent_id, 'seq'), *(o.seq for o in self._known.values()), *self._lost.values()]
+            )
         except (sqlite3.DatabaseError, ValueError) as exc:
             raise StoreUnavailable(f'dedup store {self.path}: {exc}; refusing commands until it is repaired') from None
 
     @property
     def highest_epoch(self) -> int:
         return self._epoch
+
+    @property
+    def divergence(self) -> str:
+        """Empty while the store is whole; otherwise why the agent is in safe mode and how to clear it."""
+        if not self._lost:
+            return ''
+        return (
+            f'SAFE MODE: dedup store lost {len(self._lost)} started command(s) up to seq {max(self._lost.values())} '
+            f'(damaged or lost WAL); only SAFETY commands run until an operator runs '
+            f'`fleet_agent_store clear-safe-mode {self.path}` and restarts the agent'
+        )
 
     @property
     def last_applied_seq(self) -> int:
@@ -231,7 +361,11 @@ class DedupStore:
         self._paused = paused
 
     def lookup(self, command_id: str) -> StoredOutcome | None:
-        return self._known.get(command_id)
+        """A lost start (guarded, gone from the store) reads as started by an earlier boot: never run again."""
+        known = self._known.get(command_id)
+        if known is None and command_id in self._lost:
+            return StoredOutcome(command_id, self._lost[command_id], 0, None, '', 0)
+        return known
 
     def begin(self, command: Command) -> None:
         """Record that `command` starts executing (which also advances the applied seq: it is the highest seq
@@ -245,6 +379,7 @@ class DedupStore:
             command.command_id, command.seq, command.epoch, None, '', self.boot
         )
         self._seq = max(self._seq, command.seq)
+        self.db.guard_start(self.agent_id, command.seq, command.command_id)
 
     def finish(self, command_id: str, status: AckStatus, detail: str = '') -> None:
         """Record the final status. Must be durable before the final ack is sent."""

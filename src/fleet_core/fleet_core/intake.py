@@ -6,7 +6,11 @@ resumes it with a HIGH `resume`. While paused, the agent *refuses* NORMAL and LO
 (the command's outcome is REJECTED, naming the pause) rather than holding them: a held command would keep its
 lane busy and might outlive its deadline unseen, while a refusal gives the submitter a definite fate at once.
 HIGH and SAFETY commands still run. A command already running when the pause arrives finishes. The paused state
-is persisted in the dedup store, so an agent restarted while paused stays paused until a resume."""
+is persisted in the dedup store, so an agent restarted while paused stays paused until a resume.
+
+Safe mode: a store that cannot be opened or written refuses every command (REJECTED_SAFE_MODE). A store that opens
+but lost started commands (its start guard disagrees, see dedup_store) is usable: the agent answers re-deliveries
+from it (lost commands FAILED, never re-executed) and runs SAFETY commands only, until an operator clears it."""
 
 from __future__ import annotations
 
@@ -57,9 +61,11 @@ class CommandIntake:
         self.settings = settings
         self.clock = clock
         self._store = store
-        self.safe_mode_reason = safe_mode_reason if store is None else ''
+        self.safe_mode_reason = safe_mode_reason if store is None else store.divergence
         if store is None and not self.safe_mode_reason:
             self.safe_mode_reason = 'no dedup store'
+        self._safety_only = store is not None and bool(store.divergence)
+        """Safe mode with a usable store: SAFETY commands still run."""
         self.estopped = False
         self._running: set[str] = set()
         self.duplicates_suppressed = 0
@@ -69,12 +75,16 @@ class CommandIntake:
         return bool(self.safe_mode_reason)
 
     @property
+    def _store_usable(self) -> bool:
+        return self._store is not None and (not self.safe_mode or self._safety_only)
+
+    @property
     def highest_epoch(self) -> int:
-        return self._store.highest_epoch if self._store is not None and not self.safe_mode else 0
+        return self._store.highest_epoch if self._store is not None and self._store_usable else 0
 
     @property
     def last_applied_seq(self) -> int:
-        return self._store.last_applied_seq if self._store is not None and not self.safe_mode else 0
+        return self._store.last_applied_seq if self._store is not None and self._store_usable else 0
 
     @property
     def paused(self) -> bool:
@@ -94,10 +104,11 @@ class CommandIntake:
     def enter_safe_mode(self, exc: StoreUnavailable) -> None:
         """The store failed: refuse every command from now on rather than risk running one twice."""
         self.safe_mode_reason = str(exc)
+        self._safety_only = False
 
     def observe_epoch(self, epoch: int) -> None:
         """Fence older leaders as soon as a newer epoch is announced (leader lease), not only on commands."""
-        if self._store is not None and not self.safe_mode:
+        if self._store is not None and self._store_usable:
             try:
                 self._store.observe_epoch(epoch)
             except StoreUnavailable as exc:
@@ -132,7 +143,7 @@ class CommandIntake:
         error = self._structure_error(command)
         if error:
             return self._reply(command, AckStatus.REJECTED_INVALID, error)
-        if self._store is None or self.safe_mode:
+        if self._store is None or not self._store_usable:
             return self._reply(command, AckStatus.REJECTED_SAFE_MODE, self.safe_mode_reason)
         try:
             return self._decide(command, self._store)
@@ -167,6 +178,8 @@ class CommandIntake:
         if command.seq <= last:
             self.duplicates_suppressed += 1
             return self._reply(command, AckStatus.REJECTED_DUPLICATE, f'seq {command.seq} <= last applied {last}')
+        if self.safe_mode and command.priority < Priority.SAFETY:
+            return self._reply(command, AckStatus.REJECTED_SAFE_MODE, self.safe_mode_reason)
         if self.estopped and command.priority < Priority.SAFETY:
             return self._reply(command, AckStatus.REJECTED_ESTOPPED, 'e-stop engaged; only SAFETY commands run')
         if command.priority < Priority.HIGH and store.paused:

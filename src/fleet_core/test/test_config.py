@@ -13,6 +13,9 @@ def test_the_shipped_config_loads_and_scales():
     assert fleet.shard('site_a', 'zone_1').agents[0] == 'a1_r001'
     assert load_fleet_config(REPO_CONFIG, scale_agents=500).agent_count == 500
     assert 0.0 <= fleet.tracing.sample_fraction <= 1.0
+    assert fleet.intake.durability == 'normal'
+    full = parse_fleet_config({'sites': {'a': {'shards': {'z': {'agents': ['r1']}}}}, 'intake': {'durability': 'full'}})
+    assert full.intake.durability == 'full'
 
 
 @pytest.mark.parametrize(
@@ -36,6 +39,11 @@ def test_the_shipped_config_loads_and_scales():
             {'sites': {'a': {'shards': {'z': {'agents': ['r1']}}}}, 'intake': {'accept_ack_delay_sec': 0.6}},
             'accept_ack_delay_sec .* must be below dispatch.retry_initial_sec',
         ),
+        (
+            {'sites': {'a': {'shards': {'z': {'agents': ['r1']}}}}, 'intake': {'durability': 'fsync'}},
+            'intake.durability',
+        ),
+        ({'sites': {'a': {'shards': {'z': {'agents': ['r1']}}}}, 'intake': {'durability': 1}}, 'intake.durability'),
     ],
 )
 def test_errors_name_the_file_and_key(raw, message):

@@ -1,6 +1,9 @@
+import shutil
+from pathlib import Path
+
 import pytest
 
-from fleet_core.dedup_store import DedupStore, StoreUnavailable
+from fleet_core.dedup_store import DedupDatabase, DedupStore, StoreUnavailable
 from fleet_core.model import AckStatus, Command, Priority
 
 
@@ -116,3 +119,108 @@ def test_old_schema_is_refused(tmp_path):
     con.close()
     with pytest.raises(StoreUnavailable, match='schema version 1'):
         DedupStore(path)
+
+
+# ------------------------------------------------------------------ start guard: a damaged WAL never re-runs work
+
+
+def crash_copy(src: Path, dst: Path) -> Path:
+    """The files as a crash (or power cut) leaves them: copied while the connection is open, WAL not checkpointed."""
+    dst.mkdir()
+    for suffix in ('', '-wal', '.guard'):
+        if Path(f'{src}{suffix}').exists():
+            shutil.copyfile(f'{src}{suffix}', dst / f'{src.name}{suffix}')
+    return dst / src.name
+
+
+def damage_wal_from_frame(path: Path, frame: int) -> None:
+    """Flip bytes inside one WAL frame: SQLite then silently ignores that frame and every later one."""
+    wal = Path(f'{path}-wal')
+    data = bytearray(wal.read_bytes())
+    page_size = int.from_bytes(data[8:12], 'big')
+    offset = 32 + frame * (24 + page_size) + 24 + page_size // 2
+    assert offset < len(data), 'the WAL is shorter than expected'
+    data[offset : offset + 16] = bytes(b ^ 0xFF for b in data[offset : offset + 16])
+    wal.write_bytes(bytes(data))
+
+
+def test_damaged_wal_never_leads_to_a_second_execution(tmp_path, clock):
+    from fleet_core.config import IntakeSettings
+    from fleet_core.intake import CommandIntake
+    from fleet_core.kinds import KindRegistry
+
+    def intake_on(path: Path) -> CommandIntake:
+        return CommandIntake(
+            agent_id='a',
+            shard_id='z',
+            store=DedupStore(path, 'a'),
+            kinds=KindRegistry(),
+            settings=IntakeSettings(clock_skew_tolerance_sec=0.0),
+            clock=clock,
+        )
+
+    def cmd(n: int, priority: Priority = Priority.NORMAL, kind: str = 'noop') -> Command:
+        now = clock()
+        return Command(f'c{n}', 't', 's', 'z', 'a', n, 1, priority, now, now + 60.0, kind)
+
+    live = tmp_path / 'live' / 'agent.sqlite'
+    live.parent.mkdir()
+    agent = intake_on(live)
+    for n in range(1, 11):  # ten commands start (one commit each) and are still running at the crash
+        assert agent.receive(cmd(n)).execute
+    wal_frames = (Path(f'{live}-wal').stat().st_size - 32) // (24 + 4096)
+    crashed = crash_copy(live, tmp_path / 'crashed')
+    damage_wal_from_frame(crashed, wal_frames // 2)
+
+    # The damage is real: without the guard the restarted store has forgotten some starts and would run them again.
+    unguarded = crash_copy(crashed, tmp_path / 'unguarded')
+    Path(f'{unguarded}.guard').unlink()
+    forgetful = intake_on(unguarded)
+    assert not forgetful.safe_mode
+    assert 0 < sum(forgetful.receive(cmd(n)).execute for n in range(1, 11)) < 10
+
+    restarted = intake_on(crashed)
+    assert restarted.safe_mode and 'SAFE MODE' in restarted.safe_mode_reason
+    assert f'clear-safe-mode {crashed}' in restarted.safe_mode_reason
+    replies = [restarted.receive(cmd(n)) for n in range(1, 11)]
+    assert not any(r.execute for r in replies)
+    assert {r.ack.status for r in replies} == {AckStatus.FAILED}
+    assert restarted.last_applied_seq == 10  # the seq high-water mark came back from the guard
+    refused = restarted.receive(cmd(11))
+    assert not refused.execute and refused.ack.status == AckStatus.REJECTED_SAFE_MODE
+    assert 'clear-safe-mode' in refused.ack.detail
+    assert restarted.receive(cmd(12, Priority.SAFETY, 'stop')).execute  # SAFETY still runs
+    restarted.close()
+
+    # The operator clears it: lost commands are recorded FAILED, and the agent takes work again (never the lost).
+    database = DedupDatabase(crashed)
+    cleared = database.clear_lost()
+    database.close()
+    assert cleared and all(agent_id == 'a' for agent_id, _, _ in cleared)
+    assert {seq for _, _, seq in cleared} <= set(range(1, 11))
+    cleared_agent = intake_on(crashed)
+    assert not cleared_agent.safe_mode
+    assert not any(cleared_agent.receive(cmd(n)).execute for n in range(1, 11))
+    assert cleared_agent.receive(cmd(13)).execute
+
+
+def test_guard_is_emptied_once_the_store_is_whole_and_a_torn_line_is_ignored(tmp_path, clock):
+    path = tmp_path / 'agent.sqlite'
+    store = DedupStore(path, 'a')
+    store.begin(command('c1', 1))
+    guard = Path(f'{path}.guard')
+    assert guard.read_text() == 'S\ta\t1\tc1\n'
+    store.close()
+    with guard.open('a') as torn:
+        torn.write('S\ta\t2\tc2')  # the write of a start whose fsync never returned: that command never ran
+    reopened = DedupStore(path, 'a')
+    assert not reopened.divergence and reopened.last_applied_seq == 1
+    assert guard.read_text() == ''  # checkpointed into the main file: the guard starts again empty
+    reopened.close()
+
+
+@pytest.mark.parametrize(('durability', 'synchronous'), [('normal', 1), ('full', 2)])
+def test_durability_maps_to_sqlite_synchronous(tmp_path, durability, synchronous):
+    database = DedupDatabase(tmp_path / 'agent.sqlite', durability=durability)
+    assert database._conn('test').execute('PRAGMA synchronous').fetchone()[0] == synchronous
+    database.close()
