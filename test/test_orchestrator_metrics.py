@@ -44,8 +44,16 @@ def test_metrics_endpoint_and_diagnostics_count_outcomes(ros, processes, tmp_pat
         return float(found.group(1)) if found else 0.0
 
     wait_for(lambda: succeeded() >= 3, 30, what='3 SUCCEEDED outcomes counted by the metrics endpoint', interval=0.2)
-    ros.spin_until(
-        lambda: any(s.name.endswith(f'{SITE}/{SHARD}') or SHARD in s.name for d in diagnostics for s in d.status),
-        10,
-        'a shard diagnostic',
-    )
+
+    def shard_diagnostic() -> dict[str, str] | None:
+        """The latest shard status on /diagnostics once it counts the 3 outcomes."""
+        for array in reversed(diagnostics):
+            for status in array.status:
+                if status.name == f'fleet/{SITE}/{SHARD}/orchestrator':
+                    values = {kv.key: kv.value for kv in status.values}
+                    return values if int(values['succeeded']) >= 3 else None
+        return None
+
+    values = ros.spin_until(shard_diagnostic, 10, 'a shard diagnostic counting 3 SUCCEEDED outcomes')
+    assert values['succeeded'] == '3' and values['submitted'] == '3', values
+    assert values['leader_id'] == leases[-1].leader_id and values['agents_total'] == '3', values

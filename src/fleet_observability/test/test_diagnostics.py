@@ -68,15 +68,65 @@ def test_arrays_carry_names_ids_and_values() -> None:
 def test_stats_from_shard_status_message() -> None:
     from fleet_interfaces.msg import ShardStatus
 
-    msg = ShardStatus(leader_id='x', agents_total=2, agents_online=1, agents_lost=1, lost_agent_ids=['r2'])
+    msg = ShardStatus(
+        leader_id='x',
+        epoch=9,
+        agents_total=2,
+        agents_online=1,
+        agents_lost=1,
+        lost_agent_ids=['r2'],
+        in_flight=3,
+        submitted=40,
+        succeeded=31,
+        failed=2,
+        expired=1,
+        rejected=4,
+        shed=5,
+        retries=6,
+        duplicates_suppressed=7,
+        ack_latency_p50_ms=1.5,
+        ack_latency_p99_ms=8.25,
+        degradation_level=1,
+    )
     msg.queue_depth = [1, 2, 3, 4]
     stats = shard_stats_from_status(msg)
-    assert stats['queue_depth'] == [1, 2, 3, 4]
-    assert stats['lost_agent_ids'] == ['r2']
-    assert shard_level(stats)[0] == ERROR  # half the shard lost
+    expected_counters = {
+        'epoch': 9,
+        'agents_total': 2,
+        'agents_online': 1,
+        'agents_lost': 1,
+        'in_flight': 3,
+        'submitted': 40,
+        'succeeded': 31,
+        'failed': 2,
+        'expired': 1,
+        'rejected': 4,
+        'shed': 5,
+        'retries': 6,
+        'duplicates_suppressed': 7,
+        'ack_latency_p50_ms': 1.5,
+        'ack_latency_p99_ms': 8.25,
+        'degradation_level': 1,
+    }
+    assert stats == {
+        'leader_id': 'x',
+        **expected_counters,
+        'queue_depth': [1, 2, 3, 4],
+        'lost_agent_ids': ['r2'],
+    }
+    assert shard_level(stats) == (ERROR, '1/2 agents lost; degradation 1: telemetry reduced')
+    # Every counter reaches the DiagnosticArray as a key/value an operator can read.
+    (status,) = shard_diagnostics('s', 'z', stats).status
+    values = {kv.key: kv.value for kv in status.values}
+    assert values == {
+        'leader_id': 'x',
+        **{k: f'{v:g}' for k, v in expected_counters.items()},
+        'queue_depth': '1,2,3,4',
+        'lost_agent_ids': 'r2',
+    }
 
 
-def test_publisher_reaches_a_subscriber(ros: Any) -> None:
+def test_publisher_publishes_the_current_stats_each_period(ros: Any) -> None:
     from diagnostic_msgs.msg import DiagnosticArray
 
     from fleet_ros import qos
@@ -85,9 +135,22 @@ def test_publisher_reaches_a_subscriber(ros: Any) -> None:
     listener = ros.node('diag_listener')
     got: list[Any] = []
     listener.create_subscription(DiagnosticArray, '/diagnostics', got.append, qos.EVENTS)
-    publisher = DiagnosticsPublisher(node, lambda: shard_diagnostics('site_a', 'zone_1', HEALTHY), period_sec=0.05)
+    calls = 0
+
+    def source() -> Any:
+        nonlocal calls
+        calls += 1
+        return shard_diagnostics('site_a', 'zone_1', {**HEALTHY, 'in_flight': calls})
+
+    publisher = DiagnosticsPublisher(node, source, period_sec=0.05)
     try:
-        ros.spin_until(lambda: got, 10.0, what='a /diagnostics message')
+        ros.spin_until(lambda: len(got) >= 3, 10.0, what='three /diagnostics messages')
     finally:
         publisher.close()
-    assert got[0].status[0].name == 'fleet/site_a/zone_1/orchestrator'
+    (status,) = got[0].status
+    assert status.name == 'fleet/site_a/zone_1/orchestrator' and status.level == bytes([OK])
+    in_flight = [int({kv.key: kv.value for kv in m.status[0].values}['in_flight']) for m in got]
+    assert in_flight == sorted(set(in_flight)) and len(in_flight) >= 3  # a fresh reading every period
+    # close() removes what the publisher created on the node: its timer and its /diagnostics publisher.
+    assert list(node.timers) == []
+    assert all(p.topic_name != '/diagnostics' for p in node.publishers)
