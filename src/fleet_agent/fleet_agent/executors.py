@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from fleet_core.degradation import DegradationConfig, telemetry_rate_factor
 from fleet_core.model import Command
 
 if TYPE_CHECKING:
@@ -46,6 +47,15 @@ class ExecutorContext:
     agent_id: str
     node: Node
     loop: asyncio.AbstractEventLoop
+    degradation_level: Callable[[], int] = lambda: 0
+    """The shard's degradation level this agent applies now (0 normal, 1 telemetry reduced, 2 telemetry minimal and
+    LOW shed), from the leader's ShardStatus; the agent's heartbeat reports the same value."""
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
+
+    def telemetry_period(self, nominal_sec: float) -> float:
+        """The period at which a plug-in relays its telemetry now: `nominal_sec` at level 0, longer as the shard
+        degrades (by the fleet config's `degradation.telemetry_factor`). Read it each time: the level changes."""
+        return nominal_sec / telemetry_rate_factor(self.degradation_level(), self.degradation)
 
 
 ExecutorFactory = Callable[[ExecutorContext], CommandExecutor]

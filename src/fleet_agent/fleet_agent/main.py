@@ -118,6 +118,7 @@ class ConfiguredAgentHost(AgentHostNode):
             intake_settings=intake,
             heartbeat_period_sec=(fleet.health if fleet else HealthConfig()).heartbeat_period_sec,
             trace_settings=trace_settings(fleet, fraction, tracing),
+            degradation=fleet.degradation if fleet else None,
         )
 
 

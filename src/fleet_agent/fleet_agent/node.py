@@ -19,6 +19,7 @@ from fleet_agent.runtime import AgentRuntime, HeartbeatData
 from fleet_core import topics
 from fleet_core.config import IntakeSettings
 from fleet_core.dedup_store import DedupDatabase, DedupStore, StoreUnavailable
+from fleet_core.degradation import DegradationConfig
 from fleet_core.intake import CommandIntake
 from fleet_core.kinds import KindRegistry
 from fleet_core.model import Ack, AckStatus, Command
@@ -94,6 +95,7 @@ class AgentHostNode(Node):
         link: LinkFilter | None = None,
         agent_clock: AgentClock | None = None,
         trace_settings: TraceSettings | None = None,
+        degradation: DegradationConfig | None = None,
     ) -> None:
         super().__init__(node_name, context=context)
         self._host(
@@ -108,6 +110,7 @@ class AgentHostNode(Node):
             link=link,
             agent_clock=agent_clock,
             trace_settings=trace_settings,
+            degradation=degradation,
         )
 
     def _host(
@@ -124,6 +127,7 @@ class AgentHostNode(Node):
         link: LinkFilter | None = None,
         agent_clock: AgentClock | None = None,
         trace_settings: TraceSettings | None = None,
+        degradation: DegradationConfig | None = None,
     ) -> None:
         """Everything but the Node itself: a subclass may declare and read its parameters first (fleet_agent's
         main does, so that `ros2 param` on the running node shows them), then call this. The dedup database is
@@ -159,7 +163,16 @@ class AgentHostNode(Node):
             if key not in self._sinks:
                 self._sinks[key] = _ShardSink(self, *key, link=link, trace=trace_settings, clock=clock)
                 self._subscribe_shard(*key)
-            executor = executor_factory(ExecutorContext(spec.site_id, spec.shard_id, spec.agent_id, self, loop))
+            context = ExecutorContext(
+                spec.site_id,
+                spec.shard_id,
+                spec.agent_id,
+                self,
+                loop,
+                degradation_level=lambda agent=spec.agent_id: self.runtimes[agent].degradation_level,
+                degradation=degradation or DegradationConfig(),
+            )
+            executor = executor_factory(context)
             self.runtimes[spec.agent_id] = AgentRuntime(
                 site_id=spec.site_id,
                 intake=self._intake(spec, store_dir, kinds, intake_settings),
