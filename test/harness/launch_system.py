@@ -1,0 +1,149 @@
+"""Helpers for the tests that launch the fleet with real `launch` (launch_pytest) and drive it with the ros2 CLI:
+fleet layouts on disk, launch-file includes with their own argument scope, a probe node following the shards'
+leases, statuses and heartbeats, orchestrator lifecycle states, and the processes a launch started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleet_core import topics
+from fleet_interfaces.msg import Heartbeat, LeaderLease, ShardStatus
+from fleet_ros import qos
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCH_DIR = ROOT / 'launch'
+
+# lifecycle_msgs/msg/State ids
+ACTIVE = 3
+INACTIVE = 2
+
+
+def write_layout(path: Path, site: str, shards: Mapping[str, Sequence[str]]) -> Path:
+    """A fleet layout with the given shards and agent ids; params.yaml etc. are not copied (defaults apply)."""
+    layout = {'sites': {site: {'shards': {shard: {'agents': list(agents)} for shard, agents in shards.items()}}}}
+    path.write_text(yaml.safe_dump(layout))
+    return path
+
+
+def include(launch_file: str | Path, **arguments: str) -> Any:
+    """The launch file with exactly these arguments, in a scope of its own (nothing forwarded from the includer, so
+    its unknown-argument check sees only these)."""
+    from launch.actions import GroupAction, IncludeLaunchDescription
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    source = PythonLaunchDescriptionSource(str(launch_file))
+    return GroupAction(
+        [IncludeLaunchDescription(source, launch_arguments=list(arguments.items()))], scoped=True, forwarding=False
+    )
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """{pid: command line} of every live process below `pid`."""
+    import psutil
+
+    found = {}
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                found[child.pid] = ' '.join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def in_this_domain() -> dict[int, str]:
+    """{pid: command line} of every live process, other than this one, whose ROS_DOMAIN_ID is this session's (the
+    conftest claims the domain exclusively, so these are what this session started, however they detached)."""
+    import psutil
+
+    domain = os.environ['ROS_DOMAIN_ID']
+    found = {}
+    for proc in psutil.process_iter(['pid']):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get('ROS_DOMAIN_ID') == domain and proc.status() != psutil.STATUS_ZOMBIE:
+                found[proc.pid] = ' '.join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def still_running(pids: Iterable[int]) -> list[int]:
+    import psutil
+
+    running = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                running.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return running
+
+
+@dataclass
+class FleetProbe:
+    """Follows leases, statuses and heartbeats of some shards of one site from an in-process node."""
+
+    node: Any
+    site: str
+    shards: Sequence[str]
+    leases: dict[str, list[LeaderLease]] = field(default_factory=dict)
+    statuses: dict[str, list[ShardStatus]] = field(default_factory=dict)
+    beats: dict[str, set[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for shard in self.shards:
+            self.leases[shard] = []
+            self.statuses[shard] = []
+            self.beats[shard] = set()
+            self.node.create_subscription(
+                LeaderLease, topics.shard_leader(self.site, shard), self.leases[shard].append, qos.LATCHED
+            )
+            self.node.create_subscription(
+                ShardStatus, topics.shard_status(self.site, shard), self.statuses[shard].append, qos.LATCHED
+            )
+            self.node.create_subscription(
+                Heartbeat,
+                topics.shard_heartbeat(self.site, shard),
+                lambda m, s=shard: self.beats[s].add(m.agent_id),
+                qos.HEARTBEAT,
+            )
+
+    def leader(self, shard: str) -> tuple[str, int] | None:
+        """(leader id, epoch) of the latest lease, or None before one arrives."""
+        leases = self.leases[shard]
+        return (leases[-1].leader_id, leases[-1].epoch) if leases else None
+
+
+def lifecycle_state(ros: Any, node_name: str, timeout: float = 10.0) -> int:
+    """The lifecycle state id of a managed node (lifecycle_msgs/srv/GetState on <node>/get_state)."""
+    from lifecycle_msgs.srv import GetState
+
+    probe = ros.nodes[0]
+    client = probe.create_client(GetState, f'{node_name}/get_state')
+    try:
+        ros.spin_until(client.service_is_ready, timeout, f'{node_name}/get_state')
+        future = client.call_async(GetState.Request())
+        ros.spin_until(future.done, timeout, f'{node_name}/get_state answer')
+        return int(future.result().current_state.id)
+    finally:
+        probe.destroy_client(client)
+
+
+def fleetctl(config: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ['fleetctl', '--config', str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )

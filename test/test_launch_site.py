@@ -1,0 +1,108 @@
+"""launch/site_launch.py and robot_launch.py run for real (launch_pytest, by path): a site server with two shards and
+three robot computers. Every orchestrator reaches ACTIVE, each shard has one leader, every robot beats, a command
+goes round trip, and shutting the launch down (what SIGINT to `ros2 launch` does) leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import ros2_tools
+
+ros2_tools.require_module()
+
+import launch_pytest  # noqa: E402
+
+from harness.launch_system import (  # noqa: E402
+    ACTIVE,
+    LAUNCH_DIR,
+    FleetProbe,
+    descendants,
+    fleetctl,
+    in_this_domain,
+    include,
+    lifecycle_state,
+    still_running,
+    write_layout,
+)
+from harness.wait import wait_for  # noqa: E402
+from launch import LaunchDescription  # noqa: E402
+
+pytestmark = pytest.mark.system
+
+SITE = 'site_a'
+SHARDS = {'zone_1': ['ls_r1', 'ls_r2'], 'zone_2': ['ls_r3']}
+ROLES = {'orchestrator': f'{SITE}.{{shard}}.a', 'standby': f'{SITE}.{{shard}}.b'}
+# pids the launch started, taken while it runs, checked after its shutdown
+STARTED: dict[int, str] = {}
+
+
+@pytest.fixture(scope='module')
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_layout(tmp_path_factory.mktemp('site') / 'fleet.yaml', SITE, SHARDS)
+
+
+@ros2_tools.launch_fixture(scope='module')
+def site_and_robots(layout: Path) -> LaunchDescription:
+    entities = [include(LAUNCH_DIR / 'site_launch.py', fleet_config=str(layout), gateway='false', foxglove='false')]
+    for agents in SHARDS.values():
+        for agent in agents:
+            store = layout.parent / 'stores' / agent
+            entities.append(
+                include(LAUNCH_DIR / 'robot_launch.py', fleet_config=str(layout), agent_id=agent, store_dir=str(store))
+            )
+    return LaunchDescription([*entities, launch_pytest.actions.ReadyToTest()])
+
+
+@pytest.fixture
+def probe(ros: Any) -> Iterator[FleetProbe]:
+    yield FleetProbe(ros.node('launch_site_probe'), SITE, list(SHARDS))
+
+
+@pytest.mark.launch(fixture=site_and_robots)
+def test_every_node_reaches_its_state(ros: Any, probe: FleetProbe) -> None:
+    expected = 2 * len(SHARDS) + sum(len(a) for a in SHARDS.values())
+    wait_for(lambda: len(descendants(os.getpid())) >= expected, 60, what=f'{expected} launched processes')
+    STARTED.update(descendants(os.getpid()))
+    assert sum('shard_orchestrator' in cmd for cmd in STARTED.values()) == 2 * len(SHARDS), STARTED
+    assert sum('fleet_agent' in cmd for cmd in STARTED.values()) == 3, STARTED
+
+    for shard, agents in SHARDS.items():
+        ros.spin_until(lambda s=shard, a=agents: probe.beats[s] >= set(a), 60, f'heartbeats of {agents}')
+        for role in ROLES:
+            state = lifecycle_state(ros, f'/{SITE}/{shard}/{role}', timeout=60)
+            assert state == ACTIVE, f'{shard}/{role} is in lifecycle state {state}'
+        ros.spin_until(lambda s=shard: probe.leader(s), 30, f'a lease on {shard}')
+    # One leader per shard: over a few lease renewals, every lease of a shard names the same orchestrator.
+    for shard in SHARDS:
+        probe.leases[shard].clear()
+    ros.spin_until(lambda: all(len(probe.leases[s]) >= 4 for s in SHARDS), 30, 'four lease renewals per shard')
+    for shard in SHARDS:
+        leaders = {lease.leader_id for lease in probe.leases[shard]}
+        assert len(leaders) == 1, f'{shard}: leases from {leaders}'
+        assert leaders <= {r.format(shard=shard) for r in ROLES.values()}
+
+
+@pytest.mark.launch(fixture=site_and_robots)
+def test_a_command_goes_round_trip(layout: Path) -> None:
+    agents = ','.join(a for agents in SHARDS.values() for a in agents)
+    done = wait_for(
+        lambda: (r := fleetctl(layout, 'submit', '--agents', agents, '--kind', 'noop', '--json')).returncode == 0 and r,
+        60,
+        interval=0.5,
+        what='fleetctl submit to every robot to succeed',
+    )
+    assert done.stdout.count('SUCCEEDED') == 3, done.stdout
+
+
+@pytest.mark.launch(fixture=site_and_robots, shutdown=True)
+def test_shutdown_leaves_nothing_running() -> None:
+    # launch_pytest has shut the launch down (the path SIGINT to `ros2 launch` takes) before this runs.
+    assert STARTED, 'the state test did not record the launched processes'
+    wait_for(lambda: not still_running(STARTED), 10, what='every launched process to exit')
+    # Nothing of this session's ROS domain survives either (a process that detached from the launch would).
+    assert not in_this_domain(), in_this_domain()
