@@ -270,6 +270,17 @@ class ShardJournal:
             found.update(str(row[0]) for row in rows)
         return found
 
+    def recent_results(self, window: float, *, limit: int = 4096) -> list[CommandResult]:
+        """Outcomes decided within `window` seconds before the newest one recorded here (at most `limit`, newest
+        first): what a leader that died just after deciding may not have announced to everyone."""
+        rows = self._read(
+            'SELECT command_id FROM commands WHERE outcome IS NOT NULL AND finished_at >='
+            ' (SELECT MAX(finished_at) FROM commands) - ? ORDER BY finished_at DESC LIMIT ?',
+            (window, limit),
+        )
+        fates = self.fates([str(row[0]) for row in rows])
+        return [f.result for f in fates if f.result is not None]
+
     def fates(self, command_ids: Sequence[str]) -> list[CommandFate]:
         """One fate per id, aligned with `command_ids` (UNKNOWN: never recorded, or pruned)."""
         by_id: dict[str, CommandFate] = {}
@@ -302,21 +313,21 @@ class ShardJournal:
                 by_id[command_id] = CommandFate(command_id, CommandState.FINISHED, result, agent_id)
         return [by_id.get(cid, CommandFate(cid, CommandState.UNKNOWN)) for cid in command_ids]
 
+    def recent_requests(self, *, limit: int = 1000) -> list[SubmissionRecord]:
+        """The newest `limit` request records, oldest first."""
+        rows = self._read(
+            'SELECT request_id, trace_id, command_ids, agent_ids, epoch, stamp FROM requests'
+            ' ORDER BY stamp DESC LIMIT ?',
+            (limit,),
+        )
+        return [_record_of(row) for row in reversed(rows)]
+
     def request(self, request_id: str) -> SubmissionRecord | None:
         rows = self._read(
-            'SELECT trace_id, command_ids, agent_ids, epoch, stamp FROM requests WHERE request_id = ?', (request_id,)
+            'SELECT request_id, trace_id, command_ids, agent_ids, epoch, stamp FROM requests WHERE request_id = ?',
+            (request_id,),
         )
-        if not rows:
-            return None
-        trace, command_ids, agent_ids, epoch, stamp = rows[0]
-        return SubmissionRecord(
-            request_id,
-            str(trace),
-            tuple(json.loads(str(command_ids))),
-            tuple(json.loads(str(agent_ids))),
-            int(epoch),
-            float(stamp),
-        )
+        return _record_of(rows[0]) if rows else None
 
     def close(self) -> None:
         if self._db is not None:
@@ -324,6 +335,18 @@ class ShardJournal:
                 self._db.execute('ROLLBACK')
             self._db.close()
             self._db = None
+
+
+def _record_of(row: Any) -> SubmissionRecord:
+    request_id, trace, command_ids, agent_ids, epoch, stamp = row
+    return SubmissionRecord(
+        str(request_id),
+        str(trace),
+        tuple(json.loads(str(command_ids))),
+        tuple(json.loads(str(agent_ids))),
+        int(epoch),
+        float(stamp),
+    )
 
 
 def _command_row(c: Command) -> tuple[object, ...]:

@@ -97,6 +97,21 @@ def test_requests_are_answered_with_the_first_commands_after_a_reopen(path):
     journal.close()
     assert ShardJournal(path).request('req-1') == first
     assert ShardJournal(path).request('req-2') is None
+    journal = ShardJournal(path)
+    for index in range(3):
+        journal.accept([], now=10.0 + index, request=SubmissionRecord(f'r{index}', 't', (), (), 1, 10.0 + index))
+    assert [r.request_id for r in journal.recent_requests(limit=2)] == ['r1', 'r2']
+
+
+def test_recent_results_are_those_just_before_the_newest_outcome(path):
+    journal = ShardJournal(path)
+    commands = [command(f'c{i}') for i in range(4)]
+    journal.accept(commands, now=1.0)
+    journal.record(
+        results=[result(c, stamp=stamp) for c, stamp in zip(commands, (10.0, 95.0, 99.0, 100.0), strict=True)]
+    )
+    assert [r.command_id for r in journal.recent_results(10.0)] == ['c3', 'c2', 'c1']
+    assert [r.command_id for r in journal.recent_results(10.0, limit=1)] == ['c3']
 
 
 def test_epochs_noted_survive(path):

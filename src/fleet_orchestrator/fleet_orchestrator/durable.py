@@ -3,7 +3,6 @@ journaled), what a new leader recovers, and the work a stepped-down leader hands
 
 from __future__ import annotations
 
-import collections
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,8 +12,6 @@ from fleet_core.replica import ShardReplica
 from fleet_core.shard_journal import GateVerdict, JournalGate, ShardJournal, SubmissionRecord
 
 STATE_ROOT_ENV = 'FLEETLANES_STATE_DIR'
-KNOWN_EPOCHS = 64
-"""Lease epochs remembered for judging handed-over work (a handful of failovers' worth)."""
 
 
 def default_state_dir(site_id: str, shard_id: str, orchestrator_id: str) -> Path:
@@ -34,9 +31,8 @@ class DurableShard:
         self.own_id = own_id
         self.gate: JournalGate[Command | SubmissionRecord] = JournalGate()
         self.handoffs_rejected = 0
-        self._epochs: collections.OrderedDict[int, str] = collections.OrderedDict()
+        self.handoff_due = False
         self._commands: list[Command] = []
-        self._records: list[SubmissionRecord] = []
         self._results: list[CommandResult] = []
         for agent, seq in journal.max_seqs().items():
             replica.on_ack(agent, seq, 0)
@@ -45,10 +41,10 @@ class DurableShard:
     # -- following ---------------------------------------------------------------------------------------
 
     def on_lease(self, epoch: int, leader_id: str) -> None:
-        if leader_id != self.own_id and epoch not in self._epochs:
-            self._epochs[epoch] = leader_id
-            while len(self._epochs) > KNOWN_EPOCHS:
-                self._epochs.popitem(last=False)
+        if leader_id != self.own_id and epoch > self.gate.epoch:
+            # A new leader (after a failover, or a cold restart of the shard): it may not know everything this
+            # replica's journal holds (it followed late, or never), so this replica hands its unfinished work over.
+            self.handoff_due = True
         for entry in self.gate.on_lease(epoch):
             self.admit(entry)
 
@@ -60,7 +56,8 @@ class DurableShard:
 
     def admit(self, entry: Command | SubmissionRecord) -> None:
         if isinstance(entry, SubmissionRecord):
-            self._records.append(entry)
+            # Rare, and what a repeated request is judged by: committed at once, not with the tick's batch.
+            self.journal.accept([], now=entry.stamp, request=entry)
         else:
             self.replica.on_journal(entry)
             self._commands.append(entry)
@@ -70,24 +67,27 @@ class DurableShard:
             self.replica.on_outcome(result.command_id)
             self._results.append(result)
 
-    def on_handoff(self, command: Command, *, leading_epoch: int) -> bool:
-        """Work a stepped-down leader handed over. Taken only from an epoch some other replica held a lease for,
-        below the newest epoch known here (or below ours while leading); False (counted) otherwise."""
-        newest = max(self.gate.epoch, leading_epoch)
-        if command.epoch not in self._epochs or command.epoch >= newest:
+    def on_handoff(self, epoch: int, *, leading_epoch: int) -> bool:
+        """Work handed over by another replica (a leader that stepped down, or a follower's journal when a new leader
+        appears) carries the epoch it was accepted or last delivered under: only an epoch below the newest known
+        here (ours while leading) is taken, never the current or a future one; False (counted) otherwise."""
+        newest = max(self.gate.epoch, leading_epoch, self.journal.max_epoch())
+        if not 0 < epoch < newest:
             self.handoffs_rejected += 1
             return False
         return True
 
+    def handoff(self) -> tuple[list[Command], list[SubmissionRecord]]:
+        """This replica's unfinished commands and recent request records, to hand to a new leader."""
+        self.handoff_due = False
+        return self.journal.unfinished(), self.journal.recent_requests()
+
     def persist(self, now: float) -> None:
         """Commit what was followed since the last call (a standby's batch)."""
         commands, self._commands = self._commands, []
-        records, self._records = self._records, []
         results, self._results = self._results, []
         if commands:
             self.journal.accept(commands, now=now)
-        for record in records:
-            self.journal.accept([], now=now, request=record)
         if results:
             self.journal.record(results=results)
 

@@ -87,6 +87,10 @@ so that one replica usually leads first and the other follows its lease instead 
 epochs are unique, and the lower one hands its work over)."""
 PRUNE_EVERY_SEC = 30.0
 """How often outcomes past their retention are forgotten."""
+CATCH_UP_LEASES = 2.0
+"""For this many lease periods after taking over, an unknown request_id is refused with 'retry' rather than taken as
+new: the other replicas hand their journals' unfinished work and request records to a new leader as soon as they
+see its lease, and a request answered before a crash may be known only there."""
 MAX_QUERY_IDS = 10_000
 LOG_REJECTED_EVERY = 100
 """Untrusted entries are counted; the first and then every 100th is logged."""
@@ -200,6 +204,7 @@ class ShardOrchestrator(LifecycleNode):
         self._last_prune = 0.0
         self.status_pub: Publisher | None = None
         self._retired_publishers: list[Publisher] = []
+        self._catch_up_until = 0.0
         self.options: OrchestratorOptions | None = None
         self.dispatcher: CommandDispatcher | None = None
         self.takeover_seconds: float | None = None
@@ -341,9 +346,11 @@ class ShardOrchestrator(LifecycleNode):
         self.trace_pub = self.create_publisher(TraceEvent, topics.shard_trace(site, sid), qos.EVENTS)
         assert self.options is not None
         self.traces = TraceOutbox(self.trace_pub, self.options.trace, node_name=self.get_name(), shard_id=sid)
-        self.submission_pub = self.create_publisher(
-            SubmissionRecordMsg, topics.shard_submissions(site, sid), qos.EVENTS
-        )
+        # Submission records are rare and decide how a repeated request is answered: kept for late joiners (the
+        # last few, transient local) so that a standby matched just after a submission still learns of it.
+        submissions = topics.shard_submissions(site, sid)
+        self.submission_pub = self.create_publisher(SubmissionRecordMsg, submissions, qos.OPERATIONS)
+        self.create_subscription(SubmissionRecordMsg, submissions, self._on_submission, qos.OPERATIONS)
         self.handoff_pub = self.create_publisher(CommandMsg, topics.shard_handoff(site, sid), qos.EVENTS)
         self.create_subscription(CommandMsg, topics.shard_handoff(site, sid), self._on_handoff, qos.EVENTS)
         self.observability = ShardObservability(self, site, sid, metrics_port=int(self._p_metrics))
@@ -418,16 +425,9 @@ class ShardOrchestrator(LifecycleNode):
             if generation == self._follow_generation:
                 self._on_outcome(msg)
 
-        def on_submission(msg: SubmissionRecordMsg) -> None:
-            if generation == self._follow_generation:
-                self._on_submission(msg)
-
         self._follow_subs = [
             self.create_subscription(CommandMsg, topics.shard_journal(site, sid), on_journal, qos.EVENTS),
             self.create_subscription(CommandOutcomes, topics.shard_outcome(site, sid), on_outcome, qos.EVENTS),
-            self.create_subscription(
-                SubmissionRecordMsg, topics.shard_submissions(site, sid), on_submission, qos.EVENTS
-            ),
         ]
 
     def _take_over(self) -> None:
@@ -470,6 +470,7 @@ class ShardOrchestrator(LifecycleNode):
             self._journal_failed(exc)
             return
         self._publish_lease(lease)
+        self._catch_up_until = started + CATCH_UP_LEASES * self.lease.config.lease_sec
         site, sid = self.shard.site_id, self.shard.shard_id
         self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
         reannounced = self._reannounce_recent_outcomes(started)
@@ -495,9 +496,17 @@ class ShardOrchestrator(LifecycleNode):
 
     def _reannounce_recent_outcomes(self, now: float) -> int:
         """Outcomes are facts, so repeating one is harmless (subscribers key them by command id); missing one is not."""
-        since = now - REANNOUNCE_LEASES * self.lease.config.lease_sec
-        recent = [msg for received, msg in self._recent_outcomes if received >= since]
+        window = REANNOUNCE_LEASES * self.lease.config.lease_sec
+        recent = [msg for received, msg in self._recent_outcomes if received >= now - window]
         self._recent_outcomes.clear()
+        # After a cold start (or an outcome this replica journaled as leader just before it died) the journal is
+        # the only place such outcomes are left: those decided shortly before its newest are announced again.
+        if self.journal is not None:
+            known = {msg.command_id for msg in recent}
+            try:
+                recent += [result_to_msg(r) for r in self.journal.recent_results(window) if r.command_id not in known]
+            except JournalUnavailable as exc:
+                self.get_logger().error(f'recent outcomes not re-announced: {exc}')
         self._publish_outcomes(recent)
         return len(recent)
 
@@ -642,8 +651,10 @@ class ShardOrchestrator(LifecycleNode):
             self._untrusted('journal entry', msg.command_id, msg.epoch)
 
     def _on_submission(self, msg: SubmissionRecordMsg) -> None:
-        if self.dispatcher is not None:
-            return
+        """A record of the current leader (while following), or one handed over from an older epoch."""
+        leading_epoch = self.dispatcher.epoch if self.dispatcher is not None else 0
+        if msg.epoch == leading_epoch:
+            return  # our own
         record = SubmissionRecord(
             msg.request_id,
             msg.trace_id,
@@ -652,8 +663,15 @@ class ShardOrchestrator(LifecycleNode):
             msg.epoch,
             from_time(msg.stamp),
         )
-        if self.durable.on_entry(record) is GateVerdict.REJECTED:
-            self._untrusted('submission record', msg.request_id, msg.epoch)
+        if self.dispatcher is None and self.durable.on_entry(record) is not GateVerdict.REJECTED:
+            return
+        if self.durable.on_handoff(msg.epoch, leading_epoch=leading_epoch):
+            try:
+                self.durable.admit(record)
+            except JournalUnavailable as exc:
+                self._journal_failed(exc)
+            return
+        self._untrusted('submission record', msg.request_id, msg.epoch)
 
     def _untrusted(self, what: str, key: str, epoch: int) -> None:
         """Counted and logged, never applied: an entry not from the current lease holder's epoch."""
@@ -673,7 +691,7 @@ class ShardOrchestrator(LifecycleNode):
             self.get_logger().warning(f'undecodable handed-over command {msg.command_id[:64]!r}')
             return
         leading_epoch = self.dispatcher.epoch if self.dispatcher is not None else 0
-        if not self.durable.on_handoff(command, leading_epoch=leading_epoch):
+        if not self.durable.on_handoff(command.epoch, leading_epoch=leading_epoch):
             self._untrusted('handed-over command', msg.command_id, msg.epoch)
             return
         if self.dispatcher is None:
@@ -745,10 +763,20 @@ class ShardOrchestrator(LifecycleNode):
         self.traces.publish_some()
 
     def _keep_journal(self, now: float) -> None:
-        """A standby commits what it followed once per tick; old outcomes are pruned now and then."""
+        """A standby commits what it followed once per tick and hands its unfinished work to a new leader; old
+        outcomes are pruned now and then."""
         if self.journal is None:
             return
         self.durable.persist(now)
+        # Once someone besides us listens (the new leader's subscription may match a little after its lease).
+        if self.durable.handoff_due and self.dispatcher is None and self.handoff_pub.get_subscription_count() > 1:
+            commands, records = self.durable.handoff()
+            for command in commands:
+                self.handoff_pub.publish(command_to_msg(command))
+            for record in records:
+                self.submission_pub.publish(_record_msg(record))
+            if commands:
+                self.get_logger().info(f'handed {len(commands)} unfinished command(s) of the journal to the new leader')
         if now - self._last_prune >= PRUNE_EVERY_SEC:
             self._last_prune = now
             self.journal.prune(before=now - self._p_retention)
@@ -932,6 +960,10 @@ class ShardOrchestrator(LifecycleNode):
         if first is not None:
             # Answered before (perhaps by another leader, before a crash): the same commands, never new ones.
             return self._answer(response, first.trace_id, first.command_ids, first.agent_ids, duplicate=True)
+        if request_id and self.clock() < self._catch_up_until:
+            response.accepted = False
+            response.error = f'{self._p_id} took over just now and is catching up with the other replicas; retry'
+            return response
         try:
             priority = Priority(request.priority)
             commands = self.dispatcher.submit(
@@ -955,17 +987,8 @@ class ShardOrchestrator(LifecycleNode):
             response.accepted, response.error = False, 'the shard journal failed: not accepted; retry'
             return response
         self._journal(commands)
-        if record is not None and self.submission_pub.get_subscription_count() > 0:
-            self.submission_pub.publish(
-                SubmissionRecordMsg(
-                    request_id=record.request_id,
-                    trace_id=record.trace_id,
-                    epoch=record.epoch,
-                    command_ids=list(ids),
-                    agent_ids=list(agents),
-                    stamp=to_time(record.stamp),
-                )
-            )
+        if record is not None:
+            self.submission_pub.publish(_record_msg(record))
         self.flush()
         return self._answer(response, trace_id, ids, agents, duplicate=False, look_up=bool(request_id))
 
@@ -1016,3 +1039,14 @@ class ShardOrchestrator(LifecycleNode):
         response.operation_id = self.operations.operation_id
         response.unfinished = len(self.dispatcher.pending()) if self.dispatcher is not None else 0
         return response
+
+
+def _record_msg(record: SubmissionRecord) -> SubmissionRecordMsg:
+    return SubmissionRecordMsg(
+        request_id=record.request_id,
+        trace_id=record.trace_id,
+        epoch=record.epoch,
+        command_ids=list(record.command_ids),
+        agent_ids=list(record.agent_ids),
+        stamp=to_time(record.stamp),
+    )

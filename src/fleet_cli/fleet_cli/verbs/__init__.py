@@ -2,6 +2,7 @@
 
 VERBS: tuple[str, ...] = (
     'submit',
+    'outcome',
     'status',
     'watch',
     'trace',

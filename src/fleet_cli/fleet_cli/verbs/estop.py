@@ -1,7 +1,8 @@
 """fleetctl estop: engage (or --release) the latched e-stop of every shard in scope, all shards at once.
 
 The scope must name something: --site and/or --shard site/shard. A release is refused, before any shard is touched,
-unless every shard in scope is engaged (no partial state)."""
+unless every shard in scope is engaged (no partial state): each leader is asked (GetShardState), never guessed from
+a latched topic that may be slow to arrive."""
 
 from __future__ import annotations
 
@@ -13,15 +14,13 @@ from collections.abc import Sequence
 
 from fleet_cli.client import ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
+from fleet_cli.shard_calls import shard_states
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig
-from fleet_interfaces.msg import EStop
 from fleet_interfaces.srv import SetEStop
-from fleet_ros import qos
 
-LATCHED_WAIT_SEC = 3.0
-LATCHED_PATIENCE_SEC = 10.0  # ... or this long while the shard's e-stop topic has a publisher
 CALL_TIMEOUT_SEC = 5.0
+STATE_TIMEOUT_SEC = 10.0
 
 ShardKey = tuple[str, str]
 
@@ -68,10 +67,8 @@ def run(args: argparse.Namespace) -> int:
     client = FleetClient('fleetctl_estop')
     try:
         if not engage:
-            states = client.latest_per_shard(
-                EStop, topics.shard_estop, keys, qos.LATCHED, LATCHED_WAIT_SEC, patience=LATCHED_PATIENCE_SEC
-            )
-            idle = [f'{s}/{h}' for (s, h) in keys if not (states.get((s, h)) and states[(s, h)].engaged)]
+            states = shard_states(client, keys, STATE_TIMEOUT_SEC)
+            idle = [f'{s}/{h}' for (s, h) in keys if not states[(s, h)].estop_engaged]
             if idle:
                 raise UsageError(f'no e-stop is engaged on {", ".join(idle)}: nothing to release (nothing changed)')
         clients = {key: client.node.create_client(SetEStop, topics.shard_set_estop(*key)) for key in keys}

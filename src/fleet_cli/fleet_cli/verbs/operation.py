@@ -1,28 +1,25 @@
 """fleetctl operation pause|resume --site A: pre-announced, staggered pause/resume of every agent of a site.
 
 Each shard leader announces the operation (FleetOperation, latched) and sends it in waves (operations: block of
-the fleet config). A resume is refused, before any shard is touched, unless every shard in scope is paused."""
+the fleet config). A resume is refused, before any shard is touched, unless every shard in scope is paused: each
+leader is asked (GetShardState), never guessed from a latched topic that may be slow to arrive."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
 import sys
-from collections.abc import Sequence
 
 from fleet_cli.client import ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
+from fleet_cli.shard_calls import shard_states
 from fleet_core import topics
 from fleet_core.config import ConfigError
 from fleet_core.waves import FleetOp
-from fleet_interfaces.msg import FleetOperation
 from fleet_interfaces.srv import RequestFleetOperation
-from fleet_ros import qos
 
-LATCHED_WAIT_SEC = 3.0
 CALL_TIMEOUT_SEC = 5.0
-
-ShardKey = tuple[str, str]
+STATE_TIMEOUT_SEC = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,10 +28,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument('--site', required=True, help='site to pause or resume')
     p.add_argument('--shard', action='append', default=[], help='only these shards of the site (repeatable)')
     p.set_defaults(func=run)
-
-
-def last_operations(client: FleetClient, keys: Sequence[ShardKey], wait: float) -> dict[ShardKey, FleetOperation]:
-    return client.latest_per_shard(FleetOperation, topics.shard_operations, keys, qos.OPERATIONS, wait)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     client = FleetClient('fleetctl_operation')
     try:
         if op is FleetOp.RESUME:
-            latest = last_operations(client, keys, LATCHED_WAIT_SEC)
-            idle = [f'{s}/{h}' for s, h in keys if (s, h) not in latest or latest[(s, h)].op != FleetOp.PAUSE]
+            states = shard_states(client, keys, STATE_TIMEOUT_SEC)
+            idle = [f'{s}/{h}' for s, h in keys if not states[(s, h)].paused]
             if idle:
                 raise UsageError(f'{", ".join(idle)} not paused: nothing to resume (nothing changed)')
         clients = {

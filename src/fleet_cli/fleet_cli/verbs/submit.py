@@ -1,4 +1,8 @@
-"""fleetctl submit: one command to agents, shards or sites; progress as outcomes arrive, then a table."""
+"""fleetctl submit: one command to agents, shards or sites; progress as outcomes arrive, then a table.
+
+Each shard's submission carries a request_id (a uuid, or --request-id): when no leader answers in time (a
+failover), the same request is sent again, and a leader that already accepted it answers with the same commands.
+Outcomes missed on the outcome topic are asked from the leaders' journals (GetOutcomes) before the table."""
 
 from __future__ import annotations
 
@@ -6,22 +10,25 @@ import argparse
 import json
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 
 from fleet_cli import inputs
 from fleet_cli.client import ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
+from fleet_cli.shard_calls import outcomes_of, submit_idempotent
 from fleet_core import topics
 from fleet_core.config import ConfigError
 from fleet_core.kinds import InvalidCommand, KindRegistry
 from fleet_core.model import Outcome, Priority
 from fleet_core.routing import route_targets
 from fleet_interfaces.msg import CommandOutcome, CommandOutcomes
-from fleet_interfaces.srv import SubmitCommand
+from fleet_interfaces.srv import GetOutcomes, SubmitCommand
 from fleet_ros import qos
 
 OUTCOME_WAIT_GRACE_SEC = 3.0
+QUERY_TIMEOUT_SEC = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +43,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument('--ttl', type=inputs.seconds, default=30.0, help='seconds until the deadline (> 0)')
     p.add_argument('--no-wait', action='store_true', help='return after the orchestrators accepted it')
     p.add_argument('--json', action='store_true', help='print the outcome table as JSON lines')
+    p.add_argument(
+        '--request-id',
+        default='',
+        help='idempotency key (default: a new uuid); running the same submit again with it returns the same commands',
+    )
+    p.add_argument(
+        '--submit-timeout',
+        type=float,
+        default=30.0,
+        help='seconds to keep re-sending the request until a shard leader answers (failover)',
+    )
     p.set_defaults(func=run)
 
 
@@ -76,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
     except (InvalidCommand, ConfigError) as exc:
         raise UsageError(str(exc)) from None
 
+    base_id = args.request_id or str(uuid.uuid4())
     client = FleetClient()
     tracker = Tracker({}, {})
+    repeated = False
     try:
         for site, shard in routed:
             client.node.create_subscription(
@@ -85,15 +105,25 @@ def run(args: argparse.Namespace) -> int:
             )
         for (site, shard), shard_agents in routed.items():
             request = SubmitCommand.Request(
-                agent_ids=shard_agents, kind=args.kind, args_json=args_json, priority=int(priority), ttl_sec=args.ttl
+                agent_ids=shard_agents,
+                kind=args.kind,
+                args_json=args_json,
+                priority=int(priority),
+                ttl_sec=args.ttl,
+                request_id=base_id if len(routed) == 1 else f'{base_id}@{site}/{shard}',
             )
-            reply = client.call(SubmitCommand, topics.shard_submit(site, shard), request)
+            reply = submit_idempotent(client, (site, shard), request, args.submit_timeout)
             if not reply.accepted:
                 print(f'fleetctl submit: {site}/{shard} refused: {reply.error}', file=sys.stderr)
                 return EXIT_FAILED
+            if reply.duplicate:
+                repeated = True
+                print(f'{site}/{shard}: request {request.request_id} accepted before: same commands', file=sys.stderr)
             tracker.expected.update(zip(reply.command_ids, reply.agent_ids_out, strict=True))
+        if repeated:
+            _ask_journals(client, list(routed), tracker)  # decided before this run listened
         total = len(tracker.expected)
-        print(f'submitted {total} command(s) to {len(routed)} shard(s)', file=sys.stderr)
+        print(f'submitted {total} command(s) to {len(routed)} shard(s) as request {base_id}', file=sys.stderr)
         if args.no_wait:
             for command_id, agent in tracker.expected.items():
                 print(f'{agent}\t{command_id}')
@@ -104,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
             client.spin(0.1)
             if interactive:
                 _progress(tracker, total, sys.stderr)
+        if not tracker.done():
+            _ask_journals(client, list(routed), tracker)
         if interactive:
             _progress(tracker, total, sys.stderr)
             print(file=sys.stderr)
@@ -113,6 +145,15 @@ def run(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return _report(tracker, args.json)
+
+
+def _ask_journals(client: FleetClient, keys: list[tuple[str, str]], tracker: Tracker) -> None:
+    """Outcomes announced while this client was not listening (e.g. during a failover) are in the journals."""
+    missing = [cid for cid in tracker.expected if cid not in tracker.outcomes]
+    for reply in outcomes_of(client, keys, missing, QUERY_TIMEOUT_SEC):
+        for cid, state, outcome in zip(missing, reply.states, reply.outcomes, strict=False):
+            if state == GetOutcomes.Request.STATE_FINISHED:
+                tracker.outcomes.setdefault(cid, outcome)
 
 
 def _report(tracker: Tracker, as_json: bool) -> int:

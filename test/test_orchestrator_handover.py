@@ -1,0 +1,136 @@
+"""Two replicas of one shard in one process: the standby journals what it follows, a stepping-down leader hands its
+unfinished work to the next leader, a new status subscriber never sees the stepped-down leader, and parameters are
+read_only, ranged or applied at runtime as declared."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+
+from fleet_core import topics
+from fleet_core.model import Priority
+from fleet_core.shard_journal import CommandState
+from fleet_interfaces.msg import ShardStatus
+from fleet_interfaces.srv import SubmitCommand
+from fleet_orchestrator.node import ShardOrchestrator
+from fleet_ros import qos
+from harness import WaitTimeout
+
+pytestmark = pytest.mark.system
+SITE, SHARD = 'site_h', 'zone_h'
+
+
+def write_config(tmp_path: Path) -> Path:
+    path = tmp_path / 'fleet.yaml'
+    layout = {
+        'sites': {SITE: {'shards': {SHARD: {'agents': {'prefix': 'r', 'count': 3}}}}},
+        'leadership': {'first_lease_wait_sec': 0.2, 'lease_sec': 0.6, 'renew_period_sec': 0.15},
+    }
+    path.write_text(yaml.safe_dump(layout))
+    return path
+
+
+def replica(ros, tmp_path: Path, name: str, index: int) -> ShardOrchestrator:
+    overrides = [
+        Parameter('fleet_config', value=str(write_config(tmp_path))),
+        Parameter('site_id', value=SITE),
+        Parameter('shard_id', value=SHARD),
+        Parameter('tracing_enabled', value=False),
+        Parameter('orchestrator_id', value=name),
+        Parameter('replica_index', value=index),
+        Parameter('state_dir', value=str(tmp_path / name)),
+    ]
+    node = ros.add(ShardOrchestrator(name, context=ros.context, parameter_overrides=overrides))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    return node
+
+
+def submit(ros, client, request_id: str) -> SubmitCommand.Response:
+    """Until accepted: a leader that took over just now refuses unknown request ids for a moment (catching up)."""
+
+    def accepted() -> SubmitCommand.Response | None:
+        future = client.call_async(
+            SubmitCommand.Request(kind='noop', args_json='{}', priority=1, ttl_sec=60.0, request_id=request_id)
+        )
+        try:
+            ros.spin_until(future.done, 3, 'a submit answer')
+        except WaitTimeout:  # sent to a server that went away with its leadership: send it again
+            client.remove_pending_request(future)
+            return None
+        if future.result().accepted:
+            return future.result()
+        resend_at = time.monotonic() + 0.2  # refused with 'retry': pace the re-sends as a client would
+        while time.monotonic() < resend_at:
+            ros.spin_once(0.05)
+        return None
+
+    return ros.spin_until(accepted, 15, f'{request_id} accepted')
+
+
+def test_standby_journals_what_it_follows_and_adopts_what_the_leader_hands_over(ros, tmp_path):
+    a = replica(ros, tmp_path, 'a', 0)
+    a.trigger_activate()
+    ros.spin_until(lambda: a.leading, 15, 'a to lead')
+    b = replica(ros, tmp_path, 'b', 1)
+    b.trigger_activate()
+    ros.spin_until(lambda: b.lease.current is not None and b.lease.current.leader_id == 'a', 10, 'b to follow a')
+    ros.spin_until(lambda: a.journal_pub.get_subscription_count() > 0, 10, 'a to match b on the journal')
+
+    client = ros.node('submitter').create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
+    ros.spin_until(client.service_is_ready, 10, 'the submit service')
+    reply = submit(ros, client, 'req-h')
+    accepted = list(reply.command_ids)
+    assert len(accepted) == 3 and list(reply.states) == [CommandState.PENDING] * 3 and not reply.duplicate
+    # A command that never reached the journal topic (e.g. accepted before b matched): only a holds it.
+    hidden_commands = a.dispatcher.submit(['r001'], 'noop', '{}', Priority.NORMAL, 60.0, 'hidden')
+    a.journal.accept(hidden_commands, now=a.clock())
+    hidden = hidden_commands[0].command_id
+
+    def standby_has(ids: list[str]) -> bool:
+        return all(f.state is CommandState.PENDING for f in b.journal.fates(ids))
+
+    ros.spin_until(lambda: standby_has(accepted), 10, 'the standby journal to hold the accepted commands')
+    ros.spin_until(lambda: b.journal.request('req-h') is not None, 10, 'the standby journal to hold the request')
+    assert b.journal.request('req-h').command_ids == tuple(accepted)
+    assert not standby_has([hidden])
+
+    # a steps down (e.g. deactivated by its lifecycle manager); b leads next and adopts everything a still owed.
+    statuses: list[ShardStatus] = []
+    a.trigger_deactivate()
+    ros.spin_until(lambda: b.leading, 15, 'b to take over')
+    ros.spin_until(
+        lambda: {c.command_id for c in b.dispatcher.pending()} >= {*accepted, hidden}, 10, "b to adopt a's work"
+    )
+    assert b.dispatcher.epoch % 100 == 1 and b.dispatcher.epoch > 0
+    ros.spin_until(lambda: b.status_pub is not None and a.status_pub is None, 5, 'only b to own a status publisher')
+    ros.spin_once(0.3)  # a's retired publisher is destroyed on its next tick
+    late = ros.node('late_status')
+    late.create_subscription(ShardStatus, topics.shard_status(SITE, SHARD), statuses.append, qos.LATCHED)
+    ros.spin_until(lambda: statuses, 10, 'a latched status')
+    ros.spin_until(lambda: late.count_publishers(topics.shard_status(SITE, SHARD)) == 1, 5, 'one status publisher')
+    assert {s.leader_id for s in statuses} == {'b'}
+
+    # The same request again, now at b: the same commands, never new ones.
+    again = submit(ros, client, 'req-h')
+    assert again.duplicate and list(again.command_ids) == accepted
+
+
+def test_parameters_are_read_only_ranged_or_applied(ros, tmp_path):
+    a = replica(ros, tmp_path, 'a', 0)
+    refused = a.set_parameters([Parameter('site_id', value='elsewhere')])[0]
+    assert not refused.successful and a.get_parameter('site_id').value == SITE
+    assert not a.set_parameters([Parameter('trace_sample_fraction', value=2.0)])[0].successful
+    assert not a.set_parameters([Parameter('replica_index', value=3)])[0].successful
+    assert a.set_parameters([Parameter('trace_sample_fraction', value=0.5)])[0].successful
+    assert a.options.trace.sample_fraction == 0.5
+    assert a.traces.sampler is not None
+    assert a.set_parameters([Parameter('outcome_retention_sec', value=60.0)])[0].successful
+    assert a._p_retention == 60.0
+    descriptor = a.describe_parameter('state_dir')
+    assert descriptor.read_only and descriptor.description
+    assert a.describe_parameter('metrics_port').integer_range[0].from_value == -1
