@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from fleet_core import topics
 from fleet_interfaces.msg import CommandOutcomes, Heartbeat, LeaderLease
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
+from fleet_ros.convert import from_time
 from harness.exec_log import read_log
 from harness.outcomes import first_outcomes
 
@@ -92,13 +94,16 @@ def test_damaged_wal_after_a_crash_runs_nothing_twice_and_reports_safe_mode(ros,
     ros.spin_until(lambda: len(read_log(log)) == len(AGENTS), 30, 'all ten commands executing')
     host.kill()  # the crash: the store's WAL is left as it was, not checkpointed
     damage_last_wal_frame(store)
-    beats.clear()
 
+    def fresh_beats(since: float) -> bool:
+        return len(beats) == len(AGENTS) and all(from_time(b.stamp) > since for b in beats.values())
+
+    restarted_at = time.time()
     host = processes.start(agent_argv, name='agents-restarted', extra_env=agent_env)
     ros.spin_until(lambda: all(c in outcomes for c in running), 60, 'an outcome for every interrupted command')
     executions = Counter(e['command_id'] for e in read_log(log))
     assert set(executions) == set(running) and set(executions.values()) == {1}, executions
-    ros.spin_until(lambda: len(beats) == len(AGENTS), 10, 'heartbeats after the restart')
+    ros.spin_until(lambda: fresh_beats(restarted_at), 10, 'heartbeats after the restart')
     in_safe_mode = {a for a, b in beats.items() if b.state == Heartbeat.STATE_SAFE_MODE}
     assert in_safe_mode, 'the damaged WAL cost no start: nothing was tested'
     assert all('clear-safe-mode' in beats[a].safe_mode_reason for a in in_safe_mode)
@@ -110,9 +115,9 @@ def test_damaged_wal_after_a_crash_runs_nothing_twice_and_reports_safe_mode(ros,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count('recorded FAILED') == len(in_safe_mode)
-    beats.clear()
+    cleared_at = time.time()
     processes.start([*agent_argv[:-2], '-p', 'exec_delay_sec:=0.0'], name='agents-cleared', extra_env=agent_env)
-    ros.spin_until(lambda: len(beats) == len(AGENTS), 20, 'heartbeats after clearing')
+    ros.spin_until(lambda: fresh_beats(cleared_at), 20, 'heartbeats after clearing')
     assert not any(b.state == Heartbeat.STATE_SAFE_MODE for b in beats.values())
     fresh = submit(ttl=20.0)
     ros.spin_until(lambda: all(c in outcomes for c in fresh), 40, 'outcomes of new work')
