@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -37,3 +38,18 @@ def wait_for(
             tick()
         else:
             time.sleep(interval)
+
+
+async def async_wait_for(
+    condition: Callable[[], T], timeout: float, *, interval: float = 0.001, what: str = 'condition'
+) -> T:
+    """`wait_for` inside a running asyncio loop: polls between short `asyncio.sleep`s, so the loop's own tasks (the
+    code under test) run while the test waits. Raises WaitTimeout naming `what` when the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f'timed out after {timeout:.1f}s waiting for {what}')
+        await asyncio.sleep(interval)

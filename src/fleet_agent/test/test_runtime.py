@@ -11,6 +11,7 @@ from fleet_core.dedup_store import DedupStore
 from fleet_core.intake import CommandIntake
 from fleet_core.kinds import KindRegistry
 from fleet_core.model import AckStatus, Command, Priority
+from harness.wait import async_wait_for
 
 
 class Sink:
@@ -83,7 +84,8 @@ def test_estop_cancels_running_work_and_refuses_new_work(tmp_path):
     async def scenario():
         runtime, sink = make(tmp_path, SleepExecutor(5.0))
         runtime.on_command(cmd('c1', 1))
-        await asyncio.sleep(0.01)
+        # ACCEPTED goes out only for a command still running after accept_delay: c1 is executing.
+        await async_wait_for(lambda: sink.statuses('c1') == [AckStatus.ACCEPTED], 5.0, what='c1 executing')
         runtime.on_estop(True, revision=1)
         await settle(runtime)
         runtime.on_command(cmd('c2', 2))
@@ -131,7 +133,7 @@ def test_agent_hops_receive_start_finish(tmp_path):
         runtime.on_command(cmd('c1', 1))  # a re-delivery: received again, answered from the store
         runtime.on_estop(True, 1)
         runtime.on_command(cmd('c2', 2))
-        await asyncio.sleep(0.01)
+        await async_wait_for(lambda: sink.statuses('c2'), 5.0, what='the answer to c2')
         return sink
 
     sink = asyncio.run(scenario())
@@ -274,7 +276,7 @@ def test_a_failing_commit_refuses_the_command_and_never_executes_it(tmp_path):
             if intake.safe_mode:
                 break
         runtime.on_command(cmd('after', 500))
-        await asyncio.sleep(0.01)
+        await async_wait_for(lambda: sink.statuses('after'), 5.0, what='the answer to the command after safe mode')
         return runtime, sink, executor
 
     runtime, sink, executor = asyncio.run(scenario())
