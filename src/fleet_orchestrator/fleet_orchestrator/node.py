@@ -81,6 +81,8 @@ RENEW_CHECK_EVERY = 64
 """Sends between lease checks inside one long flush."""
 HEALTH_EVERY_TICKS = 4
 """Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
+LEADER_LEASE_MAX_WAIT_SEC = 15.0
+"""How long a replica started beside a live leader (its status publisher is in the graph) waits for its lease."""
 COLD_START_STAGGER_SLOTS = 8
 """At a cold start with a peer in the graph, replica slot s waits (s % 8) renew periods more than first_lease_wait_sec,
 so that one replica usually leads first and the other follows its lease instead of racing it (harmless either way:
@@ -575,6 +577,7 @@ class ShardOrchestrator(LifecycleNode):
         )
 
     _last_lease_seen: float | None = None
+    _followed: tuple[str, int] = ('', 0)
 
     def _on_lease(self, msg: LeaderLease) -> None:
         if self.options is None:
@@ -591,7 +594,8 @@ class ShardOrchestrator(LifecycleNode):
         self.replica.on_lease(msg.epoch)
         self.durable.on_lease(msg.epoch, msg.leader_id)
         if msg.leader_id != self._p_id:
-            if self._last_lease_seen is None:
+            if newer and self._followed != (msg.leader_id, msg.epoch):
+                self._followed = (msg.leader_id, msg.epoch)
                 self.get_logger().info(f'following leader {msg.leader_id} (epoch {msg.epoch})')
             self._last_lease_seen = self.clock()
         if newer and self.dispatcher is not None and msg.epoch >= self.dispatcher.epoch:
@@ -691,6 +695,8 @@ class ShardOrchestrator(LifecycleNode):
             self.get_logger().warning(f'undecodable handed-over command {msg.command_id[:64]!r}')
             return
         leading_epoch = self.dispatcher.epoch if self.dispatcher is not None else 0
+        if self.dispatcher is None and command.epoch == self.durable.gate.epoch:
+            return  # the current leader's own work (another follower's hand-over, or our own echoed): followed
         if not self.durable.on_handoff(command.epoch, leading_epoch=leading_epoch):
             self._untrusted('handed-over command', msg.command_id, msg.epoch)
             return
@@ -782,19 +788,24 @@ class ShardOrchestrator(LifecycleNode):
             self.journal.prune(before=now - self._p_retention)
 
     def _lease_on_its_way(self, now: float) -> bool:
-        """Never saw a lease, but another lease publisher is in the graph: it may be a live leader whose latched
-        lease is still being delivered, or a peer standby at a cold start (every replica has a lease publisher, so
-        the graph cannot tell). Either way the wait is short and bounded: first_lease_wait_sec (LeaseState) plus a
-        stagger of a few renew periods by replica slot, so that at a cold start one replica leads first. A race
-        past that is safe: epochs are unique per replica, the lower one steps down and hands its work over."""
+        """Never saw a lease, and another replica is in the graph. Only a leader has a status publisher: with one
+        in the graph, its latched lease is on its way (discovery on a loaded host can take seconds), so wait for it,
+        up to LEADER_LEASE_MAX_WAIT_SEC (a dead leader's endpoints are never discovered by a process started after
+        its death, so a cold restart does not wait for them). With only peer replicas (a cold start of the shard),
+        wait first_lease_wait_sec (LeaseState) plus a stagger of a few renew periods by replica slot, so that one
+        replica usually leads first. A race past that is safe: epochs are unique per replica, and the lower one
+        steps down and hands its work over."""
         if self.lease.current is not None:
             return False
+        site, sid = self.shard.site_id, self.shard.shard_id
+        waited = now - self._eligible_since
+        if self.count_publishers(topics.shard_status(site, sid)) > 0:
+            return waited < LEADER_LEASE_MAX_WAIT_SEC
         config = self.lease.config
         stagger = (self.lease.slot % COLD_START_STAGGER_SLOTS) * config.renew_period_sec
-        if now - self._eligible_since >= max(config.first_lease_wait_sec, config.lease_sec) + stagger:
+        if waited >= max(config.first_lease_wait_sec, config.lease_sec) + stagger:
             return False
-        topic = topics.shard_leader(self.shard.site_id, self.shard.shard_id)
-        return self.count_publishers(topic) > 1  # ours is one
+        return self.count_publishers(topics.shard_leader(site, sid)) > 1  # ours is one
 
     def _renew_if_due(self, now: float) -> bool:
         """Renew the lease when due; False when we found out we no longer lead. Also called from the busiest
