@@ -27,12 +27,16 @@ from harness.launch_system import (  # noqa: E402
     include,
     lifecycle_state,
     still_running,
+    stop_tagged,
+    tag_action,
+    tagged,
     write_layout,
 )
 from harness.wait import wait_for  # noqa: E402
 from launch import LaunchDescription  # noqa: E402
 
 pytestmark = pytest.mark.system
+TAG = f'site-{os.getpid()}'
 
 SITE = 'site_a'
 SHARDS = {'zone_1': ['ls_r1', 'ls_r2'], 'zone_2': ['ls_r3']}
@@ -48,7 +52,10 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @ros2_tools.launch_fixture(scope='module')
 def site_and_robots(layout: Path) -> LaunchDescription:
-    entities = [include(LAUNCH_DIR / 'site_launch.py', fleet_config=str(layout), gateway='false', foxglove='false')]
+    entities = [
+        tag_action(TAG),
+        include(LAUNCH_DIR / 'site_launch.py', fleet_config=str(layout), gateway='false', foxglove='false'),
+    ]
     for agents in SHARDS.values():
         for agent in agents:
             store = layout.parent / 'stores' / agent
@@ -56,6 +63,13 @@ def site_and_robots(layout: Path) -> LaunchDescription:
                 include(LAUNCH_DIR / 'robot_launch.py', fleet_config=str(layout), agent_id=agent, store_dir=str(store))
             )
     return LaunchDescription([*entities, launch_pytest.actions.ReadyToTest()])
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _stop_leftovers() -> Iterator[None]:
+    """Whatever the tests' outcome, nothing this module launched outlives it."""
+    yield
+    stop_tagged(TAG)
 
 
 @pytest.fixture
@@ -104,5 +118,6 @@ def test_shutdown_leaves_nothing_running() -> None:
     # launch_pytest has shut the launch down (the path SIGINT to `ros2 launch` takes) before this runs.
     assert STARTED, 'the state test did not record the launched processes'
     wait_for(lambda: not still_running(STARTED), 10, what='every launched process to exit')
-    # Nothing of this session's ROS domain survives either (a process that detached from the launch would).
+    # Nothing the launch started survives either, however it detached (they carry the tag in their environment).
+    assert not tagged(TAG), tagged(TAG)
     assert not in_this_domain(), in_this_domain()

@@ -4,7 +4,9 @@ leases, statuses and heartbeats, orchestrator lifecycle states, and the processe
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +76,52 @@ def in_this_domain() -> dict[int, str]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+TAG_ENV = 'FLEETLANES_LAUNCH_TEST'
+
+
+def tag_action(tag: str) -> Any:
+    """A launch action putting TAG_ENV=tag into the environment of every process the launch starts after it (their
+    children inherit it), so `stop_tagged` finds them even after they detached."""
+    from launch.actions import SetEnvironmentVariable
+
+    return SetEnvironmentVariable(TAG_ENV, tag)
+
+
+def tagged(tag: str) -> dict[int, str]:
+    import psutil
+
+    found = {}
+    for proc in psutil.process_iter(['pid']):
+        try:
+            if proc.environ().get(TAG_ENV) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found[proc.pid] = ' '.join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def stop_tagged(tag: str, grace: float = 5.0) -> dict[int, str]:
+    """SIGINT every process carrying the tag, SIGKILL what outlives `grace`; returns what was still running (a test
+    that failed half-way must not leave its fleet behind)."""
+    import psutil
+
+    left = tagged(tag)
+    procs = []
+    for pid in left:
+        try:
+            proc = psutil.Process(pid)
+            proc.send_signal(signal.SIGINT)
+            procs.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    return left
 
 
 def still_running(pids: Iterable[int]) -> list[int]:

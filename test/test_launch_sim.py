@@ -1,0 +1,140 @@
+"""`ros2 launch fleet_bringup sim_launch.py` (by package name, as a process of a launch_pytest launch) with a small
+simulated fleet: every orchestrator reaches ACTIVE, each shard has one leader, every robot beats, a command goes
+round trip, and SIGINT to `ros2 launch` stops every process it started within a few seconds, leaving nothing of
+this session's ROS domain running."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import ros2_tools
+
+ros2_tools.require_module()
+
+import launch_pytest  # noqa: E402
+from launch.actions import ExecuteProcess, RegisterEventHandler  # noqa: E402
+from launch.event_handlers import OnProcessExit, OnProcessIO  # noqa: E402
+
+from harness.launch_system import (  # noqa: E402
+    ACTIVE,
+    FleetProbe,
+    descendants,
+    fleetctl,
+    in_this_domain,
+    lifecycle_state,
+    still_running,
+    stop_tagged,
+    tag_action,
+    tagged,
+    write_layout,
+)
+from harness.wait import wait_for  # noqa: E402
+from launch import LaunchDescription  # noqa: E402
+
+pytestmark = pytest.mark.system
+TAG = f'sim-{os.getpid()}'
+
+SITE = 'site_s'
+SHARDS = {'zone_1': [f'ss_r{i}' for i in range(1, 4)], 'zone_2': [f'ss_r{i}' for i in range(4, 6)]}
+ROBOTS_PER_HOST = 2  # zone_1 takes two simulator hosts
+OUTPUT: list[str] = []
+EXIT: list[int] = []
+LAUNCH: dict[str, ExecuteProcess] = {}
+
+
+@pytest.fixture(scope='module')
+def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_layout(tmp_path_factory.mktemp('sim') / 'fleet.yaml', SITE, SHARDS)
+
+
+@ros2_tools.launch_fixture(scope='module')
+def sim_fleet(layout: Path) -> LaunchDescription:
+    ros2_launch = ExecuteProcess(
+        cmd=[
+            'ros2',
+            'launch',
+            'fleet_bringup',
+            'sim_launch.py',
+            f'fleet_config:={layout}',
+            'gateway:=false',
+            'foxglove:=false',
+            f'robots_per_host:={ROBOTS_PER_HOST}',
+            f'store_dir:={layout.parent / "stores"}',
+        ],
+        name='ros2_launch_sim',
+        output='screen',
+        sigterm_timeout='15',
+    )
+    LAUNCH['sim'] = ros2_launch
+
+    def collect(event: Any) -> None:
+        OUTPUT.append(event.text.decode(errors='replace'))
+
+    return LaunchDescription(
+        [
+            tag_action(TAG),
+            ros2_launch,
+            RegisterEventHandler(OnProcessIO(target_action=ros2_launch, on_stdout=collect, on_stderr=collect)),
+            RegisterEventHandler(
+                OnProcessExit(target_action=ros2_launch, on_exit=lambda e, _c: EXIT.append(e.returncode))
+            ),
+            launch_pytest.actions.ReadyToTest(),
+        ]
+    )
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _stop_leftovers() -> Iterator[None]:
+    """Whatever the tests' outcome, nothing this module launched outlives it."""
+    yield
+    stop_tagged(TAG)
+
+
+@pytest.fixture
+def probe(ros: Any) -> Iterator[FleetProbe]:
+    yield FleetProbe(ros.node('launch_sim_probe'), SITE, list(SHARDS))
+
+
+@pytest.mark.launch(fixture=sim_fleet)
+def test_the_simulated_fleet_comes_up_and_serves(ros: Any, probe: FleetProbe, layout: Path) -> None:
+    for shard, agents in SHARDS.items():
+        ros.spin_until(lambda s=shard, a=agents: probe.beats[s] >= set(a), 90, f'heartbeats of {agents}')
+        for role in ('orchestrator', 'standby'):
+            state = lifecycle_state(ros, f'/{SITE}/{shard}/{role}', timeout=60)
+            assert state == ACTIVE, f'{shard}/{role} is in lifecycle state {state}'
+    for shard in SHARDS:
+        probe.leases[shard].clear()
+    ros.spin_until(lambda: all(len(probe.leases[s]) >= 4 for s in SHARDS), 30, 'four lease renewals per shard')
+    for shard in SHARDS:
+        leaders = {lease.leader_id for lease in probe.leases[shard]}
+        assert leaders in ({f'{SITE}.{shard}.a'}, {f'{SITE}.{shard}.b'}), f'{shard}: leases from {leaders}'
+    done = wait_for(
+        lambda: (r := fleetctl(layout, 'submit', '--site', SITE, '--kind', 'noop', '--json')).returncode == 0 and r,
+        60,
+        interval=0.5,
+        what='fleetctl submit to the whole site to succeed',
+    )
+    assert done.stdout.count('SUCCEEDED') == sum(len(a) for a in SHARDS.values()), done.stdout
+
+
+@pytest.mark.launch(fixture=sim_fleet)
+def test_sigint_to_ros2_launch_stops_everything() -> None:
+    pid = LAUNCH['sim'].process_details['pid']
+    children = wait_for(lambda: (c := descendants(pid)) and len(c) >= 7 and c, 60, what='the fleet under ros2 launch')
+    executables = [cmd.split(' --ros-args')[0].rsplit('/', 1)[-1] for cmd in children.values()]
+    assert sorted(executables) == ['fleet_sim_host'] * 3 + ['shard_orchestrator'] * 4, children
+    os.kill(pid, signal.SIGINT)
+    wait_for(lambda: not still_running([pid, *children]), 10, what='ros2 launch and its processes to exit on SIGINT')
+    wait_for(lambda: EXIT, 5, what='the launch to see ros2 launch exit')
+    assert EXIT == [0], ''.join(OUTPUT)[-3000:]
+    assert not tagged(TAG), tagged(TAG)
+    assert not in_this_domain(), in_this_domain()
+    lines = ''.join(OUTPUT).splitlines()
+    clean = [line for line in lines if 'process has finished cleanly' in line]
+    assert len(clean) == len(children), '\n'.join(lines[-40:])
