@@ -35,10 +35,13 @@ SERVER = (sys.executable, '-m', 'fleet_observability.foxglove_server')
 OPERATOR_TOKEN = 'operator-token-0123456789'
 VIEWER_TOKEN = 'viewer-token-0123456789ab'
 
-pytestmark = pytest.mark.skipif(
-    shutil.which('node') is None or not (ROOT / 'test/js/node_modules/@foxglove/ws-protocol').is_dir(),
-    reason='node and test/js/node_modules are installed by scripts/setup.sh',
-)
+pytestmark = [
+    pytest.mark.system,
+    pytest.mark.skipif(
+        shutil.which('node') is None or not (ROOT / 'test/js/node_modules/@foxglove/ws-protocol').is_dir(),
+        reason='node and test/js/node_modules are installed by scripts/setup.sh',
+    ),
+]
 
 
 def run_client(

@@ -8,6 +8,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.system
+
 PARENT = textwrap.dedent(
     """
     import signal, sys, time

@@ -17,7 +17,7 @@ from fleet_core.model import Outcome
 from fleet_core.workflow import Point, StepRequest, load_workflow
 from fleet_orchestrator.mission_host import MissionHost, MissionJournalError, MissionOutput
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 SPEC = load_workflow(ROOT / 'config' / 'workflows' / 'inspection.yaml')
 AGENTS = [f'r{i}' for i in range(4)]
 

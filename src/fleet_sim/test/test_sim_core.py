@@ -22,7 +22,7 @@ from fleet_sim.robot import SimRobot
 from fleet_sim.settings import SimConfigError, SimSettings, parse_sim_settings
 from fleet_sim.summary import invariant_failures, percentile, tally_outcomes
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 FLEET = parse_fleet_config(
     {'sites': {'s': {'shards': {'z1': {'agents': {'prefix': 'r', 'count': 5}}, 'z2': {'agents': ['q1', 'q2']}}}}}
 )
