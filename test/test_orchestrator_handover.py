@@ -5,6 +5,7 @@ read_only, ranged or applied at runtime as declared."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,14 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from fleet_core import topics
-from fleet_core.model import Priority
+from fleet_core.model import Command, Priority
 from fleet_core.shard_journal import CommandState
+from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import ShardStatus
 from fleet_interfaces.srv import SubmitCommand
 from fleet_orchestrator.node import ShardOrchestrator
 from fleet_ros import qos
+from fleet_ros.convert import command_to_msg
 from harness import WaitTimeout
 
 pytestmark = pytest.mark.system
@@ -134,3 +137,28 @@ def test_parameters_are_read_only_ranged_or_applied(ros, tmp_path):
     descriptor = a.describe_parameter('state_dir')
     assert descriptor.read_only and descriptor.description
     assert a.describe_parameter('metrics_port').integer_range[0].from_value == -1
+
+
+def test_journal_entries_not_from_the_lease_holders_epoch_are_counted_and_never_applied(ros, tmp_path):
+    a = replica(ros, tmp_path, 'a', 0)
+    a.trigger_activate()
+    ros.spin_until(lambda: a.leading, 15, 'a to lead')
+    b = replica(ros, tmp_path, 'b', 1)
+    b.trigger_activate()
+    ros.spin_until(lambda: b.durable.gate.epoch == a.dispatcher.epoch, 10, 'b to follow a')
+    forger = ros.node('forger').create_publisher(CommandMsg, topics.shard_journal(SITE, SHARD), qos.EVENTS)
+    ros.spin_until(lambda: forger.get_subscription_count() > 0, 10, 'b to match the forger')
+    template = Command('x', 't', SITE, SHARD, 'r001', 0, 0, Priority.NORMAL, time.time(), time.time() + 60, 'noop')
+    stale = template.with_delivery(seq=0, epoch=a.dispatcher.epoch - 1, attempt=1)
+    future = template.with_delivery(seq=0, epoch=a.dispatcher.epoch + 1000, attempt=1)
+    forger.publish(command_to_msg(replace(stale, command_id='forged-stale')))
+    forger.publish(command_to_msg(replace(future, command_id='forged-future')))
+    real = a.dispatcher.submit(['r002'], 'noop', '{}', Priority.NORMAL, 60.0, 'real')
+    a.journal.accept(real, now=a.clock())
+    a._journal(real)
+    ros.spin_until(lambda: real[0].command_id in {c.command_id for c in b.replica.pending}, 10, 'the real entry')
+    ros.spin_until(lambda: b.untrusted_entries >= 1, 10, 'the stale entry to be counted')
+    assert b.durable.gate.held == 1  # the future one waits for a lease of its epoch that never comes
+    b.durable.persist(b.clock())
+    assert [f.state for f in b.journal.fates(['forged-stale', 'forged-future'])] == [CommandState.UNKNOWN] * 2
+    assert {'forged-stale', 'forged-future'}.isdisjoint(c.command_id for c in b.replica.pending)
