@@ -120,6 +120,7 @@ def orchestrator_nodes(fleet: FleetConfig, opts: BringupOptions) -> list[NodeSpe
                             'site_id': site,
                             'shard_id': shard.shard_id,
                             'orchestrator_id': f'{site}.{shard.shard_id}.{"ab"[index] if index < 2 else index}',
+                            'replica_index': index,  # distinct epoch slots: no two leaders share an epoch
                             **({'workflow_dir': opts.workflow_dir} if opts.workflow_dir else {}),
                             **({} if index == 0 or opts.standby_autostart else {'autostart': False}),
                         },

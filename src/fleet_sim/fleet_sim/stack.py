@@ -104,6 +104,9 @@ class DemoStack:
             store_dir=str(run_dir / 'stores'),
             exec_log_dir=str(run_dir / 'exec'),
         )
+        # Orchestrator journals (default state_dir) live with the run, like the agents' stores: a demo never
+        # recovers a previous run's unfinished commands.
+        env = {**env, 'FLEETLANES_STATE_DIR': str(run_dir / 'state')}
         return cls(fleet, options, run_dir, Supervisor(run_dir / 'logs', env))
 
     def start_orchestrators(self, role: str) -> None:
