@@ -4,8 +4,10 @@ agents executed; a re-sent request_id returns the commands of the first answer, 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -180,6 +182,24 @@ def test_killing_leader_and_standby_loses_no_command_and_request_ids_stay_idempo
     assert max(executions.values()) == 1
     # Nothing was lost to the kill: with a long TTL and agents that stayed up, every command ran and succeeded.
     assert Counter(Outcome(journal[c]).name for c in all_ids) == {'SUCCEEDED': 7 * AGENTS}
+
+    # The CLI reads fates from the journals: `fleetctl outcome`, and `fleetctl trace` of an unsampled command.
+    fleetctl = ['fleetctl', '--config', str(config)]
+    done = subprocess.run(
+        [*fleetctl, 'outcome', *all_ids[:2], 'no-such-command', '--json'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=processes.env,
+    )
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 1, done.stderr  # one id is unknown
+    assert [(r['state'], r.get('outcome')) for r in rows] == [('FINISHED', 'SUCCEEDED')] * 2 + [('UNKNOWN', None)]
+    done = subprocess.run(
+        [*fleetctl, 'trace', all_ids[0], '--wait', '0.5'], capture_output=True, text=True, timeout=60, env=processes.env
+    )
+    assert done.returncode == 0 and 'SUBMIT' in done.stdout and 'SUCCEEDED' in done.stdout, done.stdout + done.stderr
+    assert 'journal of' in done.stdout
 
     # A new status subscriber sees only the current leader (the other replica publishes no latched status).
     statuses: list[ShardStatus] = []
