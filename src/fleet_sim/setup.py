@@ -21,6 +21,7 @@ setup(
         'console_scripts': [
             'fleet_sim_host = fleet_sim.host:main',
             'fleet_sim_fault = fleet_sim.fault_cli:main',
+            'fleet_diff_drive_sim = fleet_sim.diff_drive:main',
         ],
     },
 )

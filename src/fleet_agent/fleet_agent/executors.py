@@ -10,11 +10,11 @@ A plug-in is `package.module:function` (the agent's `executor` parameter): `func
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from fleet_agent.steering import Pose, SteeringLimits, distance, steer, turn_toward, wrap_angle
 from fleet_core.degradation import DegradationConfig, telemetry_rate_factor
 from fleet_core.model import Command
 
@@ -77,39 +77,74 @@ class SleepExecutor:
         return ExecutionResult(True)
 
 
+class MotionError(Exception):
+    """The base cannot be driven now (no odometry, or odometry gone stale); the message says what is missing.
+    A goto that meets it halts the robot and fails with that message."""
+
+
 class MotionBackend(Protocol):
-    """What a goto needs from a robot base: its pose and a way to drive toward a point."""
+    """What a goto needs from a robot base. `drive` and `halt` must act at once (publish, never wait): `halt` is
+    what an e-stop, a SAFETY stop or a deadline comes down to."""
 
-    def pose(self) -> tuple[float, float, float]: ...
+    async def pose(self) -> Pose:
+        """The latest (x, y, yaw); waits a bounded time for a fresh one. Raises MotionError when none comes."""
+        ...
 
-    async def drive_toward(self, x: float, y: float, dt: float) -> None: ...
+    def drive(self, linear_mps: float, angular_rps: float) -> None: ...
 
-    async def halt(self) -> None: ...
+    def halt(self) -> None: ...
 
 
 class GotoExecutor:
-    """Nav2-style goto: drive to (x, y) until within `tolerance_m`, then report success. Other kinds are
-    delegated to `fallback`. The motion itself comes from a MotionBackend (simulated base, or a cmd_vel/odom
-    bridge on a real robot)."""
+    """Drives a `goto` to (x, y) until within `tolerance_m` (then, if the command gives `theta`, turns to that
+    heading), halts and reports success. The steering law is fleet_agent.steering; the base is a MotionBackend
+    (fleet_agent.motion drives cmd_vel/odom topics). Cancellation (e-stop, SAFETY stop, deadline) halts the base
+    before the CancelledError propagates. Other kinds are delegated to `fallback`."""
 
     def __init__(
-        self, backend: MotionBackend, *, fallback: CommandExecutor, tolerance_m: float = 0.1, control_dt: float = 0.05
+        self,
+        backend: MotionBackend,
+        *,
+        fallback: CommandExecutor,
+        limits: SteeringLimits | None = None,
+        tolerance_m: float = 0.1,
+        yaw_tolerance_rad: float = 0.1,
+        control_dt: float = 0.05,
     ) -> None:
         self.backend = backend
         self.fallback = fallback
+        self.limits = limits or SteeringLimits()
         self.tolerance_m = tolerance_m
+        self.yaw_tolerance_rad = yaw_tolerance_rad
         self.control_dt = control_dt
 
     async def execute(self, command: Command, args: Mapping[str, Any]) -> ExecutionResult:
         if command.kind != 'goto':
             return await self.fallback.execute(command, args)
         x, y = float(args['x']), float(args['y'])
+        theta = float(args['theta']) if args.get('theta') is not None else None
         try:
-            while True:
-                px, py, _ = self.backend.pose()
-                if math.hypot(x - px, y - py) <= self.tolerance_m:
-                    return ExecutionResult(True, f'reached ({x:.2f}, {y:.2f})')
-                await self.backend.drive_toward(x, y, self.control_dt)
-        except asyncio.CancelledError:
-            await self.backend.halt()
-            raise
+            pose = await self._drive_to(x, y)
+            if theta is not None:
+                pose = await self._turn_to(theta)
+        except MotionError as exc:
+            return ExecutionResult(False, f'goto ({x:.2f}, {y:.2f}) stopped: {exc}')
+        finally:
+            self.backend.halt()
+        return ExecutionResult(True, f'reached ({pose[0]:.2f}, {pose[1]:.2f}) for ({x:.2f}, {y:.2f})')
+
+    async def _drive_to(self, x: float, y: float) -> Pose:
+        while True:
+            pose = await self.backend.pose()
+            if distance(pose, x, y) <= self.tolerance_m:
+                return pose
+            self.backend.drive(*steer(pose, x, y, self.limits))
+            await asyncio.sleep(self.control_dt)
+
+    async def _turn_to(self, heading: float) -> Pose:
+        while True:
+            pose = await self.backend.pose()
+            if abs(wrap_angle(heading - pose[2])) <= self.yaw_tolerance_rad:
+                return pose
+            self.backend.drive(*turn_toward(pose, heading, self.limits))
+            await asyncio.sleep(self.control_dt)

@@ -60,6 +60,15 @@ TELEMETRY = QoSProfile(
     durability=DurabilityPolicy.VOLATILE,
 )
 
+VELOCITY_COMMAND = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
+"""A base's cmd_vel: only the latest command matters, and it must arrive (the zero twist of a halt above all).
+Matches the reliable endpoints of ros_gz_bridge and of real base drivers."""
+
 LATCHED = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
     depth=1,
@@ -92,6 +101,7 @@ PROFILES: dict[str, QoSProfile] = {
     'events': EVENTS,
     'heartbeat': HEARTBEAT,
     'telemetry': TELEMETRY,
+    'velocity_command': VELOCITY_COMMAND,
     'latched': LATCHED,
     'operations': OPERATIONS,
     'service_calls': SERVICE_CALLS,

@@ -1,0 +1,149 @@
+"""Pure tests of the Gazebo path's parts: the steering law, GotoExecutor on a fake base, the kinematic stand-in's
+integration, and the topic names of the cmd_vel/odom backend. No ROS processes."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from fleet_agent.executors import ExecutionResult, GotoExecutor, MotionError, SleepExecutor
+from fleet_agent.motion import agent_topic
+from fleet_agent.steering import SteeringError, SteeringLimits, steer, wrap_angle, yaw_of_quaternion
+from fleet_core.config import ConfigError
+from fleet_core.model import Command, Priority
+from fleet_sim.kinematics import KinematicDiffDrive, KinematicsError
+
+LIMITS = SteeringLimits(max_linear_mps=0.5, max_angular_rps=1.0, rotate_in_place_rad=0.5)
+
+
+def command(kind: str = 'goto') -> Command:
+    return Command(
+        command_id='c1',
+        trace_id='t1',
+        site_id='s',
+        agent_id='r001',
+        shard_id='z',
+        seq=1,
+        epoch=1,
+        attempt=1,
+        kind=kind,
+        args_json='{}',
+        priority=Priority.NORMAL,
+        deadline=1e12,
+        issued_at=0.0,
+    )
+
+
+def test_steer_turns_on_the_spot_when_facing_away_and_drives_when_facing_the_target():
+    linear, angular = steer((0.0, 0.0, 0.0), 0.0, 1.0, LIMITS)  # target 90 degrees to the left
+    assert linear == 0.0 and angular == pytest.approx(1.0)
+    linear, angular = steer((0.0, 0.0, math.pi), 0.0, 1.0, LIMITS)  # facing -x, the target is to the right
+    assert linear == 0.0 and angular == pytest.approx(-1.0)
+    linear, angular = steer((0.0, 0.0, 0.0), 3.0, 0.0, LIMITS)
+    assert linear == pytest.approx(0.5) and angular == 0.0
+    linear, _ = steer((0.0, 0.0, 0.0), 0.2, 0.0, LIMITS)  # slows down on approach
+    assert linear == pytest.approx(0.2)
+
+
+def test_angles_and_limits():
+    assert wrap_angle(3 * math.pi / 2) == pytest.approx(-math.pi / 2)
+    assert yaw_of_quaternion(0.0, 0.0, math.sin(0.4), math.cos(0.4)) == pytest.approx(0.8)
+    with pytest.raises(SteeringError, match='max_linear_mps'):
+        SteeringLimits(max_linear_mps=0.0)
+
+
+def test_kinematic_base_follows_arcs_clamps_and_times_out():
+    base = KinematicDiffDrive(max_linear_mps=1.0, max_angular_rps=2.0, cmd_timeout_sec=0.5, now=0.0)
+    base.command(5.0, 0.0, 0.0)  # clamped to 1 m/s
+    state = base.step(0.25)
+    assert (state.x, state.y, state.linear) == (pytest.approx(0.25), pytest.approx(0.0), 1.0)
+    state = base.step(2.0)  # the command timed out at 0.5 s
+    assert state.x == pytest.approx(0.5) and state.linear == 0.0
+    base.command(float('nan'), 1.0, 2.0)
+    assert base.step(2.2).angular == 0.0
+    arc = KinematicDiffDrive(x=0.5, max_linear_mps=2.0, max_angular_rps=2.0, cmd_timeout_sec=0.0, now=0.0)
+    arc.command(math.pi / 2, math.pi / 2, 0.0)  # a quarter circle of radius 1 in one second
+    arc.step(0.3)
+    state = arc.step(1.0)  # two steps land where one would
+    assert (state.x, state.y, state.yaw) == (pytest.approx(1.5), pytest.approx(1.0), pytest.approx(math.pi / 2))
+    with pytest.raises(KinematicsError):
+        KinematicDiffDrive(max_linear_mps=-1.0)
+
+
+class FakeBase:
+    """A MotionBackend over the kinematic stand-in, stepped by the control loop's own time."""
+
+    def __init__(self, *, odometry: bool = True) -> None:
+        self.base = KinematicDiffDrive(cmd_timeout_sec=0.0)
+        self.now = 0.0
+        self.odometry = odometry
+        self.commands: list[tuple[float, float]] = []
+
+    async def pose(self) -> tuple[float, float, float]:
+        if not self.odometry:
+            raise MotionError('no odometry on /r/odom for 1 s')
+        self.now += 0.05
+        state = self.base.step(self.now)
+        return state.x, state.y, state.yaw
+
+    def drive(self, linear_mps: float, angular_rps: float) -> None:
+        self.commands.append((linear_mps, angular_rps))
+        self.base.command(linear_mps, angular_rps, self.now)
+
+    def halt(self) -> None:
+        self.drive(0.0, 0.0)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_goto_reaches_the_target_turns_to_theta_and_halts():
+    base = FakeBase()
+    goto = GotoExecutor(base, fallback=SleepExecutor(), tolerance_m=0.05, yaw_tolerance_rad=0.05, control_dt=0.0)
+    result = run(goto.execute(command(), {'x': -1.0, 'y': 2.0, 'theta': 0.5}))
+    assert result.success, result.detail
+    state = base.base.step(base.now)
+    assert math.hypot(state.x + 1.0, state.y - 2.0) <= 0.05
+    assert abs(wrap_angle(state.yaw - 0.5)) <= 0.05
+    assert base.commands[-1] == (0.0, 0.0)
+    assert any(linear > 0 for linear, _ in base.commands)
+
+
+def test_goto_halts_when_cancelled_and_fails_without_odometry():
+    base = FakeBase()
+    goto = GotoExecutor(base, fallback=SleepExecutor(), control_dt=0.01)
+
+    async def cancelled() -> None:
+        task = asyncio.create_task(goto.execute(command(), {'x': 50.0, 'y': 0.0}))
+        while not base.commands:
+            await asyncio.sleep(0.005)
+        task.cancel('e-stop engaged')
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(cancelled())
+    assert len(base.commands) > 1 and base.commands[-1] == (0.0, 0.0)
+
+    blind = FakeBase(odometry=False)
+    result = run(GotoExecutor(blind, fallback=SleepExecutor()).execute(command(), {'x': 1.0, 'y': 0.0}))
+    assert not result.success and 'no odometry' in result.detail
+    assert blind.commands == [(0.0, 0.0)]
+
+
+def test_goto_executor_passes_other_kinds_to_its_fallback():
+    fallback = SleepExecutor()
+    result = run(GotoExecutor(FakeBase(), fallback=fallback).execute(command('inspect'), {}))
+    assert result == ExecutionResult(True) and fallback.executed == ['c1']
+
+
+def test_agent_topic_names():
+    assert agent_topic('cmd_vel', 'site_a', 'r7') == '/site_a/r7/cmd_vel'
+    assert agent_topic('/model/{agent}/odom', 'site_a', 'r7') == '/model/r7/odom'
+    assert agent_topic('{site}_bridge/{agent}/cmd_vel', 's', 'r') == '/s/r/s_bridge/r/cmd_vel'
+    with pytest.raises(ConfigError, match='only'):
+        agent_topic('/model/{robot}/odom', 's', 'r')
+    with pytest.raises(ConfigError, match='invalid'):
+        agent_topic('/model/bad name', 's', 'r')
