@@ -1,8 +1,13 @@
 """Gateway benchmark: fanout, ingest, storm and service scenarios against a fleet_gateway subprocess on loopback.
 
-Prints one JSON line per scenario with scenario, clients, rate, delivered_per_s, delivered_ratio, p50_ms, p99_ms,
-failures, gateway_cpu_s, gateway_peak_rss_mb. The ROS side (publisher, subscriber or service) runs in a helper
-process (this file with --ros-helper); WebSocket clients are asyncio `websockets` clients in this process.
+Prints one JSON line per scenario with scenario, client (profile), clients, rate, delivered_per_s,
+delivered_ratio, p50_ms, p99_ms, max_ms (the age of what was delivered), failures, gateway_cpu_s,
+gateway_cpu_pct, gateway_peak_rss_mb. The ROS side (publisher, subscriber or service) runs in a helper process
+(this file with --ros-helper); WebSocket clients run in this process, in two profiles: `lean` (a minimal RFC 6455
+client that does not parse what it receives) and `default` (the `websockets` library at its default settings, each
+message parsed with json.loads, as an ordinary application would). Ages are measured from when a message was meant
+to be sent (a rate-limited publisher stamps its schedule, not the moment it got round to it; an ingest client stamps
+a batch before it waits for backpressure), so time spent blocked counts (no coordinated omission).
 Every load loop is bounded by a message count and a deadline. `--quick` runs a short smoke subset.
 """
 
@@ -30,6 +35,8 @@ from fleet_core import stats
 
 PAD = 'x' * 40
 TOPIC_OUT = '/bench/out'
+TOPIC_OUT_MAX = '/bench/out_max'
+"""Fan-out at max rate publishes here: a telemetry topic (best effort) on the gateway side."""
 TOPIC_IN = '/bench/in'
 SERVICE = '/bench/srv'
 BENCH_RECEIVE_BUFFER = 8192
@@ -66,7 +73,7 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
     result: dict[str, Any] = {}
     try:
         if mode == 'pub':
-            pub = node.create_publisher(String, TOPIC_OUT, qos.EVENTS)
+            pub = node.create_publisher(String, TOPIC_OUT_MAX if arg == 'max' else TOPIC_OUT, qos.EVENTS)
             ready_path.write_text('ready')
             deadline = time.monotonic() + 30
             while pub.get_subscription_count() < 1 and time.monotonic() < deadline and not stop['flag']:
@@ -84,12 +91,13 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
                 now = time.monotonic()
                 if now >= end:
                     break
+                due = now
                 if rate is not None:
                     due = start + sent / rate
                     if now < due:
                         executor.spin_once(timeout_sec=min(0.002, due - now))
                         continue
-                msg.data = f'{sent} {time.monotonic():.6f} {PAD}'
+                msg.data = f'{sent} {due:.6f} {PAD}'  # when it was meant to be sent: lateness counts in the age
                 pub.publish(msg)
                 sent += 1
             result = {'published': sent, 'seconds': time.monotonic() - start}
@@ -132,6 +140,7 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
                 'last': counter['last'],
                 'p50_ms': percentile(latencies, 50),
                 'p99_ms': percentile(latencies, 99),
+                'max_ms': max(latencies, default=None),
             }
         elif mode == 'srv':
             calls = {'n': 0}
@@ -251,7 +260,15 @@ class Bench:
                         # effort and shallow, so a subscriber that cannot keep up loses samples (counted as the
                         # delivered_ratio) instead of queueing seconds of them
                         'default_qos': 'events',
-                        'topic_qos': [{'glob': TOPIC_IN, 'profile': 'telemetry'}],
+                        # fan-out at 100 Hz / 1 kHz is reliable (every message delivered) with a 500 ms staleness
+                        # bound; at max rate it is telemetry (best effort, shallow: a reliable subscription stalls
+                        # for the writer's heartbeat period, seconds, whenever the gateway's reader history fills),
+                        # bounded by max_staleness_ms (500)
+                        'topic_qos': [
+                            {'glob': TOPIC_IN, 'profile': 'telemetry'},
+                            {'glob': TOPIC_OUT_MAX, 'profile': 'telemetry'},
+                        ],
+                        'staleness': [{'glob': TOPIC_OUT, 'max_ms': 500}],
                         # a loopback/LAN deployment: what a saturating client has waiting in the gateway's kernel
                         # buffer is latency; WAN site links want the default 32 KiB (bytes per round trip)
                         'receive_buffer_bytes': BENCH_RECEIVE_BUFFER,
@@ -312,11 +329,14 @@ class Bench:
 
     def line(self, scenario: str, clients: int, rate: Any, **values: Any) -> None:
         record = {'scenario': scenario, 'clients': clients, 'rate': rate}
-        for key in ('delivered_per_s', 'delivered_ratio', 'p50_ms', 'p99_ms'):
+        for key in ('client', 'delivered_per_s', 'delivered_ratio', 'p50_ms', 'p99_ms', 'max_ms'):
             value = values.pop(key, None)
             record[key] = round(value, 3) if isinstance(value, float) else value
         record['failures'] = values.pop('failures', 0)
-        record['gateway_cpu_s'] = round(values.pop('cpu'), 2)
+        cpu = values.pop('cpu')
+        record['gateway_cpu_s'] = round(cpu, 2)
+        wall = values.pop('wall_s', None)
+        record['gateway_cpu_pct'] = round(100 * cpu / wall, 1) if wall else None
         record['gateway_peak_rss_mb'] = round(self.probe.peak_kb / 1024, 1)
         record.update(values)
         record['settled_s'] = round(self.settled_s, 2)
@@ -516,12 +536,30 @@ def _stamp_ms(buf: bytearray, start: int) -> float:
     return (time.monotonic() - float(bytes(buf[at : at + 48]).split(b' ', 2)[1])) * 1000
 
 
-async def fanout(bench: Bench, clients: int, rate: str, duration: float) -> None:
+async def default_connect(url: str, deadline: float) -> Any:
+    """A `websockets` client at its default settings (buffers, max_queue, keepalive), retrying on HTTP 503."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    while True:
+        try:
+            return await connect(url, open_timeout=max(0.5, deadline - time.monotonic()))
+        except InvalidStatus as exc:
+            if exc.response.status_code != 503 or time.monotonic() > deadline:
+                raise
+            retry = float(exc.response.headers.get('Retry-After', '1'))
+            await asyncio.sleep(min(retry * random.uniform(0.5, 1.0), max(0.0, deadline - time.monotonic())))
+
+
+async def fanout(bench: Bench, clients: int, rate: str, duration: float, profile: str = 'lean') -> None:
     counts = [0] * clients
     latencies: list[float] = []
     errors: list[str] = []
+    stale_reports = [0]
     last_rx = [0.0]
     first_rx = [0.0]
+    sample_every = 1 if clients == 1 or profile == 'default' else 10
+    subscribe = {'op': 'subscribe', 'topic': TOPIC_OUT_MAX if rate == 'max' else TOPIC_OUT, 'type': 'std_msgs/String'}
 
     def receiver(i: int) -> Any:
         def on_text(buf: bytearray, start: int, end: int) -> None:
@@ -530,16 +568,47 @@ async def fanout(bench: Bench, clients: int, rate: str, duration: float) -> None
                 last_rx[0] = time.monotonic()
                 if not first_rx[0]:
                     first_rx[0] = last_rx[0]
-                if clients == 1 or counts[i] % 10 == 0:
+                if counts[i] % sample_every == 0:
                     latencies.append(_stamp_ms(buf, start))
-            elif buf.startswith(STATUS_PREFIX, start) and b'"level":"error"' in buf[start:end]:
-                errors.append(bytes(buf[start:end]).decode(errors='replace'))
+            elif buf.startswith(STATUS_PREFIX, start):
+                if b'"level":"error"' in buf[start:end]:
+                    errors.append(bytes(buf[start:end]).decode(errors='replace'))
+                elif b'staleness bound' in buf[start:end]:
+                    stale_reports[0] += 1
 
         return on_text
 
-    conns = [await lean_connect(bench.port, bench.token, time.monotonic() + 20, receiver(i)) for i in range(clients)]
-    for i, client in enumerate(conns):
-        client.send_text(json.dumps({'op': 'subscribe', 'id': f's{i}', 'topic': TOPIC_OUT, 'type': 'std_msgs/String'}))
+    readers: list[asyncio.Task[None]] = []
+    if profile == 'lean':
+        conns: list[Any] = [
+            await lean_connect(bench.port, bench.token, time.monotonic() + 20, receiver(i)) for i in range(clients)
+        ]
+        for i, client in enumerate(conns):
+            client.send_text(json.dumps({**subscribe, 'id': f's{i}'}))
+    else:
+        conns = [await default_connect(bench.url, time.monotonic() + 20) for _ in range(clients)]
+
+        async def read(i: int, ws: Any) -> None:
+            # what an ordinary application does: take each message as it comes and parse it
+            with contextlib.suppress(Exception):
+                async for text in ws:
+                    message = json.loads(text)
+                    if message.get('op') == 'publish':
+                        now = time.monotonic()
+                        counts[i] += 1
+                        last_rx[0] = now
+                        if not first_rx[0]:
+                            first_rx[0] = now
+                        latencies.append((now - float(message['msg']['data'].split(' ', 2)[1])) * 1000)
+                    elif message.get('op') == 'status':
+                        if message.get('level') == 'error':
+                            errors.append(str(message.get('msg'))[:200])
+                        elif 'staleness bound' in str(message.get('msg')):
+                            stale_reports[0] += 1
+
+        for i, ws in enumerate(conns):
+            await ws.send(json.dumps({**subscribe, 'id': f's{i}'}))
+            readers.append(asyncio.create_task(read(i, ws)))
     proc, ready, result_path = bench.helper('pub', rate, duration)
     stop = asyncio.Event()
     sampler = asyncio.create_task(bench.probe.sampler(stop))
@@ -549,34 +618,45 @@ async def fanout(bench: Bench, clients: int, rate: str, duration: float) -> None
     deadline = started + duration + 30
     while proc.popen.poll() is None and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    # drain: stop once nothing arrived for 0.3 s (bounded by 5 s)
+    # drain: stop once nothing arrived for 1 s (bounded by 5 s)
     drain_end = time.monotonic() + 5
     last = -1
     while time.monotonic() < drain_end and sum(counts) != last:
         last = sum(counts)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.0)
     cpu = bench.probe.cpu() - cpu0
+    wall = time.monotonic() - started
     stop.set()
     await sampler
     published = bench.finish_helper(proc, result_path, 5).get('published', 0)
     for client in conns:
-        client.close()
+        if profile == 'lean':
+            client.close()
+        else:
+            await client.close()
+    for task in readers:
+        task.cancel()
     total = sum(counts)
     span = max(last_rx[0] - first_rx[0], 1e-3)  # from the first to the last frame any client received
     bench.line(
         'fanout',
         clients,
         rate,
+        client=profile,
         delivered_per_s=total / span,
         delivered_ratio=total / max(1, published * clients),
         p50_ms=percentile(latencies, 50),
         p99_ms=percentile(latencies, 99),
+        max_ms=max(latencies, default=None),
         failures=len(errors),
         cpu=cpu,
+        wall_s=wall,
         published=published,
         delivered=total,
         min_client=min(counts),
         span_s=round(span, 2),
+        age_sampled_every=sample_every,
+        stale_reports=stale_reports[0],
     )
 
 
@@ -605,15 +685,17 @@ async def ingest(bench: Bench, clients: int, duration: float) -> None:
         while time.monotonic() < end and sent[i] < limit:
             n = sent[i]
             stamp = f'{time.monotonic():.6f}'
-            client.write_frames([f'{head}{n + k} {stamp} {PAD}"}}}}'.encode() for k in range(batch)])
+            frames = [f'{head}{n + k} {stamp} {PAD}"}}}}'.encode() for k in range(batch)]
+            await client.drain()  # stamped before waiting: time blocked by the gateway's pushback counts
+            client.write_frames(frames)
             sent[i] = n + batch
-            await client.drain()
             await asyncio.sleep(0)
 
     await asyncio.gather(*(writer(i, c) for i, c in enumerate(conns)))
     for client in conns:
         client.close()
     cpu = bench.probe.cpu() - cpu0
+    wall = time.monotonic() - started
     stop.set()
     await sampler
     result = bench.finish_helper(proc, result_path, 1)
@@ -623,6 +705,9 @@ async def ingest(bench: Bench, clients: int, duration: float) -> None:
         'ingest',
         clients,
         'max',
+        client='lean',
+        wall_s=wall,
+        max_ms=result.get('max_ms'),
         delivered_per_s=received / span,
         delivered_ratio=received / max(1, sum(sent)),
         p50_ms=result.get('p50_ms'),
@@ -680,6 +765,7 @@ async def storm(bench: Bench, clients: int, budget: float) -> None:
 
     await asyncio.gather(*(one(i) for i in range(clients)))
     cpu = bench.probe.cpu() - cpu0
+    wall = time.monotonic() - started
     stop.set()
     await sampler
     for client in [*open_conns, warm]:
@@ -690,13 +776,15 @@ async def storm(bench: Bench, clients: int, budget: float) -> None:
         'storm',
         clients,
         'connect',
+        client='lean',
+        wall_s=wall,
         delivered_per_s=len(times) / max(max(times, default=1e-6), 1e-6),
         delivered_ratio=len(times) / clients,
         p50_ms=_ms(percentile(times, 50)),
         p99_ms=_ms(percentile(times, 99)),
+        max_ms=_ms(max(times, default=None)),
         failures=len(failures) + late,
         cpu=cpu,
-        max_ms=_ms(max(times, default=None)),
         budget_s=budget,
         failure_kinds=sorted(set(failures)),
     )
@@ -765,6 +853,9 @@ async def service(bench: Bench, clients: int, duration: float) -> None:
         'service',
         clients,
         'max',
+        client='websockets',
+        wall_s=elapsed,
+        max_ms=max(latencies, default=None),
         delivered_per_s=done[0] / elapsed,
         delivered_ratio=None,
         p50_ms=percentile(latencies, 50),
@@ -791,8 +882,11 @@ async def run(args: argparse.Namespace) -> None:
                     if quick
                     else [(k, r) for k in (1, 10, 100) for r in ('100', '1000', 'max')]
                 )
-                for clients, rate in combos:
-                    await bench.after_idle(fanout(bench, clients, rate, duration))
+                if args.fanout:
+                    combos = [(int(c), r) for c, r in (item.split(':') for item in args.fanout.split(','))]
+                for profile in args.clients.split(','):
+                    for clients, rate in combos:
+                        await bench.after_idle(fanout(bench, clients, rate, duration, profile))
             if 'ingest' in wanted:
                 default = (1, 10) if quick else (1, 10, 100)
                 for clients in [int(k) for k in args.ingest_clients.split(',')] if args.ingest_clients else default:
@@ -815,6 +909,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--quick', action='store_true', help='short smoke run')
     parser.add_argument('--scenarios', default='fanout,ingest,storm,service')
+    parser.add_argument(
+        '--clients',
+        default='lean,default',
+        help='fan-out client profiles: lean (minimal, no parsing) and/or default (websockets at its defaults)',
+    )
+    parser.add_argument('--fanout', help='fan-out combinations "clients:rate,..." (e.g. 100:max,100:100)')
     parser.add_argument('--ingest-clients', help='comma-separated client counts for ingest (default 1,10,100)')
     parser.add_argument(
         '--ingest-reader-depth',

@@ -956,6 +956,24 @@ def test_stale_telemetry_is_dropped_at_send_time_counted_and_reported():
     assert report['level'] == 'warning' and '1 of them older than their staleness bound' in report['msg']
 
 
+def test_client_behind_queues_only_what_it_can_read_within_the_staleness_bound():
+    s = session()
+    send(s, op='subscribe', id='p', topic='/pose', type='std_msgs/String')
+    send(s, op='subscribe', id='e', topic='/events', type='std_msgs/String')
+    s.backlog_keep = 2  # set by the transport while the client's in-flight window is full
+    pose = [PublishedMessage('/pose', {'data': str(i)}, critical=False, max_age_s=0.5) for i in range(5)]
+    events = [PublishedMessage('/events', {'data': str(i)}, critical=False) for i in range(5)]
+    s.deliver_batch('/pose', pose, s.clock())
+    s.deliver_batch('/events', events, s.clock())  # no staleness bound: not capped by the backlog allowance
+    assert [(m['topic'], m['msg']['data']) for m in sent(s) if m['op'] == 'publish'] == [
+        ('/pose', '3'),
+        ('/pose', '4'),
+        *[('/events', str(i)) for i in range(5)],
+    ]
+    s.note_stale('/pose', 7, s.clock())  # stale before the fan-out: counted as stale drops
+    assert s.stats()['dropped'] == 10 and s.stats()['stale_dropped'] == 7
+
+
 def test_deliver_batch_matches_per_message_delivery():
     one = session(send_queue_frames=5)
     many = session(send_queue_frames=5)

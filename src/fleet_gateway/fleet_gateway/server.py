@@ -80,6 +80,8 @@ at least MIN_WINDOW. What is read is learnt from WebSocket pings: every client a
 that was sent before it. Beyond the window, non-critical frames wait in the bounded send queue, where telemetry
 past its staleness bound is dropped, instead of ageing in kernel buffers the gateway cannot purge."""
 PING_PREFIX = b'fg-inflight:'
+MIN_BACKLOG_FRAMES = 32
+"""Telemetry frames queued per topic for a client that is behind, at least (see `ClientSession.backlog_keep`)."""
 RETRY_WRITE_S = 0.005
 READ_CHUNK = 64 * 1024
 """Bytes read from one socket per event-loop turn (asyncio's default is 256 KiB), so one busy client cannot hold a
@@ -372,6 +374,7 @@ class ClientConnection:
         self._ping: tuple[bytes, int, float] | None = None
         """The in-flight ping awaiting its pong: (payload, bytes written up to it, when it was sent)."""
         self._pings = 0
+        self._frames_written = 0
         self._read_rate = 0.0
         self._last_pong = 0.0
 
@@ -396,6 +399,13 @@ class ClientConnection:
             data = b''.join([wire(frame) for frame in batch])
             transport.write(data)
             self.written += len(data)
+            self._frames_written += len(batch)
+        in_flight = self.written - self.read_by_client
+        if in_flight >= self.window and len(outbox):  # behind: queue per telemetry topic what it reads in 0.5 s
+            frame_size = self.written / max(1, self._frames_written)
+            self.session.backlog_keep = max(MIN_BACKLOG_FRAMES, int(self._read_rate * 0.5 / frame_size))
+        else:
+            self.session.backlog_keep = 0
         if self._ping is None and self.written - self.read_by_client >= self.window // 4:
             self._send_ping(transport, now)  # not on every write: a pong costs the client and the gateway a frame
 
@@ -861,8 +871,20 @@ class GatewayServer:
         by_topic: dict[str, list[PublishedMessage]] = {}
         for published in batch:
             by_topic.setdefault(published.topic, []).append(published)
-        for topic, messages in by_topic.items():
+        mono = time.monotonic()
+        for topic, arrived in by_topic.items():
             conns = self.ros.subscribers(topic)
+            messages = arrived
+            oldest = arrived[0].expires
+            if oldest is not None and oldest < mono:
+                fresh = next((i for i, m in enumerate(arrived) if m.expires is not None and m.expires >= mono), None)
+                stale = len(arrived) if fresh is None else fresh
+                messages = arrived[stale:]  # stale before the fan-out (the loop fell behind): counted once each
+                for conn in conns:
+                    conn.session.note_stale(topic, stale, now)
+                if not messages:
+                    dirty.update(conns)
+                    continue
             for conn in conns:
                 try:
                     conn.session.deliver_batch(topic, messages, now)

@@ -91,10 +91,12 @@ class SendQueue:
             self._normal = deque(e for e in self._normal if e.alive)
             self._dead = 0
 
-    def count_drops(self, key: Hashable, count: int) -> None:
-        """Record frames dropped before they were queued (a batch longer than the key's allowance)."""
+    def count_drops(self, key: Hashable, count: int, *, stale: bool = False) -> None:
+        """Record frames dropped before they were queued (a batch longer than the key's allowance, or stale)."""
         self.dropped_total += count
         self.drops[key] = self.drops.get(key, 0) + count
+        if stale:
+            self.stale_total += count
 
     def _kill(self, entry: _Entry) -> None:
         entry.alive = False

@@ -129,6 +129,9 @@ class ClientSession:
         self._reported_stale = 0
         self._next_drop_report = 0.0
         self._throttle_wake: float | None = None
+        self.backlog_keep = 0
+        """Set by the transport while this client is behind (its in-flight window is full): how many frames per
+        telemetry topic are worth queueing (about what it reads within a staleness bound); 0: no such cap."""
 
     # --- input ------------------------------------------------------------------------------------------
 
@@ -253,18 +256,27 @@ class ClientSession:
                 self.deliver(published, now)
             return
         keep = sub.queue_length or self.limits.send_queue_frames
+        queue_length = sub.queue_length
+        if self.backlog_keep and batch[-1].expires is not None and self.backlog_keep < keep:
+            keep = queue_length = self.backlog_keep  # behind on telemetry: more would only go stale here
         if len(batch) > keep:
             surplus = len(batch) - keep
             self.outbox.count_drops(topic, surplus)
             batch = batch[surplus:]
         encoding = sub.encoding
         put = self.outbox.put
-        queue_length = sub.queue_length
         for published in batch:
             put(published.frame(encoding), topic, queue_length)
         self.counters['delivered'] += len(batch)
         if self.outbox.dropped_total != self._reported_drops and now >= self._next_drop_report:
             self._report_drops(now)
+
+    def note_stale(self, topic: str, count: int, now: float) -> None:
+        """`count` messages of `topic` were already past their staleness bound when they reached the fan-out."""
+        if topic in self.subscriptions and self.close_request is None:
+            self.outbox.count_drops(topic, count, stale=True)
+            if now >= self._next_drop_report:
+                self._report_drops(now)
 
     def _enqueue(self, sub: Subscription, published: PublishedMessage) -> None:
         self.counters['delivered'] += 1
