@@ -162,3 +162,22 @@ def test_journal_entries_not_from_the_lease_holders_epoch_are_counted_and_never_
     b.durable.persist(b.clock())
     assert [f.state for f in b.journal.fates(['forged-stale', 'forged-future'])] == [CommandState.UNKNOWN] * 2
     assert {'forged-stale', 'forged-future'}.isdisjoint(c.command_id for c in b.replica.pending)
+
+
+def test_a_standby_started_late_gets_a_snapshot_of_the_unfinished_work(ros, tmp_path):
+    a = replica(ros, tmp_path, 'a', 0)
+    a.trigger_activate()
+    ros.spin_until(lambda: a.leading, 15, 'a to lead')
+    client = ros.node('submitter').create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
+    ros.spin_until(client.service_is_ready, 10, 'the submit service')
+    early = list(submit(ros, client, 'req-early').command_ids)  # nobody follows yet
+    b = replica(ros, tmp_path, 'b', 1)
+    b.trigger_activate()
+
+    def b_has_everything() -> bool:
+        b.durable.persist(b.clock())
+        fates = b.journal.fates(early)
+        return all(f.state is CommandState.PENDING for f in fates) and b.journal.request('req-early') is not None
+
+    ros.spin_until(b_has_everything, 15, 'the late standby to hold the earlier work')
+    assert {c.command_id for c in b.replica.pending} >= set(early)

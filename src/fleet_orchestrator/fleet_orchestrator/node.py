@@ -207,6 +207,7 @@ class ShardOrchestrator(LifecycleNode):
         self.status_pub: Publisher | None = None
         self._retired_publishers: list[Publisher] = []
         self._catch_up_until = 0.0
+        self._followers = 0
         self.options: OrchestratorOptions | None = None
         self.dispatcher: CommandDispatcher | None = None
         self.takeover_seconds: float | None = None
@@ -473,6 +474,7 @@ class ShardOrchestrator(LifecycleNode):
             return
         self._publish_lease(lease)
         self._catch_up_until = started + CATCH_UP_LEASES * self.lease.config.lease_sec
+        self._followers = self.journal_pub.get_subscription_count()  # they get the adopted commands below
         site, sid = self.shard.site_id, self.shard.shard_id
         self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
         reannounced = self._reannounce_recent_outcomes(started)
@@ -557,11 +559,26 @@ class ShardOrchestrator(LifecycleNode):
         self._step_down('the shard journal failed', refused=refused)
 
     def _journal(self, commands: list[Command]) -> None:
-        """Replicate accepted commands to the standbys; skipped while none follows. The journal is volatile either
-        way: a standby follows the commands accepted after it matched (start standbys before submitting work)."""
+        """Replicate accepted commands to the standbys; skipped while none follows. The topic is volatile: a standby
+        that matches later gets a snapshot of the unfinished work instead (_snapshot_for_new_followers)."""
         if commands and self.journal_pub.get_subscription_count() > 0:
             for command in commands:
                 self.journal_pub.publish(command_to_msg(command))
+
+    def _snapshot_for_new_followers(self) -> None:
+        """A follower matched since the last tick (a standby started late, or restarted): send every unfinished
+        command and the recent request records again, so that its hot copy and journal hold what it missed.
+        Followers that had them already keep their rows (entries are idempotent)."""
+        followers = self.journal_pub.get_subscription_count()
+        joined, self._followers = followers > self._followers, followers
+        if not joined or self.dispatcher is None or self.journal is None:
+            return
+        pending = self.dispatcher.pending()
+        for command in pending:
+            self.journal_pub.publish(command_to_msg(command))
+        for record in self.journal.recent_requests():
+            self.submission_pub.publish(_record_msg(record))
+        self.get_logger().info(f'a follower joined: sent it {len(pending)} unfinished command(s) of the journal')
 
     def _publish_lease(self, lease: Lease) -> None:
         self.lease_pub.publish(
@@ -763,6 +780,11 @@ class ShardOrchestrator(LifecycleNode):
                 return
             self.dispatcher.tick()
             self.flush()
+            try:
+                self._snapshot_for_new_followers()
+            except JournalUnavailable as exc:
+                self._journal_failed(exc)
+                return
             self.missions.tick(self.health.lost())
             self.operations.tick()
             self.flush()
