@@ -81,6 +81,18 @@ class NetnsTopology:
         """Cut (down) or restore (up) the robot host's only link to the rest of the network."""
         _ip('-n', self.ns(host), 'link', 'set', self.link(host), 'up' if up else 'down')
 
+    def set_drop(self, host: str, direction: str, drop: bool) -> None:
+        """A one-way cut: drop every packet to (`direction='in'`) or from (`'out'`) the robot host, or stop dropping.
+        A blackhole qdisc on the sending end of the veth pair (tc netem is not available on every kernel)."""
+        if direction not in ('in', 'out'):
+            raise NetnsError(f'direction must be in or out, got {direction!r}')
+        index = list(self.robot_hosts).index(host)
+        ns, dev = (self.central, f'vc{index}') if direction == 'in' else (self.ns(host), self.link(host))
+        args = ['qdisc', 'replace', 'dev', dev, 'root', 'blackhole'] if drop else ['qdisc', 'del', 'dev', dev, 'root']
+        result = subprocess.run(['tc', '-n', ns, *args], capture_output=True, text=True, timeout=10, check=False)
+        if result.returncode != 0 and drop:
+            raise NetnsError(f'tc -n {ns} {" ".join(args)}: {result.stderr.strip() or result.returncode}')
+
     def env(self, base: Mapping[str, str], domain_id: int) -> dict[str, str]:
         peers = ';'.join(self.address(h) for h in ['central', *self.robot_hosts])
         env = dict(base)
