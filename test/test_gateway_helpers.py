@@ -59,6 +59,7 @@ def start_gateway(
     port: int = 0,
     tls: tuple[Path, Path] | None = None,
     name: str = 'gateway',
+    extra_args: list[str] | None = None,
 ) -> Gateway:
     tokens = tokens or make_tokens()
     (tmp_path / 'acl.yaml').write_text(yaml.safe_dump(ACL))
@@ -75,7 +76,17 @@ def start_gateway(
     ready = tmp_path / f'{name}.ready'
     ready.unlink(missing_ok=True)
     proc = processes.start(
-        [sys.executable, '-m', 'fleet_gateway.main', '--config', str(config), '--ready-file', str(ready)], name=name
+        [
+            sys.executable,
+            '-m',
+            'fleet_gateway.main',
+            '--config',
+            str(config),
+            '--ready-file',
+            str(ready),
+            *(extra_args or []),
+        ],
+        name=name,
     )
 
     def is_ready() -> bool:

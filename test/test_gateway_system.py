@@ -17,6 +17,8 @@ from test_gateway_helpers import make_cert, start_gateway
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus
 
+from harness.wait import wait_for
+
 pytestmark = pytest.mark.system
 
 
@@ -976,3 +978,32 @@ def test_stale_telemetry_is_dropped_not_queued_for_a_client_that_falls_behind(pr
     gateway.proc.stop()
     stale = re.search(r"'dropped_total': (\d+)", gateway.proc.log_path.read_text())
     assert stale is not None and int(stale.group(1)) >= 200, gateway.proc.log_path.read_text()[-2000:]
+
+
+def test_two_gateways_on_one_domain_are_remappable_nodes_with_described_parameters(processes, ros, tmp_path):
+    """Node name and namespace come from ROS arguments, the port from a parameter: two site servers share a
+    domain without clashing, and their parameters are declared, described and read-only."""
+    from rcl_interfaces.srv import DescribeParameters, GetParameters
+
+    site_a = ['--ros-args', '-r', '__node:=gateway_site_a', '-r', '__ns:=/site_a', '-p', 'port:=0']
+    site_b = ['--ros-args', '-r', '__node:=gateway_site_b', '-p', 'port:=0', '-p', 'host:=127.0.0.1']
+    a = start_gateway(processes, tmp_path, name='gw_a', gateway={'port': 9}, extra_args=site_a)
+    b = start_gateway(processes, tmp_path, name='gw_b', gateway={'port': 9}, extra_args=site_b)
+    assert a.port != b.port and 9 not in (a.port, b.port)  # the parameter won over the file's port
+    node = ros.node('graph_probe')
+    wanted = {('gateway_site_a', '/site_a'), ('gateway_site_b', '/')}
+    wait_for(
+        lambda: wanted <= set(node.get_node_names_and_namespaces()), 20, what='both gateway nodes', tick=ros.spin_once
+    )
+    describe = node.create_client(DescribeParameters, '/site_a/gateway_site_a/describe_parameters')
+    get = node.create_client(GetParameters, '/gateway_site_b/get_parameters')
+    names = ['config_file', 'host', 'port', 'metrics_port']
+    described = describe.call_async(DescribeParameters.Request(names=names))
+    values = get.call_async(GetParameters.Request(names=['host', 'port']))
+    wait_for(lambda: described.done() and values.done(), 20, what='parameter services', tick=ros.spin_once)
+    by_name = {d.name: d for d in described.result().descriptors}
+    assert set(by_name) == set(names) and all(d.read_only and d.description for d in by_name.values())
+    port_range = by_name['port'].integer_range[0]
+    assert (port_range.from_value, port_range.to_value) == (0, 65535)
+    host, port = values.result().values
+    assert host.string_value == '127.0.0.1' and port.integer_value == 0

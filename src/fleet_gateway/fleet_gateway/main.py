@@ -1,4 +1,9 @@
-"""`fleet_gateway` console script: load the config, start rclpy in a SpinThread and serve until SIGINT/SIGTERM."""
+"""`fleet_gateway` console script: load the config, start rclpy in a SpinThread and serve until SIGINT/SIGTERM.
+
+The gateway is an ordinary remappable rclpy node: its name and namespace come from ROS arguments
+(`--ros-args -r __node:=gateway_site_a -r __ns:=/site_a`), and `config_file`, `host`, `port` and `metrics_port` are
+declared, described, read-only parameters (`-p port:=9091`), so two site servers on one domain do not clash. The
+flags `--config`, `--host` and `--port` still work and win over the parameters; parameters win over the file."""
 
 from __future__ import annotations
 
@@ -13,9 +18,11 @@ import sys
 from pathlib import Path
 
 import rclpy
+from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.context import Context
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
+from rclpy.utilities import remove_ros_args
 
 from fleet_gateway.config import ConfigError, GatewayConfig, load_acl, load_gateway_config, load_tokens
 from fleet_gateway.metrics import serve_gateway_metrics
@@ -27,14 +34,51 @@ from fleet_ros.spin import SpinThread
 log = logging.getLogger('fleet_gateway')
 
 
+NODE_NAME = 'fleet_gateway'
+PARAMETERS = ('config_file', 'host', 'port', 'metrics_port')
+"""The node's declared parameters (all read-only, read once at start)."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The gateway's own flags; ROS arguments (`--ros-args ...`) are left to rclpy."""
     parser = argparse.ArgumentParser(prog='fleet_gateway', description='rosbridge v2 WebSocket gateway')
     parser.add_argument('--config', type=Path, help='gateway YAML (see config/gateway.yaml); defaults are safe')
     parser.add_argument('--host', help='override fleet_gateway.host')
     parser.add_argument('--port', type=int, help='override fleet_gateway.port (0: any free port)')
     parser.add_argument('--ready-file', type=Path, help='write {"port", "pid"} as JSON here once listening')
     parser.add_argument('--log-level', default='INFO')
-    return parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    return parser.parse_args(remove_ros_args(['fleet_gateway', *args])[1:])
+
+
+def _describe(text: str, *, port: bool = False, low: int = 0) -> ParameterDescriptor:
+    ranges = [IntegerRange(from_value=low, to_value=65535, step=1)] if port else []
+    return ParameterDescriptor(description=text, read_only=True, integer_range=ranges)
+
+
+def configure(node: Node, args: argparse.Namespace) -> GatewayConfig:
+    """The gateway config: the file (flag `--config` or parameter `config_file`), then the node's parameters
+    `host`, `port`, `metrics_port` (declared with the file's values as defaults), then the flags."""
+    default_file = str(args.config) if args.config else ''
+    path = node.declare_parameter(
+        'config_file', default_file, _describe('gateway YAML (see config/gateway.yaml); empty: safe defaults')
+    ).value
+    if args.config:
+        path = str(args.config)
+    config = load_gateway_config(path) if path else GatewayConfig()
+    host = node.declare_parameter(
+        'host', config.host, _describe('bind address; 127.0.0.1 unless exposed on purpose (then with TLS)')
+    ).value
+    port = node.declare_parameter(
+        'port', config.port, _describe('WebSocket port (0: any free port, in the ready file)', port=True)
+    ).value
+    metrics_port = node.declare_parameter(
+        'metrics_port',
+        config.metrics_port,
+        _describe('Prometheus /metrics port on 127.0.0.1 (0: any free port; -1: off)', port=True, low=-1),
+    ).value
+    overrides = {'host': args.host or host, 'port': args.port if args.port is not None else port}
+    return dataclasses.replace(config, metrics_port=metrics_port, **overrides)
 
 
 async def serve(config: GatewayConfig, node: Node, ready_file: Path | None) -> None:
@@ -75,17 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     logging.getLogger('websockets').setLevel(logging.WARNING)  # one INFO line per connection drowns storms
-    try:
-        config = load_gateway_config(args.config) if args.config else GatewayConfig()
-    except ConfigError as exc:
-        print(f'fleet_gateway: {exc}', file=sys.stderr)
-        return 2
-    overrides = {k: v for k, v in (('host', args.host), ('port', args.port)) if v is not None}
-    config = dataclasses.replace(config, **overrides)
     context = Context()
-    rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    ros_argv = ['fleet_gateway', *(sys.argv[1:] if argv is None else argv)]
+    rclpy.init(args=ros_argv, context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    node = Node(NODE_NAME, context=context)  # name and namespace remappable with ROS arguments
+    try:
+        config = configure(node, args)
+    except (ConfigError, rclpy.exceptions.ParameterException) as exc:
+        print(f'fleet_gateway: {exc}', file=sys.stderr)
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        return 2
+    log.info('node %s: serving on %s:%d', node.get_fully_qualified_name(), config.host, config.port)
     executor = EventsExecutor(context=context)
-    node = Node('fleet_gateway', context=context)
     executor.add_node(node)
     spin = SpinThread(executor, name='gateway-rclpy').start()
     try:
