@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.context import Context
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -46,8 +48,58 @@ def host_agents(fleet: FleetConfig, site: str, shard: str, agent_ids: Sequence[s
     return [AgentSpec(s.site_id, s.shard_id, a) for s in shards for a in s.agents]
 
 
+@dataclass(frozen=True, slots=True)
+class HostParameters:
+    """The parameters of a `fleet_sim_host` node (read-only: they shape the process at start)."""
+
+    site_id: str
+    shard_id: str
+    agent_ids: tuple[str, ...]
+    fleet_config: str
+    store_dir: str
+    host_name: str
+    exec_log: str
+    settings: SimSettings
+
+
+def declare_host_parameters(node: Node) -> HostParameters:
+    """Declare every parameter of the host on `node` and read them. Raises SimConfigError for invalid settings."""
+
+    def fixed(name: str, default: Any, description: str) -> Any:
+        return declare(node, name, default, description, read_only=True)
+
+    site = fixed('site_id', '', 'site of the hosted robots (empty with fleet_config: every site)')
+    shard = fixed('shard_id', '', 'shard of the hosted robots (empty: every shard of site_id)')
+    agent_ids = fixed('agent_ids', [], 'robots to host, from any shard; empty: by site_id/shard_id')
+    config_path = fixed('fleet_config', '', 'fleet layout YAML (config/fleet.yaml)')
+    store_dir = fixed('store_dir', str(default_state_dir()), 'directory of the per-robot dedup stores')
+    host_name = fixed('host_name', 'sim_host', 'name of this host in fault requests and logs')
+    exec_log = fixed('exec_log', '', 'execution log (JSONL); empty: <store_dir>/exec-<host_name>.jsonl')
+    defaults = SimSettings()
+    raw = {f.name: fixed(f.name, getattr(defaults, f.name), defaults.describe(f.name)) for f in fields(defaults)}
+    settings = parse_sim_settings(raw, f'node {node.get_fully_qualified_name()} parameters')
+    return HostParameters(site, shard, tuple(agent_ids), config_path, store_dir, host_name, exec_log, settings)
+
+
+class SimHostNode(AgentHostNode):
+    """The `fleet_sim_host` node: declares its parameters on itself (so `ros2 param list/get/describe` on the
+    running node shows them), then hosts the robots SimHost wires to it. Raises SimConfigError for invalid values."""
+
+    def __init__(self, node_name: str = NODE_NAME, *, context: Context | None = None) -> None:
+        Node.__init__(self, node_name, context=context)
+        try:
+            self.parameters = declare_host_parameters(self)
+        except SimConfigError:
+            self.destroy_node()
+            raise
+
+    def host(self, specs: list[AgentSpec], **hosting: Any) -> None:
+        """Host `specs` (AgentHostNode's keyword arguments); the dedup database is named after the node."""
+        self._host(specs, store_name=self.get_name(), **hosting)
+
+
 class SimHost:
-    """Wires robots, executors, faults and odometry around one AgentHostNode."""
+    """Wires robots, executors, faults and odometry around one SimHostNode."""
 
     def __init__(
         self,
@@ -59,8 +111,7 @@ class SimHost:
         store_dir: Path,
         exec_log: Path,
         loop: asyncio.AbstractEventLoop,
-        context: rclpy.context.Context | None = None,
-        node_name: str = NODE_NAME,
+        node: SimHostNode,
     ) -> None:
         self.host_name = host_name
         self.faults = FaultState(host_name, [s.agent_id for s in specs])
@@ -87,18 +138,17 @@ class SimHost:
                 agent_clock=self.faults.agent_clock(spec.agent_id),
             )
 
-        self.node = AgentHostNode(
+        node.host(
             specs,
             loop=loop,
             store_dir=store_dir,
             executor_factory=executor,
             intake_settings=fleet.intake,
             heartbeat_period_sec=fleet.health.heartbeat_period_sec,
-            node_name=node_name,
-            context=context,
             link=self.faults.allow,
             agent_clock=self.faults.agent_clock,
         )
+        self.node = node
         self.odometry = OdometryPublisher(self.node, self.robots, self.node.runtimes, rate_hz=settings.odom_rate_hz)
         self.node.create_subscription(
             String, FAULT_TOPIC, lambda msg: loop.call_soon_threadsafe(self._on_fault, msg.data), qos.EVENTS
@@ -138,48 +188,37 @@ class SimHost:
         self.log.close()
 
 
-def _declare_settings(params: Node) -> SimSettings:
-    defaults = SimSettings()
-    raw = {
-        f.name: declare(params, f.name, getattr(defaults, f.name), defaults.describe(f.name)) for f in fields(defaults)
-    }
-    return parse_sim_settings(raw, f'node {params.get_name()} parameters')
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     rclpy.init(args=argv)
     try:
         context = rclpy.get_default_context()
-        params = Node(NODE_NAME, context=context)
-        site = declare(params, 'site_id', '', 'site of the hosted robots (empty with fleet_config: every site)')
-        shard = declare(params, 'shard_id', '', 'shard of the hosted robots (empty: every shard of site_id)')
-        agent_ids = declare(params, 'agent_ids', [], 'robots to host, from any shard; empty: by site_id/shard_id')
-        config_path = declare(params, 'fleet_config', '', 'fleet layout YAML (config/fleet.yaml)')
-        store_dir = declare(params, 'store_dir', str(default_state_dir()), 'directory of the per-robot dedup stores')
-        host_name = declare(params, 'host_name', 'sim_host', 'name of this host in fault requests and logs')
-        exec_log = declare(params, 'exec_log', '', 'execution log (JSONL); empty: <store_dir>/exec-<host_name>.jsonl')
         try:
-            settings = _declare_settings(params)
-            if not config_path:
-                raise ConfigError('fleet_config is required (the layout places the robots)')
-            fleet = load_fleet_config(config_path)
-            specs = host_agents(fleet, site, shard, agent_ids)
-        except (ConfigError, SimConfigError) as exc:
+            node = SimHostNode(NODE_NAME, context=context)
+        except SimConfigError as exc:
             print(f'fleet_sim_host: error: {exc}', file=sys.stderr)
             return 2
-        finally:
-            params.destroy_node()
+        params = node.parameters
+        try:
+            if not params.fleet_config:
+                raise ConfigError('fleet_config is required (the layout places the robots)')
+            fleet = load_fleet_config(params.fleet_config)
+            specs = host_agents(fleet, params.site_id, params.shard_id, params.agent_ids)
+        except ConfigError as exc:
+            node.destroy_node()
+            print(f'fleet_sim_host: error: {exc}', file=sys.stderr)
+            return 2
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        store_dir = Path(params.store_dir)
         host = SimHost(
             fleet,
             specs,
-            settings,
-            host_name=host_name,
-            store_dir=Path(store_dir),
-            exec_log=Path(exec_log) if exec_log else Path(store_dir) / f'exec-{host_name}.jsonl',
+            params.settings,
+            host_name=params.host_name,
+            store_dir=store_dir,
+            exec_log=Path(params.exec_log) if params.exec_log else store_dir / f'exec-{params.host_name}.jsonl',
             loop=loop,
-            context=context,
+            node=node,
         )
         run_nodes(context, [host.node], host.run, cleanup=host.close, loop=loop)
     finally:
