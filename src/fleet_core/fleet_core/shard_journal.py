@@ -95,7 +95,7 @@ class ShardJournal:
             ' outcome INTEGER, ack_status INTEGER, attempts INTEGER, latency_ms REAL, detail TEXT,'
             ' finished_at REAL, PRIMARY KEY (command_id))'
         )
-        db.execute('CREATE INDEX IF NOT EXISTS commands_open ON commands (outcome, issued_at)')
+        db.execute('CREATE INDEX IF NOT EXISTS commands_unfinished ON commands (issued_at) WHERE outcome IS NULL')
         db.execute('CREATE INDEX IF NOT EXISTS commands_finished ON commands (finished_at)')
         db.execute(
             'CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, trace_id TEXT NOT NULL,'
@@ -177,19 +177,14 @@ class ShardJournal:
                 ),
                 _seq_write(sends),
                 (
-                    'UPDATE commands SET outcome = ?, ack_status = ?, attempts = ?, latency_ms = ?, detail = ?,'
-                    ' finished_at = ? WHERE command_id = ? AND outcome IS NULL',
-                    [
-                        (int(r.outcome), r.ack_status, r.attempts, r.latency_ms, r.detail, r.stamp, r.command_id)
-                        for r in results
-                    ],
-                ),
-                (
-                    # An outcome for a command this replica never saw accepted (a standby that started late): kept
-                    # all the same, so that it is never delivered again and stays queryable.
-                    f'INSERT OR IGNORE INTO commands ({_COMMAND_COLUMNS}, accepted_at, outcome, ack_status, attempts,'
+                    # One upsert per outcome: the first decision wins, and an outcome of a command this replica never
+                    # saw accepted (a standby that started late) is kept all the same, so that it is never delivered
+                    # again and stays queryable.
+                    f'INSERT INTO commands ({_COMMAND_COLUMNS}, accepted_at, outcome, ack_status, attempts,'
                     " latency_ms, detail, finished_at) VALUES (?, ?, '', ?, ?, ?, 0, 0, 0, 0, '', '{}', 0,"
-                    ' ?, ?, ?, ?, ?, ?, ?)',
+                    ' ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (command_id) DO UPDATE SET outcome = excluded.outcome,'
+                    ' ack_status = excluded.ack_status, attempts = excluded.attempts, latency_ms = excluded.latency_ms,'
+                    ' detail = excluded.detail, finished_at = excluded.finished_at WHERE outcome IS NULL',
                     [
                         (
                             r.command_id,
