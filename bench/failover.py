@@ -156,6 +156,7 @@ def main() -> int:
     def orchestrator(name: str) -> Child:
         argv = ['shard_orchestrator', *ros_args, '-p', f'orchestrator_id:={name}', '-r', f'__node:=orch_{name}']
         argv += ['-p', f'workflow_dir:={repo / "config" / "workflows"}', '-p', 'tracing_enabled:=false']
+        argv += ['-p', f'state_dir:={work / "state" / name}']  # journals of this run only
         child = Child(argv, f'orch-{name}')
         children.append(child)
         return child
