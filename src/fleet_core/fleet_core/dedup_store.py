@@ -22,6 +22,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from fleet_core.model import AckStatus, Command
 
@@ -70,7 +71,7 @@ class DedupDatabase:
         self.group_commit = group_commit
         self._queued: list[tuple[str, tuple[object, ...]]] = []
         self._guard_queue: list[str] = []
-        self._guard_fd = -1
+        self._guard: BinaryIO | None = None
         self._db: sqlite3.Connection | None = None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -86,7 +87,8 @@ class DedupDatabase:
             """Per agent, the guarded starts the store does not know: {agent_id: {command_id: seq}}."""
             if not self.lost:
                 self._empty_guard(self._db)
-            self._guard_fd = os.open(self.guard_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            # A file object, not a bare descriptor: a database dropped without close() (a simulated crash) frees it.
+            self._guard = open(self.guard_path, 'ab', buffering=0)
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StoreUnavailable(f'dedup store {self.path}: {exc}; refusing commands until it is repaired') from None
@@ -135,6 +137,11 @@ class DedupDatabase:
                 guard.truncate(0)
                 os.fsync(guard.fileno())
 
+    def _guard_file(self) -> BinaryIO:
+        if self._guard is None:
+            raise StoreUnavailable(f'dedup store {self.path} is closed (start guard)')
+        return self._guard
+
     def guard_start(self, agent_id: str, seq: int, command_id: str) -> None:
         """Record a start in the guard: synced after the store's commit, before the command may execute."""
         self._guard_queue.append(f'S\t{agent_id}\t{seq}\t{command_id}\n')
@@ -146,8 +153,9 @@ class DedupDatabase:
             return
         lines, self._guard_queue = self._guard_queue, []
         try:
-            os.write(self._guard_fd, ''.join(lines).encode('utf-8'))
-            os.fsync(self._guard_fd)
+            guard = self._guard_file()
+            guard.write(''.join(lines).encode('utf-8'))
+            os.fsync(guard.fileno())
         except OSError as exc:
             raise StoreUnavailable(f'dedup store {self.path}: start guard not written: {exc}') from None
 
@@ -264,7 +272,7 @@ class DedupDatabase:
                 db.execute('ROLLBACK')
             raise StoreUnavailable(f'dedup store {self.path}: commit failed: {exc}') from None
         self._sync_guard()
-        if not self.lost and os.fstat(self._guard_fd).st_size > GUARD_COMPACT_BYTES:
+        if not self.lost and os.fstat(self._guard_file().fileno()).st_size > GUARD_COMPACT_BYTES:
             try:
                 self._empty_guard(db)
             except (sqlite3.DatabaseError, OSError) as exc:
@@ -277,9 +285,9 @@ class DedupDatabase:
     def close(self) -> None:
         self._queued = []  # never committed: not durable, as after a crash
         self._guard_queue = []
-        if self._guard_fd >= 0:
-            os.close(self._guard_fd)
-            self._guard_fd = -1
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
         if self._db is not None:
             if self._db.in_transaction:
                 self._db.execute('ROLLBACK')
