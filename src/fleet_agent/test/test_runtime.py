@@ -25,16 +25,15 @@ class Sink:
         return [a.status for a in self.acks if a.command_id == command_id]
 
 
+def intake_on(store, agent='r1'):
+    return CommandIntake(
+        agent_id=agent, shard_id='z', store=store, kinds=KindRegistry(), settings=IntakeSettings(), clock=time.time
+    )
+
+
 def make(tmp_path, executor, accept_delay=0.05, trace=None):
     sink = Sink()
-    intake = CommandIntake(
-        agent_id='r1',
-        shard_id='z',
-        store=DedupStore(tmp_path / 'r1.sqlite'),
-        kinds=KindRegistry(),
-        settings=IntakeSettings(),
-        clock=time.time,
-    )
+    intake = intake_on(DedupStore(tmp_path / 'r1.sqlite'))
     runtime = AgentRuntime(
         site_id='s',
         intake=intake,
@@ -201,14 +200,7 @@ def test_group_commit_executes_and_acks_only_after_the_commit(tmp_path):
         probe = Probe(tmp_path / 'host.sqlite')
         runtimes = []
         for agent in ('r1', 'r2', 'r3'):
-            intake = CommandIntake(
-                agent_id=agent,
-                shard_id='z',
-                store=DedupStore(db, agent),
-                kinds=KindRegistry(),
-                settings=IntakeSettings(),
-                clock=time.time,
-            )
+            intake = intake_on(DedupStore(db, agent), agent)
             runtimes.append(
                 AgentRuntime(
                     site_id='s',
@@ -253,14 +245,7 @@ def test_a_failing_commit_refuses_the_command_and_never_executes_it(tmp_path):
         committer = GroupCommitter(db, asyncio.get_running_loop())
         executor = SleepExecutor(0.0)
         sink = Sink()
-        intake = CommandIntake(
-            agent_id='r1',
-            shard_id='z',
-            store=DedupStore(db, 'r1'),
-            kinds=KindRegistry(),
-            settings=IntakeSettings(),
-            clock=time.time,
-        )
+        intake = intake_on(DedupStore(db, 'r1'))
         runtime = AgentRuntime(
             site_id='s',
             intake=intake,
