@@ -23,6 +23,7 @@ from fleet_bringup.nodes import sim_host_groups
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig
 from fleet_ros import qos
+from fleet_sim.campaign import executions_from_logs
 from fleet_sim.execlog import audit
 from fleet_sim.faults import FAULT_TOPIC, Fault
 from fleet_sim.layout import home_of, inspection_points
@@ -32,7 +33,7 @@ from fleet_sim.observer import FleetObserver
 from fleet_sim.plan import RobotPlan, inspection_steps
 from fleet_sim.stack import DemoStack, ros_env, write_scaled_config
 from fleet_sim.step_driver import StepDriver
-from fleet_sim.summary import build_summary, invariant_failures, render_table, tally_outcomes
+from fleet_sim.summary import build_summary, invariant_failures, judge_history, render_table, tally_outcomes
 
 SPIN_SLICE_SEC = 0.02
 TICK_SEC = 0.05
@@ -284,7 +285,14 @@ class Demo:
             c: [(o.outcome, o.attempts, o.latency_ms) for o in recs] for c, recs in self.observer.outcomes.items()
         }
         tally = tally_outcomes(self.observer.journal, outcomes)
-        execution = audit(self.stack.exec_logs(), tolerance_sec=self.fleet.intake.clock_skew_tolerance_sec)
+        tolerance = self.fleet.intake.clock_skew_tolerance_sec
+        execution = audit(self.stack.exec_logs(), tolerance_sec=tolerance)
+        history = judge_history(
+            journal={c: (e.agent_id, e.kind) for c, e in self.observer.journal.items()},
+            outcomes={c: [o.outcome for o in recs] for c, recs in self.observer.outcomes.items()},
+            executions=executions_from_logs(self.stack.exec_logs()),
+            tolerance_sec=tolerance,
+        )
         plan = self.faults
         takeover = None
         if plan is not None and plan.killed_at is not None:
@@ -297,6 +305,7 @@ class Demo:
             execution=execution,
             duplicates_suppressed=self.observer.agent_duplicates_suppressed(),
             takeover_s=takeover,
+            history=history,
             extra={
                 'dispatcher_duplicate_acks': self.observer.dispatcher_duplicates(),
                 'points_done': done,

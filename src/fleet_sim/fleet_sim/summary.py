@@ -1,11 +1,13 @@
-"""The demo's verdict: counts from the shard streams and the execution logs, the invariants, a table and a JSON line."""
+"""The demo's verdict: counts from the shard streams and the execution logs, the outcome-truth checker's judgement of
+the whole history, the invariants, a table and a JSON line."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from fleet_core.history import Announcement, Execution, HistoryVerdict, Submission, check_history
 from fleet_core.model import Outcome
 from fleet_core.stats import percentile
 from fleet_sim.execlog import ExecutionAudit
@@ -50,6 +52,33 @@ def tally_outcomes(journal: Iterable[str], outcomes: Mapping[str, list[tuple[int
     )
 
 
+AGENT_RUN_KINDS = frozenset({'stop', 'pause', 'resume'})
+"""Kinds an agent carries out itself, never through the executor that writes the execution log: their outcomes cannot
+be judged against it (they are still counted by tally_outcomes)."""
+
+VIOLATIONS_LISTED = 20
+
+
+def judge_history(
+    *,
+    journal: Mapping[str, tuple[str, str]],
+    outcomes: Mapping[str, Sequence[int]],
+    executions: Iterable[Execution],
+    tolerance_sec: float,
+) -> HistoryVerdict:
+    """Every journaled command (`journal[command_id] = (agent_id, kind)`) with every outcome announced for it
+    (`outcomes[command_id]`, as received), judged against what the robots' execution logs say they ran."""
+    judged = {c: agent for c, (agent, kind) in journal.items() if kind not in AGENT_RUN_KINDS}
+    return check_history(
+        announcements=[
+            Announcement(c, judged[c], Outcome(o)) for c, values in outcomes.items() if c in judged for o in values
+        ],
+        executions=executions,
+        submissions=[Submission(c, agent) for c, agent in judged.items()],
+        tolerance_sec=tolerance_sec,
+    )
+
+
 def invariant_failures(summary: Mapping[str, object]) -> list[str]:
     """Human-readable reasons the run violates a guarantee (empty when it holds)."""
     reasons = []
@@ -65,6 +94,13 @@ def invariant_failures(summary: Mapping[str, object]) -> list[str]:
         reasons.append(f'mission incomplete: {summary["robots_done"]}/{summary["robots"]} robots finished their plan')
     if summary.get('takeover_s') is None and summary.get('leader_killed'):
         reasons.append('no standby took over the killed leader (G7)')
+    if summary.get('history_violations'):
+        listed = summary.get('violations') or ['?']
+        first = listed[0] if isinstance(listed, list) else listed
+        reasons.append(
+            f'{summary["history_violations"]} outcome-truth violation(s) against the execution logs (G1-G3), '
+            f'first: {first}'
+        )
     return reasons
 
 
@@ -77,6 +113,7 @@ def build_summary(
     duplicates_suppressed: int,
     takeover_s: float | None,
     extra: Mapping[str, object],
+    history: HistoryVerdict | None = None,
 ) -> dict[str, object]:
     acks = list(ack_ms)
     summary: dict[str, object] = {
@@ -101,6 +138,10 @@ def build_summary(
         'outcome_p99_ms': round(percentile(tally.latency_ms, 99), 1),
         'takeover_s': None if takeover_s is None else round(takeover_s, 2),
     }
+    if history is not None:
+        summary['history_violations'] = len(history.violations)
+        summary['history'] = history.counts()
+        summary['violations'] = [str(v) for v in history.violations[:VIOLATIONS_LISTED]]
     summary.update(extra)
     return summary
 

@@ -13,6 +13,7 @@ import yaml
 from fleet_bringup.nodes import BringupOptions, node_set, parameter_text, sim_host_groups
 from fleet_core.config import load_fleet_config, parse_fleet_config
 from fleet_core.model import Command, Outcome, Priority
+from fleet_sim.campaign import executions_from_logs
 from fleet_sim.execlog import ExecutionLog, audit
 from fleet_sim.executor import SimExecutor, agent_rng
 from fleet_sim.faults import Fault, FaultError, FaultState, parse_fault
@@ -20,7 +21,7 @@ from fleet_sim.layout import home_of, inspection_points
 from fleet_sim.plan import RobotPlan, inspection_steps
 from fleet_sim.robot import SimRobot
 from fleet_sim.settings import SimConfigError, SimSettings, parse_sim_settings
-from fleet_sim.summary import invariant_failures, percentile, tally_outcomes
+from fleet_sim.summary import build_summary, invariant_failures, judge_history, percentile, tally_outcomes
 
 ROOT = Path(__file__).resolve().parents[3]
 FLEET = parse_fleet_config(
@@ -230,6 +231,32 @@ class TestSummary:
             'takeover_s': 0.9,
         }
         assert invariant_failures(ok) == []
+
+    def test_outcomes_are_judged_against_the_execution_logs(self, tmp_path: Path) -> None:
+        log = ExecutionLog(tmp_path / 'exec-h.jsonl', 'h')
+        for command_id in ('ran', 'rejected-but-ran'):
+            log.started(command(command_id, deadline=100.0), wall=50.0, agent_clock=50.0)
+            log.finished(command(command_id), 51.0, 'SUCCEEDED')
+        log.close()
+        journal = {'ran': ('r001', 'goto'), 'rejected-but-ran': ('r001', 'goto'), 'stop-1': ('r001', 'stop')}
+        outcomes = {'ran': [0, 0], 'rejected-but-ran': [int(Outcome.REJECTED)], 'stop-1': [0]}
+        verdict = judge_history(
+            journal=journal, outcomes=outcomes, executions=executions_from_logs([tmp_path / 'exec-h.jsonl']),
+            tolerance_sec=0.25,
+        )  # fmt: skip
+        # 'stop' runs in the agent itself, never in the logged executor: its SUCCEEDED is not "never ran".
+        assert [str(v) for v in verdict.violations] == [
+            'wrong_outcome: rejected-but-ran on r001: announced REJECTED, but it ran '
+            '(succeeded on r001 (epoch 1, seq 1))'
+        ]
+        tally = tally_outcomes(journal, {c: [(o, 1, 1.0) for o in v] for c, v in outcomes.items()})
+        summary = build_summary(
+            robots=1, tally=tally, ack_ms=[], execution=audit([tmp_path / 'exec-h.jsonl'], tolerance_sec=0.25),
+            duplicates_suppressed=0, takeover_s=None, extra={'mission_complete': True}, history=verdict,
+        )  # fmt: skip
+        assert summary['history_violations'] == 1 and summary['history']['wrong_outcome'] == 1
+        (reason,) = invariant_failures(summary)
+        assert reason.startswith('1 outcome-truth violation(s)') and 'rejected-but-ran' in reason
 
 
 def test_layout_gives_unique_docks_and_points() -> None:
