@@ -1,5 +1,5 @@
-"""Pure tests of the Gazebo path's parts: the steering law, GotoExecutor on a fake base, the kinematic stand-in's
-integration, and the topic names of the cmd_vel/odom backend. No ROS processes."""
+"""The agent side of the Gazebo path without ROS processes: the steering law, GotoExecutor on a fake base, and the
+topic names of the cmd_vel/odom backend."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from fleet_agent.motion import agent_topic
 from fleet_agent.steering import SteeringError, SteeringLimits, steer, wrap_angle, yaw_of_quaternion
 from fleet_core.config import ConfigError
 from fleet_core.model import Command, Priority
-from fleet_sim.kinematics import KinematicDiffDrive, KinematicsError
 
 LIMITS = SteeringLimits(max_linear_mps=0.5, max_angular_rps=1.0, rotate_in_place_rad=0.5)
 
@@ -54,43 +53,27 @@ def test_angles_and_limits():
         SteeringLimits(max_linear_mps=0.0)
 
 
-def test_kinematic_base_follows_arcs_clamps_and_times_out():
-    base = KinematicDiffDrive(max_linear_mps=1.0, max_angular_rps=2.0, cmd_timeout_sec=0.5, now=0.0)
-    base.command(5.0, 0.0, 0.0)  # clamped to 1 m/s
-    state = base.step(0.25)
-    assert (state.x, state.y, state.linear) == (pytest.approx(0.25), pytest.approx(0.0), 1.0)
-    state = base.step(2.0)  # the command timed out at 0.5 s
-    assert state.x == pytest.approx(0.5) and state.linear == 0.0
-    base.command(float('nan'), 1.0, 2.0)
-    assert base.step(2.2).angular == 0.0
-    arc = KinematicDiffDrive(x=0.5, max_linear_mps=2.0, max_angular_rps=2.0, cmd_timeout_sec=0.0, now=0.0)
-    arc.command(math.pi / 2, math.pi / 2, 0.0)  # a quarter circle of radius 1 in one second
-    arc.step(0.3)
-    state = arc.step(1.0)  # two steps land where one would
-    assert (state.x, state.y, state.yaw) == (pytest.approx(1.5), pytest.approx(1.0), pytest.approx(math.pi / 2))
-    with pytest.raises(KinematicsError):
-        KinematicDiffDrive(max_linear_mps=-1.0)
-
-
 class FakeBase:
-    """A MotionBackend over the kinematic stand-in, stepped by the control loop's own time."""
+    """A MotionBackend moving a unicycle by the last command for 0.05 s per pose read (Euler steps)."""
+
+    STEP_SEC = 0.05
 
     def __init__(self, *, odometry: bool = True) -> None:
-        self.base = KinematicDiffDrive(cmd_timeout_sec=0.0)
-        self.now = 0.0
+        self.x = self.y = self.yaw = 0.0
         self.odometry = odometry
-        self.commands: list[tuple[float, float]] = []
+        self.commands: list[tuple[float, float]] = [(0.0, 0.0)]
 
     async def pose(self) -> tuple[float, float, float]:
         if not self.odometry:
             raise MotionError('no odometry on /r/odom for 1 s')
-        self.now += 0.05
-        state = self.base.step(self.now)
-        return state.x, state.y, state.yaw
+        linear, angular = self.commands[-1]
+        self.x += linear * self.STEP_SEC * math.cos(self.yaw)
+        self.y += linear * self.STEP_SEC * math.sin(self.yaw)
+        self.yaw = wrap_angle(self.yaw + angular * self.STEP_SEC)
+        return self.x, self.y, self.yaw
 
     def drive(self, linear_mps: float, angular_rps: float) -> None:
         self.commands.append((linear_mps, angular_rps))
-        self.base.command(linear_mps, angular_rps, self.now)
 
     def halt(self) -> None:
         self.drive(0.0, 0.0)
@@ -105,9 +88,8 @@ def test_goto_reaches_the_target_turns_to_theta_and_halts():
     goto = GotoExecutor(base, fallback=SleepExecutor(), tolerance_m=0.05, yaw_tolerance_rad=0.05, control_dt=0.0)
     result = run(goto.execute(command(), {'x': -1.0, 'y': 2.0, 'theta': 0.5}))
     assert result.success, result.detail
-    state = base.base.step(base.now)
-    assert math.hypot(state.x + 1.0, state.y - 2.0) <= 0.05
-    assert abs(wrap_angle(state.yaw - 0.5)) <= 0.05
+    assert math.hypot(base.x + 1.0, base.y - 2.0) <= 0.05
+    assert abs(wrap_angle(base.yaw - 0.5)) <= 0.05
     assert base.commands[-1] == (0.0, 0.0)
     assert any(linear > 0 for linear, _ in base.commands)
 
@@ -118,19 +100,19 @@ def test_goto_halts_when_cancelled_and_fails_without_odometry():
 
     async def cancelled() -> None:
         task = asyncio.create_task(goto.execute(command(), {'x': 50.0, 'y': 0.0}))
-        while not base.commands:
+        while len(base.commands) < 3:  # driving
             await asyncio.sleep(0.005)
         task.cancel('e-stop engaged')
         with pytest.raises(asyncio.CancelledError):
             await task
 
     run(cancelled())
-    assert len(base.commands) > 1 and base.commands[-1] == (0.0, 0.0)
+    assert base.commands[-2] != (0.0, 0.0) and base.commands[-1] == (0.0, 0.0)
 
     blind = FakeBase(odometry=False)
     result = run(GotoExecutor(blind, fallback=SleepExecutor()).execute(command(), {'x': 1.0, 'y': 0.0}))
     assert not result.success and 'no odometry' in result.detail
-    assert blind.commands == [(0.0, 0.0)]
+    assert blind.commands == [(0.0, 0.0), (0.0, 0.0)]  # the initial state, then the halt
 
 
 def test_goto_executor_passes_other_kinds_to_its_fallback():
