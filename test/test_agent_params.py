@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+
+from harness.processes import wait_exit
 
 pytestmark = pytest.mark.system
 
@@ -82,3 +85,28 @@ def test_agent_parameters_are_on_the_running_node(ros, processes, tmp_path: Path
     descriptors = call(client.describe_parameters(sorted(EXPECTED))).descriptors
     assert all(d.description for d in descriptors), [d.name for d in descriptors if not d.description]
     assert (store / 'param_host.sqlite').exists()  # host_name still names the node and its store
+    assert all(d.read_only for d in descriptors)
+    # Nothing re-reads them at runtime: a set is refused rather than reported done while nothing changes.
+    results = call(client.set_parameters([Parameter('executor', value='other:factory')])).results
+    assert not results[0].successful
+    assert call(client.get_parameters(['executor'])).values[0].string_value == 'sleep'
+
+
+def test_out_of_range_parameter_exits_2_naming_it(processes, tmp_path: Path):
+    bad = processes.start(
+        [
+            'fleet_agent',
+            '--ros-args',
+            '-p',
+            'agent_ids:=[r1]',
+            '-p',
+            'shard_id:=z1',
+            '-p',
+            f'store_dir:={tmp_path}',
+            '-p',
+            'exec_delay_sec:=-1.0',
+        ],
+        name='bad-agent',
+    )
+    assert wait_exit(bad, 30.0) == 2
+    assert 'parameter exec_delay_sec' in bad.output()

@@ -9,9 +9,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import rclpy
 from rclpy.context import Context
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
 from fleet_agent.executors import ExecutorFactory, SleepExecutor
@@ -84,20 +86,29 @@ class ConfiguredAgentHost(AgentHostNode):
             raise
 
     def _configure(self, node_name: str, loop: asyncio.AbstractEventLoop) -> None:
-        site = declare(self, 'site_id', 'site_a', 'site of the hosted agent(s)')
-        shard = declare(self, 'shard_id', '', 'shard of the hosted agent(s); empty with fleet_config = every shard')
-        agent_ids = declare(self, 'agent_ids', [], 'agent ids to host; empty = every agent of the shard')
-        config_path = declare(self, 'fleet_config', '', 'fleet layout YAML (config/fleet.yaml)')
-        store_dir = declare(self, 'store_dir', str(default_state_dir()), 'directory of the per-agent dedup stores')
-        executor_spec = declare(self, 'executor', 'sleep', "'sleep' or 'package.module:function' executor factory")
-        delay = declare(self, 'exec_delay_sec', 0.0, 'fixed execution time added by the sleep executor (s)')
-        declare(self, 'host_name', node_name, HOST_NAME_DESCRIPTION)
-        fraction = declare(
-            self, 'trace_sample_fraction', -1.0, 'share of submissions traced (0..1); < 0: from fleet_config tracing'
+        # Read once at start (nothing re-reads them), so all are read-only: `ros2 param set` is refused, never ignored.
+        def fixed(name: str, default: Any, description: str, value_range: tuple[float, float] | None = None) -> Any:
+            try:
+                return declare(self, name, default, description, read_only=True, value_range=value_range)
+            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                raise ConfigError(f'parameter {name}: {exc}') from None
+
+        site = fixed('site_id', 'site_a', 'site of the hosted agent(s)')
+        shard = fixed('shard_id', '', 'shard of the hosted agent(s); empty with fleet_config = every shard')
+        agent_ids = fixed('agent_ids', [], 'agent ids to host; empty = every agent of the shard')
+        config_path = fixed('fleet_config', '', 'fleet layout YAML (config/fleet.yaml)')
+        store_dir = fixed('store_dir', str(default_state_dir()), 'directory of the per-agent dedup stores')
+        executor_spec = fixed('executor', 'sleep', "'sleep' or 'package.module:function' executor factory")
+        delay = fixed('exec_delay_sec', 0.0, 'fixed execution time added by the sleep executor (s)', (0.0, 3600.0))
+        fixed('host_name', node_name, HOST_NAME_DESCRIPTION)
+        fraction = fixed(
+            'trace_sample_fraction',
+            -1.0,
+            'share of submissions traced (0..1); < 0: from fleet_config tracing',
+            (-1.0, 1.0),
         )
-        tracing = declare(self, 'tracing_enabled', True, 'publish the agent-side TraceEvents (if fleet_config allows)')
-        durability = declare(
-            self,
+        tracing = fixed('tracing_enabled', True, 'publish the agent-side TraceEvents (if fleet_config allows)')
+        durability = fixed(
             'durability',
             '',
             "dedup store: 'normal' survives process crashes, 'full' (fsync per commit) power loss too; "
