@@ -57,6 +57,7 @@ from fleet_gateway.protocol.published import PublishedMessage
 from fleet_gateway.protocol.session import ClientSession
 from fleet_gateway.protocol.state import CLOSE_TRY_AGAIN
 from fleet_gateway.ratelimit import FailureLimiter, TokenBucket
+from fleet_gateway.ros.dispatch import EventDispatcher
 from fleet_gateway.ros_async import asyncio_future, wait_until
 from fleet_gateway.ros_side import EndpointConflict, RosEndpoints
 from fleet_gateway.served_actions import ClientServedActions
@@ -73,12 +74,14 @@ the receive buffer (`receive_buffer_bytes`) plus what the client itself keeps in
 WRITE_BATCH = 64 * 1024
 MIN_WINDOW = 16 * 1024
 MAX_WINDOW = 4 * 1024 * 1024
-PIPE_TARGET_S = 0.1
+PIPE_TARGET_S = 0.25
 """Bytes in flight to a client (written, not yet read by it: the transport's buffer, both kernels' socket buffers
-and what the client library holds) are bounded by a window of about what it reads in PIPE_TARGET_S (measured),
-at least MIN_WINDOW. What is read is learnt from WebSocket pings: every client answers a ping once it has read all
-that was sent before it. Beyond the window, non-critical frames wait in the bounded send queue, where telemetry
-past its staleness bound is dropped, instead of ageing in kernel buffers the gateway cannot purge."""
+and what the client library holds) are bounded by a window. What is read is learnt from WebSocket pings: every
+client answers a ping once it has read all that was sent before it. While a ping comes back within PIPE_TARGET_S
+the window may grow to twice what the client reads in that time; when it takes longer (data is piling up in the
+pipe), it shrinks to what the client reads in PIPE_TARGET_S; never below MIN_WINDOW. Beyond the window,
+non-critical frames wait in the bounded send queue, where telemetry past its staleness bound is dropped, instead of
+ageing in kernel buffers the gateway cannot purge."""
 PING_PREFIX = b'fg-inflight:'
 MIN_BACKLOG_FRAMES = 32
 """Telemetry frames queued per topic for a client that is behind, at least (see `ClientSession.backlog_keep`)."""
@@ -430,7 +433,11 @@ class ClientConnection:
         if self._last_pong:
             sample = read / max(now - self._last_pong, 1e-3)
             self._read_rate = sample if not self._read_rate else 0.7 * self._read_rate + 0.3 * sample
-            self.window = int(min(MAX_WINDOW, max(MIN_WINDOW, self._read_rate * PIPE_TARGET_S)))
+            per_target = self._read_rate * PIPE_TARGET_S
+            if now - ping[2] <= PIPE_TARGET_S:  # the client keeps up: room to grow with what it reads
+                self.window = int(min(MAX_WINDOW, max(self.window, 2 * per_target, MIN_WINDOW)))
+            else:  # data piles up in the pipe: no more in flight than it reads in PIPE_TARGET_S
+                self.window = int(min(MAX_WINDOW, max(MIN_WINDOW, per_target)))
         self._last_pong = now
         self.flush()
         return True
@@ -476,6 +483,7 @@ class GatewayServer:
         self.tokens = tokens
         self._endpoints_factory = endpoints_factory
         self.ros: RosEndpoints | None = None
+        self._dispatch: EventDispatcher | None = None
         self.loop: Any = None
         self._action_goals: ActionGoalRunner | None = None
         self._served_actions: ClientServedActions | None = None
@@ -510,6 +518,13 @@ class GatewayServer:
         loop = self.loop = asyncio.get_running_loop()
         self.ros = self._endpoints_factory(loop, self._on_ros_messages)
         self.ros.on_service_request = self._on_service_request
+        self._dispatch = EventDispatcher(
+            self.ros,
+            loop,
+            goal_runner=self._goal_runner,
+            action_servers=self._action_servers,
+            start_call=lambda conn, event: self._spawn(self._call(conn, event)),
+        )
         self._budget = IngestBudget(loop, self.config.ingest_budget_s)
         ssl_context = None
         if self.config.tls is not None:
@@ -731,65 +746,16 @@ class GatewayServer:
         log.debug('client %s gone: %s', session.client_id, stats)
 
     def _apply(self, conn: ClientConnection, events: list[ev.Event]) -> None:
-        assert self.ros is not None
-        ros = self.ros
+        """Apply a session's events to the ROS side (`EventDispatcher`'s table), one failure never stopping the rest."""
+        dispatch = self._dispatch
+        assert dispatch is not None
         session = conn.session
         for event in events:
             try:
-                if isinstance(event, ev.PublishMessage):
-                    ros.publish(event.topic, event.msg)
-                elif isinstance(event, ev.SubscribeTopic):
-                    replay, warning = ros.subscribe(event.topic, event.msg_cls, conn)
-                    if warning is not None:
-                        session.status('warning', warning, event.request_id)
-                    if replay:  # a latched topic's last samples, at once (the shared subscription got them once)
-                        session.deliver_batch(event.topic, replay, self.loop.time())
-                elif isinstance(event, ev.UnsubscribeTopic):
-                    ros.unsubscribe(event.topic, conn)
-                elif isinstance(event, ev.AdvertiseTopic):
-                    ros.advertise(event.topic, event.msg_cls, latch=event.latch)
-                elif isinstance(event, ev.UnadvertiseTopic):
-                    ros.unadvertise(event.topic)
-                elif isinstance(event, ev.CallService):
-                    self._spawn(self._call(conn, event))
-                elif isinstance(event, ev.ServiceReply):
-                    ros.reply(event.service, event.token, event.response, event.error)
-                elif isinstance(event, ev.AdvertiseService):
-                    ros.advertise_service(event.service, event.srv_cls, conn)
-                elif isinstance(event, ev.UnadvertiseService):
-                    gone = 'disconnected' if session.finished else 'unadvertised it'
-                    why = f'the serving client {gone}'
-                    ros.unadvertise_service(event.service, conn, why)
-                elif isinstance(event, ev.SendActionGoal):
-                    self._goal_runner().send(conn, event)
-                elif isinstance(event, ev.CancelActionGoal):
-                    self._goal_runner().cancel(conn, event)
-                elif isinstance(event, ev.AdvertiseAction):
-                    self._action_servers().advertise(event.action, event.action_cls, conn)
-                elif isinstance(event, ev.UnadvertiseAction):
-                    gone = 'disconnected' if session.finished else 'unadvertised it'
-                    self._action_servers().unadvertise(event.action, conn, f'the serving client {gone}')
-                elif isinstance(event, ev.ServedGoalFeedback):
-                    self._action_servers().feedback(event.action, event.token, event.feedback)
-                elif isinstance(event, ev.ServedGoalResult):
-                    self._action_servers().finish(event.action, event.token, event.status, event.result, event.error)
-                elif isinstance(event, ev.CloseConnection):
-                    session.request_close(event.code, event.reason)
+                dispatch.apply(conn, event)
             except EndpointConflict as exc:
-                rid = None
-                if isinstance(event, ev.SubscribeTopic):
-                    session.subscriptions.pop(event.topic, None)
-                elif isinstance(event, ev.AdvertiseTopic):
-                    session.advertisements.pop(event.topic, None)
-                elif isinstance(event, ev.AdvertiseService):
-                    session.served.pop(event.service, None)
-                    rid = event.request_id
-                    exc = EndpointConflict(f'advertise_service: {exc}')
-                elif isinstance(event, ev.AdvertiseAction):
-                    session.served_actions.pop(event.action, None)
-                    rid = event.request_id
-                    exc = EndpointConflict(f'advertise_action: {exc}')
-                session.error(str(exc), rid)
+                text, rid = dispatch.conflict(session, event, exc)
+                session.error(text, rid)
             except Exception:  # a bug or an rclpy failure must not take the gateway down: log it, tell the client
                 self.counters['internal_errors'] += 1
                 log.exception('client %s: failed to apply %s', session.client_id, type(event).__name__)

@@ -1,0 +1,1 @@
+"""The ROS side's composition: applying protocol events to the rclpy endpoints."""
