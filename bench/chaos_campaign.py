@@ -18,6 +18,7 @@ import argparse
 import json
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,6 +110,18 @@ def run_campaign(args: argparse.Namespace, domain_id: int) -> dict[str, object]:
     )
 
 
+def tree_state() -> dict[str, object]:
+    """The commit the campaign ran and the product files that differed from it (a shared working tree)."""
+    repo = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(['git', '-C', str(repo), *args], capture_output=True, text=True, timeout=10, check=False)
+        return done.stdout.rstrip()
+
+    changed = [line[3:] for line in git('status', '--porcelain', '--', 'src').splitlines() if line[:2] != '??']
+    return {'commit': git('rev-parse', '--short', 'HEAD').strip(), 'uncommitted_src_files': changed}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     let_sigint_reach_children()
@@ -119,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     domain_id, lock = claim_domain_id()
     try:
+        tree = tree_state()
         line = run_campaign(args, domain_id)
+        line['tree'] = tree
     finally:
         lock.close()
     print(json.dumps(line), flush=True)

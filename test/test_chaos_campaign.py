@@ -9,7 +9,6 @@ The pure parts (schedules drawn from the seed, execution logs read as executions
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -107,7 +106,6 @@ def test_execution_logs_become_executions_that_the_checker_judges(tmp_path: Path
 def test_two_campaign_seeds_keep_every_outcome_true(tmp_path: Path, ros_env: dict[str, str]) -> None:
     netns = not can_create_namespaces()
     options = CampaignOptions(window_sec=20.0, netns=netns)
-    os.environ.pop('ROS_STATIC_PEERS', None)
     results = []
     for seed in SEEDS:
         work = tmp_path / f'seed-{seed}'

@@ -237,7 +237,7 @@ class Driver:
                 return False
             if req.answer is not None and now < req.recheck_at:
                 return True
-            if now - req.created > PATIENCE_SEC + (req.recheck_at and PATIENCE_SEC):
+            if now - (req.recheck_at or req.created) > PATIENCE_SEC:
                 self.stats['given_up'] += 1
                 return False
             self._send(req, now)
@@ -255,7 +255,7 @@ class Driver:
             return True
         if not reply.accepted:
             self.errors[reply.error[:80]] = self.errors.get(reply.error[:80], 0) + 1
-            if 'retry' in reply.error and now - req.created < PATIENCE_SEC:
+            if 'retry' in reply.error and now - (req.recheck_at or req.created) < PATIENCE_SEC:
                 req.not_before = now + RESEND_PAUSE_SEC  # then sent again (a new leader is catching up)
                 return True
             self.stats['refused'] += 1
