@@ -87,8 +87,15 @@ class DedupDatabase:
             """Per agent, the guarded starts the store does not know: {agent_id: {command_id: seq}}."""
             if not self.lost:
                 self._empty_guard(self._db)
+            created = not os.path.exists(self.guard_path)
             # A file object, not a bare descriptor: a database dropped without close() (a simulated crash) frees it.
             self._guard = open(self.guard_path, 'ab', buffering=0)
+            if created:  # the new file's directory entry must survive a power loss too
+                directory = os.open(os.path.dirname(os.path.abspath(self.guard_path)), os.O_RDONLY)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StoreUnavailable(f'dedup store {self.path}: {exc}; refusing commands until it is repaired') from None
