@@ -39,6 +39,8 @@ _ANY_ATTEMPT = frozenset(
 )
 """Acks that may answer an earlier attempt of the delivery in flight: they tell what happened to the command id
 on the agent (it ran, or this seq can never run), which no later attempt of the same seq can change."""
+_RAN = frozenset({AckStatus.SUCCEEDED, AckStatus.FAILED, AckStatus.CANCELLED})
+"""Final statuses of a command that ran."""
 
 
 def _fast_uuid4() -> Callable[[], str]:
@@ -301,6 +303,7 @@ class CommandDispatcher:
                 ack,
                 f'answers seq {ack.seq} attempt {ack.attempt}; in flight: seq {command.seq} attempt {command.attempt}',
             )
+            self._ask_again(flight, status)
             return
         if status == AckStatus.REJECTED_STALE_EPOCH:
             if ack.epoch <= self.epoch:
@@ -314,6 +317,7 @@ class CommandDispatcher:
             return
         if ack.epoch != command.epoch:
             self._ignore(flight, ack, f'answers epoch {ack.epoch}; in flight: epoch {command.epoch}')
+            self._ask_again(flight, status)
             return
         if ack.attempt < command.attempt and status not in _ANY_ATTEMPT:
             # E.g. REJECTED_EXPIRED or REJECTED_ESTOPPED for a delivery that arrived late or before a release: the
@@ -350,6 +354,13 @@ class CommandDispatcher:
     def _ignore(self, flight: _InFlight, ack: Ack, why: str) -> None:
         self._counts['acks_ignored'] += 1
         self._hop('ACK', flight.command, 'IGNORED', self.clock(), f'{ack.status.name} {why}', ack.attempt)
+
+    def _ask_again(self, flight: _InFlight, status: AckStatus) -> None:
+        """The command's agent reports it ran, answering an older delivery (e.g. the previous leader's): the delivery
+        in flight is re-sent at the next tick, before its deadline, so that the agent answers it with the stored fate
+        instead of this leader waiting out its backoff."""
+        if status in _RAN:
+            flight.next_retry_at = min(flight.next_retry_at, self.clock())
 
     def _land(self, agent_id: str, lane: _Lane, command_id: str) -> None:
         """The command leaves the in-flight window (it has its outcome)."""

@@ -393,3 +393,28 @@ def test_adopted_commands_past_their_deadline_are_asked_about_never_declared_exp
     new.tick()
     results = {r.agent_id + str(r.outcome.name) for r in new.take().results}
     assert results == {'a2FAILED', 'a1FAILED'}  # never answered: fate unknown
+
+
+def test_a_final_ack_answering_the_previous_leaders_delivery_prompts_asking_again(clock):
+    # The agent ran the old leader's delivery; its SUCCEEDED names that delivery. The new leader does not apply it
+    # (nothing ties it to its own delivery) but asks again at once: the agent answers with the stored fate.
+    old = make(clock, agents=('a1',))
+    old.submit(['a1'], 'noop', '{}', Priority.NORMAL, 30.0)
+    ran = old.take().sends[0]
+    new = CommandDispatcher(
+        site_id='s', shard_id='z', agents=['a1'], epoch=2, settings=DispatchSettings(retry_initial_sec=0.1),
+        clock=clock, seq_base={'a1': 1000},
+    )  # fmt: skip
+    new.adopt(old.pending())
+    mine = new.take().sends[0]
+    new.on_ack(ack(mine, AckStatus.ACCEPTED, detail='already executing'))
+    clock.advance(0.05)
+    new.tick()
+    assert new.take().sends == []  # accepted: re-asked only every retry_max_sec
+    new.on_ack(ack(ran, AckStatus.SUCCEEDED))
+    assert new.take().results == [] and new.stats().acks_ignored == 1
+    new.tick()
+    (again,) = new.take().sends
+    assert (again.command_id, again.seq, again.epoch, again.attempt) == (ran.command_id, mine.seq, 2, 2)
+    new.on_ack(ack(again, AckStatus.SUCCEEDED))
+    assert [r.outcome for r in new.take().results] == [Outcome.SUCCEEDED]
