@@ -133,7 +133,7 @@ def test_parameters_are_read_only_ranged_or_applied(ros, tmp_path):
     assert a.options.trace.sample_fraction == 0.5
     assert a.traces.sampler is not None
     assert a.set_parameters([Parameter('outcome_retention_sec', value=60.0)])[0].successful
-    assert a._p_retention == 60.0
+    assert a.params.outcome_retention_sec == 60.0
     descriptor = a.describe_parameter('state_dir')
     assert descriptor.read_only and descriptor.description
     assert a.describe_parameter('metrics_port').integer_range[0].from_value == -1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any, Generic, TypeVar
 from fleet_core.model import NO_ACK, Command, CommandResult, Outcome, Priority
 
 SCHEMA_VERSION = 1
+CHECKPOINT_EVERY_SEC = 2.0
+"""How often the background checkpointer copies the WAL into the database file (see ShardJournal)."""
 T = TypeVar('T')
 
 
@@ -69,9 +72,14 @@ _COMMAND_COLUMNS = (
 
 
 class ShardJournal:
-    """One replica's journal file. Not thread-safe: the orchestrator calls it from its one executor thread."""
+    """One replica's journal file. Not thread-safe: the orchestrator calls it from its one executor thread.
 
-    def __init__(self, path: str | Path, *, durability: str = 'full') -> None:
+    Checkpoints (copying the WAL into the database file, with an fsync) never run inside the orchestrator's
+    commits, where one could stall the executor thread past its lease on a busy disk: automatic checkpoints are off
+    and a daemon thread runs passive ones on its own connection (they never block a writer), with
+    `background_checkpoints=False` for tests that want none."""
+
+    def __init__(self, path: str | Path, *, durability: str = 'full', background_checkpoints: bool = True) -> None:
         if durability not in ('full', 'normal'):
             raise ValueError(f"journal durability must be 'full' or 'normal', got {durability!r}")
         self.path = str(path)
@@ -83,9 +91,29 @@ class ShardJournal:
             self._db.execute('PRAGMA journal_mode=WAL')
             self._db.execute('PRAGMA synchronous=NORMAL')
             self._create(self._db)
+            self._db.execute('PRAGMA wal_autocheckpoint=0')
         except (sqlite3.DatabaseError, OSError) as exc:
             self.close()
             raise JournalUnavailable(f'shard journal {self.path}: {exc}') from None
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        if background_checkpoints:
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name='journal-checkpoint', daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError:
+            return  # the main connection reports problems with the file
+        try:
+            while not self._stop.wait(CHECKPOINT_EVERY_SEC):
+                try:
+                    db.execute('PRAGMA wal_checkpoint(PASSIVE)')
+                except sqlite3.DatabaseError:
+                    continue  # busy or transient: the next round tries again; the WAL only grows meanwhile
+        finally:
+            db.close()
 
     @staticmethod
     def _create(db: sqlite3.Connection) -> None:
@@ -135,9 +163,18 @@ class ShardJournal:
 
     # -- writes ------------------------------------------------------------------------------------------
 
-    def accept(self, commands: Sequence[Command], *, now: float, request: SubmissionRecord | None = None) -> None:
-        """Record accepted (or followed, or adopted) commands, and the request that named them, durably. A command
-        already recorded keeps its row (and its outcome, if it has one); only its latest delivery is updated."""
+    def accept(
+        self,
+        commands: Sequence[Command],
+        *,
+        now: float,
+        request: SubmissionRecord | None = None,
+        sync: bool = True,
+    ) -> None:
+        """Record accepted (or followed, or adopted) commands, and the request that named them. A command already
+        recorded keeps its row (and its outcome, if it has one); only its epoch may rise. `sync`: with
+        durability='full', fsynced before returning (what a submitter is answered after); False for writes whose
+        loss to a power cut the recovery repairs (a standby's copy, mission steps, adoptions)."""
         rows = [(*_command_row(c), now) for c in commands]
         writes: list[tuple[str, Sequence[tuple[object, ...]]]] = [
             (
@@ -163,7 +200,7 @@ class ShardJournal:
                     ],
                 )
             )
-        self._transaction(writes, sync=True)
+        self._transaction(writes, sync=sync)
 
     def record(self, *, sends: Sequence[Command] = (), results: Sequence[CommandResult] = ()) -> None:
         """Deliveries (seq, epoch, attempt of what is about to be published) and outcomes, in one transaction."""
@@ -325,6 +362,12 @@ class ShardJournal:
         return _record_of(rows[0]) if rows else None
 
     def close(self) -> None:
+        stop = getattr(self, '_stop', None)
+        if stop is not None:
+            stop.set()
+            if self._checkpointer is not None:
+                self._checkpointer.join(timeout=5.0)
+                self._checkpointer = None
         if self._db is not None:
             if self._db.in_transaction:
                 self._db.execute('ROLLBACK')

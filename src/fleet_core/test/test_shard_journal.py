@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 
 import pytest
 
@@ -17,8 +19,12 @@ from fleet_core.shard_journal import (
 )
 
 
-def command(cid: str, agent: str = 'r001', *, seq: int = 0, epoch: int = 1, issued: float = 100.0) -> Command:
-    return Command(cid, 'trace', 'site', 'zone', agent, seq, epoch, Priority.NORMAL, issued, issued + 30.0, 'noop')
+def command(
+    cid: str, agent: str = 'r001', *, seq: int = 0, epoch: int = 1, issued: float = 100.0, args: str = '{}'
+) -> Command:
+    return Command(
+        cid, 'trace', 'site', 'zone', agent, seq, epoch, Priority.NORMAL, issued, issued + 30.0, 'noop', args
+    )
 
 
 def result(c: Command, outcome: Outcome = Outcome.SUCCEEDED, stamp: float = 110.0) -> CommandResult:
@@ -164,6 +170,13 @@ def test_wal_mode(path):
     assert sqlite3.connect(path).execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
 
 
+def wait_for(condition: Callable[[], bool], timeout: float, *, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f'timed out waiting for {what}'
+        time.sleep(0.01)
+
+
 def test_the_gate_admits_only_the_lease_holders_epoch():
     gate: JournalGate[str] = JournalGate(hold_limit=2)
     assert gate.offer(0, 'no lease yet') is GateVerdict.REJECTED
@@ -179,3 +192,24 @@ def test_the_gate_admits_only_the_lease_holders_epoch():
     assert gate.on_lease(202) == []  # an older lease changes nothing
     assert gate.offer(303, 'e') is GateVerdict.ACCEPTED
     assert (gate.rejected, gate.held) == (5, 0)
+
+
+def test_checkpoints_run_beside_the_writer_and_stop_with_it(path, tmp_path, monkeypatch):
+    monkeypatch.setattr('fleet_core.shard_journal.CHECKPOINT_EVERY_SEC', 0.01)
+    rows = [command(f'c{i}', args='x' * 200) for i in range(300)]
+    quiet = ShardJournal(tmp_path / 'quiet.db', background_checkpoints=False)
+    assert quiet._conn().execute('PRAGMA wal_autocheckpoint').fetchone()[0] == 0  # never inside a commit
+    size = (tmp_path / 'quiet.db').stat().st_size
+    quiet.accept(rows, now=1.0)
+    assert (tmp_path / 'quiet.db').stat().st_size == size  # everything still in the WAL
+    quiet.close()
+
+    journal = ShardJournal(path)
+    size = path.stat().st_size
+    journal.accept(rows, now=1.0)
+    checkpointer = journal._checkpointer
+    assert checkpointer is not None and checkpointer.is_alive()
+    # The background thread copies the WAL into the database file.
+    wait_for(lambda: path.stat().st_size > size, 5, what='a background checkpoint')
+    journal.close()
+    assert not checkpointer.is_alive()

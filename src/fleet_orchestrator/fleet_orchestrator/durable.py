@@ -57,7 +57,7 @@ class DurableShard:
     def admit(self, entry: Command | SubmissionRecord) -> None:
         if isinstance(entry, SubmissionRecord):
             # Rare, and what a repeated request is judged by: committed at once, not with the tick's batch.
-            self.journal.accept([], now=entry.stamp, request=entry)
+            self.journal.accept([], now=entry.stamp, request=entry, sync=False)
         else:
             self.replica.on_journal(entry)
             self._commands.append(entry)
@@ -87,7 +87,7 @@ class DurableShard:
         commands, self._commands = self._commands, []
         results, self._results = self._results, []
         if commands:
-            self.journal.accept(commands, now=now)
+            self.journal.accept(commands, now=now, sync=False)
         if results:
             self.journal.record(results=results)
 

@@ -16,9 +16,7 @@ copy under its new epoch; seqs continue above the journal's high-water marks.
 from __future__ import annotations
 
 import collections
-import os
 import random
-import socket
 import time
 import zlib
 from collections.abc import Callable
@@ -63,6 +61,7 @@ from fleet_orchestrator.mission_host import MissionHost
 from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
 from fleet_orchestrator.observability import ShardObservability
 from fleet_orchestrator.operations import ShardOperations
+from fleet_orchestrator.parameters import declare_parameters
 from fleet_orchestrator.tracing import TraceOutbox
 from fleet_ros import qos
 from fleet_ros.convert import (
@@ -74,7 +73,6 @@ from fleet_ros.convert import (
     result_to_msg,
     to_time,
 )
-from fleet_ros.params import declare
 
 TICK_SEC = 0.05
 RENEW_CHECK_EVERY = 64
@@ -119,87 +117,7 @@ class ShardOrchestrator(LifecycleNode):
     def __init__(self, node_name: str = 'orchestrator', *, clock: Callable[[], float] = time.time, **kwargs: object):
         super().__init__(node_name, **kwargs)  # type: ignore[arg-type]
         self.clock = clock
-        # What defines the shard, the replica and its files is read_only: changing it means a new process.
-        fixed = {'read_only': True}
-        self._p_site = declare(self, 'site_id', 'site_a', 'site of the shard this orchestrator serves', **fixed)
-        self._p_shard = declare(self, 'shard_id', 'zone_1', 'shard this orchestrator serves', **fixed)
-        self._p_config = declare(
-            self,
-            'fleet_config',
-            os.environ.get('FLEETLANES_CONFIG', ''),
-            'fleet layout YAML (config/fleet.yaml)',
-            **fixed,
-        )
-        self._p_id = declare(
-            self,
-            'orchestrator_id',
-            f'{socket.gethostname()}-{os.getpid()}',
-            'unique id of this replica in leases; keep it stable across restarts to find its journal again',
-            **fixed,
-        )
-        self._p_replica = declare(
-            self,
-            'replica_index',
-            -1,
-            f'epoch slot of this replica, distinct per replica of a shard (0..{EPOCH_SLOTS - 1}); '
-            '-1: derived from orchestrator_id (a hash: set it explicitly to guarantee distinct epochs)',
-            read_only=True,
-            value_range=(-1, EPOCH_SLOTS - 1),
-        )
-        self._p_state_dir = declare(
-            self,
-            'state_dir',
-            '',
-            "directory of this replica's shard journal (journal.db); empty: $FLEETLANES_STATE_DIR or ~/.fleetlanes, "
-            'then shards/<site>/<shard>/<orchestrator_id>',
-            **fixed,
-        )
-        self._p_durability = declare(
-            self,
-            'journal_durability',
-            'full',
-            'full: a submission is fsynced before it is answered (survives power loss); normal: survives a process '
-            'crash only',
-            **fixed,
-        )
-        self._p_retention = declare(
-            self,
-            'outcome_retention_sec',
-            3600.0,
-            'how long decided outcomes and request ids stay queryable in the journal (s)',
-            value_range=(1.0, 30 * 86400.0),
-        )
-        self._p_trace = declare(
-            self,
-            'trace_sample_fraction',
-            -1.0,
-            'share of submissions traced (0..1); < 0: from fleet_config tracing',
-            value_range=(-1.0, 1.0),
-        )
-        self._p_tracing = declare(self, 'tracing_enabled', True, 'publish TraceEvents (if fleet_config allows it)')
-        self._p_seed = declare(
-            self,
-            'retry_jitter_seed',
-            0,
-            'seed of the retry jitter RNG (0 = from the clock)',
-            read_only=True,
-            value_range=(0, 2**31 - 1),
-        )
-        self._p_metrics = declare(
-            self,
-            'metrics_port',
-            -1,
-            'Prometheus endpoint port on 127.0.0.1 (0 = any free port, < 0 = no metrics)',
-            read_only=True,
-            value_range=(-1, 65535),
-        )
-        self._p_workflows = declare(
-            self,
-            'workflow_dir',
-            '',
-            'directory of workflow YAML files (empty: workflows/ next to fleet_config)',
-            **fixed,
-        )
+        self.params = declare_parameters(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.journal: ShardJournal | None = None
         self.untrusted_entries = 0
@@ -208,6 +126,7 @@ class ShardOrchestrator(LifecycleNode):
         self._retired_publishers: list[Publisher] = []
         self._catch_up_until = 0.0
         self._followers = 0
+        self._handed_over: list[Command] = []
         self.options: OrchestratorOptions | None = None
         self.dispatcher: CommandDispatcher | None = None
         self.takeover_seconds: float | None = None
@@ -230,8 +149,8 @@ class ShardOrchestrator(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            fleet = load_fleet_config(self._p_config or None)
-            shard = fleet.shard(self._p_site, self._p_shard)
+            fleet = load_fleet_config(self.params.fleet_config or None)
+            shard = fleet.shard(self.params.site_id, self.params.shard_id)
             namespace = self.get_namespace()
             if namespace.startswith('/fleet/') and namespace != topics.shard_prefix(shard.site_id, shard.shard_id):
                 raise ConfigError(
@@ -242,24 +161,30 @@ class ShardOrchestrator(LifecycleNode):
             self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
         state_dir = (
-            Path(self._p_state_dir).expanduser()
-            if self._p_state_dir
-            else default_state_dir(shard.site_id, shard.shard_id, self._p_id)
+            Path(self.params.state_dir).expanduser()
+            if self.params.state_dir
+            else default_state_dir(shard.site_id, shard.shard_id, self.replica_id)
         )
         try:
-            journal = ShardJournal(state_dir / 'journal.db', durability=self._p_durability)
+            journal = ShardJournal(state_dir / 'journal.db', durability=self.params.journal_durability)
         except (JournalUnavailable, ValueError) as exc:
             self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
         self.journal = journal
-        self.options = OrchestratorOptions(self._p_site, self._p_shard, self._p_id, fleet, self._trace_settings(fleet))
+        self.options = OrchestratorOptions(
+            self.params.site_id, self.params.shard_id, self.replica_id, fleet, self._trace_settings(fleet)
+        )
         self.shard: ShardConfig = shard
         self.fleet = fleet
-        slot = self._p_replica if self._p_replica >= 0 else zlib.crc32(self._p_id.encode()) % EPOCH_SLOTS
+        slot = (
+            self.params.replica_index
+            if self.params.replica_index >= 0
+            else zlib.crc32(self.replica_id.encode()) % EPOCH_SLOTS
+        )
         self.lease = LeaseState(
             site_id=shard.site_id,
             shard_id=shard.shard_id,
-            node_id=self._p_id,
+            node_id=self.replica_id,
             config=fleet.leadership,
             clock=self.clock,
             slot=slot,
@@ -268,10 +193,12 @@ class ShardOrchestrator(LifecycleNode):
         self.health = HealthMonitor(fleet.health, shard.agents, clock=self.clock)
         self.backpressure = ShardBackpressure(fleet.degradation, clock=self.clock, intake=fleet.intake)
         self.replica = ShardReplica(shard.agents)
-        self.durable = DurableShard(journal, self.replica, own_id=self._p_id)
+        self.durable = DurableShard(journal, self.replica, own_id=self.replica_id)
         self.lease.note_epoch(journal.max_epoch())
-        self.rng = random.Random(self._p_seed or time.time_ns())
-        workflow_dir = Path(self._p_workflows) if self._p_workflows else Path(fleet.source).parent / 'workflows'
+        self.rng = random.Random(self.params.retry_jitter_seed or time.time_ns())
+        workflow_dir = (
+            Path(self.params.workflow_dir) if self.params.workflow_dir else Path(fleet.source).parent / 'workflows'
+        )
         library = WorkflowLibrary(workflow_dir)
         for name, error in library.errors.items():
             self.get_logger().error(f'workflow {name} not loaded: {error}')
@@ -281,7 +208,7 @@ class ShardOrchestrator(LifecycleNode):
             agents=shard.agents,
             workflows=library,
             clock=self.clock,
-            node_id=self._p_id,
+            node_id=self.replica_id,
         )
         self._create_endpoints(shard)
         expected = topics.shard_leader(shard.site_id, shard.shard_id)
@@ -305,7 +232,7 @@ class ShardOrchestrator(LifecycleNode):
         ]
         unfinished = len(journal.unfinished())
         self.get_logger().info(
-            f'configured for {shard.site_id}/{shard.shard_id} ({len(shard.agents)} agents) as {self._p_id} '
+            f'configured for {shard.site_id}/{shard.shard_id} ({len(shard.agents)} agents) as {self.replica_id} '
             f'(epoch slot {slot}); journal {journal.path}: {unfinished} unfinished command(s), '
             f'highest epoch {journal.max_epoch()}'
         )
@@ -313,21 +240,18 @@ class ShardOrchestrator(LifecycleNode):
 
     def _trace_settings(self, fleet: FleetConfig) -> TraceSettings:
         return TraceSettings(
-            enabled=bool(self._p_tracing) and fleet.tracing.enabled,
-            sample_fraction=float(self._p_trace) if self._p_trace >= 0 else fleet.tracing.sample_fraction,
+            enabled=bool(self.params.tracing_enabled) and fleet.tracing.enabled,
+            sample_fraction=float(self.params.trace_sample_fraction)
+            if self.params.trace_sample_fraction >= 0
+            else fleet.tracing.sample_fraction,
             pending_commands=fleet.tracing.pending_commands,
         )
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        """Applies the parameters that may change at runtime (read_only ones never reach here once declared)."""
-        for param in params:
-            if param.name == 'trace_sample_fraction':
-                self._p_trace = float(param.value)
-            elif param.name == 'tracing_enabled':
-                self._p_tracing = bool(param.value)
-            elif param.name == 'outcome_retention_sec':
-                self._p_retention = float(param.value)
-        if self.options is not None and any(p.name in ('trace_sample_fraction', 'tracing_enabled') for p in params):
+        """Applies the parameters that may change at runtime (rclpy refuses read_only and out-of-range values before
+        calling this)."""
+        changed = self.params.apply(params)
+        if self.options is not None and {'trace_sample_fraction', 'tracing_enabled'} & set(changed):
             settings = self._trace_settings(self.options.fleet)
             self.options = OrchestratorOptions(
                 self.options.site_id, self.options.shard_id, self.options.orchestrator_id, self.options.fleet, settings
@@ -356,7 +280,7 @@ class ShardOrchestrator(LifecycleNode):
         self.create_subscription(SubmissionRecordMsg, submissions, self._on_submission, qos.OPERATIONS)
         self.handoff_pub = self.create_publisher(CommandMsg, topics.shard_handoff(site, sid), qos.EVENTS)
         self.create_subscription(CommandMsg, topics.shard_handoff(site, sid), self._on_handoff, qos.EVENTS)
-        self.observability = ShardObservability(self, site, sid, metrics_port=int(self._p_metrics))
+        self.observability = ShardObservability(self, site, sid, metrics_port=int(self.params.metrics_port))
         self.lease_pub = self.create_publisher(LeaderLease, topics.shard_leader(site, sid), qos.LATCHED)
         self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
         self.create_subscription(Heartbeat, topics.shard_heartbeat(site, sid), self._on_heartbeat, qos.HEARTBEAT)
@@ -406,6 +330,11 @@ class ShardOrchestrator(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     # -- leadership --------------------------------------------------------------------------------------
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's orchestrator_id (its name in leases and the name of its journal directory)."""
+        return self.params.orchestrator_id
 
     @property
     def leading(self) -> bool:
@@ -468,7 +397,7 @@ class ShardOrchestrator(LifecycleNode):
         self._follow_generation += 1
         self.backpressure.reset()
         try:
-            self.journal.accept(adopted, now=started)
+            self.journal.accept(adopted, now=started, sync=False)
         except JournalUnavailable as exc:
             self._journal_failed(exc)
             return
@@ -533,6 +462,8 @@ class ShardOrchestrator(LifecycleNode):
                 self.get_logger().error(f'outcomes not journaled while stepping down: {exc}')
         self._announce(out)
         pending = [c for c in self.dispatcher.pending() if c.command_id not in refused]
+        pending += self._handed_over  # handed to us, not adopted yet: on to the next leader with the rest
+        self._handed_over = []
         # Back to following: what this leader still owed becomes part of the hot copy again, and is handed to
         # whoever leads next (the winner of an election race leads already and follows no journal).
         self.replica.restore(pending)
@@ -610,7 +541,7 @@ class ShardOrchestrator(LifecycleNode):
             return
         self.replica.on_lease(msg.epoch)
         self.durable.on_lease(msg.epoch, msg.leader_id)
-        if msg.leader_id != self._p_id:
+        if msg.leader_id != self.replica_id:
             if newer and self._followed != (msg.leader_id, msg.epoch):
                 self._followed = (msg.leader_id, msg.epoch)
                 self.get_logger().info(f'following leader {msg.leader_id} (epoch {msg.epoch})')
@@ -720,17 +651,22 @@ class ShardOrchestrator(LifecycleNode):
         if self.dispatcher is None:
             self.durable.admit(command)
             return
-        assert self.journal is not None
+        self._handed_over.append(command)  # adopted at the next tick, all of a hand-over at once
+
+    def _adopt_handed_over(self) -> None:
+        """Adopt what other replicas handed over since the last tick, except what this leader owes or decided."""
+        handed, self._handed_over = self._handed_over, []
+        if not handed or self.dispatcher is None or self.journal is None:
+            return
         known = {c.command_id for c in self.dispatcher.pending()}
-        if command.command_id in known or self.journal.finished_ids([command.command_id]):
+        known |= self.journal.finished_ids(c.command_id for c in handed)
+        fresh = list({c.command_id: c for c in handed if c.command_id not in known}.values())
+        if not fresh:
             return
-        adopted = self.dispatcher.adopt([command])
-        try:
-            self.journal.accept(adopted, now=self.clock())
-        except JournalUnavailable as exc:
-            self._journal_failed(exc)
-            return
-        self.get_logger().info(f'adopted {command.command_id} handed over by the leader of epoch {command.epoch}')
+        adopted = self.dispatcher.adopt(fresh)
+        self.journal.accept(adopted, now=self.clock(), sync=False)
+        epochs = sorted({c.epoch for c in fresh})
+        self.get_logger().info(f'adopted {len(adopted)} command(s) handed over from epoch(s) {epochs}')
         self._journal(adopted)
         self.flush()
 
@@ -781,6 +717,7 @@ class ShardOrchestrator(LifecycleNode):
             self.dispatcher.tick()
             self.flush()
             try:
+                self._adopt_handed_over()
                 self._snapshot_for_new_followers()
             except JournalUnavailable as exc:
                 self._journal_failed(exc)
@@ -807,7 +744,7 @@ class ShardOrchestrator(LifecycleNode):
                 self.get_logger().info(f'handed {len(commands)} unfinished command(s) of the journal to the new leader')
         if now - self._last_prune >= PRUNE_EVERY_SEC:
             self._last_prune = now
-            self.journal.prune(before=now - self._p_retention)
+            self.journal.prune(before=now - self.params.outcome_retention_sec)
 
     def _lease_on_its_way(self, now: float) -> bool:
         """Never saw a lease, and another replica is in the graph. Only a leader has a status publisher: with one
@@ -923,12 +860,14 @@ class ShardOrchestrator(LifecycleNode):
         self._journal(commands)
         self.flush()
 
-    def _accept(self, commands: list[Command], record: SubmissionRecord | None = None) -> bool:
-        """Journal accepted commands (durably) before anyone hears of them. False when the journal failed: the
-        commands are then dropped with the leadership, and the caller refuses them."""
+    def _accept(self, commands: list[Command], record: SubmissionRecord | None = None, *, answer: bool = False) -> bool:
+        """Journal accepted commands before anyone hears of them; fsynced (journal_durability full) only when a
+        submitter is `answer`ed after it: a mission step or a control wave is re-derived by its own machinery, and
+        an fsync per step would stall the executor thread past the lease under load. False when the journal failed:
+        the commands are then dropped with the leadership, and the caller refuses them."""
         assert self.journal is not None
         try:
-            self.journal.accept(commands, now=self.clock(), request=record)
+            self.journal.accept(commands, now=self.clock(), request=record, sync=answer)
         except JournalUnavailable as exc:
             self._journal_failed(exc, refused=frozenset(c.command_id for c in commands))
             return False
@@ -952,7 +891,7 @@ class ShardOrchestrator(LifecycleNode):
         msg = ShardStatus(
             site_id=self.shard.site_id,
             shard_id=self.shard.shard_id,
-            leader_id=self._p_id,
+            leader_id=self.replica_id,
             epoch=self.lease.epoch,
             stamp=to_time(self.clock()),
             agents_total=len(self.shard.agents),
@@ -981,7 +920,7 @@ class ShardOrchestrator(LifecycleNode):
     def _on_submit(self, request: SubmitCommand.Request, response: SubmitCommand.Response) -> SubmitCommand.Response:
         if self.dispatcher is None or self.journal is None:
             response.accepted = False
-            response.error = f'{self._p_id} is not the leader of this shard (standby or inactive); retry'
+            response.error = f'{self.replica_id} is not the leader of this shard (standby or inactive); retry'
             return response
         request_id = request.request_id[:128]
         try:
@@ -995,7 +934,7 @@ class ShardOrchestrator(LifecycleNode):
             return self._answer(response, first.trace_id, first.command_ids, first.agent_ids, duplicate=True)
         if request_id and self.clock() < self._catch_up_until:
             response.accepted = False
-            response.error = f'{self._p_id} took over just now and is catching up with the other replicas; retry'
+            response.error = f'{self.replica_id} took over just now and is catching up with the other replicas; retry'
             return response
         try:
             priority = Priority(request.priority)
@@ -1016,7 +955,7 @@ class ShardOrchestrator(LifecycleNode):
         record = None
         if request_id:
             record = SubmissionRecord(request_id, trace_id, ids, agents, self.dispatcher.epoch, self.clock())
-        if not self._accept(commands, record):
+        if not self._accept(commands, record, answer=True):
             response.accepted, response.error = False, 'the shard journal failed: not accepted; retry'
             return response
         self._journal(commands)
@@ -1047,7 +986,7 @@ class ShardOrchestrator(LifecycleNode):
         return response
 
     def _on_get_outcomes(self, request: GetOutcomes.Request, response: GetOutcomes.Response) -> GetOutcomes.Response:
-        response.leader_id, response.epoch = self._p_id, self.lease.epoch
+        response.leader_id, response.epoch = self.replica_id, self.lease.epoch
         if self.journal is None or len(request.command_ids) > MAX_QUERY_IDS:
             return response  # no states: the caller reports the refusal
         try:
@@ -1065,7 +1004,7 @@ class ShardOrchestrator(LifecycleNode):
         return response
 
     def _on_get_state(self, request: GetShardState.Request, response: GetShardState.Response) -> GetShardState.Response:
-        response.leader_id, response.epoch = self._p_id, self.lease.epoch
+        response.leader_id, response.epoch = self.replica_id, self.lease.epoch
         response.estop_engaged = self.operations.estop.engaged
         response.estop_revision = self.operations.estop.snapshot.revision
         response.paused = self.operations.paused
