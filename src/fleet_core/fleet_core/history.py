@@ -39,7 +39,8 @@ class Execution:
     agent_id: str
     command_id: str
     epoch: int
-    """The leader epoch of the delivery that started it."""
+    """The leader epoch of the delivery that started it (0: not recorded, e.g. a start-only test log; such records
+    are not judged for fencing)."""
     started_at: float | None = None
     deadline: float | None = None
     """The deadline of the delivery that started it."""
@@ -266,7 +267,7 @@ def _fenced(ran: Mapping[str, list[Execution]]) -> list[Violation]:
                         f'ran under epoch {execution.epoch}, agent had seen {execution.fence_epoch}',
                     )
                 )
-            elif execution.started_at is not None:
+            elif execution.started_at is not None and execution.epoch > 0:
                 by_agent[execution.agent_id].append(execution)
     for agent_id, executions in by_agent.items():
         highest, since = 0, ''

@@ -128,6 +128,9 @@ def test_a_start_under_a_fenced_epoch_is_reported():
     (violation,) = found.violations
     assert (violation.kind, violation.command_id) == (K.FENCED_EXECUTION, 'c2')
     assert 'after c1 ran under epoch 3' in violation.detail
+    # A record without an epoch (a start-only test log) is not judged for fencing.
+    unknown = [run('c1', epoch=3, at=T0 + 1.0), run('c2', epoch=0, at=T0 + 2.0)]
+    assert kinds([said(Outcome.SUCCEEDED, 'c1'), said(Outcome.SUCCEEDED, 'c2')], unknown, [sub('c1'), sub('c2')]) == []
     # Another agent's newer epoch says nothing about this one.
     other = [run('c1', agent='a2', epoch=3), run('c2', epoch=2, at=T0 + 2.0)]
     assert kinds([said(Outcome.SUCCEEDED, 'c1', 'a2'), said(Outcome.SUCCEEDED, 'c2')], other,
