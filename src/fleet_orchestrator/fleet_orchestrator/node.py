@@ -219,6 +219,8 @@ class ShardOrchestrator(LifecycleNode):
                 f'configure failed: the lease topic resolves to {self._lease_sub.topic_name}, not {expected}: '
                 f'this orchestrator is wired to another shard than site_id={shard.site_id} shard_id={shard.shard_id}'
             )
+            journal.close()
+            self.journal = None
             return TransitionCallbackReturn.FAILURE
         self.missions = MissionServer(self, host, library)
         self.operations = ShardOperations(self)
@@ -540,7 +542,8 @@ class ShardOrchestrator(LifecycleNode):
             self.get_logger().error(f'ignored a foreign lease on {self._lease_sub.topic_name}: {exc}')
             return
         self.replica.on_lease(msg.epoch)
-        self.durable.on_lease(msg.epoch, msg.leader_id)
+        if newer:  # never an older lease (a fenced leader's), nor our own echo
+            self.durable.on_lease(msg.epoch, msg.leader_id)
         if msg.leader_id != self.replica_id:
             if newer and self._followed != (msg.leader_id, msg.epoch):
                 self._followed = (msg.leader_id, msg.epoch)
