@@ -15,7 +15,7 @@ from rclpy.node import Node
 
 from fleet_agent.commit import GroupCommitter, immediately
 from fleet_agent.executors import ExecutorContext, ExecutorFactory
-from fleet_agent.runtime import AgentRuntime, HeartbeatData
+from fleet_agent.runtime import AgentRuntime, HeartbeatData, Operation
 from fleet_core import topics
 from fleet_core.config import IntakeSettings
 from fleet_core.dedup_store import DedupDatabase, DedupStore, StoreUnavailable
@@ -26,9 +26,9 @@ from fleet_core.model import Ack, AckStatus, Command
 from fleet_core.trace import Hop, TraceSettings
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
-from fleet_interfaces.msg import EStop, Heartbeat, LeaderLease, ShardStatus
+from fleet_interfaces.msg import EStop, FleetOperation, Heartbeat, LeaderLease, ShardStatus
 from fleet_ros import qos
-from fleet_ros.convert import ack_to_msg, command_from_msg, to_time
+from fleet_ros.convert import ack_to_msg, command_from_msg, from_time, to_time
 from fleet_ros.trace_msgs import TraceEmitter
 
 
@@ -232,7 +232,19 @@ class AgentHostNode(Node):
             level = msg.degradation_level
             self.loop.call_soon_threadsafe(in_shard, lambda r: setattr(r, 'degradation_level', level))
 
+        def on_operation(msg: FleetOperation) -> None:
+            if msg.op not in (FleetOperation.OP_PAUSE, FleetOperation.OP_RESUME):
+                return
+            starts_at = from_time(msg.starts_at)
+            operation = Operation(
+                pause=msg.op == FleetOperation.OP_PAUSE,
+                starts_at=starts_at,
+                last_wave_at=starts_at + max(0, msg.waves - 1) * msg.wave_interval_sec,
+            )
+            self.loop.call_soon_threadsafe(in_shard, lambda r: r.on_operation(operation))
+
         self.create_subscription(EStop, topics.shard_estop(site, shard), on_estop, qos.LATCHED)
+        self.create_subscription(FleetOperation, topics.shard_operations(site, shard), on_operation, qos.OPERATIONS)
         self.create_subscription(LeaderLease, topics.shard_leader(site, shard), on_lease, qos.LATCHED)
         self.create_subscription(ShardStatus, topics.shard_status(site, shard), on_status, qos.LATCHED)
 

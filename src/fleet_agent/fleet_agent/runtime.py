@@ -21,6 +21,18 @@ from fleet_core.trace import Hop
 
 _log = logging.getLogger('fleet_agent')
 
+OPERATION_GRACE_SEC = 2.0
+"""How long after an operation's last wave an agent that got no command from it applies it itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A shard-wide pause or resume, as its latched FleetOperation announces it (orchestrator clock, UTC)."""
+
+    pause: bool
+    starts_at: float
+    last_wave_at: float
+
 
 class AgentState(enum.IntEnum):
     """Values of fleet_interfaces/Heartbeat.state."""
@@ -74,6 +86,7 @@ class AgentRuntime:
         accept_ack_delay_sec: float = IntakeSettings().accept_ack_delay_sec,
         after_commit: Callable[[Callable[[], None], Callable[[StoreUnavailable], None]], None] = immediately,
         trace: Tracer = no_trace,
+        operation_grace_sec: float = OPERATION_GRACE_SEC,
     ) -> None:
         self.site_id = site_id
         self.agent_id = intake.agent_id
@@ -91,6 +104,9 @@ class AgentRuntime:
         self.after_commit = after_commit
         self.trace = trace
         self.executions = 0
+        self.operation_grace_sec = operation_grace_sec
+        self._operation: Operation | None = None
+        self._operation_check: asyncio.TimerHandle | None = None
 
     # -- inputs ------------------------------------------------------------------------------------------
 
@@ -146,6 +162,35 @@ class AgentRuntime:
 
     def on_epoch(self, epoch: int) -> None:
         self.intake.observe_epoch(epoch)
+
+    def on_operation(self, operation: Operation) -> None:
+        """The shard's latest pause/resume announcement (latched: a restarted agent gets it too). Its own HIGH
+        command normally applies it; an agent that missed that command (down or cut off during the waves, the command
+        expired) applies the operation itself once the waves are over, so it never stays paused, or unpaused,
+        against its shard."""
+        if self._operation is not None and operation.starts_at <= self._operation.starts_at:
+            return
+        self._operation = operation
+        self._apply_missed_operation()
+
+    def _apply_missed_operation(self) -> None:
+        operation = self._operation
+        if self._operation_check is not None:
+            self._operation_check.cancel()
+            self._operation_check = None
+        if operation is None or not self.intake.operation_missed(operation.starts_at):
+            return
+        wait = operation.last_wave_at + self.operation_grace_sec - self.clock()
+        if wait > 0:
+            self._operation_check = asyncio.get_running_loop().call_later(wait, self._apply_missed_operation)
+            return
+        try:
+            self.intake.set_paused(operation.pause)
+        except StoreUnavailable as exc:
+            _log.error('%s cannot apply a missed operation: %s', self.agent_id, exc)
+            return
+        _log.warning('%s applied a missed shard %s', self.agent_id, 'pause' if operation.pause else 'resume')
+        self.after_commit(lambda: None, self.intake.enter_safe_mode)
 
     # -- execution ---------------------------------------------------------------------------------------
 
@@ -243,6 +288,8 @@ class AgentRuntime:
 
     async def close(self) -> None:
         """Cancel running work (its final acks are still persisted and published)."""
+        if self._operation_check is not None:
+            self._operation_check.cancel()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel('agent shutting down')

@@ -272,3 +272,40 @@ def test_a_failing_commit_refuses_the_command_and_never_executes_it(tmp_path):
     assert runtime.state == AgentState.SAFE_MODE
     succeeded = [a.command_id for a in sink.acks if a.status == AckStatus.SUCCEEDED]
     assert executor.executed == succeeded  # only acknowledged-durable work ran, each once
+
+
+def test_an_operation_missed_while_down_is_applied_from_the_announcement(tmp_path):
+    """The pause/resume command normally applies an operation; an agent that was down during the waves (its command
+    expired) applies the latched announcement itself once the waves are over, and an older one never undoes a newer
+    state."""
+    from fleet_agent.runtime import Operation
+
+    async def scenario():
+        runtime, sink = make(tmp_path, SleepExecutor(0.0))
+        runtime.operation_grace_sec = 0.05
+        runtime.on_command(cmd('p', 1, kind='pause', priority=Priority.HIGH))
+        await settle(runtime)
+        paused_at = time.time()
+        # The shard's latched history: an older resume (before this agent's pause) changes nothing.
+        runtime.on_operation(Operation(pause=False, starts_at=paused_at - 100, last_wave_at=paused_at - 99))
+        await asyncio.sleep(0.1)
+        still_paused = runtime.paused
+        # A resume whose waves end soon, and whose command never reaches this agent: applied after its last wave.
+        runtime.on_operation(Operation(pause=False, starts_at=time.time(), last_wave_at=time.time() + 0.2))
+        await asyncio.sleep(0.1)
+        paused_during_waves = runtime.paused
+        await asyncio.sleep(0.4)
+        resumed = not runtime.paused
+        runtime.on_command(cmd('n', 2))
+        await settle(runtime)
+        # A restarted agent (a fresh store) that missed a pause long over pauses itself at once.
+        fresh, _ = make(tmp_path / 'fresh', SleepExecutor(0.0))
+        fresh.on_operation(Operation(pause=True, starts_at=time.time() - 60, last_wave_at=time.time() - 59))
+        await asyncio.sleep(0)
+        return still_paused, paused_during_waves, resumed, sink, fresh.paused
+
+    (tmp_path / 'fresh').mkdir()
+    still_paused, paused_during_waves, resumed, sink, fresh_paused = asyncio.run(scenario())
+    assert still_paused and paused_during_waves and resumed
+    assert sink.statuses('n') == [AckStatus.SUCCEEDED]
+    assert fresh_paused

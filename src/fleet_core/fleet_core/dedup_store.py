@@ -331,6 +331,7 @@ class DedupStore:
                 self._known[row[0]] = StoredOutcome(row[0], row[1], row[2], status, row[4], row[5])
             self._epoch = self.db.meta(agent_id, 'epoch')
             self._paused = bool(self.db.meta(agent_id, 'paused'))
+            self._operation_at = self.db.meta(agent_id, 'operation_ms') / 1000.0
             self._lost = dict(self.db.lost.get(agent_id, {}))
             self._seq = max(
                 [self.db.meta(agent_id, 'seq'), *(o.seq for o in self._known.values()), *self._lost.values()]
@@ -369,11 +370,22 @@ class DedupStore:
         """The agent is paused by a fleet operation (kept across restarts until a resume)."""
         return self._paused
 
-    def set_paused(self, paused: bool) -> None:
-        if paused == self._paused:
-            return
-        self.db.write('set_paused', "INSERT OR REPLACE INTO meta VALUES (?, 'paused', ?)", (self.agent_id, int(paused)))
+    @property
+    def operation_at(self) -> float:
+        """When the last pause or resume was applied (UTC seconds; 0 before any)."""
+        return self._operation_at
+
+    def set_paused(self, paused: bool, at: float) -> None:
+        """Apply a pause or resume at UTC time `at` (both persisted)."""
+        if paused != self._paused:
+            self.db.write(
+                'set_paused', "INSERT OR REPLACE INTO meta VALUES (?, 'paused', ?)", (self.agent_id, int(paused))
+            )
+        self.db.write(
+            'set_paused', "INSERT OR REPLACE INTO meta VALUES (?, 'operation_ms', ?)", (self.agent_id, int(at * 1000))
+        )
         self._paused = paused
+        self._operation_at = int(at * 1000) / 1000.0
 
     def lookup(self, command_id: str) -> StoredOutcome | None:
         """A lost start (guarded, gone from the store) reads as started by an earlier boot: never run again."""

@@ -6,7 +6,9 @@ resumes it with a HIGH `resume`. While paused, the agent *refuses* NORMAL and LO
 (the command's outcome is REJECTED, naming the pause) rather than holding them: a held command would keep its
 lane busy and might outlive its deadline unseen, while a refusal gives the submitter a definite fate at once.
 HIGH and SAFETY commands still run. A command already running when the pause arrives finishes. The paused state
-is persisted in the dedup store, so an agent restarted while paused stays paused until a resume.
+and when it was applied are persisted in the dedup store, so an agent restarted while paused stays paused; an agent
+that missed an operation's command (down or cut off during its waves) applies it from the shard's latched
+FleetOperation announcement once the waves are over (`operation_missed`).
 
 Safe mode: a store that cannot be opened or written refuses every command (REJECTED_SAFE_MODE). A store that opens
 but lost started commands (its start guard disagrees, see dedup_store) is usable: the agent answers re-deliveries
@@ -90,13 +92,18 @@ class CommandIntake:
     def paused(self) -> bool:
         return self._store is not None and self._store.paused
 
+    def operation_missed(self, starts_at: float) -> bool:
+        """An operation whose waves started at `starts_at` (orchestrator clock) was not applied here: its command
+        was applied after its waves started, or a newer one was, otherwise."""
+        return self._store is not None and self._store.operation_at < starts_at
+
     def set_paused(self, paused: bool) -> None:
-        """Pause or resume (a `pause`/`resume` command runs this). Persisted with the command's final status.
+        """Pause or resume (a `pause`/`resume` command, or a missed operation, runs this); persisted with the time.
         Raises StoreUnavailable (and enters safe mode) when it cannot be recorded."""
         if self._store is None:
             raise StoreUnavailable(self.safe_mode_reason or 'no dedup store')
         try:
-            self._store.set_paused(paused)
+            self._store.set_paused(paused, self.clock())
         except StoreUnavailable as exc:
             self.enter_safe_mode(exc)
             raise
