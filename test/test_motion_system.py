@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +18,10 @@ from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 
 from fleet_core import topics
-from fleet_interfaces.msg import CommandOutcome, CommandOutcomes, LeaderLease
+from fleet_interfaces.msg import CommandOutcome, CommandOutcomes, Heartbeat, LeaderLease
 from fleet_interfaces.srv import SetEStop, SubmitCommand
 from fleet_ros import qos
+from harness import ros2_tools
 from harness.ros import RosHarness
 
 pytestmark = pytest.mark.system
@@ -26,6 +29,7 @@ SITE, SHARD = 'site_m', 'zone_m'
 AGENTS = ('r001', 'r002')
 TOLERANCE_M = 0.1  # the executor's default motion.tolerance_m
 ODOM_LAG_M = 0.03  # the base moves on between the odometry sample that says "arrived" and the halt reaching it
+EXECUTOR = 'fleet_agent.motion:diff_drive_executor'
 
 
 @dataclass
@@ -65,6 +69,10 @@ class Fleet:
                 self.outcomes.setdefault(msg.command_id, msg)
 
         node.create_subscription(CommandOutcomes, topics.shard_outcome(SITE, SHARD), record, qos.EVENTS)
+        self.beating: set[str] = set()
+        node.create_subscription(
+            Heartbeat, topics.shard_heartbeat(SITE, SHARD), lambda msg: self.beating.add(msg.agent_id), qos.HEARTBEAT
+        )
         self.leases: list[LeaderLease] = []
         node.create_subscription(LeaderLease, topics.shard_leader(SITE, SHARD), self.leases.append, qos.LATCHED)
         self.submit_client = node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
@@ -107,24 +115,15 @@ def write_config(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def fleet(ros, processes, tmp_path):
+def start_fleet(
+    ros, processes, tmp_path: Path, start_agents: Callable[[Path], object], agents: tuple[str, ...] = AGENTS
+) -> Fleet:
+    """The orchestrator, one stand-in per robot in its namespace, and `agents` started by `start_agents(config)`;
+    returns once every one of them beats."""
     config = write_config(tmp_path)
-    common = ['-p', f'fleet_config:={config}', '-p', f'site_id:={SITE}', '-p', f'shard_id:={SHARD}']
     probe = Fleet(ros)
-    processes.start(['shard_orchestrator', '--ros-args', *common], name='orchestrator')
-    processes.start(
-        [
-            'fleet_agent',
-            '--ros-args',
-            *common,
-            '-p',
-            f'store_dir:={tmp_path / "stores"}',
-            '-p',
-            'executor:=fleet_agent.motion:diff_drive_executor',
-        ],
-        name='agents',
-    )
+    processes.start(['shard_orchestrator', '--ros-args', *common_params(config)], name='orchestrator')
+    start_agents(config)
     for agent, yaw in zip(AGENTS, (0.0, math.pi / 2), strict=True):
         # No command timeout in the stand-ins: only a zero twist from the agent stops them.
         sim_params = ['-p', 'cmd_vel_timeout_sec:=0.0', '-p', f'initial_yaw:={yaw}']
@@ -138,7 +137,23 @@ def fleet(ros, processes, tmp_path):
         'the shard services and a leader lease',
     )
     ros.spin_until(lambda: all(t.odom for t in probe.tracks.values()), 30, 'odometry from every stand-in')
+    ros.spin_until(lambda: probe.beating >= set(agents), 60, f'heartbeats of {", ".join(agents)}')
     return probe
+
+
+def common_params(config: Path) -> list[str]:
+    return ['-p', f'fleet_config:={config}', '-p', f'site_id:={SITE}', '-p', f'shard_id:={SHARD}']
+
+
+@pytest.fixture
+def fleet(ros, processes, tmp_path):
+    """Both robots hosted by one fleet_agent process (as a simulation host would)."""
+
+    def agent_host(config: Path) -> object:
+        store = ['-p', f'store_dir:={tmp_path / "stores"}', '-p', f'executor:={EXECUTOR}']
+        return processes.start(['fleet_agent', '--ros-args', *common_params(config), *store], name='agents')
+
+    return start_fleet(ros, processes, tmp_path, agent_host)
 
 
 def is_zero(twist: Twist) -> bool:
@@ -198,3 +213,31 @@ def test_deadline_stops_the_robot_and_fails_the_goto(fleet):
     assert driving and halts and halts[-1] > driving[-1], 'the last command on cmd_vel must be a halt'
     assert track.position()[1] > 0.3  # it had been driving toward the target
     assert_stationary(fleet, 'r002', halts[-1])
+
+
+@ros2_tools.require()
+def test_robot_launch_selects_the_motion_executor(ros, processes, tmp_path):
+    """`ros2 launch fleet_bringup robot_launch.py executor:=fleet_agent.motion:diff_drive_executor`, as on a robot
+    computer: the launched agent drives its base to the goto target, and stopping the launch stops the agent."""
+    launches = []
+
+    def robot_launch(config: Path) -> object:
+        argv = ['ros2', 'launch', 'fleet_bringup', 'robot_launch.py', f'fleet_config:={config}', 'agent_id:=r001']
+        argv += [f'executor:={EXECUTOR}', f'store_dir:={tmp_path / "store"}']
+        launches.append(processes.start(argv, name='robot_launch'))
+        return launches[-1]
+
+    fleet = start_fleet(ros, processes, tmp_path, robot_launch, agents=('r001',))
+    outcome = fleet.outcome(fleet.goto('r001', 0.9, -0.7), 60)
+    assert outcome.outcome == CommandOutcome.OUTCOME_SUCCEEDED, outcome.detail
+    final = fleet.odom_after('r001', time.monotonic())[0].pose.pose.position
+    assert math.hypot(final.x - 0.9, final.y + 0.7) <= TOLERANCE_M + ODOM_LAG_M, final
+    (launch,) = launches
+    agent_pids = [
+        int(line.rsplit('[', 1)[1].rstrip(']'))
+        for line in launch.output().splitlines()
+        if 'process started with pid' in line
+    ]
+    assert len(agent_pids) == 1, launch.output()
+    assert launch.stop() == 0
+    assert not os.path.exists(f'/proc/{agent_pids[0]}'), 'the launched agent outlived its launch'
