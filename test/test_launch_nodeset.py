@@ -1,7 +1,7 @@
 """The ROS 2 launch files and `fleetctl up` start the same node set: both come from fleet_bringup.nodes, and this test
 runs the launch files' own code (generate_launch_description and its OpaqueFunction) against recording stand-ins
-for `launch`/`launch_ros`, which are not installable here, then compares with `fleetctl up --dry-run`'s plan.
-Where launch_ros is importable, the site and sim launch files are also run for real."""
+for `launch`/`launch_ros`, then compares with `fleetctl up --dry-run`'s plan. The launch files run for real in
+test_launch_site.py, test_launch_sim.py and test_ros2_cli.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from fleet_bringup.nodes import default_options, describe, robot_nodes
 from fleet_cli.main import build_parser
 from fleet_cli.verbs import up
 from fleet_core.config import load_fleet_config
-from harness import ros2_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_DIR = ROOT / 'launch'
@@ -249,53 +248,6 @@ def test_dry_run_prints_the_plan(capsys: pytest.CaptureFixture[str]) -> None:
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r['label'] for r in rows] == [s.label for s in up.plan(args)]
     assert not any(r['executable'] == 'fleet_foxglove' for r in rows)
-
-
-@ros2_tools.require()
-def test_sim_launch_runs_for_real(ros: Any, tmp_path: Path) -> None:
-    import asyncio
-
-    from launch.actions import IncludeLaunchDescription
-    from launch.launch_description_sources import PythonLaunchDescriptionSource
-
-    from fleet_interfaces.msg import Heartbeat, LeaderLease
-    from fleet_ros import qos
-    from harness.wait import wait_for
-    from launch import LaunchDescription, LaunchService
-
-    config = tmp_path / 'fleet.yaml'
-    config.write_text('sites: {site_a: {shards: {zone_1: {agents: {prefix: t_r, count: 3}}}}}\n')
-    probe = ros.node('launch_probe')
-    leases: list[LeaderLease] = []
-    beats: set[str] = set()
-    probe.create_subscription(LeaderLease, '/fleet/site_a/zone_1/leader', leases.append, qos.LATCHED)
-    probe.create_subscription(
-        Heartbeat, '/fleet/site_a/zone_1/heartbeat', lambda m: beats.add(m.agent_id), qos.HEARTBEAT
-    )
-    arguments = {'fleet_config': str(config), 'gateway': 'false', 'foxglove': 'false', 'store_dir': str(tmp_path)}
-    include = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(LAUNCH_DIR / 'sim_launch.py')), launch_arguments=arguments.items()
-    )
-    # LaunchService binds to the current event loop: set ours, or shutdown() never reaches run_async().
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    service = LaunchService()
-    service.include_launch_description(LaunchDescription([include]))
-    task = loop.create_task(service.run_async())
-
-    def tick() -> None:
-        loop.run_until_complete(asyncio.sleep(0.05))
-        ros.spin_once(0.01)
-
-    try:
-        wait_for(lambda: leases and len(beats) == 3, 60, what='a lease and 3 robots from sim_launch.py', tick=tick)
-    finally:
-        stopping = service.shutdown()
-        if stopping is not None:
-            loop.run_until_complete(stopping)
-        loop.run_until_complete(asyncio.wait_for(task, 30))
-        asyncio.set_event_loop(None)
-        loop.close()
 
 
 def test_bringup_needs_no_simulator() -> None:

@@ -28,6 +28,7 @@ from harness.launch_system import (  # noqa: E402
     fleetctl,
     in_this_domain,
     lifecycle_state,
+    one_leader_at_a_time,
     still_running,
     stop_tagged,
     tag_action,
@@ -112,8 +113,8 @@ def test_the_simulated_fleet_comes_up_and_serves(ros: Any, probe: FleetProbe, la
         probe.leases[shard].clear()
     ros.spin_until(lambda: all(len(probe.leases[s]) >= 4 for s in SHARDS), 30, 'four lease renewals per shard')
     for shard in SHARDS:
-        leaders = {lease.leader_id for lease in probe.leases[shard]}
-        assert leaders in ({f'{SITE}.{shard}.a'}, {f'{SITE}.{shard}.b'}), f'{shard}: leases from {leaders}'
+        problem = one_leader_at_a_time(probe.leases[shard], {f'{SITE}.{shard}.a', f'{SITE}.{shard}.b'})
+        assert not problem, f'{shard}: {problem}'
     done = wait_for(
         lambda: (r := fleetctl(layout, 'submit', '--site', SITE, '--kind', 'noop', '--json')).returncode == 0 and r,
         60,

@@ -172,6 +172,21 @@ class FleetProbe:
         return (leases[-1].leader_id, leases[-1].epoch) if leases else None
 
 
+def one_leader_at_a_time(leases: Sequence[LeaderLease], allowed: set[str]) -> str:
+    """Check a shard's leases in arrival order (a slow machine may fail over meanwhile, which is allowed): every
+    epoch has exactly one leader, one of `allowed`, and epochs never go back. Returns the problem, or ''."""
+    by_epoch: dict[int, set[str]] = {}
+    for lease in leases:
+        by_epoch.setdefault(lease.epoch, set()).add(lease.leader_id)
+    epochs = [lease.epoch for lease in leases]
+    if epochs != sorted(epochs):
+        return f'epochs went back: {epochs}'
+    for epoch, leaders in by_epoch.items():
+        if len(leaders) != 1 or not leaders <= allowed:
+            return f'epoch {epoch} claimed by {sorted(leaders)} (allowed: {sorted(allowed)})'
+    return ''
+
+
 def lifecycle_state(ros: Any, node_name: str, timeout: float = 10.0) -> int:
     """The lifecycle state id of a managed node (lifecycle_msgs/srv/GetState on <node>/get_state)."""
     from lifecycle_msgs.srv import GetState
