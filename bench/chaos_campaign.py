@@ -86,7 +86,8 @@ def run_campaign(args: argparse.Namespace, domain_id: int) -> dict[str, object]:
         log(
             f'seed {seed}: {result.commands} commands, {result.executions} executions, '
             f'{len(result.violations)} violation(s), takeovers {[round(t, 2) for t in result.takeovers_s]}, '
-            f'cold starts {[round(t, 2) for t in result.cold_starts_s]}, {result.elapsed_s:.0f}s'
+            f'cold starts {[round(t, 2) for t in result.cold_starts_s]}, '
+            f'{len(result.unqueryable)} outcome(s) not queryable at the end, {result.elapsed_s:.0f}s'
         )
         for note in result.notes:
             log(f'seed {seed} note: {note}')
