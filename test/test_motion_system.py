@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -69,6 +70,7 @@ class Fleet:
                 self.outcomes.setdefault(msg.command_id, msg)
 
         node.create_subscription(CommandOutcomes, topics.shard_outcome(SITE, SHARD), record, qos.EVENTS)
+        self.bases: dict[str, Any] = {}
         self.beating: set[str] = set()
         node.create_subscription(
             Heartbeat, topics.shard_heartbeat(SITE, SHARD), lambda msg: self.beating.add(msg.agent_id), qos.HEARTBEAT
@@ -127,7 +129,7 @@ def start_fleet(
     for agent, yaw in zip(AGENTS, (0.0, math.pi / 2), strict=True):
         # No command timeout in the stand-ins: only a zero twist from the agent stops them.
         sim_params = ['-p', 'cmd_vel_timeout_sec:=0.0', '-p', f'initial_yaw:={yaw}']
-        processes.start(
+        probe.bases[agent] = processes.start(
             ['fleet_diff_drive_sim', '--ros-args', '-r', f'__ns:={topics.agent_namespace(SITE, agent)}', *sim_params],
             name=f'base-{agent}',
         )
@@ -213,6 +215,18 @@ def test_deadline_stops_the_robot_and_fails_the_goto(fleet):
     assert driving and halts and halts[-1] > driving[-1], 'the last command on cmd_vel must be a halt'
     assert track.position()[1] > 0.3  # it had been driving toward the target
     assert_stationary(fleet, 'r002', halts[-1])
+
+
+def test_lost_odometry_halts_and_fails_the_goto(fleet):
+    command_id = fleet.goto('r002', 0.0, 30.0)
+    track = fleet.tracks['r002']
+    fleet.ros.spin_until(lambda: track.odom[-1][1].twist.twist.linear.x > 0.2, 30, 'r002 driving')
+    fleet.bases['r002'].kill()  # the simulator (or the bridge) dies: odometry stops
+    killed = time.monotonic()
+    outcome = fleet.outcome(command_id, 30)
+    assert outcome.outcome == CommandOutcome.OUTCOME_FAILED, outcome.detail
+    assert 'no odometry on /site_m/r002/odom' in outcome.detail, outcome.detail
+    assert any(t > killed and is_zero(msg) for t, msg in track.twists), 'no halt after odometry was lost'
 
 
 @ros2_tools.require()

@@ -138,7 +138,9 @@ class TwistOdomBackend:
 
     def _on_odom(self, msg: Odometry) -> None:
         self._latest = (pose_of(msg), self.clock())
-        self.loop.call_soon_threadsafe(self._fresh.set)
+        # Wake the loop only while a goto waits for odometry (it clears the event), not for every message.
+        if not self._fresh.is_set():
+            self.loop.call_soon_threadsafe(self._fresh.set)
 
     async def pose(self) -> Pose:
         latest = self._latest
