@@ -272,11 +272,17 @@ def _identity(record: TraceRecord) -> tuple[object, ...]:
     return (record.hop, record.node, record.attempt, record.status, record.stamp, record.agent_id)
 
 
+_AFTER_DELIVER = (Hop.RECEIVE, Hop.START, Hop.FINISH, Hop.ACK)
+"""Hops that follow the DELIVER of their attempt, in causal order (the agent's three, then the leader's ACK)."""
+
+
 def _causal_fix(ordered: list[TraceRecord]) -> tuple[list[TraceRecord], set[int]]:
-    """Move a RECEIVE/ACK that stamps before the DELIVER of its attempt (another node's clock) right after it."""
+    """Move a RECEIVE/START/FINISH/ACK that stamps before the DELIVER of its attempt (another node's clock) right
+    after it, behind the hops of that attempt that causally precede it."""
     moved: set[int] = set()
     result = list(ordered)
-    for hop in (Hop.RECEIVE, Hop.ACK):
+    for rank, hop in enumerate(_AFTER_DELIVER):
+        earlier = _AFTER_DELIVER[:rank]
         for record in [r for r in result if r.hop == hop and r.attempt > 0]:
             idx = result.index(record)
             deliver_idx = next(
@@ -286,10 +292,10 @@ def _causal_fix(ordered: list[TraceRecord]) -> tuple[list[TraceRecord], set[int]
                 result.pop(idx)
                 deliver_idx -= 1
                 insert_at = deliver_idx + 1
-                # an ACK also goes after the RECEIVE of its attempt
+                # e.g. an ACK also goes after the RECEIVE, START and FINISH of its attempt
                 while (
                     insert_at < len(result)
-                    and result[insert_at].hop == Hop.RECEIVE
+                    and result[insert_at].hop in earlier
                     and result[insert_at].attempt == record.attempt
                 ):
                     insert_at += 1

@@ -118,6 +118,22 @@ def test_skewed_agent_clock_is_reordered_after_deliver() -> None:
     assert '*' in render_timeline(timeline)
 
 
+def test_skewed_agent_clock_keeps_the_agent_hops_in_causal_order() -> None:
+    # the agent's clock runs 5 ms behind: its RECEIVE and START stamp before the DELIVER, its FINISH after it
+    records = [
+        *happy_path()[:3],
+        rec(Hop.RECEIVE, -3, attempt=1, node='agent', status='ACCEPTED'),
+        rec(Hop.START, -2, attempt=1, node='agent'),
+        rec(Hop.FINISH, 4, attempt=1, node='agent', status='SUCCEEDED'),
+        *happy_path()[4:],
+    ]
+    timeline = build_timeline(records, 'c1')
+    assert [s.record.hop for s in timeline.steps] == [
+        Hop.SUBMIT, Hop.ROUTE, Hop.DELIVER, Hop.RECEIVE, Hop.START, Hop.FINISH, Hop.ACK, Hop.OUTCOME
+    ]  # fmt: skip
+    assert timeline.skew_corrections == 2
+
+
 def test_retry_timeline_counts_attempts_and_renders() -> None:
     timeline = build_timeline(retry_path(), 'c2')
     assert timeline.attempts == 2
