@@ -960,7 +960,7 @@ def test_client_behind_queues_only_what_it_can_read_within_the_staleness_bound()
     s = session()
     send(s, op='subscribe', id='p', topic='/pose', type='std_msgs/String')
     send(s, op='subscribe', id='e', topic='/events', type='std_msgs/String')
-    s.backlog_keep = 2  # set by the transport while the client's in-flight window is full
+    s.backlog_keep, s.backlog_rate = 2, 10.0  # set by the transport while the client's in-flight window is full
     pose = [PublishedMessage('/pose', {'data': str(i)}, critical=False, max_age_s=0.5) for i in range(5)]
     events = [PublishedMessage('/events', {'data': str(i)}, critical=False) for i in range(5)]
     s.deliver_batch('/pose', pose, s.clock())
@@ -972,6 +972,10 @@ def test_client_behind_queues_only_what_it_can_read_within_the_staleness_bound()
     ]
     s.note_stale('/pose', 7, s.clock())  # stale before the fan-out: counted as stale drops
     assert s.stats()['dropped'] == 10 and s.stats()['stale_dropped'] == 7
+    # paced: 0.15 s later a client reading 10 frames/s takes the newest 1 + 1 of the next batch, not all 5
+    s.clock.now += 0.15  # type: ignore[attr-defined]
+    s.deliver_batch('/pose', pose, s.clock())
+    assert [m['msg']['data'] for m in sent(s)] == ['3', '4'] and s.stats()['dropped'] == 13
 
 
 def test_deliver_batch_matches_per_message_delivery():

@@ -407,8 +407,10 @@ class ClientConnection:
         if in_flight >= self.window and len(outbox):  # behind: queue per telemetry topic what it reads in 0.5 s
             frame_size = self.written / max(1, self._frames_written)
             self.session.backlog_keep = max(MIN_BACKLOG_FRAMES, int(self._read_rate * 0.5 / frame_size))
+            self.session.backlog_rate = self._read_rate / frame_size
         else:
             self.session.backlog_keep = 0
+            self.session.backlog_rate = 0.0
         if self._ping is None and self.written - self.read_by_client >= self.window // 4:
             self._send_ping(transport, now)  # not on every write: a pong costs the client and the gateway a frame
 

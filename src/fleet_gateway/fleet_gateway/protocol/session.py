@@ -132,6 +132,10 @@ class ClientSession:
         self.backlog_keep = 0
         """Set by the transport while this client is behind (its in-flight window is full): how many frames per
         telemetry topic are worth queueing (about what it reads within a staleness bound); 0: no such cap."""
+        self.backlog_rate = 0.0
+        """Set with `backlog_keep`: frames per second the client reads. Of each telemetry batch a client that is
+        behind takes only the newest it can read until the next one (the rest counted as dropped at once), so the
+        fan-out costs what clients read, not clients x messages."""
 
     # --- input ------------------------------------------------------------------------------------------
 
@@ -259,6 +263,8 @@ class ClientSession:
         queue_length = sub.queue_length
         if self.backlog_keep and batch[-1].expires is not None and self.backlog_keep < keep:
             keep = queue_length = self.backlog_keep  # behind on telemetry: more would only go stale here
+            keep = min(keep, 1 + int(self.backlog_rate * max(0.0, now - sub.last_batch)))
+        sub.last_batch = now
         if len(batch) > keep:
             surplus = len(batch) - keep
             self.outbox.count_drops(topic, surplus)

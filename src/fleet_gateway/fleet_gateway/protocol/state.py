@@ -66,6 +66,8 @@ class Subscription:
     fragment_size: int = 0
     encoding: str = 'none'
     last_sent: float = -1e18
+    last_batch: float = -1e18
+    """When the last batch of this topic was delivered (paces a client that is behind, see `backlog_rate`)."""
     pending: deque[PublishedMessage] = field(default_factory=deque)
 
     def merge(self) -> None:
