@@ -164,6 +164,30 @@ def echo_not_stale(ros: Any, probe: FleetProbe) -> str:
 
 
 @pytest.mark.launch(fixture=fleet)
+def test_param_describe_and_set_obey_read_only_and_ranges(ros: Any, probe: FleetProbe) -> None:
+    _up(ros, probe)
+    node = f'{NS}/orchestrator'
+    described = ros2_ok('param', 'describe', '--no-daemon', node, 'site_id')
+    assert 'Read only: true' in described, described
+    described = ros2_ok('param', 'describe', '--no-daemon', node, 'trace_sample_fraction')
+    assert re.search(r'Min value: -1\.0\s+Max value: 1\.0', described), described
+
+    def set_param(name: str, value: str) -> subprocess.CompletedProcess[str]:
+        done = ros2('param', 'set', '--no-daemon', '--spin-time', '2', node, name, value)
+        assert 'Node not found' not in done.stderr, done.stderr
+        return done
+
+    # Fixed at start: refused, and the value stays.
+    refused = set_param('site_id', 'elsewhere')
+    assert 'Setting parameter failed' in refused.stderr, refused
+    assert ros2_ok('param', 'get', '--no-daemon', node, 'site_id').strip() == f'String value is: {SITE}'
+    # Out of range: refused; in range: applied.
+    assert 'Setting parameter failed' in set_param('trace_sample_fraction', '2.0').stderr
+    assert 'Set parameter successful' in set_param('trace_sample_fraction', '0.5').stdout
+    assert ros2_ok('param', 'get', '--no-daemon', node, 'trace_sample_fraction').strip() == 'Double value is: 0.5'
+
+
+@pytest.mark.launch(fixture=fleet)
 def test_topic_echo_once_shows_the_leaders_status(ros: Any, probe: FleetProbe) -> None:
     _up(ros, probe)
     echoed = echo_not_stale(ros, probe)
