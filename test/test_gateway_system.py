@@ -347,7 +347,7 @@ def test_client_that_never_reads_is_bounded_and_does_not_slow_others(processes, 
 
     rss_kb, reported = asyncio.run(scenario())
     # 6,000 x 2 kB were published to a client that read nothing; its queue is capped at 200 frames (~0.4 MB) and
-    # at most a window (16 KiB) is in flight to it: nearly all the rest is dropped, counted and reported
+    # at most a window (8 KiB until it answers a ping) is in flight to it: nearly all the rest is dropped and counted
     assert rss_kb < 250_000, rss_kb
     assert gateway.proc.alive()
     gateway.proc.stop()
@@ -922,7 +922,7 @@ def test_latched_replay_latch_advertise_and_qos_that_follows_the_publishers(proc
 def test_stale_telemetry_is_dropped_not_queued_for_a_client_that_falls_behind(processes, ros, tmp_path):
     """A default `websockets` client stops reading for 3 s while telemetry flows at 200 Hz. When it reads again,
     what it gets is fresh: frames older than max_staleness_ms were dropped in the gateway (counted, reported), and
-    what sat in kernel buffers is bounded by the in-flight window (16 KiB), not by the kernels' buffer sizes."""
+    what sat in kernel buffers is bounded by the in-flight window (~16 KiB here), not by the kernels' buffer sizes."""
     from std_msgs.msg import String
 
     from fleet_ros import qos

@@ -72,7 +72,7 @@ a slow reader fills our bounded send queue (where telemetry is dropped oldest-fi
 writer is pushed back by TCP as soon as the gateway stops reading. Input that waits for the gateway is at most
 the receive buffer (`receive_buffer_bytes`) plus what the client itself keeps in its send buffer."""
 WRITE_BATCH = 64 * 1024
-MIN_WINDOW = 16 * 1024
+MIN_WINDOW = 8 * 1024
 MAX_WINDOW = 4 * 1024 * 1024
 PIPE_TARGET_S = 0.25
 """Bytes in flight to a client (written, not yet read by it: the transport's buffer, both kernels' socket buffers
