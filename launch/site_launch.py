@@ -25,6 +25,11 @@ ARGUMENTS = (
     Argument('site', 'comma-separated sites to serve (empty: all)', default=''),
     Argument('standbys', 'hot standby orchestrators per shard', default='1'),
     flag_argument('gateway', 'start the rosbridge WebSocket gateway', True),
+    Argument(
+        'gateway_port',
+        'WebSocket port of the rosbridge gateway (0: any free port; empty: gateway.yaml, 9090)',
+        default='',
+    ),
     flag_argument('foxglove', 'start the Foxglove WebSocket server', True),
 )
 
@@ -35,6 +40,7 @@ def build(arg):  # type: ignore[no-untyped-def]
         sites=tuple(s for s in arg('site').split(',') if s),
         standbys=integer('standbys', arg('standbys')),
         gateway=flag(arg('gateway')),
+        gateway_port=integer('gateway_port', arg('gateway_port')) if arg('gateway_port') else None,
         foxglove=flag(arg('foxglove')),
     )
     return site_nodes(load_fleet_config(options.fleet_config), options)

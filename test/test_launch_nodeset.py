@@ -162,6 +162,7 @@ def test_every_launch_argument_has_a_description(monkeypatch: pytest.MonkeyPatch
         ('sim_launch.py', {'robot_per_host': '5'}, 'unknown argument(s) robot_per_host:='),
         ('sim_launch.py', {'robots_per_host': 'five'}, "robots_per_host:= must be an integer, got 'five'"),
         ('site_launch.py', {'standbys': '-1'}, 'site_launch.py: standbys must be >= 0'),
+        ('site_launch.py', {'gateway_port': '70000'}, 'site_launch.py: gateway_port must be 0..65535'),
         ('robot_launch.py', {'agent_id': 'nobody'}, 'robot_launch.py: '),
     ],
 )
@@ -186,6 +187,19 @@ def test_site_launch_and_fleetctl_up_start_the_same_node_set(monkeypatch: pytest
     shards = len(load_fleet_config(CONFIG).shards)
     assert roles.count('orchestrator') == shards and roles.count('standby') == shards
     assert {row['executable'] for row in launched} == {'shard_orchestrator', 'fleet_gateway', 'fleet_foxglove'}
+
+
+def test_site_launch_gateway_port_and_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    overrides = {'fleet_config': str(CONFIG), 'site': 'site_b', 'gateway_port': '9391', 'foxglove': 'false'}
+    _, actions = _run_launch_file(monkeypatch, 'site_launch.py', overrides)
+    launched = _as_rows(actions)
+    assert launched == _up_rows([str(CONFIG), '--site', 'site_b', '--gateway-port', '9391', '--no-foxglove'])
+    gateway = [row for row in launched if row['executable'] == 'fleet_gateway']
+    assert len(gateway) == 1 and gateway[0]['node_name'] == 'gateway' and gateway[0]['namespace'] == '/site_b'
+    assert gateway[0]['parameters']['port'] == 9391 and gateway[0]['parameters']['config_file'].endswith('gateway.yaml')
+    _, actions = _run_launch_file(monkeypatch, 'site_launch.py', {'fleet_config': str(CONFIG)})
+    gateway = [row for row in _as_rows(actions) if row['executable'] == 'fleet_gateway']
+    assert gateway[0]['namespace'] == '' and 'port' not in gateway[0]['parameters']
 
 
 def test_sim_launch_and_fleetctl_up_sim_agree_with_options(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,6 +5,7 @@ goes round trip, and shutting the launch down (what SIGINT to `ros2 launch` does
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from harness.launch_system import (  # noqa: E402
     FleetProbe,
     descendants,
     fleetctl,
+    free_port,
     in_this_domain,
     include,
     lifecycle_state,
@@ -42,6 +44,7 @@ TAG = f'site-{os.getpid()}'
 SITE = 'site_a'
 SHARDS = {'zone_1': ['ls_r1', 'ls_r2'], 'zone_2': ['ls_r3']}
 ROLES = {'orchestrator': f'{SITE}.{{shard}}.a', 'standby': f'{SITE}.{{shard}}.b'}
+GATEWAY_PORT = free_port()
 # pids the launch started, taken while it runs, checked after its shutdown
 STARTED: dict[int, str] = {}
 
@@ -55,7 +58,13 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def site_and_robots(layout: Path) -> LaunchDescription:
     entities = [
         tag_action(TAG),
-        include(LAUNCH_DIR / 'site_launch.py', fleet_config=str(layout), gateway='false', foxglove='false'),
+        include(
+            LAUNCH_DIR / 'site_launch.py',
+            fleet_config=str(layout),
+            site=SITE,
+            gateway_port=str(GATEWAY_PORT),
+            foxglove='false',
+        ),
     ]
     for agents in SHARDS.values():
         for agent in agents:
@@ -80,11 +89,11 @@ def probe(ros: Any) -> Iterator[FleetProbe]:
 
 @pytest.mark.launch(fixture=site_and_robots)
 def test_every_node_reaches_its_state(ros: Any, probe: FleetProbe) -> None:
-    expected = 2 * len(SHARDS) + sum(len(a) for a in SHARDS.values())
+    expected = 2 * len(SHARDS) + sum(len(a) for a in SHARDS.values()) + 1
     wait_for(lambda: len(descendants(os.getpid())) >= expected, 60, what=f'{expected} launched processes')
     STARTED.update(descendants(os.getpid()))
-    assert sum('shard_orchestrator' in cmd for cmd in STARTED.values()) == 2 * len(SHARDS), STARTED
-    assert sum('fleet_agent' in cmd for cmd in STARTED.values()) == 3, STARTED
+    executables = sorted(cmd.split(' --ros-args')[0].rsplit('/', 1)[-1] for cmd in STARTED.values())
+    assert executables == ['fleet_agent'] * 3 + ['fleet_gateway'] + ['shard_orchestrator'] * 4, STARTED
 
     for shard, agents in SHARDS.items():
         ros.spin_until(lambda s=shard, a=agents: probe.beats[s] >= set(a), 60, f'heartbeats of {agents}')
@@ -99,6 +108,21 @@ def test_every_node_reaches_its_state(ros: Any, probe: FleetProbe) -> None:
     for shard in SHARDS:
         problem = one_leader_at_a_time(probe.leases[shard], {r.format(shard=shard) for r in ROLES.values()})
         assert not problem, f'{shard}: {problem}'
+
+
+@pytest.mark.launch(fixture=site_and_robots)
+def test_the_gateway_is_a_site_node_on_the_launch_argument_port(ros: Any) -> None:
+    node = ros.node('launch_site_graph')
+    ros.spin_until(
+        lambda: ('gateway', f'/{SITE}') in node.get_node_names_and_namespaces(), 60, f'the node /{SITE}/gateway'
+    )
+
+    def listening() -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(1.0)
+            return sock.connect_ex(('127.0.0.1', GATEWAY_PORT)) == 0
+
+    wait_for(listening, 60, interval=0.5, what=f'the gateway to listen on 127.0.0.1:{GATEWAY_PORT}')
 
 
 @pytest.mark.launch(fixture=site_and_robots)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,13 @@ def write_layout(path: Path, site: str, shards: Mapping[str, Sequence[str]]) -> 
     layout = {'sites': {site: {'shards': {shard: {'agents': list(agents)} for shard, agents in shards.items()}}}}
     path.write_text(yaml.safe_dump(layout))
     return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server a launch starts)."""
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return int(sock.getsockname()[1])
 
 
 def include(launch_file: str | Path, **arguments: str) -> Any:

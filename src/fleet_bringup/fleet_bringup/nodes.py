@@ -16,6 +16,7 @@ ORCHESTRATOR_NODE = 'orchestrator'
 STANDBY_NODE = 'standby'
 AGENT_NODE = 'agent'
 SIM_HOST_NODE = 'sim_host'
+GATEWAY_NODE = 'gateway'
 
 
 class BringupError(ValueError):
@@ -80,6 +81,7 @@ class BringupOptions:
     gateway: bool = True
     gateway_config: str = ''
     gateway_args: tuple[str, ...] = ()
+    gateway_port: int | None = None
     foxglove: bool = True
     foxglove_args: tuple[str, ...] = ()
     sim: bool = False
@@ -130,11 +132,34 @@ def orchestrator_nodes(fleet: FleetConfig, opts: BringupOptions) -> list[NodeSpe
     return specs
 
 
+def server_namespace(opts: BringupOptions) -> str:
+    """Namespace of a site server's gateway and Foxglove nodes: the site's when it serves one, so two site servers on
+    one domain do not clash; the root when it serves several or all."""
+    return f'/{opts.sites[0]}' if len(opts.sites) == 1 else ''
+
+
 def gateway_nodes(opts: BringupOptions) -> list[NodeSpec]:
+    if opts.gateway_port is not None and not 0 <= opts.gateway_port <= 65535:
+        raise BringupError(f'gateway_port must be 0..65535 (0: any free port), got {opts.gateway_port}')
     specs = []
     if opts.gateway:
-        args = (('--config', opts.gateway_config) if opts.gateway_config else ()) + opts.gateway_args
-        specs.append(NodeSpec('fleet_gateway', 'fleet_gateway', 'fleet_gateway', arguments=args, role='gateway'))
+        parameters: dict[str, object] = {}
+        if opts.gateway_config:
+            parameters['config_file'] = opts.gateway_config
+        if opts.gateway_port is not None:
+            parameters['port'] = opts.gateway_port
+        specs.append(
+            NodeSpec(
+                'fleet_gateway',
+                'fleet_gateway',
+                'fleet_gateway',
+                node_name=GATEWAY_NODE,
+                namespace=server_namespace(opts),
+                parameters=parameters,
+                arguments=opts.gateway_args,
+                role='gateway',
+            )
+        )
     if opts.foxglove:
         args = ('--config', opts.fleet_config, *opts.foxglove_args)
         specs.append(
