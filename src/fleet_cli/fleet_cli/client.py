@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -81,9 +82,7 @@ class FleetClient:
         (discovery on a loaded host can take longer than `wait`)."""
         found: dict[tuple[str, str], Any] = {}
         subs = [
-            self.node.create_subscription(
-                msg_type, topic_of(*key), lambda m, k=key: found.__setitem__(k, m), qos_profile
-            )
+            self.node.create_subscription(msg_type, topic_of(*key), partial(found.__setitem__, key), qos_profile)
             for key in keys
         ]
         started = time.monotonic()

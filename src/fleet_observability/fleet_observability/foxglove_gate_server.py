@@ -18,6 +18,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.typing import Subprotocol
 
 from fleet_observability.foxglove_gate import Close, Effect, GateSession, GateSettings, LoginThrottle, ToClient
 from fleet_observability.foxglove_services import AccessPolicy
@@ -75,7 +76,7 @@ class FoxgloveGate:
         self._ssl = ssl_context
         self._max_clients = max_clients
         self._max_message = max_client_message_bytes
-        self._subprotocols = list(subprotocols)
+        self._subprotocols = [Subprotocol(p) for p in subprotocols]
         self._throttle = LoginThrottle(settings, clock=time.monotonic)
         self._loop = asyncio.new_event_loop()
         self._server: Server | None = None
@@ -101,7 +102,7 @@ class FoxgloveGate:
                 self._host,
                 self._port,
                 ssl=self._ssl,
-                subprotocols=self._subprotocols,  # type: ignore[arg-type]
+                subprotocols=self._subprotocols,
                 max_size=self._max_message,
                 compression=None,
             )
@@ -165,7 +166,7 @@ class FoxgloveGate:
         try:
             async with connect(
                 self._upstream,
-                subprotocols=[client.subprotocol or self._subprotocols[0]],  # type: ignore[list-item]
+                subprotocols=[client.subprotocol or self._subprotocols[0]],
                 max_size=None,
                 compression=None,
                 open_timeout=START_TIMEOUT_SEC,

@@ -19,7 +19,6 @@ import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.experimental import EventsExecutor
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
@@ -32,6 +31,7 @@ from fleet_observability.foxglove_server import (
 )
 from fleet_observability.foxglove_services import AccessConfigError, AccessPolicy, parse_tokens
 from fleet_observability.topic_match import DEFAULT_TOPIC_GLOBS, GlobError
+from fleet_ros.node import TypedNode
 from fleet_ros.spin import SpinThread
 
 NODE_NAME = 'fleet_foxglove'
@@ -71,7 +71,7 @@ def _path(value: str) -> Path | None:
     return Path(value) if value else None
 
 
-class FoxgloveServerNode(Node):
+class FoxgloveServerNode(TypedNode):
     """Declares the server's parameters and runs a `FleetFoxgloveBridge` with them (`start()`, `close()`).
 
     Raises AccessConfigError, ValueError or OSError (naming the parameter or file) for unusable settings.

@@ -30,8 +30,17 @@ from foxglove import (
     ServiceRequest,
     ServiceSchema,
 )
-from foxglove.websocket import Capability, ChannelView, Client, ClientChannel, StatusLevel, WebSocketServer
+from foxglove.websocket import (
+    Capability,
+    ChannelView,
+    Client,
+    ClientChannel,
+    ServerListener,
+    StatusLevel,
+    WebSocketServer,
+)
 from rclpy.node import Node
+from rclpy.timer import Timer
 
 from fleet_observability.discovery import DiscoveredTopic, InterfaceImportError, RawTopicFollower, import_interface
 from fleet_observability.foxglove_gate import GateSettings
@@ -89,7 +98,7 @@ class FoxgloveSettings:
         return 'ws' if self.tls_cert is None else 'wss'
 
 
-class _Listener:
+class _Listener(ServerListener):
     """SDK listener: parameters are a read-only view; subscriptions are logged with the client id; client
     publications go through the role check; the connection graph is built while someone watches it."""
 
@@ -119,10 +128,14 @@ class _Listener:
     def on_connection_graph_unsubscribe(self) -> None:
         self._bridge.graph_watched(False)
 
-    def on_get_parameters(self, client: Client, param_names: list[str], request_id: str | None = None) -> list[Any]:
+    def on_get_parameters(
+        self, client: Client, param_names: list[str], request_id: str | None = None
+    ) -> list[Parameter]:
         return self._bridge.parameter_values(param_names)
 
-    def on_set_parameters(self, client: Client, parameters: list[Any], request_id: str | None = None) -> list[Any]:
+    def on_set_parameters(
+        self, client: Client, parameters: list[Parameter], request_id: str | None = None
+    ) -> list[Parameter]:
         names = [p.name for p in parameters]
         self._bridge.log.warning(f'client {client.id} tried to set parameters {names}: they are read-only')
         self._bridge.publish_status(f'parameters are read-only here; {", ".join(names)} unchanged', warning=True)
@@ -159,13 +172,13 @@ class FleetFoxgloveBridge:
         self._gate: FoxgloveGate | None = None
         self._graph_watched = False
         self._graph_published: GraphSnapshot | None = None
-        self._time_timer = None
+        self._time_timer: Timer | None = None
         # Lazy: a ROS topic is subscribed only while some client watches its channel.
         self._follower = RawTopicFollower(
             node, TopicSelector(include=settings.topics), self._on_message, on_new=self._on_new_topic, eager=False
         )
         self._server: WebSocketServer | None = None
-        self._timer = None
+        self._timer: Timer | None = None
         self._lock = threading.Lock()
         self._watchers: dict[str, int] = {}
         self._watchers_dirty = False
@@ -196,9 +209,9 @@ class FleetFoxgloveBridge:
         # Open (loopback, no tokens): clients talk to the SDK directly, which terminates TLS itself.
         # Tokens: the SDK listens on an ephemeral loopback port and only the gate, which terminates TLS, faces clients.
         gated = not self.policy.open
-        tls: dict[str, bytes] = {}
+        tls: tuple[bytes, bytes] | None = None  # (certificate, key) PEM for the SDK
         if settings.tls_cert is not None and settings.tls_key is not None and not gated:
-            tls = {'tls_cert': settings.tls_cert.read_bytes(), 'tls_key': settings.tls_key.read_bytes()}
+            tls = (settings.tls_cert.read_bytes(), settings.tls_key.read_bytes())
         ssl_context = None
         if gated and settings.tls_cert is not None and settings.tls_key is not None:
             try:
@@ -234,7 +247,7 @@ class FleetFoxgloveBridge:
         return self.port
 
     def _start_sdk(
-        self, settings: FoxgloveSettings, gated: bool, tls: dict[str, bytes], login: Service
+        self, settings: FoxgloveSettings, gated: bool, tls: tuple[bytes, bytes] | None, login: Service
     ) -> WebSocketServer:
         return foxglove.start_server(
             name=settings.name,
@@ -252,7 +265,8 @@ class FleetFoxgloveBridge:
             server_listener=_Listener(self),
             context=self._context,
             message_backlog_size=settings.message_backlog,
-            **tls,  # type: ignore[arg-type]
+            tls_cert=tls[0] if tls is not None else None,
+            tls_key=tls[1] if tls is not None else None,
         )
 
     def _handle_login(self, request: ServiceRequest) -> bytes:
@@ -462,7 +476,7 @@ class FleetFoxgloveBridge:
 
     # ----------------------------------------------------------------------------------- parameters
 
-    def parameter_values(self, names: Sequence[str]) -> list[Any]:
+    def parameter_values(self, names: Sequence[str]) -> list[Parameter]:
         values = dict(self.settings.parameters)
         values['bridge.topics'] = list(self.settings.topics)
         values['bridge.services'] = list(self.settings.services)

@@ -55,8 +55,8 @@ class McapFleetWriter:
     """Writes CDR messages with their ros2msg schemas; channels and schemas are registered on first use."""
 
     def __init__(self, output: str | Path | IO[bytes], *, schemas: SchemaLibrary | None = None) -> None:
-        self._own = not hasattr(output, 'write')
-        self._stream: IO[bytes] = open(output, 'wb') if self._own else output  # type: ignore[arg-type]
+        self._own = isinstance(output, (str, Path))
+        self._stream: IO[bytes] = open(output, 'wb') if isinstance(output, (str, Path)) else output
         self._writer = Writer(self._stream)
         self._writer.start(profile=PROFILE, library=LIBRARY)
         self._schemas = schemas or SchemaLibrary()

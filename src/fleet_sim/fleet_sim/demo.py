@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,17 +124,19 @@ class Demo:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def spin_until(self, condition: object, timeout: float, what: str, tick: object = None) -> bool:
+    def spin_until(
+        self, condition: Callable[[], object], timeout: float, what: str, tick: Callable[[], object] | None = None
+    ) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if condition():  # type: ignore[operator]
+            if condition():
                 return True
             # Drain every event that arrives within one tick, then run the periodic work once.
             slice_end = time.monotonic() + TICK_SEC
             while (now := time.monotonic()) < slice_end:
                 self.executor.spin_once(timeout_sec=slice_end - now)
             if tick is not None:
-                tick()  # type: ignore[operator]
+                tick()
             dead = [
                 c
                 for c in self.stack.supervisor.exited()

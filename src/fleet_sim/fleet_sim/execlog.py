@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fleet_core.model import Command
 
@@ -72,7 +73,8 @@ class ExecutionAudit:
         return len(self.stale)
 
 
-def read_records(paths: Iterable[Path]) -> Iterator[dict[str, object]]:
+def read_records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """The JSON records of the execution logs, in file order (values as JSON decoded them)."""
     for path in paths:
         if not path.exists():
             continue
@@ -90,11 +92,7 @@ def read_records(paths: Iterable[Path]) -> Iterator[dict[str, object]]:
 def audit(paths: Iterable[Path], *, tolerance_sec: float) -> ExecutionAudit:
     starts = [r for r in read_records(paths) if r.get('ev') == 'start']
     counts = Counter(str(r['command_id']) for r in starts)
-    stale = tuple(
-        str(r['command_id'])
-        for r in starts
-        if float(r['wall']) > float(r['deadline']) + tolerance_sec  # type: ignore[arg-type]
-    )
+    stale = tuple(str(r['command_id']) for r in starts if float(r['wall']) > float(r['deadline']) + tolerance_sec)
     kinds = Counter(str(r['kind']) for r in starts)
     return ExecutionAudit(
         executions=len(starts),

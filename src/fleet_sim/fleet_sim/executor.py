@@ -119,7 +119,7 @@ class SimExecutor:
 def agent_factory(delay_sec: float) -> ExecutorFactory:
     """For `fleet_agent --ros-args -p executor:=fleet_sim.executor:agent_factory`: default settings, robots at the
     origin, execution log at $FLEET_SIM_EXEC_LOG when set. (`fleet_sim_host` adds odometry and faults.)"""
-    settings = SimSettings(inspect_sec=max(delay_sec, SimSettings.inspect_sec))
+    settings = SimSettings(inspect_sec=max(delay_sec, SimSettings().inspect_sec))
     log_path = os.environ.get(EXEC_LOG_ENV)
     log = ExecutionLog(Path(log_path), f'agent-{os.getpid()}') if log_path else None
 

@@ -8,6 +8,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from rclpy.node import Node
 
@@ -77,15 +78,15 @@ class FleetObserver:
             key = (shard.site_id, shard.shard_id)
             site, sid = key
             node.create_subscription(
-                CommandMsg, topics.shard_journal(site, sid), lambda m, k=key: self._journal(k, m), qos.EVENTS
+                CommandMsg, topics.shard_journal(site, sid), partial(self._journal, key), qos.EVENTS
             )
             node.create_subscription(CommandOutcomes, topics.shard_outcome(site, sid), self._outcomes, qos.EVENTS)
             node.create_subscription(CommandAck, topics.shard_ack(site, sid), self._ack, qos.ACK)
             node.create_subscription(
-                LeaderLease, topics.shard_leader(site, sid), lambda m, k=key: self._lease(k, m), qos.LATCHED
+                LeaderLease, topics.shard_leader(site, sid), partial(self._lease, key), qos.LATCHED
             )
             node.create_subscription(
-                ShardStatus, topics.shard_status(site, sid), lambda m, k=key: self._status(k, m), qos.LATCHED
+                ShardStatus, topics.shard_status(site, sid), partial(self._status, key), qos.LATCHED
             )
             node.create_subscription(Heartbeat, topics.shard_heartbeat(site, sid), self._heartbeat, qos.HEARTBEAT)
 

@@ -120,7 +120,14 @@ class DemoStack:
     def start_servers(self, config_dir: Path) -> None:
         if shutil.which('fleet_gateway'):
             ready = self.run_dir / 'gateway.json'
-            args = ('--config', str(config_dir / 'gateway.yaml'), '--port', '0', '--ready-file', str(ready))
+            args: tuple[str, ...] = (
+                '--config',
+                str(config_dir / 'gateway.yaml'),
+                '--port',
+                '0',
+                '--ready-file',
+                str(ready),
+            )
             self.gateway = self.supervisor.start(
                 NodeSpec('fleet_gateway', 'fleet_gateway', 'fleet_gateway', arguments=args, role='gateway')
             )

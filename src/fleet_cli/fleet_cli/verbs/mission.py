@@ -250,10 +250,8 @@ def _report(mission_id: str, follower: MissionFollower, as_json: bool) -> int:
     else:
         print(f'{"SHARD":<20} {"STATE":<10} {"POINTS":>9}  DETAIL')
         for row in rows:
-            print(
-                f'{row["site"] + "/" + row["shard"]:<20} {row["state"]:<10} '
-                f'{row["points_done"]:>4}/{row["points_total"]:<4}  {row["detail"]}'
-            )
+            name = f'{row["site"]}/{row["shard"]}'
+            print(f'{name:<20} {row["state"]:<10} {row["points_done"]:>4}/{row["points_total"]:<4}  {row["detail"]}')
     return EXIT_OK if follower.succeeded() else EXIT_FAILED
 
 
@@ -297,8 +295,9 @@ def run_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f'{"SHARD":<20} {"MISSION":<36} {"WORKFLOW":<11} {"STATE":<10} {"POINTS":>9}  DETAIL')
     for r in rows:
+        name = f'{r["site"]}/{r["shard"]}'
         print(
-            f'{r["site"] + "/" + r["shard"]:<20} {r["mission_id"] or "-":<36} {r["workflow"] or "-":<11} '
+            f'{name:<20} {r["mission_id"] or "-":<36} {r["workflow"] or "-":<11} '
             f'{r["state"]:<10} {r["points_done"]:>4}/{r["points_total"]:<4}  {r["detail"]}'
         )
     return EXIT_OK

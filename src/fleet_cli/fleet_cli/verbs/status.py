@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
+from functools import partial
 
 from fleet_cli.client import FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
@@ -52,6 +53,11 @@ def shard_keys(fleet: FleetConfig, sites: Sequence[str]) -> list[ShardKey]:
         raise UsageError(str(exc)) from None
 
 
+def queue_depth(msg: ShardStatus) -> dict[str, int]:
+    """The shard's queue depth by priority name."""
+    return dict(zip(('LOW', 'NORMAL', 'HIGH', 'SAFETY'), map(int, msg.queue_depth), strict=True))
+
+
 class StatusBoard:
     """Keeps the newest ShardStatus of each shard (latched, so a new subscriber gets the last one at once)."""
 
@@ -60,7 +66,7 @@ class StatusBoard:
         self.latest: dict[ShardKey, ShardStatus] = {}
         for key in self.keys:
             client.node.create_subscription(
-                ShardStatus, topics.shard_status(*key), lambda m, k=key: self.latest.__setitem__(k, m), qos.LATCHED
+                ShardStatus, topics.shard_status(*key), partial(self.latest.__setitem__, key), qos.LATCHED
             )
 
     def complete(self) -> bool:
@@ -79,7 +85,7 @@ class StatusBoard:
             'agents_online': msg.agents_online,
             'agents_lost': msg.agents_lost,
             'lost_agent_ids': list(msg.lost_agent_ids),
-            'queue_depth': dict(zip(('LOW', 'NORMAL', 'HIGH', 'SAFETY'), map(int, msg.queue_depth), strict=True)),
+            'queue_depth': queue_depth(msg),
             'in_flight': msg.in_flight,
             'submitted': msg.submitted,
             'succeeded': msg.succeeded,
@@ -102,8 +108,7 @@ class StatusBoard:
             if not r['reachable']:
                 lines.append(f'{r["shard"]:<18} (no status: no leader reachable)')
                 continue
-            q = r['queue_depth']
-            assert isinstance(q, dict)
+            q = queue_depth(self.latest[key])
             cells = [
                 r['shard'],
                 str(r['leader'])[:16],
