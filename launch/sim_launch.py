@@ -31,6 +31,7 @@ ARGUMENTS = (
         default='',
     ),
     flag_argument('foxglove', 'start the Foxglove WebSocket server', True),
+    Argument('foxglove_port', 'WebSocket port of the Foxglove server (0: any free port; empty: 8765)', default=''),
     Argument('robots_per_host', 'simulated robots per fleet_sim_host process', default='125'),
     Argument(
         'store_dir',
@@ -48,6 +49,7 @@ def build(arg):  # type: ignore[no-untyped-def]
         gateway=flag(arg('gateway')),
         gateway_port=integer('gateway_port', arg('gateway_port')) if arg('gateway_port') else None,
         foxglove=flag(arg('foxglove')),
+        foxglove_port=integer('foxglove_port', arg('foxglove_port')) if arg('foxglove_port') else None,
         sim=True,
         robots_per_host=integer('robots_per_host', arg('robots_per_host')),
         store_dir=arg('store_dir'),

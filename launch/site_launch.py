@@ -31,6 +31,7 @@ ARGUMENTS = (
         default='',
     ),
     flag_argument('foxglove', 'start the Foxglove WebSocket server', True),
+    Argument('foxglove_port', 'WebSocket port of the Foxglove server (0: any free port; empty: 8765)', default=''),
 )
 
 
@@ -42,6 +43,7 @@ def build(arg):  # type: ignore[no-untyped-def]
         gateway=flag(arg('gateway')),
         gateway_port=integer('gateway_port', arg('gateway_port')) if arg('gateway_port') else None,
         foxglove=flag(arg('foxglove')),
+        foxglove_port=integer('foxglove_port', arg('foxglove_port')) if arg('foxglove_port') else None,
     )
     return site_nodes(load_fleet_config(options.fleet_config), options)
 

@@ -163,6 +163,7 @@ def test_every_launch_argument_has_a_description(monkeypatch: pytest.MonkeyPatch
         ('sim_launch.py', {'robots_per_host': 'five'}, "robots_per_host:= must be an integer, got 'five'"),
         ('site_launch.py', {'standbys': '-1'}, 'site_launch.py: standbys must be >= 0'),
         ('site_launch.py', {'gateway_port': '70000'}, 'site_launch.py: gateway_port must be 0..65535'),
+        ('sim_launch.py', {'foxglove_port': '-2'}, 'sim_launch.py: foxglove_port must be 0..65535'),
         ('robot_launch.py', {'agent_id': 'nobody'}, 'robot_launch.py: '),
     ],
 )
@@ -190,16 +191,21 @@ def test_site_launch_and_fleetctl_up_start_the_same_node_set(monkeypatch: pytest
 
 
 def test_site_launch_gateway_port_and_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
-    overrides = {'fleet_config': str(CONFIG), 'site': 'site_b', 'gateway_port': '9391', 'foxglove': 'false'}
+    overrides = {'fleet_config': str(CONFIG), 'site': 'site_b', 'gateway_port': '9391', 'foxglove_port': '9392'}
     _, actions = _run_launch_file(monkeypatch, 'site_launch.py', overrides)
     launched = _as_rows(actions)
-    assert launched == _up_rows([str(CONFIG), '--site', 'site_b', '--gateway-port', '9391', '--no-foxglove'])
-    gateway = [row for row in launched if row['executable'] == 'fleet_gateway']
-    assert len(gateway) == 1 and gateway[0]['node_name'] == 'gateway' and gateway[0]['namespace'] == '/site_b'
-    assert gateway[0]['parameters']['port'] == 9391 and gateway[0]['parameters']['config_file'].endswith('gateway.yaml')
+    argv = [str(CONFIG), '--site', 'site_b', '--gateway-port', '9391', '--foxglove-port', '9392']
+    assert launched == _up_rows(argv)
+    servers = {row['executable']: row for row in launched if row['executable'] in ('fleet_gateway', 'fleet_foxglove')}
+    gateway, foxglove = servers['fleet_gateway'], servers['fleet_foxglove']
+    assert (gateway['node_name'], gateway['namespace']) == ('gateway', '/site_b')
+    assert (foxglove['node_name'], foxglove['namespace']) == ('foxglove', '/site_b')
+    assert gateway['parameters']['port'] == 9391 and gateway['parameters']['config_file'].endswith('gateway.yaml')
+    assert foxglove['parameters'] == {'fleet_config': str(CONFIG), 'port': 9392}
     _, actions = _run_launch_file(monkeypatch, 'site_launch.py', {'fleet_config': str(CONFIG)})
-    gateway = [row for row in _as_rows(actions) if row['executable'] == 'fleet_gateway']
-    assert gateway[0]['namespace'] == '' and 'port' not in gateway[0]['parameters']
+    for row in _as_rows(actions):
+        if row['executable'] in ('fleet_gateway', 'fleet_foxglove'):
+            assert row['namespace'] == '' and 'port' not in row['parameters'], row
 
 
 def test_sim_launch_and_fleetctl_up_sim_agree_with_options(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,7 +242,8 @@ def test_sim_launch_and_fleetctl_up_sim_agree_with_options(monkeypatch: pytest.M
         params = host['parameters']
         hosted += len(params.get('agent_ids', [])) or len(fleet.shard('site_b', params['shard_id']).agents)
     assert hosted == robots
-    assert all(row['parameters']['site_id'] == 'site_b' for row in launched if row['parameters'])
+    assert all(row['parameters']['site_id'] == 'site_b' for row in launched if 'site_id' in row['parameters'])
+    assert sum('site_id' in row['parameters'] for row in launched) == len(launched) - 1  # all but Foxglove
 
 
 def test_robot_launch_matches_the_robot_node_set(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,7 +44,7 @@ TAG = f'site-{os.getpid()}'
 SITE = 'site_a'
 SHARDS = {'zone_1': ['ls_r1', 'ls_r2'], 'zone_2': ['ls_r3']}
 ROLES = {'orchestrator': f'{SITE}.{{shard}}.a', 'standby': f'{SITE}.{{shard}}.b'}
-GATEWAY_PORT = free_port()
+GATEWAY_PORT, FOXGLOVE_PORT = free_port(), free_port()
 # pids the launch started, taken while it runs, checked after its shutdown
 STARTED: dict[int, str] = {}
 
@@ -63,7 +63,7 @@ def site_and_robots(layout: Path) -> LaunchDescription:
             fleet_config=str(layout),
             site=SITE,
             gateway_port=str(GATEWAY_PORT),
-            foxglove='false',
+            foxglove_port=str(FOXGLOVE_PORT),
         ),
     ]
     for agents in SHARDS.values():
@@ -89,11 +89,13 @@ def probe(ros: Any) -> Iterator[FleetProbe]:
 
 @pytest.mark.launch(fixture=site_and_robots)
 def test_every_node_reaches_its_state(ros: Any, probe: FleetProbe) -> None:
-    expected = 2 * len(SHARDS) + sum(len(a) for a in SHARDS.values()) + 1
+    expected = 2 * len(SHARDS) + sum(len(a) for a in SHARDS.values()) + 2
     wait_for(lambda: len(descendants(os.getpid())) >= expected, 60, what=f'{expected} launched processes')
     STARTED.update(descendants(os.getpid()))
     executables = sorted(cmd.split(' --ros-args')[0].rsplit('/', 1)[-1] for cmd in STARTED.values())
-    assert executables == ['fleet_agent'] * 3 + ['fleet_gateway'] + ['shard_orchestrator'] * 4, STARTED
+    assert executables == ['fleet_agent'] * 3 + ['fleet_foxglove', 'fleet_gateway'] + ['shard_orchestrator'] * 4, (
+        STARTED
+    )
 
     for shard, agents in SHARDS.items():
         ros.spin_until(lambda s=shard, a=agents: probe.beats[s] >= set(a), 60, f'heartbeats of {agents}')
@@ -110,19 +112,18 @@ def test_every_node_reaches_its_state(ros: Any, probe: FleetProbe) -> None:
         assert not problem, f'{shard}: {problem}'
 
 
+@pytest.mark.parametrize(('name', 'port'), [('gateway', GATEWAY_PORT), ('foxglove', FOXGLOVE_PORT)])
 @pytest.mark.launch(fixture=site_and_robots)
-def test_the_gateway_is_a_site_node_on_the_launch_argument_port(ros: Any) -> None:
+def test_the_servers_are_site_nodes_on_the_launch_argument_ports(ros: Any, name: str, port: int) -> None:
     node = ros.node('launch_site_graph')
-    ros.spin_until(
-        lambda: ('gateway', f'/{SITE}') in node.get_node_names_and_namespaces(), 60, f'the node /{SITE}/gateway'
-    )
+    ros.spin_until(lambda: (name, f'/{SITE}') in node.get_node_names_and_namespaces(), 60, f'the node /{SITE}/{name}')
 
     def listening() -> bool:
         with socket.socket() as sock:
             sock.settimeout(1.0)
-            return sock.connect_ex(('127.0.0.1', GATEWAY_PORT)) == 0
+            return sock.connect_ex(('127.0.0.1', port)) == 0
 
-    wait_for(listening, 60, interval=0.5, what=f'the gateway to listen on 127.0.0.1:{GATEWAY_PORT}')
+    wait_for(listening, 60, interval=0.5, what=f'{name} to listen on 127.0.0.1:{port}')
 
 
 @pytest.mark.launch(fixture=site_and_robots)

@@ -17,6 +17,7 @@ STANDBY_NODE = 'standby'
 AGENT_NODE = 'agent'
 SIM_HOST_NODE = 'sim_host'
 GATEWAY_NODE = 'gateway'
+FOXGLOVE_NODE = 'foxglove'
 
 
 class BringupError(ValueError):
@@ -84,6 +85,7 @@ class BringupOptions:
     gateway_port: int | None = None
     foxglove: bool = True
     foxglove_args: tuple[str, ...] = ()
+    foxglove_port: int | None = None
     sim: bool = False
     robots_per_host: int = 125
     store_dir: str = ''
@@ -139,8 +141,9 @@ def server_namespace(opts: BringupOptions) -> str:
 
 
 def gateway_nodes(opts: BringupOptions) -> list[NodeSpec]:
-    if opts.gateway_port is not None and not 0 <= opts.gateway_port <= 65535:
-        raise BringupError(f'gateway_port must be 0..65535 (0: any free port), got {opts.gateway_port}')
+    for name, port in (('gateway_port', opts.gateway_port), ('foxglove_port', opts.foxglove_port)):
+        if port is not None and not 0 <= port <= 65535:
+            raise BringupError(f'{name} must be 0..65535 (0: any free port), got {port}')
     specs = []
     if opts.gateway:
         parameters: dict[str, object] = {}
@@ -161,9 +164,20 @@ def gateway_nodes(opts: BringupOptions) -> list[NodeSpec]:
             )
         )
     if opts.foxglove:
-        args = ('--config', opts.fleet_config, *opts.foxglove_args)
+        parameters = {'fleet_config': opts.fleet_config}
+        if opts.foxglove_port is not None:
+            parameters['port'] = opts.foxglove_port
         specs.append(
-            NodeSpec('fleet_foxglove', 'fleet_observability', 'fleet_foxglove', arguments=args, role='foxglove')
+            NodeSpec(
+                'fleet_foxglove',
+                'fleet_observability',
+                'fleet_foxglove',
+                node_name=FOXGLOVE_NODE,
+                namespace=server_namespace(opts),
+                parameters=parameters,
+                arguments=opts.foxglove_args,
+                role='foxglove',
+            )
         )
     return specs
 

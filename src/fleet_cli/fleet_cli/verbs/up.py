@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument('--no-gateway', action='store_true', help='do not start the rosbridge gateway')
     parser.add_argument('--no-foxglove', action='store_true', help='do not start the Foxglove server')
     parser.add_argument('--gateway-port', type=int, help='gateway WebSocket port (0: any free; default: gateway.yaml)')
+    parser.add_argument('--foxglove-port', type=int, help='Foxglove server port (0: any free; default: 8765)')
     parser.add_argument('--state-dir', default='', help='dedup stores of simulated robots (default: per host)')
     parser.add_argument('--log-dir', default='', help='one log file per process (default: a new /tmp directory)')
     parser.add_argument('--ready-file', default='', help='write {"pids": {label: pid}} as JSON once started')
@@ -48,6 +49,7 @@ def options_from(args: argparse.Namespace) -> BringupOptions:
         robots_per_host=args.robots_per_host,
         gateway=not args.no_gateway,
         gateway_port=args.gateway_port,
+        foxglove_port=args.foxglove_port,
         foxglove=not args.no_foxglove,
         store_dir=args.state_dir,
     )
