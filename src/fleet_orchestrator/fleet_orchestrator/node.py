@@ -81,6 +81,8 @@ HEALTH_EVERY_TICKS = 4
 """Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
 LEADER_LEASE_MAX_WAIT_SEC = 15.0
 """How long a replica started beside a live leader (its status publisher is in the graph) waits for its lease."""
+LEADER_EVIDENCE_LEASES = 2.0
+"""Extra lease periods a replica that never saw a lease waits while agents' heartbeats report an epoch."""
 COLD_START_STAGGER_SLOTS = 8
 """At a cold start with a peer in the graph, replica slot s waits (s % 8) renew periods more than first_lease_wait_sec,
 so that one replica usually leads first and the other follows its lease instead of racing it (harmless either way:
@@ -405,7 +407,7 @@ class ShardOrchestrator(LifecycleNode):
             return
         self._publish_lease(lease)
         self._catch_up_until = started + CATCH_UP_LEASES * self.lease.config.lease_sec
-        self._followers = self.journal_pub.get_subscription_count()  # they get the adopted commands below
+        self._followers = self.handoff_pub.get_subscription_count()  # they get the adopted commands below
         site, sid = self.shard.site_id, self.shard.shard_id
         self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
         reannounced = self._reannounce_recent_outcomes(started)
@@ -493,22 +495,24 @@ class ShardOrchestrator(LifecycleNode):
 
     def _journal(self, commands: list[Command]) -> None:
         """Replicate accepted commands to the standbys; skipped while none follows. The topic is volatile: a standby
-        that matches later gets a snapshot of the unfinished work instead (_snapshot_for_new_followers)."""
+        that matches later gets a snapshot of the unfinished work on the handoff topic (_snapshot_for_new_followers),
+        so that the journal topic carries each accepted command once (recordings replay it as submissions)."""
         if commands and self.journal_pub.get_subscription_count() > 0:
             for command in commands:
                 self.journal_pub.publish(command_to_msg(command))
 
     def _snapshot_for_new_followers(self) -> None:
-        """A follower matched since the last tick (a standby started late, or restarted): send every unfinished
-        command and the recent request records again, so that its hot copy and journal hold what it missed.
-        Followers that had them already keep their rows (entries are idempotent)."""
-        followers = self.journal_pub.get_subscription_count()
+        """A replica matched since the last tick (a standby started late, or restarted): send every unfinished
+        command (on the handoff topic, with this leader's epoch: followers take it like a journal entry) and the
+        recent request records again, so that its hot copy and journal hold what it missed. Followers that had them
+        already keep their rows (entries are idempotent)."""
+        followers = self.handoff_pub.get_subscription_count()
         joined, self._followers = followers > self._followers, followers
         if not joined or self.dispatcher is None or self.journal is None:
             return
         pending = self.dispatcher.pending()
         for command in pending:
-            self.journal_pub.publish(command_to_msg(command))
+            self.handoff_pub.publish(command_to_msg(command))
         for record in self.journal.recent_requests():
             self.submission_pub.publish(_record_msg(record))
         self.get_logger().info(f'a follower joined: sent it {len(pending)} unfinished command(s) of the journal')
@@ -647,7 +651,10 @@ class ShardOrchestrator(LifecycleNode):
             return
         leading_epoch = self.dispatcher.epoch if self.dispatcher is not None else 0
         if self.dispatcher is None and command.epoch == self.durable.gate.epoch:
-            return  # the current leader's own work (another follower's hand-over, or our own echoed): followed
+            # The current leader's own work: its snapshot for a follower that joined, or another follower's
+            # hand-over of what it followed. Taken like a journal entry (idempotent).
+            self.durable.admit(command)
+            return
         if not self.durable.on_handoff(command.epoch, leading_epoch=leading_epoch):
             self._untrusted('handed-over command', msg.command_id, msg.epoch)
             return
@@ -764,10 +771,18 @@ class ShardOrchestrator(LifecycleNode):
         if self.count_publishers(topics.shard_status(site, sid)) > 0:
             return waited < LEADER_LEASE_MAX_WAIT_SEC
         config = self.lease.config
-        stagger = (self.lease.slot % COLD_START_STAGGER_SLOTS) * config.renew_period_sec
-        if waited >= max(config.first_lease_wait_sec, config.lease_sec) + stagger:
-            return False
-        return self.count_publishers(topics.shard_leader(site, sid)) > 1  # ours is one
+        lease_topic = topics.shard_leader(site, sid)
+        wait = max(config.first_lease_wait_sec, config.lease_sec)
+        if self.count_publishers(lease_topic) + self.count_subscribers(lease_topic) <= 2:
+            # Nobody else on the lease topic yet (ours are one publisher and one subscription): discovery may not
+            # have shown a live leader yet on a loaded host; a lone replica leads one first wait later.
+            wait *= 2
+        wait += (self.lease.slot % COLD_START_STAGGER_SLOTS) * config.renew_period_sec
+        if self.health.highest_epoch_seen() > 0:
+            # Agents follow some leader: a live one whose endpoints discovery has not shown yet (a loaded host), or
+            # a dead one. A couple of lease periods more separate the two at little cost to a cold restart.
+            wait += LEADER_EVIDENCE_LEASES * config.lease_sec
+        return waited < wait
 
     def _renew_if_due(self, now: float) -> bool:
         """Renew the lease when due; False when we found out we no longer lead. Also called from the busiest
