@@ -201,6 +201,20 @@ def test_killing_leader_and_standby_loses_no_command_and_request_ids_stay_idempo
     assert done.returncode == 0 and 'SUBMIT' in done.stdout and 'SUCCEEDED' in done.stdout, done.stdout + done.stderr
     assert 'journal of' in done.stdout
 
+    # `fleetctl submit --request-id` of a request answered before the crash: the same commands, already decided.
+    done = subprocess.run(
+        [*fleetctl, 'submit', '--shard', f'{SITE}/{SHARD}', '--kind', 'noop', '--request-id', 'req-0', '--json'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=processes.env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'accepted before: same commands' in done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{')]
+    assert sorted(r['command_id'] for r in rows) == sorted(first['req-0'].command_ids)
+    assert {r['outcome'] for r in rows} == {'SUCCEEDED'}
+
     # A new status subscriber sees only the current leader (the other replica publishes no latched status).
     statuses: list[ShardStatus] = []
     late = ros.node('late_status')
