@@ -148,7 +148,7 @@ def main() -> int:
     os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get('PYTHONPATH')]))
 
     def deadline_left() -> float:
-        return opts.timeout - (time.monotonic() - started)
+        return float(opts.timeout) - (time.monotonic() - started)
 
     ros_args = ['--ros-args', '-p', f'fleet_config:={config}', '-p', f'site_id:={site}', '-p', f'shard_id:={shard}']
     children: list[Child] = []
@@ -193,10 +193,14 @@ def main() -> int:
         TaskEvent, topics.shard_task_events(site, shard), state['mission_events'].append, qos.EVENTS
     )
     mission_journal: list[str] = []
+
+    def on_mission_journal(msg: String) -> None:
+        mission_journal.append(msg.data)
+
     node.create_subscription(
         String,
         f'{topics.shard_prefix(site, shard)}/mission_journal',
-        lambda m: mission_journal.append(m.data),
+        on_mission_journal,
         qos.EVENTS,
     )
 
@@ -235,9 +239,10 @@ def main() -> int:
         seen: set[str] = set()
         from fleet_interfaces.msg import Heartbeat
 
-        node.create_subscription(
-            Heartbeat, topics.shard_heartbeat(site, shard), lambda m: seen.add(m.agent_id), qos.HEARTBEAT
-        )
+        def on_heartbeat(msg: Heartbeat) -> None:
+            seen.add(msg.agent_id)
+
+        node.create_subscription(Heartbeat, topics.shard_heartbeat(site, shard), on_heartbeat, qos.HEARTBEAT)
         spin_until(lambda: len(seen) >= len(agents), 60.0, 'heartbeats from every agent')
 
         # ---- the mission, and the kill
@@ -303,18 +308,24 @@ def main() -> int:
         )
         spin_until(reply.done, 20.0, 'the sleep submission')
         sleep_ids = set(reply.result().command_ids)
-        accepted = lambda: {a.command_id for a in acks if a.command_id in sleep_ids and a.status == AckStatus.ACCEPTED}  # noqa: E731
+
+        def accepted() -> set[str]:
+            return {a.command_id for a in acks if a.command_id in sleep_ids and a.status == AckStatus.ACCEPTED}
+
         spin_until(lambda: len(accepted()) == len(sleep_ids), 30.0, 'every agent executing the sleep')
         estop = node.create_client(SetEStop, topics.shard_set_estop(site, shard))
         spin_until(estop.service_is_ready, 20.0, 'the set_estop service')
         engaged = estop.call_async(SetEStop.Request(engage=True, reason='bench', issued_by='bench'))
         spin_until(lambda: state['estop'] is not None and state['estop'].engaged, 20.0, 'the latched e-stop')
         t_estop = from_time(state['estop'].stamp)
-        cancelled = lambda: {  # noqa: E731
-            a.command_id: from_time(a.stamp)
-            for a in acks
-            if a.command_id in sleep_ids and a.status == AckStatus.CANCELLED
-        }
+
+        def cancelled() -> dict[str, float]:
+            return {
+                a.command_id: from_time(a.stamp)
+                for a in acks
+                if a.command_id in sleep_ids and a.status == AckStatus.CANCELLED
+            }
+
         spin_until(lambda: len(cancelled()) == len(sleep_ids), 30.0, 'every agent stopped')
         spin_until(engaged.done, 10.0, 'the e-stop reply')
         latencies = [(t - t_estop) * 1000.0 for t in cancelled().values()]

@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,13 +56,11 @@ def run_raw_agents(n: int, delay: float) -> None:
     def reply(msg: CommandMsg) -> None:
         acks.publish(CommandAck(command_id=msg.command_id, agent_id=msg.agent_id, seq=msg.seq, status=2, final=True))
 
+    def reply_later(msg: CommandMsg) -> None:
+        loop.call_soon_threadsafe(loop.call_later, delay, reply, msg)
+
     for agent in agent_ids(n):
-        node.create_subscription(
-            CommandMsg,
-            f'{RAW_PREFIX}/{agent}/command',
-            lambda m: loop.call_soon_threadsafe(loop.call_later, delay, reply, m),
-            qos.COMMAND,
-        )
+        node.create_subscription(CommandMsg, f'{RAW_PREFIX}/{agent}/command', reply_later, qos.COMMAND)
     executor = EventsExecutor()
     executor.add_node(node)
     spin = SpinThread(executor).start()
@@ -109,9 +109,9 @@ class Operator:
         self.raw_acks.add(msg.command_id)
         self.waiting.discard(msg.command_id)
 
-    def spin_until(self, condition: object, timeout: float, what: str) -> None:
+    def spin_until(self, condition: Callable[[], object], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
-        while not condition():  # type: ignore[operator]
+        while not condition():
             if time.monotonic() > deadline:
                 raise TimeoutError(f'benchmark: timed out after {timeout}s waiting for {what}')
             self.executor.spin_once(timeout_sec=0.005)
@@ -146,12 +146,15 @@ class Operator:
         self.spin_until(lambda: not self.waiting, 30.0, 'all raw acks')
         return time.perf_counter() - started
 
+    def _raw_acked(self, command_id: str) -> bool:
+        return command_id in self.raw_acks
+
     def naive_round(self) -> float:
         started = time.perf_counter()
         for agent in self.agents:
             cid = str(uuid.uuid4())
             self.raw_pubs[agent].publish(CommandMsg(command_id=cid, agent_id=agent, seq=1, epoch=1, kind='noop'))
-            self.spin_until(lambda c=cid: c in self.raw_acks, 10.0, f'the ack of {agent}')
+            self.spin_until(partial(self._raw_acked, cid), 10.0, f'the ack of {agent}')
         return time.perf_counter() - started
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,15 @@ def main() -> int:
     def moving() -> bool:
         return bool(odom) and odom[-1][1].twist.twist.linear.x > 0.2
 
+    def odom_after(t: float) -> list[Odometry]:
+        return [m for r, m in odom if r > t]
+
+    def engaged_since(t: float) -> list[float]:
+        return [r for r, m in estops if r >= t and m.engaged]
+
+    def halted_since(t: float) -> list[float]:
+        return [r for r, m in twists if r >= t and m.linear.x == 0.0 and m.angular.z == 0.0]
+
     errors: list[float] = []
     goto_s: list[float] = []
     msg_ms: list[float] = []
@@ -149,11 +159,11 @@ def main() -> int:
             target = (here.x + reach * math.cos(angle), here.y + reach * math.sin(angle))
             sent = time.monotonic()
             command_id = goto(*target)
-            done_at, outcome = spin_until(lambda c=command_id: outcomes.get(c), 60.0, 'the goto outcome')
+            done_at, outcome = spin_until(partial(outcomes.get, command_id), 60.0, 'the goto outcome')
             if outcome.outcome != 0:
                 raise RuntimeError(f'goto ended with outcome {outcome.outcome}: {outcome.detail}')
             goto_s.append(done_at - sent)
-            final = spin_until(lambda t=done_at: [m for r, m in odom if r > t], 5.0, 'odometry after arrival')[0]
+            final = spin_until(partial(odom_after, done_at), 5.0, 'odometry after arrival')[0]
             p = final.pose.pose.position
             errors.append(math.hypot(p.x - target[0], p.y - target[1]))
             # A far goto, an e-stop while it drives, then release.
@@ -162,18 +172,12 @@ def main() -> int:
             engaged = time.monotonic()
             if not call(set_estop, SetEStop.Request(engage=True, reason='bench', issued_by='bench')).ok:
                 raise RuntimeError('e-stop refused')
-            msg_at = spin_until(
-                lambda t=engaged: [r for r, m in estops if r >= t and m.engaged], 10.0, 'the EStop message'
-            )[0]
-            halt_at = spin_until(
-                lambda t=engaged: [r for r, m in twists if r >= t and m.linear.x == 0.0 and m.angular.z == 0.0],
-                10.0,
-                'the zero twist',
-            )[0]
+            msg_at = spin_until(partial(engaged_since, engaged), 10.0, 'the EStop message')[0]
+            halt_at = spin_until(partial(halted_since, engaged), 10.0, 'the zero twist')[0]
             msg_ms.append((msg_at - engaged) * 1000)
             halt_ms.append((halt_at - engaged) * 1000)
             extra_ms.append((halt_at - msg_at) * 1000)
-            spin_until(lambda c=far: outcomes.get(c), 30.0, 'the cancelled goto outcome')
+            spin_until(partial(outcomes.get, far), 30.0, 'the cancelled goto outcome')
             if not call(set_estop, SetEStop.Request(engage=False, reason='bench', issued_by='bench')).ok:
                 raise RuntimeError('e-stop release refused')
             spin_until(lambda: estops and not estops[-1][1].engaged, 10.0, 'the release')

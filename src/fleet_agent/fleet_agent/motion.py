@@ -152,8 +152,10 @@ class TwistOdomBackend:
                 await self._fresh.wait()
         except TimeoutError:
             raise MotionError(f'no odometry on {self.odom_topic} for {self.odom_timeout_sec:g} s') from None
-        assert self._latest is not None  # set before _fresh
-        return self._latest[0]
+        latest = self._latest
+        if latest is None:  # set before _fresh; checked, since asserts vanish under python -O
+            raise MotionError(f'no odometry on {self.odom_topic}')
+        return latest[0]
 
     def drive(self, linear_mps: float, angular_rps: float) -> None:
         msg = Twist()

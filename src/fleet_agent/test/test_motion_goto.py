@@ -13,6 +13,7 @@ from fleet_agent.motion import agent_topic
 from fleet_agent.steering import SteeringError, SteeringLimits, steer, wrap_angle, yaw_of_quaternion
 from fleet_core.config import ConfigError
 from fleet_core.model import Command, Priority
+from harness.wait import async_wait_for
 
 LIMITS = SteeringLimits(max_linear_mps=0.5, max_angular_rps=1.0, rotate_in_place_rad=0.5)
 
@@ -100,8 +101,7 @@ def test_goto_halts_when_cancelled_and_fails_without_odometry():
 
     async def cancelled() -> None:
         task = asyncio.create_task(goto.execute(command(), {'x': 50.0, 'y': 0.0}))
-        while len(base.commands) < 3:  # driving
-            await asyncio.sleep(0.005)
+        await async_wait_for(lambda: len(base.commands) >= 3, 10.0, what='the base driving')
         task.cancel('e-stop engaged')
         with pytest.raises(asyncio.CancelledError):
             await task

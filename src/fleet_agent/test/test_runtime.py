@@ -52,8 +52,7 @@ def cmd(command_id, seq, kind='noop', args='{}', ttl=5.0, priority=Priority.NORM
 
 
 async def settle(runtime):
-    while runtime.state == AgentState.BUSY:
-        await asyncio.sleep(0.005)
+    await async_wait_for(lambda: runtime.state != AgentState.BUSY, 10.0, what='the runtime to finish its command')
 
 
 def test_quick_command_gets_only_its_final_ack(tmp_path):

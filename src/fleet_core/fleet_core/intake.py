@@ -201,8 +201,7 @@ class CommandIntake:
 
     def _answer_known(self, command: Command, stored: StoredOutcome, store: DedupStore) -> IntakeDecision:
         self.duplicates_suppressed += 1
-        if stored.final:
-            assert stored.status is not None
+        if stored.status is not None:  # final
             return self._reply(command, stored.status, stored.detail)
         if command.command_id in self._running:
             return self._reply(command, AckStatus.ACCEPTED, 'already executing')

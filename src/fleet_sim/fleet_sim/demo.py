@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.robots < 4:
         print('fleet_sim.demo: error: --robots must be >= 4 (one per shard)', file=sys.stderr)
         return EXIT_USAGE
-    run_dir = args.run_dir or Path(f'/tmp/fleetlanes-demo-{time.strftime("%Y%m%d-%H%M%S")}-{os.getpid()}')
+    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix=f'fleetlanes-demo-{time.strftime("%Y%m%d-%H%M%S")}-'))
     run_dir.mkdir(parents=True, exist_ok=True)
     config_dir = args.config_dir.resolve()
     try:

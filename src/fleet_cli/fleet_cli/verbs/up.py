@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import FrameType
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     env = dict(os.environ)
     env.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')  # network rule: stay on this host unless told
-    log_dir = Path(args.log_dir or f'/tmp/fleetctl-up-{os.getpid()}')
+    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix='fleetctl-up-'))
     supervisor = Supervisor(log_dir, env)
     stop = {'requested': False}
 

@@ -284,7 +284,8 @@ class WorkflowInstance:
 
     def _issue(self, state: StateSpec, now: float, effects: list[Effect]) -> None:
         step = state.step
-        assert step is not None
+        if step is None:
+            raise WorkflowStateError(f'state {state.name!r} has no step to issue')
         self._step_no += 1
         request_id = str(uuid.uuid5(_REQUEST_NAMESPACE, f'{self.mission_id}/{self.agent_id}/{self._step_no}'))
         args = {key: self._render(value, state.name) for key, value in step.args}
