@@ -26,6 +26,37 @@ def next_epoch(above: int, slot: int, slots: int = EPOCH_SLOTS) -> int:
     return candidate if candidate > above else candidate + slots
 
 
+LEADER_LEASE_MAX_WAIT_SEC = 15.0
+"""How long a replica started beside a live leader (its status publisher is in the graph) waits for its lease."""
+LEADER_EVIDENCE_LEASES = 2.0
+"""Extra lease periods a replica that never saw a lease waits while agents' heartbeats report an epoch."""
+COLD_START_STAGGER_SLOTS = 8
+"""At a cold start, replica slot s waits (s % 8) renew periods longer, so that one replica usually leads first and
+the other follows its lease instead of racing it (harmless either way: epochs are unique, the lower one steps down
+and hands its work over)."""
+
+
+def first_lease_wait(
+    config: LeaseConfig, *, slot: int, leader_in_graph: bool, others_on_lease_topic: bool, agents_epoch: int
+) -> float:
+    """Seconds a replica that never saw a lease waits before it leads, from when it became eligible.
+
+    Only a leader has a status publisher, so `leader_in_graph` means a live leader whose latched lease is on its way
+    (discovery on a loaded host can take seconds): wait for it, up to LEADER_LEASE_MAX_WAIT_SEC (a dead leader's
+    endpoints are never discovered by a process started after its death). Otherwise first_lease_wait_sec (at least a
+    lease), twice that while nobody else is on the lease topic yet (discovery has shown nothing, a live leader
+    included), plus LEADER_EVIDENCE_LEASES lease periods while agents report an epoch (some leader commanded them:
+    alive and not yet discovered, or dead), plus the slot's stagger."""
+    if leader_in_graph:
+        return LEADER_LEASE_MAX_WAIT_SEC
+    wait = max(config.first_lease_wait_sec, config.lease_sec)
+    if not others_on_lease_topic:
+        wait *= 2
+    if agents_epoch > 0:
+        wait += LEADER_EVIDENCE_LEASES * config.lease_sec
+    return wait + (slot % COLD_START_STAGGER_SLOTS) * config.renew_period_sec
+
+
 class LeadershipError(RuntimeError):
     """Base class of leadership errors."""
 

@@ -35,7 +35,7 @@ from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_config
 from fleet_core.dispatcher import CommandDispatcher, Outbox, SubmitError
 from fleet_core.health import HealthMonitor, UnknownAgent
-from fleet_core.leadership import EPOCH_SLOTS, Lease, LeaseState, NotLeader, WrongShardLease
+from fleet_core.leadership import EPOCH_SLOTS, Lease, LeaseState, NotLeader, WrongShardLease, first_lease_wait
 from fleet_core.model import AckStatus, Command, CommandResult, Priority
 from fleet_core.replica import ShardReplica
 from fleet_core.shard_journal import CommandState, GateVerdict, JournalUnavailable, ShardJournal, SubmissionRecord
@@ -79,14 +79,6 @@ RENEW_CHECK_EVERY = 64
 """Sends between lease checks inside one long flush."""
 HEALTH_EVERY_TICKS = 4
 """Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
-LEADER_LEASE_MAX_WAIT_SEC = 15.0
-"""How long a replica started beside a live leader (its status publisher is in the graph) waits for its lease."""
-LEADER_EVIDENCE_LEASES = 2.0
-"""Extra lease periods a replica that never saw a lease waits while agents' heartbeats report an epoch."""
-COLD_START_STAGGER_SLOTS = 8
-"""At a cold start with a peer in the graph, replica slot s waits (s % 8) renew periods more than first_lease_wait_sec,
-so that one replica usually leads first and the other follows its lease instead of racing it (harmless either way:
-epochs are unique, and the lower one hands its work over)."""
 PRUNE_EVERY_SEC = 30.0
 """How often outcomes past their retention are forgotten."""
 CATCH_UP_LEASES = 2.0
@@ -757,32 +749,21 @@ class ShardOrchestrator(LifecycleNode):
             self.journal.prune(before=now - self.params.outcome_retention_sec)
 
     def _lease_on_its_way(self, now: float) -> bool:
-        """Never saw a lease, and another replica is in the graph. Only a leader has a status publisher: with one
-        in the graph, its latched lease is on its way (discovery on a loaded host can take seconds), so wait for it,
-        up to LEADER_LEASE_MAX_WAIT_SEC (a dead leader's endpoints are never discovered by a process started after
-        its death, so a cold restart does not wait for them). With only peer replicas (a cold start of the shard),
-        wait first_lease_wait_sec (LeaseState) plus a stagger of a few renew periods by replica slot, so that one
-        replica usually leads first. A race past that is safe: epochs are unique per replica, and the lower one
-        steps down and hands its work over."""
+        """Never saw a lease: keep waiting for one as fleet_core.leadership.first_lease_wait says, from what the
+        graph and the agents' heartbeats show."""
         if self.lease.current is not None:
             return False
         site, sid = self.shard.site_id, self.shard.shard_id
-        waited = now - self._eligible_since
-        if self.count_publishers(topics.shard_status(site, sid)) > 0:
-            return waited < LEADER_LEASE_MAX_WAIT_SEC
-        config = self.lease.config
         lease_topic = topics.shard_leader(site, sid)
-        wait = max(config.first_lease_wait_sec, config.lease_sec)
-        if self.count_publishers(lease_topic) + self.count_subscribers(lease_topic) <= 2:
-            # Nobody else on the lease topic yet (ours are one publisher and one subscription): discovery may not
-            # have shown a live leader yet on a loaded host; a lone replica leads one first wait later.
-            wait *= 2
-        wait += (self.lease.slot % COLD_START_STAGGER_SLOTS) * config.renew_period_sec
-        if self.health.highest_epoch_seen() > 0:
-            # Agents follow some leader: a live one whose endpoints discovery has not shown yet (a loaded host), or
-            # a dead one. A couple of lease periods more separate the two at little cost to a cold restart.
-            wait += LEADER_EVIDENCE_LEASES * config.lease_sec
-        return waited < wait
+        wait = first_lease_wait(
+            self.lease.config,
+            slot=self.lease.slot,
+            leader_in_graph=self.count_publishers(topics.shard_status(site, sid)) > 0,
+            # ours are one publisher and one subscription
+            others_on_lease_topic=self.count_publishers(lease_topic) + self.count_subscribers(lease_topic) > 2,
+            agents_epoch=self.health.highest_epoch_seen(),
+        )
+        return now - self._eligible_since < wait
 
     def _renew_if_due(self, now: float) -> bool:
         """Renew the lease when due; False when we found out we no longer lead. Also called from the busiest
