@@ -69,8 +69,9 @@ fi
 
 # 5. colcon build, only when a package's build inputs changed (Python modules are symlinked by
 #    --symlink-install, so editing them needs no rebuild). A lock serialises concurrent set-ups.
-#    fleet_bringup installs every file of launch/ and config/ (one data_files entry each): their names count too.
-src_hash=$( (find src \( -name package.xml -o -name setup.py -o -name setup.cfg -o -name CMakeLists.txt -o -name "*.msg" -o -name "*.srv" -o -name "*.action" -o -path "*/resource/*" -o -name __init__.py \) -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; find launch config -type f ! -path "*/__pycache__/*" | LC_ALL=C sort; cat colcon.meta) | sha256sum | cut -c1-16)
+#    fleet_bringup installs every file of launch/ and config/ (one data_files entry each): their names count too;
+#    the message definitions live in the top-level msg/ (src/fleet_interfaces/msg links to it; find does not follow).
+src_hash=$( (find src \( -name package.xml -o -name setup.py -o -name setup.cfg -o -name CMakeLists.txt -o -name "*.msg" -o -name "*.srv" -o -name "*.action" -o -path "*/resource/*" -o -name __init__.py \) -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; find launch config -type f ! -path "*/__pycache__/*" | LC_ALL=C sort; cat colcon.meta; if [ -d msg ]; then find msg -name "*.msg" -print0 | LC_ALL=C sort -z | xargs -0 sha256sum; fi) | sha256sum | cut -c1-16)
 exec 9>"$stamps/build.lock"
 flock 9
 if [ "$(cat "$stamps/build" 2>/dev/null)" != "$src_hash" ] || [ ! -f install/setup.bash ]; then
