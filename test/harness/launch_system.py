@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from fleet_core import topics
 from fleet_interfaces.msg import Heartbeat, LeaderLease, ShardStatus
 from fleet_ros import qos
+from harness.wait import WaitTimeout
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_DIR = ROOT / 'launch'
@@ -180,6 +182,10 @@ class FleetProbe:
         return (leases[-1].leader_id, leases[-1].epoch) if leases else None
 
 
+def _leases_text(leases: Sequence[LeaderLease]) -> str:
+    return ', '.join(f'{lease.leader_id}@{lease.epoch} {lease.stamp.sec}.{lease.stamp.nanosec:09d}' for lease in leases)
+
+
 def one_leader_at_a_time(leases: Sequence[LeaderLease], allowed: set[str]) -> str:
     """Check a shard's leases in arrival order (a slow machine may fail over meanwhile, which is allowed): every
     epoch has exactly one leader, one of `allowed`, and epochs never go back. Returns the problem, or ''."""
@@ -188,10 +194,10 @@ def one_leader_at_a_time(leases: Sequence[LeaderLease], allowed: set[str]) -> st
         by_epoch.setdefault(lease.epoch, set()).add(lease.leader_id)
     epochs = [lease.epoch for lease in leases]
     if epochs != sorted(epochs):
-        return f'epochs went back: {epochs}'
+        return f'epochs went back: {_leases_text(leases)}'
     for epoch, leaders in by_epoch.items():
         if len(leaders) != 1 or not leaders <= allowed:
-            return f'epoch {epoch} claimed by {sorted(leaders)} (allowed: {sorted(allowed)})'
+            return f'epoch {epoch} claimed by {sorted(leaders)} (allowed: {sorted(allowed)}): {_leases_text(leases)}'
     return ''
 
 
@@ -201,11 +207,19 @@ def lifecycle_state(ros: Any, node_name: str, timeout: float = 10.0) -> int:
 
     probe = ros.nodes[0]
     client = probe.create_client(GetState, f'{node_name}/get_state')
+    deadline = time.monotonic() + timeout
     try:
         ros.spin_until(client.service_is_ready, timeout, f'{node_name}/get_state')
-        future = client.call_async(GetState.Request())
-        ros.spin_until(future.done, timeout, f'{node_name}/get_state answer')
-        return int(future.result().current_state.id)
+        while True:
+            # A request can be lost while discovery settles on a loaded machine; GetState is safe to ask again.
+            future = client.call_async(GetState.Request())
+            with contextlib.suppress(WaitTimeout):
+                ros.spin_until(future.done, min(10.0, max(0.1, deadline - time.monotonic())), 'get_state answer')
+            if future.done():
+                return int(future.result().current_state.id)
+            client.remove_pending_request(future)
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f'no answer from {node_name}/get_state within {timeout:.0f}s')
     finally:
         probe.destroy_client(client)
 
