@@ -25,7 +25,7 @@ def test_backoff_is_jittered_exponential_capped_and_resets():
     assert backoff.next_delay(hint=10.0) == 10.0
     backoff.reset()
     assert backoff.next_delay() <= 0.5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match='backoff needs 0 < initial'):
         Backoff(initial=0)
 
 

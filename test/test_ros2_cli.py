@@ -100,8 +100,8 @@ def _cleanup() -> Iterator[None]:
 
 
 @pytest.fixture
-def probe(ros: Any) -> Iterator[FleetProbe]:
-    yield FleetProbe(ros.node('ros2_cli_probe'), SITE, [SHARD])
+def probe(ros: Any) -> FleetProbe:
+    return FleetProbe(ros.node('ros2_cli_probe'), SITE, [SHARD])
 
 
 def _up(ros: Any, probe: FleetProbe) -> None:

@@ -43,7 +43,11 @@ def load_executor_factory(spec: str, delay_sec: float) -> ExecutorFactory:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f'executor {spec!r}: cannot load: {exc}') from None
-    return factory(delay_sec)  # type: ignore[no-any-return]
+    made = factory(delay_sec)
+    if not callable(made):
+        raise ConfigError(f'executor {spec!r}: {attr}() returned a {type(made).__name__}, not an executor factory')
+    result: ExecutorFactory = made  # a plug-in: beyond being callable, its type is its author's word
+    return result
 
 
 def agent_specs(fleet: FleetConfig | None, site: str, shard: str, agent_ids: Sequence[str]) -> list[AgentSpec]:
@@ -144,7 +148,7 @@ def host_name(context: Context) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    rclpy.init(args=argv)
+    rclpy.init(args=list(argv) if argv is not None else None)
     try:
         context = rclpy.get_default_context()
         loop = asyncio.new_event_loop()

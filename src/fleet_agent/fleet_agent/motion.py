@@ -88,7 +88,7 @@ def declare_motion_settings(node: Node) -> MotionSettings:
             values[f.name] = declare(
                 node, name, getattr(defaults, f.name), description, read_only=True, value_range=bounds
             )
-    return MotionSettings(**values)  # type: ignore[arg-type]
+    return MotionSettings(**values)  # type: ignore[arg-type]  # each value was declared with the field's default as its type, which rclpy then enforces
 
 
 def agent_topic(name: str, site_id: str, agent_id: str) -> str:

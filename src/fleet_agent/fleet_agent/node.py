@@ -8,6 +8,7 @@ import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from rclpy.context import Context
@@ -29,6 +30,7 @@ from fleet_interfaces.msg import CommandAck as CommandAckMsg
 from fleet_interfaces.msg import EStop, FleetOperation, Heartbeat, LeaderLease, ShardStatus
 from fleet_ros import qos
 from fleet_ros.convert import ack_to_msg, command_from_msg, from_time, to_time
+from fleet_ros.node import TypedNode
 from fleet_ros.trace_msgs import TraceEmitter
 
 
@@ -76,7 +78,7 @@ class _ShardSink:
             self.acks.publish(ack_to_msg(ack))
 
 
-class AgentHostNode(Node):
+class AgentHostNode(TypedNode):
     """Hosts agents. ROS callbacks run on the spin thread and hand every message to the asyncio loop, where
     all agent state lives (so intake, store and executor tasks are single-threaded)."""
 
@@ -169,7 +171,7 @@ class AgentHostNode(Node):
                 spec.agent_id,
                 self,
                 loop,
-                degradation_level=lambda agent=spec.agent_id: self.runtimes[agent].degradation_level,
+                degradation_level=partial(self._degradation_level, spec.agent_id),
                 degradation=degradation or DegradationConfig(),
             )
             executor = executor_factory(context)
@@ -187,7 +189,7 @@ class AgentHostNode(Node):
             self.create_subscription(
                 CommandMsg,
                 topics.agent_command(spec.site_id, spec.agent_id),
-                lambda msg, agent=spec.agent_id: self._hand_over(agent, msg),
+                partial(self._hand_over, spec.agent_id),
                 qos.COMMAND,
             )
         self.get_logger().info(
@@ -247,6 +249,9 @@ class AgentHostNode(Node):
         self.create_subscription(FleetOperation, topics.shard_operations(site, shard), on_operation, qos.OPERATIONS)
         self.create_subscription(LeaderLease, topics.shard_leader(site, shard), on_lease, qos.LATCHED)
         self.create_subscription(ShardStatus, topics.shard_status(site, shard), on_status, qos.LATCHED)
+
+    def _degradation_level(self, agent_id: str) -> int:
+        return self.runtimes[agent_id].degradation_level
 
     def _hand_over(self, agent_id: str, msg: CommandMsg) -> None:
         """Spin thread -> loop. A burst of commands (a fan-out reaches hundreds of hosted agents at once) costs

@@ -305,4 +305,4 @@ def default_options(fleet_config: str | Path, **overrides: object) -> BringupOpt
         'workflow_dir': existing('workflows'),
     }
     values.update(overrides)
-    return BringupOptions(**values)  # type: ignore[arg-type]
+    return BringupOptions(**values)  # type: ignore[arg-type]  # overrides name fields by contract; unknown names raise TypeError

@@ -73,7 +73,7 @@ class Supervisor:
     def restart(self, child: Child) -> Child:
         self.stop(child)
         self.children.remove(child)
-        return self.start(child.spec, argv=child.popen.args)  # type: ignore[arg-type]
+        return self.start(child.spec, argv=child.popen.args)  # type: ignore[arg-type]  # start() always passes Popen a list
 
     @staticmethod
     def kill(child: Child) -> None:

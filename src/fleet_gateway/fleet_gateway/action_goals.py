@@ -43,6 +43,16 @@ class _Goal:
         return f'client {self.owner.session.client_id} goal{shown} to {self.event.action}'
 
 
+def _cancel_requested(goal: _Goal) -> bool:
+    """Read anew after an await: another task sets it meanwhile (mypy keeps an attribute's narrowing across awaits)."""
+    return goal.cancel_requested
+
+
+def _finished(session: ClientSession) -> bool:
+    """As `_cancel_requested`, for the session."""
+    return session.finished
+
+
 class ActionGoalRunner:
     """Every goal in flight, keyed by (owner, goal number). Lives in the asyncio thread; rclpy callbacks only
     hand over with `call_soon_threadsafe`."""
@@ -95,7 +105,7 @@ class ActionGoalRunner:
             if session.finished:
                 return
             if goal.cancel_requested:  # cancelled before it was sent: it never runs
-                session.action_result(event.goal_no, GoalStatus.STATUS_CANCELED, event.action_cls.Result())  # type: ignore[attr-defined]
+                session.action_result(event.goal_no, GoalStatus.STATUS_CANCELED, event.action_cls.Result())  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
                 goal.owner.flush()
                 return
             relay = self._feedback_relay(goal) if event.feedback else None
@@ -114,9 +124,9 @@ class ActionGoalRunner:
                 return
             self.counters['accepted'] += 1
             goal.handle = handle
-            if goal.cancel_requested:
+            if _cancel_requested(goal):
                 self._request_cancel(goal)
-            if session.finished:
+            if _finished(session):
                 return
             response = await asyncio_future(self.loop, handle.get_result_async())
             self.counters['finished'] += 1

@@ -180,12 +180,12 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
 
     tls = None
     tls_section = _section(source, 'fleet_gateway.tls', root.get('tls'))
-    cert = opt_path('fleet_gateway.tls.cert', tls_section.get('cert'))
-    key = opt_path('fleet_gateway.tls.key', tls_section.get('key'))
-    if (cert is None) != (key is None):
+    tls_cert = opt_path('fleet_gateway.tls.cert', tls_section.get('cert'))
+    tls_key = opt_path('fleet_gateway.tls.key', tls_section.get('key'))
+    if (tls_cert is None) != (tls_key is None):
         raise _fail(source, 'fleet_gateway.tls', 'set both cert and key, or neither')
-    if cert is not None and key is not None:
-        tls = TlsConfig(cert, key)
+    if tls_cert is not None and tls_key is not None:
+        tls = TlsConfig(tls_cert, tls_key)
     anonymous = root.get('anonymous_role') or None
     if anonymous is not None:
         try:

@@ -180,7 +180,7 @@ def _int_in(typename: str) -> FromJson:
                 raise ConversionError(f'{path}: expected an integer ({typename}), got {_kind(value)}')
         if not low <= value <= high:
             raise ConversionError(f'{path}: {value} is out of range for {typename} [{low}, {high}]')
-        return value
+        return int(value)
 
     return convert
 
@@ -354,12 +354,12 @@ def _wire_value(typename: str | None, bound: int | None, value: Any) -> bytes | 
 
 def _wire_encoder(cls: type) -> ToWire | None:
     """A JSON -> CDR encoder for a flat message class, or None when the class is not flat."""
-    fields = list(cls.get_fields_and_field_types())  # type: ignore[attr-defined]
+    fields = list(cls.get_fields_and_field_types())  # type: ignore[attr-defined]  # rosidl message classes (typed `type`) define it at import
     if not fields:
         return None  # empty messages carry a hidden placeholder byte; leave them to rclpy
     spec: list[tuple[str, str | None, int | None, int, bytes]] = []
     defaults = cls()
-    for field, slot in zip(fields, cls.SLOT_TYPES, strict=True):  # type: ignore[attr-defined]
+    for field, slot in zip(fields, cls.SLOT_TYPES, strict=True):  # type: ignore[attr-defined]  # rosidl message classes (typed `type`) define it at import
         if isinstance(slot, idl.BasicType) and slot.typename in _CDR_SCALARS:
             typename: str | None = slot.typename
             bound = None
@@ -431,8 +431,8 @@ class MessageCodec:
         self._wire_built = False
 
     def _build(self) -> None:
-        fields = list(self.cls.get_fields_and_field_types())  # type: ignore[attr-defined]
-        for field, slot in zip(fields, self.cls.SLOT_TYPES, strict=True):  # type: ignore[attr-defined]
+        fields = list(self.cls.get_fields_and_field_types())  # type: ignore[attr-defined]  # rosidl message classes (typed `type`) define it at import
+        for field, slot in zip(fields, self.cls.SLOT_TYPES, strict=True):  # type: ignore[attr-defined]  # rosidl message classes (typed `type`) define it at import
             self._out.append((field, _field_out(slot)))
             self._in[field] = _field_in(slot)
 

@@ -26,7 +26,7 @@ from rclpy.utilities import remove_ros_args
 
 from fleet_gateway.config import ConfigError, GatewayConfig, load_acl, load_gateway_config, load_tokens
 from fleet_gateway.metrics import serve_gateway_metrics
-from fleet_gateway.ros_side import RosEndpoints
+from fleet_gateway.ros_side import OnMessages, RosEndpoints
 from fleet_gateway.server import GatewayServer
 from fleet_observability.metrics import MetricsServeError
 from fleet_ros.spin import SpinThread
@@ -90,8 +90,8 @@ async def serve(config: GatewayConfig, node: Node, ready_file: Path | None) -> N
             'every client will be refused'
         )
 
-    def endpoints(loop: asyncio.AbstractEventLoop, on_messages: object) -> RosEndpoints:
-        return RosEndpoints(node, loop, config, policy, on_messages)  # type: ignore[arg-type]
+    def endpoints(loop: asyncio.AbstractEventLoop, on_messages: OnMessages) -> RosEndpoints:
+        return RosEndpoints(node, loop, config, policy, on_messages)
 
     server = GatewayServer(config, policy, tokens, endpoints)
     await server.start()

@@ -62,5 +62,5 @@ class GatewayCollector:
 def serve_gateway_metrics(stats: Any, loop: asyncio.AbstractEventLoop, port: int, gateway: str) -> MetricsEndpoint:
     """/metrics on 127.0.0.1:`port` (0: any free port) with the gateway's figures."""
     metrics = FleetMetrics()
-    metrics.registry.register(GatewayCollector(stats, loop, gateway))  # type: ignore[arg-type]
+    metrics.registry.register(GatewayCollector(stats, loop, gateway))
     return metrics.serve(port)

@@ -20,7 +20,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rclpy.action import ActionClient
 from rclpy.node import Node
@@ -103,6 +103,10 @@ class _Served:
     closed: bool = False
 
 
+OnMessages = Callable[[list[PublishedMessage]], None]
+"""Called in the asyncio thread with each batch of messages from ROS topics that clients subscribed to."""
+EndpointsFactory = Callable[[asyncio.AbstractEventLoop, OnMessages], 'RosEndpoints']
+"""Builds the ROS side of a gateway on its event loop (a fake one in protocol tests)."""
 OnServiceRequest = Callable[[Any, str, int, Any], None]
 """(owner, service, token, request), called in the asyncio thread for each ROS call to a client-served service."""
 
@@ -110,39 +114,45 @@ OnServiceRequest = Callable[[Any, str, int, Any], None]
 def failed_response(srv_cls: type, why: str) -> Any:
     """What a ROS caller gets when the serving client fails, times out or goes away: a default response, with
     the reason in a `message` string field when the type has one (std_srvs/Trigger, SetBool, ...)."""
-    response = srv_cls.Response()  # type: ignore[attr-defined]
+    response = srv_cls.Response()  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
     if response.get_fields_and_field_types().get('message') == 'string':
         response.message = why[:500]
     return response
 
 
-class SerializedActionClient(ActionClient):  # type: ignore[misc]
+class SerializedActionClient(ActionClient):
     """An rclpy ActionClient whose requests are sent from one thread (asyncio) while the spin thread handles the
     responses. rclpy 7.1's ActionClient has no lock: it sends a request, then registers the future for its
     response, and the spin thread drops a response that comes in between as unexpected (the goal, cancel or result
     would never be answered). Sending and handling are serialised here, as rclpy's service Client does with its own
     lock. Reentrant: a future's done callback may send a cancel from inside `execute`."""
 
+    # The base calls name ActionClient, not super(): mypy's untyped_calls_exclude does not see through super().
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        ActionClient.__init__(self, *args, **kwargs)
         self._send_lock = threading.RLock()
+
+    if TYPE_CHECKING:
+
+        def server_is_ready(self) -> bool: ...
 
     def send_goal_async(self, goal: Any, feedback_callback: Any = None, goal_uuid: Any = None) -> Any:
         with self._send_lock:
-            return super().send_goal_async(goal, feedback_callback=feedback_callback, goal_uuid=goal_uuid)
+            return ActionClient.send_goal_async(self, goal, feedback_callback=feedback_callback, goal_uuid=goal_uuid)
 
     def _cancel_goal_async(self, goal_handle: Any) -> Any:
         with self._send_lock:
-            return super()._cancel_goal_async(goal_handle)
+            return ActionClient._cancel_goal_async(self, goal_handle)
 
     def _get_result_async(self, goal_handle: Any) -> Any:
         with self._send_lock:
-            return super()._get_result_async(goal_handle)
+            return ActionClient._get_result_async(self, goal_handle)
 
     async def execute(self, taken_data: Any) -> None:
         # The base coroutine never suspends here: its only await runs the (plain function) feedback callback.
         with self._send_lock:
-            await super().execute(taken_data)
+            await ActionClient.execute(self, taken_data)
 
 
 class RosEndpoints:
@@ -154,7 +164,7 @@ class RosEndpoints:
         loop: asyncio.AbstractEventLoop,
         config: GatewayConfig,
         policy: AccessPolicy,
-        on_messages: Callable[[list[PublishedMessage]], None],
+        on_messages: OnMessages,
     ) -> None:
         self.node = node
         self.loop = loop
@@ -388,7 +398,7 @@ class RosEndpoints:
                 log.debug('dropping a call to %s: the event loop is closed', service)
 
         # Never raise from here: an exception escaping a callback ends the EventsExecutor's spin.
-        server.send_response = send_response  # type: ignore[method-assign]
+        server.send_response = send_response  # type: ignore[method-assign]  # this one service answers deferred calls itself
         served.server = server
         self._served[service] = served
 

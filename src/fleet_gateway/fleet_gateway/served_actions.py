@@ -137,7 +137,7 @@ class ClientServedActions:
         else:  # a client reporting CANCELED for a goal nobody asked to cancel ends it as aborted
             handle.abort()
         self._hand_over(self._goal_ended, served)
-        return result if result is not None else served.action_cls.Result()  # type: ignore[attr-defined]
+        return result if result is not None else served.action_cls.Result()  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
 
     def _cancel_requested(self, served: _ServedAction, handle: ServerGoalHandle) -> CancelResponse:
         # Accepted: the client decides how the goal ends (its action_result, usually status CANCELED).

@@ -61,6 +61,13 @@ def step_from_dict(data: Mapping[str, Any]) -> StepRequest:
     )
 
 
+class NoMission(RuntimeError):
+    """A step that needs the hosted mission ran without one: a programming error, checked rather than asserted."""
+
+    def __init__(self) -> None:
+        super().__init__('no mission is hosted')
+
+
 class MissionJournalError(ValueError):
     """A journal entry that cannot be applied (malformed, or a gap: the copy can no longer be trusted)."""
 
@@ -134,7 +141,8 @@ class MissionHost:
     ) -> MissionOutput:
         """Start a mission; raises MissionError (bad goal, unknown workflow) or MissionStateError (one is running)."""
         if self.active:
-            assert self.mission is not None
+            if self.mission is None:
+                raise NoMission
             raise MissionStateError(
                 f'mission {self.mission.mission_id} is still {self.mission.state.value} on {self.shard_id}; '
                 'cancel it first'
@@ -159,7 +167,8 @@ class MissionHost:
         out = MissionOutput()
         if not self.active:
             return out
-        assert self.mission is not None
+        if self.mission is None:
+            raise NoMission
         lost_now = set(lost)
         known = self.mission.lost_agents
         for agent in sorted(lost_now - known):
@@ -181,7 +190,8 @@ class MissionHost:
     def _reconcile_pause(self) -> MissionOutput:
         if not (self.leading and self.active):
             return MissionOutput()
-        assert self.mission is not None
+        if self.mission is None:
+            raise NoMission
         state = self.mission.state
         if self._pause_reasons and state is MissionState.RUNNING:
             return self._input({'op': 'pause'})
@@ -337,7 +347,8 @@ class MissionHost:
         return self._drain()
 
     def _drain(self) -> MissionOutput:
-        assert self.mission is not None
+        if self.mission is None:
+            raise NoMission
         requests = self.mission.next_requests()
         cancellations = self.mission.take_cancellations()
         for request in requests:

@@ -21,7 +21,7 @@ from fleet_core.model import Outcome
 from fleet_core.workflow import WorkflowError, WorkflowSpec, load_workflow
 from fleet_interfaces.action import RunMission
 from fleet_interfaces.msg import TaskEvent
-from fleet_orchestrator.mission_host import MissionHost, MissionJournalError, MissionOutput
+from fleet_orchestrator.mission_host import MissionHost, MissionJournalError, MissionOutput, NoMission
 from fleet_ros import qos
 from fleet_ros.convert import to_time
 
@@ -88,7 +88,8 @@ class MissionServer:
         resumed = self.host.mission is not None and self.host.active
         out = self.host.promote(epoch=epoch, dispatcher_pending=dispatcher_pending)
         if resumed:
-            assert self.host.mission is not None
+            if self.host.mission is None:
+                raise NoMission
             self._log.warning(
                 f'resuming mission {self.host.mission.mission_id} at epoch {epoch}: '
                 f'{self.host.mission.progress().points_done}/{self.host.mission.progress().points_total} points done, '
@@ -158,7 +159,8 @@ class MissionServer:
         if progress is None or not (self._status_dirty or force):
             return
         self._status_dirty = False
-        assert self.host.mission is not None
+        if self.host.mission is None:
+            raise NoMission
         mission = self.host.mission
         kind = {
             'COMPLETED': TaskEventKind.MISSION_COMPLETED,
@@ -190,7 +192,8 @@ class MissionServer:
             self.journal_pub.publish(String(data=entry))
         mission = self.host.mission
         for request in out.requests:
-            assert mission is not None
+            if mission is None:
+                raise NoMission
             error = self.node.submit_step(request, trace_id=mission.mission_id)
             if error:
                 self._log.error(
@@ -319,7 +322,8 @@ class MissionServer:
             response.success = False
             response.message = str(exc)
             return response
-        assert self.host.mission is not None
+        if self.host.mission is None:
+            raise NoMission
         response.success = True
         response.message = f'mission {self.host.mission.mission_id} cancelling: agents return home and dock'
         return response

@@ -22,9 +22,10 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.service import Service
@@ -73,6 +74,7 @@ from fleet_ros.convert import (
     result_to_msg,
     to_time,
 )
+from fleet_ros.node import TypedLifecycleNode
 
 TICK_SEC = 0.05
 RENEW_CHECK_EVERY = 64
@@ -107,9 +109,16 @@ class OrchestratorOptions:
     trace: TraceSettings
 
 
-class ShardOrchestrator(LifecycleNode):
-    def __init__(self, node_name: str = 'orchestrator', *, clock: Callable[[], float] = time.time, **kwargs: object):
-        super().__init__(node_name, **kwargs)  # type: ignore[arg-type]
+class NotConfigured(RuntimeError):
+    """A step that needs what on_configure sets up (options, journal) ran before it: a programming error."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f'{what} not set: the orchestrator is not configured')
+
+
+class ShardOrchestrator(TypedLifecycleNode):
+    def __init__(self, node_name: str = 'orchestrator', *, clock: Callable[[], float] = time.time, **kwargs: Any):
+        super().__init__(node_name, **kwargs)
         self.clock = clock
         self.params = declare_parameters(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -267,7 +276,8 @@ class ShardOrchestrator(LifecycleNode):
         self.journal_pub = self.create_publisher(CommandMsg, topics.shard_journal(site, sid), qos.EVENTS)
         self.outcome_pub = self.create_publisher(CommandOutcomes, topics.shard_outcome(site, sid), qos.EVENTS)
         self.trace_pub = self.create_publisher(TraceEvent, topics.shard_trace(site, sid), qos.EVENTS)
-        assert self.options is not None
+        if self.options is None:
+            raise NotConfigured('options')
         self.traces = TraceOutbox(self.trace_pub, self.options.trace, node_name=self.get_name(), shard_id=sid)
         # Submission records are rare and decide how a repeated request is answered: kept for late joiners (the
         # last few, transient local) so that a standby matched just after a submission still learns of it.
@@ -359,7 +369,8 @@ class ShardOrchestrator(LifecycleNode):
         ]
 
     def _take_over(self) -> None:
-        assert self.options is not None and self.journal is not None
+        if self.options is None or self.journal is None:
+            raise NotConfigured('options or journal')
         started = self.clock()
         try:
             self.durable.persist(started)
@@ -864,7 +875,8 @@ class ShardOrchestrator(LifecycleNode):
         submitter is `answer`ed after it: a mission step or a control wave is re-derived by its own machinery, and
         an fsync per step would stall the executor thread past the lease under load. False when the journal failed:
         the commands are then dropped with the leadership, and the caller refuses them."""
-        assert self.journal is not None
+        if self.journal is None:
+            raise NotConfigured('journal')
         try:
             self.journal.accept(commands, now=self.clock(), request=record, sync=answer)
         except JournalUnavailable as exc:

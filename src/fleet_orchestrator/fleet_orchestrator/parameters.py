@@ -51,22 +51,21 @@ class OrchestratorParameters:
 
 def declare_parameters(node: Node) -> OrchestratorParameters:
     # What defines the shard, the replica and its files is read_only: changing it means a new process.
-    fixed = {'read_only': True}
-    site_id = declare(node, 'site_id', 'site_a', 'site of the shard this orchestrator serves', **fixed)
-    shard_id = declare(node, 'shard_id', 'zone_1', 'shard this orchestrator serves', **fixed)
+    site_id = declare(node, 'site_id', 'site_a', 'site of the shard this orchestrator serves', read_only=True)
+    shard_id = declare(node, 'shard_id', 'zone_1', 'shard this orchestrator serves', read_only=True)
     fleet_config = declare(
         node,
         'fleet_config',
         os.environ.get('FLEETLANES_CONFIG', ''),
         'fleet layout YAML (config/fleet.yaml)',
-        **fixed,
+        read_only=True,
     )
     orchestrator_id = declare(
         node,
         'orchestrator_id',
         f'{socket.gethostname()}-{os.getpid()}',
         'unique id of this replica in leases; keep it stable across restarts to find its journal again',
-        **fixed,
+        read_only=True,
     )
     replica_index = declare(
         node,
@@ -83,7 +82,7 @@ def declare_parameters(node: Node) -> OrchestratorParameters:
         '',
         "directory of this replica's shard journal (journal.db); empty: $FLEETLANES_STATE_DIR or ~/.fleetlanes, "
         'then shards/<site>/<shard>/<orchestrator_id>',
-        **fixed,
+        read_only=True,
     )
     journal_durability = declare(
         node,
@@ -91,7 +90,7 @@ def declare_parameters(node: Node) -> OrchestratorParameters:
         'full',
         'full: a submission is fsynced before it is answered (survives power loss); normal: survives a process '
         'crash only',
-        **fixed,
+        read_only=True,
     )
     outcome_retention_sec = declare(
         node,
@@ -129,7 +128,7 @@ def declare_parameters(node: Node) -> OrchestratorParameters:
         'workflow_dir',
         '',
         'directory of workflow YAML files (empty: workflows/ next to fleet_config)',
-        **fixed,
+        read_only=True,
     )
     return OrchestratorParameters(
         site_id=site_id,

@@ -19,7 +19,7 @@ import rclpy
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.client import Client
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -55,7 +55,7 @@ class LifecycleSupervisor:
     def __init__(
         self,
         node: Node,
-        executor: EventsExecutor,
+        executor: Executor,
         managed: Sequence[Managed],
         *,
         transition_timeout_sec: float,
@@ -89,12 +89,14 @@ class LifecycleSupervisor:
         return future.result()
 
     def state_of(self, m: Managed, timeout: float) -> int | None:
-        assert m.get_state is not None
+        if m.get_state is None:
+            raise SupervisorError(f'{m.name}: no lifecycle clients (not started by this supervisor)')
         reply = self._call(m.get_state, GetState.Request(), timeout)
         return None if reply is None else int(reply.current_state.id)
 
     def _transition(self, m: Managed, transition: int) -> bool:
-        assert m.change_state is not None
+        if m.change_state is None:
+            raise SupervisorError(f'{m.name}: no lifecycle clients (not started by this supervisor)')
         reply = self._call(m.change_state, ChangeState.Request(transition=Transition(id=transition)), self.timeout)
         return bool(reply is not None and reply.success)
 
@@ -166,7 +168,8 @@ class LifecycleSupervisor:
             self.log.error(str(exc))
 
     def _handle_exit(self, m: Managed) -> None:
-        assert m.process is not None
+        if m.process is None:
+            raise SupervisorError(f'{m.name}: has no process to reap')
         code = m.process.returncode
         if code == EXIT_REFUSED:
             m.given_up = f'exited with code {code}: it refused its configuration (see its log); not restarted'
@@ -236,7 +239,7 @@ def managed_nodes(
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Our own SIGINT handling (KeyboardInterrupt) keeps the context alive for the ordered bring-down.
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=list(argv) if argv is not None else None, signal_handler_options=SignalHandlerOptions.NO)
     node = Node('fleet_supervisor')
     config = declare(node, 'fleet_config', os.environ.get('FLEETLANES_CONFIG', ''), 'fleet layout YAML')
     site = declare(node, 'site_id', 'site_a', 'site whose shard orchestrators are managed')

@@ -25,6 +25,7 @@ from typing import Any
 
 import rclpy
 from rclpy.context import Context
+from rclpy.executors import Executor
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.task import Future
@@ -347,7 +348,7 @@ class Driver:
             known.setdefault(command_id, agent)
         return known
 
-    def query_fates(self, executor: EventsExecutor, ids: dict[str, str], timeout: float) -> dict[str, Any] | None:
+    def query_fates(self, executor: Executor, ids: dict[str, str], timeout: float) -> dict[str, Any] | None:
         """GetOutcomes for every id from its shard's leader: command_id -> (state, CommandOutcome | None); None
         when a leader did not answer in time."""
         fates: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 
 from fleet_ros import qos
+from fleet_ros.node import TypedNode
 from fleet_ros.params import declare
 from fleet_ros.spin import SPIN_SLICE_SEC
 from fleet_sim.kinematics import KinematicDiffDrive, KinematicsError
@@ -67,10 +68,10 @@ def declare_settings(node: Node) -> DiffDriveSimSettings:
         values[f.name] = declare(
             node, f.name, getattr(defaults, f.name), description, read_only=True, value_range=bounds
         )
-    return DiffDriveSimSettings(**values)  # type: ignore[arg-type]
+    return DiffDriveSimSettings(**values)  # type: ignore[arg-type]  # each value was declared with the field's default as its type, which rclpy then enforces
 
 
-class DiffDriveSim(Node):
+class DiffDriveSim(TypedNode):
     """One simulated base. Its timer integrates the latest command and publishes the odometry."""
 
     def __init__(
@@ -123,7 +124,7 @@ class DiffDriveSim(Node):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    rclpy.init(args=argv)
+    rclpy.init(args=list(argv) if argv is not None else None)
     try:
         try:
             node = DiffDriveSim()

@@ -150,9 +150,11 @@ class SimHost:
         )
         self.node = node
         self.odometry = OdometryPublisher(self.node, self.robots, self.node.runtimes, rate_hz=settings.odom_rate_hz)
-        self.node.create_subscription(
-            String, FAULT_TOPIC, lambda msg: loop.call_soon_threadsafe(self._on_fault, msg.data), qos.EVENTS
-        )
+
+        def on_fault(msg: String) -> None:
+            loop.call_soon_threadsafe(self._on_fault, msg.data)
+
+        self.node.create_subscription(String, FAULT_TOPIC, on_fault, qos.EVENTS)
 
     def _on_fault(self, text: str) -> None:
         try:
@@ -189,7 +191,7 @@ class SimHost:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    rclpy.init(args=argv)
+    rclpy.init(args=list(argv) if argv is not None else None)
     try:
         context = rclpy.get_default_context()
         try:

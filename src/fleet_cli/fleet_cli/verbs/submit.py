@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from typing import TextIO
 
 from fleet_cli import inputs
 from fleet_cli.client import ClientTimeout, FleetClient, load_config
@@ -73,7 +74,7 @@ class Tracker:
         return Counter(Outcome(m.outcome).name for cid, m in self.outcomes.items() if cid in self.expected)
 
 
-def _progress(tracker: Tracker, total: int, stream: object) -> None:
+def _progress(tracker: Tracker, total: int, stream: TextIO) -> None:
     counts = tracker.counts()
     done = sum(counts.values())
     width = 30

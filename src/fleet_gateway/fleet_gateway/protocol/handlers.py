@@ -55,7 +55,8 @@ SUCCEEDED, CANCELED, ABORTED = 4, 5, 6
 
 def _allow(session: ClientSession, action: Action, name: str) -> None:
     principal = session.principal
-    assert principal is not None
+    if principal is None:  # the session refuses every op but auth before this; kept as a check, not an assert
+        raise ProtocolError(f'not authenticated: {name} needs a role')
     if not session.policy.allows(principal.role, action, name):
         raise ProtocolError(
             f'role {principal.role.value!r} ({principal.name}) may not {action.value.replace("_", " ")} {name}'
@@ -188,9 +189,9 @@ def handle_call_service(session: ClientSession, message: dict[str, Any], rid: Ri
     args = message.get('args')
     if args is None or args == []:  # roslibjs sends [] for an empty request
         args = {}
-    request = codec_for(srv_cls.Request).from_json(args)  # type: ignore[attr-defined]
+    request = codec_for(srv_cls.Request).from_json(args)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
     call_no = session.new_call_no()
-    session.pending_calls[call_no] = PendingCall(rid, service, srv_cls.Response)  # type: ignore[attr-defined]
+    session.pending_calls[call_no] = PendingCall(rid, service, srv_cls.Response)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
     events.append(CallService(call_no, service, srv_cls, request, timeout_s))
 
 
@@ -216,7 +217,7 @@ def handle_advertise_service(session: ClientSession, message: dict[str, Any], ri
     if _served_already(service, current, srv_cls, len(session.served), limit, 'services'):
         return
     codec_for(srv_cls.Request)  # type: ignore[attr-defined]  # fails now, not on the first call
-    codec_for(srv_cls.Response)  # type: ignore[attr-defined]
+    codec_for(srv_cls.Response)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
     session.served[service] = ServedService(service, srv_cls)
     events.append(AdvertiseService(service, srv_cls, rid))
 
@@ -232,9 +233,9 @@ def handle_unadvertise_service(session: ClientSession, message: dict[str, Any], 
 def handle_service_response(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
     if rid is None:
         raise ProtocolError('a service_response needs the "id" of the call_service it answers')
-    call = session.incoming_calls.get(rid) if isinstance(rid, str) else None
-    if call is None:
+    if not isinstance(rid, str) or rid not in session.incoming_calls:
         raise ProtocolError(f'no call with id {rid!r} is waiting for a response (unknown, answered or timed out)')
+    call = session.incoming_calls[rid]
     named = fields.text(message, 'service', required=False)
     if named and fields.ros_name(message, 'service') != call.service:
         raise ProtocolError(f'call {rid!r} is for {call.service}, not {named[:80]}')
@@ -253,7 +254,7 @@ def handle_service_response(session: ClientSession, message: dict[str, Any], rid
     if values is None or values == []:
         values = {}
     try:
-        response = codec_for(served.srv_cls.Response).from_json(values)  # type: ignore[attr-defined]
+        response = codec_for(served.srv_cls.Response).from_json(values)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
     except ConversionError as exc:
         events.append(ServiceReply(call.service, call.token, None, f'{call.service}: invalid response from client'))
         raise ProtocolError(f'values do not fit {call.service}: {exc} (the ROS caller got a failed response)') from None
@@ -279,9 +280,9 @@ def handle_send_action_goal(session: ClientSession, message: dict[str, Any], rid
     args = message.get('args')
     if args is None or args == []:  # like call_service: no args, or an empty list, is an all-default goal
         args = {}
-    goal = codec_for(action_cls.Goal).from_json(args)  # type: ignore[attr-defined]
+    goal = codec_for(action_cls.Goal).from_json(args)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
     codec_for(action_cls.Feedback)  # type: ignore[attr-defined]  # fails now, not when the first one arrives
-    codec_for(action_cls.Result)  # type: ignore[attr-defined]
+    codec_for(action_cls.Result)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
     goal_no = session.new_call_no()
     session.goals[goal_no] = ActiveGoal(goal_no, rid, action, action_cls, feedback, fragment_size, encoding)
     if rid is not None:
@@ -303,7 +304,7 @@ def handle_cancel_action_goal(session: ClientSession, message: dict[str, Any], r
     if goal.cancel_requested:
         return  # asked already; the action_result tells how it ended
     goal.cancel_requested = True
-    events.append(CancelActionGoal(goal_no, action))
+    events.append(CancelActionGoal(goal.goal_no, action))
 
 
 def handle_advertise_action(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
@@ -351,7 +352,7 @@ def _action_values(message: dict[str, Any]) -> dict[str, Any]:
 
 def handle_action_feedback(session: ClientSession, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
     goal, served = _incoming_goal(session, message, rid)
-    feedback = codec_for(served.action_cls.Feedback).from_json(_action_values(message))  # type: ignore[attr-defined]
+    feedback = codec_for(served.action_cls.Feedback).from_json(_action_values(message))  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
     events.append(ServedGoalFeedback(goal.action, goal.token, feedback))
 
 
@@ -369,7 +370,7 @@ def handle_action_result(session: ClientSession, message: dict[str, Any], rid: R
         events.append(ServedGoalResult(goal.action, goal.token, ABORTED, None, 'the serving client reported a failure'))
         return
     try:
-        values = codec_for(served.action_cls.Result).from_json(_action_values(message))  # type: ignore[attr-defined]
+        values = codec_for(served.action_cls.Result).from_json(_action_values(message))  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
     except ConversionError as exc:
         session.counters['served_goals_failed'] += 1
         events.append(ServedGoalResult(goal.action, goal.token, ABORTED, None, 'invalid result from the client'))
