@@ -38,8 +38,19 @@ class ShardReplica:
         self._pending.pop(command_id, None)
         self._finished.add(command_id)
 
-    def on_ack(self, agent_id: str, seq: int, epoch: int) -> None:
-        self._see(agent_id, seq, epoch)
+    def on_ack(self, agent_id: str, command_id: str, seq: int) -> bool:
+        """An ack raises the agent's seq high-water only when it names a followed command sent to that agent with
+        that seq: anyone can publish on the ack topic, and a forged huge seq would push the next leader's seq base
+        towards overflow. Its epoch is never taken (fencing is the dispatcher's business). True when taken."""
+        command = self._pending.get(command_id)
+        if command is None or command.agent_id != agent_id or command.seq != seq:
+            return False
+        self._see(agent_id, seq, 0)
+        return True
+
+    def seed_seq(self, agent_id: str, seq: int) -> None:
+        """A seq this replica recorded itself (its durable journal): trusted as it is."""
+        self._see(agent_id, seq, 0)
 
     def on_heartbeat(self, agent_id: str, last_applied_seq: int, highest_epoch_seen: int) -> None:
         self._see(agent_id, last_applied_seq, highest_epoch_seen)

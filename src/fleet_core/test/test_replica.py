@@ -10,10 +10,10 @@ def test_takeover_plan_has_unfinished_commands_higher_epoch_and_seq_gap():
     replica = ShardReplica(['a1', 'a2'])
     replica.on_lease(3)
     replica.on_journal(cmd('c2', issued=2.0))
-    replica.on_journal(cmd('c1', issued=1.0))
+    replica.on_journal(cmd('c1', seq=7, issued=1.0))
     replica.on_journal(cmd('c3', agent='a2'))
     replica.on_outcome('c3')
-    replica.on_ack('a1', seq=7, epoch=3)
+    assert replica.on_ack('a1', 'c1', seq=7)
     replica.on_heartbeat('a2', last_applied_seq=9, highest_epoch_seen=4)
     plan = replica.takeover()
     assert plan.epoch == 5
@@ -30,8 +30,26 @@ def test_outcome_before_journal_is_not_resurrected():
 
 def test_unknown_agents_do_not_enter_the_seq_table():
     replica = ShardReplica(['a1'])
-    replica.on_ack('ghost', seq=100, epoch=1)
+    replica.seed_seq('ghost', 100)
     assert replica.takeover().seq_base == {'a1': SEQ_GAP}
+
+
+def test_an_ack_raises_the_seq_base_only_for_the_followed_delivery_it_names():
+    replica = ShardReplica(['a1', 'a2'])
+    replica.on_journal(cmd('c1', seq=3))
+    huge = 2**64 - 10
+    assert not replica.on_ack('a1', 'c1', seq=huge)  # a followed command, another seq: forged or stale
+    assert not replica.on_ack('a1', 'nope', seq=huge)  # a command nobody follows
+    assert not replica.on_ack('a2', 'c1', seq=3)  # the right delivery, claimed by another agent
+    replica.on_outcome('c1')
+    assert not replica.on_ack('a1', 'c1', seq=3)  # finished: nothing to follow
+    assert replica.takeover().seq_base == {'a1': 3 + SEQ_GAP, 'a2': SEQ_GAP}
+
+
+def test_seeded_seqs_from_the_own_journal_are_taken():
+    replica = ShardReplica(['a1'])
+    replica.seed_seq('a1', 42)
+    assert replica.takeover().seq_base == {'a1': 42 + SEQ_GAP}
 
 
 def test_leading_then_stepping_down_keeps_what_was_owed():

@@ -35,7 +35,7 @@ class DurableShard:
         self._commands: list[Command] = []
         self._results: list[CommandResult] = []
         for agent, seq in journal.max_seqs().items():
-            replica.on_ack(agent, seq, 0)
+            replica.seed_seq(agent, seq)
         replica.on_lease(journal.max_epoch())
 
     # -- following ---------------------------------------------------------------------------------------

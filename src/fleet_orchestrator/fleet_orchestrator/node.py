@@ -567,7 +567,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         except ValueError:
             self.get_logger().warning(f'undecodable ack from {msg.agent_id[:64]!r} (status {msg.status})')
             return
-        self.replica.on_ack(ack.agent_id, ack.seq, 0)
+        self.replica.on_ack(ack.agent_id, ack.command_id, ack.seq)
         try:
             self.health.on_ack(ack.agent_id)
         except UnknownAgent:
@@ -577,7 +577,7 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.observability.on_ack(ack)
             self.dispatcher.on_ack(ack)
             if self.dispatcher.fenced:
-                self.lease.note_epoch(self.dispatcher.epoch + 1)
+                self.lease.note_epoch(self.dispatcher.fenced_by)  # the epoch the agent reported, not a guess
                 self._step_down('an agent reported a newer epoch (fenced)')
                 return
             # Acks arrive one callback each: announce their outcomes together, within ACK_BATCH_SEC.
