@@ -615,7 +615,7 @@ def test_two_servers_on_one_domain(processes: Any, ros: Any) -> None:
 
 def test_public_bind_without_tokens_is_refused(ros_env: dict[str, str]) -> None:
     done = subprocess.run(
-        [sys.executable, '-m', 'fleet_observability.foxglove_server', '--host', '0.0.0.0', '--port', '0'],
+        [sys.executable, '-m', 'fleet_observability.foxglove_server', '--host', '0.0.0.0', '--port', '0'],  # noqa: S104 - refusal tested
         capture_output=True,
         text=True,
         timeout=60,

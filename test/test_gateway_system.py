@@ -26,6 +26,12 @@ async def recv_json(ws, timeout: float = 5.0) -> dict:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout))
 
 
+async def _receive_until_closed(ws) -> None:
+    """Read (and drop) messages until the connection closes: raises its ConnectionClosed (or TimeoutError)."""
+    while True:
+        await recv_json(ws)
+
+
 async def recv_until(ws, predicate, timeout: float = 10.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
@@ -210,7 +216,7 @@ def test_failed_authentications_are_rate_limited_per_address(processes, tmp_path
             except InvalidStatus as exc:
                 codes.append(exc.response.status_code)
                 if exc.response.status_code == 429:
-                    assert int(exc.response.headers['Retry-After']) >= 1
+                    assert int(exc.response.headers['Retry-After']) >= 1  # noqa: PT017 - checked on every refusal of the loop
         assert codes[:5] == [401] * 5 and set(codes[5:]) <= {401, 429} and codes.count(429) >= 250, codes
         with pytest.raises(InvalidStatus) as throttled:  # even a good token waits while the address is throttled
             await connect(gateway.url('operator'))
@@ -221,7 +227,7 @@ def test_failed_authentications_are_rate_limited_per_address(processes, tmp_path
                 ws = await connect(base)
                 break
             except InvalidStatus as exc:
-                assert exc.response.status_code == 429 and time.monotonic() < deadline
+                assert exc.response.status_code == 429 and time.monotonic() < deadline  # noqa: PT017 - every retry refused so
                 await asyncio.sleep(0.1)
         async with ws:  # it may fail once more; then even a good token in an auth op is refused unchecked, closed
             await ws.send(json.dumps({'op': 'auth', 'id': 'x', 'token': 'another-wrong-token-xxxx'}))
@@ -328,7 +334,7 @@ def test_client_that_never_reads_is_bounded_and_does_not_slow_others(processes, 
         rss_kb = int(
             next(
                 line.split()[1]
-                for line in Path(f'/proc/{gateway.proc.pid}/status').read_text().splitlines()
+                for line in Path(f'/proc/{gateway.proc.pid}/status').read_text().splitlines()  # noqa: ASYNC240 - /proc is not disk I/O
                 if line.startswith('VmRSS:')
             )
         )
@@ -584,8 +590,7 @@ def test_incoming_path_fragments_order_utf8_and_early_messages(processes, ros, t
         ws.protocol.send_text(b'{"op": "\xff\xfe"}')
         ws.send_data()
         with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                await recv_json(ws)
+            await _receive_until_closed(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
 
     asyncio.run(scenario())

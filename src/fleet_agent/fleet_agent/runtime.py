@@ -214,7 +214,7 @@ class AgentRuntime:
             status, detail = AckStatus.FAILED, 'deadline reached during execution; stopped'
         except asyncio.CancelledError as exc:
             status, detail = AckStatus.CANCELLED, str(exc.args[0]) if exc.args else 'cancelled'
-        except Exception as exc:  # a vendor executor bug must still end in a definite, reported outcome
+        except Exception as exc:  # noqa: BLE001 - boundary: a vendor executor bug must still end in a definite, reported outcome
             _log.exception('%s executor raised on %s', self.agent_id, command.command_id)
             status, detail = AckStatus.FAILED, f'executor error: {type(exc).__name__}: {exc}'[:200]
         finally:

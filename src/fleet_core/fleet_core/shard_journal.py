@@ -178,7 +178,7 @@ class ShardJournal:
         rows = [(*_command_row(c), now) for c in commands]
         writes: list[tuple[str, Sequence[tuple[object, ...]]]] = [
             (
-                f'INSERT INTO commands ({_COMMAND_COLUMNS}, accepted_at) VALUES ({", ".join("?" * 14)})'
+                f'INSERT INTO commands ({_COMMAND_COLUMNS}, accepted_at) VALUES ({", ".join("?" * 14)})'  # noqa: S608 - constant column list and '?' placeholders; values are bound
                 ' ON CONFLICT (command_id) DO UPDATE SET epoch = MAX(epoch, excluded.epoch)',
                 rows,
             ),
@@ -217,7 +217,7 @@ class ShardJournal:
                     # One upsert per outcome: the first decision wins, and an outcome of a command this replica never
                     # saw accepted (a standby that started late) is kept all the same, so that it is never delivered
                     # again and stays queryable.
-                    f'INSERT INTO commands ({_COMMAND_COLUMNS}, accepted_at, outcome, ack_status, attempts,'
+                    f'INSERT INTO commands ({_COMMAND_COLUMNS}, accepted_at, outcome, ack_status, attempts,'  # noqa: S608 - constant column list and '?' placeholders; values are bound
                     " latency_ms, detail, finished_at) VALUES (?, ?, '', ?, ?, ?, 0, 0, 0, 0, '', '{}', 0,"
                     ' ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (command_id) DO UPDATE SET outcome = excluded.outcome,'
                     ' ack_status = excluded.ack_status, attempts = excluded.attempts, latency_ms = excluded.latency_ms,'
@@ -275,7 +275,7 @@ class ShardJournal:
     def unfinished(self) -> list[Command]:
         """Every recorded command without an outcome, oldest first, with its latest recorded delivery."""
         rows = self._read(
-            f'SELECT {_COMMAND_COLUMNS} FROM commands WHERE outcome IS NULL ORDER BY issued_at, command_id'
+            f'SELECT {_COMMAND_COLUMNS} FROM commands WHERE outcome IS NULL ORDER BY issued_at, command_id'  # noqa: S608 - constant column list and '?' placeholders; values are bound
         )
         return [_command_of(row) for row in rows]
 
@@ -295,7 +295,7 @@ class ShardJournal:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             rows = self._read(
-                'SELECT command_id FROM commands WHERE outcome IS NOT NULL'
+                'SELECT command_id FROM commands WHERE outcome IS NOT NULL'  # noqa: S608 - constant column list and '?' placeholders; values are bound
                 f' AND command_id IN ({",".join("?" * len(chunk))})',
                 tuple(chunk),
             )
@@ -320,7 +320,7 @@ class ShardJournal:
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             rows = self._read(
-                'SELECT command_id, trace_id, agent_id, shard_id, seq, outcome, ack_status, attempts, latency_ms,'
+                'SELECT command_id, trace_id, agent_id, shard_id, seq, outcome, ack_status, attempts, latency_ms,'  # noqa: S608 - constant column list and '?' placeholders; values are bound
                 f' detail, finished_at FROM commands WHERE command_id IN ({",".join("?" * len(chunk))})',
                 tuple(chunk),
             )

@@ -59,7 +59,7 @@ from fleet_gateway.protocol.state import CLOSE_TRY_AGAIN
 from fleet_gateway.ratelimit import FailureLimiter, TokenBucket
 from fleet_gateway.ros.dispatch import EventDispatcher
 from fleet_gateway.ros_async import asyncio_future, wait_until
-from fleet_gateway.ros_side import EndpointConflict, RosEndpoints
+from fleet_gateway.ros_side import EndpointConflict, EndpointsFactory, RosEndpoints
 from fleet_gateway.served_actions import ClientServedActions
 
 log = logging.getLogger('fleet_gateway.server')
@@ -145,7 +145,7 @@ class GatewayConnection(ServerConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if hasattr(transport, 'max_size'):  # asyncio's selector transport reads up to max_size per turn
-            transport.max_size = READ_CHUNK  # type: ignore[attr-defined]
+            transport.max_size = READ_CHUNK
 
     def data_received(self, data: bytes) -> None:
         if self.direct:
@@ -476,10 +476,19 @@ class ClientConnection:
         self._retry = self._wake = None
 
 
+class GatewayNotStarted(RuntimeError):
+    """A method that needs the ROS side ran before `GatewayServer.start()` (a programming error)."""
+
+    def __init__(self) -> None:
+        super().__init__('GatewayServer.start() has not been called')
+
+
 class GatewayServer:
     """Serves the rosbridge v2 protocol. `await start()` binds; `port` is the bound port; `stats()` for metrics."""
 
-    def __init__(self, config: GatewayConfig, policy: AccessPolicy, tokens: TokenStore, endpoints_factory: Any) -> None:
+    def __init__(
+        self, config: GatewayConfig, policy: AccessPolicy, tokens: TokenStore, endpoints_factory: EndpointsFactory
+    ) -> None:
         self.config = config
         self.policy = policy
         self.tokens = tokens
@@ -616,7 +625,8 @@ class GatewayServer:
     # --- connections -----------------------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        assert self.ros is not None
+        if self.ros is None:
+            raise GatewayNotStarted
         ros = self.ros
         loop = asyncio.get_running_loop()
         client_id = f'c{next(self._ids)}'
@@ -678,7 +688,8 @@ class GatewayServer:
         """Publishes to `topic` may be shed: best-effort on the ROS side and not a critical (command/safety) topic."""
         known = self._sheddable_topics.get(topic)
         if known is None:
-            assert self.ros is not None
+            if self.ros is None:
+                raise GatewayNotStarted
             qos = self.ros.qos_for(topic)
             known = self._sheddable_topics[topic] = (
                 qos is not None
@@ -750,7 +761,8 @@ class GatewayServer:
     def _apply(self, conn: ClientConnection, events: list[ev.Event]) -> None:
         """Apply a session's events to the ROS side (`EventDispatcher`'s table), one failure never stopping the rest."""
         dispatch = self._dispatch
-        assert dispatch is not None
+        if dispatch is None:
+            raise GatewayNotStarted
         session = conn.session
         for event in events:
             try:
@@ -764,7 +776,8 @@ class GatewayServer:
                 session.error(f'internal error applying {type(event).__name__}; see the gateway log', None)
 
     async def _call(self, conn: ClientConnection, event: ev.CallService) -> None:
-        assert self.ros is not None
+        if self.ros is None:
+            raise GatewayNotStarted
         session = conn.session
         loop = asyncio.get_running_loop()
         client = self.ros.client(event.service, event.srv_cls)
@@ -781,21 +794,23 @@ class GatewayServer:
             session.service_result(
                 event.call_no, None, f'service {event.service} timed out after {event.timeout_s:g} s'
             )
-        except Exception as exc:  # the service raised, or rclpy failed: the caller gets a failed response
+        except Exception as exc:  # noqa: BLE001 - boundary: whatever the call raised, the caller gets a failed response
             session.service_result(event.call_no, None, f'service {event.service} failed: {exc}')
         conn.flush()
 
     def _goal_runner(self) -> ActionGoalRunner:
         """Created with the first goal (the ROS side exists once `start()` ran)."""
         if self._action_goals is None:
-            assert self.ros is not None
+            if self.ros is None:
+                raise GatewayNotStarted
             self._action_goals = ActionGoalRunner(self.ros, self.loop)
         return self._action_goals
 
     def _action_servers(self) -> ClientServedActions:
         """Created with the first advertise_action (the ROS side exists once `start()` ran)."""
         if self._served_actions is None:
-            assert self.ros is not None
+            if self.ros is None:
+                raise GatewayNotStarted
             actions = self._served_actions = ClientServedActions(self.ros.node, self.loop)
             actions.on_goal_request = self._on_goal_request
             actions.on_goal_cancel = self._on_goal_cancel
@@ -833,7 +848,8 @@ class GatewayServer:
     # --- ROS -> clients --------------------------------------------------------------------------------
 
     def _on_ros_messages(self, batch: list[PublishedMessage]) -> None:
-        assert self.ros is not None
+        if self.ros is None:
+            raise GatewayNotStarted
         now = asyncio.get_running_loop().time()
         dirty: set[ClientConnection] = set()
         by_topic: dict[str, list[PublishedMessage]] = {}

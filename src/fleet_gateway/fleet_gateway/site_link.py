@@ -53,7 +53,7 @@ class RelayedTopic:
 @dataclass(frozen=True)
 class SiteLinkConfig:
     url: str
-    token_env: str = 'FLEET_SITE_LINK_TOKEN'
+    token_env: str = 'FLEET_SITE_LINK_TOKEN'  # noqa: S105 - the name of the variable holding the token
     ca_file: Path | None = None
     uplink: tuple[RelayedTopic, ...] = ()
     downlink: tuple[RelayedTopic, ...] = ()
@@ -95,7 +95,10 @@ def load_site_link_config(path: Path) -> SiteLinkConfig:
             buffer = item.get('buffer', 1000)
             if type(buffer) is not int or buffer < 1:
                 raise ConfigError(f'{where}.buffer: must be a positive integer')
-            out.append(RelayedTopic(item['topic'], item.get('remote', item['topic']), item['type'], qos, buffer))
+            remote = item.get('remote', item['topic'])
+            if not isinstance(remote, str):
+                raise ConfigError(f'{where}.remote: must be a topic name string')
+            out.append(RelayedTopic(item['topic'], remote, item['type'], qos, buffer))
         return tuple(out)
 
     ca = root.get('ca_file')
@@ -172,7 +175,7 @@ class SiteLink:
             except (OSError, TimeoutError, ConnectionError) as exc:
                 self.counters['errors'] += 1
                 log.warning('site link to %s lost: %s', self.config.url, exc)
-            except Exception as exc:  # websockets closes with its own exception types; reconnect on all of them
+            except Exception as exc:  # noqa: BLE001 - last-resort boundary of the reconnect loop: log, back off, retry
                 self.counters['errors'] += 1
                 log.warning('site link to %s closed: %s: %s', self.config.url, type(exc).__name__, exc)
             if stop.is_set():

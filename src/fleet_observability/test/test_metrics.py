@@ -73,7 +73,7 @@ def test_serve_exposes_metrics_over_http() -> None:
 
 def test_serve_refuses_non_loopback_without_opt_in() -> None:
     with pytest.raises(MetricsServeError, match=r'refusing to serve metrics on 0\.0\.0\.0'):
-        FleetMetrics().serve(0, host='0.0.0.0')
+        FleetMetrics().serve(0, host='0.0.0.0')  # noqa: S104 - the refusal is what is tested
 
 
 def test_serve_port_in_use_is_a_clear_error() -> None:

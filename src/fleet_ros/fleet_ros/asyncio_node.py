@@ -17,7 +17,9 @@ SHUTDOWN_POLL_SEC = 0.1
 
 async def until_shutdown(context: Context) -> None:
     """Return once the ROS context shuts down (SIGINT through rclpy's handler, or rclpy.shutdown())."""
-    while context.ok():
+    # Polled, not awaited on an Event: context.ok() is the one shutdown signal every path sets (rclpy.shutdown,
+    # rclpy's own SIGINT handler), and it is set from threads that do not own this loop.
+    while context.ok():  # noqa: ASYNC110 - see above
         await asyncio.sleep(SHUTDOWN_POLL_SEC)
 
 

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,7 +51,7 @@ class CampaignError(RuntimeError):
 def claim_domain_id() -> tuple[int, IO[str]]:
     """A ROS domain id nobody else on this machine uses, held by an exclusive lock on the file the test session's
     conftest uses ($TMPDIR/fleetlanes-domains/<id>.lock); keep the returned handle open while the domain is used."""
-    lock_dir = Path(os.environ.get('TMPDIR', '/tmp')) / 'fleetlanes-domains'
+    lock_dir = Path(os.environ.get('TMPDIR', '/tmp')) / 'fleetlanes-domains'  # noqa: S108 - shared on purpose: conftest's
     lock_dir.mkdir(parents=True, exist_ok=True)
     start = os.getpid() % 80
     for offset in range(80):
@@ -249,9 +250,11 @@ class SeedRig:
             return {}
         for line in reversed(self.progress.read_text().splitlines()[-3:]):
             try:
-                return json.loads(line)  # type: ignore[no-any-return]
+                record = json.loads(line)
             except ValueError:
                 continue
+            if isinstance(record, dict):
+                return record
         return {}
 
     def leader(self, shard: str) -> tuple[str, int] | None:
@@ -284,11 +287,12 @@ class SeedRig:
             self.start_replica(event.target, 1)
             return []
         if event.op in LINK_OPS:
-            assert self.topology is not None
+            if self.topology is None:
+                raise CampaignError(f'{event.op} needs network namespaces (the rig runs without them)')
             host = event.target
             if event.op == 'cut':
                 self.topology.set_link(host, up=False)
-                return [(event.duration, lambda: self.topology.set_link(host, up=True), f'link of {host} up')]  # type: ignore[union-attr]
+                return [(event.duration, lambda: self.topology.set_link(host, up=True), f'link of {host} up')]
             direction = 'in' if event.op == 'cut_in' else 'out'
             self.topology.set_drop(host, direction, True)
             self.drops.add((host, direction))
@@ -299,7 +303,8 @@ class SeedRig:
         return self._orchestrator_fault(event)
 
     def _undrop(self, host: str, direction: str) -> None:
-        assert self.topology is not None
+        if self.topology is None:
+            raise CampaignError('link restore without network namespaces')
         self.topology.set_drop(host, direction, False)
         self.drops.discard((host, direction))
 
@@ -409,7 +414,7 @@ class SeedRig:
         t0 = time.monotonic()
         actions: list[tuple[float, int, Callable[[], None], str]] = []
         for index, event in enumerate(self.schedule.events):
-            actions.append((t0 + event.at, index, lambda e=event: self._apply(e, actions, t0), event.describe()))
+            actions.append((t0 + event.at, index, partial(self._apply, event, actions, t0), event.describe()))
         end = t0 + self.schedule.window_sec
         while actions:
             actions.sort(key=lambda a: (a[0], a[1]))

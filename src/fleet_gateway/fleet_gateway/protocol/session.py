@@ -172,7 +172,7 @@ class ClientSession:
             return events
         try:
             message = cbor2.loads(data)
-        except Exception as exc:  # cbor2 raises several types (CBORDecodeError, ValueError, RecursionError, ...)
+        except Exception as exc:  # noqa: BLE001 - untrusted bytes: cbor2 raises many types (CBORDecodeError, RecursionError, ...)
             self.error(f'binary frames must hold one CBOR-encoded protocol message: {str(exc)[:120]}', None)
             return events
         if not isinstance(message, dict) or not all(isinstance(k, str) for k in message):
@@ -375,7 +375,7 @@ class ClientSession:
                 )
             ]
         call_id = f'service_request:{service}:{self.new_call_no()}'  # rosbridge's form of these ids
-        args = codec_for(served.srv_cls.Request).to_json(request)  # type: ignore[attr-defined]
+        args = codec_for(served.srv_cls.Request).to_json(request)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
         deadline = self.clock() + self.limits.served_call_timeout_s
         self.incoming_calls[call_id] = IncomingCall(call_id, service, token, deadline)
         self.send({'op': 'call_service', 'id': call_id, 'service': service, 'args': args})
@@ -394,7 +394,7 @@ class ClientSession:
             why = f'{action}: the serving client has {self.limits.max_served_goals} goals in flight already'
             return [ServedGoalResult(action, token, ABORTED, None, why)]
         goal_id = f'send_action_goal:{action}:{self.new_call_no()}'
-        args = codec_for(served.action_cls.Goal).to_json(goal)  # type: ignore[attr-defined]
+        args = codec_for(served.action_cls.Goal).to_json(goal)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
         deadline = self.clock() + self.limits.served_goal_timeout_s
         self.incoming_goals[goal_id] = IncomingGoal(goal_id, action, token, deadline)
         self.send(
@@ -429,7 +429,7 @@ class ClientSession:
         goal = self.goals.get(goal_no)
         if goal is None or not goal.feedback or self.finished or self.close_request is not None:
             return
-        values = codec_for(goal.action_cls.Feedback).to_json(feedback)  # type: ignore[attr-defined]
+        values = codec_for(goal.action_cls.Feedback).to_json(feedback)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
         message: dict[str, Any] = {'op': 'action_feedback', 'action': goal.action, 'values': values}
         if goal.request_id is not None:
             message['id'] = goal.request_id
@@ -448,7 +448,7 @@ class ClientSession:
         if goal.request_id is not None:
             message['id'] = goal.request_id
         if error is None and result is not None:
-            message['values'] = codec_for(goal.action_cls.Result).to_json(result)  # type: ignore[attr-defined]
+            message['values'] = codec_for(goal.action_cls.Result).to_json(result)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
             message['status'] = status
             message['result'] = True
         else:
