@@ -124,7 +124,7 @@ class ChaosRig:
 
     def share_done(self) -> float:
         p = self.last_progress()
-        return p['points_done'] / p['points_total'] if p.get('points_total') else 0.0  # type: ignore[operator]
+        return p['points_done'] / p['points_total'] if p.get('points_total') else 0.0  # type: ignore[operator]  # progress records are JSON (values typed object)
 
     def logs(self) -> str:
         return '\n'.join(f'--- {p.name} (pid {p.pid})\n' + '\n'.join(p.output().splitlines()[-15:]) for p in self.procs)
@@ -154,7 +154,7 @@ def _wait(rig: ChaosRig, condition: object, timeout: float, what: str) -> object
     def check() -> object:
         if not probe.alive() and 'finished' not in str(rig.last_progress().get('phase')):
             raise AssertionError(f'the probe exited early ({probe.popen.returncode}):\n{rig.logs()}')
-        return condition()  # type: ignore[operator]
+        return condition()  # type: ignore[operator]  # progress records are JSON (values typed object)
 
     try:
         return wait_for(check, timeout, interval=0.05, what=what)
@@ -185,10 +185,10 @@ def test_guarantees_hold_under_link_cuts_leader_kill_and_agent_restarts(rig: Cha
         rig.start_orchestrator(shard.site_id, shard.shard_id, 'orchestrator')
 
     def leaders() -> dict[str, object]:
-        return rig.last_progress().get('leaders') or {'none yet': None}  # type: ignore[return-value]
+        return rig.last_progress().get('leaders') or {'none yet': None}  # type: ignore[return-value]  # progress records are JSON (values typed object)
 
     _wait(rig, lambda: all(leaders().values()), 60, 'a leader on every shard')
-    assert {v[0] for v in leaders().values()} == {f'{s.site_id}.{s.shard_id}.a' for s in rig.fleet.shards}  # type: ignore[index]
+    assert {v[0] for v in leaders().values()} == {f'{s.site_id}.{s.shard_id}.a' for s in rig.fleet.shards}  # type: ignore[index]  # progress records are JSON (values typed object)
     for shard in rig.fleet.shards:
         rig.start_orchestrator(shard.site_id, shard.shard_id, 'standby')
     standbys = [p for name, p in rig.orchestrators.items() if name.endswith('.b')]
@@ -206,7 +206,7 @@ def test_guarantees_hold_under_link_cuts_leader_kill_and_agent_restarts(rig: Cha
         try:
             _wait(
                 rig,
-                lambda behind=behind: rig.last_progress().get('online', 99) <= rig.fleet.agent_count - behind,  # type: ignore[operator]
+                lambda behind=behind: rig.last_progress().get('online', 99) <= rig.fleet.agent_count - behind,  # type: ignore[operator]  # progress records are JSON (values typed object)
                 15,
                 f'every robot of {host} seen lost',
             )
@@ -214,10 +214,10 @@ def test_guarantees_hold_under_link_cuts_leader_kill_and_agent_restarts(rig: Cha
             rig.topology.set_link(host, up=True)
         if index == 0:
             # The leader of zone_1 dies mid-stream: its standby takes over with epoch + 1.
-            leader_id, epoch = rig.last_progress()['leaders']['site_a/zone_1']  # type: ignore[index]
+            leader_id, epoch = rig.last_progress()['leaders']['site_a/zone_1']  # type: ignore[index]  # progress records are JSON (values typed object)
             killed.append(rig.orchestrators[leader_id])
             rig.orchestrators[leader_id].kill()
-            _wait(rig, lambda e=epoch: rig.last_progress()['leaders']['site_a/zone_1'][1] > e, 20, 'a takeover')  # type: ignore[index]
+            _wait(rig, lambda e=epoch: rig.last_progress()['leaders']['site_a/zone_1'][1] > e, 20, 'a takeover')  # type: ignore[index]  # progress records are JSON (values typed object)
         if index == 1:
             # A robot host crashes and comes back on its persisted stores.
             killed.append(rig.hosts['r2'])
@@ -249,4 +249,4 @@ def test_guarantees_hold_under_link_cuts_leader_kill_and_agent_restarts(rig: Cha
     # The kills were real (SIGKILL, no orderly shutdown), and the restarted robot host did work again.
     assert [p.popen.returncode for p in killed] == [-signal.SIGKILL, -signal.SIGKILL], [p.name for p in killed]
     after_restart = [r for r in read_records([rig.tmp / 'exec-r2.jsonl']) if r.get('ev') == 'start']
-    assert any(float(r['wall']) > restarted_at for r in after_restart), 'the restarted host r2 executed nothing'  # type: ignore[arg-type]
+    assert any(float(r['wall']) > restarted_at for r in after_restart), 'the restarted host r2 executed nothing'  # type: ignore[arg-type]  # execution records are JSON (values typed object)

@@ -248,16 +248,16 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
         elif kind == 'goal_result' and goals:
             n, status, failed = item
             goal = goals.pop(sorted(goals)[n % len(goals)])
-            result = None if failed else goal.action_cls.Result()  # type: ignore[attr-defined]
+            result = None if failed else goal.action_cls.Result()  # type: ignore[attr-defined]  # rosidl action classes gain Goal/Result/Feedback at import
             session.action_result(goal.goal_no, status, result, 'fuzz failure' if failed else None)
         elif kind == 'goal_feedback' and goals:
             goal = goals[sorted(goals)[item % len(goals)]]
-            session.action_feedback(goal.goal_no, goal.action_cls.Feedback())  # type: ignore[attr-defined]
+            session.action_feedback(goal.goal_no, goal.action_cls.Feedback())  # type: ignore[attr-defined]  # rosidl action classes gain Goal/Result/Feedback at import
         elif kind == 'goal_request' and session.served_actions:
             action = sorted(session.served_actions)[item % len(session.served_actions)]
             token = next(tokens)
             served_goals[token] = action
-            goal = session.served_actions[action].action_cls.Goal()  # type: ignore[attr-defined]
+            goal = session.served_actions[action].action_cls.Goal()  # type: ignore[attr-defined]  # rosidl action classes gain Goal/Result/Feedback at import
             events = session.goal_request(action, token, goal)
             count['served_goals'] += not events  # forwarded to the client, not aborted at once
         elif kind == 'goal_cancel' and session.incoming_goals:

@@ -74,7 +74,7 @@ def session(role: Role | None = Role.OPERATOR, **limits: object) -> ClientSessio
         'c1',
         policy=policy(),
         principal=principal,
-        limits=SessionLimits(**limits),  # type: ignore[arg-type]
+        limits=SessionLimits(**limits),  # type: ignore[arg-type]  # keyword overrides of the limits
         authenticate=tokens.get,
         clock=Clock(),
     )
@@ -210,17 +210,17 @@ def test_unauthenticated_session_is_closed_at_its_auth_deadline():
     s = session(role=None, auth_timeout_s=2.0)
     clock = s.clock
     assert s.next_wake() == pytest.approx(102.0)
-    clock.now = 101.9  # type: ignore[attr-defined]
+    clock.now = 101.9  # type: ignore[attr-defined]  # the fake clock is settable; the session sees a plain callable
     s.poll(clock())
     assert s.close_request is None
-    clock.now = 102.0  # type: ignore[attr-defined]
+    clock.now = 102.0  # type: ignore[attr-defined]  # the fake clock is settable; the session sees a plain callable
     s.poll(clock())
     assert s.close_request is not None and s.close_request.code == 1008
     assert 'not authenticated within 2 s' in s.close_request.reason
     late = session(role=None, auth_timeout_s=2.0)
     send(late, op='auth', token='good-token-0123456789')
     assert late.next_wake() is None  # authenticated in time: no deadline any more
-    late.clock.now = 200.0  # type: ignore[attr-defined]
+    late.clock.now = 200.0  # type: ignore[attr-defined]  # the fake clock is settable; the session sees a plain callable
     late.poll(late.clock())
     assert late.close_request is None
     assert session().next_wake() is None  # authenticated at the handshake: no deadline at all
@@ -279,7 +279,7 @@ def test_throttle_and_queue_length_keep_latest():
         s.deliver(PublishedMessage('/t', {'data': str(i)}, critical=False), clock())
     assert [m['msg']['data'] for m in sent(s)] == ['0']
     assert s.next_wake() == pytest.approx(101.0)
-    clock.now = 101.0  # type: ignore[attr-defined]
+    clock.now = 101.0  # type: ignore[attr-defined]  # the fake clock is settable; the session sees a plain callable
     s.poll(clock())
     assert [m['msg']['data'] for m in sent(s)] == ['4']
     assert s.counters['throttle_dropped'] == 3
@@ -326,7 +326,7 @@ def test_fragments_reassemble_and_expire():
         events += send(s, op='fragment', id='f1', data=part, num=n, total=len(parts))
     assert events == [SubscribeTopic('/t', message_class('std_msgs/String'))]
     send(s, op='fragment', id='f2', data='{"op"', num=0, total=3)
-    s.clock.now += 6  # type: ignore[attr-defined]
+    s.clock.now += 6  # type: ignore[attr-defined]  # the fake clock is settable; the session sees a plain callable
     s.poll(s.clock())
     assert sent(s)[0]['id'] == 'f2' and len(s.fragments) == 0
 
@@ -446,13 +446,13 @@ def test_served_calls_time_out_and_are_bounded():
     _served(s)
     request = service_class('std_srvs/SetBool').Request()
     assert s.service_request('/served/flag', 1, request) == []
-    s.clock.now += 1.0  # type: ignore[attr-defined]
+    s.clock.now += 1.0  # type: ignore[attr-defined]  # the fake clock is settable; the session sees a plain callable
     assert s.service_request('/served/flag', 2, request) == []
     (busy,) = s.service_request('/served/flag', 3, request)
     assert busy.token == 3 and busy.response is None and 'in flight' in busy.error
     first, second = sent(s)
     assert s.next_wake() == pytest.approx(102.0)
-    s.clock.now = 102.0  # type: ignore[attr-defined]
+    s.clock.now = 102.0  # type: ignore[attr-defined]  # the fake clock is settable; the session sees a plain callable
     (timed_out,) = s.poll(s.clock())
     assert timed_out.token == 1 and timed_out.response is None and 'no response within 2 s' in timed_out.error
     assert sent(s)[0]['id'] == first['id']  # the client is told its answer would come too late
@@ -772,12 +772,12 @@ def test_served_goals_time_out_and_are_bounded():
     s = session(served_goal_timeout_s=600.0, max_served_goals=2)
     _serve_action(s)
     first = _forwarded(s, 1)
-    s.clock.now += 1.0  # type: ignore[attr-defined]
+    s.clock.now += 1.0  # type: ignore[attr-defined]  # the fake clock is settable; the session sees a plain callable
     second = _forwarded(s, 2)
     (busy,) = s.goal_request('/served/mission', 3, action_class(RUN_MISSION).Goal())
     assert busy.token == 3 and busy.status == 6 and 'in flight' in busy.error
     assert s.next_wake() == pytest.approx(700.0)
-    s.clock.now = 700.0  # type: ignore[attr-defined]
+    s.clock.now = 700.0  # type: ignore[attr-defined]  # the fake clock is settable; the session sees a plain callable
     (timed_out,) = s.poll(s.clock())
     assert timed_out == ServedGoalResult('/served/mission', 1, 6, None, 'no action_result within 600 s')
     assert sent(s)[0]['id'] == first['id']  # the client is told its result would come too late
@@ -973,7 +973,7 @@ def test_client_behind_queues_only_what_it_can_read_within_the_staleness_bound()
     s.note_stale('/pose', 7, s.clock())  # stale before the fan-out: counted as stale drops
     assert s.stats()['dropped'] == 10 and s.stats()['stale_dropped'] == 7
     # paced: 0.15 s later a client reading 10 frames/s takes the newest 1 + 1 of the next batch, not all 5
-    s.clock.now += 0.15  # type: ignore[attr-defined]
+    s.clock.now += 0.15  # type: ignore[attr-defined]  # the fake clock is settable; the session sees a plain callable
     s.deliver_batch('/pose', pose, s.clock())
     assert [m['msg']['data'] for m in sent(s)] == ['3', '4'] and s.stats()['dropped'] == 13
 

@@ -80,7 +80,7 @@ class Fleet:
         self.submit_client = node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
         self.estop_client = node.create_client(SetEStop, topics.shard_set_estop(SITE, SHARD))
 
-    def call(self, client, request):  # type: ignore[no-untyped-def]
+    def call(self, client, request):  # type: ignore[no-untyped-def]  # any rclpy client and request
         future = client.call_async(request)
         self.ros.spin_until(future.done, 15, f'reply of {client.srv_name}')
         return future.result()

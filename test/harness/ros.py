@@ -30,7 +30,7 @@ class RosHarness:
         return node
 
     def node(self, name: str, **kwargs: object) -> Node:
-        return self.add(Node(name, context=self.context, **kwargs))  # type: ignore[arg-type]
+        return self.add(Node(name, context=self.context, **kwargs))  # type: ignore[arg-type]  # passed through to rclpy's Node
 
     def spin_once(self, timeout: float = 0.01) -> None:
         self.executor.spin_once(timeout_sec=timeout)

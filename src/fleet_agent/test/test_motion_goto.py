@@ -80,7 +80,7 @@ class FakeBase:
         self.drive(0.0, 0.0)
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):  # type: ignore[no-untyped-def]  # a test helper over any coroutine
     return asyncio.run(coro)
 
 

@@ -91,7 +91,7 @@ def test_telemetry_factor_per_level() -> None:
 )
 def test_config_is_validated(kwargs: dict[str, object], key: str) -> None:
     with pytest.raises(DegradationConfigError, match=key):
-        DegradationConfig(**kwargs)  # type: ignore[arg-type]
+        DegradationConfig(**kwargs)  # type: ignore[arg-type]  # invalid values on purpose
 
 
 @settings(max_examples=200, deadline=None)

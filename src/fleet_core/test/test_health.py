@@ -39,7 +39,7 @@ def test_online_suspect_lost_and_recovery() -> None:
     monitor = HealthMonitor(CONFIG, ['b', 'a'], clock=clock)
     assert monitor.liveness('a') is Liveness.UNKNOWN
     (change,) = beat(monitor, 'a', seq=3, epoch=2)
-    assert (change.previous, change.current) == (Liveness.UNKNOWN, Liveness.ONLINE)  # type: ignore[attr-defined]
+    assert (change.previous, change.current) == (Liveness.UNKNOWN, Liveness.ONLINE)  # type: ignore[attr-defined]  # beat() returns changes typed as object
     beat(monitor, 'b')
     clock.now += 0.99
     assert monitor.evaluate() == []
@@ -54,7 +54,7 @@ def test_online_suspect_lost_and_recovery() -> None:
     assert monitor.evaluate() == []  # reported once
     assert monitor.lost() == ['a'] and monitor.online() == ['b']  # SUSPECT still counts online
     (back,) = beat(monitor, 'a', seq=5, epoch=1)
-    assert (back.previous, back.current, back.reason) == (Liveness.LOST, Liveness.ONLINE, 'heartbeat')  # type: ignore[attr-defined]
+    assert (back.previous, back.current, back.reason) == (Liveness.LOST, Liveness.ONLINE, 'heartbeat')  # type: ignore[attr-defined]  # beat() returns changes typed as object
     record = monitor.health('a')
     assert record.last_applied_seq == 5 and record.highest_epoch_seen == 2  # epoch never goes down
     assert monitor.highest_epoch_seen() == 2

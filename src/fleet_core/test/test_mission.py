@@ -41,7 +41,7 @@ class Fleet:
             agent_ids=[f'r{i}' for i in range(agents)],
             points=ring(points),
             clock=lambda: self.now,
-            **kwargs,  # type: ignore[arg-type]
+            **kwargs,  # type: ignore[arg-type]  # keyword overrides of the test fleet
         )
         self.inflight: dict[str, StepRequest] = {}
         self.history: list[StepRequest] = []
@@ -133,7 +133,7 @@ def test_happy_mission_completes_with_every_point_once() -> None:
     assert progress.success
     assert (progress.points_done, progress.points_total, progress.handoffs) == (10, 10, 0)
     assert sorted(fleet.mission.done_by()) == [f'p{i:03d}' for i in range(10)]
-    kinds = [e.event for e in fleet.events]  # type: ignore[attr-defined]
+    kinds = [e.event for e in fleet.events]  # type: ignore[attr-defined]  # Fleet.events holds TaskEvent objects typed as object
     assert kinds[0] is TaskEventKind.MISSION_STARTED and kinds[-1] is TaskEventKind.MISSION_COMPLETED
     assert kinds.count(TaskEventKind.POINT_DONE) == 10
     assert kinds.count(TaskEventKind.AGENT_DONE) == 3
@@ -162,8 +162,8 @@ def test_lost_agent_points_are_finished_by_others() -> None:
     assert progress.points_done == 12 and progress.handoffs == 4
     assert not progress.success and 'agents lost: r0' in progress.detail
     assert fleet.mission.done_by()[in_progress.point_id] in {'r1', 'r2'}
-    handoffs = [e for e in fleet.events if e.event is TaskEventKind.HANDOFF]  # type: ignore[attr-defined]
-    assert {e.agent_id for e in handoffs} == {'r1', 'r2'}  # type: ignore[attr-defined]
+    handoffs = [e for e in fleet.events if e.event is TaskEventKind.HANDOFF]  # type: ignore[attr-defined]  # Fleet.events holds TaskEvent objects typed as object
+    assert {e.agent_id for e in handoffs} == {'r1', 'r2'}  # type: ignore[attr-defined]  # Fleet.events holds TaskEvent objects typed as object
 
 
 def test_recovered_agent_takes_a_share_of_queued_points() -> None:
@@ -375,9 +375,9 @@ def test_every_point_inspected_exactly_once_under_loss_and_recovery(
     if progress.state is MissionState.FAILED:
         assert progress.points_undone, 'a failed mission names the points it left undone'
     # Credit matches the one report that finished each point, and no point was reported done twice.
-    reports = [e for e in fleet.events if e.event is TaskEventKind.POINT_DONE]  # type: ignore[attr-defined]
-    assert sorted(e.detail for e in reports) == sorted(done)  # type: ignore[attr-defined]
-    assert all(done[e.detail] == e.agent_id for e in reports)  # type: ignore[attr-defined]
+    reports = [e for e in fleet.events if e.event is TaskEventKind.POINT_DONE]  # type: ignore[attr-defined]  # Fleet.events holds TaskEvent objects typed as object
+    assert sorted(e.detail for e in reports) == sorted(done)  # type: ignore[attr-defined]  # Fleet.events holds TaskEvent objects typed as object
+    assert all(done[e.detail] == e.agent_id for e in reports)  # type: ignore[attr-defined]  # Fleet.events holds TaskEvent objects typed as object
     # A report request for a point only ever went out while that agent owned it: never two agents at once.
     assert progress.points_done == len(done)
     assert not any(fleet.mission.instance(a).load for a in names)

@@ -122,13 +122,13 @@ class EStopModel(RuleBasedStateMachine):
     def deliver(self, index: int) -> None:
         if self.sent:
             snapshot = self.sent[index % len(self.sent)]
-            self.agent.observe(snapshot)  # type: ignore[arg-type]
-            self.max_delivered = max(self.max_delivered, snapshot.revision)  # type: ignore[attr-defined]
+            self.agent.observe(snapshot)  # type: ignore[arg-type]  # sent holds snapshots typed as object
+            self.max_delivered = max(self.max_delivered, snapshot.revision)  # type: ignore[attr-defined]  # sent holds snapshots typed as object
 
     @invariant()
     def agent_holds_newest_delivered(self) -> None:
         assert self.agent.snapshot.revision == self.max_delivered
-        revisions = [s.revision for s in self.sent]  # type: ignore[attr-defined]
+        revisions = [s.revision for s in self.sent]  # type: ignore[attr-defined]  # sent holds snapshots typed as object
         assert revisions == list(range(1, len(revisions) + 1))
 
 

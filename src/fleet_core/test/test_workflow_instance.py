@@ -170,8 +170,8 @@ def test_points_added_to_a_docked_agent_restart_it() -> None:
 def test_timeout_uses_the_step_deadline() -> None:
     instance = make()
     (undock,) = steps(instance.start(10.0))
-    assert instance.pending_deadline == 10.0 + SPEC.state('undock').step.timeout_sec  # type: ignore[union-attr]
-    assert undock.ttl_sec <= SPEC.state('undock').step.timeout_sec  # type: ignore[union-attr]
+    assert instance.pending_deadline == 10.0 + SPEC.state('undock').step.timeout_sec  # type: ignore[union-attr]  # the 'undock' state has a step
+    assert undock.ttl_sec <= SPEC.state('undock').step.timeout_sec  # type: ignore[union-attr]  # the 'undock' state has a step
     assert ok(instance, event=Event.TIMEOUT).handled
     assert instance.state == 'undock'  # retried
 
@@ -243,7 +243,7 @@ def test_at_most_one_step_in_flight_and_each_point_finished_once(script: list[tu
     instance = make()
     instance.start(0.0)
     finished: list[str] = []
-    for state, result in run(instance, script, 1):  # type: ignore[misc]
+    for state, result in run(instance, script, 1):  # type: ignore[misc]  # run() returns (state, result) pairs typed as object
         assert isinstance(result, FeedResult)
         assert len([e for e in result.effects if isinstance(e, StepRequest)]) <= 1
         finished += [e.point_id for e in result.effects if isinstance(e, PointFinished)]
