@@ -35,7 +35,16 @@ from fleet_sim.observer import FleetObserver
 from fleet_sim.plan import RobotPlan, inspection_steps
 from fleet_sim.stack import DemoStack, ros_env, write_scaled_config
 from fleet_sim.step_driver import StepDriver
-from fleet_sim.summary import build_summary, invariant_failures, judge_history, render_table, tally_outcomes
+from fleet_sim.summary import (
+    InjectedKill,
+    build_summary,
+    invariant_failures,
+    judge_history,
+    leader_changes,
+    render_table,
+    tally_outcomes,
+    unexpected_leader_changes,
+)
 
 SPIN_SLICE_SEC = 0.02
 TICK_SEC = 0.05
@@ -95,6 +104,7 @@ class Demo:
         self.observer = FleetObserver(self.node, fleet)
         self.fault_pub = self.node.create_publisher(String, FAULT_TOPIC, qos.EVENTS)
         self.started = time.monotonic()
+        self.wall_started = time.time()  # the observer stamps leases with wall time
         self.mission_id = mission_id = str(uuid.uuid4())
         self.plans = {
             agent: RobotPlan(
@@ -301,6 +311,11 @@ class Demo:
         takeover = None
         if plan is not None and plan.killed_at is not None:
             takeover = self.observer.takeover_after(plan.kill_shard, plan.killed_at, plan.killed_epoch)
+        changes = leader_changes(self.observer.lease_log())
+        kills = []
+        if plan is not None and plan.killed_at is not None:
+            kills.append(InjectedKill('/'.join(plan.kill_shard), plan.killed_at, plan.killed_epoch))
+        unexpected = unexpected_leader_changes(changes, kills)
         done, total = self.driver.points()
         return build_summary(
             robots=self.fleet.agent_count,
@@ -312,6 +327,13 @@ class Demo:
             history=history,
             extra={
                 'dispatcher_duplicate_acks': self.observer.dispatcher_duplicates(),
+                'leader_changes_total': len(changes),
+                'leader_changes': {
+                    shard: sum(1 for c in changes if c.shard == shard) for shard in self.observer.lease_log()
+                },
+                'unexpected_leader_changes': [
+                    f'{c.shard} -> {c.leader_id} epoch {c.epoch} at {c.at - self.wall_started:.1f}s' for c in unexpected
+                ],
                 'points_done': done,
                 'points_total': total,
                 'robots_done': self.driver.robots_done(),
@@ -401,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
             say(f'  {role:<10} {figures}')
         if summary['recording']:
             say(f'recording: {recording} (Foxglove -> Open local file)')
+        say(
+            f'leader changes: {summary["leader_changes"]}; unexpected: {summary["unexpected_leader_changes"] or "none"}'
+        )
         for reason in failures:
             say(f'VIOLATED: {reason}')
         for refusal in demo.mission.refused():

@@ -154,6 +154,13 @@ class FleetObserver:
                 return lease.received_at - killed_at
         return None
 
+    def lease_log(self) -> dict[str, list[tuple[float, str, int]]]:
+        """Per shard ('site/shard'), every lease that named a new leader or epoch: (received_at, leader_id, epoch)."""
+        return {
+            f'{site}/{shard}': [(lease.received_at, lease.leader_id, lease.epoch) for lease in view.leases]
+            for (site, shard), view in self.shards.items()
+        }
+
     def agent_duplicates_suppressed(self) -> int:
         """Redeliveries the agents answered without executing: a repeated final ack (the stored outcome re-sent for
         a command id already applied) or a REJECTED_DUPLICATE (seq at or below the last applied)."""

@@ -79,6 +79,48 @@ def judge_history(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class LeaderChange:
+    """A lease with a newer epoch than any seen before on the shard (the first lease is not a change)."""
+
+    shard: str
+    at: float
+    leader_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class InjectedKill:
+    shard: str
+    at: float
+    epoch: int
+
+
+def leader_changes(leases: Mapping[str, Sequence[tuple[float, str, int]]]) -> list[LeaderChange]:
+    """`leases[shard]` lists (received_at, leader_id, epoch) in arrival order. An older or repeated epoch (a latched
+    lease of a fenced leader delivered late) is not a change."""
+    changes = []
+    for shard, seen in leases.items():
+        newest: int | None = None
+        for at, leader_id, epoch in seen:
+            if newest is not None and epoch > newest:
+                changes.append(LeaderChange(shard, at, leader_id, epoch))
+            newest = epoch if newest is None else max(newest, epoch)
+    return changes
+
+
+def unexpected_leader_changes(changes: Iterable[LeaderChange], kills: Iterable[InjectedKill]) -> list[LeaderChange]:
+    """Changes not explained by an injected leader kill: each kill explains the first change of its shard to a newer
+    epoch at or after it. Anything else is a lease that lapsed (or an election race) without a fault."""
+    unexplained = sorted(changes, key=lambda c: c.at)
+    for kill in kills:
+        for change in unexplained:
+            if change.shard == kill.shard and change.at >= kill.at and change.epoch > kill.epoch:
+                unexplained.remove(change)
+                break
+    return unexplained
+
+
 def invariant_failures(summary: Mapping[str, object]) -> list[str]:
     """Human-readable reasons the run violates a guarantee (empty when it holds)."""
     reasons = []
@@ -94,6 +136,9 @@ def invariant_failures(summary: Mapping[str, object]) -> list[str]:
         reasons.append(f'mission incomplete: {summary["robots_done"]}/{summary["robots"]} robots finished their plan')
     if summary.get('takeover_s') is None and summary.get('leader_killed'):
         reasons.append('no standby took over the killed leader (G7)')
+    unexpected = summary.get('unexpected_leader_changes')
+    if isinstance(unexpected, list) and unexpected:
+        reasons.append(f'{len(unexpected)} leadership change(s) without an injected fault (G7), first: {unexpected[0]}')
     if summary.get('history_violations'):
         listed = summary.get('violations') or ['?']
         first = listed[0] if isinstance(listed, list) else listed

@@ -21,7 +21,16 @@ from fleet_sim.layout import home_of, inspection_points
 from fleet_sim.plan import RobotPlan, inspection_steps
 from fleet_sim.robot import SimRobot
 from fleet_sim.settings import SimConfigError, SimSettings, parse_sim_settings
-from fleet_sim.summary import build_summary, invariant_failures, judge_history, percentile, tally_outcomes
+from fleet_sim.summary import (
+    InjectedKill,
+    build_summary,
+    invariant_failures,
+    judge_history,
+    leader_changes,
+    percentile,
+    tally_outcomes,
+    unexpected_leader_changes,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 FLEET = parse_fleet_config(
@@ -257,6 +266,41 @@ class TestSummary:
         assert summary['history_violations'] == 1 and summary['history']['wrong_outcome'] == 1
         (reason,) = invariant_failures(summary)
         assert reason.startswith('1 outcome-truth violation(s)') and 'rejected-but-ran' in reason
+
+    def test_only_the_injected_kill_may_change_a_leader(self) -> None:
+        leases = {
+            's1/a': [(1.0, 'a-0', 1)],
+            # killed at 10.0 (epoch 1): the standby takes over; a late latched lease of the dead leader is no change
+            's1/b': [(1.0, 'b-0', 1), (11.0, 'b-1', 2), (11.1, 'b-0', 1), (12.0, 'b-1', 2)],
+            # a lapse without a fault: the standby takes over and the old leader wins it back
+            's2/a': [(1.0, 'c-0', 1), (20.0, 'c-1', 2), (21.0, 'c-0', 3)],
+        }
+        changes = leader_changes(leases)
+        assert [(c.shard, c.leader_id, c.epoch) for c in changes] == [
+            ('s1/b', 'b-1', 2),
+            ('s2/a', 'c-1', 2),
+            ('s2/a', 'c-0', 3),
+        ]
+        kill = InjectedKill('s1/b', at=10.0, epoch=1)
+        unexpected = unexpected_leader_changes(changes, [kill])
+        assert [(c.shard, c.epoch) for c in unexpected] == [('s2/a', 2), ('s2/a', 3)]
+        # A change before the kill, or on another shard, is not explained by it.
+        assert unexpected_leader_changes(changes[:1], [InjectedKill('s1/b', at=12.0, epoch=1)]) == changes[:1]
+        assert unexpected_leader_changes(changes[:1], [InjectedKill('s1/a', at=10.0, epoch=1)]) == changes[:1]
+        # Without any fault every change is unexpected; with the kill alone explained, the run holds.
+        assert unexpected_leader_changes(changes, []) == changes
+        assert unexpected_leader_changes(changes[:1], [kill]) == []
+        base = {
+            'duplicates_executed': 0,
+            'stale_executions': 0,
+            'missing_outcomes': 0,
+            'conflicting_outcomes': 0,
+            'mission_complete': True,
+            'unexpected_leader_changes': [],
+        }
+        assert invariant_failures(base) == []
+        (reason,) = invariant_failures({**base, 'unexpected_leader_changes': ['s2/a -> c-1 epoch 2 at 20.0s']})
+        assert reason.startswith('1 leadership change(s) without an injected fault') and 's2/a' in reason
 
 
 def test_layout_gives_unique_docks_and_points() -> None:
