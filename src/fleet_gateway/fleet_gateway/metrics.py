@@ -5,7 +5,7 @@ the loop pays nothing between scrapes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -31,7 +31,7 @@ ends in `_total` keeps one)."""
 class GatewayCollector:
     """One scrape: `fleet_gateway_clients` and the COUNTERS, labelled with the gateway's name."""
 
-    def __init__(self, stats: Any, loop: asyncio.AbstractEventLoop, gateway: str) -> None:
+    def __init__(self, stats: Callable[[], Mapping[str, Any]], loop: asyncio.AbstractEventLoop, gateway: str) -> None:
         self._stats = stats
         self._loop = loop
         self._gateway = gateway
@@ -59,7 +59,9 @@ class GatewayCollector:
             yield family
 
 
-def serve_gateway_metrics(stats: Any, loop: asyncio.AbstractEventLoop, port: int, gateway: str) -> MetricsEndpoint:
+def serve_gateway_metrics(
+    stats: Callable[[], Mapping[str, Any]], loop: asyncio.AbstractEventLoop, port: int, gateway: str
+) -> MetricsEndpoint:
     """/metrics on 127.0.0.1:`port` (0: any free port) with the gateway's figures."""
     metrics = FleetMetrics()
     metrics.registry.register(GatewayCollector(stats, loop, gateway))

@@ -31,6 +31,7 @@ import ssl
 import time
 import urllib.parse
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from action_msgs.msg import GoalStatus
@@ -114,7 +115,7 @@ class GatewayConnection(ServerConnection):
         super().__init__(*args, **kwargs)
         self.sink: Any = None
         self.after_data: Any = None
-        self.on_pong: Any = None
+        self.on_pong: Callable[[bytes], bool] | None = None
         """`(payload) -> bool`: True when a pong answers one of the gateway's in-flight pings (consumed here)."""
         self.shed: Any = None
         """`(payload bytes, stale) -> bool`: True when the gateway drops this message unparsed (and counted it)."""
