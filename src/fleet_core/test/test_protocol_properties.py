@@ -28,6 +28,7 @@ import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -307,7 +308,10 @@ class World:
         return verdict.render()
 
 
-def pick(queue: list, index: int, keep: bool):  # type: ignore[type-arg]
+T = TypeVar('T')
+
+
+def pick(queue: list[T], index: int, keep: bool) -> T:
     return queue[index % len(queue)] if keep else queue.pop(index % len(queue))
 
 
@@ -330,7 +334,7 @@ action = st.one_of(
 )
 
 
-def step(world: World, move: tuple) -> None:  # type: ignore[type-arg]
+def step(world: World, move: tuple[Any, ...]) -> None:
     kind = move[0]
     if kind == 'submit':
         world.submit(move[1], move[2], move[3])

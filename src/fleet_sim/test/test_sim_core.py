@@ -199,7 +199,7 @@ class TestPlan:
         plan.on_outcome(Outcome.SUCCEEDED)  # undock
         plan.on_outcome(Outcome.FAILED)  # goto p1, retried
         plan.on_outcome(Outcome.EXPIRED)  # goto p1 again: skip p1
-        assert plan.points_skipped == ['p1'] and plan.current().point == 'p2'  # type: ignore[union-attr]
+        assert plan.points_skipped == ['p1'] and plan.current().point == 'p2'  # type: ignore[union-attr]  # p2 is left
         for _ in range(5):
             plan.on_outcome(Outcome.SUCCEEDED)
         assert plan.succeeded and plan.points_done == ['p2']
