@@ -41,6 +41,11 @@ _ANY_ATTEMPT = frozenset(
 on the agent (it ran, or this seq can never run), which no later attempt of the same seq can change."""
 _RAN = frozenset({AckStatus.SUCCEEDED, AckStatus.FAILED, AckStatus.CANCELLED})
 """Final statuses of a command that ran."""
+ADOPTED_FATE_WAIT_SEC = 30.0
+"""How long past its usual expiry an adopted command whose fate is unknown is asked about again (every retry_max_sec)
+before it is declared FAILED ('outcome unknown'). The agent's durable store answers a redelivery with the stored fate,
+and another replica's hand-over may carry the outcome it decided (`settle`); declaring FAILED while either may still
+speak could contradict an outcome already announced. Bounded, so that every command still gets an outcome (G3)."""
 
 
 def _fast_uuid4() -> Callable[[], str]:
@@ -90,6 +95,9 @@ class _InFlight:
     expires_at: float
     """When, without a final ack, its fate is declared unknown: its deadline plus grace, or for an adopted command
     first sent after its deadline (to learn what became of it), that first sending plus grace."""
+    ask_until: float = 0.0
+    """An adopted command (a previous leader may have delivered it, and another replica may have decided it) is asked
+    about again past `expires_at`, every retry_max_sec, until this instant; only then is its fate declared unknown."""
     accepted: bool = False
     last_status: int = NO_ACK
 
@@ -378,7 +386,11 @@ class CommandDispatcher:
                 continue
             for command_id, flight in list(lane.in_flight.items()):
                 command = flight.command
-                if now > flight.expires_at:
+                if now > flight.expires_at and now < flight.ask_until:
+                    # Adopted, fate unknown: ask its agent again rather than guess (it may be unreachable for now).
+                    flight.expires_at = min(flight.ask_until, now + self.settings.retry_max_sec)
+                    self._redeliver(flight, now, 'ASK', 'fate unknown: asking the agent again')
+                elif now > flight.expires_at:
                     # Sent, but its fate never came back: it may have run (acks lost) or not. FAILED is the outcome
                     # that claims neither (EXPIRED would tell the submitter it never ran, and invite a second run).
                     self._land(agent, lane, command_id)
@@ -395,6 +407,26 @@ class CommandDispatcher:
             if lane.queue:
                 self._drop_expired_queued(lane, now)
                 self._pump(lane, now)
+
+    def settle(self, result: CommandResult) -> bool:
+        """An outcome another replica decided (handed over with its unfinished work) for a command pending here,
+        e.g. adopted from this replica's own journal: the first decision wins, so it becomes this command's outcome
+        too (announced again, identically). False when the command is not pending here (decided, or unknown)."""
+        lane = self._lanes.get(result.agent_id)
+        if lane is None or not self._is_pending(result.agent_id, result.command_id):
+            return False
+        flight = lane.in_flight.get(result.command_id)
+        if flight is not None:
+            command = flight.command
+            self._land(result.agent_id, lane, result.command_id)
+        else:
+            command = next(e[2] for e in lane.queue if e[2].command_id == result.command_id)
+            lane.queue = [e for e in lane.queue if e[2].command_id != result.command_id]
+            heapq.heapify(lane.queue)
+        now = self.clock()
+        self._finish(command, result.outcome, result.ack_status, result.attempts, result.detail, now)
+        self._pump(lane, now)
+        return True
 
     def cancel_queued(self, reason: str, *, below: Priority = Priority.SAFETY) -> int:
         """Cancel every queued (not yet sent) command under `below` priority, e.g. on e-stop."""
@@ -445,7 +477,10 @@ class CommandDispatcher:
         lane.next_seq += 1
         self._hop('ROUTE', sent, f'seq={sent.seq}', now)
         expires_at = max(command.deadline, now) + self.settings.deadline_grace_sec
-        lane.in_flight[sent.command_id] = _InFlight(sent, 1, now + self._backoff(1), now, expires_at)
+        flight = _InFlight(sent, 1, now + self._backoff(1), now, expires_at)
+        if command.command_id in self._maybe_sent:
+            flight.ask_until = expires_at + ADOPTED_FATE_WAIT_SEC
+        lane.in_flight[sent.command_id] = flight
         self._sent_to[sent.command_id] = sent.agent_id
         self._deliver(sent, now)
 

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from fleet_core.config import DispatchSettings
-from fleet_core.dispatcher import CommandDispatcher, SubmitError
+from fleet_core.dispatcher import ADOPTED_FATE_WAIT_SEC, CommandDispatcher, SubmitError
 from fleet_core.model import Ack, AckStatus, Outcome, Priority
 from fleet_core.stats import RetryTimeout
 
@@ -391,8 +391,58 @@ def test_adopted_commands_past_their_deadline_are_asked_about_never_declared_exp
     assert [r.outcome for r in new.take().results] == []  # still within grace of its first sending
     clock.advance(0.2)
     new.tick()
+    out = new.take()
+    # Past grace, fate unknown: their agents are asked again (another replica or the agent may know), not guessed.
+    assert out.results == [] and sorted(c.agent_id for c in out.sends) == ['a1', 'a2']
+    for _ in range(int(ADOPTED_FATE_WAIT_SEC / 4.0) + 2):
+        clock.advance(4.0)
+        new.tick()
     results = {r.agent_id + str(r.outcome.name) for r in new.take().results}
-    assert results == {'a2FAILED', 'a1FAILED'}  # never answered: fate unknown
+    assert results == {'a2FAILED', 'a1FAILED'}  # never answered within the bounded wait: fate unknown
+
+
+def test_an_adopted_command_the_agent_answers_late_gets_the_stored_fate_not_failed(clock):
+    # Seed 3 of the chaos campaign: the agent is unreachable past deadline + grace; a replica that adopted the
+    # command must not announce FAILED while the agent (or a peer's hand-over) may still report SUCCEEDED.
+    old = make(clock, agents=('a1',))
+    old.submit(['a1'], 'noop', '{}', Priority.NORMAL, 1.0)
+    old.take()
+    new = make(clock, agents=('a1',), deadline_grace_sec=0.5)
+    new.adopt(old.pending())
+    new.take()
+    sends = []
+    for _ in range(10):  # 10 s: deadline and grace long past
+        clock.advance(1.0)
+        new.tick()
+        out = new.take()
+        assert out.results == []
+        sends += out.sends
+    assert sends, 'the agent is asked again while its fate is unknown'
+    new.on_ack(ack(sends[-1], AckStatus.SUCCEEDED, detail='stored fate'))
+    assert [r.outcome for r in new.take().results] == [Outcome.SUCCEEDED]
+
+
+def test_an_outcome_handed_over_by_another_replica_settles_an_adopted_command(clock):
+    old = make(clock, agents=('a1',))
+    old.submit(['a1'], 'noop', '{}', Priority.NORMAL, 1.0)
+    old.submit(['a1'], 'noop', '{}', Priority.NORMAL, 1.0)
+    old.take()
+    pending = old.pending()
+    first = next(c for c in pending if c.seq > 0)  # the peer's in-flight one; the other is queued behind it
+    new = make(clock, agents=('a1',))
+    new.adopt(pending)
+    (sent,) = new.take().sends
+    queued = next(c for c in pending if c.command_id != sent.command_id)
+    old.on_ack(ack(first, AckStatus.SUCCEEDED))  # the peer replica decided it (its dispatcher stands in for it)
+    peer_result = next(r for r in old.take().results if r.command_id == first.command_id)
+    assert old.settle(peer_result) is False  # not pending there any more
+    assert new.settle(peer_result) is True
+    out = new.take()
+    assert [(r.command_id, r.outcome) for r in out.results] == [(sent.command_id, Outcome.SUCCEEDED)]
+    assert [c.command_id for c in out.sends] == [queued.command_id]  # the window freed
+    assert new.settle(peer_result) is False  # the first decision wins: never decided twice
+    new.on_ack(ack(sent, AckStatus.FAILED))
+    assert new.take().results == []
 
 
 def test_a_final_ack_answering_the_previous_leaders_delivery_prompts_asking_again(clock):
