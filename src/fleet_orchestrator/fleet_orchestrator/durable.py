@@ -13,6 +13,27 @@ from fleet_core.shard_journal import GateVerdict, JournalGate, ShardJournal, Sub
 
 STATE_ROOT_ENV = 'FLEETLANES_STATE_DIR'
 
+SNAPSHOT_END_KIND = 'snapshot_end'
+"""Kind of the marker a leader publishes on the handoff topic after the unfinished work it sends to its followers (at
+takeover, and to each follower that joins later); a follower answers with the same marker under its own id. An empty
+command_id tells it from a command; agent_id carries the sender's replica id."""
+
+UNCAUGHT_TAKEOVER_LEASES = 4.0
+"""A replica that is not caught up still takes over once the leader's lease has been gone this many lease periods."""
+
+
+def may_take_over(*, caught_up: bool, lease_seen: bool, lapse_sec: float, lease_sec: float) -> bool:
+    """Whether a replica that saw the lease lapse may lead now. A replica that is not caught up with the leader it
+    followed (started late and got no snapshot yet) lacks work the leader accepted: it waits, so that a caught-up
+    standby (or the old leader coming back) wins instead. It never waits forever: a shard must not stay leaderless
+    because no replica could catch up (the leader died before sending its snapshot; every standby started late), so
+    after UNCAUGHT_TAKEOVER_LEASES lease periods it leads anyway and recovers from the durable journals, the other
+    replicas' hand-overs and the agents. A replica that never saw a lease (a cold start of the shard) had no leader
+    to catch up with: the first-lease wait decides for it."""
+    if caught_up or not lease_seen:
+        return True
+    return lapse_sec >= UNCAUGHT_TAKEOVER_LEASES * lease_sec
+
 
 def default_state_dir(site_id: str, shard_id: str, orchestrator_id: str) -> Path:
     """$FLEETLANES_STATE_DIR (else ~/.fleetlanes)/shards/<site>/<shard>/<orchestrator_id>."""
@@ -32,6 +53,12 @@ class DurableShard:
         self.gate: JournalGate[Command | SubmissionRecord] = JournalGate()
         self.handoffs_rejected = 0
         self.handoff_due = False
+        self.caught_up = False
+        """This replica holds the leader's unfinished work: it followed the leader's takeover (the takeover's
+        journal) or got its snapshot. False from start until then; True while this replica leads."""
+        self.answer_due = 0
+        """The epoch of a leader's marker this replica took and has not answered yet (0: none)."""
+        self._held_marker: tuple[int, str] | None = None
         self._commands: list[Command] = []
         self._results: list[CommandResult] = []
         for agent, seq in journal.max_seqs().items():
@@ -47,6 +74,29 @@ class DurableShard:
             self.handoff_due = True
         for entry in self.gate.on_lease(epoch):
             self.admit(entry)
+        if self._held_marker is not None and self._held_marker[0] <= self.gate.epoch:
+            held, self._held_marker = self._held_marker, None
+            self.on_snapshot_end(held[0], leader_id=held[1], current_leader=leader_id)
+
+    def on_snapshot_end(self, epoch: int, *, leader_id: str, current_leader: str) -> bool:
+        """The leader's end-of-snapshot marker: only the lease holder's, in its epoch, catches this replica up (a
+        snapshot's entries come before it on the same topic from the same writer). A marker of a newer epoch than
+        the lease known here (a takeover's marker may overtake its lease, another topic) is held until that lease.
+        True when taken: the replica then answers with its own marker (`answer_due`)."""
+        if not leader_id or leader_id == self.own_id:
+            return False
+        if epoch > self.gate.epoch:
+            self._held_marker = (epoch, leader_id)
+            return False
+        if epoch != self.gate.epoch or leader_id != current_leader:
+            return False
+        self.caught_up = True
+        self.answer_due = epoch
+        return True
+
+    def led(self) -> None:
+        """This replica took over: it holds everything it leads with (and keeps it when it steps down)."""
+        self.caught_up = True
 
     def on_entry(self, entry: Command | SubmissionRecord) -> GateVerdict:
         verdict = self.gate.offer(entry.epoch, entry)

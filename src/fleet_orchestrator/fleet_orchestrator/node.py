@@ -57,7 +57,7 @@ from fleet_interfaces.msg import (
 )
 from fleet_interfaces.srv import GetOutcomes, GetShardState, SubmitCommand
 from fleet_orchestrator.backpressure import ShardBackpressure
-from fleet_orchestrator.durable import DurableShard, default_state_dir
+from fleet_orchestrator.durable import SNAPSHOT_END_KIND, DurableShard, default_state_dir, may_take_over
 from fleet_orchestrator.mission_host import MissionHost
 from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
 from fleet_orchestrator.observability import ShardObservability
@@ -129,6 +129,8 @@ class ShardOrchestrator(TypedLifecycleNode):
         self._retired_publishers: list[Publisher] = []
         self._catch_up_until = 0.0
         self._followers = 0
+        self._caught_up_followers: set[str] = set()  # replica ids that answered this leader's snapshot marker
+        self._held_back_logged = False
         self._handed_over: list[Command] = []
         self.options: OrchestratorOptions | None = None
         self.dispatcher: CommandDispatcher | None = None
@@ -415,6 +417,9 @@ class ShardOrchestrator(TypedLifecycleNode):
         self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
         reannounced = self._reannounce_recent_outcomes(started)
         self._journal(adopted)
+        self.durable.led()
+        self._caught_up_followers.clear()
+        self._send_snapshot_end()  # followers present now hold the adopted work (the journal above)
         self.flush()
         pending = {c.command_id for c in self.dispatcher.pending()}
         self.missions.lead(lease.epoch, pending.__contains__)
@@ -518,7 +523,32 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.handoff_pub.publish(command_to_msg(command))
         for record in self.journal.recent_requests():
             self.submission_pub.publish(_record_msg(record))
+        # Every follower answers the marker again: one that restarted under the same id is counted only once it has.
+        self._caught_up_followers.clear()
+        self._send_snapshot_end()
         self.get_logger().info(f'a follower joined: sent it {len(pending)} unfinished command(s) of the journal')
+
+    def _send_snapshot_end(self, epoch: int | None = None) -> None:
+        """The end-of-snapshot marker on the handoff topic (after the entries it closes, same writer): sent by the
+        leader in its epoch; answered by a follower that took it, under the follower's own id."""
+        if epoch is None:
+            epoch = self.dispatcher.epoch if self.dispatcher is not None else 0
+        marker = CommandMsg(command_id='', agent_id=self.replica_id, epoch=epoch, kind=SNAPSHOT_END_KIND)
+        marker.site_id, marker.shard_id = self.shard.site_id, self.shard.shard_id
+        self.handoff_pub.publish(marker)
+
+    def _on_snapshot_end(self, msg: CommandMsg) -> None:
+        if msg.agent_id == self.replica_id:
+            return  # our own marker, echoed
+        if self.dispatcher is not None:
+            if msg.epoch == self.dispatcher.epoch:
+                self._caught_up_followers.add(msg.agent_id[:128])
+            return
+        current = self.lease.current
+        if self.durable.on_snapshot_end(
+            msg.epoch, leader_id=msg.agent_id, current_leader=current.leader_id if current is not None else ''
+        ):
+            self.get_logger().info(f'caught up with leader {msg.agent_id} (epoch {msg.epoch}): eligible to lead')
 
     def _publish_lease(self, lease: Lease) -> None:
         self.lease_pub.publish(
@@ -645,6 +675,9 @@ class ShardOrchestrator(TypedLifecycleNode):
             )
 
     def _on_handoff(self, msg: CommandMsg) -> None:
+        if not msg.command_id and msg.kind == SNAPSHOT_END_KIND:
+            self._on_snapshot_end(msg)
+            return
         if msg.epoch == (self.dispatcher.epoch if self.dispatcher is not None else -1):
             return  # our own hand-over, echoed
         try:
@@ -721,7 +754,7 @@ class ShardOrchestrator(TypedLifecycleNode):
             # A lapse must still hold one tick later: lease messages queued behind a slow callback of ours are
             # processed in between, so our own stall cannot pass for the leader's death.
             lapsed = self._eligible and self.lease.should_take_over(now) and not self._lease_on_its_way(now)
-            if lapsed and self._lapse_seen:
+            if lapsed and self._lapse_seen and self._caught_up_or_waited(now):
                 self._take_over()
             self._lapse_seen = lapsed
         else:
@@ -740,12 +773,31 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.flush()
         self.traces.publish_some()
 
+    def _caught_up_or_waited(self, now: float) -> bool:
+        """A standby not caught up with the leader it followed waits (durable.may_take_over says how long)."""
+        seen = self._last_lease_seen
+        if may_take_over(
+            caught_up=self.durable.caught_up,
+            lease_seen=seen is not None,
+            lapse_sec=now - (seen if seen is not None else now),
+            lease_sec=self.lease.config.lease_sec,
+        ):
+            self._held_back_logged = False
+            return True
+        if not self._held_back_logged:
+            self._held_back_logged = True
+            self.get_logger().warning('the lease lapsed, but this replica is not caught up with the leader: waiting')
+        return False
+
     def _keep_journal(self, now: float) -> None:
         """A standby commits what it followed once per tick and hands its unfinished work to a new leader; old
         outcomes are pruned now and then."""
         if self.journal is None:
             return
         self.durable.persist(now)
+        if self.durable.answer_due and self.dispatcher is None:
+            self._send_snapshot_end(self.durable.answer_due)
+            self.durable.answer_due = 0
         # Once someone besides us listens (the new leader's subscription may match a little after its lease).
         if self.durable.handoff_due and self.dispatcher is None and self.handoff_pub.get_subscription_count() > 1:
             commands, records = self.durable.handoff()
@@ -923,6 +975,8 @@ class ShardOrchestrator(TypedLifecycleNode):
         msg.ack_latency_p50_ms = stats.ack_latency_p50_ms
         msg.ack_latency_p99_ms = stats.ack_latency_p99_ms
         msg.degradation_level = self.dispatcher.degradation_level
+        msg.standbys_following = max(0, self.handoff_pub.get_subscription_count() - 1)  # minus our own
+        msg.standbys_caught_up = min(len(self._caught_up_followers), msg.standbys_following)
         self.status_pub.publish(msg)
         self.observability.on_status(stats, msg)
 

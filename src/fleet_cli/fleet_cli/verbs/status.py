@@ -1,4 +1,5 @@
-"""fleetctl status: one row per shard from its latched ShardStatus (leader, epoch, health, queues, latency, level)."""
+"""fleetctl status: one row per shard from its latched ShardStatus (leader, epoch, health, queues, latency, level,
+standbys caught up)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ COLUMNS = (
     ('ACK P50', 8),
     ('ACK P99', 8),
     ('LVL', 3),
+    ('STANDBY', 7),
     ('AGE', 5),
 )
+"""STANDBY: standbys caught up with the leader / standbys following it (only caught-up ones may lead at once)."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,6 +101,8 @@ class StatusBoard:
             'ack_latency_p50_ms': round(msg.ack_latency_p50_ms, 1),
             'ack_latency_p99_ms': round(msg.ack_latency_p99_ms, 1),
             'degradation_level': msg.degradation_level,
+            'standbys_following': msg.standbys_following,
+            'standbys_caught_up': msg.standbys_caught_up,
             'age_s': round(max(0.0, now - from_time(msg.stamp)), 1),
         }
 
@@ -123,6 +128,7 @@ class StatusBoard:
                 f'{r["ack_latency_p50_ms"]}ms',
                 f'{r["ack_latency_p99_ms"]}ms',
                 r['degradation_level'],
+                f'{r["standbys_caught_up"]}/{r["standbys_following"]}',
                 f'{r["age_s"]}s',
             ]
             lines.append(' '.join(f'{c!s:<{w}}' for c, (_n, w) in zip(cells, COLUMNS, strict=True)).rstrip())
