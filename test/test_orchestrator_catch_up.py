@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 from test_orchestrator_handover import SHARD, SITE, replica
 
+from fleet_cli.verbs.status import StatusBoard
 from fleet_core import topics
 from fleet_core.replica import ShardReplica
 from fleet_core.shard_journal import ShardJournal
@@ -98,3 +99,23 @@ def test_a_caught_up_standby_takes_over_without_the_long_wait(ros, tmp_path):
     a.trigger_deactivate()
     ros.spin_until(lambda: b.leading, 15, 'b to take over')
     assert b.takeover_seconds < UNCAUGHT_TAKEOVER_LEASES * LEASE_SEC
+
+
+def test_fleetctl_status_shows_the_caught_up_standbys():
+    class Node:
+        def create_subscription(self, *args: object) -> None:
+            return None
+
+    class Client:
+        node = Node()
+
+    key = (SITE, SHARD)
+    board = StatusBoard(Client(), [key])  # type: ignore[arg-type]  # a stand-in client: no subscriptions needed
+    board.latest[key] = ShardStatus(
+        site_id=SITE, shard_id=SHARD, leader_id='a', standbys_following=2, standbys_caught_up=1
+    )
+    row = board.row(key, now=0.0)
+    assert (row['standbys_caught_up'], row['standbys_following']) == (1, 2)
+    header, line = board.table(now=0.0)
+    column = header.index('STANDBY')
+    assert line[column:].split()[0] == '1/2'
