@@ -6,6 +6,7 @@ from __future__ import annotations
 from fleet_core.model import Command, CommandResult, Outcome, Priority
 from fleet_core.replica import ShardReplica
 from fleet_core.shard_journal import GateVerdict, ShardJournal, SubmissionRecord
+from fleet_orchestrator.catch_up import CATCH_UP_MAX_SEC, CatchUp
 from fleet_orchestrator.durable import DurableShard, default_state_dir
 
 
@@ -67,3 +68,32 @@ def test_handed_over_work_is_taken_only_from_older_epochs(tmp_path):
 def test_default_state_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv('FLEETLANES_STATE_DIR', str(tmp_path))
     assert default_state_dir('s', 'z', 'a') == tmp_path / 'shards' / 's' / 'z' / 'a'
+
+
+def test_a_new_leader_waits_for_the_previous_epochs_journal_before_taking_unknown_request_ids(tmp_path):
+    # Chaos seed 15: a (epoch 100) accepted request R; b, a late standby, never copied it and led epoch 101. A re-sent
+    # R must not be taken as new (the robot would run it twice) until a's journal is handed over; a long bound only.
+    wait = CatchUp.start(previous_epoch=100, led_epoch=0, followed=False, now=0.0)
+    assert not wait.done(2 * 2.0)  # the old fixed window (2 lease periods) ended here
+    assert not wait.done(CATCH_UP_MAX_SEC - 0.1)
+    assert not wait.on_handoff_end(0)  # a replica that never led: its hand-over proves nothing about epoch 100
+    assert not wait.done(10.0)
+    assert wait.on_handoff_end(100)  # a, back as a standby, handed over its journal (R's record came before)
+    assert wait.done(10.0)
+    assert not wait.on_handoff_end(100)  # counted once
+    assert CatchUp.start(previous_epoch=100, led_epoch=0, followed=False, now=0.0).done(CATCH_UP_MAX_SEC)  # bounded
+
+
+def test_a_leader_that_led_or_followed_the_previous_epoch_is_caught_up_at_once(tmp_path):
+    assert CatchUp.start(previous_epoch=0, led_epoch=0, followed=False, now=0.0).done(0.0)  # first start of a shard
+    assert CatchUp.start(previous_epoch=100, led_epoch=100, followed=False, now=0.0).done(0.0)  # its own journal
+    assert CatchUp.start(previous_epoch=101, led_epoch=0, followed=True, now=0.0).done(0.0)  # took its snapshot
+    assert not CatchUp.start(previous_epoch=101, led_epoch=100, followed=False, now=0.0).done(0.0)
+    journal = ShardJournal(tmp_path / 'a' / 'journal.db', background_checkpoints=False)
+    assert journal.led_epoch() == 0
+    journal.note_led(100)
+    journal.note_led(7)  # never goes down
+    journal.close()
+    reopened = ShardJournal(tmp_path / 'a' / 'journal.db', background_checkpoints=False)
+    assert reopened.led_epoch() == 100  # what a restarted replica's hand-over vouches for
+    reopened.close()

@@ -249,6 +249,16 @@ class ShardJournal:
         if epoch > self.max_epoch():
             self._transaction([("INSERT OR REPLACE INTO meta VALUES ('epoch', ?)", [(epoch,)])], sync=True)
 
+    def note_led(self, epoch: int) -> None:
+        """Remember the newest epoch this replica led holding every request record of the epochs before it (its
+        catch-up ended): a next leader waiting for that epoch's journal takes this replica's hand-over as complete."""
+        if epoch > self.led_epoch():
+            self._transaction([("INSERT OR REPLACE INTO meta VALUES ('led', ?)", [(epoch,)])], sync=True)
+
+    def led_epoch(self) -> int:
+        rows = self._read("SELECT value FROM meta WHERE key = 'led'")
+        return int(rows[0][0]) if rows else 0
+
     def prune(self, *, before: float) -> int:
         """Forget outcomes decided and requests answered before `before`; returns the commands forgotten.
         Unfinished commands are never pruned."""

@@ -63,6 +63,12 @@ def shard_handoff(site: str, shard: str) -> str:
     return f'{shard_prefix(site, shard)}/handoff'
 
 
+def shard_handoff_outcomes(site: str, shard: str) -> str:
+    """Outcomes a replica decided or followed (within retention), handed to a new leader with its unfinished work:
+    the new leader settles any command it adopted that another replica already decided (the first decision wins)."""
+    return f'{shard_prefix(site, shard)}/handoff_outcomes'
+
+
 def shard_outcomes_query(site: str, shard: str) -> str:
     """GetOutcomes service of the leader (fates by command id from its journal)."""
     return f'{shard_prefix(site, shard)}/outcomes'

@@ -55,6 +55,7 @@ CONTROL_TOPICS: tuple[str, ...] = (
     '/fleet/*/*/mission_status',  # shard_mission_status
     '/fleet/*/*/submissions',  # shard_submissions (leader to standbys)
     '/fleet/*/*/handoff',  # shard_handoff
+    '/fleet/*/*/handoff_outcomes',  # shard_handoff_outcomes
 )
 """Topics the shards, their standbys and the agents act on (built by `fleet_core.topics`). A relay role may never
 publish them, whatever its ACL says: a forged ack or journal entry would be acted upon."""

@@ -57,6 +57,7 @@ from fleet_interfaces.msg import (
 )
 from fleet_interfaces.srv import GetOutcomes, GetShardState, SubmitCommand
 from fleet_orchestrator.backpressure import ShardBackpressure
+from fleet_orchestrator.catch_up import CATCH_UP_MAX_SEC, HANDOFF_END, CatchUp
 from fleet_orchestrator.durable import SNAPSHOT_END_KIND, DurableShard, default_state_dir, may_take_over
 from fleet_orchestrator.mission_host import MissionHost
 from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
@@ -83,10 +84,6 @@ HEALTH_EVERY_TICKS = 4
 """Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
 PRUNE_EVERY_SEC = 30.0
 """How often outcomes past their retention are forgotten."""
-CATCH_UP_LEASES = 2.0
-"""For this many lease periods after taking over, an unknown request_id is refused with 'retry' rather than taken as
-new: the other replicas hand their journals' unfinished work and request records to a new leader as soon as they
-see its lease, and a request answered before a crash may be known only there."""
 MAX_QUERY_IDS = 10_000
 LOG_REJECTED_EVERY = 100
 """Untrusted entries are counted; the first and then every 100th is logged."""
@@ -127,7 +124,9 @@ class ShardOrchestrator(TypedLifecycleNode):
         self._last_prune = 0.0
         self.status_pub: Publisher | None = None
         self._retired_publishers: list[Publisher] = []
-        self._catch_up_until = 0.0
+        self._catch_up = CatchUp(0, 0.0, holds_previous=True)
+        """Until done, an unknown request_id is answered 'retry' (fleet_orchestrator.catch_up)."""
+        self._caught_up_noted = True
         self._followers = 0
         self._caught_up_followers: set[str] = set()  # replica ids that answered this leader's snapshot marker
         self._held_back_logged = False
@@ -288,6 +287,9 @@ class ShardOrchestrator(TypedLifecycleNode):
         self.create_subscription(SubmissionRecordMsg, submissions, self._on_submission, qos.OPERATIONS)
         self.handoff_pub = self.create_publisher(CommandMsg, topics.shard_handoff(site, sid), qos.EVENTS)
         self.create_subscription(CommandMsg, topics.shard_handoff(site, sid), self._on_handoff, qos.EVENTS)
+        handed_outcomes = topics.shard_handoff_outcomes(site, sid)
+        self.handoff_outcome_pub = self.create_publisher(CommandOutcomes, handed_outcomes, qos.EVENTS)
+        self.create_subscription(CommandOutcomes, handed_outcomes, self._on_handed_outcomes, qos.EVENTS)
         self.observability = ShardObservability(self, site, sid, metrics_port=int(self.params.metrics_port))
         self.lease_pub = self.create_publisher(LeaderLease, topics.shard_leader(site, sid), qos.LATCHED)
         self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
@@ -381,6 +383,8 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.lease.note_epoch(self.health.highest_epoch_seen())
             self.lease.note_epoch(self.journal.max_epoch())
             recovered = self.durable.recover(plan.pending)
+            previous_epoch = self.lease.max_epoch_seen
+            led_epoch = self.journal.led_epoch()
             lease = self.lease.take_over(now=started)
             # Claimed durably before anyone hears of it: a restart of this replica never leads below it.
             self.journal.note_epoch(lease.epoch)
@@ -411,7 +415,17 @@ class ShardOrchestrator(TypedLifecycleNode):
             self._journal_failed(exc)
             return
         self._publish_lease(lease)
-        self._catch_up_until = started + CATCH_UP_LEASES * self.lease.config.lease_sec
+        # It followed the previous leader caught up (took its takeover's journal or its snapshot).
+        followed = self.durable.caught_up and self.durable.gate.epoch >= previous_epoch
+        self._catch_up = CatchUp.start(
+            previous_epoch=previous_epoch, led_epoch=led_epoch, followed=followed, now=started
+        )
+        self._caught_up_noted = False
+        if not self._catch_up.done(started):
+            self.get_logger().info(
+                f'unknown request_ids are answered "retry" until the journal of epoch {previous_epoch} is handed over '
+                f'(at most {CATCH_UP_MAX_SEC:.0f}s)'
+            )
         self._followers = self.handoff_pub.get_subscription_count()  # they get the adopted commands below
         site, sid = self.shard.site_id, self.shard.shard_id
         self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
@@ -644,6 +658,10 @@ class ShardOrchestrator(TypedLifecycleNode):
 
     def _on_submission(self, msg: SubmissionRecordMsg) -> None:
         """A record of the current leader (while following), or one handed over from an older epoch."""
+        if msg.request_id == HANDOFF_END:
+            if self.dispatcher is not None and self._catch_up.on_handoff_end(msg.epoch):
+                self.get_logger().info(f'{msg.trace_id[:64]} handed over the journal of epoch {msg.epoch}: caught up')
+            return
         leading_epoch = self.dispatcher.epoch if self.dispatcher is not None else 0
         if msg.epoch == leading_epoch:
             return  # our own
@@ -698,6 +716,28 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.durable.admit(command)
             return
         self._handed_over.append(command)  # adopted at the next tick, all of a hand-over at once
+
+    def _on_handed_outcomes(self, batch: CommandOutcomes) -> None:
+        """Outcomes another replica decided or followed, handed over with its work: a command pending here that
+        another replica already decided gets that outcome (the first decision wins; announced again, identically);
+        the others are journaled so that they are never adopted later. Only a leader takes them."""
+        if self.dispatcher is None or self.journal is None:
+            return
+        results = []
+        for msg in batch.outcomes:
+            try:
+                results.append(result_from_msg(msg))
+            except ValueError:
+                self.get_logger().warning(f'handed-over outcome {msg.command_id[:64]!r} with unknown value')
+        settled = [r for r in results if self.dispatcher.settle(r)]
+        try:
+            self.journal.record(results=[r for r in results if r not in settled])
+        except JournalUnavailable as exc:
+            self._journal_failed(exc)
+            return
+        if settled:
+            self.get_logger().info(f'{len(settled)} adopted command(s) settled by outcomes another replica decided')
+            self.flush()
 
     def _adopt_handed_over(self) -> None:
         """Adopt what other replicas handed over since the last tick, except what this leader owes or decided."""
@@ -762,6 +802,7 @@ class ShardOrchestrator(TypedLifecycleNode):
                 return
             self.dispatcher.tick()
             self.flush()
+            self._caught_up(now)
             try:
                 self._adopt_handed_over()
                 self._snapshot_for_new_followers()
@@ -801,10 +842,19 @@ class ShardOrchestrator(TypedLifecycleNode):
         # Once someone besides us listens (the new leader's subscription may match a little after its lease).
         if self.durable.handoff_due and self.dispatcher is None and self.handoff_pub.get_subscription_count() > 1:
             commands, records = self.durable.handoff()
+            # Decided outcomes first: the new leader may have adopted (from its own journal) a command this replica
+            # saw decided, and must announce that outcome, never a second, different one (chaos seed 3).
+            decided = [result_to_msg(r) for r in self.journal.recent_results(self.params.outcome_retention_sec)]
+            for start in range(0, len(decided), OUTCOMES_PER_MESSAGE):
+                chunk = decided[start : start + OUTCOMES_PER_MESSAGE]
+                self.handoff_outcome_pub.publish(CommandOutcomes(outcomes=chunk))
             for command in commands:
                 self.handoff_pub.publish(command_to_msg(command))
             for record in records:
                 self.submission_pub.publish(_record_msg(record))
+            # After the records, same writer: the new leader holds them once it has this (CatchUp).
+            end = SubmissionRecordMsg(request_id=HANDOFF_END, trace_id=self.replica_id, epoch=self.journal.led_epoch())
+            self.submission_pub.publish(end)
             if commands:
                 self.get_logger().info(f'handed {len(commands)} unfinished command(s) of the journal to the new leader')
         if now - self._last_prune >= PRUNE_EVERY_SEC:
@@ -997,7 +1047,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         if first is not None:
             # Answered before (perhaps by another leader, before a crash): the same commands, never new ones.
             return self._answer(response, first.trace_id, first.command_ids, first.agent_ids, duplicate=True)
-        if request_id and self.clock() < self._catch_up_until:
+        if request_id and not self._caught_up(self.clock()):
             response.accepted = False
             response.error = f'{self.replica_id} took over just now and is catching up with the other replicas; retry'
             return response
@@ -1028,6 +1078,19 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.submission_pub.publish(_record_msg(record))
         self.flush()
         return self._answer(response, trace_id, ids, agents, duplicate=False, look_up=bool(request_id))
+
+    def _caught_up(self, now: float) -> bool:
+        """The catch-up ended: its end is noted durably once, so that this replica's own later hand-over vouches for
+        the request records of this epoch."""
+        if not self._catch_up.done(now):
+            return False
+        if not self._caught_up_noted and self.dispatcher is not None and self.journal is not None:
+            self._caught_up_noted = True
+            try:
+                self.journal.note_led(self.dispatcher.epoch)
+            except JournalUnavailable as exc:
+                self.get_logger().error(f'end of catch-up not noted: {exc}')
+        return True
 
     def _answer(
         self,
