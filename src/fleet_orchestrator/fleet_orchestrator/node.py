@@ -559,10 +559,10 @@ class ShardOrchestrator(TypedLifecycleNode):
                 self._caught_up_followers.add(msg.agent_id[:128])
             return
         current = self.lease.current
-        if self.durable.on_snapshot_end(
+        # Taken now, or held until the lease of its epoch arrives; answered (and logged) from the tick.
+        self.durable.on_snapshot_end(
             msg.epoch, leader_id=msg.agent_id, current_leader=current.leader_id if current is not None else ''
-        ):
-            self.get_logger().info(f'caught up with leader {msg.agent_id} (epoch {msg.epoch}): eligible to lead')
+        )
 
     def _publish_lease(self, lease: Lease) -> None:
         self.lease_pub.publish(
@@ -838,6 +838,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         self.durable.persist(now)
         if self.durable.answer_due and self.dispatcher is None:
             self._send_snapshot_end(self.durable.answer_due)
+            self.get_logger().info(f'caught up with the leader of epoch {self.durable.answer_due}: eligible to lead')
             self.durable.answer_due = 0
         # Once someone besides us listens (the new leader's subscription may match a little after its lease).
         if self.durable.handoff_due and self.dispatcher is None and self.handoff_pub.get_subscription_count() > 1:
