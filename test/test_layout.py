@@ -40,3 +40,20 @@ def test_bringup_installs_the_top_level_launch_and_config() -> None:
     for name in ('site_launch.py', 'robot_launch.py', 'sim_launch.py'):
         assert (installed / 'launch' / name).resolve() == (ROOT / 'launch' / name).resolve(), name
     assert (installed / 'config' / 'fleet.yaml').resolve() == (ROOT / 'config' / 'fleet.yaml').resolve()
+
+
+def test_a_robot_computer_builds_no_simulator() -> None:
+    """`colcon build --packages-up-to fleet_agent fleet_bringup` (the README's robot computer) leaves fleet_sim out."""
+    import subprocess
+
+    done = subprocess.run(
+        ['colcon', 'list', '--packages-up-to', 'fleet_agent', 'fleet_bringup', '--names-only'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    packages = set(done.stdout.split())
+    assert {'fleet_agent', 'fleet_bringup', 'fleet_core', 'fleet_ros', 'fleet_interfaces'} <= packages, packages
+    assert 'fleet_sim' not in packages, packages
