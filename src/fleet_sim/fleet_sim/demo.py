@@ -363,6 +363,20 @@ class Demo:
         self.executor.shutdown()
 
 
+STEP_DOWN_LINES = 12
+
+
+def step_down_evidence(log_dir: Path) -> list[str]:
+    """Why leaders stepped down during the run (not at shutdown), from the orchestrators' logs: the evidence behind
+    an unexpected leader change."""
+    found = []
+    for log in sorted(log_dir.glob('*.log')):
+        for line in log.read_text(errors='replace').splitlines():
+            if 'stepping down as leader' in line and not line.endswith(': shutdown'):
+                found.append(f'{log.name}: {line[:240]}')
+    return found[:STEP_DOWN_LINES]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.robots < 4:
@@ -426,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         say(
             f'leader changes: {summary["leader_changes"]}; unexpected: {summary["unexpected_leader_changes"] or "none"}'
         )
+        if summary['unexpected_leader_changes']:
+            for line in step_down_evidence(run_dir / 'logs'):
+                say(f'  {line}')
         for reason in failures:
             say(f'VIOLATED: {reason}')
         for refusal in demo.mission.refused():

@@ -320,3 +320,15 @@ def test_node_set_splits_robots_over_hosts_with_their_own_stores() -> None:
     assert len(set(stores)) == len(stores) == len(groups)
     assert all(s.parameters.get('autostart') is False for s in specs if s.role == 'standby')
     assert parameter_text(['a', 'b']) == '[a, b]' and parameter_text('007') == "'007'" and parameter_text(1.5) == '1.5'
+
+
+def test_step_down_evidence_names_lapses_but_not_shutdowns(tmp_path: Path) -> None:
+    from fleet_sim.demo import step_down_evidence
+
+    (tmp_path / 'orchestrator.s.z.log').write_text(
+        '[WARN] [1.0] [s.z.orchestrator]: stepping down as leader (epoch 100): s.z.a: lease of epoch 100 lapsed\n'
+        '[INFO] [2.0] [s.z.orchestrator]: following leader s.z.b (epoch 101)\n'
+        '[WARN] [3.0] [s.z.orchestrator]: stepping down as leader (epoch 102): shutdown\n'
+    )
+    (lapse,) = step_down_evidence(tmp_path)
+    assert lapse.startswith('orchestrator.s.z.log: ') and 'lapsed' in lapse
