@@ -6,16 +6,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-import yaml
-
+from fleet_core import yaml_config
 from fleet_core.degradation import DegradationConfig, DegradationConfigError
 from fleet_core.health import HealthConfig, HealthConfigError
 from fleet_core.leadership import LeaseConfig, LeaseConfigError
 from fleet_core.topics import InvalidName, check_name
 from fleet_core.trace import TraceConfigError, TraceSettings, parse_trace_settings
 from fleet_core.waves import WaveConfig, WaveError
+
+T = TypeVar('T')
 
 DEFAULT_CONFIG_ENV = 'FLEETLANES_CONFIG'
 
@@ -124,41 +125,21 @@ class FleetConfig:
         return sum(len(s.agents) for s in self.shards)
 
 
-def _coerce(expected: type[Any], given: object, where: str) -> Any:
-    if expected is float and isinstance(given, int) and not isinstance(given, bool):
-        return float(given)
-    if expected is tuple:
-        if not isinstance(given, list | tuple):
-            raise ConfigError(f'{where}: expected a list, got {given!r}')
-        return tuple(_coerce(float, item, where) for item in given)
-    if not isinstance(given, expected) or isinstance(given, bool):
-        raise ConfigError(f'{where}: expected {expected.__name__}, got {given!r}')
-    return given
+_SELF_VALIDATING = (HealthConfig, LeaseConfig, WaveConfig, DegradationConfig)
 
 
-def _settings(cls: type[Any], raw: object, where: str) -> Any:
+def _settings(cls: type[T], raw: object, source: str, section: str) -> T:
     """Build the dataclass `cls` from a mapping. Classes of the pure modules validate themselves (their errors
     are re-raised naming the file); the plain settings here need every value > 0."""
-    if raw is None:
-        return cls()
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f'{where}: expected a mapping')
-    known = set(cls.__dataclass_fields__)
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f'{where}: unknown key(s) {", ".join(sorted(map(str, unknown)))}')
-    values: dict[str, Any] = {}
-    defaults = cls()
-    self_validating = cls in (HealthConfig, LeaseConfig, WaveConfig, DegradationConfig)
-    for key, given in raw.items():
-        value = _coerce(type(getattr(defaults, key)), given, f'{where}.{key}')
-        if not self_validating and not isinstance(value, str) and value <= 0:
-            raise ConfigError(f'{where}.{key}: must be > 0, got {value!r}')
-        values[key] = value
-    try:
-        return cls(**values)
-    except (*_OWN_VALIDATION_ERRORS, ConfigError) as exc:
-        raise ConfigError(f'{where.split(":", maxsplit=1)[0]}: {exc}') from None
+    return yaml_config.build(
+        cls,
+        raw,
+        source,
+        section,
+        ConfigError,
+        validate=None if cls in _SELF_VALIDATING else yaml_config.positive,
+        own_errors=(*_OWN_VALIDATION_ERRORS, ConfigError),
+    )
 
 
 def _agents(raw: object, where: str) -> tuple[str, ...]:
@@ -223,8 +204,8 @@ def parse_fleet_config(raw: object, source: str = '<memory>', *, scale_agents: i
             if agent in seen:
                 raise ConfigError(f'{source}: agent {agent!r} is in both {seen[agent]} and {shard.shard_id}')
             seen[agent] = shard.shard_id
-    dispatch = _settings(DispatchSettings, raw.get('dispatch'), f'{source}: dispatch')
-    intake = _settings(IntakeSettings, raw.get('intake'), f'{source}: intake')
+    dispatch = _settings(DispatchSettings, raw.get('dispatch'), source, 'dispatch')
+    intake = _settings(IntakeSettings, raw.get('intake'), source, 'intake')
     if intake.accept_ack_delay_sec >= dispatch.retry_initial_sec:
         raise ConfigError(
             f'{source}: intake.accept_ack_delay_sec ({intake.accept_ack_delay_sec}) must be below '
@@ -234,10 +215,10 @@ def parse_fleet_config(raw: object, source: str = '<memory>', *, scale_agents: i
         shards=shards,
         dispatch=dispatch,
         intake=intake,
-        health=_settings(HealthConfig, raw.get('health'), f'{source}: health'),
-        leadership=_settings(LeaseConfig, raw.get('leadership'), f'{source}: leadership'),
-        operations=_settings(WaveConfig, raw.get('operations'), f'{source}: operations'),
-        degradation=_settings(DegradationConfig, raw.get('degradation'), f'{source}: degradation'),
+        health=_settings(HealthConfig, raw.get('health'), source, 'health'),
+        leadership=_settings(LeaseConfig, raw.get('leadership'), source, 'leadership'),
+        operations=_settings(WaveConfig, raw.get('operations'), source, 'operations'),
+        degradation=_settings(DegradationConfig, raw.get('degradation'), source, 'degradation'),
         tracing=_tracing(raw.get('tracing'), f'{source}: tracing'),
         source=source,
     )
@@ -255,13 +236,5 @@ def load_fleet_config(path: str | os.PathLike[str] | None = None, *, scale_agent
     chosen = path or os.environ.get(DEFAULT_CONFIG_ENV)
     if not chosen:
         raise ConfigError(f'no fleet config given: pass --config or set ${DEFAULT_CONFIG_ENV}')
-    file = Path(chosen)
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise ConfigError(f'{file}: cannot read fleet config: {exc.strerror}') from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f'{file}: invalid YAML: {exc}') from None
-    return parse_fleet_config(raw, str(file), scale_agents=scale_agents)
+    raw = yaml_config.read_yaml(chosen, 'fleet config', ConfigError)
+    return parse_fleet_config(raw, str(Path(chosen)), scale_agents=scale_agents)

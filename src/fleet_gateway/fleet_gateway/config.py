@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fleet_core import yaml_config
 from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, GlobSet, Principal, Role, RolePolicy, TokenStore
 from fleet_gateway.protocol.state import STATUS_LEVELS, SessionLimits
 
@@ -97,42 +98,34 @@ def _fail(source: str, key: str, problem: str) -> ConfigError:
 
 
 def _read_yaml(path: Path, what: str) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f'{path}: cannot read {what}: {exc.strerror}') from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f'{path}: {what} is not valid YAML: {exc}') from None
+    return yaml_config.read_yaml(path, what, ConfigError)
 
 
-def _section(source: str, key: str, value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(source, key, f'must be a mapping, got {type(value).__name__}')
-    return value
+def _section(source: str, key: str, value: Any) -> Mapping[str, Any]:
+    return yaml_config.mapping(value, source, key, ConfigError)
 
 
-def _fill(cls: type, source: str, prefix: str, values: dict[str, Any]) -> Any:
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        spec = known.get(key)
-        if spec is None:
-            raise _fail(source, f'{prefix}.{key}', f'unknown key (known: {", ".join(sorted(known))})')
-        default = getattr(cls(), key)
-        if isinstance(default, bool | str):
-            ok = type(value) is type(default)
-        elif isinstance(default, int | float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-        else:
-            ok = True
-        if not ok:
-            raise _fail(source, f'{prefix}.{key}', f'expected {type(default).__name__}, got {value!r}')
-        kwargs[key] = (
-            type(default)(value) if isinstance(default, int | float) and not isinstance(default, bool) else value
-        )
-    return cls(**kwargs)
+def _number_in(low: float, high: float, *, open_low: bool = False) -> Callable[[Any], bool]:
+    return lambda v: (low < v if open_low else low <= v) and v <= high
+
+
+_ROOT_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    'host': (bool, 'must be a non-empty string'),
+    'port': (_number_in(0, 65535), 'must be an integer 0..65535'),
+    'default_qos': (lambda v: v in QOS_PROFILES, f'must be one of {", ".join(QOS_PROFILES)}'),
+    'call_service_wait_s': (_number_in(0, math.inf), 'must be a number >= 0'),
+    'ingest_budget_s': (_number_in(0, 10, open_low=True), 'must be a number of seconds in (0, 10]'),
+    'ingest_shed_budget_s': (_number_in(0, 10), 'must be a number of seconds in [0, 10]'),
+    'metrics_port': (lambda v: v <= 65535, 'must be an integer port (0: any free port, < 0: off)'),
+    'receive_buffer_bytes': (_number_in(1024, 16 * 1024 * 1024), 'must be an integer 1024..16777216'),
+    'max_staleness_ms': (_number_in(0, math.inf), 'must be a number of milliseconds >= 0 (0: off)'),
+}
+"""The scalar keys of `fleet_gateway:` (typed like GatewayConfig's defaults) and their ranges."""
+
+
+def _check_root(key: str, value: Any) -> str | None:
+    accept, problem = _ROOT_RULES[key]
+    return None if accept(value) else f'{problem}, got {value!r}'
 
 
 def load_gateway_config(path: Path | str) -> GatewayConfig:
@@ -142,34 +135,16 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
     data = _read_yaml(path, 'gateway config')
     root = _section(source, 'fleet_gateway', (data or {}).get('fleet_gateway') if isinstance(data, dict) else data)
     base = path.parent
-    known = {
-        'host',
-        'port',
-        'tls',
-        'tokens_file',
-        'acl_file',
-        'anonymous_role',
-        'limits',
-        'admission',
-        'default_qos',
-        'topic_qos',
-        'call_service_wait_s',
-        'ingest_budget_s',
-        'ingest_shed_budget_s',
-        'receive_buffer_bytes',
-        'metrics_port',
-        'max_staleness_ms',
-        'staleness',
-    }
-    for key in root:
-        if key not in known:
-            raise _fail(source, f'fleet_gateway.{key}', f'unknown key (known: {", ".join(sorted(known))})')
-    host = root.get('host', '127.0.0.1')
-    if not isinstance(host, str) or not host:
-        raise _fail(source, 'fleet_gateway.host', 'must be a non-empty string')
-    port = root.get('port', 9090)
-    if type(port) is not int or not 0 <= port <= 65535:
-        raise _fail(source, 'fleet_gateway.port', f'must be an integer 0..65535, got {port!r}')
+    known = {f.name for f in dataclasses.fields(GatewayConfig)} - {'source'}
+    yaml_config.check_keys(root, known, source, 'fleet_gateway', ConfigError)
+    scalars = yaml_config.typed_values(
+        GatewayConfig(),
+        {key: value for key, value in root.items() if key in _ROOT_RULES},
+        source,
+        'fleet_gateway',
+        ConfigError,
+        validate=_check_root,
+    )
 
     def opt_path(key: str, value: Any) -> Path | None:
         if value in (None, ''):
@@ -192,19 +167,28 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
             anonymous = Role(anonymous)
         except ValueError:
             raise _fail(source, 'fleet_gateway.anonymous_role', f'unknown role {anonymous!r}') from None
-    limits = _fill(SessionLimits, source, 'fleet_gateway.limits', _section(source, 'limits', root.get('limits')))
+    limits = yaml_config.build(
+        SessionLimits,
+        root.get('limits'),
+        source,
+        'fleet_gateway.limits',
+        ConfigError,
+        validate=yaml_config.non_negative,
+    )
     if limits.status_level not in STATUS_LEVELS:
         raise _fail(source, 'fleet_gateway.limits.status_level', f'must be one of {", ".join(STATUS_LEVELS)}')
-    admission = _fill(
-        AdmissionConfig, source, 'fleet_gateway.admission', _section(source, 'admission', root.get('admission'))
+    admission = yaml_config.build(
+        AdmissionConfig,
+        root.get('admission'),
+        source,
+        'fleet_gateway.admission',
+        ConfigError,
+        validate=yaml_config.non_negative,
     )
     if admission.rate <= 0 or admission.burst < 1 or admission.auth_failure_rate <= 0:
         raise _fail(source, 'fleet_gateway.admission', 'rate and auth_failure_rate must be > 0, burst >= 1')
     if admission.auth_failure_burst < 1:
         raise _fail(source, 'fleet_gateway.admission.auth_failure_burst', 'must be >= 1')
-    default_qos = root.get('default_qos', 'events')
-    if default_qos not in QOS_PROFILES:
-        raise _fail(source, 'fleet_gateway.default_qos', f'must be one of {", ".join(QOS_PROFILES)}')
     topic_qos = []
     for i, item in enumerate(root.get('topic_qos') or []):
         if not isinstance(item, dict) or set(item) != {'glob', 'profile'} or item['profile'] not in QOS_PROFILES:
@@ -212,24 +196,6 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
                 source, f'fleet_gateway.topic_qos[{i}]', f'must be {{glob, profile}} with a profile in {QOS_PROFILES}'
             )
         topic_qos.append(TopicQos(str(item['glob']), item['profile']))
-    wait = root.get('call_service_wait_s', 2.0)
-    if isinstance(wait, bool) or not isinstance(wait, int | float) or wait < 0:
-        raise _fail(source, 'fleet_gateway.call_service_wait_s', 'must be a number >= 0')
-    budget = root.get('ingest_budget_s', 0.015)
-    if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 10:
-        raise _fail(source, 'fleet_gateway.ingest_budget_s', 'must be a number of seconds in (0, 10]')
-    shed = root.get('ingest_shed_budget_s', 0.0075)
-    if isinstance(shed, bool) or not isinstance(shed, int | float) or not 0 <= shed <= 10:
-        raise _fail(source, 'fleet_gateway.ingest_shed_budget_s', 'must be a number of seconds in [0, 10]')
-    metrics_port = root.get('metrics_port', -1)
-    if type(metrics_port) is not int or metrics_port > 65535:
-        raise _fail(source, 'fleet_gateway.metrics_port', 'must be an integer port (0: any free port, < 0: off)')
-    rcvbuf = root.get('receive_buffer_bytes', 32 * 1024)
-    if type(rcvbuf) is not int or not 1024 <= rcvbuf <= 16 * 1024 * 1024:
-        raise _fail(source, 'fleet_gateway.receive_buffer_bytes', 'must be an integer 1024..16777216')
-    max_staleness = root.get('max_staleness_ms', 500.0)
-    if isinstance(max_staleness, bool) or not isinstance(max_staleness, int | float) or max_staleness < 0:
-        raise _fail(source, 'fleet_gateway.max_staleness_ms', 'must be a number of milliseconds >= 0 (0: off)')
     staleness = []
     for i, item in enumerate(root.get('staleness') or []):
         max_ms = item.get('max_ms') if isinstance(item, dict) else None
@@ -244,22 +210,14 @@ def load_gateway_config(path: Path | str) -> GatewayConfig:
             raise _fail(source, f'fleet_gateway.staleness[{i}]', 'must be {glob, max_ms} with max_ms >= 0')
         staleness.append(StalenessRule(item['glob'], float(max_ms)))
     return GatewayConfig(
-        host=host,
-        port=port,
+        **scalars,
         tls=tls,
         tokens_file=opt_path('fleet_gateway.tokens_file', root.get('tokens_file')),
         acl_file=opt_path('fleet_gateway.acl_file', root.get('acl_file')),
         anonymous_role=anonymous,
         limits=limits,
         admission=admission,
-        default_qos=default_qos,
         topic_qos=tuple(topic_qos),
-        call_service_wait_s=float(wait),
-        ingest_budget_s=float(budget),
-        ingest_shed_budget_s=float(shed),
-        metrics_port=metrics_port,
-        receive_buffer_bytes=rcvbuf,
-        max_staleness_ms=float(max_staleness),
         staleness=tuple(staleness),
         source=source,
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from fleet_core import yaml_config
 
 KINDS_WITH_FAILURES = ('goto', 'inspect', 'report', 'undock', 'dock')
 
@@ -62,31 +64,20 @@ _DESCRIPTIONS = {
 }
 
 
+def _check_range(key: str, value: object) -> str | None:
+    if not isinstance(value, float):
+        return None
+    if not math.isfinite(value) or value < 0:
+        return f'must be a finite number >= 0, got {value!r}'
+    if key.startswith('failure_rate_') and value > 1:
+        return f'a probability must be <= 1, got {value!r}'
+    if key in ('speed_mps', 'odom_rate_hz') and value == 0:
+        return 'must be > 0'
+    if key == 'battery_initial_pct' and value > 100:
+        return f'must be <= 100, got {value!r}'
+    return None
+
+
 def parse_sim_settings(raw: Mapping[str, Any], source: str = '<parameters>') -> SimSettings:
     """Validate a mapping of parameter name to value (unknown keys are an error)."""
-    defaults = SimSettings()
-    known = {f.name for f in fields(SimSettings)}
-    unknown = set(raw) - known
-    if unknown:
-        raise SimConfigError(f'{source}: unknown simulator parameter(s) {", ".join(sorted(unknown))}')
-    values: dict[str, Any] = {}
-    for key, given in raw.items():
-        expected = type(getattr(defaults, key))
-        if isinstance(given, bool) or not isinstance(given, int | float):
-            raise SimConfigError(f'{source}: {key}: expected a number, got {given!r}')
-        if expected is int:
-            if not isinstance(given, int):
-                raise SimConfigError(f'{source}: {key}: expected an integer, got {given!r}')
-            values[key] = given
-            continue
-        value = float(given)
-        if not math.isfinite(value) or value < 0:
-            raise SimConfigError(f'{source}: {key}: must be a finite number >= 0, got {given!r}')
-        if key.startswith('failure_rate_') and value > 1:
-            raise SimConfigError(f'{source}: {key}: a probability must be <= 1, got {given!r}')
-        if key in ('speed_mps', 'odom_rate_hz') and value == 0:
-            raise SimConfigError(f'{source}: {key}: must be > 0')
-        if key == 'battery_initial_pct' and value > 100:
-            raise SimConfigError(f'{source}: {key}: must be <= 100, got {given!r}')
-        values[key] = value
-    return SimSettings(**values)
+    return yaml_config.build(SimSettings, raw, source, '', SimConfigError, validate=_check_range)
