@@ -6,6 +6,7 @@ they take work again."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from fleet_core import topics
-from fleet_interfaces.msg import CommandOutcomes, Heartbeat, LeaderLease
+from fleet_interfaces.msg import CommandOutcomes, Heartbeat, LeaderLease, ShardStatus
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
 from fleet_ros.convert import from_time
@@ -77,6 +78,8 @@ def test_damaged_wal_after_a_crash_runs_nothing_twice_and_reports_safe_mode(ros,
         Heartbeat, topics.shard_heartbeat(SITE, SHARD), lambda m: beats.__setitem__(m.agent_id, m), qos.HEARTBEAT
     )
     node.create_subscription(LeaderLease, topics.shard_leader(SITE, SHARD), leases.append, qos.LATCHED)
+    statuses: list[ShardStatus] = []
+    node.create_subscription(ShardStatus, topics.shard_status(SITE, SHARD), statuses.append, qos.LATCHED)
     client = node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
     processes.start(['shard_orchestrator', *common], name='orchestrator')
     host = processes.start(agent_argv, name='agents', extra_env=agent_env)
@@ -108,6 +111,19 @@ def test_damaged_wal_after_a_crash_runs_nothing_twice_and_reports_safe_mode(ros,
     assert in_safe_mode, 'the damaged WAL cost no start: nothing was tested'
     assert all('clear-safe-mode' in beats[a].safe_mode_reason for a in in_safe_mode)
     assert all(not beats[a].safe_mode_reason for a in set(AGENTS) - in_safe_mode)
+    # The shard counts them (ShardStatus, shown by fleetctl status).
+    ros.spin_until(
+        lambda: statuses and statuses[-1].safe_mode_agents == len(in_safe_mode), 10, 'the safe-mode count in status'
+    )
+    shown = subprocess.run(
+        ['fleetctl', '--config', str(config), 'status', '--json'],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=processes.env,
+    )
+    rows = [json.loads(line) for line in shown.stdout.splitlines() if line.startswith('{')]
+    assert [r['safe_mode_agents'] for r in rows] == [len(in_safe_mode)], shown.stdout + shown.stderr
 
     host.stop()
     done = subprocess.run(
@@ -119,6 +135,7 @@ def test_damaged_wal_after_a_crash_runs_nothing_twice_and_reports_safe_mode(ros,
     processes.start([*agent_argv[:-2], '-p', 'exec_delay_sec:=0.0'], name='agents-cleared', extra_env=agent_env)
     ros.spin_until(lambda: fresh_beats(cleared_at), 20, 'heartbeats after clearing')
     assert not any(b.state == Heartbeat.STATE_SAFE_MODE for b in beats.values())
+    ros.spin_until(lambda: statuses[-1].safe_mode_agents == 0, 10, 'no safe-mode agent left in status')
     fresh = submit(ttl=20.0)
     ros.spin_until(lambda: all(c in outcomes for c in fresh), 40, 'outcomes of new work')
     assert {outcomes[c] for c in fresh} == {0}  # SUCCEEDED

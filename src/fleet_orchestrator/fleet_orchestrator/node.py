@@ -1028,6 +1028,9 @@ class ShardOrchestrator(TypedLifecycleNode):
         msg.degradation_level = self.dispatcher.degradation_level
         msg.standbys_following = max(0, self.handoff_pub.get_subscription_count() - 1)  # minus our own
         msg.standbys_caught_up = min(len(self._caught_up_followers), msg.standbys_following)
+        msg.safe_mode_agents = sum(
+            self.health.health(agent).state == Heartbeat.STATE_SAFE_MODE for agent in self.health.online()
+        )
         self.status_pub.publish(msg)
         self.observability.on_status(stats, msg)
 

@@ -36,9 +36,11 @@ COLUMNS = (
     ('ACK P99', 8),
     ('LVL', 3),
     ('STANDBY', 7),
+    ('SAFE', 4),
     ('AGE', 5),
 )
-"""STANDBY: standbys caught up with the leader / standbys following it (only caught-up ones may lead at once)."""
+"""STANDBY: standbys caught up with the leader / standbys following it (only caught-up ones may lead at once).
+SAFE: agents in safe mode (their heartbeats say why and how to clear it)."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,6 +105,7 @@ class StatusBoard:
             'degradation_level': msg.degradation_level,
             'standbys_following': msg.standbys_following,
             'standbys_caught_up': msg.standbys_caught_up,
+            'safe_mode_agents': msg.safe_mode_agents,
             'age_s': round(max(0.0, now - from_time(msg.stamp)), 1),
         }
 
@@ -129,6 +132,7 @@ class StatusBoard:
                 f'{r["ack_latency_p99_ms"]}ms',
                 r['degradation_level'],
                 f'{r["standbys_caught_up"]}/{r["standbys_following"]}',
+                r['safe_mode_agents'],
                 f'{r["age_s"]}s',
             ]
             lines.append(' '.join(f'{c!s:<{w}}' for c, (_n, w) in zip(cells, COLUMNS, strict=True)).rstrip())
