@@ -7,10 +7,11 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from fleet_core import yaml_config
 from fleet_core.model import Priority
 
 
@@ -103,31 +104,10 @@ class TraceSettings:
             raise TraceConfigError(f'tracing.pending_commands must be >= 0, got {self.pending_commands!r}')
 
 
-_DEFAULT_SETTINGS = TraceSettings()
-
-
 def parse_trace_settings(raw: object, where: str = 'tracing') -> TraceSettings:
     """Validate a decoded `tracing:` mapping (None gives the defaults). Raises TraceConfigError naming the key."""
-    if raw is None:
-        return TraceSettings()
-    if not isinstance(raw, Mapping):
-        raise TraceConfigError(f'{where}: expected a mapping')
-    unknown = set(raw) - {'enabled', 'sample_fraction', 'pending_commands'}
-    if unknown:
-        raise TraceConfigError(f'{where}: unknown key(s) {", ".join(sorted(map(str, unknown)))}')
-    enabled = raw.get('enabled', True)
-    if not isinstance(enabled, bool):
-        raise TraceConfigError(f'{where}.enabled: expected true or false, got {enabled!r}')
-    fraction = raw.get('sample_fraction', _DEFAULT_SETTINGS.sample_fraction)
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float):
-        raise TraceConfigError(f'{where}.sample_fraction: expected a number in 0..1, got {fraction!r}')
-    pending = raw.get('pending_commands', _DEFAULT_SETTINGS.pending_commands)
-    if isinstance(pending, bool) or not isinstance(pending, int):
-        raise TraceConfigError(f'{where}.pending_commands: expected an integer, got {pending!r}')
-    try:
-        return TraceSettings(enabled=enabled, sample_fraction=float(fraction), pending_commands=pending)
-    except TraceConfigError as exc:
-        raise TraceConfigError(f'{where}: {exc}') from None
+    source, _, section = where.rpartition(': ')
+    return yaml_config.build(TraceSettings, raw, source, section, TraceConfigError, own_errors=(TraceConfigError,))
 
 
 def trace_hash_fraction(trace_id: str) -> float:

@@ -27,9 +27,10 @@ class YamlConfigError(ValueError):
 
 
 def key_path(source: str, section: str, key: str | None = None) -> str:
-    """`file: section.key`, the prefix of every message (`section` may be '' for a flat mapping)."""
+    """`file: section.key`, the prefix of every message (`section` may be '' for a flat mapping, `source` ''
+    when the caller has no file name)."""
     dotted = '.'.join(part for part in (section, key) if part)
-    return f'{source}: {dotted}' if dotted else source
+    return ': '.join(part for part in (source, dotted) if part)
 
 
 def read_yaml(path: str | os.PathLike[str], what: str, error: ErrorFactory = YamlConfigError) -> object:
@@ -50,7 +51,7 @@ def mapping(raw: object, source: str, section: str, error: ErrorFactory = YamlCo
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise error(f'{key_path(source, section)}: must be a mapping, got {type(raw).__name__}')
+        raise error(f'{key_path(source, section)}: expected a mapping, got {type(raw).__name__}')
     return raw
 
 
@@ -68,9 +69,13 @@ def coerce(expected: object, given: object, source: str, key: str, error: ErrorF
     never a bool, a tuple takes a list (items checked like the default's first item), an enum takes its value, a
     dataclass a mapping. A default of another type (None, a path) accepts anything. `key` is dotted."""
     where = key_path(source, key)
-    if isinstance(expected, bool | str):
-        if type(given) is not type(expected):
-            raise error(f'{where}: expected {type(expected).__name__}, got {given!r}')
+    if isinstance(expected, bool):
+        if not isinstance(given, bool):
+            raise error(f'{where}: expected true or false, got {given!r}')
+        return given
+    if isinstance(expected, str):
+        if type(given) is not str:
+            raise error(f'{where}: expected a string, got {given!r}')
         return given
     if isinstance(expected, enum.Enum):
         try:
@@ -118,7 +123,7 @@ def build(
     try:
         return cls(**kwargs)
     except own_errors as exc:
-        raise error(f'{source}: {exc}') from None
+        raise error(key_path(source, '', str(exc))) from None
 
 
 def typed_values(

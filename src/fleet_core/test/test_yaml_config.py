@@ -60,13 +60,13 @@ def test_builds_typed_values_and_keeps_defaults():
         ({'count': True}, r'^f\.yaml: sec\.count: expected an integer'),
         ({'rate': 'fast'}, r'^f\.yaml: sec\.rate: expected a number'),
         ({'rate': False}, r'^f\.yaml: sec\.rate: expected a number'),
-        ({'name': 3}, r'^f\.yaml: sec\.name: expected str'),
-        ({'enabled': 1}, r'^f\.yaml: sec\.enabled: expected bool'),
+        ({'name': 3}, r'^f\.yaml: sec\.name: expected a string'),
+        ({'enabled': 1}, r'^f\.yaml: sec\.enabled: expected true or false'),
         ({'factors': 1.0}, r'^f\.yaml: sec\.factors: expected a list'),
         ({'factors': [1.0, 'x']}, r'^f\.yaml: sec\.factors\[1\]: expected a number'),
         ({'colour': 'green'}, r'^f\.yaml: sec\.colour: expected one of red, blue'),
         ({'inner': {'depth': 'deep'}}, r'^f\.yaml: sec\.inner\.depth: expected an integer'),
-        ({'inner': 3}, r'^f\.yaml: sec\.inner: must be a mapping, got int$'),
+        ({'inner': 3}, r'^f\.yaml: sec\.inner: expected a mapping, got int$'),
     ],
 )
 def test_errors_name_the_file_and_the_dotted_key(raw, message):
@@ -77,7 +77,7 @@ def test_errors_name_the_file_and_the_dotted_key(raw, message):
 def test_a_flat_mapping_names_the_key_alone_and_a_non_mapping_names_the_section():
     with pytest.raises(YamlConfigError, match=r'^f\.yaml: count: expected an integer'):
         yaml_config.build(Sample, {'count': 'x'}, 'f.yaml', '')
-    with pytest.raises(YamlConfigError, match=r'^f\.yaml: sec: must be a mapping, got list$'):
+    with pytest.raises(YamlConfigError, match=r'^f\.yaml: sec: expected a mapping, got list$'):
         yaml_config.build(Sample, [1], 'f.yaml', 'sec')
 
 
@@ -100,6 +100,11 @@ def test_positive_and_non_negative_validators():
     assert yaml_config.positive('k', float('nan')) is not None
     assert yaml_config.non_negative('k', 0) is None
     assert yaml_config.non_negative('k', -1) == 'must be >= 0, got -1'
+
+
+def test_without_a_file_name_messages_start_with_the_key():
+    with pytest.raises(YamlConfigError, match=r'^sec\.count: expected an integer'):
+        yaml_config.build(Sample, {'count': 'x'}, '', 'sec')
 
 
 def test_the_class_own_errors_are_re_raised_with_the_file_name():

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-import yaml
 from rclpy.context import Context
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from fleet_core import yaml_config
 from fleet_gateway.backoff import Backoff
 from fleet_gateway.config import QOS_PROFILES, ConfigError
 from fleet_gateway.conversion import UnknownType, codec_for, message_class
@@ -64,10 +64,7 @@ class SiteLinkConfig:
 
 def load_site_link_config(path: Path) -> SiteLinkConfig:
     source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f'{source}: cannot read site link config: {exc}') from None
+    data = yaml_config.read_yaml(path, 'site link config', ConfigError)
     root = data.get('fleet_site_link') if isinstance(data, dict) else None
     if not isinstance(root, dict):
         raise ConfigError(f'{source}: fleet_site_link: missing or not a mapping')

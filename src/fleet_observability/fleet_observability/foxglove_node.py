@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.experimental import EventsExecutor
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
+from fleet_core import yaml_config
 from fleet_observability.foxglove_gate import GateSettings
 from fleet_observability.foxglove_server import (
     DEFAULT_SERVICE_GLOBS,
@@ -85,7 +85,8 @@ class FoxgloveServerNode(TypedNode):
         }
         tokens: dict[str, str] = {}
         if values['tokens_file']:
-            tokens = parse_tokens(yaml.safe_load(Path(values['tokens_file']).read_text()), values['tokens_file'])
+            raw = yaml_config.read_yaml(values['tokens_file'], 'foxglove tokens file', AccessConfigError)
+            tokens = parse_tokens(raw, values['tokens_file'])
         self.policy = AccessPolicy(tokens=tokens)
         self.policy.check_bind(values['host'])
         self.settings = FoxgloveSettings(
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             node = FoxgloveServerNode(parameter_overrides=flag_overrides(args))
             executor.add_node(node)
             node.bridge.start()
-        except (AccessConfigError, GlobError, FoxgloveStartError, OSError, yaml.YAMLError, ValueError) as exc:
+        except (AccessConfigError, GlobError, FoxgloveStartError, OSError, ValueError) as exc:
             print(f'fleet_foxglove: error: {exc}', file=sys.stderr)
             return EXIT_USAGE
         print(f'fleet_foxglove: listening on {node.bridge.url}', flush=True)

@@ -13,11 +13,13 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from fleet_bringup.nodes import BringupOptions, NodeSpec, orchestrator_nodes, sim_nodes
 from fleet_bringup.processes import Child, Supervisor
+from fleet_core import yaml_config
 from fleet_core.config import ConfigError, FleetConfig, load_fleet_config
 from fleet_sim.resources import usage
 
@@ -28,12 +30,9 @@ RECORD_TOPICS = ('/fleet/**', '/*/*/odom')
 def write_scaled_config(source: Path, robots: int | None, target: Path) -> FleetConfig:
     """Copy the layout to `target`, with prefix-style shards resized so the fleet has about `robots` robots (the same
     rule as load_fleet_config(scale_agents=...)), and return it loaded from there."""
-    try:
-        raw = yaml.safe_load(source.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f'{source}: cannot read fleet config: {exc}') from None
+    raw = yaml_config.read_yaml(source, 'fleet config', ConfigError)
     expected = load_fleet_config(source, scale_agents=robots)
-    scaled = copy.deepcopy(raw)
+    scaled: Any = copy.deepcopy(raw)  # a mapping with sites: load_fleet_config above validated it
     if robots is not None:
         per_shard = len(expected.shards[0].agents) if expected.shards else 0
         for site in scaled['sites'].values():
