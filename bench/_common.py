@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -14,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from fleet_core import stats
-from fleet_ros.processes import let_sigint_reach_children
+from fleet_ros.processes import start_child, stop_child
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -36,7 +34,6 @@ class Child:
     """A benchmark child process with its log in a temp file; stopped by PID (SIGINT, then SIGKILL)."""
 
     def __init__(self, argv: Sequence[str], name: str) -> None:
-        let_sigint_reach_children()
         self.name = name
         self.log = tempfile.NamedTemporaryFile(prefix=f'bench-{name}-', suffix='.log', delete=False)
         env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
@@ -44,9 +41,7 @@ class Child:
         if profile_dir:
             # py-spy samples the child; collapsed stacks land in BENCH_PROFILE_DIR/<name>.txt
             argv = ['py-spy', 'record', '--format', 'raw', '-r', '100', '-o', f'{profile_dir}/{name}.txt', '--', *argv]
-        self.proc = subprocess.Popen(
-            list(argv), stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        self.proc = start_child(argv, log=self.log, env=env)
 
     def rss_mb(self, peak: bool = True) -> float:
         field = 'VmHWM' if peak else 'VmRSS'
@@ -73,13 +68,7 @@ class Child:
         return Path(self.log.name).read_text(errors='replace')
 
     def stop(self, grace: float = 5.0) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=grace)
+        stop_child(self.proc, grace)
         self.log.close()
 
 

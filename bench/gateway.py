@@ -24,7 +24,6 @@ import resource
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet_core import stats
+from fleet_ros.processes import start_child, stop_child
 
 PAD = 'x' * 40
 TOPIC_OUT = '/bench/out'
@@ -176,16 +176,10 @@ class Proc:
             native = ['--native'] if os.environ.get('BENCH_PROFILE_NATIVE') else []
             spy = ['py-spy', 'record', *native, '--format', 'raw', '-r', '200', '-o', f'{profile_dir}/{name}.txt']
             argv = [*spy, '--', *argv]
-        self.popen = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.popen = start_child(argv, log=self.log, env=env)
 
     def stop(self, grace: float = 5.0) -> None:
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGINT)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                os.kill(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(grace)
+        stop_child(self.popen, grace)
         self.log.close()
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fleet_ros.processes import let_sigint_reach_children
+from fleet_ros.processes import kill_child, let_sigint_reach_children, start_child, stop_child
 
 
 class ManagedProcess:
@@ -20,14 +19,7 @@ class ManagedProcess:
         self.name = name or Path(argv[0]).name
         self._log = tempfile.NamedTemporaryFile(prefix=f'fleet-{self.name}-', suffix='.log', delete=False)
         self.log_path = Path(self._log.name)
-        self.popen = subprocess.Popen(
-            list(argv),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env if env is not None else os.environ.copy(),
-            start_new_session=True,
-        )
+        self.popen = start_child(argv, log=self._log, env=env)
 
     @property
     def pid(self) -> int:
@@ -46,21 +38,13 @@ class ManagedProcess:
 
     def stop(self, grace: float = 5.0) -> int:
         """SIGINT, wait up to `grace` seconds, then SIGKILL. Returns the exit code."""
-        if self.alive():
-            os.kill(self.popen.pid, signal.SIGINT)
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.kill(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=grace)
+        code = stop_child(self.popen, grace)
         self._log.close()
-        return self.popen.returncode
+        return code
 
     def kill(self) -> None:
         """SIGKILL now (simulates a crash)."""
-        if self.alive():
-            os.kill(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=5.0)
+        kill_child(self.popen, timeout=5.0)
 
 
 def wait_exit(proc: ManagedProcess, timeout: float) -> int:

@@ -1,10 +1,10 @@
 """Child processes of `fleetctl up` and the demo: each in its own session with a log file, stopped by PID only
-(SIGINT, then SIGKILL after a grace period), in reverse start order."""
+(SIGINT, then SIGKILL after a grace period), in reverse start order. Starting and stopping one child is
+`fleet_ros.processes` (shared with the lifecycle supervisor, the benchmarks and the test harness)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fleet_bringup.nodes import NodeSpec
-from fleet_ros.processes import let_sigint_reach_children
+from fleet_ros.processes import kill_child, let_sigint_reach_children, start_child, stop_child, stop_children
 
 
 class LaunchError(RuntimeError):
@@ -55,15 +55,7 @@ class Supervisor:
         log_path = self.log_dir / (spec.label.replace('/', '.') + '.log')
         try:
             with log_path.open('ab') as log:
-                popen = subprocess.Popen(
-                    command,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    env=self.env,
-                    cwd=cwd,
-                    start_new_session=True,
-                )
+                popen = start_child(command, log=log, env=self.env, cwd=cwd)
         except OSError as exc:
             raise LaunchError(f'cannot start {spec.label} ({command[0]}): {exc.strerror}') from None
         child = Child(spec, popen, log_path, time.monotonic())
@@ -78,34 +70,15 @@ class Supervisor:
     @staticmethod
     def kill(child: Child) -> None:
         """SIGKILL now (a crash)."""
-        if child.alive():
-            os.kill(child.pid, signal.SIGKILL)
-            child.popen.wait(timeout=10)
+        kill_child(child.popen)
 
     @staticmethod
     def stop(child: Child, grace: float = 5.0) -> int | None:
-        if child.alive():
-            os.kill(child.pid, signal.SIGINT)
-            try:
-                child.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.kill(child.pid, signal.SIGKILL)
-                child.popen.wait(timeout=grace)
-        return child.popen.returncode
+        return stop_child(child.popen, grace)
 
     def stop_all(self, grace: float = 5.0) -> None:
         """SIGINT every child at once (in reverse order), then wait; SIGKILL whatever outlives the grace."""
-        for child in reversed(self.children):
-            if child.alive():
-                os.kill(child.pid, signal.SIGINT)
-        deadline = time.monotonic() + grace
-        for child in reversed(self.children):
-            remaining = max(0.1, deadline - time.monotonic())
-            try:
-                child.popen.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                os.kill(child.pid, signal.SIGKILL)
-                child.popen.wait(timeout=grace)
+        stop_children([child.popen for child in reversed(self.children)], grace)
 
     def exited(self) -> list[Child]:
         return [c for c in self.children if not c.alive()]

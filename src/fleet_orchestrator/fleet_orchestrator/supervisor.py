@@ -7,7 +7,6 @@ A spawned orchestrator that exits with code 2 refused its configuration (e.g. wr
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from rclpy.signals import SignalHandlerOptions
 from fleet_core import topics
 from fleet_core.config import ConfigError, load_fleet_config
 from fleet_ros.params import declare
-from fleet_ros.processes import let_sigint_reach_children
+from fleet_ros.processes import let_sigint_reach_children, start_child, stop_child
 
 EXIT_REFUSED = 2
 STOP_GRACE_SEC = 5.0
@@ -192,20 +191,13 @@ class LifecycleSupervisor:
 
 def spawn(m: Managed) -> None:
     # A session of its own so the supervisor's SIGINT does not reach it before the ordered bring-down.
-    m.process = subprocess.Popen(m.argv, start_new_session=True)
+    m.process = start_child(m.argv)
 
 
 def stop(m: Managed) -> None:
     """SIGINT by PID, then SIGKILL after a grace period."""
-    process = m.process
-    if process is None or process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=STOP_GRACE_SEC)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_GRACE_SEC)
+    if m.process is not None:
+        stop_child(m.process, STOP_GRACE_SEC)
 
 
 def managed_nodes(

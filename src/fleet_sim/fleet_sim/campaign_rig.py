@@ -10,8 +10,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +21,7 @@ from typing import IO, Any
 import yaml
 
 from fleet_core.config import FleetConfig, load_fleet_config
+from fleet_ros.processes import kill_child, start_child, stop_child
 from fleet_sim.campaign import (
     DRIVER_OPS,
     LINK_OPS,
@@ -73,10 +72,7 @@ class Proc:
         self.name = name
         self.log = log
         self._out = log.open('ab')
-        self.popen = subprocess.Popen(
-            argv, stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(env),
-            start_new_session=True,
-        )  # fmt: skip
+        self.popen = start_child(argv, log=self._out, env=env)
         self.started = time.monotonic()
         self.offset = log.stat().st_size
 
@@ -91,18 +87,10 @@ class Proc:
             return handle.read().decode(errors='replace')
 
     def kill(self) -> None:
-        if self.alive():
-            os.kill(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10.0)
+        kill_child(self.popen)
 
     def stop(self, grace: float = 5.0) -> None:
-        if self.alive():
-            os.kill(self.popen.pid, signal.SIGINT)
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.kill(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=grace)
+        stop_child(self.popen, grace)
         self._out.close()
 
 
