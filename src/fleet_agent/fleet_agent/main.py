@@ -15,6 +15,7 @@ import rclpy
 from rclpy.context import Context
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
+from rclpy.parameter_service import ParameterService
 
 from fleet_agent.executors import ExecutorFactory, SleepExecutor
 from fleet_agent.node import AgentHostNode, AgentSpec
@@ -82,12 +83,15 @@ class ConfiguredAgentHost(AgentHostNode):
     the running node shows them), reads them, then hosts. Raises ConfigError for invalid values."""
 
     def __init__(self, node_name: str, *, loop: asyncio.AbstractEventLoop, context: Context) -> None:
-        Node.__init__(self, node_name, context=context)
+        # Parameter services start once every parameter (the plug-ins' too) is declared: a `ros2 param list` that
+        # finds the node finds all of them.
+        Node.__init__(self, node_name, context=context, start_parameter_services=False)
         try:
             self._configure(node_name, loop)
         except ConfigError:
             self.destroy_node()
             raise
+        self._parameter_service = ParameterService(self)
 
     def _configure(self, node_name: str, loop: asyncio.AbstractEventLoop) -> None:
         # Read once at start (nothing re-reads them), so all are read-only: `ros2 param set` is refused, never ignored.
