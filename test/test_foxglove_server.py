@@ -608,6 +608,14 @@ def test_two_servers_on_one_domain(processes: Any, ros: Any) -> None:
     )
     urls = {p.output().split('listening on ')[1].split()[0] for p in procs}
     assert len(urls) == 2
+    # The console script spins its node: it answers a parameter request.
+    from rcl_interfaces.srv import GetParameters
+
+    client = observer.create_client(GetParameters, '/site_a/fleet_foxglove/get_parameters')
+    ros.spin_until(client.service_is_ready, 10.0, what='the parameter service of /site_a/fleet_foxglove')
+    future = client.call_async(GetParameters.Request(names=['port']))
+    ros.spin_until(future.done, 10.0, what='a parameter answer from the spawned server')
+    assert [v.integer_value for v in future.result().values] == [0]
     for proc in procs:
         assert proc.stop() == 0, proc.log_path.read_text()
         assert 'Traceback' not in proc.log_path.read_text()

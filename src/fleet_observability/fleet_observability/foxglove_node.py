@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
-from rclpy.experimental import EventsExecutor
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
@@ -31,8 +29,8 @@ from fleet_observability.foxglove_server import (
 )
 from fleet_observability.foxglove_services import AccessConfigError, AccessPolicy, parse_tokens
 from fleet_observability.topic_match import DEFAULT_TOPIC_GLOBS, GlobError
+from fleet_ros.asyncio_node import run_nodes, until_shutdown
 from fleet_ros.node import TypedNode
-from fleet_ros.spin import SpinThread
 
 NODE_NAME = 'fleet_foxglove'
 EXIT_USAGE = 2
@@ -148,32 +146,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     full = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     args = build_parser().parse_args(remove_ros_args(full)[1:])
     rclpy.init(args=full)
-    executor = EventsExecutor()
+    context = rclpy.get_default_context()
     node: FoxgloveServerNode | None = None
-    spin = SpinThread(executor, name='foxglove-rclpy')
-    stop = threading.Event()
     try:
         try:
             node = FoxgloveServerNode(parameter_overrides=flag_overrides(args))
-            executor.add_node(node)
             node.bridge.start()
         except (AccessConfigError, GlobError, FoxgloveStartError, OSError, ValueError) as exc:
             print(f'fleet_foxglove: error: {exc}', file=sys.stderr)
+            if node is not None:
+                node.bridge.close()
+                node.destroy_node()
             return EXIT_USAGE
         print(f'fleet_foxglove: listening on {node.bridge.url}', flush=True)
-        spin.start()
-        while not stop.wait(0.5):
-            if not executor.context.ok():
-                break
+        bridge = node.bridge
+
+        async def close_bridge() -> None:
+            bridge.close()
+
+        # Spins the node until SIGINT (rclpy's handler shuts the context down); closes the bridge, destroys the node.
+        run_nodes(context, [node], lambda: until_shutdown(context), cleanup=close_bridge)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        spin.stop()
-        if node is not None:
-            node.bridge.close()
-            executor.remove_node(node)
-            node.destroy_node()
-        executor.shutdown()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
     return 0
