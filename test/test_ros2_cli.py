@@ -53,9 +53,10 @@ def ros2(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(['ros2', *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ))
 
 
-def ros2_ok(*args: str) -> str:
-    """`ros2 ARGS`, which must succeed; with --no-daemon the CLI's own node discovers the graph for --spin-time
-    seconds, and on a loaded machine that may not be enough, so 'Node not found' (nothing done) is asked again."""
+def ros2_node_verb(*args: str) -> subprocess.CompletedProcess[str]:
+    """`ros2 ARGS` for a verb addressing a node: with --no-daemon the CLI's own node discovers the graph for
+    --spin-time seconds, and on a loaded machine that may not be enough, so 'Node not found' (nothing was done) is
+    asked again, for up to 30 s."""
     if '--no-daemon' in args:
         args = (*args, '--spin-time', '2')
     answers: list[subprocess.CompletedProcess[str]] = []
@@ -66,9 +67,15 @@ def ros2_ok(*args: str) -> str:
 
     with contextlib.suppress(WaitTimeout):
         wait_for(answered, 30, interval=0.5, what=f'ros2 {" ".join(args)} to find its node')
-    done = answers[-1]
+    return answers[-1]
+
+
+def ros2_ok(*args: str) -> str:
+    """`ros2 ARGS`, which must succeed; its stdout."""
+    done = ros2_node_verb(*args)
     assert done.returncode == 0, f'ros2 {" ".join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}'
-    return done.stdout
+    # Fast DDS writes its transport warnings (e.g. a shared-memory port lock held by another process) to stdout.
+    return '\n'.join(line for line in done.stdout.splitlines() if 'RTPS_' not in line)
 
 
 @pytest.fixture(scope='module')
@@ -173,7 +180,7 @@ def test_param_describe_and_set_obey_read_only_and_ranges(ros: Any, probe: Fleet
     assert re.search(r'Min value: -1\.0\s+Max value: 1\.0', described), described
 
     def set_param(name: str, value: str) -> subprocess.CompletedProcess[str]:
-        done = ros2('param', 'set', '--no-daemon', '--spin-time', '2', node, name, value)
+        done = ros2_node_verb('param', 'set', '--no-daemon', node, name, value)
         assert 'Node not found' not in done.stderr, done.stderr
         return done
 
