@@ -704,10 +704,12 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.get_logger().warning(f'undecodable handed-over command {msg.command_id[:64]!r}')
             return
         leading_epoch = self.dispatcher.epoch if self.dispatcher is not None else 0
-        if self.dispatcher is None and command.epoch == self.durable.gate.epoch:
+        if self.dispatcher is None and command.epoch >= self.durable.gate.epoch:
             # The current leader's own work: its snapshot for a follower that joined, or another follower's
-            # hand-over of what it followed. Taken like a journal entry (idempotent).
-            self.durable.admit(command)
+            # hand-over of what it followed. Taken like a journal entry (idempotent), and like one held until the
+            # leader's lease is seen: a snapshot for a follower that just started overtakes the lease (another topic).
+            if self.durable.on_entry(command) is GateVerdict.REJECTED:
+                self._untrusted('handed-over command', msg.command_id, msg.epoch)
             return
         if not self.durable.on_handoff(command.epoch, leading_epoch=leading_epoch):
             self._untrusted('handed-over command', msg.command_id, msg.epoch)
