@@ -75,7 +75,9 @@ def test_a_new_leader_reannounces_the_outcomes_it_followed(ros, tmp_path):
     announces those outcomes again (the same value, keyed by command id)."""
     import time
 
+    from fleet_interfaces.msg import Command as CommandMsg
     from fleet_interfaces.msg import LeaderLease
+    from fleet_orchestrator.durable import SNAPSHOT_END_KIND
     from fleet_ros.convert import to_time
 
     overrides = [
@@ -101,6 +103,13 @@ def test_a_new_leader_reannounces_the_outcomes_it_followed(ros, tmp_path):
     standby.trigger_configure()
     standby.trigger_activate()
     ros.spin_until(lambda: standby.lease.current is not None, 10, 'the standby to follow the old lease')
+    # As a real leader does for a follower that joins: an (empty) snapshot closed by its marker catches it up, so it
+    # may take over as soon as the lease lapses.
+    handoff_pub = old_leader.create_publisher(CommandMsg, topics.shard_handoff(SITE, SHARD), qos.EVENTS)
+    ros.spin_until(lambda: handoff_pub.get_subscription_count() > 0, 10, 'the standby to follow hand-overs')
+    marker = CommandMsg(command_id='', agent_id='old', epoch=1, kind=SNAPSHOT_END_KIND, site_id=SITE, shard_id=SHARD)
+    handoff_pub.publish(marker)
+    ros.spin_until(lambda: standby.durable.caught_up, 10, 'the standby to catch up')
     ros.spin_until(lambda: outcome_pub.get_subscription_count() > 0, 10, 'the standby to follow outcomes')
     announced = CommandOutcome(command_id='c-announced-once', agent_id='r001', outcome=CommandOutcome.OUTCOME_SUCCEEDED)
     outcome_pub.publish(CommandOutcomes(outcomes=[announced]))
