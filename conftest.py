@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO
 
 import pytest
@@ -15,22 +13,12 @@ _DOMAIN_LOCK: IO[str] | None = None
 
 
 def _claim_domain_id() -> int:
-    """Hold an exclusive lock on a per-domain file so that concurrent test sessions never share a domain."""
+    """Hold the lock of a free domain for the whole session, so that concurrent runs never share a domain."""
     global _DOMAIN_LOCK
-    lock_dir = Path(os.environ.get('TMPDIR', '/tmp')) / 'fleetlanes-domains'
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    start = os.getpid() % 80
-    for offset in range(80):
-        domain = 10 + (start + offset) % 80
-        handle = (lock_dir / f'{domain}.lock').open('w')
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        _DOMAIN_LOCK = handle
-        return domain
-    raise RuntimeError(f'no free ROS domain id in 10..89 (locks in {lock_dir})')
+    from fleet_ros.domains import claim_domain_id
+
+    domain, _DOMAIN_LOCK = claim_domain_id()
+    return domain
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -26,9 +26,10 @@ from pathlib import Path
 from types import FrameType
 
 from fleet_core.config import IntakeSettings
+from fleet_ros.domains import claim_domain_id
 from fleet_ros.processes import let_sigint_reach_children
 from fleet_sim.campaign import SeedResult, campaign_line, draw_schedule
-from fleet_sim.campaign_rig import HOSTS, CampaignOptions, SeedRig, claim_domain_id
+from fleet_sim.campaign_rig import HOSTS, CampaignOptions, SeedRig
 from fleet_sim.netns import can_create_namespaces
 
 

@@ -7,7 +7,6 @@ wait is bounded."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
@@ -45,24 +44,6 @@ STANDBY_READY_WAIT_SEC = 10.0
 
 class CampaignError(RuntimeError):
     """The rig could not run a seed (a process exited early, a wait ran out); the message says which."""
-
-
-def claim_domain_id() -> tuple[int, IO[str]]:
-    """A ROS domain id nobody else on this machine uses, held by an exclusive lock on the file the test session's
-    conftest uses ($TMPDIR/fleetlanes-domains/<id>.lock); keep the returned handle open while the domain is used."""
-    lock_dir = Path(os.environ.get('TMPDIR', '/tmp')) / 'fleetlanes-domains'  # noqa: S108 - shared on purpose: conftest's
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    start = os.getpid() % 80
-    for offset in range(80):
-        domain = 10 + (start + offset) % 80
-        handle = (lock_dir / f'{domain}.lock').open('w')
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            continue
-        return domain, handle
-    raise CampaignError(f'no free ROS domain id in 10..89 (locks in {lock_dir})')
 
 
 class Proc:
