@@ -164,8 +164,10 @@ def echo_not_stale(ros: Any, probe: FleetProbe) -> str:
     epoch = re.search(r'^epoch: (\d+)$', echoed, re.M)
     assert leader and epoch, echoed
     assert int(epoch.group(1)) >= known_epoch, f'a stale leader (epoch {known_epoch} was known):\n{echoed}'
-    ros.spin_once(0.1)
-    holders = {lease.leader_id for lease in probe.leases[SHARD] if lease.epoch == int(epoch.group(1))}
+    echoed_epoch = int(epoch.group(1))
+    leases = probe.leases[SHARD]
+    ros.spin_until(lambda: any(lease.epoch >= echoed_epoch for lease in leases), 10, f'a lease of epoch {echoed_epoch}')
+    holders = {lease.leader_id for lease in probe.leases[SHARD] if lease.epoch == echoed_epoch}
     assert holders == {leader.group(1)}, f'leases of that epoch name {holders}:\n{echoed}'
     return echoed
 
