@@ -65,7 +65,8 @@ def test_inspection_survives_an_agent_kill_and_a_leader_kill(ros, processes, fle
             Heartbeat, topics.shard_heartbeat(SITE, shard), lambda m: beats.add(m.agent_id), qos.HEARTBEAT
         )
 
-    def orchestrator(shard: str, name: str):
+    def orchestrator(shard: str, name: str, replica: int = 0):
+        # Each replica of a shard has its own epoch slot, as the bringup node sets give them.
         return processes.start(
             [
                 'shard_orchestrator',
@@ -82,6 +83,8 @@ def test_inspection_survives_an_agent_kill_and_a_leader_kill(ros, processes, fle
                 f'__node:=orch_{name}',
                 '-p',
                 'tracing_enabled:=false',
+                '-p',
+                f'replica_index:={replica}',
             ],
             name=name,
         )
@@ -115,7 +118,7 @@ def test_inspection_survives_an_agent_kill_and_a_leader_kill(ros, processes, fle
     leader_1 = orchestrator('zone_1', 'z1_leader')
     orchestrator('zone_2', 'z2_leader')
     ros.spin_until(lambda: {m.leader_id for m in leases} >= {'z1_leader', 'z2_leader'}, 40.0, 'both leaders')
-    standby_1 = orchestrator('zone_1', 'z1_standby')
+    standby_1 = orchestrator('zone_1', 'z1_standby', replica=1)
     ros.spin_until(lambda: 'following leader z1_leader' in standby_1.output(), 40.0, 'the standby following')
     agent_host('zone_1', [a for a in agents('zone_1') if a != VICTIM], 'z1_agents')
     victim = agent_host('zone_1', [VICTIM], 'z1_victim')

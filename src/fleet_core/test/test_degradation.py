@@ -126,9 +126,9 @@ def test_fleet_config_blocks_build_the_pure_modules_config_classes() -> None:
     raw = {'sites': sites, 'degradation': {'level1_queue_depth': 10, 'level2_queue_depth': 5}}
     with pytest.raises(ConfigError, match=r'^f\.yaml: degradation\.level1_queue_depth'):
         parse_fleet_config(raw, 'f.yaml')
-    with pytest.raises(ConfigError, match=r'f\.yaml: operations\.wave_size: expected int'):
+    with pytest.raises(ConfigError, match=r'f\.yaml: operations\.wave_size: expected an integer'):
         parse_fleet_config({'sites': sites, 'operations': {'wave_size': 'x'}}, 'f.yaml')
     with pytest.raises(ConfigError, match=r'f\.yaml: health\.missed_heartbeats_lost must be greater'):
         parse_fleet_config({'sites': sites, 'health': {'missed_heartbeats_lost': 2}}, 'f.yaml')
-    with pytest.raises(ConfigError, match=r'f\.yaml: leadership: unknown key\(s\) lease'):
+    with pytest.raises(ConfigError, match=r'f\.yaml: leadership\.lease: unknown key'):
         parse_fleet_config({'sites': sites, 'leadership': {'lease': 1}}, 'f.yaml')
