@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -17,6 +15,7 @@ from fleet_core.shard_journal import (
     ShardJournal,
     SubmissionRecord,
 )
+from harness.wait import wait_for
 
 
 def command(
@@ -168,13 +167,6 @@ def test_an_unusable_file_or_failed_write_is_a_typed_error(path, tmp_path):
 def test_wal_mode(path):
     ShardJournal(path).close()
     assert sqlite3.connect(path).execute('PRAGMA journal_mode').fetchone()[0] == 'wal'
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, *, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f'timed out waiting for {what}'
-        time.sleep(0.01)
 
 
 def test_the_gate_admits_only_the_lease_holders_epoch():
