@@ -1,0 +1,254 @@
+"""fleet_ros.runtime: a signal only asks the program to stop; the work stops, lifecycle nodes shut down, nodes are
+destroyed, the executor and then the context shut down, every step while the context is valid; exit code 0 after
+a signal, EXIT_STARTUP and one line after a startup error."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import Any, cast
+
+import pytest
+from rclpy.context import Context
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.node import Node
+
+from fleet_ros.runtime import EXIT_STARTUP, RosProgram, run_program, shut_down_in_order
+
+# -- the order, with stand-ins (no rclpy) ------------------------------------------------------------------------
+
+
+class FakeContext:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.valid = True
+
+    def ok(self) -> bool:
+        return self.valid
+
+    def try_shutdown(self) -> None:
+        self.log.append('context shutdown')
+        self.valid = False
+
+
+class FakeNode:
+    def __init__(self, name: str, log: list[str], context: FakeContext) -> None:
+        self.name, self.log, self.context = name, log, context
+
+    def destroy_node(self) -> None:
+        self.log.append(f'destroy {self.name} (context valid: {self.context.ok()})')
+
+
+class FakeExecutor:
+    def __init__(self, log: list[str], context: FakeContext) -> None:
+        self.log, self.context = log, context
+
+    def remove_node(self, node: Node) -> None:
+        self.log.append(f'remove {cast(FakeNode, node).name}')
+
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        self.log.append(f'executor shutdown (context valid: {self.context.ok()})')
+        return True
+
+
+def test_nodes_leave_the_executor_and_are_destroyed_last_first_then_the_executor_then_the_context() -> None:
+    log: list[str] = []
+    context = FakeContext(log)
+    nodes = [FakeNode('first', log, context), FakeNode('second', log, context)]
+    shut_down_in_order(cast(list[Node], nodes), FakeExecutor(log, context), cast(Context, context))
+    assert log == [
+        'remove second',
+        'destroy second (context valid: True)',
+        'remove first',
+        'destroy first (context valid: True)',
+        'executor shutdown (context valid: True)',
+        'context shutdown',
+    ]
+
+
+# -- in this process, with a private context ---------------------------------------------------------------------
+
+
+class RecordingNode(Node):
+    def __init__(self, name: str, log: list[str], *, context: Context) -> None:
+        super().__init__(name, context=context)
+        self.log = log
+
+    def destroy_node(self) -> None:
+        self.log.append(f'destroy {self.get_name()} (context valid: {self.context.ok()})')
+        super().destroy_node()
+
+
+class Stepper(LifecycleNode):
+    def __init__(self, log: list[str], *, context: Context) -> None:
+        super().__init__('runtime_test_stepper', context=context)
+        self.log = log
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.log.append(f'on_shutdown from {state.label} (context valid: {self.context.ok()})')
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        self.log.append(f'destroy {self.get_name()} (context valid: {self.context.ok()})')
+        super().destroy_node()
+
+
+def test_sigint_stops_the_spin_loop_then_shuts_down_in_order_and_exits_0() -> None:
+    log: list[str] = []
+    seen: dict[str, Any] = {}
+
+    def body(program: RosProgram) -> None:
+        stepper = program.add_node(Stepper(log, context=program.context))
+        stepper.trigger_configure()
+        stepper.trigger_activate()
+        ticker = program.add_node(RecordingNode('runtime_test_ticker', log, context=program.context))
+        ticks: list[int] = []
+
+        def tick() -> None:
+            ticks.append(1)
+            if len(ticks) == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        ticker.create_timer(0.01, tick)
+        program.spin()
+        log.append('spin returned')
+        seen.update(reason=program.stop_reason, context=program.context, valid=program.context.ok())
+
+    before = signal.getsignal(signal.SIGINT)
+    assert run_program('runtime_test', body, args=[]) == 0
+    assert seen['reason'] == 'SIGINT'
+    assert seen['valid'], 'the signal shut the context down under the program'
+    assert log == [
+        'spin returned',
+        'on_shutdown from active (context valid: True)',
+        'destroy runtime_test_ticker (context valid: True)',
+        'destroy runtime_test_stepper (context valid: True)',
+    ]
+    assert not seen['context'].ok()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_signal_cancels_the_async_work_and_the_cleanup_runs_while_the_nodes_still_spin() -> None:
+    log: list[str] = []
+    seen: dict[str, Any] = {}
+
+    def body(program: RosProgram) -> None:
+        node = program.add_node(RecordingNode('runtime_test_async', log, context=program.context))
+        loop = program.loop
+        ticked: list[asyncio.Future[None]] = []
+
+        def tick() -> None:
+            for future in list(ticked):
+                loop.call_soon_threadsafe(lambda f=future: f.done() or f.set_result(None))
+
+        node.create_timer(0.01, tick)
+
+        async def start() -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                log.append(f'work cancelled (context valid: {program.context.ok()})')
+                raise
+
+        async def cleanup() -> None:
+            ticked.append(loop.create_future())
+            await asyncio.wait_for(ticked[0], 10)  # a timer callback after the stop: the spin thread still spins
+            log.append(f'cleanup saw a tick (context valid: {program.context.ok()})')
+
+        program.run_async(start, cleanup=cleanup)
+        log.append('run_async returned')
+        seen.update(reason=program.stop_reason, context=program.context)
+
+    assert run_program('runtime_test', body, args=[]) == 0
+    assert seen['reason'] == 'SIGINT'
+    assert log == [
+        'work cancelled (context valid: True)',
+        'cleanup saw a tick (context valid: True)',
+        'run_async returned',
+        'destroy runtime_test_async (context valid: True)',
+    ]
+    assert not seen['context'].ok()
+
+
+class ConfigProblem(Exception):
+    pass
+
+
+def test_a_startup_error_is_one_line_on_stderr_and_exit_code_2(capfd: pytest.CaptureFixture[str]) -> None:
+    log: list[str] = []
+    seen: dict[str, Any] = {}
+
+    def body(program: RosProgram) -> None:
+        program.add_node(RecordingNode('runtime_test_startup', log, context=program.context))
+        seen['context'] = program.context
+        raise ConfigProblem('fleet_config: /nowhere.yaml: no such file')
+
+    assert run_program('runtime_test', body, args=[], startup_errors=(ConfigProblem,)) == EXIT_STARTUP
+    assert capfd.readouterr().err == 'runtime_test: error: fleet_config: /nowhere.yaml: no such file\n'
+    assert log == ['destroy runtime_test_startup (context valid: True)']
+    assert not seen['context'].ok()
+
+
+def test_a_startup_error_of_the_async_work_ends_the_program_with_exit_code_2(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    def body(program: RosProgram) -> None:
+        async def start() -> None:
+            raise ConfigProblem('acl_file: unreadable')
+
+        program.run_async(start)
+
+    assert run_program('runtime_test', body, args=[], startup_errors=(ConfigProblem,)) == EXIT_STARTUP
+    assert capfd.readouterr().err == 'runtime_test: error: acl_file: unreadable\n'
+
+
+def test_other_errors_propagate_after_the_shutdown() -> None:
+    seen: dict[str, Any] = {}
+
+    def body(program: RosProgram) -> None:
+        seen['context'] = program.context
+        raise RuntimeError('a bug')
+
+    with pytest.raises(RuntimeError, match='a bug'):
+        run_program('runtime_test', body, args=[], startup_errors=(ConfigProblem,))
+    assert not seen['context'].ok()
+
+
+PROGRAM = textwrap.dedent(
+    """
+    import sys
+    from rclpy.node import Node
+    from fleet_ros.runtime import run_program
+
+    def body(program):
+        node = program.add_node(Node('runtime_test_sigterm', context=program.context))
+        node.create_timer(0.01, lambda: node.get_logger().info('tick', once=True))
+        print('ready', flush=True)
+        program.spin()
+        node.get_logger().info(f'stopping on {program.stop_reason}')
+
+    sys.exit(run_program('runtime_test', body, args=[]))
+    """
+)
+
+
+def test_sigterm_to_a_program_process_is_an_orderly_exit_0() -> None:
+    proc = subprocess.Popen([sys.executable, '-c', PROGRAM], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == 'ready'
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert 'stopping on SIGTERM' in err
+    assert 'context is invalid' not in err
+    assert 'Traceback' not in err
