@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from test_gateway_helpers import start_gateway
 from websockets.asyncio.client import connect
 
-from fleet_gateway.framing import declared_size, next_client_frame
+from fleet_gateway.transport.framing import declared_size, next_client_frame
 
 # --- pure ------------------------------------------------------------------------------------------------------
 

@@ -25,13 +25,11 @@ import http
 import itertools
 import logging
 import math
-import re
 import socket
 import ssl
 import time
 import urllib.parse
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from action_msgs.msg import GoalStatus
@@ -39,19 +37,12 @@ from rclpy.qos import ReliabilityPolicy
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
-
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # websockets without its C extension
-    from websockets.utils import apply_mask
 
 from fleet_gateway.acl import AccessPolicy, Principal, TokenStore
 from fleet_gateway.action_goals import ActionGoalRunner
 from fleet_gateway.config import GatewayConfig
-from fleet_gateway.framing import TEXT_FRAME, declared_size, next_client_frame, wire
 from fleet_gateway.protocol import events as ev
 from fleet_gateway.protocol.fields import AuthThrottled
 from fleet_gateway.protocol.published import PublishedMessage
@@ -62,419 +53,13 @@ from fleet_gateway.ros.dispatch import EventDispatcher
 from fleet_gateway.ros_async import asyncio_future, wait_until
 from fleet_gateway.ros_side import EndpointConflict, EndpointsFactory, RosEndpoints
 from fleet_gateway.served_actions import ClientServedActions
+from fleet_gateway.transport.budget import IngestBudget
+from fleet_gateway.transport.connection import SEND_BUFFER, ClientConnection
+from fleet_gateway.transport.frame_split import GatewayConnection
+from fleet_gateway.transport.listener import listening_socket
+from fleet_gateway.transport.shedding import Shedder
 
 log = logging.getLogger('fleet_gateway.server')
-
-WRITE_HIGH_WATER = 64 * 1024
-"""Bytes buffered in a client's transport beyond which frames stay in its (bounded, dropping) send queue."""
-SEND_BUFFER = 128 * 1024
-"""Kernel socket buffers per client, fixed so loopback autotuning cannot hide seconds of queue from backpressure:
-a slow reader fills our bounded send queue (where telemetry is dropped oldest-first, with a count), and a fast
-writer is pushed back by TCP as soon as the gateway stops reading. Input that waits for the gateway is at most
-the receive buffer (`receive_buffer_bytes`) plus what the client itself keeps in its send buffer."""
-WRITE_BATCH = 64 * 1024
-MIN_WINDOW = 8 * 1024
-MAX_WINDOW = 4 * 1024 * 1024
-PIPE_TARGET_S = 0.25
-"""Bytes in flight to a client (written, not yet read by it: the transport's buffer, both kernels' socket buffers
-and what the client library holds) are bounded by a window. What is read is learnt from WebSocket pings: every
-client answers a ping once it has read all that was sent before it. While a ping comes back within PIPE_TARGET_S
-the window may grow to twice what the client reads in that time; when it takes longer (data is piling up in the
-pipe), it shrinks to what the client reads in PIPE_TARGET_S; never below MIN_WINDOW. Beyond the window,
-non-critical frames wait in the bounded send queue, where telemetry past its staleness bound is dropped, instead of
-ageing in kernel buffers the gateway cannot purge."""
-PING_PREFIX = b'fg-inflight:'
-MIN_BACKLOG_FRAMES = 32
-"""Telemetry frames queued per topic for a client that is behind, at least (see `ClientSession.backlog_keep`)."""
-RETRY_WRITE_S = 0.005
-READ_CHUNK = 64 * 1024
-"""Bytes read from one socket per event-loop turn (asyncio's default is 256 KiB), so one busy client cannot hold a
-turn for long and the others are read in between."""
-EARLY_MESSAGES = 64
-"""Messages buffered between the handshake and the session's start; beyond, reading pauses until it starts."""
-_PUBLISH_HEAD = re.compile(
-    rb'\s*\{\s*"op"\s*:\s*"publish"\s*,(?:\s*"id"\s*:\s*"[^"\\]*"\s*,)?\s*"topic"\s*:\s*"([^"\\]*)"'
-)
-"""The start of a publish as roslibjs, roslibpy and most clients write it: `op` first, then `id` (optional), then
-`topic` (a name without escapes). Only such messages can be shed without parsing; others take the full path."""
-_DATA_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
-
-
-class GatewayConnection(ServerConnection):
-    """A `websockets` server connection that hands each complete incoming message to `sink` synchronously, in
-    order, then calls `after_data` once per chunk read. Until `attach`, messages are kept (at most EARLY_MESSAGES,
-    then reading pauses).
-
-    Once the connection is open, frames are split here (`_receive_direct`): a complete, masked, unfragmented text
-    frame is unmasked and handed on without `websockets`' per-frame parser (the most common client message, at a
-    fraction of its cost); every other complete frame (ping, close, fragments, binary, anything malformed) goes to
-    `websockets` whole, so its parser is always between frames and still does all the checking and closing. Before
-    a text frame is decoded, `shed` may claim it (a best-effort publish the gateway has no time for)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sink: Any = None
-        self.after_data: Any = None
-        self.on_pong: Callable[[bytes], bool] | None = None
-        """`(payload) -> bool`: True when a pong answers one of the gateway's in-flight pings (consumed here)."""
-        self.shed: Any = None
-        """`(payload bytes, stale) -> bool`: True when the gateway drops this message unparsed (and counted it)."""
-        self.hold: Any = None
-        """`() -> bool`: True when this turn has no time left for incoming data (it is then kept for the next)."""
-        self._holding = False
-        self._stale = False
-        self.direct = False
-        """Frames are split here (see the class doc); off until the handshake is done, and for good after a close."""
-        self._direct_checked = False
-        self._carry = b''
-        self._early: list[str | bytes] = []
-        self._early_paused = False
-        self._parts: list[bytes] = []
-        self._text = True
-
-    def attach(self, sink: Any, after_data: Any) -> None:
-        self.sink = sink
-        early, self._early = self._early, []
-        for message in early:
-            sink(message)
-        self.after_data = after_data
-        after_data()
-        if self._early_paused:
-            self._early_paused = False
-            self.transport.resume_reading()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        if hasattr(transport, 'max_size'):  # asyncio's selector transport reads up to max_size per turn
-            transport.max_size = READ_CHUNK
-
-    def data_received(self, data: bytes) -> None:
-        if self.direct:
-            if self.hold is not None and self.hold():
-                # this turn's ingest time is spent: keep the chunk unprocessed, read nothing more, and take it up
-                # first thing next turn (TCP pushes back meanwhile)
-                self._carry += data
-                if not self._holding:
-                    self._holding = True
-                    self.transport.pause_reading()
-                    asyncio.get_running_loop().call_soon(self._take_up)
-                return
-            self._receive_direct(self._carry + data if self._carry else data)
-        else:
-            super().data_received(data)
-            if not self._direct_checked and self.protocol.state is State.OPEN:
-                # the handshake is done; a compliant client sends nothing before it gets the response, so nothing
-                # is buffered and websockets' parser waits for the first frame header: frames can be split here
-                self._direct_checked = True
-                self.direct = not self.protocol.reader.buffer
-        if self.after_data is not None:
-            self.after_data()
-
-    def _receive_direct(self, data: bytes) -> None:
-        self._carry = b''
-        limit = self.protocol.max_message_size
-        shed = self.shed
-        small = 0xFE if limit is None or limit >= 125 else 0x80 + limit + 1  # second bytes of frames taken inline
-        offset = 0
-        end_of_data = len(data)
-        while offset < end_of_data:
-            second = data[offset + 1] if offset + 1 < end_of_data else 0
-            if data[offset] == TEXT_FRAME and 0x80 <= second < small and not self._parts:
-                start = offset + 6  # the common case, inline: masked, under 126 bytes
-                end = start + second - 0x80
-                if end > end_of_data:
-                    self._carry = data[offset:]
-                    break
-            else:
-                if limit is not None and declared_size(data, offset) > limit:
-                    self._leave_direct(data[offset:])  # websockets closes with 1009 (message too big)
-                    break
-                frame = next_client_frame(data, offset)
-                if frame is None:
-                    self._carry = data[offset:]
-                    break
-                first, start, end = frame
-                if first != TEXT_FRAME or not second & 0x80 or self._parts:
-                    super().data_received(data[offset:end])  # one whole frame: websockets parses, checks, answers
-                    offset = end
-                    if self.protocol.state is not State.OPEN:  # closing: websockets takes whatever follows
-                        self._leave_direct(data[offset:])
-                        break
-                    continue
-            payload = apply_mask(data[start:end], data[start - 4 : start])
-            offset = end
-            if shed is not None and shed(payload, self._stale):
-                continue
-            try:
-                text = payload.decode()
-            except UnicodeDecodeError:
-                self.direct = False
-                self.protocol.fail(CloseCode.INVALID_DATA, 'invalid UTF-8 in a text frame')
-                self.send_data()
-                break
-            self._deliver(text)
-        if shed is not None:
-            shed.flush()
-
-    def _take_up(self) -> None:
-        self._holding = False
-        if self.transport.is_closing():
-            return
-        carry, self._carry = self._carry, b''
-        self._stale = True  # it waited a turn: its best-effort publishes are shed whatever the budget (oldest first)
-        try:
-            self.data_received(carry)
-        finally:
-            self._stale = False
-        if not self._holding:
-            self.transport.resume_reading()
-
-    def _leave_direct(self, rest: bytes) -> None:
-        self.direct = False
-        if rest:
-            super().data_received(rest)
-
-    def process_event(self, event: Any) -> None:
-        if (
-            isinstance(event, Frame)
-            and event.opcode is Opcode.PONG
-            and self.on_pong is not None
-            and self.on_pong(bytes(event.data))
-        ):
-            return
-        if not isinstance(event, Frame) or event.opcode not in _DATA_OPCODES:
-            super().process_event(event)  # the handshake request, pings, pongs, close
-            return
-        if event.opcode is not Opcode.CONT:
-            self._text = event.opcode is Opcode.TEXT
-        if not event.fin:  # websockets checks the fragment sequence and the total size (max_size)
-            self._parts.append(bytes(event.data))
-            return
-        data = bytes(event.data) if not self._parts else b''.join([*self._parts, event.data])
-        self._parts = []
-        message: str | bytes = data
-        if self._text:
-            try:
-                message = data.decode()
-            except UnicodeDecodeError:
-                self.protocol.fail(CloseCode.INVALID_DATA, 'invalid UTF-8 in a text frame')
-                self.send_data()
-                return
-        self._deliver(message)
-
-    def _deliver(self, message: str | bytes) -> None:
-        if self.sink is not None:
-            self.sink(message)
-            return
-        self._early.append(message)
-        if len(self._early) >= EARLY_MESSAGES and not self._early_paused:
-            self._early_paused = True
-            self.transport.pause_reading()
-
-
-class IngestBudget:
-    """Time spent on incoming messages in the current event-loop turn; `over()` once it exceeds `budget_s`."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, budget_s: float) -> None:
-        self.loop = loop
-        self.budget_s = budget_s
-        self.turn_start: float | None = None
-
-    def begin(self) -> None:
-        """Called with the turn's first incoming message (when `turn_start` is None)."""
-        self.turn_start = time.perf_counter()
-        self.loop.call_soon(self._next_turn)  # runs first thing in the next turn, before its reads
-
-    def over(self, extra_s: float = 0.0) -> bool:
-        start = self.turn_start
-        return start is not None and time.perf_counter() - start > self.budget_s + extra_s
-
-    def _next_turn(self) -> None:
-        self.turn_start = None
-
-
-def _listening_socket(host: str, port: int, receive_buffer: int) -> socket.socket:
-    """The bound (not yet listening) server socket, with SO_RCVBUF set before any connection exists: accepted
-    sockets inherit it, so the window advertised in the handshake already matches the buffer. Shrinking the buffer
-    of an accepted socket instead leaves the larger window it advertised in place; what the buffer cannot hold is
-    dropped and retransmitted after a timeout (measured with a 2 KiB buffer: 10 saturating clients got ~1,000 msg/s
-    through instead of ~20,000)."""
-    family, kind, proto, _name, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class Shedder:
-    """Whether one client's incoming text message is dropped unparsed: only while the turn is over its ingest
-    budget, and only a publish to a best-effort topic the client advertised (`_PUBLISH_HEAD`, then
-    `GatewayServer._sheddable`). The head of the last shed message is kept, so a run of publishes to one topic
-    costs a `startswith` each; the session hears the count once per chunk (`flush`)."""
-
-    def __init__(self, session: ClientSession, budget: IngestBudget, sheddable: Any) -> None:
-        self.session = session
-        self.budget = budget
-        self.sheddable = sheddable
-        self.head = b'\x00'  # matches no payload
-        self.topic = ''
-        self.pending = 0
-
-    def __call__(self, payload: bytes, stale: bool = False) -> bool:
-        if not stale and not self.budget.over():
-            return False
-        if payload.startswith(self.head):
-            self.pending += 1
-            return True
-        match = _PUBLISH_HEAD.match(payload)
-        if match is None:
-            return False
-        try:
-            topic = match.group(1).decode()
-        except UnicodeDecodeError:
-            return False
-        if topic not in self.session.advertisements or not self.sheddable(topic):
-            return False
-        self.flush()
-        self.head = payload[: match.end()]
-        self.topic = topic
-        self.pending = 1
-        return True
-
-    def flush(self) -> None:
-        if self.pending:
-            self.session.note_shed(self.topic, self.pending, self.session.clock())
-            self.pending = 0
-
-
-class ClientConnection:
-    """One client: its websockets connection, protocol session and flush scheduling."""
-
-    def __init__(self, ws: ServerConnection, session: ClientSession, loop: asyncio.AbstractEventLoop) -> None:
-        self.ws = ws
-        self.session = session
-        self.loop = loop
-        self._retry: asyncio.TimerHandle | None = None
-        self._wake: asyncio.TimerHandle | None = None
-        self._wake_at: float | None = None
-        self.closing = False
-        self.apply: Any = None
-        """`GatewayServer._apply`, for the events `poll` returns (served-call timeouts)."""
-        self.stopped: asyncio.Future[None] = loop.create_future()
-        """Set when the session asks to close; the connection handler then finishes it."""
-        self.read_paused = False
-        self.written = 0
-        """Bytes written to the transport so far."""
-        self.read_by_client = 0
-        """Of those, the bytes the client is known to have read (its pong to a later ping came back)."""
-        self.window = MIN_WINDOW
-        self._ping: tuple[bytes, int, float] | None = None
-        """The in-flight ping awaiting its pong: (payload, bytes written up to it, when it was sent)."""
-        self._pings = 0
-        self._frames_written = 0
-        self._read_rate = 0.0
-        self._last_pong = 0.0
-
-    def flush(self) -> None:
-        """Write queued frames while the transport accepts them (retry shortly when it is full) and the in-flight
-        window has room for non-critical ones (critical frames always go); stale telemetry is dropped on the way."""
-        transport = self.ws.transport
-        outbox = self.session.outbox
-        if self.closing or self.ws.protocol.state is not State.OPEN or transport.is_closing():
-            outbox.clear()
-            return
-        now = time.monotonic()
-        while len(outbox):
-            if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                if self._retry is None:
-                    self._retry = self.loop.call_later(RETRY_WRITE_S, self._retry_flush)
-                break
-            room = self.window - (self.written - self.read_by_client)
-            batch = outbox.pop_batch(WRITE_BATCH, now, max(0, room))
-            if not batch:
-                break  # only non-critical frames left and the window is full: the next pong reopens it
-            data = b''.join([wire(frame) for frame in batch])
-            transport.write(data)
-            self.written += len(data)
-            self._frames_written += len(batch)
-        in_flight = self.written - self.read_by_client
-        if in_flight >= self.window and len(outbox):  # behind: queue per telemetry topic what it reads in 0.5 s
-            frame_size = self.written / max(1, self._frames_written)
-            self.session.backlog_keep = max(MIN_BACKLOG_FRAMES, int(self._read_rate * 0.5 / frame_size))
-            self.session.backlog_rate = self._read_rate / frame_size
-        else:
-            self.session.backlog_keep = 0
-            self.session.backlog_rate = 0.0
-        if self._ping is None and self.written - self.read_by_client >= self.window // 4:
-            self._send_ping(transport, now)  # not on every write: a pong costs the client and the gateway a frame
-
-    def _send_ping(self, transport: Any, now: float) -> None:
-        self._pings += 1
-        payload = PING_PREFIX + str(self._pings).encode()
-        frame = bytes((0x89, len(payload))) + payload  # a server frame: unmasked; control payloads are < 126 bytes
-        transport.write(frame)
-        self.written += len(frame)
-        self._ping = (payload, self.written, now)
-
-    def on_pong(self, payload: bytes) -> bool:
-        """A pong: when it answers the in-flight ping, the client has read everything written before that ping.
-        The window follows the client's read rate (bytes read between pongs, smoothed)."""
-        ping = self._ping
-        if ping is None or payload != ping[0]:
-            return payload.startswith(PING_PREFIX)  # a late answer to an older ping of ours: nothing to learn
-        now = time.monotonic()
-        self._ping = None
-        read = ping[1] - self.read_by_client
-        self.read_by_client = ping[1]
-        if self._last_pong:
-            sample = read / max(now - self._last_pong, 1e-3)
-            self._read_rate = sample if not self._read_rate else 0.7 * self._read_rate + 0.3 * sample
-            per_target = self._read_rate * PIPE_TARGET_S
-            if now - ping[2] <= PIPE_TARGET_S:  # the client keeps up: room to grow with what it reads
-                self.window = int(min(MAX_WINDOW, max(self.window, 2 * per_target, MIN_WINDOW)))
-            else:  # data piles up in the pipe: no more in flight than it reads in PIPE_TARGET_S
-                self.window = int(min(MAX_WINDOW, max(MIN_WINDOW, per_target)))
-        self._last_pong = now
-        self.flush()
-        return True
-
-    def _retry_flush(self) -> None:
-        self._retry = None
-        self.flush()
-
-    def schedule_wake(self) -> None:
-        wake = self.session.next_wake()
-        if wake is None or (self._wake_at is not None and self._wake_at <= wake):
-            return
-        if self._wake is not None:
-            self._wake.cancel()
-        self._wake_at = wake
-        self._wake = self.loop.call_at(wake, self._on_wake)
-
-    def _on_wake(self) -> None:
-        self._wake = None
-        self._wake_at = None
-        events = self.session.poll(self.loop.time())
-        if events and self.apply is not None:
-            self.apply(self, events)
-        self.flush()
-        if self.session.close_request is not None and not self.stopped.done():
-            self.stopped.set_result(None)  # e.g. no auth within the deadline: the connection handler closes it
-            return
-        self.schedule_wake()
-
-    def stop_timers(self) -> None:
-        for handle in (self._retry, self._wake):
-            if handle is not None:
-                handle.cancel()
-        self._retry = self._wake = None
 
 
 class GatewayNotStarted(RuntimeError):
@@ -545,7 +130,7 @@ class GatewayServer:
             ssl_context.load_cert_chain(self.config.tls.cert, self.config.tls.key)
         self._server = await serve(
             self._handle,
-            sock=_listening_socket(self.config.host, self.config.port, self.config.receive_buffer_bytes),
+            sock=listening_socket(self.config.host, self.config.port, self.config.receive_buffer_bytes),
             ssl=ssl_context,
             process_request=self._admit,
             create_connection=GatewayConnection,
