@@ -17,11 +17,11 @@ from std_srvs.srv import Trigger
 
 from fleet_core import topics
 from fleet_core.mission import MissionError, MissionProgress, MissionStateError, TaskEventKind, points_from_goal
+from fleet_core.mission_host import MissionHost, MissionJournalError, MissionOutput, NoMission
 from fleet_core.model import Outcome
 from fleet_core.workflow import WorkflowError, WorkflowSpec, load_workflow
 from fleet_interfaces.action import RunMission
 from fleet_interfaces.msg import TaskEvent
-from fleet_orchestrator.mission_host import MissionHost, MissionJournalError, MissionOutput, NoMission
 from fleet_ros import qos
 from fleet_ros.convert import to_time
 

@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet_core.mission import MissionError, MissionState, MissionStateError
+from fleet_core.mission_host import MissionHost, MissionJournalError, MissionOutput
 from fleet_core.model import Outcome
 from fleet_core.workflow import Point, StepRequest, load_workflow
-from fleet_orchestrator.mission_host import MissionHost, MissionJournalError, MissionOutput
 
 ROOT = Path(__file__).resolve().parents[3]
 SPEC = load_workflow(ROOT / 'config' / 'workflows' / 'inspection.yaml')
