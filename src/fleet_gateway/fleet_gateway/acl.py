@@ -8,6 +8,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from fleet_core import topics
+
 
 class Role(enum.Enum):
     """What a connected client may do; each role has its own allow-lists in the ACL file."""
@@ -33,64 +35,28 @@ class Action(enum.Enum):
 
 
 PROTECTED_TOPICS: tuple[str, ...] = (
-    '/*/*/command',  # fleet_core.topics.agent_command
-    '/fleet/*/*/estop',  # fleet_core.topics.shard_estop
-    '/fleet/*/*/operations',
-    '/fleet/*/*/leader',
+    *topics.agents_globs(topics.AGENT_CONTROL_TOPICS),
+    *topics.shards_globs(topics.SHARD_SAFETY_TOPICS),
 )
 """Command and safety topics: publishing needs an explicit `command_publish` grant, never a broad `publish` glob."""
 
 CONTROL_TOPICS: tuple[str, ...] = (
-    '/*/*/command',  # fleet_core.topics.agent_command
-    '/fleet/*/*/ack',  # shard_ack
-    '/fleet/*/*/outcome',  # shard_outcome
-    '/fleet/*/*/journal',  # shard_journal
-    '/fleet/*/*/heartbeat',  # shard_heartbeat
-    '/fleet/*/*/status',  # shard_status (agents act on it)
-    '/fleet/*/*/leader',  # shard_leader
-    '/fleet/*/*/estop',  # shard_estop
-    '/fleet/*/*/operations',  # shard_operations
-    '/fleet/*/*/mission_journal',  # shard_mission_journal
-    '/fleet/*/*/mission_cancel',  # shard_mission_cancel
-    '/fleet/*/*/mission_status',  # shard_mission_status
-    '/fleet/*/*/submissions',  # shard_submissions (leader to standbys)
-    '/fleet/*/*/handoff',  # shard_handoff
-    '/fleet/*/*/handoff_outcomes',  # shard_handoff_outcomes
+    *topics.agents_globs(topics.AGENT_CONTROL_TOPICS),
+    *topics.shards_globs(topics.SHARD_CONTROL_TOPICS),
 )
-"""Topics the shards, their standbys and the agents act on (built by `fleet_core.topics`). A relay role may never
-publish them, whatever its ACL says: a forged ack or journal entry would be acted upon."""
+"""Topics the shards, their standbys and the agents act on (classified in `fleet_core.topics`). A relay role may
+never publish them, whatever its ACL says: a forged ack or journal entry would be acted upon."""
 
-CONTROL_SERVICES: tuple[str, ...] = (
-    '/fleet/*/*/submit',  # fleet_core.topics.shard_submit
-    '/fleet/*/*/set_estop',  # shard_set_estop
-    '/fleet/*/*/operation',  # shard_operation_request
-    '/fleet/*/*/outcomes',  # shard_outcomes_query
-    '/fleet/*/*/state',  # shard_state
-)
+CONTROL_SERVICES: tuple[str, ...] = topics.shards_globs(topics.SHARD_SERVICES)
 """Shard services; a relay role may never call or serve them."""
 
-CONTROL_ACTIONS: tuple[str, ...] = ('/fleet/*/*/mission',)  # fleet_core.topics.shard_mission
+CONTROL_ACTIONS: tuple[str, ...] = topics.shards_globs(topics.SHARD_ACTIONS)
 """Shard actions; a relay role may never send goals to or serve them."""
 
 
 def compile_glob(pattern: str) -> re.Pattern[str]:
-    """`*` matches within one name segment, `**` across segments, `?` one character."""
-    out = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if pattern.startswith('**', i):
-            out.append('.*')
-            i += 2
-            continue
-        if char == '*':
-            out.append('[^/]*')
-        elif char == '?':
-            out.append('[^/]')
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile('^' + ''.join(out) + '$')
+    """The fleet's one name-glob syntax (`fleet_core.topics.compile_glob`), also for QoS and staleness rules."""
+    return topics.compile_glob(pattern)
 
 
 class GlobSet:

@@ -42,6 +42,7 @@ from foxglove.websocket import (
 from rclpy.node import Node
 from rclpy.timer import Timer
 
+from fleet_core import topics
 from fleet_observability.discovery import DiscoveredTopic, InterfaceImportError, RawTopicFollower, import_interface
 from fleet_observability.foxglove_gate import GateSettings
 from fleet_observability.foxglove_gate_server import FoxgloveGate, GateStartError, tls_context
@@ -58,7 +59,7 @@ from fleet_observability.foxglove_services import (
 from fleet_observability.ros2msg import SchemaLibrary, SchemaNotFound, schema_name
 from fleet_observability.topic_match import DEFAULT_TOPIC_GLOBS, TopicSelector
 
-DEFAULT_SERVICE_GLOBS: tuple[str, ...] = ('/fleet/*/*/submit', '/fleet/*/*/set_estop', '/fleet/*/*/operation')
+DEFAULT_SERVICE_GLOBS: tuple[str, ...] = topics.shards_globs(topics.SHARD_OPERATOR_SERVICES)
 WATCH_PERIOD_SEC = 0.05
 
 

@@ -20,6 +20,7 @@ from rclpy.client import Client
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
 
+from fleet_core import topics
 from fleet_observability.binding import is_loopback
 from fleet_observability.topic_match import compile_glob
 
@@ -28,7 +29,7 @@ ROLE_OPERATOR = 'operator'
 ROLE_SITE_LINK = 'site-link'
 KNOWN_ROLES = frozenset({ROLE_VIEWER, ROLE_OPERATOR, ROLE_SITE_LINK})
 
-LOGIN_SERVICE = '/fleet/login'
+LOGIN_SERVICE = topics.FOXGLOVE_LOGIN
 
 DEFAULT_SERVICE_ROLES: Mapping[str, frozenset[str]] = {
     'fleet_interfaces/srv/SubmitCommand': frozenset({ROLE_OPERATOR}),
@@ -38,7 +39,7 @@ DEFAULT_SERVICE_ROLES: Mapping[str, frozenset[str]] = {
 """Service types the server forwards, and the roles allowed to call them."""
 
 DEFAULT_PUBLISH_ROLES: Mapping[str, Mapping[str, frozenset[str]]] = {
-    '/fleet/*/*/estop': {'fleet_interfaces/msg/EStop': frozenset({ROLE_OPERATOR})},
+    topics.shards_glob(topics.ESTOP): {'fleet_interfaces/msg/EStop': frozenset({ROLE_OPERATOR})},
 }
 """What a Foxglove client may publish (ws-protocol client publish): topic glob -> schema name -> roles.
 An EStop published on a shard's e-stop topic is an e-stop request, carried out by the shard leader's set_estop."""

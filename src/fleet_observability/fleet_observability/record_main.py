@@ -9,11 +9,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fleet_core import topics
 from fleet_observability.recorder import FleetRecorder, McapFleetWriter
 from fleet_observability.session import ros_session
-from fleet_observability.topic_match import GlobError, TopicSelector
+from fleet_observability.topic_match import DEFAULT_TOPIC_GLOBS, GlobError, TopicSelector
 
-DEFAULT_GLOBS = ('/fleet/**', '/*/*/odom', '/*/*/command')
+DEFAULT_GLOBS = (*DEFAULT_TOPIC_GLOBS, *topics.agents_globs(topics.AGENT_CONTROL_TOPICS))
+"""The Foxglove defaults plus the agents' commands (what `fleetctl replay` needs besides the shard journal)."""
 EXIT_OK, EXIT_USAGE = 0, 2
 
 

@@ -6,7 +6,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-DEFAULT_TOPIC_GLOBS: tuple[str, ...] = ('/fleet/**', '/*/*/odom')
+from fleet_core import topics
+
+DEFAULT_TOPIC_GLOBS: tuple[str, ...] = (topics.FLEET_GLOB, *topics.agents_globs(topics.AGENT_TELEMETRY_TOPICS))
 """Shard streams and agent poses: what the Foxglove server and `fleetctl record` expose by default."""
 
 
@@ -15,24 +17,10 @@ class GlobError(ValueError):
 
 
 def compile_glob(pattern: str) -> re.Pattern[str]:
+    """`fleet_core.topics.compile_glob` for an absolute topic glob; raises GlobError otherwise."""
     if not pattern.startswith('/'):
         raise GlobError(f'topic glob {pattern!r} must be absolute (start with /)')
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith('**', i):
-            out.append('.*')
-            i += 2
-        elif pattern[i] == '*':
-            out.append('[^/]*')
-            i += 1
-        elif pattern[i] == '?':
-            out.append('[^/]')
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile('^' + ''.join(out) + '$')
+    return topics.compile_glob(pattern)
 
 
 @dataclass(frozen=True)
