@@ -34,8 +34,8 @@ PARAMETER_PREFIX = 'motion.'
 class MotionSettings:
     """The `motion.*` parameters of an agent host (one set for every robot it hosts)."""
 
-    cmd_vel_topic: str = 'cmd_vel'
-    odom_topic: str = 'odom'
+    cmd_vel_topic: str = topics.CMD_VEL
+    odom_topic: str = topics.ODOM
     tolerance_m: float = 0.1
     yaw_tolerance_rad: float = 0.1
     control_rate_hz: float = 20.0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from fleet_core import topics
 from fleet_core.config import FleetConfig
 
 ORCHESTRATOR_NODE = 'orchestrator'
@@ -117,7 +118,7 @@ def orchestrator_nodes(fleet: FleetConfig, opts: BringupOptions) -> list[NodeSpe
                         package='fleet_orchestrator',
                         executable='shard_orchestrator',
                         node_name=role,
-                        namespace=f'/{site}/{shard.shard_id}',
+                        namespace=topics.orchestrator_namespace(site, shard.shard_id),
                         params_files=files,
                         parameters={
                             'fleet_config': opts.fleet_config,
@@ -257,7 +258,7 @@ def robot_nodes(fleet: FleetConfig, agent_id: str, opts: BringupOptions, *, exec
             package='fleet_agent',
             executable='fleet_agent',
             node_name=AGENT_NODE,
-            namespace=f'/{shard.site_id}/{agent_id}',
+            namespace=topics.agent_namespace(shard.site_id, agent_id),
             params_files=(opts.params_file,) if opts.params_file else (),
             parameters=parameters,
             role='agent',

@@ -257,5 +257,10 @@ def shard_mission(site: str, shard: str) -> str:
     return f'{shard_prefix(site, shard)}/{MISSION}'
 
 
+def orchestrator_namespace(site: str, shard: str) -> str:
+    """Namespace of a shard's orchestrator nodes (their lifecycle and parameter services live under it)."""
+    return f'/{check_name("site", site)}/{check_name("shard", shard)}'
+
+
 def orchestrator_node_name(shard: str, role: str = 'orchestrator') -> str:
     return f'{role}_{check_name("shard", shard)}'

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet_core import yaml_config
+from fleet_core import topics, yaml_config
 from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, GlobSet, Principal, Role, RolePolicy, TokenStore
 from fleet_gateway.protocol.state import STATUS_LEVELS, SessionLimits
 
@@ -245,7 +245,8 @@ def _globs(source: str, key: str, value: Any) -> GlobSet:
 def load_acl(path: Path | str | None) -> AccessPolicy:
     """Per-role allow-lists. Without a file every role may only subscribe to `/fleet/**` (viewer-like)."""
     if path is None:
-        viewer = RolePolicy(Role.VIEWER, GlobSet(()), GlobSet(['/fleet/**']), GlobSet(()), GlobSet(()), GlobSet(()))
+        fleet_names = GlobSet([topics.FLEET_GLOB])
+        viewer = RolePolicy(Role.VIEWER, GlobSet(()), fleet_names, GlobSet(()), GlobSet(()), GlobSet(()))
         return AccessPolicy(
             {r: dataclasses.replace(viewer, role=r) for r in Role}, GlobSet(PROTECTED_TOPICS), GlobSet(PROTECTED_TOPICS)
         )

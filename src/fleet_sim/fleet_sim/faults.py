@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-FAULT_TOPIC = '/fleet_sim/faults'
+from fleet_core import topics
+
+FAULT_TOPIC = topics.SIM_FAULTS
 """std_msgs/String carrying one Fault as JSON; every simulator host listens and applies what addresses it."""
 
 OPS = ('cut', 'restore', 'slow', 'skew', 'clear')

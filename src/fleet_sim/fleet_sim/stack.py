@@ -19,12 +19,12 @@ import yaml
 
 from fleet_bringup.nodes import BringupOptions, NodeSpec, orchestrator_nodes, sim_nodes
 from fleet_bringup.processes import Child, Supervisor
-from fleet_core import yaml_config
+from fleet_core import topics, yaml_config
 from fleet_core.config import ConfigError, FleetConfig, load_fleet_config
 from fleet_sim.resources import usage
 
 FOXGLOVE_DEFAULT_PORT = 8765
-RECORD_TOPICS = ('/fleet/**', '/*/*/odom')
+RECORD_TOPICS = (topics.FLEET_GLOB, *topics.agents_globs(topics.AGENT_TELEMETRY_TOPICS))
 
 
 def write_scaled_config(source: Path, robots: int | None, target: Path) -> FleetConfig:

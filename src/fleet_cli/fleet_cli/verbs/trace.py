@@ -15,6 +15,7 @@ from rclpy.serialization import deserialize_message
 from fleet_cli import inputs
 from fleet_cli.client import ClientTimeout, FleetClient, load_config
 from fleet_cli.shard_calls import outcomes_of
+from fleet_core import topics
 from fleet_core.config import ConfigError
 from fleet_core.model import Outcome
 from fleet_core.shard_journal import CommandState
@@ -26,7 +27,7 @@ from fleet_observability.session import ros_session
 from fleet_observability.topic_match import GlobError, TopicSelector
 from fleet_observability.trace_msgs import trace_from_msg
 
-DEFAULT_TRACE_GLOB = '/fleet/*/*/trace'
+DEFAULT_TRACE_GLOB = topics.shards_glob(topics.TRACE)
 JOURNAL_QUERY_SEC = 5.0
 TRACE_SCHEMA = 'fleet_interfaces/msg/TraceEvent'
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
