@@ -141,12 +141,6 @@ def test_sigint_to_ros2_launch_stops_everything() -> None:
     STOPPED.update(children)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='fleet_sim_host logs after its context is shut down on SIGINT ("Failed to publish log message to rosout: '
-    'publisher\'s context is invalid"), and once aborted in run_nodes\' executor.shutdown() ("Failed to clear the on '
-    'new request callback for service: service pointer is invalid", exit -6); not fixed by 15:30, reported to the lead',
-)
 @pytest.mark.launch(fixture=sim_fleet)
 def test_the_sigint_shutdown_is_orderly_and_quiet() -> None:
     # What the previous test's SIGINT left in ros2 launch's output: every process finished cleanly (exit code 0, no

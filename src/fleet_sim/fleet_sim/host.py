@@ -10,8 +10,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import rclpy
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.context import Context
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -21,8 +19,8 @@ from fleet_agent.main import default_state_dir
 from fleet_agent.node import AgentHostNode, AgentSpec
 from fleet_core.config import ConfigError, FleetConfig, load_fleet_config
 from fleet_ros import qos
-from fleet_ros.asyncio_node import run_nodes
 from fleet_ros.params import declare
+from fleet_ros.runtime import RosProgram, run_program
 from fleet_sim.execlog import ExecutionLog
 from fleet_sim.executor import SimExecutor, agent_rng
 from fleet_sim.faults import FAULT_TOPIC, FaultError, FaultState, parse_fault
@@ -171,14 +169,10 @@ class SimHost:
             )
 
     async def run(self) -> None:
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self.node.run_heartbeats())
-                group.create_task(self.odometry.run())
-        except* RCLError:
-            # SIGINT shuts the context down under a publisher mid-loop: that is the normal way out.
-            if self.node.context.ok():
-                raise
+        """Heartbeats and odometry until cancelled (the program runtime cancels it on SIGINT/SIGTERM)."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.node.run_heartbeats())
+            group.create_task(self.odometry.run())
 
     async def close(self) -> None:
         await self.node.close_runtimes()
@@ -191,41 +185,33 @@ class SimHost:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    rclpy.init(args=list(argv) if argv is not None else None)
-    try:
-        context = rclpy.get_default_context()
-        try:
-            node = SimHostNode(NODE_NAME, context=context)
-        except SimConfigError as exc:
-            print(f'fleet_sim_host: error: {exc}', file=sys.stderr)
-            return 2
-        params = node.parameters
-        try:
-            if not params.fleet_config:
-                raise ConfigError('fleet_config is required (the layout places the robots)')
-            fleet = load_fleet_config(params.fleet_config)
-            specs = host_agents(fleet, params.site_id, params.shard_id, params.agent_ids)
-        except ConfigError as exc:
-            node.destroy_node()
-            print(f'fleet_sim_host: error: {exc}', file=sys.stderr)
-            return 2
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        store_dir = Path(params.store_dir)
-        host = SimHost(
-            fleet,
-            specs,
-            params.settings,
-            host_name=params.host_name,
-            store_dir=store_dir,
-            exec_log=Path(params.exec_log) if params.exec_log else store_dir / f'exec-{params.host_name}.jsonl',
-            loop=loop,
-            node=node,
-        )
-        run_nodes(context, [host.node], host.run, cleanup=host.close, loop=loop)
-    finally:
-        rclpy.try_shutdown()
-    return 0
+    return run_program(
+        'fleet_sim_host',
+        _run,
+        args=list(argv) if argv is not None else None,
+        startup_errors=(SimConfigError, ConfigError),
+    )
+
+
+def _run(program: RosProgram) -> None:
+    node = program.add_node(SimHostNode(NODE_NAME, context=program.context))
+    params = node.parameters
+    if not params.fleet_config:
+        raise ConfigError('fleet_config is required (the layout places the robots)')
+    fleet = load_fleet_config(params.fleet_config)
+    specs = host_agents(fleet, params.site_id, params.shard_id, params.agent_ids)
+    store_dir = Path(params.store_dir)
+    host = SimHost(
+        fleet,
+        specs,
+        params.settings,
+        host_name=params.host_name,
+        store_dir=store_dir,
+        exec_log=Path(params.exec_log) if params.exec_log else store_dir / f'exec-{params.host_name}.jsonl',
+        loop=program.loop,
+        node=node,
+    )
+    program.run_async(host.run, cleanup=host.close)
 
 
 if __name__ == '__main__':
