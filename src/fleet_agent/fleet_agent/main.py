@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from rclpy.context import Context
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
@@ -22,8 +21,8 @@ from fleet_agent.node import AgentHostNode, AgentSpec
 from fleet_core.config import ConfigError, FleetConfig, IntakeSettings, load_fleet_config
 from fleet_core.health import HealthConfig
 from fleet_core.trace import TraceConfigError, TraceSettings
-from fleet_ros.asyncio_node import run_nodes
 from fleet_ros.params import declare
+from fleet_ros.runtime import RosProgram, run_program
 
 HOST_NAME_DESCRIPTION = 'ROS node name of the host (also names its dedup store <store_dir>/<host_name>.sqlite)'
 
@@ -152,20 +151,14 @@ def host_name(context: Context) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    rclpy.init(args=list(argv) if argv is not None else None)
-    try:
-        context = rclpy.get_default_context()
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            node = ConfiguredAgentHost(host_name(context), loop=loop, context=context)
-        except ConfigError as exc:
-            print(f'fleet_agent: error: {exc}', file=sys.stderr)
-            return 2
-        run_nodes(context, [node], node.run_heartbeats, cleanup=node.close_runtimes, loop=loop)
-    finally:
-        rclpy.try_shutdown()
-    return 0
+    return run_program(
+        'fleet_agent', _run, args=list(argv) if argv is not None else None, startup_errors=(ConfigError,)
+    )
+
+
+def _run(program: RosProgram) -> None:
+    node = program.add_node(ConfiguredAgentHost(host_name(program.context), loop=program.loop, context=program.context))
+    program.run_async(node.run_heartbeats, cleanup=node.close_runtimes)
 
 
 if __name__ == '__main__':
