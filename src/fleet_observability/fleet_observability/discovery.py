@@ -15,6 +15,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
 
+from fleet_core import topics
 from fleet_observability.ros2msg import FEEDBACK_MESSAGE, SchemaNotFound, action_derived, split_type
 from fleet_observability.topic_match import TopicSelector
 from fleet_ros import qos
@@ -63,7 +64,7 @@ def qos_for_publishers(node: Node, topic: str) -> QoSProfile | None:
     if any(i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for i in infos):
         return qos.TELEMETRY
     if all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos):
-        return qos.OPERATIONS if topic.endswith('/operations') else qos.LATCHED
+        return qos.OPERATIONS if topic.rpartition('/')[2] == topics.OPERATIONS else qos.LATCHED
     return qos.ACK
 
 
