@@ -13,6 +13,7 @@ is delivered again above the agents' applied seqs, and the agents' dedup stores 
 
 from __future__ import annotations
 
+import collections
 import enum
 import json
 import sqlite3
@@ -487,3 +488,86 @@ class JournalGate(Generic[T]):
     @property
     def held(self) -> int:
         return len(self._held)
+
+
+GAP_GRACE_SEC = 2.0
+"""How long a lease's claim may stay ahead of the journal entries that arrived before it counts as a gap: the lease
+and the entries travel on different topics, so a lease may overtake the entries it counts (by milliseconds on an idle
+host; a reliable reader's repair of a lost sample, or a busy standby's queue, can take a few hundred). Two lease
+periods of the default config: a false alarm costs one snapshot, a late one only delays it."""
+
+
+class JournalGapDetector:
+    """Notices a standby that misses journal entries while following (a dropped sample, a reader that fell behind
+    and lost its history, a stream that went silent while the leader wrote on). No ROS, no clock of its own.
+
+    The leader counts the entries it journals in its epoch and sends the count with every lease (LeaderLease
+    last_seq_hint); the standby counts the entries of that epoch that reached it. A lease that claims more than had
+    arrived, still unmet `grace_sec` later, is a gap. The count is judged only once it is synced: from a lease that
+    claims no more than arrived (the standby followed the epoch from its start, or the leader has written nothing yet)
+    or from a snapshot marker, which carries the count its snapshot covers. After a gap it is unsynced (nothing more
+    to report) until the next snapshot marker."""
+
+    def __init__(self, *, grace_sec: float = GAP_GRACE_SEC, max_claims: int = 64) -> None:
+        self.grace_sec = grace_sec
+        self.epoch = 0
+        self.synced = False
+        self.gaps = 0
+        self._received: dict[int, int] = {}
+        self._claims: collections.deque[tuple[float, int]] = collections.deque(maxlen=max_claims)
+
+    def received(self, epoch: int | None = None) -> int:
+        return self._received.get(self.epoch if epoch is None else epoch, 0)
+
+    def on_entry(self, epoch: int) -> None:
+        """A journal entry of `epoch` arrived (counted even while held for its lease; older epochs are ignored)."""
+        if epoch >= self.epoch and epoch > 0:
+            self._received[epoch] = self._received.get(epoch, 0) + 1
+
+    def on_lease(self, epoch: int, written: int, now: float) -> None:
+        """The lease holder's lease of `epoch`: it had journaled `written` entries in that epoch."""
+        if epoch < self.epoch:
+            return
+        if epoch > self.epoch:
+            self._advance(epoch)
+        received = self.received()
+        if not self.synced:
+            self.synced = written <= received
+        elif written > received:
+            self._claims.append((now, written))
+
+    def on_snapshot(self, epoch: int, covered: int) -> None:
+        """The lease holder's end-of-snapshot marker of `epoch`, sent when it had journaled `covered` entries: what
+        those entries carried and is still unfinished came with the snapshot, so the count restarts from there."""
+        if epoch < self.epoch:
+            return
+        if epoch > self.epoch:
+            self._advance(epoch)
+        self._received[epoch] = max(self.received(), covered)
+        self._claims.clear()
+        self.synced = True
+
+    def check(self, now: float) -> str:
+        """'' while the stream keeps up; else why it is found to have a gap (once: it is then unsynced)."""
+        if not self.synced:
+            return ''
+        received = self.received()
+        while self._claims and self._claims[0][1] <= received:
+            self._claims.popleft()
+        if not self._claims or now - self._claims[0][0] < self.grace_sec:
+            return ''
+        since, claimed = self._claims[0]
+        newest = self._claims[-1][1]
+        self._claims.clear()
+        self.synced = False
+        self.gaps += 1
+        return (
+            f'journal gap in epoch {self.epoch}: the leader had journaled {claimed} entries by a lease seen '
+            f'{now - since:.1f}s ago ({newest} by its newest), only {received} arrived'
+        )
+
+    def _advance(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.synced = False
+        self._claims.clear()
+        self._received = {e: n for e, n in self._received.items() if e >= epoch}

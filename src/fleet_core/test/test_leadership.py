@@ -244,3 +244,80 @@ def test_first_lease_wait_is_short_at_a_cold_start_and_patient_beside_a_live_lea
         )
         == 3.0
     )  # never shorter than a lease
+
+
+def test_keep_alive_renews_beside_a_busy_executor_but_not_a_hung_one():
+    clock = Clock()
+    config = LeaseConfig(lease_sec=1.0, renew_period_sec=0.25, stall_limit_sec=3.0)
+    a = LeaseState(site_id='site_a', shard_id='zone_1', node_id='a', config=config, clock=clock)
+    assert a.keep_alive() is None  # not leading
+    a.take_over()
+    assert a.keep_alive() is None  # just renewed
+    # The executor is held by one long callback: it never polls should_renew, the keeper renews every period.
+    for _ in range(11):
+        clock.now += 0.25
+        kept = a.keep_alive()
+        assert kept is not None and kept.epoch == a.epoch and kept.stamp == clock.now
+        assert a.is_leader()
+    assert a.kept_alive == 10  # the first was within a renew period of the executor's last poll
+    # Past stall_limit_sec without a poll the executor counts as hung: the lease is left to lapse.
+    clock.now += 0.3
+    assert a.executor_stall() > config.stall_limit_sec
+    assert a.keep_alive() is None
+    clock.now += 1.0
+    assert a.keep_alive() is None and not a.is_leader()
+    with pytest.raises(NotLeader, match='lapsed'):
+        a.renew()  # the executor, back, finds the lapse and steps down itself
+    assert a.longest_stall == 0.0  # its renew() never polled: nothing measured
+
+
+def test_keep_alive_never_revives_a_lapsed_or_fenced_lease():
+    clock = Clock()
+    a = node('a', clock)
+    a.take_over()
+    clock.now += 1.0  # lapsed before anything renewed it
+    assert a.keep_alive() is None
+    b = node('b', clock)
+    b.take_over()
+    a2 = node('a2', clock)
+    a2.take_over()
+    a2.note_epoch(b.epoch + 1)  # fenced
+    clock.now += 0.3
+    assert a2.keep_alive() is None
+
+
+def test_the_executor_poll_measures_its_stall_and_keeps_the_keeper_quiet():
+    clock = Clock()
+    a = node('a', clock)
+    a.take_over()
+    clock.now += 0.3
+    assert a.should_renew()
+    a.renew()
+    clock.now += 0.9
+    assert a.should_renew()  # polled after 0.9 s
+    assert a.longest_stall == pytest.approx(0.9)
+    a.renew()
+    clock.now += 0.1
+    assert not a.should_renew() and a.keep_alive() is None and a.kept_alive == 0
+
+
+def test_leases_carry_the_journal_entries_of_the_epoch():
+    clock = Clock()
+    a = node('a', clock)
+    assert a.take_over().last_seq_hint == 0
+    a.note_journaled(3)
+    clock.now += 0.3
+    assert a.renew().last_seq_hint == 3
+    a.note_journaled(2)
+    clock.now += 0.3
+    kept = a.keep_alive()
+    assert kept is not None and kept.last_seq_hint == 5
+    assert a.renew(last_seq_hint=9, now=clock.now + 0.3).last_seq_hint == 9
+    a.note_epoch(a.epoch + 1)  # fenced; a later takeover counts its own epoch from zero
+    clock.now += 2.0
+    assert a.take_over().last_seq_hint == 0
+
+
+def test_stall_limit_must_be_a_number_of_seconds():
+    with pytest.raises(LeaseConfigError, match='stall_limit_sec'):
+        LeaseConfig(stall_limit_sec=-1.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fleet_core.model import Command, CommandResult
 from fleet_core.replica import ShardReplica
-from fleet_core.shard_journal import GateVerdict, JournalGate, ShardJournal, SubmissionRecord
+from fleet_core.shard_journal import GateVerdict, JournalGapDetector, JournalGate, ShardJournal, SubmissionRecord
 
 STATE_ROOT_ENV = 'FLEETLANES_STATE_DIR'
 
@@ -17,6 +17,14 @@ SNAPSHOT_END_KIND = 'snapshot_end'
 """Kind of the marker a leader publishes on the handoff topic after the unfinished work it sends to its followers (at
 takeover, and to each follower that joins later); a follower answers with the same marker under its own id. An empty
 command_id tells it from a command; agent_id carries the sender's replica id."""
+
+SNAPSHOT_REQUEST_KIND = 'snapshot_request'
+"""Kind of the marker a follower that found a gap in the journal stream publishes on the handoff topic (empty
+command_id, agent_id its replica id, epoch the lease holder's): the leader answers with a snapshot, as for a follower
+that joined late, and stops counting it as caught up until it answers that snapshot's marker."""
+
+SNAPSHOT_REQUEST_EVERY_SEC = 1.0
+"""How often a follower with an open gap asks again (a request or its snapshot may be lost, or the leader busy)."""
 
 UNCAUGHT_TAKEOVER_LEASES = 4.0
 """A replica that is not caught up still takes over once the leader's lease has been gone this many lease periods."""
@@ -58,7 +66,12 @@ class DurableShard:
         journal) or got its snapshot. False from start until then; True while this replica leads."""
         self.answer_due = 0
         """The epoch of a leader's marker this replica took and has not answered yet (0: none)."""
-        self._held_marker: tuple[int, str] | None = None
+        self._held_marker: tuple[int, str, int] | None = None
+        self.gap = JournalGapDetector()
+        """Counts the leader's journal stream against its leases (a gap mid-run makes this replica not caught up)."""
+        self.gap_open = ''
+        """Why this replica is waiting for a snapshot after a gap ('' when none is open)."""
+        self._requested_at = -1e18
         self._commands: list[Command] = []
         self._results: list[CommandResult] = []
         for agent, seq in journal.max_seqs().items():
@@ -67,7 +80,10 @@ class DurableShard:
 
     # -- following ---------------------------------------------------------------------------------------
 
-    def on_lease(self, epoch: int, leader_id: str) -> None:
+    def on_lease(self, epoch: int, leader_id: str, *, written: int | None = None, now: float = 0.0) -> None:
+        """A lease of the lease holder; `written`: the journal entries it says it published in its epoch."""
+        if written is not None and leader_id != self.own_id:
+            self.gap.on_lease(epoch, written, now)
         if leader_id != self.own_id and epoch > self.gate.epoch:
             # A new leader (after a failover, or a cold restart of the shard): it may not know everything this
             # replica's journal holds (it followed late, or never), so this replica hands its unfinished work over.
@@ -76,27 +92,55 @@ class DurableShard:
             self.admit(entry)
         if self._held_marker is not None and self._held_marker[0] <= self.gate.epoch:
             held, self._held_marker = self._held_marker, None
-            self.on_snapshot_end(held[0], leader_id=held[1], current_leader=leader_id)
+            self.on_snapshot_end(held[0], leader_id=held[1], current_leader=leader_id, covered=held[2])
 
-    def on_snapshot_end(self, epoch: int, *, leader_id: str, current_leader: str) -> bool:
+    def on_snapshot_end(self, epoch: int, *, leader_id: str, current_leader: str, covered: int = 0) -> bool:
         """The leader's end-of-snapshot marker: only the lease holder's, in its epoch, catches this replica up (a
         snapshot's entries come before it on the same topic from the same writer). A marker of a newer epoch than
         the lease known here (a takeover's marker may overtake its lease, another topic) is held until that lease.
-        True when taken: the replica then answers with its own marker (`answer_due`)."""
+        True when taken: the replica then answers with its own marker (`answer_due`). `covered`: the journal entries
+        the leader had published in its epoch when it sent the marker (the gap count restarts from there)."""
         if not leader_id or leader_id == self.own_id:
             return False
         if epoch > self.gate.epoch:
-            self._held_marker = (epoch, leader_id)
+            self._held_marker = (epoch, leader_id, covered)
             return False
         if epoch != self.gate.epoch or leader_id != current_leader:
             return False
         self.caught_up = True
         self.answer_due = epoch
+        self.gap.on_snapshot(epoch, covered)
+        self.gap_open = ''
         return True
 
     def led(self) -> None:
         """This replica took over: it holds everything it leads with (and keeps it when it steps down)."""
         self.caught_up = True
+        self.gap_open = ''
+
+    def on_journal_entry(self, command: Command) -> GateVerdict:
+        """An entry of the leader's journal topic: counted for gap detection, then admitted like any entry."""
+        self.gap.on_entry(command.epoch)
+        return self.on_entry(command)
+
+    def check_gap(self, now: float) -> str:
+        """Once per tick while following: the reason when a gap in the journal stream is found now ('' otherwise).
+        This replica is then not caught up (not eligible to lead at once, not counted by the leader) until the
+        snapshot it asks for (`snapshot_request_due`) has been taken."""
+        reason = self.gap.check(now)
+        if reason:
+            self.caught_up = False
+            self.gap_open = reason
+            self._requested_at = -1e18
+        return reason
+
+    def snapshot_request_due(self, now: float) -> bool:
+        """True when this replica should ask the leader for a snapshot now (a gap is open; every
+        SNAPSHOT_REQUEST_EVERY_SEC until a snapshot's marker is taken)."""
+        if not self.gap_open or now - self._requested_at < SNAPSHOT_REQUEST_EVERY_SEC:
+            return False
+        self._requested_at = now
+        return True
 
     def on_entry(self, entry: Command | SubmissionRecord) -> GateVerdict:
         verdict = self.gate.offer(entry.epoch, entry)
