@@ -14,19 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import rclpy
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.client import Client
-from rclpy.executors import Executor, ExternalShutdownException
-from rclpy.experimental import EventsExecutor
+from rclpy.executors import Executor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 
 from fleet_core import topics
 from fleet_core.config import ConfigError, load_fleet_config
 from fleet_ros.params import declare
 from fleet_ros.processes import let_sigint_reach_children, start_child, stop_child
+from fleet_ros.runtime import RosProgram, run_program
 
 EXIT_REFUSED = 2
 STOP_GRACE_SEC = 5.0
@@ -230,9 +228,14 @@ def managed_nodes(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Our own SIGINT handling (KeyboardInterrupt) keeps the context alive for the ordered bring-down.
-    rclpy.init(args=list(argv) if argv is not None else None, signal_handler_options=SignalHandlerOptions.NO)
-    node = Node('fleet_supervisor')
+    return run_program(
+        'fleet_supervisor', _run, args=list(argv) if argv is not None else None, startup_errors=(ConfigError,)
+    )
+
+
+def _run(program: RosProgram) -> int | None:
+    # SIGINT/SIGTERM only ask the loop to stop (fleet_ros.runtime): the context stays valid for the bring-down.
+    node = program.add_node(Node('fleet_supervisor', context=program.context))
     config = declare(node, 'fleet_config', os.environ.get('FLEETLANES_CONFIG', ''), 'fleet layout YAML')
     site = declare(node, 'site_id', 'site_a', 'site whose shard orchestrators are managed')
     shards = declare(node, 'shard_ids', [], 'shards to manage (empty: every shard of the site)')
@@ -242,45 +245,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     period = declare(node, 'check_period_sec', 1.0, 'seconds between heartbeats (get_state) of every node')
     misses = declare(node, 'missed_checks_restart', 3, 'missed heartbeats before a spawned node is restarted')
     timeout = declare(node, 'transition_timeout_sec', 10.0, 'wait for a lifecycle service answer (s)')
-    executor = EventsExecutor()
-    executor.add_node(node)
-    code = 0
-    managed: list[Managed] = []
+    managed = managed_nodes(
+        fleet_config=config, site=site, shards=shards, replicas=replicas, spawn_nodes=spawn_nodes, names=names
+    )
     supervisor: LifecycleSupervisor | None = None
     try:
-        managed = managed_nodes(
-            fleet_config=config, site=site, shards=shards, replicas=replicas, spawn_nodes=spawn_nodes, names=names
-        )
         for m in managed:
             if m.argv:
                 spawn(m)
         supervisor = LifecycleSupervisor(
-            node, executor, managed, transition_timeout_sec=timeout, missed_checks_restart=misses
+            node, program.executor, managed, transition_timeout_sec=timeout, missed_checks_restart=misses
         )
         supervisor.bring_up()
         node.get_logger().info(f'{len(managed)} node(s) ACTIVE; checking every {period}s')
-        while rclpy.ok():
+        while program.running:
             started = time.monotonic()
             supervisor.check(period)
-            while rclpy.ok() and time.monotonic() - started < period:
-                executor.spin_once(timeout_sec=0.05)
-    except ConfigError as exc:
-        print(f'fleet_supervisor: error: {exc}', file=sys.stderr)
-        code = EXIT_REFUSED
+            program.spin_for(period - (time.monotonic() - started))
     except SupervisorError as exc:
         node.get_logger().fatal(f'bring-up failed: {exc}')
-        code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        return 1
     finally:
-        if supervisor is not None and rclpy.ok():
+        if supervisor is not None and program.context.ok():
             supervisor.bring_down()
         for m in reversed(managed):
             stop(m)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+    return None
 
 
 if __name__ == '__main__':
