@@ -59,7 +59,14 @@ from fleet_interfaces.msg import (
 from fleet_interfaces.srv import GetOutcomes, GetShardState, SubmitCommand
 from fleet_orchestrator.backpressure import ShardBackpressure
 from fleet_orchestrator.catch_up import CATCH_UP_MAX_SEC, HANDOFF_END, CatchUp
-from fleet_orchestrator.durable import SNAPSHOT_END_KIND, DurableShard, default_state_dir, may_take_over
+from fleet_orchestrator.durable import (
+    SNAPSHOT_END_KIND,
+    SNAPSHOT_REQUEST_KIND,
+    DurableShard,
+    default_state_dir,
+    may_take_over,
+)
+from fleet_orchestrator.lease_keeper import LeaseKeeper
 from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
 from fleet_orchestrator.observability import ShardObservability
 from fleet_orchestrator.operations import ShardOperations
@@ -136,6 +143,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         self.takeover_seconds: float | None = None
         self._eligible = False
         self._timers: list[Timer] = []
+        self._lease_keeper: LeaseKeeper | None = None
         self._lapse_seen = False
         self._ticks = 0
         self._eligible_since = 0.0
@@ -231,6 +239,9 @@ class ShardOrchestrator(TypedLifecycleNode):
         # The ack-batch timer runs only while leading (started at takeover, cancelled on stepping down).
         self._flush_timer = self.create_timer(ACK_BATCH_SEC, self._flush_acked)
         self._flush_timer.cancel()
+        # Renewal beside the executor, so that bulk work on it cannot make the lease lapse (lease_keeper.py).
+        self._lease_keeper = LeaseKeeper(self.lease, self._publish_lease, log=self.get_logger().warning)
+        self._lease_keeper.start()
         self._timers = [
             self.create_timer(TICK_SEC, self._tick),
             self.create_timer(STATUS_PERIOD_SEC, self._status),
@@ -314,6 +325,8 @@ class ShardOrchestrator(TypedLifecycleNode):
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._eligible = False
         self._step_down('cleanup')
+        if self._lease_keeper is not None:
+            self._lease_keeper.stop()
         for timer in self._timers:
             self.destroy_timer(timer)
         self._timers = []
@@ -330,6 +343,8 @@ class ShardOrchestrator(TypedLifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._eligible = False
         self._step_down('shutdown')
+        if self._lease_keeper is not None:
+            self._lease_keeper.stop()
         if self.options is not None:
             for timer in self._timers:
                 timer.cancel()
@@ -519,6 +534,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         """Replicate accepted commands to the standbys; skipped while none follows. The topic is volatile: a standby
         that matches later gets a snapshot of the unfinished work on the handoff topic (_snapshot_for_new_followers),
         so that the journal topic carries each accepted command once (recordings replay it as submissions)."""
+        self.lease.note_journaled(len(commands))  # sent with the lease: a standby that got fewer sees a gap
         if commands and self.journal_pub.get_subscription_count() > 0:
             for command in commands:
                 self.journal_pub.publish(command_to_msg(command))
@@ -542,12 +558,13 @@ class ShardOrchestrator(TypedLifecycleNode):
         self._send_snapshot_end()
         self.get_logger().info(f'a follower joined: sent it {len(pending)} unfinished command(s) of the journal')
 
-    def _send_snapshot_end(self, epoch: int | None = None) -> None:
+    def _send_snapshot_end(self, epoch: int | None = None, kind: str = SNAPSHOT_END_KIND) -> None:
         """The end-of-snapshot marker on the handoff topic (after the entries it closes, same writer): sent by the
         leader in its epoch; answered by a follower that took it, under the follower's own id."""
         if epoch is None:
             epoch = self.dispatcher.epoch if self.dispatcher is not None else 0
-        marker = CommandMsg(command_id='', agent_id=self.replica_id, epoch=epoch, kind=SNAPSHOT_END_KIND)
+        marker = CommandMsg(command_id='', agent_id=self.replica_id, epoch=epoch, kind=kind)
+        marker.seq = self.lease.journaled if self.dispatcher is not None else 0  # the journal entries it covers
         marker.site_id, marker.shard_id = self.shard.site_id, self.shard.shard_id
         self.handoff_pub.publish(marker)
 
@@ -561,7 +578,10 @@ class ShardOrchestrator(TypedLifecycleNode):
         current = self.lease.current
         # Taken now, or held until the lease of its epoch arrives; answered (and logged) from the tick.
         self.durable.on_snapshot_end(
-            msg.epoch, leader_id=msg.agent_id, current_leader=current.leader_id if current is not None else ''
+            msg.epoch,
+            leader_id=msg.agent_id,
+            current_leader=current.leader_id if current is not None else '',
+            covered=msg.seq,
         )
 
     def _publish_lease(self, lease: Lease) -> None:
@@ -594,7 +614,7 @@ class ShardOrchestrator(TypedLifecycleNode):
             return
         self.replica.on_lease(msg.epoch)
         if newer:  # never an older lease (a fenced leader's), nor our own echo
-            self.durable.on_lease(msg.epoch, msg.leader_id)
+            self.durable.on_lease(msg.epoch, msg.leader_id, written=msg.last_seq_hint, now=self.clock())
         if msg.leader_id != self.replica_id:
             if newer and self._followed != (msg.leader_id, msg.epoch):
                 self._followed = (msg.leader_id, msg.epoch)
@@ -653,7 +673,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         except ValueError:
             self.get_logger().warning(f'undecodable journal entry {msg.command_id[:64]!r}')
             return
-        if self.durable.on_entry(command) is GateVerdict.REJECTED:
+        if self.durable.on_journal_entry(command) is GateVerdict.REJECTED:
             self._untrusted('journal entry', msg.command_id, msg.epoch)
 
     def _on_submission(self, msg: SubmissionRecordMsg) -> None:
@@ -695,6 +715,11 @@ class ShardOrchestrator(TypedLifecycleNode):
     def _on_handoff(self, msg: CommandMsg) -> None:
         if not msg.command_id and msg.kind == SNAPSHOT_END_KIND:
             self._on_snapshot_end(msg)
+            return
+        if not msg.command_id and msg.kind == SNAPSHOT_REQUEST_KIND:
+            if self.dispatcher is not None and msg.epoch == self.dispatcher.epoch:
+                self._caught_up_followers.discard(msg.agent_id[:128])
+                self._followers = 0  # answered at the next tick like a follower that joined
             return
         if msg.epoch == (self.dispatcher.epoch if self.dispatcher is not None else -1):
             return  # our own hand-over, echoed
@@ -792,6 +817,10 @@ class ShardOrchestrator(TypedLifecycleNode):
         except JournalUnavailable as exc:
             self._journal_failed(exc)
         if self.dispatcher is None:
+            if reason := self.durable.check_gap(now):
+                self.get_logger().warning(f'{reason}: not caught up; asking the leader for a snapshot')
+            if self.durable.snapshot_request_due(now):
+                self._send_snapshot_end(self.durable.gate.epoch, kind=SNAPSHOT_REQUEST_KIND)
             self.missions.tick([])
             # A lapse must still hold one tick later: lease messages queued behind a slow callback of ours are
             # processed in between, so our own stall cannot pass for the leader's death.
