@@ -41,9 +41,17 @@ class Gateway:
     port: int
     tokens: dict[str, str]
     scheme: str = 'ws'
+    ready: dict[str, Any] | None = None
+    """The ready file's JSON (a cluster's: `workers` PIDs, `metrics_port`, ...)."""
 
     def url(self, role: str = 'operator', path: str = '/') -> str:
         return f'{self.scheme}://127.0.0.1:{self.port}{path}?token={self.tokens[role]}'
+
+
+WORKERS = 1
+"""`--workers` of the gateways `start_gateway` starts unless told otherwise (a test module's fixture may set it)."""
+START_S = 20.0
+"""Until the ready file, per worker."""
 
 
 def make_tokens() -> dict[str, str]:
@@ -60,6 +68,7 @@ def start_gateway(
     tls: tuple[Path, Path] | None = None,
     name: str = 'gateway',
     extra_args: list[str] | None = None,
+    workers: int | None = None,
 ) -> Gateway:
     tokens = tokens or make_tokens()
     (tmp_path / 'acl.yaml').write_text(yaml.safe_dump(ACL))
@@ -84,6 +93,8 @@ def start_gateway(
             str(config),
             '--ready-file',
             str(ready),
+            '--workers',
+            str(workers or WORKERS),
             *(extra_args or []),
         ],
         name=name,
@@ -94,9 +105,9 @@ def start_gateway(
             raise AssertionError(f'gateway exited early:\n{proc.output()}')
         return ready.exists()
 
-    wait_for(is_ready, 20.0, what='gateway ready file')
-    bound = json.loads(ready.read_text())['port']
-    return Gateway(proc, bound, tokens, 'wss' if tls else 'ws')
+    wait_for(is_ready, START_S * (workers or WORKERS), what='gateway ready file')
+    info = json.loads(ready.read_text())
+    return Gateway(proc, info['port'], tokens, 'wss' if tls else 'ws', info)
 
 
 MISSION_SERVER = Path(__file__).parent / 'harness' / 'mission_action_server.py'

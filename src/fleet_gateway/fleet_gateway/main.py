@@ -28,6 +28,7 @@ from fleet_gateway.config import ConfigError, GatewayConfig, load_acl, load_gate
 from fleet_gateway.metrics import serve_gateway_metrics
 from fleet_gateway.ros_side import OnMessages, RosEndpoints
 from fleet_gateway.server import GatewayServer
+from fleet_gateway.transport.workers import WorkerRole, run_cluster, worker_count
 from fleet_observability.metrics import MetricsServeError
 from fleet_ros.spin import SpinThread
 
@@ -47,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--port', type=int, help='override fleet_gateway.port (0: any free port)')
     parser.add_argument('--ready-file', type=Path, help='write {"port", "pid"} as JSON here once listening')
     parser.add_argument('--log-level', default='INFO')
+    parser.add_argument(
+        '--workers', type=int, help='worker processes sharing the port (default: the number of cores; 1: one process)'
+    )
     args = list(sys.argv[1:] if argv is None else argv)
     return parser.parse_args(remove_ros_args(['fleet_gateway', *args])[1:])
 
@@ -81,7 +85,7 @@ def configure(node: Node, args: argparse.Namespace) -> GatewayConfig:
     return dataclasses.replace(config, metrics_port=metrics_port, **overrides)
 
 
-async def serve(config: GatewayConfig, node: Node, ready_file: Path | None) -> None:
+async def serve(config: GatewayConfig, node: Node, ready_file: Path | None, worker: WorkerRole | None = None) -> None:
     policy = load_acl(config.acl_file)
     tokens = load_tokens(config.tokens_file)
     if not len(tokens) and config.anonymous_role is None:
@@ -93,8 +97,12 @@ async def serve(config: GatewayConfig, node: Node, ready_file: Path | None) -> N
     def endpoints(loop: asyncio.AbstractEventLoop, on_messages: OnMessages) -> RosEndpoints:
         return RosEndpoints(node, loop, config, policy, on_messages)
 
-    server = GatewayServer(config, policy, tokens, endpoints)
+    server = GatewayServer(config, policy, tokens, endpoints, worker.shared(config) if worker is not None else None)
     await server.start()
+    reporter = None
+    if worker is not None:  # a cluster's worker: the parent serves the metrics and waits for its own ready file
+        reporter = asyncio.get_running_loop().create_task(worker.report(server.stats, node.get_name()))
+        ready_file = worker.ready_file
     metrics = None
     if config.metrics_port >= 0:
         metrics = serve_gateway_metrics(server.stats, asyncio.get_running_loop(), config.metrics_port, node.get_name())
@@ -109,6 +117,8 @@ async def serve(config: GatewayConfig, node: Node, ready_file: Path | None) -> N
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    if reporter is not None:
+        reporter.cancel()
     log.info('shutting down: %s', {k: v for k, v in server.stats().items() if k != 'per_client'})
     if metrics is not None:
         metrics.close()
@@ -118,6 +128,15 @@ async def serve(config: GatewayConfig, node: Node, ready_file: Path | None) -> N
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    worker = WorkerRole.from_env()
+    if worker is None:
+        try:
+            workers = worker_count(args.workers)
+        except ValueError as exc:
+            print(f'fleet_gateway: {exc}', file=sys.stderr)
+            return 2
+        if workers > 1:
+            return run_cluster(list(sys.argv[1:] if argv is None else argv), workers, args.ready_file)
     logging.getLogger('websockets').setLevel(logging.WARNING)  # one INFO line per connection drowns storms
     context = Context()
     ros_argv = ['fleet_gateway', *(sys.argv[1:] if argv is None else argv)]
@@ -125,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     node = Node(NODE_NAME, context=context)  # name and namespace remappable with ROS arguments
     try:
         config = configure(node, args)
+        if worker is not None:
+            config = worker.configure(config)
     except (ConfigError, rclpy.exceptions.ParameterException) as exc:
         print(f'fleet_gateway: {exc}', file=sys.stderr)
         node.destroy_node()
@@ -135,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     executor.add_node(node)
     spin = SpinThread(executor, name='gateway-rclpy').start()
     try:
-        asyncio.run(serve(config, node, args.ready_file))
+        asyncio.run(serve(config, node, args.ready_file, worker))
     except (ConfigError, MetricsServeError) as exc:
         log.error('%s', exc)
         return 2

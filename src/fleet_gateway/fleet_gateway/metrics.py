@@ -66,3 +66,41 @@ def serve_gateway_metrics(
     metrics = FleetMetrics()
     metrics.registry.register(GatewayCollector(stats, loop, gateway))
     return metrics.serve(port)
+
+
+class ClusterCollector:
+    """One scrape of a gateway cluster (`transport.workers`): `fleet_gateway_clients` and the COUNTERS of every worker
+    (labels `gateway`, `worker`) and their sum (`worker="sum"`), from the snapshots the workers write."""
+
+    def __init__(self, snapshots: Callable[[], list[dict[str, Any]]]) -> None:
+        self._snapshots = snapshots
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families([])
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self._snapshots())
+
+    @staticmethod
+    def _families(snapshots: list[dict[str, Any]]) -> Iterator[Metric]:
+        labels = ['gateway', 'worker']
+        gateway = str(snapshots[0].get('gateway', '')) if snapshots else ''
+        families: list[tuple[str, GaugeMetricFamily | CounterMetricFamily]] = [
+            ('clients', GaugeMetricFamily('fleet_gateway_clients', 'Open client connections', labels=labels))
+        ]
+        families += [
+            (name, CounterMetricFamily(f'fleet_gateway_{name}', text, labels=labels)) for name, text in COUNTERS
+        ]
+        for key, family in families:
+            for snapshot in snapshots:
+                family.add_metric([gateway, str(snapshot['worker'])], snapshot.get(key, 0))
+            if snapshots:
+                family.add_metric([gateway, 'sum'], sum(s.get(key, 0) for s in snapshots))
+            yield family
+
+
+def serve_cluster_metrics(snapshots: Callable[[], list[dict[str, Any]]], port: int) -> MetricsEndpoint:
+    """/metrics of a gateway cluster on 127.0.0.1:`port` (0: any free port)."""
+    metrics = FleetMetrics()
+    metrics.registry.register(ClusterCollector(snapshots))
+    return metrics.serve(port)

@@ -48,7 +48,7 @@ from fleet_gateway.protocol.fields import AuthThrottled
 from fleet_gateway.protocol.published import PublishedMessage
 from fleet_gateway.protocol.session import ClientSession
 from fleet_gateway.protocol.state import CLOSE_TRY_AGAIN
-from fleet_gateway.ratelimit import FailureLimiter, TokenBucket
+from fleet_gateway.ratelimit import TokenBucket
 from fleet_gateway.ros.dispatch import EventDispatcher
 from fleet_gateway.ros_async import asyncio_future, wait_until
 from fleet_gateway.ros_side import EndpointConflict, EndpointsFactory, RosEndpoints
@@ -57,6 +57,7 @@ from fleet_gateway.transport.budget import IngestBudget
 from fleet_gateway.transport.connection import SEND_BUFFER, ClientConnection
 from fleet_gateway.transport.frame_split import GatewayConnection
 from fleet_gateway.transport.listener import listening_socket
+from fleet_gateway.transport.shared import NameTaken, Shared
 from fleet_gateway.transport.shedding import Shedder
 
 log = logging.getLogger('fleet_gateway.server')
@@ -70,10 +71,17 @@ class GatewayNotStarted(RuntimeError):
 
 
 class GatewayServer:
-    """Serves the rosbridge v2 protocol. `await start()` binds; `port` is the bound port; `stats()` for metrics."""
+    """Serves the rosbridge v2 protocol. `await start()` binds; `port` is the bound port; `stats()` for metrics.
+    `shared`: the admission counts, failed-authentication limits and served names it shares with the other workers
+    of a cluster (`transport.shared`); by default its own, as a single gateway."""
 
     def __init__(
-        self, config: GatewayConfig, policy: AccessPolicy, tokens: TokenStore, endpoints_factory: EndpointsFactory
+        self,
+        config: GatewayConfig,
+        policy: AccessPolicy,
+        tokens: TokenStore,
+        endpoints_factory: EndpointsFactory,
+        shared: Shared | None = None,
     ) -> None:
         self.config = config
         self.policy = policy
@@ -88,7 +96,8 @@ class GatewayServer:
         self.unauthenticated: set[ClientConnection] = set()
         """Connections still waiting for their `auth` op: their own pool, outside `admission.max_clients`."""
         self._admission = TokenBucket(config.admission.rate, config.admission.burst)
-        self._auth_failures = FailureLimiter(config.admission.auth_failure_rate, config.admission.auth_failure_burst)
+        self.shared = shared or Shared.local(config.admission.auth_failure_rate, config.admission.auth_failure_burst)
+        self._auth_failures = self.shared.auth_failures
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -130,7 +139,9 @@ class GatewayServer:
             ssl_context.load_cert_chain(self.config.tls.cert, self.config.tls.key)
         self._server = await serve(
             self._handle,
-            sock=listening_socket(self.config.host, self.config.port, self.config.receive_buffer_bytes),
+            sock=listening_socket(
+                self.config.host, self.config.port, self.config.receive_buffer_bytes, reuse_port=self.shared.reuse_port
+            ),
             ssl=ssl_context,
             process_request=self._admit,
             create_connection=GatewayConnection,
@@ -139,7 +150,7 @@ class GatewayServer:
             max_queue=16,
             ping_interval=20,
             ping_timeout=20,
-            server_header='fleet_gateway',
+            server_header='fleet_gateway' + ('' if self.shared.worker is None else f' (worker {self.shared.worker})'),
             backlog=2048,
         )
         sockets = list(self._server.sockets)
@@ -175,12 +186,13 @@ class GatewayServer:
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED, 'unknown token\n')
         elif self.config.anonymous_role is not None:
             principal = Principal('anonymous', self.config.anonymous_role)
-        if principal is None and len(self.unauthenticated) >= admission.max_unauthenticated:
+        authenticated, unauthenticated = self.shared.admission.totals()  # the whole cluster's
+        if principal is None and unauthenticated >= admission.max_unauthenticated:
             self.counters['rejected_unauthenticated'] += 1
             return self._retry_later(
                 connection, f'{admission.max_unauthenticated} clients are waiting to authenticate already'
             )
-        if principal is not None and self._authenticated_count() >= admission.max_clients:
+        if principal is not None and authenticated >= admission.max_clients:
             self.counters['rejected_admission'] += 1
             return self._retry_later(connection, f'the gateway is at its limit of {admission.max_clients} clients')
         if not self._admission.try_take():
@@ -189,8 +201,9 @@ class GatewayServer:
         self._principals[connection] = principal
         return None
 
-    def _authenticated_count(self) -> int:
-        return len(self.connections) - len(self.unauthenticated)
+    def _sessions_changed(self) -> None:
+        """Tell the cluster this gateway's session counts (admission reads the sums)."""
+        self.shared.admission.publish(len(self.connections) - len(self.unauthenticated), len(self.unauthenticated))
 
     def _authenticate_op(self, address: str, token: str) -> Principal | None:
         """A session's `auth` op: refused unchecked while `address` is throttled; a failure counts against it."""
@@ -239,6 +252,7 @@ class GatewayServer:
         self.connections.add(conn)
         if session.principal is None:
             self.unauthenticated.add(conn)
+        self._sessions_changed()
         self.counters['sessions_admitted'] += 1
         peer = ws.remote_address
         who = session.principal.name if session.principal else 'unauthenticated'
@@ -289,7 +303,8 @@ class GatewayServer:
         session = conn.session
         if session.principal is not None and conn in self.unauthenticated:
             self.unauthenticated.discard(conn)  # it authenticated with an `auth` op: it joins the admitted pool
-            if self._authenticated_count() > self.config.admission.max_clients:
+            self._sessions_changed()
+            if self.shared.admission.totals()[0] > self.config.admission.max_clients:
                 self.counters['rejected_admission'] += 1
                 limit = self.config.admission.max_clients
                 session.request_close(CLOSE_TRY_AGAIN, f'the gateway is at its limit of {limit} clients')
@@ -339,6 +354,7 @@ class GatewayServer:
         self.counters['sessions_closed'] += 1
         self._apply(conn, session.finish())
         self.connections.discard(conn)
+        self._sessions_changed()
         if request is not None:
             log.warning('closing client %s: %s', session.client_id, request.reason)
             await conn.ws.close(request.code, request.reason)
@@ -351,15 +367,44 @@ class GatewayServer:
             raise GatewayNotStarted
         session = conn.session
         for event in events:
+            claimed = False
             try:
+                claimed = self._claim(conn, event)
                 dispatch.apply(conn, event)
+                self._unclaim(conn, event)
             except EndpointConflict as exc:
+                if claimed:
+                    self._release(conn, event)
                 text, rid = dispatch.conflict(session, event, exc)
                 session.error(text, rid)
             except Exception:  # a bug or an rclpy failure must not take the gateway down: log it, tell the client
                 self.counters['internal_errors'] += 1
                 log.exception('client %s: failed to apply %s', session.client_id, type(event).__name__)
                 session.error(f'internal error applying {type(event).__name__}; see the gateway log', None)
+
+    def _claim(self, conn: ClientConnection, event: ev.Event) -> bool:
+        """A served service or action is unique in the cluster: True when `event` newly took its name for `conn`."""
+        try:
+            if isinstance(event, ev.AdvertiseService):
+                return self.shared.served.claim('service', event.service, conn)
+            if isinstance(event, ev.AdvertiseAction):
+                return self.shared.served.claim('action', event.action, conn)
+        except NameTaken as exc:
+            raise EndpointConflict(str(exc)) from None
+        return False
+
+    def _unclaim(self, conn: ClientConnection, event: ev.Event) -> None:
+        if isinstance(event, ev.UnadvertiseService):
+            self.shared.served.release('service', event.service, conn)
+        elif isinstance(event, ev.UnadvertiseAction):
+            self.shared.served.release('action', event.action, conn)
+
+    def _release(self, conn: ClientConnection, event: ev.Event) -> None:
+        """Undo `_claim` for an advertisement the ROS side refused."""
+        if isinstance(event, ev.AdvertiseService):
+            self.shared.served.release('service', event.service, conn)
+        elif isinstance(event, ev.AdvertiseAction):
+            self.shared.served.release('action', event.action, conn)
 
     async def _call(self, conn: ClientConnection, event: ev.CallService) -> None:
         if self.ros is None:
