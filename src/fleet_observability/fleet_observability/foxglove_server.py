@@ -305,7 +305,11 @@ class FleetFoxgloveBridge:
         if self._server is not None:
             self._server.stop()
             self._server = None
-        self.publications.close()
+        self.publications.close()  # before the forwarders: its workers may still be calling one
+        for forwarder in self._forwarders.values():
+            forwarder.close()
+        self._forwarders.clear()
+        self._refused_services.clear()
         with self._lock:
             channels = list(self._channels.values())
             self._channels.clear()

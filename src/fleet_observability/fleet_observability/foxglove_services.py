@@ -192,7 +192,12 @@ class RosServiceForwarder:
         self.type_name = type_name
         self._srv = srv_class
         self._timeout = timeout_sec
+        self._node = node
         self._client: Client = node.create_client(srv_class, service)
+
+    def close(self) -> None:
+        """Destroy the ROS client (calls still waiting end with ForwardError on their timeout)."""
+        self._node.destroy_client(self._client)
 
     def call(self, payload: bytes) -> bytes:
         try:
