@@ -167,6 +167,11 @@ class LeaseState:
         return self._current.epoch if self._current else 0
 
     @property
+    def leading(self) -> bool:
+        """We took over (or renewed) and saw nothing newer since; is_leader also checks the lease has not lapsed."""
+        return self._leading
+
+    @property
     def max_epoch_seen(self) -> int:
         return self._max_epoch
 

@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 from fleet_core.leadership import Lease, LeaseState
 
+STALL_LOG_SEC = 0.5
+"""An executor stall of a leader at least this long is logged when it ends (the measurements behind stall_limit_sec)."""
+
 
 class LeaseKeeper:
     """Polls `lease.keep_alive()` every `period` seconds on a daemon thread and publishes what it returns."""
@@ -34,6 +37,9 @@ class LeaseKeeper:
         self._on_error = on_error
         self._log = log
         self._logged_stall = False
+        self._peak = 0.0
+        self.stalls: list[float] = []
+        """Executor stalls of at least STALL_LOG_SEC seen while leading, in seconds (as the keeper measured them)."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -52,6 +58,7 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self._period):
+            self._watch()
             lease = self.lease.keep_alive()
             if lease is None:
                 continue
@@ -62,6 +69,21 @@ class LeaseKeeper:
                     self._on_error(exc)
                 continue
             self._report(lease)
+
+    def _watch(self) -> None:
+        """Measure executor stalls while leading: a stall ends when the executor polls again."""
+        stall = self.lease.executor_stall() if self.lease.leading else 0.0
+        if stall >= self._peak:
+            self._peak = stall
+            return
+        peak, self._peak = self._peak, stall
+        if peak >= STALL_LOG_SEC:
+            self.stalls.append(peak)
+            if self._log is not None:
+                self._log(
+                    f'executor stalled {peak:.2f}s while leading (lease {self.lease.config.lease_sec:g}s, '
+                    f'longest so far {max(self.stalls):.2f}s, {self.lease.kept_alive} renewal(s) by the keeper)'
+                )
 
     def _report(self, lease: Lease) -> None:
         """Log once per stall that outlasted the lease (what the lease would have lost without the keeper)."""
