@@ -11,18 +11,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
-import rclpy
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException
-from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 
 from fleet_ros import qos
 from fleet_ros.node import TypedNode
 from fleet_ros.params import declare
-from fleet_ros.spin import SPIN_SLICE_SEC
+from fleet_ros.runtime import RosProgram, run_program
 from fleet_sim.kinematics import KinematicDiffDrive, KinematicsError
 
 NODE_NAME = 'diff_drive_sim'
@@ -124,27 +121,14 @@ class DiffDriveSim(TypedNode):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    rclpy.init(args=list(argv) if argv is not None else None)
-    try:
-        try:
-            node = DiffDriveSim()
-        except KinematicsError as exc:
-            print(f'fleet_diff_drive_sim: error: {exc}', file=sys.stderr)
-            return 2
-        executor = EventsExecutor()
-        executor.add_node(node)
-        try:
-            # spin() holds the GIL in Jazzy's EventsExecutor, so rclpy's SIGINT handling never gets to run.
-            while rclpy.ok():
-                executor.spin_once(timeout_sec=SPIN_SLICE_SEC)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        finally:
-            executor.shutdown()
-            node.destroy_node()
-    finally:
-        rclpy.try_shutdown()
-    return 0
+    return run_program(
+        'fleet_diff_drive_sim', _run, args=list(argv) if argv is not None else None, startup_errors=(KinematicsError,)
+    )
+
+
+def _run(program: RosProgram) -> None:
+    program.add_node(DiffDriveSim(context=program.context))
+    program.spin()
 
 
 if __name__ == '__main__':
