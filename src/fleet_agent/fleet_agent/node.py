@@ -100,20 +100,24 @@ class AgentHostNode(TypedNode):
         degradation: DegradationConfig | None = None,
     ) -> None:
         super().__init__(node_name, context=context)
-        self._host(
-            specs,
-            store_name=node_name,
-            loop=loop,
-            store_dir=store_dir,
-            executor_factory=executor_factory,
-            intake_settings=intake_settings,
-            heartbeat_period_sec=heartbeat_period_sec,
-            clock=clock,
-            link=link,
-            agent_clock=agent_clock,
-            trace_settings=trace_settings,
-            degradation=degradation,
-        )
+        try:
+            self._host(
+                specs,
+                store_name=node_name,
+                loop=loop,
+                store_dir=store_dir,
+                executor_factory=executor_factory,
+                intake_settings=intake_settings,
+                heartbeat_period_sec=heartbeat_period_sec,
+                clock=clock,
+                link=link,
+                agent_clock=agent_clock,
+                trace_settings=trace_settings,
+                degradation=degradation,
+            )
+        except BaseException:
+            self.destroy_node()  # nobody else holds the half-built node
+            raise
 
     def _host(
         self,
@@ -160,38 +164,42 @@ class AgentHostNode(TypedNode):
             self._store_error = str(exc)
             self.get_logger().error(f'SAFE MODE for every hosted agent, refusing all commands: {exc}')
         self.committer = GroupCommitter(self.database, loop) if self.database is not None else None
-        for spec in specs:
-            key = (spec.site_id, spec.shard_id)
-            if key not in self._sinks:
-                self._sinks[key] = _ShardSink(self, *key, link=link, trace=trace_settings, clock=clock)
-                self._subscribe_shard(*key)
-            context = ExecutorContext(
-                spec.site_id,
-                spec.shard_id,
-                spec.agent_id,
-                self,
-                loop,
-                degradation_level=partial(self._degradation_level, spec.agent_id),
-                degradation=degradation or DegradationConfig(),
-            )
-            executor = executor_factory(context)
-            self.runtimes[spec.agent_id] = AgentRuntime(
-                site_id=spec.site_id,
-                intake=self._intake(spec, store_dir, kinds, intake_settings),
-                executor=executor,
-                sink=self._sinks[key],
-                clock=self._agent_clock(spec.agent_id),
-                battery=getattr(executor, 'battery_pct', None),
-                after_commit=self.committer.after_commit if self.committer is not None else immediately,
-                accept_ack_delay_sec=intake_settings.accept_ack_delay_sec,
-                trace=self._sinks[key].trace_hop,
-            )
-            self.create_subscription(
-                CommandMsg,
-                topics.agent_command(spec.site_id, spec.agent_id),
-                partial(self._hand_over, spec.agent_id),
-                qos.COMMAND,
-            )
+        try:
+            for spec in specs:
+                key = (spec.site_id, spec.shard_id)
+                if key not in self._sinks:
+                    self._sinks[key] = _ShardSink(self, *key, link=link, trace=trace_settings, clock=clock)
+                    self._subscribe_shard(*key)
+                context = ExecutorContext(
+                    spec.site_id,
+                    spec.shard_id,
+                    spec.agent_id,
+                    self,
+                    loop,
+                    degradation_level=partial(self._degradation_level, spec.agent_id),
+                    degradation=degradation or DegradationConfig(),
+                )
+                executor = executor_factory(context)
+                self.runtimes[spec.agent_id] = AgentRuntime(
+                    site_id=spec.site_id,
+                    intake=self._intake(spec, store_dir, kinds, intake_settings),
+                    executor=executor,
+                    sink=self._sinks[key],
+                    clock=self._agent_clock(spec.agent_id),
+                    battery=getattr(executor, 'battery_pct', None),
+                    after_commit=self.committer.after_commit if self.committer is not None else immediately,
+                    accept_ack_delay_sec=intake_settings.accept_ack_delay_sec,
+                    trace=self._sinks[key].trace_hop,
+                )
+                self.create_subscription(
+                    CommandMsg,
+                    topics.agent_command(spec.site_id, spec.agent_id),
+                    partial(self._hand_over, spec.agent_id),
+                    qos.COMMAND,
+                )
+        except BaseException:
+            self._close_database()  # a start that fails half-way (a plug-in refusing an agent) keeps nothing open
+            raise
         self.get_logger().info(
             f'hosting {len(specs)} agent(s) in {len(self._sinks)} shard(s); stores in {store_dir} '
             f'(durability {intake_settings.durability})'
@@ -307,10 +315,16 @@ class AgentHostNode(TypedNode):
                 await asyncio.sleep(self.heartbeat_period_sec / slices)
 
     async def close_runtimes(self) -> None:
-        await asyncio.gather(*(r.close() for r in self.runtimes.values()))
-        await asyncio.sleep(0)  # let the last group commit run and its acks go out
+        try:
+            await asyncio.gather(*(r.close() for r in self.runtimes.values()))
+            await asyncio.sleep(0)  # let the last group commit run and its acks go out
+            if self.database is not None:
+                self.database.commit()
+        finally:
+            self._close_database()
+
+    def _close_database(self) -> None:
         if self.database is not None:
-            self.database.commit()
             self.database.close()
 
 
