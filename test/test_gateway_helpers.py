@@ -50,7 +50,7 @@ class Gateway:
 
 WORKERS = 1
 """`--workers` of the gateways `start_gateway` starts unless told otherwise (a test module's fixture may set it)."""
-START_S = 20.0
+START_S = 30.0
 """Until the ready file, per worker."""
 
 

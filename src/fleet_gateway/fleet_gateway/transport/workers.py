@@ -47,8 +47,10 @@ log = logging.getLogger('fleet_gateway.workers')
 ENV_DIR = 'FLEET_GATEWAY_CLUSTER_DIR'
 ENV_WORKER = 'FLEET_GATEWAY_WORKER'
 ENV_PORT = 'FLEET_GATEWAY_CLUSTER_PORT'
+ENV_PARENT = 'FLEET_GATEWAY_CLUSTER_PARENT'
 SNAPSHOT_S = 1.0
-STOP_GRACE_S = 5.0
+STOP_GRACE_S = 4.0
+"""Below the 5 s a supervisor of the parent grants it: the parent gets to SIGKILL a stuck worker itself."""
 START_TIMEOUT_S = 60.0
 STABLE_S = 30.0
 """A worker that stayed up this long before dying is restarted after the shortest delay again."""
@@ -77,13 +79,16 @@ class WorkerRole:
     runtime_dir: Path
     port: int | None
     """The cluster's port (None for the first start of worker 0, which picks it)."""
+    parent: int = 0
+    """The parent's PID: a worker whose parent is gone (killed) stops itself."""
 
     @staticmethod
     def from_env(environ: Mapping[str, str] = os.environ) -> WorkerRole | None:
         if ENV_DIR not in environ:
             return None
         port = environ.get(ENV_PORT)
-        return WorkerRole(int(environ[ENV_WORKER]), Path(environ[ENV_DIR]), int(port) if port else None)
+        parent = int(environ.get(ENV_PARENT, '0'))
+        return WorkerRole(int(environ[ENV_WORKER]), Path(environ[ENV_DIR]), int(port) if port else None, parent)
 
     @property
     def ready_file(self) -> Path:
@@ -102,12 +107,22 @@ class WorkerRole:
         return Shared.cluster(self.runtime_dir, self.index, admission.auth_failure_rate, admission.auth_failure_burst)
 
     async def report(self, stats: Callable[[], Mapping[str, Any]], gateway: str) -> None:
-        """Write this worker's snapshot every SNAPSHOT_S until cancelled."""
-        path = self.runtime_dir / METRICS_DIR / f'w{self.index}.json'
+        """Write this worker's snapshot every SNAPSHOT_S until cancelled; SIGINT itself once orphaned."""
         while True:
-            figures = {k: v for k, v in stats().items() if k != 'per_client'}
-            _write_json(path, {**figures, 'worker': self.index, 'pid': os.getpid(), 'gateway': gateway})
+            if self.parent and os.getppid() != self.parent:
+                log.error('the cluster parent (pid %d) is gone: stopping', self.parent)
+                shutil.rmtree(self.runtime_dir, ignore_errors=True)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            self.snapshot(stats(), gateway)
             await asyncio.sleep(SNAPSHOT_S)
+
+    def snapshot(self, stats: Mapping[str, Any], gateway: str) -> None:
+        """Write this worker's figures (also once more after its server closed, for the parent's last sum)."""
+        figures = {k: v for k, v in stats.items() if k != 'per_client'}
+        path = self.runtime_dir / METRICS_DIR / f'w{self.index}.json'
+        with contextlib.suppress(FileNotFoundError):  # the runtime directory is gone once the parent stopped
+            _write_json(path, {**figures, 'worker': self.index, 'pid': os.getpid(), 'gateway': gateway})
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -182,6 +197,7 @@ class Cluster:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env[ENV_DIR] = str(self.runtime_dir)
+        env[ENV_PARENT] = str(os.getpid())
         if self.port is not None:
             env[ENV_PORT] = str(self.port)
         return env
