@@ -114,45 +114,49 @@ class SimHost:
         self.host_name = host_name
         self.faults = FaultState(host_name, [s.agent_id for s in specs])
         self.log = ExecutionLog(exec_log, host_name)
-        self.robots = {
-            s.agent_id: SimRobot(
-                s.agent_id,
-                home_of(fleet, s.agent_id),
-                battery_pct=settings.battery_initial_pct,
-                drain_per_m=settings.battery_drain_per_m,
-                drain_per_sec=settings.battery_drain_per_sec,
-                charge_per_sec=settings.battery_charge_per_sec,
+        try:
+            self.robots = {
+                s.agent_id: SimRobot(
+                    s.agent_id,
+                    home_of(fleet, s.agent_id),
+                    battery_pct=settings.battery_initial_pct,
+                    drain_per_m=settings.battery_drain_per_m,
+                    drain_per_sec=settings.battery_drain_per_sec,
+                    charge_per_sec=settings.battery_charge_per_sec,
+                )
+                for s in specs
+            }
+
+            def executor(spec: ExecutorContext) -> SimExecutor:
+                return SimExecutor(
+                    self.robots[spec.agent_id],
+                    settings,
+                    rng=agent_rng(settings.seed, spec.agent_id),
+                    log=self.log,
+                    faults=self.faults,
+                    agent_clock=self.faults.agent_clock(spec.agent_id),
+                )
+
+            node.host(
+                specs,
+                loop=loop,
+                store_dir=store_dir,
+                executor_factory=executor,
+                intake_settings=fleet.intake,
+                heartbeat_period_sec=fleet.health.heartbeat_period_sec,
+                link=self.faults.allow,
+                agent_clock=self.faults.agent_clock,
             )
-            for s in specs
-        }
+            self.node = node
+            self.odometry = OdometryPublisher(self.node, self.robots, self.node.runtimes, rate_hz=settings.odom_rate_hz)
 
-        def executor(spec: ExecutorContext) -> SimExecutor:
-            return SimExecutor(
-                self.robots[spec.agent_id],
-                settings,
-                rng=agent_rng(settings.seed, spec.agent_id),
-                log=self.log,
-                faults=self.faults,
-                agent_clock=self.faults.agent_clock(spec.agent_id),
-            )
+            def on_fault(msg: String) -> None:
+                loop.call_soon_threadsafe(self._on_fault, msg.data)
 
-        node.host(
-            specs,
-            loop=loop,
-            store_dir=store_dir,
-            executor_factory=executor,
-            intake_settings=fleet.intake,
-            heartbeat_period_sec=fleet.health.heartbeat_period_sec,
-            link=self.faults.allow,
-            agent_clock=self.faults.agent_clock,
-        )
-        self.node = node
-        self.odometry = OdometryPublisher(self.node, self.robots, self.node.runtimes, rate_hz=settings.odom_rate_hz)
-
-        def on_fault(msg: String) -> None:
-            loop.call_soon_threadsafe(self._on_fault, msg.data)
-
-        self.node.create_subscription(String, FAULT_TOPIC, on_fault, qos.EVENTS)
+            self.node.create_subscription(String, FAULT_TOPIC, on_fault, qos.EVENTS)
+        except BaseException:
+            self.log.close()  # a start that fails (an agent the layout does not place) keeps no file open
+            raise
 
     def _on_fault(self, text: str) -> None:
         try:
@@ -175,13 +179,15 @@ class SimHost:
             group.create_task(self.odometry.run())
 
     async def close(self) -> None:
-        await self.node.close_runtimes()
+        try:
+            await self.node.close_runtimes()
+        finally:
+            self.log.close()
         executions = sum(r.executions for r in self.node.runtimes.values())
         self.node.get_logger().info(
             f'host {self.host_name}: {executions} execution(s), {self.odometry.published} odometry message(s), '
             f'{self.faults.dropped} message(s) dropped by link cuts'
         )
-        self.log.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
