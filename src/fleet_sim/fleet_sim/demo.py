@@ -41,6 +41,8 @@ from fleet_sim.summary import (
     invariant_failures,
     judge_history,
     leader_changes,
+    merge_journals,
+    read_shard_journals,
     render_table,
     tally_outcomes,
     unexpected_leader_changes,
@@ -49,6 +51,8 @@ from fleet_sim.summary import (
 SPIN_SLICE_SEC = 0.02
 TICK_SEC = 0.05
 PROGRESS_PERIOD_SEC = 2.0
+SHARD_JOURNALS = 'state/shards/*/*/*/journal.db'
+"""The replicas' shard journals in a run dir (stack.py points FLEETLANES_STATE_DIR at run_dir/state)."""
 EXIT_OK, EXIT_VIOLATED, EXIT_USAGE = 0, 1, 2
 
 
@@ -305,12 +309,14 @@ class Demo:
         outcomes = {
             c: [(o.outcome, o.attempts, o.latency_ms) for o in recs] for c, recs in self.observer.outcomes.items()
         }
-        tally = tally_outcomes(self.observer.journal, outcomes)
+        journal = {c: (e.agent_id, e.kind) for c, e in self.observer.journal.items()}
+        merge_journals(journal, outcomes, read_shard_journals(sorted(self.stack.run_dir.glob(SHARD_JOURNALS))))
+        tally = tally_outcomes(journal, outcomes)
         tolerance = self.fleet.intake.clock_skew_tolerance_sec
         execution = audit(self.stack.exec_logs(), tolerance_sec=tolerance)
         history = judge_history(
-            journal={c: (e.agent_id, e.kind) for c, e in self.observer.journal.items()},
-            outcomes={c: [o.outcome for o in recs] for c, recs in self.observer.outcomes.items()},
+            journal=journal,
+            outcomes={c: [o[0] for o in recs] for c, recs in outcomes.items()},
             executions=executions_from_logs(self.stack.exec_logs()),
             tolerance_sec=tolerance,
         )

@@ -3,9 +3,11 @@ the whole history, the invariants, a table and a JSON line."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from fleet_core.history import Announcement, Execution, HistoryVerdict, Submission, check_history
 from fleet_core.model import Outcome
@@ -50,6 +52,59 @@ def tally_outcomes(journal: Iterable[str], outcomes: Mapping[str, list[tuple[int
         repeated=tuple(c for c in ids if len(outcomes.get(c, [])) > len({o[0] for o in outcomes.get(c, [])})),
         latency_ms=tuple(latencies),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRecord:
+    """One command as a replica's shard journal recorded it (outcome None: not decided there)."""
+
+    agent_id: str
+    kind: str
+    outcome: int | None
+    attempts: int
+    latency_ms: float
+
+
+def read_shard_journals(paths: Iterable[Path]) -> dict[str, list[JournalRecord]]:
+    """Every command the replicas' shard journals recorded (`shards/<site>/<shard>/<replica>/journal.db` of a run's
+    state dir), one record per replica. The demo's observer follows the journal and outcome topics, which drop
+    samples when its reader falls behind on a loaded host (a command 'executed, never submitted'); the journals hold
+    every accepted command, written before anyone heard of it, and every decided outcome (what GetOutcomes serves)."""
+    found: dict[str, list[JournalRecord]] = {}
+    for path in paths:
+        db = sqlite3.connect(str(path), timeout=10.0)
+        try:
+            rows = db.execute('SELECT command_id, agent_id, kind, outcome, attempts, latency_ms FROM commands')
+            for command_id, agent_id, kind, outcome, attempts, latency in rows:
+                found.setdefault(str(command_id), []).append(
+                    JournalRecord(str(agent_id), str(kind), outcome, int(attempts or 0), float(latency or 0.0))
+                )
+        finally:
+            db.close()
+    return found
+
+
+def merge_journals(
+    journal: dict[str, tuple[str, str]],
+    outcomes: dict[str, list[tuple[int, int, float]]],
+    recorded: Mapping[str, Sequence[JournalRecord]],
+) -> None:
+    """Add what the shard journals recorded to what the observer saw on the topics (in place): commands it missed,
+    and decided outcomes of commands it saw no outcome for. A decided outcome that differs from one announced is
+    added too, so that the disagreement is counted as conflicting, never hidden."""
+    for command_id, records in recorded.items():
+        # An outcome-only row (a replica that saw the outcome, not the command) names no kind.
+        accepted = next((r for r in records if r.kind), None)
+        if accepted is not None:
+            journal.setdefault(command_id, (accepted.agent_id, accepted.kind))
+        heard = outcomes.setdefault(command_id, [])
+        seen = {o[0] for o in heard}
+        for record in records:
+            if record.outcome is not None and (not heard or record.outcome not in seen):
+                heard.append((record.outcome, record.attempts, record.latency_ms))
+                seen.add(record.outcome)
+        if not heard:
+            del outcomes[command_id]
 
 
 AGENT_RUN_KINDS = frozenset({'stop', 'pause', 'resume'})
