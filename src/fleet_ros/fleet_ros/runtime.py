@@ -172,19 +172,21 @@ class RosProgram:
         start: Callable[[], Awaitable[None]],
         *,
         cleanup: Callable[[], Awaitable[None]] | None = None,
+        cancel_on_stop: bool = True,
         signals: Sequence[signal.Signals] = STOP_SIGNALS,
     ) -> None:
         """Spin the nodes in a SpinThread and run `start()` on the program's loop; serve until a stop is requested
         (signals are handled on the loop) or `start()` raises. `start()` may return at once (servers started) or
-        run until cancelled. Then: `start()` is cancelled if still running, `cleanup()` runs (nodes still spinning),
-        leftover tasks are cancelled and the spin thread stops. Exceptions of `start()` and `cleanup()` propagate."""
+        run until cancelled. Then `start()`, if still running, is cancelled (or, with `cancel_on_stop=False`, awaited:
+        it watches `stop_event` and winds itself down), `cleanup()` runs (nodes still spinning), leftover tasks are
+        cancelled and the spin thread stops. Exceptions of `start()` and `cleanup()` propagate."""
         loop = self.loop
         stopped = self.stop_event
         for sig in signals:
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
         spin = SpinThread(self.executor, name=f'{self.name}-rclpy').start()
         try:
-            loop.run_until_complete(_serve(start, stopped))
+            loop.run_until_complete(_serve(start, stopped, cancel_on_stop=cancel_on_stop))
         finally:
             try:
                 if cleanup is not None:
@@ -208,7 +210,7 @@ class RosProgram:
                 self._loop.close()
 
 
-async def _serve(start: Callable[[], Awaitable[None]], stopped: asyncio.Event) -> None:
+async def _serve(start: Callable[[], Awaitable[None]], stopped: asyncio.Event, *, cancel_on_stop: bool) -> None:
     work = asyncio.ensure_future(start())
     stop = asyncio.ensure_future(stopped.wait())
     try:
@@ -216,6 +218,8 @@ async def _serve(start: Callable[[], Awaitable[None]], stopped: asyncio.Event) -
         if work.done():
             work.result()  # raises what start() raised
             await stop  # started: serve until a stop is requested
+        elif not cancel_on_stop:
+            await work  # it saw stop_event too and winds itself down
     finally:
         work.cancel()
         stop.cancel()

@@ -175,6 +175,27 @@ def test_a_signal_cancels_the_async_work_and_the_cleanup_runs_while_the_nodes_st
     assert not seen['context'].ok()
 
 
+def test_work_that_winds_itself_down_is_awaited_not_cancelled() -> None:
+    log: list[str] = []
+
+    def body(program: RosProgram) -> None:
+        async def start() -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            await program.stop_event.wait()
+            try:
+                for step in range(3):  # a close that awaits (as a server's close does)
+                    await asyncio.sleep(0)
+                    log.append(f'closing {step}')
+            except asyncio.CancelledError:
+                log.append('cancelled while closing')
+                raise
+
+        program.run_async(start, cancel_on_stop=False)
+
+    assert run_program('runtime_test', body, args=[]) == 0
+    assert log == ['closing 0', 'closing 1', 'closing 2']
+
+
 class ConfigProblem(Exception):
     pass
 
