@@ -1,4 +1,4 @@
-"""`fleet_gateway` console script: load the config, start rclpy in a SpinThread and serve until SIGINT/SIGTERM.
+"""`fleet_gateway` console script: load the config, serve on fleet_ros.runtime until SIGINT/SIGTERM.
 
 The gateway is an ordinary remappable rclpy node: its name and namespace come from ROS arguments
 (`--ros-args -r __node:=gateway_site_a -r __ns:=/site_a`), and `config_file`, `host`, `port` and `metrics_port` are
@@ -13,14 +13,11 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
 import rclpy
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
-from rclpy.context import Context
-from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.utilities import remove_ros_args
 
@@ -30,7 +27,7 @@ from fleet_gateway.ros_side import OnMessages, RosEndpoints
 from fleet_gateway.server import GatewayServer
 from fleet_gateway.transport.workers import WorkerRole, run_cluster, worker_count
 from fleet_observability.metrics import MetricsServeError
-from fleet_ros.spin import SpinThread
+from fleet_ros.runtime import RosProgram, run_program
 
 log = logging.getLogger('fleet_gateway')
 
@@ -85,7 +82,10 @@ def configure(node: Node, args: argparse.Namespace) -> GatewayConfig:
     return dataclasses.replace(config, metrics_port=metrics_port, **overrides)
 
 
-async def serve(config: GatewayConfig, node: Node, ready_file: Path | None, worker: WorkerRole | None = None) -> None:
+async def serve(
+    config: GatewayConfig, node: Node, ready_file: Path | None, worker: WorkerRole | None = None, *, stop: asyncio.Event
+) -> None:
+    """Serve until `stop` is set (the program runtime sets it on SIGINT/SIGTERM), then close."""
     policy = load_acl(config.acl_file)
     tokens = load_tokens(config.tokens_file)
     if not len(tokens) and config.anonymous_role is None:
@@ -112,10 +112,6 @@ async def serve(config: GatewayConfig, node: Node, ready_file: Path | None, work
         ready = {'port': server.port, 'pid': os.getpid(), 'metrics_port': metrics.port if metrics else None}
         tmp.write_text(json.dumps(ready))
         tmp.replace(ready_file)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     if reporter is not None:
         reporter.cancel()
@@ -140,35 +136,24 @@ def main(argv: list[str] | None = None) -> int:
         if workers > 1:
             return run_cluster(list(sys.argv[1:] if argv is None else argv), workers, args.ready_file)
     logging.getLogger('websockets').setLevel(logging.WARNING)  # one INFO line per connection drowns storms
-    context = Context()
     ros_argv = ['fleet_gateway', *(sys.argv[1:] if argv is None else argv)]
-    rclpy.init(args=ros_argv, context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    node = Node(NODE_NAME, context=context)  # name and namespace remappable with ROS arguments
-    try:
-        config = configure(node, args)
-        if worker is not None:
-            config = worker.configure(config)
-    except (ConfigError, rclpy.exceptions.ParameterException) as exc:
-        print(f'fleet_gateway: {exc}', file=sys.stderr)
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-        return 2
+    return run_program(
+        'fleet_gateway',
+        lambda program: _run(program, args, worker),
+        args=ros_argv,
+        startup_errors=(ConfigError, MetricsServeError, rclpy.exceptions.ParameterException),
+    )
+
+
+def _run(program: RosProgram, args: argparse.Namespace, worker: WorkerRole | None) -> None:
+    node = program.add_node(Node(NODE_NAME, context=program.context))  # name and namespace remappable (ROS arguments)
+    config = configure(node, args)
+    if worker is not None:
+        config = worker.configure(config)
     log.info('node %s: serving on %s:%d', node.get_fully_qualified_name(), config.host, config.port)
-    executor = EventsExecutor(context=context)
-    executor.add_node(node)
-    spin = SpinThread(executor, name='gateway-rclpy').start()
-    try:
-        asyncio.run(serve(config, node, args.ready_file, worker))
-    except (ConfigError, MetricsServeError) as exc:
-        log.error('%s', exc)
-        return 2
-    finally:
-        spin.stop()
-        executor.shutdown()
-        node.destroy_node()
-        if context.ok():
-            rclpy.shutdown(context=context)
-    return 0
+    program.run_async(
+        lambda: serve(config, node, args.ready_file, worker, stop=program.stop_event), cancel_on_stop=False
+    )
 
 
 if __name__ == '__main__':
