@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import ssl
 import sys
 import threading
@@ -24,9 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rclpy
-from rclpy.context import Context
-from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -36,7 +32,7 @@ from fleet_gateway.backoff import Backoff
 from fleet_gateway.config import QOS_PROFILES, ConfigError
 from fleet_gateway.conversion import UnknownType, codec_for, message_class
 from fleet_ros import qos
-from fleet_ros.spin import SpinThread
+from fleet_ros.runtime import RosProgram, run_program
 
 log = logging.getLogger('fleet_site_link')
 
@@ -242,33 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         log.error('set the site link token in $%s (tokens never live in config files)', config.token_env)
         return 2
 
-    context = Context()
-    rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    executor = EventsExecutor(context=context)
-    node = Node('fleet_site_link', context=context)
-    executor.add_node(node)
+    return run_program('fleet_site_link', lambda program: _run(program, config, token))
 
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        link = SiteLink(config, node, loop, token)
-        spin = SpinThread(executor, name='site-link-rclpy').start()
-        try:
-            await link.run(stop)
-        finally:
-            spin.stop()
-            log.info('site link stopped: %s', link.counters)
 
-    try:
-        asyncio.run(serve())
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        if context.ok():
-            rclpy.shutdown(context=context)
-    return 0
+def _run(program: RosProgram, config: SiteLinkConfig, token: str) -> None:
+    node = program.add_node(Node('fleet_site_link', context=program.context))
+    link = SiteLink(config, node, program.loop, token)
+
+    async def report() -> None:
+        log.info('site link stopped: %s', link.counters)
+
+    # The link watches stop_event itself (it closes its connection and leaves its backoff wait).
+    program.run_async(lambda: link.run(program.stop_event), cleanup=report, cancel_on_stop=False)
 
 
 if __name__ == '__main__':
