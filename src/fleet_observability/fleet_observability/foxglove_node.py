@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
@@ -29,11 +27,10 @@ from fleet_observability.foxglove_server import (
 )
 from fleet_observability.foxglove_services import AccessConfigError, AccessPolicy, parse_tokens
 from fleet_observability.topic_match import DEFAULT_TOPIC_GLOBS, GlobError
-from fleet_ros.asyncio_node import run_nodes, until_shutdown
 from fleet_ros.node import TypedNode
+from fleet_ros.runtime import RosProgram, run_program
 
 NODE_NAME = 'fleet_foxglove'
-EXIT_USAGE = 2
 
 PARAMETERS: tuple[tuple[str, Any, str, tuple[float, float] | None], ...] = (
     ('host', '127.0.0.1', 'bind address; anything but loopback requires tokens_file', None),
@@ -145,29 +142,26 @@ def flag_overrides(args: argparse.Namespace) -> list[Parameter]:
 def main(argv: Sequence[str] | None = None) -> int:
     full = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     args = build_parser().parse_args(remove_ros_args(full)[1:])
-    rclpy.init(args=full)
-    context = rclpy.get_default_context()
-    node: FoxgloveServerNode | None = None
+    return run_program(
+        'fleet_foxglove',
+        lambda program: _run(program, flag_overrides(args)),
+        args=full,
+        startup_errors=(AccessConfigError, GlobError, FoxgloveStartError, OSError, ValueError),
+    )
+
+
+def _run(program: RosProgram, overrides: list[Parameter]) -> None:
+    node = program.add_node(FoxgloveServerNode(parameter_overrides=overrides, context=program.context))
+    bridge = node.bridge
     try:
-        try:
-            node = FoxgloveServerNode(parameter_overrides=flag_overrides(args))
-            node.bridge.start()
-        except (AccessConfigError, GlobError, FoxgloveStartError, OSError, ValueError) as exc:
-            print(f'fleet_foxglove: error: {exc}', file=sys.stderr)
-            if node is not None:
-                node.bridge.close()
-                node.destroy_node()
-            return EXIT_USAGE
-        print(f'fleet_foxglove: listening on {node.bridge.url}', flush=True)
-        bridge = node.bridge
+        bridge.start()
+    except BaseException:
+        bridge.close()
+        raise
+    print(f'fleet_foxglove: listening on {bridge.url}', flush=True)
 
-        async def close_bridge() -> None:
-            bridge.close()
+    async def close_bridge() -> None:
+        bridge.close()
 
-        # Spins the node until SIGINT (rclpy's handler shuts the context down); closes the bridge, destroys the node.
-        run_nodes(context, [node], lambda: until_shutdown(context), cleanup=close_bridge)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        rclpy.try_shutdown()
-    return 0
+    # The SDK serves on its own threads: nothing to run on the loop but the wait for SIGINT/SIGTERM.
+    program.run_async(cleanup=close_bridge)

@@ -169,24 +169,25 @@ class RosProgram:
 
     def run_async(
         self,
-        start: Callable[[], Awaitable[None]],
+        start: Callable[[], Awaitable[None]] | None = None,
         *,
         cleanup: Callable[[], Awaitable[None]] | None = None,
         cancel_on_stop: bool = True,
         signals: Sequence[signal.Signals] = STOP_SIGNALS,
     ) -> None:
         """Spin the nodes in a SpinThread and run `start()` on the program's loop; serve until a stop is requested
-        (signals are handled on the loop) or `start()` raises. `start()` may return at once (servers started) or
-        run until cancelled. Then `start()`, if still running, is cancelled (or, with `cancel_on_stop=False`, awaited:
-        it watches `stop_event` and winds itself down), `cleanup()` runs (nodes still spinning), leftover tasks are
-        cancelled and the spin thread stops. Exceptions of `start()` and `cleanup()` propagate."""
+        (signals are handled on the loop) or `start()` raises. `start()` may return at once (servers started) or run
+        until cancelled; without one, nothing runs on the loop but the wait. Then `start()`, if still running, is
+        cancelled (or, with `cancel_on_stop=False`, awaited: it watches `stop_event` and winds itself down),
+        `cleanup()` runs (nodes still spinning), leftover tasks are cancelled and the spin thread stops. Exceptions
+        of `start()` and `cleanup()` propagate."""
         loop = self.loop
         stopped = self.stop_event
         for sig in signals:
             loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
         spin = SpinThread(self.executor, name=f'{self.name}-rclpy').start()
         try:
-            loop.run_until_complete(_serve(start, stopped, cancel_on_stop=cancel_on_stop))
+            loop.run_until_complete(_serve(start or _nothing, stopped, cancel_on_stop=cancel_on_stop))
         finally:
             try:
                 if cleanup is not None:
@@ -224,6 +225,10 @@ async def _serve(start: Callable[[], Awaitable[None]], stopped: asyncio.Event, *
         work.cancel()
         stop.cancel()
         await asyncio.gather(work, stop, return_exceptions=True)
+
+
+async def _nothing() -> None:
+    return
 
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
