@@ -257,6 +257,15 @@ def shard_mission(site: str, shard: str) -> str:
     return f'{shard_prefix(site, shard)}/{MISSION}'
 
 
+def parse_shard_name(name: str) -> tuple[str, str, str] | None:
+    """(site, shard, leaf) of a shard name as built here (`/fleet/<site>/<shard>/<leaf>`); None for any other name
+    (an agent's, a deeper one such as an action's hidden topics)."""
+    parts = name.split('/')
+    if len(parts) != 5 or parts[0] or parts[1] != FLEET_ROOT or not all(parts[2:]):
+        return None
+    return parts[2], parts[3], parts[4]
+
+
 def orchestrator_namespace(site: str, shard: str) -> str:
     """Namespace of a shard's orchestrator nodes (their lifecycle and parameter services live under it)."""
     return f'/{check_name("site", site)}/{check_name("shard", shard)}'

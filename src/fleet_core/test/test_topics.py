@@ -160,3 +160,25 @@ def test_a_glob_leaf_must_be_a_name_token() -> None:
         topics.shards_glob('ack/../journal')
     with pytest.raises(topics.InvalidName, match='name leaf'):
         topics.agents_glob('*')
+
+
+@pytest.mark.parametrize('name', sorted(SHARD_BUILDERS))
+def test_every_shard_name_parses_back(name: str) -> None:
+    built = SHARD_BUILDERS[name](SITE, SHARD)
+    assert topics.parse_shard_name(built) == (SITE, SHARD, _leaf(built, topics.shard_prefix(SITE, SHARD)))
+
+
+@pytest.mark.parametrize(
+    'name',
+    [
+        topics.agent_command(SITE, AGENT),
+        topics.shard_prefix(SITE, SHARD),
+        '/fleet/site_a/zone_1/mission/_action/feedback',
+        '/fleet//zone_1/ack',
+        'fleet/site_a/zone_1/ack',
+        '/other/site_a/zone_1/ack',
+        topics.FOXGLOVE_LOGIN,
+    ],
+)
+def test_other_names_are_not_shard_names(name: str) -> None:
+    assert topics.parse_shard_name(name) is None

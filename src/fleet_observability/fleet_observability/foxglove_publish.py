@@ -10,7 +10,6 @@ SDK's thread that delivered the message never waits on ROS.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,6 @@ from fleet_core import topics
 from fleet_observability.foxglove_services import AccessPolicy, ForwardError, RosServiceForwarder
 
 ESTOP_SCHEMA = 'fleet_interfaces/msg/EStop'
-_ESTOP_TOPIC = re.compile(r'^/fleet/(?P<site>[^/]+)/(?P<shard>[^/]+)/estop$')
 
 
 class PublishRefused(PermissionError):
@@ -103,10 +101,10 @@ class ClientPublications:
         from fleet_interfaces.msg import EStop  # noqa: PLC0415 - the interfaces package is optional here
         from fleet_interfaces.srv import SetEStop  # noqa: PLC0415
 
-        match = _ESTOP_TOPIC.match(publication.topic)
-        if match is None or publication.schema_name != ESTOP_SCHEMA:
+        parsed = topics.parse_shard_name(publication.topic)
+        if parsed is None or parsed[2] != topics.ESTOP or publication.schema_name != ESTOP_SCHEMA:
             raise PublishRefused(f'{publication.topic}: no handler for {publication.schema_name}')
-        site, shard = match['site'], match['shard']
+        site, shard, _leaf = parsed
         if publication.encoding == 'cdr':
             try:
                 msg = deserialize_message(data, EStop)

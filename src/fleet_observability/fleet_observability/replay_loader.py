@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from fleet_core import topics
 from fleet_core.model import Outcome
 from fleet_observability.recorder import RecordedMessage, RecordingError
 from fleet_observability.replay import RecordedOutcome, ShardRecording
@@ -19,10 +20,8 @@ _WANTED = frozenset({_COMMAND, _ACK, _OUTCOMES, _TRACE, _HEARTBEAT})
 
 
 def _shard_of_topic(topic: str) -> tuple[str, str] | None:
-    parts = topic.split('/')
-    if len(parts) == 5 and parts[1] == 'fleet':
-        return parts[2], parts[3]
-    return None
+    parsed = topics.parse_shard_name(topic)
+    return None if parsed is None else (parsed[0], parsed[1])
 
 
 def load_shard_recordings(messages: Iterable[RecordedMessage]) -> dict[tuple[str, str], ShardRecording]:
