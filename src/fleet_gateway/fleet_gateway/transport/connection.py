@@ -74,13 +74,17 @@ class ClientConnection:
             outbox.clear()
             return
         now = time.monotonic()
+        rate = self._read_rate
         while len(outbox):
             if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                 if self._retry is None:
                     self._retry = self.loop.call_later(RETRY_WRITE_S, self._retry_flush)
                 break
-            room = self.window - (self.written - self.read_by_client)
-            batch = outbox.pop_batch(WRITE_BATCH, now, max(0, room))
+            in_flight = self.written - self.read_by_client
+            # what is written now is read once what is in flight before it is: telemetry that would be past its
+            # staleness bound by then is dropped here rather than delivered late
+            arrives = now + in_flight / rate if rate > 0 else now
+            batch = outbox.pop_batch(WRITE_BATCH, arrives, max(0, self.window - in_flight))
             if not batch:
                 break  # only non-critical frames left and the window is full: the next pong reopens it
             data = b''.join([wire(frame) for frame in batch])
