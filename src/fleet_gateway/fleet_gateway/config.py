@@ -13,11 +13,13 @@ from typing import Any
 from fleet_core import topics, yaml_config
 from fleet_gateway.acl import PROTECTED_TOPICS, AccessPolicy, GlobSet, Principal, Role, RolePolicy, TokenStore
 from fleet_gateway.protocol.state import STATUS_LEVELS, SessionLimits
+from fleet_ros import qos as fleet_qos
 
 TOKENS_ENV = 'FLEET_GATEWAY_TOKENS'
 """`token:role:name;token:role:name` — the alternative to a tokens file (tokens never live in the repo)."""
 
-QOS_PROFILES = ('command', 'ack', 'events', 'heartbeat', 'telemetry', 'latched', 'operations')
+QOS_PROFILES: tuple[str, ...] = tuple(fleet_qos.PROFILES)
+"""Profile names a config may choose: the named profiles of `fleet_ros.qos`, the one place they are defined."""
 
 
 class ConfigError(ValueError):
