@@ -23,10 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rclpy
-from rclpy.context import Context
 from rclpy.executors import Executor
-from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.task import Future
 from std_msgs.msg import String
@@ -39,12 +36,14 @@ from fleet_interfaces.msg import CommandOutcome
 from fleet_interfaces.srv import GetOutcomes, SubmitCommand
 from fleet_ros import qos
 from fleet_ros.convert import from_time
+from fleet_ros.runtime import RosProgram, run_program
 from fleet_sim.campaign import DRIVER_OPS, Event, Schedule
 from fleet_sim.execlog import read_records
 from fleet_sim.faults import FAULT_TOPIC, Fault
 from fleet_sim.layout import home_of, inspection_points
 from fleet_sim.observer import FleetObserver
 from fleet_sim.plan import RobotPlan, inspection_steps
+from fleet_sim.probe import leaders_now, write_result
 from fleet_sim.step_driver import StepDriver
 
 TICK_SEC = 0.05
@@ -380,11 +379,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     fleet = load_fleet_config(args.config)
     schedule = Schedule.from_json(args.schedule.read_text())
-    context = Context()
-    rclpy.init(context=context)
-    node = Node('campaign_driver', context=context)
-    executor = EventsExecutor(context=context)
-    executor.add_node(node)
+    return run_program('fleet_sim.campaign_driver', lambda program: _run(program, args, fleet, schedule))
+
+
+def _run(program: RosProgram, args: argparse.Namespace, fleet: FleetConfig, schedule: Schedule) -> int:
+    node = program.add_node(Node('campaign_driver', context=program.context))
     driver = Driver(node, fleet, schedule, args)
     phase = 'waiting'
     started = time.monotonic()
@@ -393,12 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     next_progress = next_query = 0.0
     fates: dict[str, Any] = {}
     known: dict[str, str] = {}
-    progress = args.progress.open('a')
-    try:
-        while context.ok():
-            end = time.monotonic() + TICK_SEC
-            while (now := time.monotonic()) < end:
-                executor.spin_once(timeout_sec=end - now)
+    with args.progress.open('a') as progress:
+        while program.running:
+            program.spin_for(TICK_SEC)
             now = time.monotonic()
             if phase == 'waiting' and driver.observer.leaders_ready() and driver.observer.online() >= fleet.agent_count:
                 phase, t0, t0_wall = 'running', now, time.time()
@@ -420,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if phase == 'draining' and now >= next_query:
                 next_query = now + QUERY_PERIOD_SEC
                 known = driver.known_ids()
-                answer = driver.query_fates(executor, known, timeout=3.0)
+                answer = driver.query_fates(program.executor, known, timeout=3.0)
                 driver.stats['queries'] += 1
                 if answer is None:
                     driver.stats['queries_unanswered'] += 1
@@ -430,10 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         phase = 'finished'
             if now >= next_progress or phase == 'finished' or now >= deadline:
                 next_progress = now + PROGRESS_SEC
-                leaders = {
-                    f'{k[0]}/{k[1]}': [v.leader.leader_id, v.leader.epoch] if v.leader else None
-                    for k, v in driver.observer.shards.items()
-                }
+                leaders = leaders_now(driver.observer)
                 line = {'t': round(now - started, 2), 'phase': phase, 't0_wall': t0_wall, 'leaders': leaders}
                 line['online'] = driver.observer.online()
                 progress.write(json.dumps(line) + '\n')
@@ -458,10 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             'unqueryable': sorted(
                 c for c, (state, _) in fates.items() if state == GetOutcomes.Request.STATE_UNKNOWN and c in submissions
             ),
-            'leases': {
-                f'{k[0]}/{k[1]}': [[s.received_at, s.leader_id, s.epoch] for s in v.leases]
-                for k, v in driver.observer.shards.items()
-            },
+            'leases': driver.observer.lease_log(),
             'findings': driver.findings,
             'answer_ms': sorted(driver.answer_ms),
             'refusals': driver.errors,
@@ -470,17 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             'missions': driver.missions,
             't0_wall': t0_wall,
         }
-        tmp = args.result.with_suffix('.tmp')
-        tmp.write_text(json.dumps(result))
-        tmp.replace(args.result)
-    finally:
-        progress.close()
-        executor.remove_node(node)
-        node.destroy_node()
-        executor.shutdown()
-        if context.ok():
-            rclpy.shutdown(context=context)
-    return 0 if phase == 'finished' else 1
+        write_result(args.result, result)
+    return 0 if phase == 'finished' or program.stop_requested else 1
 
 
 if __name__ == '__main__':

@@ -11,13 +11,12 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-import rclpy
-from rclpy.context import Context
-from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 
-from fleet_core.config import load_fleet_config
+from fleet_core.config import FleetConfig, load_fleet_config
+from fleet_ros.runtime import RosProgram, run_program
 from fleet_sim.layout import home_of, inspection_points
 from fleet_sim.observer import FleetObserver
 from fleet_sim.plan import RobotPlan, inspection_steps
@@ -39,14 +38,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def leaders_now(observer: FleetObserver) -> dict[str, list[str | int] | None]:
+    """Per shard ('site/shard'), the current leader's [leader_id, epoch] (None: no leader yet), for progress lines."""
+    return {
+        f'{site}/{shard}': [view.leader.leader_id, view.leader.epoch] if view.leader else None
+        for (site, shard), view in observer.shards.items()
+    }
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    """The run's JSON result, replaced at once (a reader never sees half of it)."""
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fleet = load_fleet_config(args.config)
-    context = Context()
-    rclpy.init(context=context)
-    node = Node('chaos_probe', context=context)
-    executor = EventsExecutor(context=context)
-    executor.add_node(node)
+    return run_program('fleet_sim.probe', lambda program: _run(program, args, fleet))
+
+
+def _run(program: RosProgram, args: argparse.Namespace, fleet: FleetConfig) -> int:
+    node = program.add_node(Node('chaos_probe', context=program.context))
     observer = FleetObserver(node, fleet)
     mission_id = str(uuid.uuid4())
     plans = {
@@ -61,12 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     deadline = started + args.ready_timeout
     next_progress = 0.0
-    progress = args.progress.open('a')
-    try:
-        while context.ok():
-            end = time.monotonic() + TICK_SEC
-            while (now := time.monotonic()) < end:
-                executor.spin_once(timeout_sec=end - now)
+    with args.progress.open('a') as progress:
+        while program.running:
+            program.spin_for(TICK_SEC)
             now = time.monotonic()
             if phase == 'waiting' and observer.leaders_ready() and observer.online() >= fleet.agent_count:
                 phase, deadline = 'running', now + args.timeout
@@ -78,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             if now >= next_progress or phase == 'finished' or now >= deadline:
                 next_progress = now + PROGRESS_SEC
                 done, total = driver.points() if driver else (0, 0)
-                leaders = {
-                    f'{k[0]}/{k[1]}': [v.leader.leader_id, v.leader.epoch] if v.leader else None
-                    for k, v in observer.shards.items()
-                }
+                leaders = leaders_now(observer)
                 progress.write(
                     json.dumps(
                         {
@@ -98,35 +106,21 @@ def main(argv: list[str] | None = None) -> int:
                 progress.flush()
             if phase == 'finished' or now >= deadline:
                 break
-        settle = time.monotonic() + 0.5
-        while time.monotonic() < settle:
-            executor.spin_once(timeout_sec=0.05)
+        program.spin_for(0.5)
         result = {
             'phase': phase,
             'journal': {
                 c: {'agent': e.agent_id, 'kind': e.kind, 'trace': e.trace_id} for c, e in observer.journal.items()
             },
             'outcomes': {c: [[o.outcome, o.attempts, o.detail] for o in recs] for c, recs in observer.outcomes.items()},
-            'leases': {
-                f'{k[0]}/{k[1]}': [[s.received_at, s.leader_id, s.epoch] for s in v.leases]
-                for k, v in observer.shards.items()
-            },
+            'leases': observer.lease_log(),
             'robots_done': driver.robots_done() if driver else 0,
             'robots_failed': driver.robots_failed() if driver else 0,
             'points': list(driver.points()) if driver else [0, 0],
             'duplicates_suppressed': observer.agent_duplicates_suppressed(),
         }
-        tmp = args.result.with_suffix('.tmp')
-        tmp.write_text(json.dumps(result))
-        tmp.replace(args.result)
-    finally:
-        progress.close()
-        executor.remove_node(node)
-        node.destroy_node()
-        executor.shutdown()
-        if context.ok():
-            rclpy.shutdown(context=context)
-    return 0 if phase == 'finished' else 1
+        write_result(args.result, result)
+    return 0 if phase == 'finished' or program.stop_requested else 1
 
 
 if __name__ == '__main__':
