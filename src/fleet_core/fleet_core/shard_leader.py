@@ -262,6 +262,15 @@ class ShardLeader:
         self._drain(effects)
         return effects
 
+    def submit_control(
+        self, agents: Sequence[str], kind: str, *, priority: Priority, ttl_sec: float, trace_id: str
+    ) -> Effects:
+        """An operator-level control command (no arguments, no request_id) for `agents`, sent at once; a refusal is
+        logged (nobody waits for an answer)."""
+        effects = Effects()
+        self._control(list(agents), kind, priority, ttl_sec, trace_id, effects)
+        return effects
+
     def hand_over(self, command: Command) -> None:
         """A command another replica handed over (checked by the node's journal gate): adopted at the next tick,
         all of a hand-over at once, unless this leader owes or decided it already."""
@@ -566,11 +575,16 @@ class ShardLeader:
                 self._mission(self.missions.release(OPERATION_HOLD), effects)
 
     def _submit_control(self, agents: list[str], kind: str, trace_id: str, effects: Effects) -> None:
+        self._control(agents, kind, Priority.HIGH, CONTROL_TTL_SEC, trace_id, effects)
+
+    def _control(
+        self, agents: list[str], kind: str, priority: Priority, ttl_sec: float, trace_id: str, effects: Effects
+    ) -> None:
         dispatcher = self.dispatcher
         if dispatcher is None:
             return
         try:
-            commands = dispatcher.submit(agents, kind, '{}', Priority.HIGH, CONTROL_TTL_SEC, trace_id)
+            commands = dispatcher.submit(agents, kind, '{}', priority, ttl_sec, trace_id)
         except SubmitError as exc:
             effects.log(LogLevel.ERROR, f'{kind} for {len(agents)} agent(s) refused: {exc}')
             return

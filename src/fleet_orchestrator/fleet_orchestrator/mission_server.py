@@ -1,15 +1,16 @@
 """The ROS side of a shard's mission: the RunMission action and mission_cancel service (leader only), TaskEvents,
-the latched mission status, and the mission journal that standbys replay (see mission_host)."""
+the latched mission status, and the mission journal that standbys replay (fleet_core.mission_host). What the mission
+does is decided by fleet_core.shard_leader."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
+from rclpy.node import Node
 from rclpy.service import Service
 from rclpy.task import Future
 from std_msgs.msg import String
@@ -17,20 +18,14 @@ from std_srvs.srv import Trigger
 
 from fleet_core import topics
 from fleet_core.mission import MissionError, MissionProgress, MissionStateError, TaskEventKind, points_from_goal
-from fleet_core.mission_host import MissionHost, MissionJournalError, MissionOutput, NoMission
-from fleet_core.model import Outcome
+from fleet_core.mission_host import NoMission
+from fleet_core.shard_effects import Effects
+from fleet_core.shard_leader import ShardLeader
 from fleet_core.workflow import WorkflowError, WorkflowSpec, load_workflow
 from fleet_interfaces.action import RunMission
 from fleet_interfaces.msg import TaskEvent
 from fleet_ros import qos
 from fleet_ros.convert import to_time
-
-if TYPE_CHECKING:
-    from fleet_orchestrator.node import ShardOrchestrator
-
-
-CHECKPOINT_SEC = 5.0
-"""While a mission runs, the leader journals a full snapshot this often (late or gapped standbys re-sync)."""
 
 
 class WorkflowLibrary:
@@ -59,13 +54,15 @@ class WorkflowLibrary:
 
 
 class MissionServer:
-    """Owned by a ShardOrchestrator; every method runs on its executor thread."""
+    """The ROS endpoints of the shard's mission; the decisions are the ShardLeader's, whose Effects go to `apply`.
+    Every method runs on the node's executor thread."""
 
-    def __init__(self, node: ShardOrchestrator, host: MissionHost, library: WorkflowLibrary) -> None:
+    def __init__(self, node: Node, leader: ShardLeader, apply: Callable[[Effects], None]) -> None:
         self.node = node
-        self.host = host
-        self.library = library
-        site, shard = host.site_id, host.shard_id
+        self.leader = leader
+        self.host = leader.missions
+        self._apply = apply
+        site, shard = leader.site_id, leader.shard_id
         self.site_id, self.shard_id = site, shard
         self.events_pub = node.create_publisher(TaskEvent, topics.shard_task_events(site, shard), qos.EVENTS)
         self.status_pub = node.create_publisher(TaskEvent, topics.shard_mission_status(site, shard), qos.LATCHED)
@@ -74,28 +71,14 @@ class MissionServer:
         self._action: ActionServer | None = None
         self._cancel_srv: Service | None = None
         self._retired: list[ActionServer] = []
-        self._last_checkpoint = 0.0
         self._goal: tuple[ServerGoalHandle, Future] | None = None
         self._status_dirty = False
         self._log = node.get_logger()
 
     # -- leadership --------------------------------------------------------------------------------------
 
-    def lead(self, epoch: int, dispatcher_pending: Callable[[str], bool]) -> None:
-        """Called right after this orchestrator took the lease: resume a mirrored mission, open the endpoints."""
-        if self.host.desynced:
-            self._log.error(f'mission copy unusable ({self.host.desynced}); the running mission cannot be resumed')
-        resumed = self.host.mission is not None and self.host.active
-        out = self.host.promote(epoch=epoch, dispatcher_pending=dispatcher_pending)
-        if resumed:
-            if self.host.mission is None:
-                raise NoMission
-            self._log.warning(
-                f'resuming mission {self.host.mission.mission_id} at epoch {epoch}: '
-                f'{self.host.mission.progress().points_done}/{self.host.mission.progress().points_total} points done, '
-                f'{len(out.requests)} step(s) re-submitted'
-            )
-        self.apply(out)
+    def open(self) -> None:
+        """This replica leads (its mission copy resumed by ShardLeader.resume): open the action and cancel service."""
         site, shard = self.site_id, self.shard_id
         self._action = ActionServer(
             self.node,
@@ -109,8 +92,8 @@ class MissionServer:
             Trigger, topics.shard_mission_cancel(site, shard), self._on_cancel_srv
         )
 
-    def step_down(self) -> None:
-        self.host.demote()
+    def close(self) -> None:
+        """Stepped down: the running goal is aborted (the mission continues under the new leader)."""
         if self._goal is not None:
             handle, future = self._goal
             self._goal = None
@@ -126,33 +109,40 @@ class MissionServer:
             self.node.destroy_service(self._cancel_srv)
             self._cancel_srv = None
 
-    # -- inputs from the node ----------------------------------------------------------------------------
-
-    def on_result(self, agent_id: str, command_id: str, outcome: Outcome) -> None:
-        """The leader's dispatcher decided an outcome."""
-        if self.host.leading and self.host.is_mission_step(command_id):
-            self.apply(self.host.on_outcome(agent_id, command_id, outcome))
-
-    def observe_outcome(self, command_id: str, outcome: Outcome) -> None:
-        """An outcome on the shard's stream (a standby keeps those it may need after a takeover)."""
-        self.host.note_outcome(command_id, outcome)
-
-    def tick(self, lost: list[str]) -> None:
+    def tick(self) -> None:
         while self._retired:
             self._retired.pop().destroy()
-        if self.host.leading:
-            self.apply(self.host.sync_lost(lost))
-            self.apply(self.host.tick())
-            now = self.node.clock()
-            if self.host.active and now - self._last_checkpoint >= CHECKPOINT_SEC:
-                self._last_checkpoint = now
-                self.apply(self.host.checkpoint())
 
-    def hold(self, reason: str) -> None:
-        self.apply(self.host.hold(reason))
+    # -- effects -----------------------------------------------------------------------------------------
 
-    def release(self, reason: str) -> None:
-        self.apply(self.host.release(reason))
+    def publish_journal(self, entries: list[str]) -> None:
+        """The mission journal goes out before the steps it decided (standbys never lag behind the agents)."""
+        for entry in entries:
+            self.journal_pub.publish(String(data=entry))
+
+    def publish_events(self, effects: Effects) -> None:
+        for record in effects.task_events:
+            self.events_pub.publish(
+                TaskEvent(
+                    mission_id=record.mission_id,
+                    workflow=record.workflow,
+                    site_id=record.site_id,
+                    shard_id=record.shard_id,
+                    agent_id=record.agent_id,
+                    event=int(record.event),
+                    state=record.state,
+                    detail=record.detail[:400],
+                    points_done=record.points_done,
+                    points_total=record.points_total,
+                    stamp=to_time(record.stamp),
+                )
+            )
+        if effects.mission_changed:
+            self._status_dirty = True
+            self._feedback()
+        if effects.mission_finished:
+            self.publish_status(force=True)
+            self._finish_goal()
 
     def publish_status(self, force: bool = False) -> None:
         progress = self.host.progress()
@@ -180,49 +170,9 @@ class MissionServer:
                 detail=_summary(progress),
                 points_done=progress.points_done,
                 points_total=progress.points_total,
-                stamp=to_time(self.node.clock()),
+                stamp=to_time(self.leader.clock()),
             )
         )
-
-    # -- effects -----------------------------------------------------------------------------------------
-
-    def apply(self, out: MissionOutput) -> None:
-        """Journal first (standbys never lag behind what agents were sent), then dispatch, then report."""
-        for entry in out.journal:
-            self.journal_pub.publish(String(data=entry))
-        mission = self.host.mission
-        for request in out.requests:
-            if mission is None:
-                raise NoMission
-            error = self.node.submit_step(request, trace_id=mission.mission_id)
-            if error:
-                self._log.error(
-                    f'mission {mission.mission_id}: step {request.request_id} for {request.agent_id} '
-                    f'refused by the dispatcher: {error}'
-                )
-                self.apply(self.host.on_outcome(request.agent_id, request.request_id, Outcome.REJECTED))
-        for record in out.events:
-            self.events_pub.publish(
-                TaskEvent(
-                    mission_id=record.mission_id,
-                    workflow=record.workflow,
-                    site_id=record.site_id,
-                    shard_id=record.shard_id,
-                    agent_id=record.agent_id,
-                    event=int(record.event),
-                    state=record.state,
-                    detail=record.detail[:400],
-                    points_done=record.points_done,
-                    points_total=record.points_total,
-                    stamp=to_time(record.stamp),
-                )
-            )
-        if out.events or out.journal:
-            self._status_dirty = True
-            self._feedback()
-        if out.finished:
-            self.publish_status(force=True)
-            self._finish_goal()
 
     def _feedback(self) -> None:
         if self._goal is None:
@@ -254,16 +204,13 @@ class MissionServer:
         mission_id = goal.mission_id or str(uuid.uuid4())
         goal.mission_id = mission_id
         try:
-            if not self.host.leading:
-                raise MissionStateError('not the leader of this shard')
             points = points_from_goal(list(goal.point_ids), list(goal.point_xy))
-            out = self.host.start(mission_id=mission_id, workflow=goal.workflow, points=points)
+            effects = self.leader.start_mission(mission_id=mission_id, workflow=goal.workflow, points=points)
         except (MissionError, MissionStateError) as exc:
             self._log.error(f'mission {mission_id} ({goal.workflow}) rejected: {exc}')
             self._publish_rejection(mission_id, goal.workflow, str(exc))
             return GoalResponse.REJECT
-        self._log.info(f'mission {mission_id} ({goal.workflow}) started: {len(points)} points')
-        self.apply(out)
+        self._apply(effects)
         self.publish_status(force=True)
         return GoalResponse.ACCEPT
 
@@ -277,7 +224,7 @@ class MissionServer:
                 event=int(TaskEventKind.MISSION_FAILED),
                 state='REJECTED',
                 detail=reason[:400],
-                stamp=to_time(self.node.clock()),
+                stamp=to_time(self.leader.clock()),
             )
         )
 
@@ -310,14 +257,14 @@ class MissionServer:
 
     def _on_cancel(self, _handle: ServerGoalHandle) -> CancelResponse:
         try:
-            self.apply(self.host.cancel('cancelled by operator (action cancel)'))
+            self._apply(self.leader.cancel_mission('cancelled by operator (action cancel)'))
         except MissionStateError:
             return CancelResponse.REJECT
         return CancelResponse.ACCEPT
 
     def _on_cancel_srv(self, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         try:
-            self.apply(self.host.cancel('cancelled by operator'))
+            self._apply(self.leader.cancel_mission('cancelled by operator'))
         except MissionStateError as exc:
             response.success = False
             response.message = str(exc)
@@ -329,10 +276,7 @@ class MissionServer:
         return response
 
     def _on_journal(self, msg: String) -> None:
-        try:
-            self.host.replay(msg.data)
-        except MissionJournalError as exc:
-            self._log.error(f'mission journal: {exc}')
+        self._apply(self.leader.replay_mission(msg.data))
 
 
 def _summary(progress: MissionProgress) -> str:

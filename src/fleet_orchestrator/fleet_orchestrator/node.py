@@ -34,15 +34,15 @@ from rclpy.timer import Timer
 
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_config
-from fleet_core.dispatcher import CommandDispatcher, Outbox, SubmitError
+from fleet_core.dispatcher import CommandDispatcher
 from fleet_core.health import HealthMonitor, UnknownAgent
 from fleet_core.leadership import EPOCH_SLOTS, Lease, LeaseState, NotLeader, WrongShardLease, first_lease_wait
-from fleet_core.mission_host import MissionHost
-from fleet_core.model import AckStatus, Command, CommandResult, Priority
+from fleet_core.model import Command, Priority
 from fleet_core.replica import ShardReplica
-from fleet_core.shard_journal import CommandState, GateVerdict, JournalUnavailable, ShardJournal, SubmissionRecord
+from fleet_core.shard_effects import Effects, LogLevel, SubmitRequest
+from fleet_core.shard_journal import GateVerdict, JournalUnavailable, ShardJournal, SubmissionRecord
+from fleet_core.shard_leader import ShardLeader
 from fleet_core.trace import TraceSampler, TraceSettings
-from fleet_core.workflow import StepRequest
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
 from fleet_interfaces.msg import (
@@ -57,7 +57,6 @@ from fleet_interfaces.msg import (
     SubmissionRecord as SubmissionRecordMsg,
 )
 from fleet_interfaces.srv import GetOutcomes, GetShardState, SubmitCommand
-from fleet_orchestrator.backpressure import ShardBackpressure
 from fleet_orchestrator.catch_up import CATCH_UP_MAX_SEC, HANDOFF_END, CatchUp
 from fleet_orchestrator.durable import (
     SNAPSHOT_END_KIND,
@@ -127,6 +126,8 @@ class ShardOrchestrator(TypedLifecycleNode):
         self.params = declare_parameters(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.journal: ShardJournal | None = None
+        self._leader: ShardLeader | None = None
+        self._before_configure: set[Publisher | Subscription | Service] = set()
         self.untrusted_entries = 0
         self._last_prune = 0.0
         self.status_pub: Publisher | None = None
@@ -137,9 +138,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         self._followers = 0
         self._caught_up_followers: set[str] = set()  # replica ids that answered this leader's snapshot marker
         self._held_back_logged = False
-        self._handed_over: list[Command] = []
         self.options: OrchestratorOptions | None = None
-        self.dispatcher: CommandDispatcher | None = None
         self.takeover_seconds: float | None = None
         self._eligible = False
         self._timers: list[Timer] = []
@@ -151,7 +150,6 @@ class ShardOrchestrator(TypedLifecycleNode):
         self._retired_services: list[Service] = []
         self._follow_subs: list[Subscription] = []
         self._follow_generation = 0
-        self._acks_unflushed = 0
         self._recent_outcomes: collections.deque[tuple[float, CommandOutcome]] = collections.deque(
             maxlen=RECENT_OUTCOMES
         )
@@ -203,7 +201,6 @@ class ShardOrchestrator(TypedLifecycleNode):
             slots=EPOCH_SLOTS,
         )
         self.health = HealthMonitor(fleet.health, shard.agents, clock=self.clock)
-        self.backpressure = ShardBackpressure(fleet.degradation, clock=self.clock, intake=fleet.intake)
         self.replica = ShardReplica(shard.agents)
         self.durable = DurableShard(journal, self.replica, own_id=self.replica_id)
         self.lease.note_epoch(journal.max_epoch())
@@ -214,15 +211,22 @@ class ShardOrchestrator(TypedLifecycleNode):
         library = WorkflowLibrary(workflow_dir)
         for name, error in library.errors.items():
             self.get_logger().error(f'workflow {name} not loaded: {error}')
-        host = MissionHost(
+        self._leader = ShardLeader(
             site_id=shard.site_id,
             shard_id=shard.shard_id,
             agents=shard.agents,
+            fleet=fleet,
+            journal=journal,
             workflows=library,
-            clock=self.clock,
             node_id=self.replica_id,
+            clock=self.clock,
+            rng=self.rng,
         )
+        # Whatever configuring (and leading) creates is destroyed again by on_cleanup, or right here when it fails.
+        self._before_configure = {*self.publishers, *self.subscriptions, *self.services}
         self._create_endpoints(shard)
+        self.missions = MissionServer(self, self._leader, self._apply)
+        self.operations = ShardOperations(self, self._leader, self._apply)
         expected = topics.shard_leader(shard.site_id, shard.shard_id)
         if self._lease_sub.topic_name != expected:
             # Remapped onto another shard's topics: this node is the misconfigured one, so it refuses to run
@@ -231,11 +235,10 @@ class ShardOrchestrator(TypedLifecycleNode):
                 f'configure failed: the lease topic resolves to {self._lease_sub.topic_name}, not {expected}: '
                 f'this orchestrator is wired to another shard than site_id={shard.site_id} shard_id={shard.shard_id}'
             )
+            self._destroy_configured()
             journal.close()
-            self.journal = None
+            self.journal, self._leader = None, None
             return TransitionCallbackReturn.FAILURE
-        self.missions = MissionServer(self, host, library)
-        self.operations = ShardOperations(self)
         # The ack-batch timer runs only while leading (started at takeover, cancelled on stepping down).
         self._flush_timer = self.create_timer(ACK_BATCH_SEC, self._flush_acked)
         self._flush_timer.cancel()
@@ -331,8 +334,24 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.destroy_timer(timer)
         self._timers = []
         self.observability.close()
+        self._destroy_configured()
         self._close_journal()
+        self._leader = None
         return TransitionCallbackReturn.SUCCESS
+
+    def _destroy_configured(self) -> None:
+        """Every endpoint created since on_configure began (the mission and operation servers' too)."""
+        self.missions.close()
+        self.missions.tick()
+        before = self._before_configure
+        for publisher in [p for p in self.publishers if p not in before]:
+            self.destroy_publisher(publisher)
+        for subscription in [s for s in self.subscriptions if s not in before]:
+            self.destroy_subscription(subscription)
+        for service in [s for s in self.services if s not in before]:
+            self.destroy_service(service)
+        self._follow_subs, self._leader_services, self.status_pub = [], [], None
+        self._retired_services, self._retired_subscriptions, self._retired_publishers = [], [], []
 
     def _close_journal(self) -> None:
         if self.journal is not None:
@@ -360,6 +379,18 @@ class ShardOrchestrator(TypedLifecycleNode):
     def replica_id(self) -> str:
         """This replica's orchestrator_id (its name in leases and the name of its journal directory)."""
         return self.params.orchestrator_id
+
+    @property
+    def leader(self) -> ShardLeader:
+        """The replica's decisions (fleet_core.shard_leader); exists from on_configure to on_cleanup."""
+        if self._leader is None:
+            raise NotConfigured('the shard leader')
+        return self._leader
+
+    @property
+    def dispatcher(self) -> CommandDispatcher | None:
+        """The leader's dispatcher; None while standing by."""
+        return self._leader.dispatcher if self._leader is not None else None
 
     @property
     def leading(self) -> bool:
@@ -406,29 +437,16 @@ class ShardOrchestrator(TypedLifecycleNode):
         except JournalUnavailable as exc:
             self._journal_failed(exc)
             return
-        fleet = self.options.fleet
-        self.dispatcher = CommandDispatcher(
-            site_id=self.shard.site_id,
-            shard_id=self.shard.shard_id,
-            agents=self.shard.agents,
-            epoch=lease.epoch,
-            settings=fleet.dispatch,
-            clock=self.clock,
-            rng=self.rng,
-            seq_base=plan.seq_base,
-        )
-        adopted = self.dispatcher.adopt(recovered)
+        effects = self.leader.lead(epoch=lease.epoch, seq_base=plan.seq_base, recovered=recovered)
         self._flush_timer.reset()
         self.replica.handed_over()
         self._retired_subscriptions += self._follow_subs
         self._follow_subs = []
         self._follow_generation += 1
-        self.backpressure.reset()
-        try:
-            self.journal.accept(adopted, now=started, sync=False)
-        except JournalUnavailable as exc:
-            self._journal_failed(exc)
+        if effects.stepped_down:  # the journal failed while adopting
+            self._apply(effects)
             return
+        adopted = len(effects.replicate)
         self._publish_lease(lease)
         # It followed the previous leader caught up (took its takeover's journal or its snapshot).
         followed = self.durable.caught_up and self.durable.gate.epoch >= previous_epoch
@@ -445,25 +463,25 @@ class ShardOrchestrator(TypedLifecycleNode):
         site, sid = self.shard.site_id, self.shard.shard_id
         self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
         reannounced = self._reannounce_recent_outcomes(started)
-        self._journal(adopted)
+        self._apply(effects)  # the adopted commands, to the standbys' journal
         self.durable.led()
         self._caught_up_followers.clear()
         self._send_snapshot_end()  # followers present now hold the adopted work (the journal above)
-        self.flush()
-        pending = {c.command_id for c in self.dispatcher.pending()}
-        self.missions.lead(lease.epoch, pending.__contains__)
-        self.operations.lead()
+        self.missions.open()
+        self.operations.open()
+        self._apply(self.leader.resume())
+        if not self.leading:
+            return
         self._leader_services = [
             self.create_service(SubmitCommand, topics.shard_submit(site, sid), self._on_submit),
             self.create_service(GetOutcomes, topics.shard_outcomes_query(site, sid), self._on_get_outcomes),
             self.create_service(GetShardState, topics.shard_state(site, sid), self._on_get_state),
         ]
-        self.flush()
         self._renew_if_due(self.clock())  # the takeover itself may have taken a while
         lapse = started - (self._last_lease_seen or started)
         self.takeover_seconds = lapse
         self.get_logger().warning(
-            f'LEADER of {self.shard.site_id}/{self.shard.shard_id} with epoch {lease.epoch}; adopted {len(adopted)} '
+            f'LEADER of {self.shard.site_id}/{self.shard.shard_id} with epoch {lease.epoch}; adopted {adopted} '
             f'unfinished command(s) (journal, hot copy), re-announced {reannounced} recent outcome(s); '
             f'{lapse:.2f}s since the last lease was seen'
         )
@@ -490,45 +508,65 @@ class ShardOrchestrator(TypedLifecycleNode):
 
     def _step_down(self, reason: str, *, refused: frozenset[str] = frozenset()) -> None:
         """`refused`: commands whose submission failed to be journaled (the submitter was told no): dropped."""
-        if self.dispatcher is None:
-            return
-        self.get_logger().warning(f'stepping down as leader (epoch {self.dispatcher.epoch}): {reason}')
-        # Outcomes already decided are facts (an agent's final ack): announce them, or nobody ever will, since the
-        # dispatcher no longer counts those commands as pending. Unsent commands are left to the next leader.
-        out = self.dispatcher.take()
-        if self.journal is not None:
-            try:
-                self.journal.record(results=out.results)
-            except JournalUnavailable as exc:
-                self.get_logger().error(f'outcomes not journaled while stepping down: {exc}')
-        self._announce(out)
-        pending = [c for c in self.dispatcher.pending() if c.command_id not in refused]
-        pending += self._handed_over  # handed to us, not adopted yet: on to the next leader with the rest
-        self._handed_over = []
-        # Back to following: what this leader still owed becomes part of the hot copy again, and is handed to
-        # whoever leads next (the winner of an election race leads already and follows no journal).
-        self.replica.restore(pending)
-        for command in pending:
+        if self._leader is not None and self._leader.leading:
+            self._apply(self._leader.step_down(reason, refused=refused))
+
+    def _stepped_down(self, handoff: list[Command]) -> None:
+        """Back to following: what this leader still owed becomes part of the hot copy again, and is handed to
+        whoever leads next (the winner of an election race leads already and follows no journal)."""
+        self.replica.restore(handoff)
+        for command in handoff:
             self.handoff_pub.publish(command_to_msg(command))
-        self.dispatcher = None
         self._flush_timer.cancel()
         self._follow()
-        self.missions.step_down()
+        self.missions.close()
         # Destroyed at the next tick, outside the callback that made us step down. Without its publisher, this
         # node's last latched status leaves the graph: a new subscriber never sees a stale leader.
-        self._retired_services += self._leader_services + self.operations.step_down()
+        self._retired_services += self._leader_services + self.operations.close()
         self._leader_services = []
         if self.status_pub is not None:
             self._retired_publishers.append(self.status_pub)
             self.status_pub = None
-        if pending:
-            self.get_logger().info(f'handed {len(pending)} unfinished command(s) to the next leader')
+        if handoff:
+            self.get_logger().info(f'handed {len(handoff)} unfinished command(s) to the next leader')
+
+    def _apply(self, effects: Effects) -> None:
+        """Carry out what the ShardLeader decided, in the order fleet_core.shard_effects.Effects gives."""
+        log = self.get_logger()
+        for level, text in effects.logs:
+            if level is LogLevel.ERROR:
+                log.error(text)
+            elif level is LogLevel.WARNING:
+                log.warning(text)
+            else:
+                log.info(text)
+        if effects.fenced_by:
+            self.lease.note_epoch(effects.fenced_by)
+        if effects.journal_failed:
+            self._eligible = False
+        self.operations.publish(effects)
+        self.missions.publish_journal(effects.mission_journal)
+        self._journal(effects.replicate)
+        for record in effects.records:
+            self.submission_pub.publish(_record_msg(record))
+        if effects.outcomes:
+            self._publish_outcomes([result_to_msg(result) for result in effects.outcomes])
+            self.observability.on_results(effects.outcomes)
+        self.missions.publish_events(effects)
+        self.traces.queue(effects.hops)
+        if effects.stepped_down:
+            self._stepped_down(effects.handoff)
+            return
+        for index, command in enumerate(effects.sends):
+            # A long burst must not outlive the lease: renew between chunks, and stop commanding at once if it
+            # turns out another orchestrator took over meanwhile.
+            if index % RENEW_CHECK_EVERY == RENEW_CHECK_EVERY - 1 and not self._renew_if_due(self.clock()):
+                return
+            self.command_pubs[command.agent_id].publish(command_to_msg(command))
 
     def _journal_failed(self, exc: JournalUnavailable, refused: frozenset[str] = frozenset()) -> None:
         """Work that cannot be recorded must not be accepted: stop leading and stay ineligible until reconfigured."""
-        self.get_logger().error(f'{exc}; not eligible to lead until reconfigured (fix the state_dir)')
-        self._eligible = False
-        self._step_down('the shard journal failed', refused=refused)
+        self._apply(self.leader.fail(exc, refused=refused))
 
     def _journal(self, commands: list[Command]) -> None:
         """Replicate accepted commands to the standbys; skipped while none follows. The topic is volatile: a standby
@@ -636,18 +674,10 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.health.on_ack(ack.agent_id)
         except UnknownAgent:
             return
-        if self.dispatcher is not None and self._renew_if_due(self.clock()):
-            self.backpressure.on_ack(ack.command_id, ack.attempt, accepted=ack.status == AckStatus.ACCEPTED)
+        if self.leading and self._renew_if_due(self.clock()):
             self.observability.on_ack(ack)
-            self.dispatcher.on_ack(ack)
-            if self.dispatcher.fenced:
-                self.lease.note_epoch(self.dispatcher.fenced_by)  # the epoch the agent reported, not a guess
-                self._step_down('an agent reported a newer epoch (fenced)')
-                return
-            # Acks arrive one callback each: announce their outcomes together, within ACK_BATCH_SEC.
-            self._acks_unflushed += 1
-            if self._acks_unflushed >= OUTCOMES_PER_MESSAGE:
-                self.flush()
+            # Acks arrive one callback each: their outcomes go out together, from the ACK_BATCH_SEC timer.
+            self._apply(self.leader.on_ack(ack))
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
         try:
@@ -742,13 +772,13 @@ class ShardOrchestrator(TypedLifecycleNode):
         if self.dispatcher is None:
             self.durable.admit(command)
             return
-        self._handed_over.append(command)  # adopted at the next tick, all of a hand-over at once
+        self.leader.hand_over(command)  # adopted at the next tick, all of a hand-over at once
 
     def _on_handed_outcomes(self, batch: CommandOutcomes) -> None:
         """Outcomes another replica decided or followed, handed over with its work: a command pending here that
         another replica already decided gets that outcome (the first decision wins; announced again, identically);
         the others are journaled so that they are never adopted later. Only a leader takes them."""
-        if self.dispatcher is None or self.journal is None:
+        if not self.leading:
             return
         results = []
         for msg in batch.outcomes:
@@ -756,32 +786,7 @@ class ShardOrchestrator(TypedLifecycleNode):
                 results.append(result_from_msg(msg))
             except ValueError:
                 self.get_logger().warning(f'handed-over outcome {msg.command_id[:64]!r} with unknown value')
-        settled = [r for r in results if self.dispatcher.settle(r)]
-        try:
-            self.journal.record(results=[r for r in results if r not in settled])
-        except JournalUnavailable as exc:
-            self._journal_failed(exc)
-            return
-        if settled:
-            self.get_logger().info(f'{len(settled)} adopted command(s) settled by outcomes another replica decided')
-            self.flush()
-
-    def _adopt_handed_over(self) -> None:
-        """Adopt what other replicas handed over since the last tick, except what this leader owes or decided."""
-        handed, self._handed_over = self._handed_over, []
-        if not handed or self.dispatcher is None or self.journal is None:
-            return
-        known = {c.command_id for c in self.dispatcher.pending()}
-        known |= self.journal.finished_ids(c.command_id for c in handed)
-        fresh = list({c.command_id: c for c in handed if c.command_id not in known}.values())
-        if not fresh:
-            return
-        adopted = self.dispatcher.adopt(fresh)
-        self.journal.accept(adopted, now=self.clock(), sync=False)
-        epochs = sorted({c.epoch for c in fresh})
-        self.get_logger().info(f'adopted {len(adopted)} command(s) handed over from epoch(s) {epochs}')
-        self._journal(adopted)
-        self.flush()
+        self._apply(self.leader.settle(results))
 
     def _on_outcome(self, batch: CommandOutcomes) -> None:
         if self.dispatcher is not None:
@@ -796,7 +801,7 @@ class ShardOrchestrator(TypedLifecycleNode):
                 continue
             results.append(result)
             self._recent_outcomes.append((now, msg))
-            self.missions.observe_outcome(msg.command_id, result.outcome)
+        self.leader.observe_outcomes(results)
         self.durable.on_outcomes(results)
 
     # -- periodic ----------------------------------------------------------------------------------------
@@ -812,6 +817,7 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.destroy_subscription(self._retired_subscriptions.pop())
         while self._retired_publishers:
             self.destroy_publisher(self._retired_publishers.pop())
+        self.missions.tick()
         try:
             self._keep_journal(now)
         except JournalUnavailable as exc:
@@ -821,7 +827,6 @@ class ShardOrchestrator(TypedLifecycleNode):
                 self.get_logger().warning(f'{reason}: not caught up; asking the leader for a snapshot')
             if self.durable.snapshot_request_due(now):
                 self._send_snapshot_end(self.durable.gate.epoch, kind=SNAPSHOT_REQUEST_KIND)
-            self.missions.tick([])
             # A lapse must still hold one tick later: lease messages queued behind a slow callback of ours are
             # processed in between, so our own stall cannot pass for the leader's death.
             lapsed = self._eligible and self.lease.should_take_over(now) and not self._lease_on_its_way(now)
@@ -831,18 +836,13 @@ class ShardOrchestrator(TypedLifecycleNode):
         else:
             if not self._renew_if_due(now):
                 return
-            self.dispatcher.tick()
-            self.flush()
             self._caught_up(now)
+            self._apply(self.leader.tick(lost=self.health.lost()))
             try:
-                self._adopt_handed_over()
                 self._snapshot_for_new_followers()
             except JournalUnavailable as exc:
                 self._journal_failed(exc)
                 return
-            self.missions.tick(self.health.lost())
-            self.operations.tick()
-            self.flush()
         self.traces.publish_some()
 
     def _caught_up_or_waited(self, now: float) -> bool:
@@ -921,116 +921,16 @@ class ShardOrchestrator(TypedLifecycleNode):
                 return False
         return True
 
-    def flush(self) -> None:
-        """Publish what the dispatcher wants sent and announced; outcomes of mission steps drive the mission,
-        which may submit more steps, so drain until nothing is left."""
-        self._acks_unflushed = 0
-        for _ in range(100):
-            if self.dispatcher is None:
-                return
-            out = self.dispatcher.take()
-            if not out:
-                return
-            if not self._record(out.sends, out.results):
-                return
-            # Outcomes first: if the lease turns out lost while sending, they are announced all the same.
-            self._announce(out)
-            for index, command in enumerate(out.sends):
-                # A long burst must not outlive the lease: renew between chunks, and stop commanding at once if
-                # it turns out another orchestrator took over meanwhile.
-                if index % RENEW_CHECK_EVERY == RENEW_CHECK_EVERY - 1 and not self._renew_if_due(self.clock()):
-                    return
-                self.command_pubs[command.agent_id].publish(command_to_msg(command))
-                self.backpressure.on_send(command.command_id, command.attempt)
-        self.get_logger().error('flush: the dispatcher kept producing work for 100 rounds; continuing next tick')
-
-    def _record(self, sends: list[Command], results: list[CommandResult]) -> bool:
-        """Journal deliveries before they are published and outcomes before they are announced; False (and no
-        longer leading) when the journal failed."""
-        if self.journal is None:
-            return False
-        try:
-            self.journal.record(sends=sends, results=results)
-        except JournalUnavailable as exc:
-            self._journal_failed(exc)
-            return False
-        return True
-
     def _flush_acked(self) -> None:
-        if self._acks_unflushed:
-            self.flush()
-
-    def _announce(self, out: Outbox) -> None:
-        """Publish the dispatcher's terminal outcomes, hand them to the missions (which may submit the next steps) and
-        queue its trace hops. Its sends are the caller's business."""
-        self._publish_outcomes([result_to_msg(result) for result in out.results])
-        self.observability.on_results(out.results)
-        for result in out.results:
-            self.missions.on_result(result.agent_id, result.command_id, result.outcome)
-        self.traces.queue(out.hops)
-
-    def submit_step(self, request: StepRequest, *, trace_id: str) -> str:
-        """Queue one mission step with its deterministic id as the command id; '' or the refusal reason."""
-        if self.dispatcher is None:
-            return 'not leading'
-        try:
-            commands = self.dispatcher.submit(
-                [request.agent_id],
-                request.kind,
-                request.args_json(),
-                request.priority,
-                request.ttl_sec,
-                trace_id,
-                command_ids=[request.request_id],
-            )
-        except SubmitError as exc:
-            return str(exc)
-        if not self._accept(commands):
-            return 'the shard journal failed'
-        self._journal(commands)
-        return ''
-
-    def submit_control(self, agents: list[str], kind: str, priority: Priority, ttl_sec: float, trace_id: str) -> None:
-        """Queue an operator-level control command (pause/resume waves)."""
-        if self.dispatcher is None:
-            return
-        try:
-            commands = self.dispatcher.submit(agents, kind, '{}', priority, ttl_sec, trace_id)
-        except SubmitError as exc:
-            self.get_logger().error(f'{kind} for {len(agents)} agent(s) refused: {exc}')
-            return
-        if not self._accept(commands):
-            return
-        self._journal(commands)
-        self.flush()
-
-    def _accept(self, commands: list[Command], record: SubmissionRecord | None = None, *, answer: bool = False) -> bool:
-        """Journal accepted commands before anyone hears of them; fsynced (journal_durability full) only when a
-        submitter is `answer`ed after it: a mission step or a control wave is re-derived by its own machinery, and
-        an fsync per step would stall the executor thread past the lease under load. False when the journal failed:
-        the commands are then dropped with the leadership, and the caller refuses them."""
-        if self.journal is None:
-            raise NotConfigured('journal')
-        try:
-            self.journal.accept(commands, now=self.clock(), request=record, sync=answer)
-        except JournalUnavailable as exc:
-            self._journal_failed(exc, refused=frozenset(c.command_id for c in commands))
-            return False
-        return True
+        self._apply(self.leader.drain_acks())
 
     def _status(self) -> None:
         # Only the leader publishes the shard's status; standbys have no status publisher at all.
-        if self.options is None or self.dispatcher is None or self.status_pub is None:
+        dispatcher = self.dispatcher
+        if self.options is None or dispatcher is None or self.status_pub is None:
             return
-        stats = self.dispatcher.stats()
-        level = self.backpressure.update(stats)
-        if level != self.dispatcher.degradation_level:
-            self.get_logger().warning(
-                f'{self.shard.site_id}/{self.shard.shard_id} degradation level {self.dispatcher.degradation_level} '
-                f'-> {level} (queued {sum(stats.queue_depth[:3])}, '
-                f'first-ack p99 {self.backpressure.first_ack_p99_ms:.0f} ms)'
-            )
-            self.dispatcher.degradation_level = level
+        stats, effects = self.leader.status()  # backpressure re-evaluates the degradation level
+        self._apply(effects)
         self.missions.publish_status()
         lost = self.health.lost()
         msg = ShardStatus(
@@ -1056,7 +956,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         msg.duplicates_suppressed = stats.duplicates_suppressed
         msg.ack_latency_p50_ms = stats.ack_latency_p50_ms
         msg.ack_latency_p99_ms = stats.ack_latency_p99_ms
-        msg.degradation_level = self.dispatcher.degradation_level
+        msg.degradation_level = dispatcher.degradation_level
         msg.standbys_following = max(0, self.handoff_pub.get_subscription_count() - 1)  # minus our own
         msg.standbys_caught_up = min(len(self._caught_up_followers), msg.standbys_following)
         msg.safe_mode_agents = sum(
@@ -1068,51 +968,27 @@ class ShardOrchestrator(TypedLifecycleNode):
     # -- services ----------------------------------------------------------------------------------------
 
     def _on_submit(self, request: SubmitCommand.Request, response: SubmitCommand.Response) -> SubmitCommand.Response:
-        if self.dispatcher is None or self.journal is None:
-            response.accepted = False
-            response.error = f'{self.replica_id} is not the leader of this shard (standby or inactive); retry'
-            return response
-        request_id = request.request_id[:128]
-        try:
-            first = self.journal.request(request_id) if request_id else None
-        except JournalUnavailable as exc:
-            self._journal_failed(exc)
-            response.accepted, response.error = False, f'{exc}; retry against the next leader'
-            return response
-        if first is not None:
-            # Answered before (perhaps by another leader, before a crash): the same commands, never new ones.
-            return self._answer(response, first.trace_id, first.command_ids, first.agent_ids, duplicate=True)
-        if request_id and not self._caught_up(self.clock()):
-            response.accepted = False
-            response.error = f'{self.replica_id} took over just now and is catching up with the other replicas; retry'
-            return response
-        try:
-            priority = Priority(request.priority)
-            commands = self.dispatcher.submit(
-                list(request.agent_ids),
-                request.kind,
-                request.args_json or '{}',
-                priority,
-                request.ttl_sec,
-                request.trace_id,
-            )
-        except (SubmitError, ValueError) as exc:
-            response.accepted = False
-            response.error = str(exc)
-            return response
-        trace_id = commands[0].trace_id if commands else request.trace_id
-        ids, agents = tuple(c.command_id for c in commands), tuple(c.agent_id for c in commands)
-        record = None
-        if request_id:
-            record = SubmissionRecord(request_id, trace_id, ids, agents, self.dispatcher.epoch, self.clock())
-        if not self._accept(commands, record, answer=True):
-            response.accepted, response.error = False, 'the shard journal failed: not accepted; retry'
-            return response
-        self._journal(commands)
-        if record is not None:
-            self.submission_pub.publish(_record_msg(record))
-        self.flush()
-        return self._answer(response, trace_id, ids, agents, duplicate=False, look_up=bool(request_id))
+        submission = SubmitRequest(
+            tuple(request.agent_ids),
+            request.kind,
+            request.args_json,
+            request.priority,
+            request.ttl_sec,
+            request.trace_id,
+            request.request_id,
+        )
+        reply, effects = self.leader.submit(submission, caught_up=lambda: self._caught_up(self.clock()))
+        self._apply(effects)
+        response.accepted, response.error, response.duplicate = reply.accepted, reply.error, reply.duplicate
+        response.trace_id = reply.trace_id
+        response.command_ids = list(reply.command_ids)
+        response.agent_ids_out = list(reply.agent_ids)
+        response.states = list(reply.states)
+        return response
+
+    def submit_control(self, agents: list[str], kind: str, priority: Priority, ttl_sec: float, trace_id: str) -> None:
+        """Queue an operator-level control command (fleet_core.shard_leader.ShardLeader.submit_control)."""
+        self._apply(self.leader.submit_control(agents, kind, priority=priority, ttl_sec=ttl_sec, trace_id=trace_id))
 
     def _caught_up(self, now: float) -> bool:
         """The catch-up ended: its end is noted durably once, so that this replica's own later hand-over vouches for
@@ -1126,27 +1002,6 @@ class ShardOrchestrator(TypedLifecycleNode):
             except JournalUnavailable as exc:
                 self.get_logger().error(f'end of catch-up not noted: {exc}')
         return True
-
-    def _answer(
-        self,
-        response: SubmitCommand.Response,
-        trace_id: str,
-        ids: tuple[str, ...],
-        agents: tuple[str, ...],
-        *,
-        duplicate: bool,
-        look_up: bool = True,
-    ) -> SubmitCommand.Response:
-        response.accepted = True
-        response.duplicate = duplicate
-        response.trace_id = trace_id
-        response.command_ids = list(ids)
-        response.agent_ids_out = list(agents)
-        if look_up and self.journal is not None:
-            response.states = [int(f.state) for f in self.journal.fates(ids)]
-        else:
-            response.states = [int(CommandState.PENDING)] * len(ids)
-        return response
 
     def _on_get_outcomes(self, request: GetOutcomes.Request, response: GetOutcomes.Response) -> GetOutcomes.Response:
         response.leader_id, response.epoch = self.replica_id, self.lease.epoch
@@ -1168,10 +1023,11 @@ class ShardOrchestrator(TypedLifecycleNode):
 
     def _on_get_state(self, request: GetShardState.Request, response: GetShardState.Response) -> GetShardState.Response:
         response.leader_id, response.epoch = self.replica_id, self.lease.epoch
-        response.estop_engaged = self.operations.estop.engaged
-        response.estop_revision = self.operations.estop.snapshot.revision
-        response.paused = self.operations.paused
-        response.operation_id = self.operations.operation_id
+        leader = self.leader
+        response.estop_engaged = leader.estop.engaged
+        response.estop_revision = leader.estop.snapshot.revision
+        response.paused = leader.paused
+        response.operation_id = leader.operation_id
         response.unfinished = len(self.dispatcher.pending()) if self.dispatcher is not None else 0
         return response
 
