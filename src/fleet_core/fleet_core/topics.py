@@ -34,7 +34,6 @@ TRACE = 'trace'
 TASK_EVENTS = 'task_events'
 MISSION_JOURNAL = 'mission_journal'
 MISSION_STATUS = 'mission_status'
-MISSION_CANCEL = 'mission_cancel'
 LEADER = 'leader'
 ESTOP = 'estop'
 OPERATIONS = 'operations'
@@ -45,6 +44,7 @@ SET_ESTOP = 'set_estop'
 OPERATION = 'operation'
 OUTCOMES = 'outcomes'
 STATE = 'state'
+MISSION_CANCEL = 'mission_cancel'
 MISSION = 'mission'
 
 SHARD_CONTROL_TOPICS: tuple[str, ...] = (
@@ -57,7 +57,6 @@ SHARD_CONTROL_TOPICS: tuple[str, ...] = (
     ESTOP,
     OPERATIONS,
     MISSION_JOURNAL,
-    MISSION_CANCEL,
     MISSION_STATUS,
     SUBMISSIONS,
     HANDOFF,
@@ -73,7 +72,7 @@ SHARD_SAFETY_TOPICS: tuple[str, ...] = (ESTOP, OPERATIONS, LEADER)
 SHARD_RECORD_TOPICS: tuple[str, ...] = (TRACE, TASK_EVENTS)
 """Shard streams for people and tools (tracing, task events): nothing in the fleet acts on them."""
 
-SHARD_SERVICES: tuple[str, ...] = (SUBMIT, SET_ESTOP, OPERATION, OUTCOMES, STATE)
+SHARD_SERVICES: tuple[str, ...] = (SUBMIT, SET_ESTOP, OPERATION, OUTCOMES, STATE, MISSION_CANCEL)
 """Services of a shard's leader."""
 
 SHARD_OPERATOR_SERVICES: tuple[str, ...] = (SUBMIT, SET_ESTOP, OPERATION)

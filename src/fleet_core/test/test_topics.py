@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,31 @@ def test_every_shard_name_parses_back(name: str) -> None:
 )
 def test_other_names_are_not_shard_names(name: str) -> None:
     assert topics.parse_shard_name(name) is None
+
+
+def _documented_shard_names() -> dict[str, str]:
+    """leaf -> 'topic' | 'service' | 'action', from the names table of fleet_interfaces/README.md."""
+    readme = Path(__file__).resolve().parents[2] / 'fleet_interfaces' / 'README.md'
+    documented: dict[str, str] = {}
+    for line in readme.read_text().splitlines():
+        cells = [cell.strip() for cell in line.split('|')]
+        if len(cells) < 4 or not cells[1].startswith('`/fleet/<site>/<shard>/'):
+            continue
+        leaf = cells[1].strip('`').rsplit('/', 1)[1]
+        kind = 'service' if '(service)' in cells[2] else 'action' if '(action)' in cells[2] else 'topic'
+        documented[leaf] = kind
+    return documented
+
+
+def test_every_shard_name_is_documented_as_what_it_is() -> None:
+    """The interfaces README says which names are services and actions; the classification that access lists are
+    built from must agree (a service classified as a topic would let a relay call it)."""
+    documented = _documented_shard_names()
+    built = {_leaf(fn(SITE, SHARD), topics.shard_prefix(SITE, SHARD)) for fn in SHARD_BUILDERS.values()}
+    assert built == set(documented), 'fleet_interfaces/README.md and topics.py name different shard names'
+    kinds = {'service': topics.SHARD_SERVICES, 'action': topics.SHARD_ACTIONS}
+    for leaf, kind in documented.items():
+        if kind == 'topic':
+            assert leaf in topics.SHARD_CONTROL_TOPICS + topics.SHARD_RECORD_TOPICS, leaf
+        else:
+            assert leaf in kinds[kind], f'{leaf} is documented as a {kind}'
