@@ -1,5 +1,5 @@
-"""A short-lived rclpy session for command-line tools: own Context, one node, an EventsExecutor spun on the
-calling thread in slices until a deadline or a condition (no background spin thread is needed)."""
+"""A short-lived rclpy session for command-line tools: one node on a fleet_ros.runtime program, spun on the calling
+thread in slices until a deadline, a condition, or SIGINT/SIGTERM (no background spin thread is needed)."""
 
 from __future__ import annotations
 
@@ -7,46 +7,30 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import rclpy
-from rclpy.context import Context
-from rclpy.executors import Executor, ExternalShutdownException
-from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
+
+from fleet_ros.runtime import RosProgram, ros_program
 
 SLICE_SEC = 0.05
 
 
 class RosSession:
-    def __init__(self, node: Node, executor: Executor) -> None:
+    def __init__(self, node: Node, program: RosProgram) -> None:
         self.node = node
-        self.executor = executor
+        self.program = program
 
     def spin_until(self, deadline_monotonic: float | None, done: Callable[[], bool] = lambda: False) -> bool:
-        """Spin until `done()` (returns True), the deadline (False), or Ctrl-C / shutdown (False)."""
-        try:
-            while self.executor.context.ok():
-                if done():
-                    return True
-                if deadline_monotonic is not None and time.monotonic() >= deadline_monotonic:
-                    return False
-                self.executor.spin_once(timeout_sec=SLICE_SEC)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            return False
+        """Spin until `done()` (returns True), the deadline (False), or SIGINT/SIGTERM (False)."""
+        while self.program.running:
+            if done():
+                return True
+            if deadline_monotonic is not None and time.monotonic() >= deadline_monotonic:
+                return False
+            self.program.spin_once(SLICE_SEC)
         return False
 
 
 @contextmanager
 def ros_session(node_name: str) -> Iterator[RosSession]:
-    context = Context()
-    rclpy.init(context=context)
-    executor = EventsExecutor(context=context)
-    node = Node(node_name, context=context)
-    executor.add_node(node)
-    try:
-        yield RosSession(node, executor)
-    finally:
-        executor.remove_node(node)
-        node.destroy_node()
-        executor.shutdown()
-        if context.ok():
-            rclpy.shutdown(context=context)
+    with ros_program(node_name) as program:
+        yield RosSession(program.add_node(Node(node_name, context=program.context)), program)

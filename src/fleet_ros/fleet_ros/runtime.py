@@ -15,7 +15,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any, Protocol, TypeVar
 
@@ -239,6 +240,27 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
 
 
+@contextmanager
+def ros_program(
+    name: str, *, args: Sequence[str] | None = None, signals: Sequence[signal.Signals] = STOP_SIGNALS
+) -> Iterator[RosProgram]:
+    """A RosProgram with a fresh context (rclpy's signal handlers off; `args` are rclpy's, None: sys.argv) and
+    `signals` asking it to stop; on exit the ordered shutdown (`RosProgram.close`) and the previous handlers."""
+    context = Context()
+    rclpy.init(
+        args=list(args) if args is not None else None, context=context, signal_handler_options=SignalHandlerOptions.NO
+    )
+    program = RosProgram(name, context, EventsExecutor(context=context))
+    previous = program.install_signal_handlers(signals)
+    try:
+        yield program
+    finally:
+        try:
+            program.close()
+        finally:
+            program.restore_signal_handlers(previous)
+
+
 def run_program(
     name: str,
     body: Callable[[RosProgram], int | None],
@@ -247,27 +269,15 @@ def run_program(
     startup_errors: tuple[type[Exception], ...] = (),
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
 ) -> int:
-    """Run `body(program)` with a fresh context (rclpy's signal handlers off; `args` are rclpy's, None: sys.argv)
-    and SIGINT/SIGTERM asking it to stop; then shut down in order (`RosProgram.close`) and return the exit code:
-    the body's (None: 0), 0 after a stop request, or EXIT_STARTUP with one line `<name>: error: <message>` on
-    stderr when the body raises one of `startup_errors`."""
-    context = Context()
-    rclpy.init(
-        args=list(args) if args is not None else None, context=context, signal_handler_options=SignalHandlerOptions.NO
-    )
-    program = RosProgram(name, context, EventsExecutor(context=context))
-    previous = program.install_signal_handlers(signals)
+    """Run `body(program)` in a `ros_program` and return the exit code: the body's (None: 0), 0 after a stop
+    request, or EXIT_STARTUP with one line `<name>: error: <message>` on stderr when the body raises one of
+    `startup_errors` (the shutdown has run by then)."""
     try:
-        try:
+        with ros_program(name, args=args, signals=signals) as program:
             code = body(program)
-        except startup_errors as exc:
-            sys.stderr.write(f'{name}: error: {exc}\n')
-            return EXIT_STARTUP
-        except (KeyboardInterrupt, ExternalShutdownException):
-            return EXIT_OK
-        return EXIT_OK if code is None else code
-    finally:
-        try:
-            program.close()
-        finally:
-            program.restore_signal_handlers(previous)
+    except startup_errors as exc:
+        sys.stderr.write(f'{name}: error: {exc}\n')
+        return EXIT_STARTUP
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return EXIT_OK
+    return EXIT_OK if code is None else code
