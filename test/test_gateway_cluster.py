@@ -26,6 +26,7 @@ from fleet_gateway.transport.shared import (
     NameTaken,
     SharedFailureLimiter,
     SharedTable,
+    SharedTokenBucket,
     WorkerCounts,
 )
 from harness.processes import wait_exit
@@ -193,8 +194,8 @@ async def _next(ws: ClientConnection, predicate, timeout: float = 5.0) -> dict:
 
 
 def test_shared_state_is_one_for_every_handle_on_the_runtime_directory(tmp_path):
-    """Two workers' handles: admission sums rows, failures per address count wherever they happen, a served name
-    is held by one holder until released, and a restarted worker's row starts empty."""
+    """Two workers' handles: one admission rate, admission sums rows, failures per address count wherever they
+    happen, a served name is held by one holder until released, and a restarted worker's row starts empty."""
     table = SharedTable.create(tmp_path / STATE_FILE, 2)
     (tmp_path / CLAIMS_DIR).mkdir()
     other = SharedTable.open(tmp_path / STATE_FILE)
@@ -214,6 +215,13 @@ def test_shared_state_is_one_for_every_handle_on_the_runtime_directory(tmp_path)
     assert here.retry_after('10.0.0.2') == 0  # another address is unaffected
     now[0] += 1.0
     assert here.retry_after('10.0.0.1') == 0
+
+    gate = SharedTokenBucket(table, 1.0, 2, clock=lambda: now[0])
+    other_gate = SharedTokenBucket(other, 1.0, 2, clock=lambda: now[0])
+    assert gate.try_take() and other_gate.try_take()
+    assert not gate.try_take() and not other_gate.try_take()  # one burst for the cluster's new sessions
+    now[0] += 1.0
+    assert other_gate.try_take() and not gate.try_take()
 
     mine, theirs = ClaimFiles(tmp_path / CLAIMS_DIR), ClaimFiles(tmp_path / CLAIMS_DIR)
     owner, rival = object(), object()

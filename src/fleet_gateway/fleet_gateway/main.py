@@ -116,6 +116,8 @@ async def serve(
     if reporter is not None:
         reporter.cancel()
     log.info('shutting down: %s', {k: v for k, v in server.stats().items() if k != 'per_client'})
+    if worker is not None:  # the figures just logged, for the parent's sum (again below if closing completes)
+        worker.snapshot(server.stats(), node.get_name())
     if metrics is not None:
         metrics.close()
     await server.close()

@@ -3,8 +3,9 @@ interface (`Shared`) that `GatewayServer` takes: the in-process defaults (`Share
 always did; `Shared.cluster` puts the same state in a per-cluster runtime directory the parent created before any
 worker started:
 
-- admission counts: each worker writes its own row (authenticated, unauthenticated sessions) of a memory-mapped
-  table; admission reads the sums, so `max_clients` and `max_unauthenticated` hold for the whole cluster;
+- the admission rate (a token bucket on new sessions, under an `flock`) and admission counts: each worker writes
+  its own row (authenticated, unauthenticated sessions) of a memory-mapped table; admission reads the sums, so
+  `rate`/`burst`, `max_clients` and `max_unauthenticated` hold for the whole cluster;
 - failed authentications per source address: a fixed open-addressing table in the same mapping, updated under an
   `flock`, so the per-address limit holds whichever worker a retry lands on;
 - served names: a service or action a client serves is a file under `claims/` held with an `flock` by the worker
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import math
 import mmap
 import os
 import struct
@@ -26,12 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from fleet_gateway.ratelimit import FailureLimiter
+from fleet_gateway.config import AdmissionConfig
+from fleet_gateway.ratelimit import FailureLimiter, TokenBucket
 
 STATE_FILE = 'state'
 CLAIMS_DIR = 'claims'
 _ROW = struct.Struct('=qq')
 """Per worker: authenticated sessions, unauthenticated sessions."""
+_BUCKET = struct.Struct('=dd')
+"""The admission token bucket: tokens, when they were counted."""
 _SLOT = struct.Struct('=Qdd')
 """Per remembered address: key (a 64-bit hash of the address, 0 = free), failures it may still have, when."""
 FAILURE_SLOTS = 4096
@@ -41,6 +46,11 @@ PROBES = 8
 
 class NameTaken(Exception):
     """A service or action is already served by a client (of this worker or another)."""
+
+
+class RateGate(Protocol):
+    def try_take(self, amount: float = 1.0) -> bool:
+        """Whether a new session may start now (the cluster's admission rate)."""
 
 
 class AdmissionCounts(Protocol):
@@ -70,6 +80,7 @@ class ServedNames(Protocol):
 class Shared:
     """The state a gateway shares with the rest of its cluster (see the module doc)."""
 
+    new_sessions: RateGate
     admission: AdmissionCounts
     auth_failures: FailureLimit
     served: ServedNames
@@ -79,15 +90,21 @@ class Shared:
     """This worker's index in its cluster (named in the handshake's Server header), None alone."""
 
     @staticmethod
-    def local(failure_rate: float, failure_burst: float) -> Shared:
-        return Shared(LocalCounts(), FailureLimiter(failure_rate, failure_burst), LocalNames())
+    def local(admission: AdmissionConfig) -> Shared:
+        return Shared(
+            TokenBucket(admission.rate, admission.burst),
+            LocalCounts(),
+            FailureLimiter(admission.auth_failure_rate, admission.auth_failure_burst),
+            LocalNames(),
+        )
 
     @staticmethod
-    def cluster(runtime_dir: Path, worker: int, failure_rate: float, failure_burst: float) -> Shared:
+    def cluster(runtime_dir: Path, worker: int, admission: AdmissionConfig) -> Shared:
         table = SharedTable.open(runtime_dir / STATE_FILE)
         return Shared(
+            SharedTokenBucket(table, admission.rate, admission.burst),
             WorkerCounts(table, worker),
-            SharedFailureLimiter(table, failure_rate, failure_burst),
+            SharedFailureLimiter(table, admission.auth_failure_rate, admission.auth_failure_burst),
             ClaimFiles(runtime_dir / CLAIMS_DIR),
             reuse_port=True,
             worker=worker,
@@ -116,17 +133,19 @@ class LocalNames:
 
 
 class SharedTable:
-    """The memory-mapped file of a cluster: `workers` admission rows, then FAILURE_SLOTS address slots."""
+    """The memory-mapped file of a cluster: the worker count, `workers` admission rows, the admission token bucket,
+    then FAILURE_SLOTS address slots."""
 
     def __init__(self, fd: int, workers: int) -> None:
         self.fd = fd
         self.workers = workers
         self.map = mmap.mmap(fd, self.size(workers))
-        self.failures_at = 8 + workers * _ROW.size
+        self.bucket_at = 8 + workers * _ROW.size
+        self.failures_at = self.bucket_at + _BUCKET.size
 
     @staticmethod
     def size(workers: int) -> int:
-        return 8 + workers * _ROW.size + FAILURE_SLOTS * _SLOT.size
+        return 8 + workers * _ROW.size + _BUCKET.size + FAILURE_SLOTS * _SLOT.size
 
     @classmethod
     def create(cls, path: Path, workers: int) -> SharedTable:
@@ -134,6 +153,7 @@ class SharedTable:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         os.ftruncate(fd, cls.size(workers))
         os.pwrite(fd, struct.pack('=q', workers), 0)
+        os.pwrite(fd, _BUCKET.pack(float('nan'), 0.0), 8 + workers * _ROW.size)  # NaN: full (set by the first user)
         return cls(fd, workers)
 
     @classmethod
@@ -175,6 +195,29 @@ class WorkerCounts:
 
     def totals(self) -> tuple[int, int]:
         return self.table.sums()
+
+
+class SharedTokenBucket:
+    """`TokenBucket`'s rule (`rate` per second, at most `burst`) for new sessions of the whole cluster."""
+
+    def __init__(
+        self, table: SharedTable, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f'token bucket needs rate > 0 and burst >= 1 (got rate={rate}, burst={burst})')
+        self.table = table
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+
+    def try_take(self, amount: float = 1.0) -> bool:
+        with self.table.locked():
+            tokens, stamp = _BUCKET.unpack_from(self.table.map, self.table.bucket_at)
+            now = self._clock()
+            tokens = self.burst if math.isnan(tokens) else min(self.burst, tokens + (now - stamp) * self.rate)
+            taken = tokens >= amount
+            _BUCKET.pack_into(self.table.map, self.table.bucket_at, tokens - amount if taken else tokens, now)
+        return taken
 
 
 def _address_key(address: str) -> int:

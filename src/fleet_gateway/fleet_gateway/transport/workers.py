@@ -103,8 +103,7 @@ class WorkerRole:
         return dataclasses.replace(config, port=port, metrics_port=-1)
 
     def shared(self, config: GatewayConfig) -> Shared:
-        admission = config.admission
-        return Shared.cluster(self.runtime_dir, self.index, admission.auth_failure_rate, admission.auth_failure_burst)
+        return Shared.cluster(self.runtime_dir, self.index, config.admission)
 
     async def report(self, stats: Callable[[], Mapping[str, Any]], gateway: str) -> None:
         """Write this worker's snapshot every SNAPSHOT_S until cancelled; SIGINT itself once orphaned."""
