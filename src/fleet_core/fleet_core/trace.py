@@ -1,6 +1,6 @@
 """The command trace model (G8): TraceRecord mirrors fleet_interfaces/TraceEvent, TraceSampler decides which
 commands are traced, and build_timeline/render_timeline turn the hops of one command into what `fleetctl trace`
-prints. Pure Python: nodes convert TraceEvent messages to TraceRecord and back (fleet_observability.trace_msgs)."""
+prints. Pure Python: nodes convert TraceEvent messages to TraceRecord and back (fleet_ros.trace_msgs)."""
 
 from __future__ import annotations
 

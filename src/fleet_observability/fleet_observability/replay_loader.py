@@ -8,8 +8,8 @@ from fleet_core import topics
 from fleet_core.model import Outcome
 from fleet_observability.recorder import RecordedMessage, RecordingError
 from fleet_observability.replay import RecordedOutcome, ShardRecording
-from fleet_observability.trace_msgs import trace_from_msg
 from fleet_ros.convert import ack_from_msg, command_from_msg, from_time
+from fleet_ros.trace_msgs import trace_from_msg
 
 _COMMAND = 'fleet_interfaces/msg/Command'
 _ACK = 'fleet_interfaces/msg/CommandAck'

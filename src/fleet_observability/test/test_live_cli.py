@@ -25,9 +25,9 @@ def fleet_publishers(ros: Any) -> Iterator[Any]:
     from fleet_core import topics
     from fleet_core.trace import TraceRecord
     from fleet_interfaces.msg import ShardStatus, TraceEvent
-    from fleet_observability.trace_msgs import trace_to_msg
     from fleet_ros import qos
     from fleet_ros.spin import SpinThread
+    from fleet_ros.trace_msgs import trace_to_msg
 
     node = ros.node('fake_shard')
     trace_pub = node.create_publisher(TraceEvent, topics.shard_trace(SITE, SHARD), qos.EVENTS)

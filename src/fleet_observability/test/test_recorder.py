@@ -34,7 +34,7 @@ def write_trace_file(path: Path, command_id: str = 'cmd-1') -> list[TraceRecord]
     from nav_msgs.msg import Odometry
     from rclpy.serialization import serialize_message
 
-    from fleet_observability.trace_msgs import trace_to_msg
+    from fleet_ros.trace_msgs import trace_to_msg
 
     records = hops(command_id)
     writer = McapFleetWriter(path)
@@ -50,7 +50,7 @@ def write_trace_file(path: Path, command_id: str = 'cmd-1') -> list[TraceRecord]
 
 
 def test_roundtrip_keeps_schemas_and_cdr(tmp_path: Path) -> None:
-    from fleet_observability.trace_msgs import trace_from_msg
+    from fleet_ros.trace_msgs import trace_from_msg
 
     path = tmp_path / 'rec.mcap'
     records = write_trace_file(path)

@@ -63,8 +63,8 @@ class SimulatedShard:
 
     def flush(self) -> None:
         from fleet_interfaces.msg import CommandOutcomes
-        from fleet_observability.trace_msgs import trace_to_msg
         from fleet_ros.convert import command_to_msg, result_to_msg
+        from fleet_ros.trace_msgs import trace_to_msg
 
         out = self.dispatcher.take()
         for command in out.sends:

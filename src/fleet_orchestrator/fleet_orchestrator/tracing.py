@@ -10,7 +10,7 @@ from rclpy.publisher import Publisher
 from fleet_core.dispatcher import Hop
 from fleet_core.trace import Hop as TraceHop
 from fleet_core.trace import TraceRecord, TraceSampler, TraceSettings
-from fleet_observability.trace_msgs import trace_to_msg
+from fleet_ros.trace_msgs import trace_to_msg
 
 TRACE_FLUSH_PER_TICK = 400
 BACKLOG = 50_000

@@ -25,7 +25,7 @@ from fleet_observability.discovery import RawTopicFollower
 from fleet_observability.recorder import RecordingError, read_recording
 from fleet_observability.session import ros_session
 from fleet_observability.topic_match import GlobError, TopicSelector
-from fleet_observability.trace_msgs import trace_from_msg
+from fleet_ros.trace_msgs import trace_from_msg
 
 DEFAULT_TRACE_GLOB = topics.shards_glob(topics.TRACE)
 JOURNAL_QUERY_SEC = 5.0
