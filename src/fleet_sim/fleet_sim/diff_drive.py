@@ -16,6 +16,7 @@ from nav_msgs.msg import Odometry
 from rclpy.context import Context
 from rclpy.node import Node
 
+from fleet_core import topics
 from fleet_ros import qos
 from fleet_ros.node import TypedNode
 from fleet_ros.params import declare
@@ -29,8 +30,8 @@ NODE_NAME = 'diff_drive_sim'
 class DiffDriveSimSettings:
     """The node's parameters (all read-only: they shape the simulated base at start)."""
 
-    cmd_vel_topic: str = 'cmd_vel'
-    odom_topic: str = 'odom'
+    cmd_vel_topic: str = topics.CMD_VEL  # relative: the robot's namespace, where the agent's motion backend looks
+    odom_topic: str = topics.ODOM
     odom_frame: str = 'odom'
     base_frame: str = 'base_link'
     rate_hz: float = 50.0
