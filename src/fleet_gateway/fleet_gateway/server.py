@@ -32,7 +32,6 @@ import urllib.parse
 import weakref
 from typing import Any
 
-from action_msgs.msg import GoalStatus
 from rclpy.qos import ReliabilityPolicy
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -41,17 +40,16 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from fleet_gateway.acl import AccessPolicy, Principal, TokenStore
-from fleet_gateway.action_goals import ActionGoalRunner
 from fleet_gateway.config import GatewayConfig
 from fleet_gateway.protocol import events as ev
 from fleet_gateway.protocol.fields import AuthThrottled
 from fleet_gateway.protocol.published import PublishedMessage
 from fleet_gateway.protocol.session import ClientSession
 from fleet_gateway.protocol.state import CLOSE_TRY_AGAIN
+from fleet_gateway.ratelimit import TokenBucket
 from fleet_gateway.ros.dispatch import EventDispatcher
-from fleet_gateway.ros_async import asyncio_future, wait_until
-from fleet_gateway.ros_side import EndpointConflict, EndpointsFactory, RosEndpoints
-from fleet_gateway.served_actions import ClientServedActions
+from fleet_gateway.ros.endpoints import EndpointsFactory, RosEndpoints
+from fleet_gateway.ros.graph import EndpointConflict
 from fleet_gateway.transport.budget import IngestBudget
 from fleet_gateway.transport.connection import SEND_BUFFER, ClientConnection
 from fleet_gateway.transport.frame_split import GatewayConnection
@@ -89,12 +87,11 @@ class GatewayServer:
         self.ros: RosEndpoints | None = None
         self._dispatch: EventDispatcher | None = None
         self.loop: Any = None
-        self._action_goals: ActionGoalRunner | None = None
-        self._served_actions: ClientServedActions | None = None
         self.connections: set[ClientConnection] = set()
         self.unauthenticated: set[ClientConnection] = set()
         """Connections still waiting for their `auth` op: their own pool, outside `admission.max_clients`."""
-        self.shared = shared or Shared.local(config.admission)
+        self._admission = TokenBucket(config.admission.rate, config.admission.burst)
+        self.shared = shared or Shared.local(config.admission.auth_failure_rate, config.admission.auth_failure_burst)
         self._auth_failures = self.shared.auth_failures
         self._ids = itertools.count(1)
         self._server: Server | None = None
@@ -121,14 +118,7 @@ class GatewayServer:
     async def start(self) -> None:
         loop = self.loop = asyncio.get_running_loop()
         self.ros = self._endpoints_factory(loop, self._on_ros_messages)
-        self.ros.on_service_request = self._on_service_request
-        self._dispatch = EventDispatcher(
-            self.ros,
-            loop,
-            goal_runner=self._goal_runner,
-            action_servers=self._action_servers,
-            start_call=lambda conn, event: self._spawn(self._call(conn, event)),
-        )
+        self._dispatch = EventDispatcher(self.ros, loop, apply_events=self._apply, internal_error=self._internal_error)
         self._budget = IngestBudget(loop, self.config.ingest_budget_s)
         ssl_context = None
         if self.config.tls is not None:
@@ -193,7 +183,7 @@ class GatewayServer:
         if principal is not None and authenticated >= admission.max_clients:
             self.counters['rejected_admission'] += 1
             return self._retry_later(connection, f'the gateway is at its limit of {admission.max_clients} clients')
-        if not self.shared.new_sessions.try_take():
+        if not self._admission.try_take():
             self.counters['rejected_admission'] += 1
             return self._retry_later(connection, f'the gateway admits {admission.rate:g} new sessions per second')
         self._principals[connection] = principal
@@ -288,7 +278,7 @@ class GatewayServer:
         if known is None:
             if self.ros is None:
                 raise GatewayNotStarted
-            qos = self.ros.qos_for(topic)
+            qos = self.ros.topics.qos_for(topic)
             known = self._sheddable_topics[topic] = (
                 qos is not None
                 and qos.reliability == ReliabilityPolicy.BEST_EFFORT
@@ -404,109 +394,15 @@ class GatewayServer:
         elif isinstance(event, ev.AdvertiseAction):
             self.shared.served.release('action', event.action, conn)
 
-    async def _call(self, conn: ClientConnection, event: ev.CallService) -> None:
-        if self.ros is None:
-            raise GatewayNotStarted
-        session = conn.session
-        loop = asyncio.get_running_loop()
-        client = self.ros.client(event.service, event.srv_cls)
-        if not await wait_until(client.service_is_ready, min(event.timeout_s, self.config.call_service_wait_s)):
-            session.service_result(event.call_no, None, f'service {event.service} is not available')
-            conn.flush()
-            return
-        ros_future = client.call_async(event.request)
-        try:
-            response = await asyncio.wait_for(asyncio_future(loop, ros_future), event.timeout_s)
-            session.service_result(event.call_no, response)
-        except TimeoutError:
-            client.remove_pending_request(ros_future)
-            session.service_result(
-                event.call_no, None, f'service {event.service} timed out after {event.timeout_s:g} s'
-            )
-        except Exception as exc:  # noqa: BLE001 - boundary: whatever the call raised, the caller gets a failed response
-            session.service_result(event.call_no, None, f'service {event.service} failed: {exc}')
-        conn.flush()
-
-    def _goal_runner(self) -> ActionGoalRunner:
-        """Created with the first goal (the ROS side exists once `start()` ran)."""
-        if self._action_goals is None:
-            if self.ros is None:
-                raise GatewayNotStarted
-            self._action_goals = ActionGoalRunner(self.ros, self.loop)
-        return self._action_goals
-
-    def _action_servers(self) -> ClientServedActions:
-        """Created with the first advertise_action (the ROS side exists once `start()` ran)."""
-        if self._served_actions is None:
-            if self.ros is None:
-                raise GatewayNotStarted
-            actions = self._served_actions = ClientServedActions(self.ros.node, self.loop)
-            actions.on_goal_request = self._on_goal_request
-            actions.on_goal_cancel = self._on_goal_cancel
-        return self._served_actions
-
-    def _on_goal_request(self, conn: ClientConnection, action: str, token: int, goal: Any) -> None:
-        """A ROS goal to an action `conn` serves: forward it to the client (or abort it at once)."""
-        failed = ev.ServedGoalResult(action, token, GoalStatus.STATUS_ABORTED, None, 'internal error in the gateway')
-        forward = functools.partial(conn.session.goal_request, action, token, goal)
-        self._forward(conn, f'a goal to {action}', forward, failed)
-
-    def _on_goal_cancel(self, conn: ClientConnection, action: str, token: int) -> None:
-        conn.session.goal_cancel_request(action, token)
-        conn.flush()
-
-    def _on_service_request(self, conn: ClientConnection, service: str, token: int, request: Any) -> None:
-        """A ROS caller called a service `conn` serves: forward it to the client (or fail it at once)."""
-        failed = ev.ServiceReply(service, token, None, 'internal error in the gateway')
-        forward = functools.partial(conn.session.service_request, service, token, request)
-        self._forward(conn, f'a call to {service}', forward, failed)
-
-    def _forward(self, conn: ClientConnection, what: str, forward: Any, failed: ev.Event) -> None:
-        """Forward a ROS request to the client that serves it; `failed` answers the ROS side on a gateway bug."""
-        try:
-            events = forward()
-        except Exception:  # never leave the ROS caller hanging on a bug here
-            self.counters['internal_errors'] += 1
-            log.exception('client %s: forwarding %s failed', conn.session.client_id, what)
-            events = [failed]
-        if events:
-            self._apply(conn, events)
-        conn.flush()
-        conn.schedule_wake()
+    def _internal_error(self) -> None:
+        self.counters['internal_errors'] += 1
 
     # --- ROS -> clients --------------------------------------------------------------------------------
 
     def _on_ros_messages(self, batch: list[PublishedMessage]) -> None:
-        if self.ros is None:
+        if self._dispatch is None:
             raise GatewayNotStarted
-        now = asyncio.get_running_loop().time()
-        dirty: set[ClientConnection] = set()
-        by_topic: dict[str, list[PublishedMessage]] = {}
-        for published in batch:
-            by_topic.setdefault(published.topic, []).append(published)
-        mono = time.monotonic()
-        for topic, arrived in by_topic.items():
-            conns = self.ros.subscribers(topic)
-            messages = arrived
-            oldest = arrived[0].expires
-            if oldest is not None and oldest < mono:
-                fresh = next((i for i, m in enumerate(arrived) if m.expires is not None and m.expires >= mono), None)
-                stale = len(arrived) if fresh is None else fresh
-                messages = arrived[stale:]  # stale before the fan-out (the loop fell behind): counted once each
-                for conn in conns:
-                    conn.session.note_stale(topic, stale, now)
-                if not messages:
-                    dirty.update(conns)
-                    continue
-            for conn in conns:
-                try:
-                    conn.session.deliver_batch(topic, messages, now)
-                except Exception:  # a bug in one client's delivery must not stop the fan-out to the others
-                    self.counters['internal_errors'] += 1
-                    log.exception('client %s: delivery on %s failed', conn.session.client_id, topic)
-                    conn.session.request_close(1011, 'internal error delivering a message')
-            dirty.update(conns)
-        for conn in dirty:
+        for conn in self._dispatch.fan_out(batch):
             conn.flush()
             conn.schedule_wake()
             if conn.session.close_request is not None and not conn.closing:
@@ -525,10 +421,7 @@ class GatewayServer:
         return {
             **self.counters,
             'clients': len(self.connections),
-            'ros_messages_received': self.ros.received if self.ros else 0,
-            'served_calls': dict(self.ros.served_calls) if self.ros else {},
-            'action_goals': dict(self._action_goals.counters) if self._action_goals is not None else {},
-            'served_goals': dict(self._served_actions.counters) if self._served_actions is not None else {},
+            **(self.ros.stats() if self.ros else {}),
             'dropped_total': self.counters['dropped_closed_sessions'] + sum(c['dropped'] for c in clients.values()),
             'shed_total': self.counters['shed_closed_sessions'] + sum(c['shed'] for c in clients.values()),
             'per_client': clients,

@@ -7,6 +7,12 @@ from typing import Any
 
 _NAME = re.compile(r'^(/[A-Za-z][A-Za-z0-9_]*)+$')
 MAX_NAME_LENGTH = 256
+ENCODINGS = ('none', 'cbor')
+TOPIC_ENCODINGS = (*ENCODINGS, 'cbor-raw')
+"""`compression` of a subscription; `cbor-raw` (rosbridge's: the serialized message, in CBOR) only there."""
+
+Rid = str | int | None
+"""A request's `id` as the client gave it (see `request_id`)."""
 
 
 class ProtocolError(ValueError):
@@ -58,3 +64,21 @@ def request_id(message: dict[str, Any]) -> str | int | None:
     if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
         return value if not isinstance(value, str) else value[:256]
     return str(value)[:256]
+
+
+def delivery_options(message: dict[str, Any], encodings: tuple[str, ...] = ENCODINGS) -> tuple[int, str]:
+    """`fragment_size` (0: never fragment) and `compression` of what the gateway sends back for this request."""
+    fragment_size = int(number(message, 'fragment_size', 0, maximum=1e9))
+    if fragment_size and fragment_size < 16:
+        raise ProtocolError('field "fragment_size" must be at least 16')
+    encoding = text(message, 'compression', required=False, default='none')
+    if encoding not in encodings:
+        raise ProtocolError(f'compression {encoding[:20]!r} is not supported (use one of {", ".join(encodings)})')
+    return fragment_size, encoding
+
+
+def values_of(message: dict[str, Any], key: str) -> Any:
+    """A payload field (`args`, `values`): absent, null or an empty list (roslibjs sends [] for an empty request)
+    is the all-default message."""
+    value = message.get(key)
+    return {} if value is None or value == [] else value

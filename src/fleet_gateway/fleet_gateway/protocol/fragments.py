@@ -1,10 +1,16 @@
-"""Reassembly of incoming `fragment` ops with bounds on size, count and age (fragments that never complete)."""
+"""The fragments capability: reassembly of incoming `fragment` ops with bounds on size, count and age (fragments that
+never complete), each whole message handled as if it had come in one frame."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
-from fleet_gateway.protocol.fields import ProtocolError
+from fleet_gateway.protocol import fields
+from fleet_gateway.protocol.events import Event
+from fleet_gateway.protocol.fields import ProtocolError, Rid
+from fleet_gateway.protocol.port import SessionPort
 
 
 @dataclass
@@ -68,3 +74,50 @@ class FragmentBuffer:
         if not self._partials:
             return None
         return min(p.started for p in self._partials.values()) + self.timeout_s
+
+
+class Fragments:
+    """One client's incoming fragmented messages."""
+
+    def __init__(self, port: SessionPort) -> None:
+        self._port = port
+        limits = port.limits
+        self._buffer = FragmentBuffer(
+            max_bytes=limits.max_message_bytes,
+            max_messages=limits.max_fragmented_messages,
+            timeout_s=limits.fragment_timeout_s,
+        )
+
+    def __len__(self) -> int:
+        """Messages still incomplete."""
+        return len(self._buffer)
+
+    def handle_fragment(self, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+        if rid is None:
+            raise ProtocolError('a fragment needs the "id" of the message it belongs to')
+        data = fields.text(message, 'data')
+        num = message.get('num')
+        total = message.get('total')
+        if type(num) is not int or type(total) is not int:
+            raise ProtocolError('fields "num" and "total" must be integers')
+        whole = self._buffer.add(rid, data, num, total, self._port.now())
+        if whole is None:
+            return
+        try:
+            inner = json.loads(whole)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError(f'reassembled message is not valid JSON: {str(exc)[:120]}') from None
+        if not isinstance(inner, dict) or inner.get('op') == 'fragment':
+            raise ProtocolError('a reassembled message must be a JSON object and not another fragment')
+        self._port.dispatch(inner, events)
+
+    def next_wake(self) -> float | None:
+        return self._buffer.next_deadline()
+
+    def poll(self, now: float) -> None:
+        for message_id in self._buffer.expire(now):
+            limit = self._port.limits.fragment_timeout_s
+            self._port.error(f'fragmented message never completed within {limit:g} s', message_id)
+
+    def finish(self) -> list[Event]:
+        return []

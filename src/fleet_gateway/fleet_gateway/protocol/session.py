@@ -1,11 +1,14 @@
-"""One connected client's protocol state: parses its text, applies ACLs and limits, queues its outgoing frames.
+"""One connected client's protocol state: parses its frames, routes each op to the capability that owns it, queues
+its outgoing frames.
 
-No sockets and no rclpy here. The server feeds `receive_text`/`receive_bytes`, applies the returned events to ROS,
-hands ROS messages back through `deliver`, service answers through `service_result`, ROS calls to services
-this client serves through `service_request`, ROS goals and cancel requests to actions it serves through
-`goal_request` and `goal_cancel_request`, and the progress of its own action goals through `action_feedback` and
-`action_result`, sends what `outbox` holds, calls `poll` at `next_wake()` (applying the events it returns), and
-calls `finish()` once when the connection ends.
+No sockets and no rclpy here. The capabilities (auth, topics, service calls, served services, action goals, served
+actions, fragments; one module each) own their state and talk back through `SessionPort`, which this class
+implements. The server feeds `receive_text`/`receive_bytes`, applies the returned events to ROS, hands ROS messages
+back through `deliver`, service answers through `service_result`, ROS calls to services this client serves through
+`service_request`, ROS goals and cancel requests to actions it serves through `goal_request` and
+`goal_cancel_request`, and the progress of its own action goals through `action_feedback` and `action_result`,
+sends what `outbox` holds, calls `poll` at `next_wake()` (applying the events it returns), and calls `finish()` once
+when the connection ends.
 """
 
 from __future__ import annotations
@@ -17,39 +20,22 @@ from typing import Any
 
 import cbor2
 
-from fleet_gateway.acl import AccessPolicy, Principal
-from fleet_gateway.conversion import ConversionError, UnknownType, codec_for, type_name
-from fleet_gateway.protocol.events import (
-    CancelActionGoal,
-    CloseConnection,
-    Event,
-    ServedGoalResult,
-    ServiceReply,
-    UnadvertiseAction,
-    UnadvertiseService,
-    UnadvertiseTopic,
-    UnsubscribeTopic,
-)
-from fleet_gateway.protocol.fields import ProtocolError, request_id
-from fleet_gateway.protocol.fragments import FragmentBuffer
-from fleet_gateway.protocol.handlers import ABORTED, HANDLERS, handle_auth
+from fleet_gateway.acl import AccessPolicy, Action, Principal
+from fleet_gateway.conversion import ConversionError, UnknownType
+from fleet_gateway.protocol.action_goals import ActionGoals, ActiveGoal
+from fleet_gateway.protocol.auth import Auth
+from fleet_gateway.protocol.events import CloseConnection, Event
+from fleet_gateway.protocol.fields import ProtocolError, Rid, request_id, text
+from fleet_gateway.protocol.fragments import Fragments
 from fleet_gateway.protocol.outbox import OutFrame, SendQueue, SendQueueOverflow
 from fleet_gateway.protocol.published import PublishedMessage, dumps
-from fleet_gateway.protocol.state import (
-    CLOSE_POLICY,
-    CLOSE_TRY_AGAIN,
-    STATUS_LEVELS,
-    ActiveGoal,
-    Advertisement,
-    IncomingCall,
-    IncomingGoal,
-    PendingCall,
-    ServedAction,
-    ServedService,
-    SessionLimits,
-    Subscription,
-)
+from fleet_gateway.protocol.served import IncomingRequest, ServedActions, ServedEndpoint, ServedServices
+from fleet_gateway.protocol.service_calls import PendingCall, ServiceCalls
+from fleet_gateway.protocol.state import CLOSE_TRY_AGAIN, STATUS_LEVELS, SessionLimits
+from fleet_gateway.protocol.topics import Advertisement, Subscription, Topics
 from fleet_gateway.ratelimit import TokenBucket
+
+OpHandler = Callable[[dict[str, Any], Rid, list[Event]], None]
 
 
 class ClientSession:
@@ -69,41 +55,16 @@ class ClientSession:
     ) -> None:
         self.client_id = client_id
         self.policy = policy
-        self.principal = principal
         self.limits = limits or SessionLimits()
-        self.authenticate = authenticate
-        self.resolve_topic_type = resolve_topic_type or (lambda _topic: None)
-        self.resolve_service_type = resolve_service_type or (lambda _service: None)
         self.clock = clock
         self.outbox = SendQueue(
             max_frames=self.limits.send_queue_frames,
             max_bytes=self.limits.send_queue_bytes,
             critical_max_bytes=self.limits.critical_queue_bytes,
         )
-        self.subscriptions: dict[str, Subscription] = {}
-        self.advertisements: dict[str, Advertisement] = {}
-        self.pending_calls: dict[int, PendingCall] = {}
-        self.served: dict[str, ServedService] = {}
-        self.incoming_calls: dict[str, IncomingCall] = {}
-        """ROS calls forwarded to this client, by call_service id; oldest (earliest deadline) first."""
-        self.served_actions: dict[str, ServedAction] = {}
-        self.incoming_goals: dict[str, IncomingGoal] = {}
-        """ROS goals forwarded to this client, by send_action_goal id; oldest (earliest deadline) first."""
-        self.goals: dict[int, ActiveGoal] = {}
-        """Action goals this client sent whose action_result has not gone out, by goal number."""
-        self.goal_ids: dict[str | int, int] = {}
-        """Goal numbers by the send_action_goal id (goals sent without an id cannot be cancelled)."""
-        self.fragments = FragmentBuffer(
-            max_bytes=self.limits.max_message_bytes,
-            max_messages=self.limits.max_fragmented_messages,
-            timeout_s=self.limits.fragment_timeout_s,
-        )
         self.status_level = STATUS_LEVELS[self.limits.status_level]
         self.close_request: CloseConnection | None = None
         self.finished = False
-        self.auth_failures = 0
-        self.auth_deadline = clock() + self.limits.auth_timeout_s if principal is None else None
-        """When an unauthenticated client is closed (None once authenticated, or when it came with a principal)."""
         self.read_pause = 0.0
         self.counters = {
             'received': 0,
@@ -119,30 +80,191 @@ class ClientSession:
             'served_goals_failed': 0,
             'shed': 0,
         }
-        self.shed_by_topic: dict[str, int] = {}
-        """Incoming publishes the gateway dropped unparsed because it was over capacity, by topic."""
-        self._reported_shed = 0
-        self._next_shed_report = 0.0
         self._bucket = TokenBucket(self.limits.ops_per_s, self.limits.ops_burst, clock=clock)
-        self._next_call_no = 0
-        self._reported_drops = 0
-        self._reported_stale = 0
-        self._next_drop_report = 0.0
-        self._throttle_wake: float | None = None
-        self.backlog_keep = 0
-        """Set by the transport while this client is behind (its in-flight window is full): how many frames per
-        telemetry topic are worth queueing (about what it reads within a staleness bound); 0: no such cap."""
-        self.backlog_rate = 0.0
-        """Set with `backlog_keep`: frames per second the client reads. Of each telemetry batch a client that is
-        behind takes only the newest it can read until the next one (the rest counted as dropped at once), so the
-        fan-out costs what clients read, not clients x messages."""
+        self._next_id = 0
+        limits = self.limits
+        # the capabilities, each owning its state; they see this session only as a SessionPort
+        self.access = Auth(self, policy, principal, authenticate)
+        self.topics = Topics(self, policy, resolve_topic_type)
+        self.calls = ServiceCalls(self, resolve_service_type)
+        self.services = ServedServices(
+            self,
+            max_served=limits.max_served_services,
+            max_in_flight=limits.max_served_calls,
+            timeout_s=limits.served_call_timeout_s,
+        )
+        self.action_goals = ActionGoals(self)
+        self.actions = ServedActions(
+            self,
+            max_served=limits.max_served_actions,
+            max_in_flight=limits.max_served_goals,
+            timeout_s=limits.served_goal_timeout_s,
+        )
+        self.reassembly = Fragments(self)
+        self._ops: dict[str, OpHandler] = {
+            'advertise': self.topics.handle_advertise,
+            'unadvertise': self.topics.handle_unadvertise,
+            'publish': self.topics.handle_publish,
+            'subscribe': self.topics.handle_subscribe,
+            'unsubscribe': self.topics.handle_unsubscribe,
+            'call_service': self.calls.handle_call_service,
+            'advertise_service': self.services.handle_advertise,
+            'unadvertise_service': self.services.handle_unadvertise,
+            'service_response': self.services.handle_service_response,
+            'send_action_goal': self.action_goals.handle_send_action_goal,
+            'cancel_action_goal': self.action_goals.handle_cancel_action_goal,
+            'advertise_action': self.actions.handle_advertise,
+            'unadvertise_action': self.actions.handle_unadvertise,
+            'action_feedback': self.actions.handle_action_feedback,
+            'action_result': self.actions.handle_action_result,
+            'fragment': self.reassembly.handle_fragment,
+            'set_level': self._handle_set_level,
+            'status': self._handle_status,
+        }
+
+    # --- read-only views of the capabilities' state (tests, stats, the transport) -------------------------
+
+    @property
+    def principal(self) -> Principal | None:
+        return self.access.principal
+
+    @property
+    def subscriptions(self) -> Mapping[str, Subscription]:
+        return self.topics.subscriptions
+
+    @property
+    def advertisements(self) -> Mapping[str, Advertisement]:
+        return self.topics.advertisements
+
+    @property
+    def pending_calls(self) -> Mapping[int, PendingCall]:
+        return self.calls.pending
+
+    @property
+    def served(self) -> Mapping[str, ServedEndpoint]:
+        """Services this client serves."""
+        return self.services.served
+
+    @property
+    def incoming_calls(self) -> Mapping[str, IncomingRequest]:
+        """ROS calls forwarded to this client, by call_service id; oldest (earliest deadline) first."""
+        return self.services.incoming
+
+    @property
+    def served_actions(self) -> Mapping[str, ServedEndpoint]:
+        return self.actions.served
+
+    @property
+    def incoming_goals(self) -> Mapping[str, IncomingRequest]:
+        """ROS goals forwarded to this client, by send_action_goal id; oldest (earliest deadline) first."""
+        return self.actions.incoming
+
+    @property
+    def goals(self) -> Mapping[int, ActiveGoal]:
+        """Action goals this client sent whose action_result has not gone out, by goal number."""
+        return self.action_goals.goals
+
+    @property
+    def goal_ids(self) -> Mapping[str | int, int]:
+        return self.action_goals.goal_ids
+
+    @property
+    def fragments(self) -> Fragments:
+        return self.reassembly
+
+    @property
+    def backlog_keep(self) -> int:
+        """Set by the transport while this client is behind (see `Topics.backlog_keep`)."""
+        return self.topics.backlog_keep
+
+    @backlog_keep.setter
+    def backlog_keep(self, value: int) -> None:
+        self.topics.backlog_keep = value
+
+    @property
+    def backlog_rate(self) -> float:
+        return self.topics.backlog_rate
+
+    @backlog_rate.setter
+    def backlog_rate(self, value: float) -> None:
+        self.topics.backlog_rate = value
+
+    @property
+    def shed_by_topic(self) -> Mapping[str, int]:
+        return self.topics.shed_by_topic
+
+    # --- SessionPort -------------------------------------------------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self.finished or self.close_request is not None
+
+    def now(self) -> float:
+        return self.clock()
+
+    def allow(self, action: Action, name: str) -> None:
+        self.access.allow(action, name)
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self.counters[counter] += n
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def send(self, message: dict[str, Any], *, critical: bool = True) -> None:
+        self.put(OutFrame(dumps(message), critical=critical))
+
+    def put(self, frame: OutFrame, key: str | None = None, key_limit: int = 0) -> None:
+        try:
+            self.outbox.put(frame, key, key_limit)
+        except SendQueueOverflow as exc:
+            self.request_close(CLOSE_TRY_AGAIN, f'send queue overflow: {exc}')
+
+    def send_encoded(self, message: dict[str, Any], *, fragment_size: int, encoding: str) -> None:
+        if encoding == 'cbor':
+            self.put(OutFrame(cbor2.dumps(message), critical=True))
+            return
+        data = dumps(message)
+        if fragment_size and len(data) > fragment_size:
+            for piece in self.fragment(data, fragment_size, critical=True):
+                self.put(piece)
+            return
+        self.put(OutFrame(data, critical=True))
+
+    def fragment(self, text: str, size: int, *, critical: bool) -> list[OutFrame]:
+        fid = f'{self.client_id}:frag:{self.new_id()}'
+        total = (len(text) + size - 1) // size
+        return [
+            OutFrame(
+                dumps({'op': 'fragment', 'id': fid, 'data': text[i * size : (i + 1) * size], 'num': i, 'total': total}),
+                critical=critical,
+            )
+            for i in range(total)
+        ]
+
+    def status(self, level: str, text: str, rid: Rid) -> None:
+        if STATUS_LEVELS[level] < self.status_level:
+            return
+        message: dict[str, Any] = {'op': 'status', 'level': level, 'msg': text}
+        if rid is not None:
+            message['id'] = rid
+        self.send(message)
+
+    def error(self, text: str, rid: Rid) -> None:
+        self.counters['errors'] += 1
+        self.status('error', text, rid)
+
+    def request_close(self, code: int, reason: str) -> None:
+        if self.close_request is None:
+            self.close_request = CloseConnection(code, reason[:120])
 
     # --- input ------------------------------------------------------------------------------------------
 
     def receive_text(self, text: str) -> list[Event]:
         """Handle one incoming text frame; returns what the ROS side must do."""
         events: list[Event] = []
-        if self.finished or self.close_request is not None:
+        if self.closing:
             return events
         self.counters['received'] += 1
         self.read_pause = self._bucket.take_delay(1.0)
@@ -163,7 +285,7 @@ class ClientSession:
     def receive_bytes(self, data: bytes) -> list[Event]:
         """Handle one incoming binary frame: a CBOR-encoded protocol message (as rosbridge accepts)."""
         events: list[Event] = []
-        if self.finished or self.close_request is not None:
+        if self.closing:
             return events
         self.counters['received'] += 1
         self.read_pause = self._bucket.take_delay(1.0)
@@ -183,354 +305,103 @@ class ClientSession:
         return events
 
     def dispatch(self, message: dict[str, Any], events: list[Event]) -> None:
+        """Route one protocol message to the capability that owns its op."""
         rid = request_id(message)
         op = message.get('op')
         if not isinstance(op, str):
             self.error('missing "op" field (a string such as "subscribe")', rid)
             return
         try:
-            if self.principal is None and op != 'auth':
+            handler: OpHandler
+            if op == 'auth':
+                handler = self.access.handle_auth
+            elif self.access.principal is None:
                 raise ProtocolError(f'not authenticated: send {{"op": "auth", "token": ...}} before "{op}"')
-            handler = handle_auth if op == 'auth' else HANDLERS.get(op)
-            if handler is None:
-                raise ProtocolError(f'unknown op "{op[:40]}"')
-            handler(self, message, rid, events)
+            else:
+                found = self._ops.get(op)
+                if found is None:
+                    raise ProtocolError(f'unknown op "{op[:40]}"')
+                handler = found
+            handler(message, rid, events)
         except (ProtocolError, ConversionError, UnknownType) as exc:
             self.error(f'{op[:40]}: {exc}', rid)
 
-    # --- output -----------------------------------------------------------------------------------------
+    def _handle_set_level(self, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+        level = text(message, 'level')
+        if level not in STATUS_LEVELS:
+            raise ProtocolError(f'level must be one of {", ".join(STATUS_LEVELS)}, got {level[:20]!r}')
+        self.status_level = STATUS_LEVELS[level]
 
-    def send(self, message: dict[str, Any], *, critical: bool = True) -> None:
-        self._put(OutFrame(dumps(message), critical=critical), None, 0)
-
-    def status(self, level: str, text: str, rid: str | int | None) -> None:
-        if STATUS_LEVELS[level] < self.status_level:
-            return
-        message: dict[str, Any] = {'op': 'status', 'level': level, 'msg': text}
-        if rid is not None:
-            message['id'] = rid
-        self.send(message)
-
-    def error(self, text: str, rid: str | int | None) -> None:
-        self.counters['errors'] += 1
-        self.status('error', text, rid)
-
-    def request_close(self, code: int, reason: str) -> None:
-        if self.close_request is None:
-            self.close_request = CloseConnection(code, reason[:120])
-
-    def _put(self, frame: OutFrame, key: str | None, key_limit: int) -> None:
-        try:
-            self.outbox.put(frame, key, key_limit)
-        except SendQueueOverflow as exc:
-            self.request_close(CLOSE_TRY_AGAIN, f'send queue overflow: {exc}')
+    def _handle_status(self, message: dict[str, Any], rid: Rid, events: list[Event]) -> None:
+        """Clients may send status lines; they are accepted and ignored."""
 
     # --- from the ROS side ------------------------------------------------------------------------------
 
     def deliver(self, published: PublishedMessage, now: float) -> None:
         """A message arrived on a topic this client subscribes to."""
-        sub = self.subscriptions.get(published.topic)
-        if sub is None or self.close_request is not None:
-            return
-        if sub.throttle_s > 0 and not sub.critical:
-            if now - sub.last_sent < sub.throttle_s:
-                if len(sub.pending) >= max(1, sub.queue_length):
-                    sub.pending.popleft()
-                    self.counters['throttle_dropped'] += 1
-                sub.pending.append(published)
-                wake = sub.last_sent + sub.throttle_s
-                if self._throttle_wake is None or wake < self._throttle_wake:
-                    self._throttle_wake = wake
-                return
-            sub.last_sent = now
-        self._enqueue(sub, published)
-        if self.outbox.dropped_total != self._reported_drops and now >= self._next_drop_report:
-            self._report_drops(now)
+        self.topics.deliver(published, now)
 
     def deliver_batch(self, topic: str, batch: list[PublishedMessage], now: float) -> None:
-        """Several messages of one topic, oldest first (what one hand-off from the ROS thread carries).
-
-        Equivalent to `deliver` per message, but when a batch is longer than what the subscription may hold the
-        older surplus is counted as dropped at once instead of being queued and evicted one by one."""
-        sub = self.subscriptions.get(topic)
-        if sub is None or self.close_request is not None:
-            return
-        if sub.critical or sub.throttle_s > 0 or sub.fragment_size or len(batch) == 1:
-            for published in batch:
-                self.deliver(published, now)
-            return
-        keep = sub.queue_length or self.limits.send_queue_frames
-        queue_length = sub.queue_length
-        if self.backlog_keep and batch[-1].expires is not None and self.backlog_keep < keep:
-            keep = queue_length = self.backlog_keep  # behind on telemetry: more would only go stale here
-            keep = min(keep, 1 + int(self.backlog_rate * max(0.0, now - sub.last_batch)))
-        sub.last_batch = now
-        if len(batch) > keep:
-            surplus = len(batch) - keep
-            self.outbox.count_drops(topic, surplus)
-            batch = batch[surplus:]
-        encoding = sub.encoding
-        put = self.outbox.put
-        for published in batch:
-            put(published.frame(encoding), topic, queue_length)
-        self.counters['delivered'] += len(batch)
-        if self.outbox.dropped_total != self._reported_drops and now >= self._next_drop_report:
-            self._report_drops(now)
+        """Several messages of one topic, oldest first (see `Topics.deliver_batch`)."""
+        self.topics.deliver_batch(topic, batch, now)
 
     def note_stale(self, topic: str, count: int, now: float) -> None:
         """`count` messages of `topic` were already past their staleness bound when they reached the fan-out."""
-        if topic in self.subscriptions and self.close_request is None:
-            self.outbox.count_drops(topic, count, stale=True)
-            if now >= self._next_drop_report:
-                self._report_drops(now)
-
-    def _enqueue(self, sub: Subscription, published: PublishedMessage) -> None:
-        self.counters['delivered'] += 1
-        frame = published.frame(sub.encoding)
-        if sub.fragment_size and frame.size > sub.fragment_size and isinstance(frame.data, str):
-            for piece in self._fragment(frame.data, sub.fragment_size, critical=frame.critical):
-                self._put(piece, None, 0)
-            return
-        self._put(frame, sub.topic, sub.queue_length)
-
-    def _fragment(self, text: str, size: int, *, critical: bool) -> list[OutFrame]:
-        self._next_call_no += 1
-        fid = f'{self.client_id}:frag:{self._next_call_no}'
-        total = (len(text) + size - 1) // size
-        return [
-            OutFrame(
-                dumps({'op': 'fragment', 'id': fid, 'data': text[i * size : (i + 1) * size], 'num': i, 'total': total}),
-                critical=critical,
-            )
-            for i in range(total)
-        ]
-
-    def _report_drops(self, now: float) -> None:
-        new = self.outbox.dropped_total - self._reported_drops
-        stale = self.outbox.stale_total - self._reported_stale
-        self._reported_drops = self.outbox.dropped_total
-        self._reported_stale = self.outbox.stale_total
-        self._next_drop_report = now + self.limits.drop_report_interval_s
-        why = f', {stale} of them older than their staleness bound (max_staleness_ms)' if stale else ''
-        self.status(
-            'warning',
-            f'client {self.client_id} is not keeping up: dropped {new} telemetry messages{why} '
-            f'({self.outbox.dropped_total} in total; by topic {_top_three(self.outbox.drops)})',
-            None,
-        )
+        self.topics.note_stale(topic, count, now)
 
     def note_shed(self, topic: str, count: int, now: float) -> None:
-        """The gateway dropped `count` of this client's publishes to a best-effort topic without parsing them (over
-        capacity). Counted; the client is told like for outgoing drops, at most once per drop_report_interval_s."""
-        self.counters['shed'] += count
-        self.shed_by_topic[topic] = self.shed_by_topic.get(topic, 0) + count
-        if now < self._next_shed_report:
-            return
-        total = self.counters['shed']
-        new = total - self._reported_shed
-        self._reported_shed = total
-        self._next_shed_report = now + self.limits.drop_report_interval_s
-        self.status(
-            'warning',
-            f'the gateway is over capacity: dropped {new} of your publishes to best-effort topics '
-            f'({total} in total; by topic {_top_three(self.shed_by_topic)})',
-            None,
-        )
-
-    def new_call_no(self) -> int:
-        self._next_call_no += 1
-        return self._next_call_no
+        """The gateway dropped `count` of this client's publishes to `topic` unparsed (see `Topics.note_shed`)."""
+        self.topics.note_shed(topic, count, now)
 
     def service_result(self, call_no: int, response: Any | None, error: str | None = None) -> None:
         """The answer (or failure text) of a CallService event this session emitted."""
-        call = self.pending_calls.pop(call_no, None)
-        if call is None or self.finished:
-            return
-        message: dict[str, Any] = {'op': 'service_response', 'service': call.service}
-        if call.request_id is not None:
-            message['id'] = call.request_id
-        if error is None and response is not None:
-            message['values'] = codec_for(call.response_cls).to_json(response)
-            message['result'] = True
-        else:
-            message['values'] = error or 'service call failed'
-            message['result'] = False
-        self.send(message)
+        self.calls.result(call_no, response, error)
 
     def service_request(self, service: str, token: int, request: Any) -> list[Event]:
         """A ROS caller called `service`, which this client serves: forward it as a `call_service` with a fresh id.
-
         Returns the events to apply now: a failed `ServiceReply` when the call cannot be forwarded."""
-        served = self.served.get(service)
-        if served is None or self.finished or self.close_request is not None:
-            return [ServiceReply(service, token, None, f'{service}: the serving client is gone')]
-        if len(self.incoming_calls) >= self.limits.max_served_calls:
-            self.counters['served_failed'] += 1
-            return [
-                ServiceReply(
-                    service,
-                    token,
-                    None,
-                    f'{service}: the serving client has {self.limits.max_served_calls} calls in flight already',
-                )
-            ]
-        call_id = f'service_request:{service}:{self.new_call_no()}'  # rosbridge's form of these ids
-        args = codec_for(served.srv_cls.Request).to_json(request)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
-        deadline = self.clock() + self.limits.served_call_timeout_s
-        self.incoming_calls[call_id] = IncomingCall(call_id, service, token, deadline)
-        self.send({'op': 'call_service', 'id': call_id, 'service': service, 'args': args})
-        return []
-
-    # --- action goals to actions this client serves ---------------------------------------------------
+        return self.services.forward(service, token, request)
 
     def goal_request(self, action: str, token: int, goal: Any) -> list[Event]:
         """A ROS goal arrived for `action`, which this client serves: forward it as a `send_action_goal` with a
         fresh id. Returns the events to apply now: an aborting `ServedGoalResult` when it cannot be forwarded."""
-        served = self.served_actions.get(action)
-        if served is None or self.finished or self.close_request is not None:
-            return [ServedGoalResult(action, token, ABORTED, None, f'{action}: the serving client is gone')]
-        if len(self.incoming_goals) >= self.limits.max_served_goals:
-            self.counters['served_goals_failed'] += 1
-            why = f'{action}: the serving client has {self.limits.max_served_goals} goals in flight already'
-            return [ServedGoalResult(action, token, ABORTED, None, why)]
-        goal_id = f'send_action_goal:{action}:{self.new_call_no()}'
-        args = codec_for(served.action_cls.Goal).to_json(goal)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
-        deadline = self.clock() + self.limits.served_goal_timeout_s
-        self.incoming_goals[goal_id] = IncomingGoal(goal_id, action, token, deadline)
-        self.send(
-            {
-                'op': 'send_action_goal',
-                'id': goal_id,
-                'action': action,
-                'action_type': served.type_name or type_name(served.action_cls),  # as the client advertised it
-                'args': args,
-                'feedback': True,
-            }
-        )
-        return []
+        return self.actions.forward(action, token, goal)
 
     def goal_cancel_request(self, action: str, token: int) -> None:
         """A ROS client asked to cancel a goal this client is serving: tell it with `cancel_action_goal`."""
-        for goal in self.incoming_goals.values():
-            if goal.token == token and goal.action == action:
-                self.send({'op': 'cancel_action_goal', 'id': goal.goal_id, 'action': action})
-                return
-
-    def forget_incoming_goals(self, action: str) -> None:
-        """Drop the forwarded goals of one action (unadvertised: the ROS side aborts them)."""
-        for goal_id in [k for k, goal in self.incoming_goals.items() if goal.action == action]:
-            del self.incoming_goals[goal_id]
-
-    # --- action goals this client sent ---------------------------------------------------------------
+        self.actions.cancel_request(action, token)
 
     def action_feedback(self, goal_no: int, feedback: Any) -> None:
-        """Feedback (the action's Feedback message) for a goal sent with `"feedback": true`. Sent in the lane that
-        is never dropped, like the result, so that a goal's feedback never arrives after its result."""
-        goal = self.goals.get(goal_no)
-        if goal is None or not goal.feedback or self.finished or self.close_request is not None:
-            return
-        values = codec_for(goal.action_cls.Feedback).to_json(feedback)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
-        message: dict[str, Any] = {'op': 'action_feedback', 'action': goal.action, 'values': values}
-        if goal.request_id is not None:
-            message['id'] = goal.request_id
-        self._send_for_goal(goal, message)
+        """Feedback for a goal this client sent with `"feedback": true` (see `ActionGoals.feedback`)."""
+        self.action_goals.feedback(goal_no, feedback)
 
     def action_result(self, goal_no: int, status: int, result: Any | None, error: str | None = None) -> None:
-        """How a goal ended: `result` (the action's Result message) with its GoalStatus code, or, when the goal
-        never ran (no action server, rejected, gateway failure), `error`: the client gets a status error carrying
-        the goal id and an `action_result` with `result: false` and the reason as `values`. Once per goal."""
-        goal = self.goals.pop(goal_no, None)
-        if goal is None or self.finished:
-            return
-        if goal.request_id is not None:
-            self.goal_ids.pop(goal.request_id, None)
-        message: dict[str, Any] = {'op': 'action_result', 'action': goal.action}
-        if goal.request_id is not None:
-            message['id'] = goal.request_id
-        if error is None and result is not None:
-            message['values'] = codec_for(goal.action_cls.Result).to_json(result)  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
-            message['status'] = status
-            message['result'] = True
-        else:
-            self.counters['action_goals_failed'] += 1
-            why = error or f'goal to {goal.action} failed'
-            self.error(f'send_action_goal: {why}', goal.request_id)
-            message['values'] = why
-            message['status'] = status
-            message['result'] = False
-        self._send_for_goal(goal, message)
-
-    def _send_for_goal(self, goal: ActiveGoal, message: dict[str, Any]) -> None:
-        """Encode with the goal's `compression` and split by its `fragment_size` (JSON text only)."""
-        if goal.encoding == 'cbor':
-            self._put(OutFrame(cbor2.dumps(message), critical=True), None, 0)
-            return
-        text = dumps(message)
-        if goal.fragment_size and len(text) > goal.fragment_size:
-            for piece in self._fragment(text, goal.fragment_size, critical=True):
-                self._put(piece, None, 0)
-            return
-        self._put(OutFrame(text, critical=True), None, 0)
-
-    def forget_incoming(self, service: str) -> None:
-        """Drop the forwarded calls of one service (unadvertised: the ROS side answers their callers)."""
-        for call_id in [k for k, call in self.incoming_calls.items() if call.service == service]:
-            del self.incoming_calls[call_id]
+        """How a goal this client sent ended (see `ActionGoals.result`). Once per goal."""
+        self.action_goals.result(goal_no, status, result, error)
 
     # --- time -------------------------------------------------------------------------------------------
 
     def next_wake(self) -> float | None:
-        """When `poll` must run next (throttled subscriptions, fragment timeouts), or None."""
-        incoming = next(iter(self.incoming_calls.values())).deadline if self.incoming_calls else None
-        goal = next(iter(self.incoming_goals.values())).deadline if self.incoming_goals else None
-        auth = self.auth_deadline if self.principal is None else None
-        report = self._next_drop_report if self.outbox.dropped_total != self._reported_drops else None
-        wakes = (self._throttle_wake, self.fragments.next_deadline(), incoming, goal, auth, report)
+        """When `poll` must run next (throttled subscriptions, fragment timeouts, ...), or None."""
+        wakes = (
+            self.topics.next_wake(),
+            self.reassembly.next_wake(),
+            self.services.next_wake(),
+            self.actions.next_wake(),
+            self.access.next_wake(),
+        )
         deadlines = [d for d in wakes if d is not None]
         return min(deadlines) if deadlines else None
 
     def poll(self, now: float) -> list[Event]:
-        """Time-driven work: throttled deliveries, fragment and served-call timeouts. Returns events to apply."""
+        """Time-driven work: throttled deliveries, fragment and served-request timeouts. Returns events to apply."""
         events: list[Event] = []
-        if self.principal is None and self.auth_deadline is not None and now >= self.auth_deadline:
-            self.request_close(CLOSE_POLICY, f'not authenticated within {self.limits.auth_timeout_s:g} s')
-            self.auth_deadline = None
-        while self.incoming_calls:
-            call = next(iter(self.incoming_calls.values()))
-            if call.deadline > now:
-                break
-            del self.incoming_calls[call.call_id]
-            self.counters['served_failed'] += 1
-            limit = self.limits.served_call_timeout_s
-            why = f'{call.service}: no response within {limit:g} s'
-            events.append(ServiceReply(call.service, call.token, None, why))
-            self.status('warning', f'call {call.call_id} got no service_response within {limit:g} s', call.call_id)
-        while self.incoming_goals:
-            goal = next(iter(self.incoming_goals.values()))
-            if goal.deadline > now:
-                break
-            del self.incoming_goals[goal.goal_id]
-            self.counters['served_goals_failed'] += 1
-            limit = self.limits.served_goal_timeout_s
-            why = f'no action_result within {limit:g} s'
-            events.append(ServedGoalResult(goal.action, goal.token, ABORTED, None, why))
-            self.status('warning', f'goal {goal.goal_id} got no action_result within {limit:g} s', goal.goal_id)
-        for message_id in self.fragments.expire(now):
-            self.error(f'fragmented message never completed within {self.limits.fragment_timeout_s:g} s', message_id)
-        if self._throttle_wake is not None and now >= self._throttle_wake:
-            self._throttle_wake = None
-            for sub in self.subscriptions.values():
-                if not sub.pending:
-                    continue
-                due = sub.last_sent + sub.throttle_s
-                if now >= due:
-                    sub.last_sent = now
-                    self._enqueue(sub, sub.pending.popleft())
-                    due = now + sub.throttle_s
-                if sub.pending and (self._throttle_wake is None or due < self._throttle_wake):
-                    self._throttle_wake = due
-        if self.outbox.dropped_total != self._reported_drops and now >= self._next_drop_report:
-            self._report_drops(now)
+        self.access.poll(now)
+        self.services.poll(now, events)
+        self.actions.poll(now, events)
+        self.reassembly.poll(now)
+        self.topics.poll_throttled(now)
+        self.topics.poll_reports(now)
         return events
 
     # --- end --------------------------------------------------------------------------------------------
@@ -540,20 +411,12 @@ class ClientSession:
         if self.finished:
             return []
         self.finished = True
-        events: list[Event] = [UnsubscribeTopic(topic) for topic in self.subscriptions]
-        events.extend(UnadvertiseTopic(topic) for topic in self.advertisements)
-        events.extend(UnadvertiseService(service) for service in self.served)  # fails their waiting ROS calls
-        events.extend(UnadvertiseAction(action) for action in self.served_actions)  # aborts their ROS goals
-        events.extend(CancelActionGoal(goal.goal_no, goal.action) for goal in self.goals.values())
-        self.subscriptions.clear()
-        self.advertisements.clear()
-        self.served.clear()
-        self.incoming_calls.clear()
-        self.served_actions.clear()
-        self.incoming_goals.clear()
-        self.pending_calls.clear()
-        self.goals.clear()
-        self.goal_ids.clear()
+        events = self.topics.finish()
+        events.extend(self.services.finish())  # fails their waiting ROS calls
+        events.extend(self.actions.finish())  # aborts their ROS goals
+        events.extend(self.action_goals.finish())
+        events.extend(self.calls.finish())
+        events.extend(self.reassembly.finish())
         self.outbox.clear()
         return events
 
@@ -563,7 +426,7 @@ class ClientSession:
             'dropped': self.outbox.dropped_total,
             'stale_dropped': self.outbox.stale_total,
             'drops_by_topic': {str(k): v for k, v in self.outbox.drops.items()},
-            'shed_by_topic': dict(self.shed_by_topic),
+            'shed_by_topic': dict(self.topics.shed_by_topic),
             'queued_frames': len(self.outbox),
             'queued_bytes': self.outbox.bytes,
             'subscriptions': len(self.subscriptions),
@@ -574,9 +437,3 @@ class ClientSession:
             'served_actions': len(self.served_actions),
             'incoming_goals': len(self.incoming_goals),
         }
-
-
-def _top_three(counts: Mapping[Any, int]) -> str:
-    """The three largest counts, for a drop report: "topic: n, ..."."""
-    worst = sorted(counts.items(), key=lambda kv: -kv[1])[:3]
-    return ', '.join(f'{key}: {count}' for key, count in worst)

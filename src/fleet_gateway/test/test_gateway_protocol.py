@@ -475,7 +475,7 @@ def test_finish_unadvertises_served_services():
 
 
 def test_failed_response_carries_the_reason_when_the_type_has_a_message():
-    from fleet_gateway.ros_side import failed_response
+    from fleet_gateway.ros.served_services import failed_response
 
     response = failed_response(service_class('std_srvs/Trigger'), 'client gone')
     assert response.success is False and response.message == 'client gone'
@@ -842,7 +842,7 @@ def test_config_errors_name_file_and_key(tmp_path):
 def test_repo_example_config_loads():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     config = load_gateway_config(root / 'config' / 'gateway.yaml')
     acl = load_acl(config.acl_file)
     assert not acl.allows(Role.OPERATOR, Action.PUBLISH, '/site_a/robot_1/command')

@@ -1,4 +1,5 @@
-"""ROS action servers run by the gateway for WebSocket clients that serve actions (advertise_action).
+"""ROS action servers run by the gateway for WebSocket clients that serve actions (advertise_action), on the
+`ServedRegistry` mechanism it shares with served services.
 
 Each ROS goal's execute callback is a coroutine in the spin thread that awaits an rclpy `Future`; the goal is handed
 to the asyncio thread (forwarded to the client as `send_action_goal`) and the future is completed from there when
@@ -11,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from action_msgs.msg import GoalStatus
@@ -23,7 +23,7 @@ from rclpy.action.server import ServerGoalHandle
 from rclpy.node import Node
 from rclpy.task import Future
 
-from fleet_gateway.ros_side import served_already
+from fleet_gateway.ros.served import ServedEndpoint, ServedRegistry
 from fleet_ros import qos as fleet_qos
 
 log = logging.getLogger('fleet_gateway.served_actions')
@@ -46,17 +46,18 @@ class _Goal:
 
 
 @dataclass(eq=False)
-class _ServedAction:
-    action: str
-    action_cls: type
-    owner: Any
-    server: Any = None
-    goals: dict[int, _Goal] = field(default_factory=dict)
-    """Goals forwarded to the owner and not yet ended, by token (asyncio thread only)."""
+class _ActionState:
     running: int = 0
     """Execute callbacks that handed their goal over and have not returned yet."""
-    closed: bool = False
     retired: bool = False
+
+
+class _ServedAction(ServedEndpoint[_Goal]):
+    """A served action; `waiting` holds the goals forwarded to its client and not yet ended, by token."""
+
+    def __init__(self, action: str, action_cls: type, owner: Any) -> None:
+        super().__init__(action, action_cls, owner)
+        self.state = _ActionState()
 
 
 class ClientServedActions:
@@ -66,19 +67,16 @@ class ClientServedActions:
     def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
         self.node = node
         self.loop = loop
-        self._served: dict[str, _ServedAction] = {}
-        self._tokens = itertools.count(1)
+        self._registry: ServedRegistry[_Goal] = ServedRegistry(
+            lambda action: node.count_services(f'{action}/_action/send_goal') > 0
+        )
         self.on_goal_request: OnGoalRequest | None = None
         self.on_goal_cancel: OnGoalCancel | None = None
         self.counters = {'forwarded': 0, 'succeeded': 0, 'canceled': 0, 'aborted': 0, 'cancel_requests': 0}
 
     def advertise(self, action: str, action_cls: type, owner: Any) -> None:
         """Serve `action` in ROS for `owner`. Raises EndpointConflict when anyone else serves it already."""
-        current = self._served.get(action)
-        mine = (current.owner, current.action_cls) if current is not None else None
-        if served_already(
-            action, mine, owner, action_cls, lambda: self.node.count_services(f'{action}/_action/send_goal') > 0
-        ):
+        if self._registry.claim(action, action_cls, owner):
             return
         served = _ServedAction(action, action_cls, owner)
         calls = fleet_qos.SERVICE_CALLS  # goal, cancel and result requests: deep queues, like served services
@@ -92,41 +90,39 @@ class ClientServedActions:
             result_service_qos_profile=calls,
             cancel_service_qos_profile=calls,
         )
-        self._served[action] = served
+        self._registry.add(served)
 
     def unadvertise(self, action: str, owner: Any, why: str) -> None:
         """Stop serving `action`: every goal in flight is aborted now; the server goes once their callbacks end."""
-        served = self._served.get(action)
-        if served is None or served.owner is not owner:
+        served = self._registry.release(action, owner)
+        if not isinstance(served, _ServedAction):
             return
-        del self._served[action]
-        served.closed = True
-        for token in list(served.goals):
+        for token in list(served.waiting):
             self._end(served, token, GoalStatus.STATUS_ABORTED, None, f'{action}: {why}')
-        if served.running == 0:
+        if served.state.running == 0:
             self._retire(served)
 
     def feedback(self, action: str, token: int, feedback: Any) -> None:
-        served = self._served.get(action)
-        goal = served.goals.get(token) if served is not None else None
+        served = self._registry.get(action)
+        goal = served.waiting.get(token) if served is not None else None
         if goal is not None and goal.handle.is_active:
             goal.handle.publish_feedback(feedback)
 
     def finish(self, action: str, token: int, status: int, result: Any | None, error: str | None = None) -> None:
         """End one forwarded goal with `status` (SUCCEEDED, CANCELED; anything else aborts); unknown tokens are
         ignored (the action was unadvertised meanwhile and the goal aborted then)."""
-        served = self._served.get(action)
-        if served is not None and token in served.goals:
+        served = self._registry.get(action)
+        if isinstance(served, _ServedAction) and token in served.waiting:
             self._end(served, token, status, result, error)
 
     def served_actions(self) -> dict[str, Any]:
-        return {name: served.owner for name, served in self._served.items()}
+        return self._registry.owners()
 
     # --- spin thread -------------------------------------------------------------------------------------
 
     async def _execute(self, served: _ServedAction, handle: ServerGoalHandle) -> Any:
         outcome = Future()
-        token = next(self._tokens)
+        token = self._registry.new_token()
         if not self._hand_over(self._goal_arrived, served, token, handle, outcome):
             outcome.set_result((GoalStatus.STATUS_ABORTED, None))
         status, result = await outcome
@@ -137,7 +133,7 @@ class ClientServedActions:
         else:  # a client reporting CANCELED for a goal nobody asked to cancel ends it as aborted
             handle.abort()
         self._hand_over(self._goal_ended, served)
-        return result if result is not None else served.action_cls.Result()  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
+        return result if result is not None else served.cls.Result()  # type: ignore[attr-defined]  # rosidl srv/action classes gain Request, Goal... at import
 
     def _cancel_requested(self, served: _ServedAction, handle: ServerGoalHandle) -> CancelResponse:
         # Accepted: the client decides how the goal ends (its action_result, usually status CANCELED).
@@ -155,42 +151,42 @@ class ClientServedActions:
     # --- asyncio thread ------------------------------------------------------------------------------------
 
     def _goal_arrived(self, served: _ServedAction, token: int, handle: ServerGoalHandle, outcome: Future) -> None:
-        served.running += 1
-        served.goals[token] = _Goal(handle, outcome)
+        served.state.running += 1
+        served.waiting[token] = _Goal(handle, outcome)
         self.counters['forwarded'] += 1
         if served.closed or self.on_goal_request is None:
-            self._end(served, token, GoalStatus.STATUS_ABORTED, None, f'{served.action} is no longer served')
+            self._end(served, token, GoalStatus.STATUS_ABORTED, None, f'{served.name} is no longer served')
             return
-        self.on_goal_request(served.owner, served.action, token, handle.request)
+        self.on_goal_request(served.owner, served.name, token, handle.request)
         if handle.is_cancel_requested:  # cancelled before it reached the client
             self._forward_cancel(served, handle)
 
     def _goal_ended(self, served: _ServedAction) -> None:
-        served.running -= 1
-        if served.closed and served.running == 0:
+        served.state.running -= 1
+        if served.closed and served.state.running == 0:
             self._retire(served)
 
     def _forward_cancel(self, served: _ServedAction, handle: ServerGoalHandle) -> None:
-        for token, goal in served.goals.items():
+        for token, goal in served.waiting.items():
             if goal.handle == handle:
                 self.counters['cancel_requests'] += 1
                 if self.on_goal_cancel is not None and not served.closed:
-                    self.on_goal_cancel(served.owner, served.action, token)
+                    self.on_goal_cancel(served.owner, served.name, token)
                 return
 
     def _end(self, served: _ServedAction, token: int, status: int, result: Any | None, error: str | None) -> None:
-        goal = served.goals.pop(token)
+        goal = served.waiting.pop(token)
         kind = {GoalStatus.STATUS_SUCCEEDED: 'succeeded', GoalStatus.STATUS_CANCELED: 'canceled'}.get(status, 'aborted')
         self.counters[kind] += 1
         if error is not None:
-            log.info('goal %d to %s aborted: %s', token, served.action, error)
+            log.info('goal %d to %s aborted: %s', token, served.name, error)
         if not goal.outcome.done():
             goal.outcome.set_result((status, result))
 
     def _retire(self, served: _ServedAction) -> None:
-        if served.retired:
+        if served.state.retired:
             return
-        served.retired = True
+        served.state.retired = True
         self.loop.call_later(RETIRE_S, self._destroy, served)
 
     def _destroy(self, served: _ServedAction) -> None:

@@ -6,18 +6,56 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from action_msgs.msg import GoalStatus
 from action_msgs.srv import CancelGoal
+from rclpy.action import ActionClient
+from rclpy.node import Node
 
 from fleet_gateway.protocol.events import CancelActionGoal, SendActionGoal
 from fleet_gateway.protocol.session import ClientSession
-from fleet_gateway.ros_async import asyncio_future, wait_until
-from fleet_gateway.ros_side import RosEndpoints
+from fleet_gateway.ros.asyncio_bridge import asyncio_future, wait_until
+from fleet_ros import qos as fleet_qos
 
 log = logging.getLogger('fleet_gateway.actions')
+
+
+class SerializedActionClient(ActionClient):
+    """An rclpy ActionClient whose requests are sent from one thread (asyncio) while the spin thread handles the
+    responses. rclpy 7.1's ActionClient has no lock: it sends a request, then registers the future for its
+    response, and the spin thread drops a response that comes in between as unexpected (the goal, cancel or result
+    would never be answered). Sending and handling are serialised here, as rclpy's service Client does with its own
+    lock. Reentrant: a future's done callback may send a cancel from inside `execute`."""
+
+    # The base calls name ActionClient, not super(): mypy's untyped_calls_exclude does not see through super().
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        ActionClient.__init__(self, *args, **kwargs)
+        self._send_lock = threading.RLock()
+
+    if TYPE_CHECKING:
+
+        def server_is_ready(self) -> bool: ...
+
+    def send_goal_async(self, goal: Any, feedback_callback: Any = None, goal_uuid: Any = None) -> Any:
+        with self._send_lock:
+            return ActionClient.send_goal_async(self, goal, feedback_callback=feedback_callback, goal_uuid=goal_uuid)
+
+    def _cancel_goal_async(self, goal_handle: Any) -> Any:
+        with self._send_lock:
+            return ActionClient._cancel_goal_async(self, goal_handle)
+
+    def _get_result_async(self, goal_handle: Any) -> Any:
+        with self._send_lock:
+            return ActionClient._get_result_async(self, goal_handle)
+
+    async def execute(self, taken_data: Any) -> None:
+        # The base coroutine never suspends here: its only await runs the (plain function) feedback callback.
+        with self._send_lock:
+            await ActionClient.execute(self, taken_data)
 
 
 class GoalOwner(Protocol):
@@ -57,13 +95,30 @@ class ActionGoalRunner:
     """Every goal in flight, keyed by (owner, goal number). Lives in the asyncio thread; rclpy callbacks only
     hand over with `call_soon_threadsafe`."""
 
-    def __init__(self, ros: RosEndpoints, loop: asyncio.AbstractEventLoop) -> None:
-        self.ros = ros
+    def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
+        self.node = node
         self.loop = loop
+        self._clients: dict[tuple[str, type], SerializedActionClient] = {}
         self._goals: dict[tuple[GoalOwner, int], _Goal] = {}
         self.counters = {'sent': 0, 'accepted': 0, 'rejected': 0, 'unavailable': 0, 'finished': 0, 'cancels': 0}
         """Goals sent to action servers, accepted, rejected, failed for want of a server, finished with a result;
         cancel requests sent."""
+
+    def action_client(self, action: str, action_cls: type) -> SerializedActionClient:
+        """The node's client of `action`, shared by every WebSocket client that sends goals to it."""
+        key = (action, action_cls)
+        client = self._clients.get(key)
+        if client is None:
+            calls = fleet_qos.SERVICE_CALLS  # goal, cancel and result requests: deep queues, like service calls
+            client = self._clients[key] = SerializedActionClient(
+                self.node,
+                action_cls,
+                action,
+                goal_service_qos_profile=calls,
+                result_service_qos_profile=calls,
+                cancel_service_qos_profile=calls,
+            )
+        return client
 
     def in_flight(self) -> int:
         return len(self._goals)
@@ -93,7 +148,7 @@ class ActionGoalRunner:
         session = goal.owner.session
         wait_s = event.server_wait_s
         try:
-            client = self.ros.action_client(event.action, event.action_cls)
+            client = self.action_client(event.action, event.action_cls)
 
             def ready_or_unwanted() -> bool:
                 return goal.cancel_requested or session.finished or client.server_is_ready()
