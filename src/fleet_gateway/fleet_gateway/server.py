@@ -46,7 +46,6 @@ from fleet_gateway.protocol.fields import AuthThrottled
 from fleet_gateway.protocol.published import PublishedMessage
 from fleet_gateway.protocol.session import ClientSession
 from fleet_gateway.protocol.state import CLOSE_TRY_AGAIN
-from fleet_gateway.ratelimit import TokenBucket
 from fleet_gateway.ros.dispatch import EventDispatcher
 from fleet_gateway.ros.endpoints import EndpointsFactory, RosEndpoints
 from fleet_gateway.ros.graph import EndpointConflict
@@ -90,8 +89,7 @@ class GatewayServer:
         self.connections: set[ClientConnection] = set()
         self.unauthenticated: set[ClientConnection] = set()
         """Connections still waiting for their `auth` op: their own pool, outside `admission.max_clients`."""
-        self._admission = TokenBucket(config.admission.rate, config.admission.burst)
-        self.shared = shared or Shared.local(config.admission.auth_failure_rate, config.admission.auth_failure_burst)
+        self.shared = shared or Shared.local(config.admission)
         self._auth_failures = self.shared.auth_failures
         self._ids = itertools.count(1)
         self._server: Server | None = None
@@ -183,7 +181,7 @@ class GatewayServer:
         if principal is not None and authenticated >= admission.max_clients:
             self.counters['rejected_admission'] += 1
             return self._retry_later(connection, f'the gateway is at its limit of {admission.max_clients} clients')
-        if not self._admission.try_take():
+        if not self.shared.new_sessions.try_take():
             self.counters['rejected_admission'] += 1
             return self._retry_later(connection, f'the gateway admits {admission.rate:g} new sessions per second')
         self._principals[connection] = principal
