@@ -12,12 +12,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import test_gateway_helpers
 from test_gateway_helpers import start_gateway, start_mission_server
 
 from harness.wait import wait_for
 
 JS_DIR = Path(__file__).parent / 'js'
 pytestmark = pytest.mark.system
+
+
+@pytest.fixture(autouse=True, params=[1, 2], ids=['1worker', '2workers'])
+def gateway_workers(request, monkeypatch) -> int:
+    """Every gateway of these tests runs as one process and as a cluster of two (`--workers 2`)."""
+    monkeypatch.setattr(test_gateway_helpers, 'WORKERS', request.param)
+    return request.param
 
 
 def _serve_ros_side(ros, prefix: str):
