@@ -192,21 +192,27 @@ def wait_file(path: Path, timeout: float, proc: Proc) -> None:
 
 
 class GatewayProbe:
-    """CPU seconds and RSS of the gateway process, from /proc."""
+    """CPU seconds and RSS of the gateway's processes (a cluster's parent and workers, summed), from /proc."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
         self.ticks = os.sysconf('SC_CLK_TCK')
         self.peak_kb = 0
 
     def cpu(self) -> float:
-        fields = Path(f'/proc/{self.pid}/stat').read_text().rsplit(')', 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self.ticks
+        total = 0
+        for pid in self.pids:
+            fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / self.ticks
 
     def sample_rss(self) -> None:
-        for line in Path(f'/proc/{self.pid}/status').read_text().splitlines():
-            if line.startswith('VmRSS:'):
-                self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+        rss = 0
+        for pid in self.pids:
+            for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+                if line.startswith('VmRSS:'):
+                    rss += int(line.split()[1])
+        self.peak_kb = max(self.peak_kb, rss)
 
     async def idle(self, limit_s: float = 15.0, window_s: float = 0.5, busy: float = 0.1) -> float:
         """Wait until the gateway uses less than `busy` of a core over `window_s` (it may still be reading what
@@ -282,15 +288,19 @@ class Bench:
                 str(ready),
                 '--log-level',
                 'WARNING',
+                '--workers',
+                str(args.workers),
             ],
             self.env,
             'gateway',
             workdir,
         )
-        wait_file(ready, 30, self.gateway)
-        self.port = json.loads(ready.read_text())['port']
+        self.workers = args.workers
+        wait_file(ready, 30 * args.workers, self.gateway)
+        info = json.loads(ready.read_text())
+        self.port = info['port']
         self.url = f'ws://127.0.0.1:{self.port}/?token={self.token}'
-        self.probe = GatewayProbe(self.gateway.popen.pid)
+        self.probe = GatewayProbe([self.gateway.popen.pid, *(pid for pid in info.get('workers', []) if pid)])
         self.settled_s = 0.0
         """How long the gateway took to go idle before the current scenario (reported in its line)."""
         self._helpers = 0
@@ -331,6 +341,7 @@ class Bench:
         wall = values.pop('wall_s', None)
         record['gateway_cpu_pct'] = round(100 * cpu / wall, 1) if wall else None
         record['gateway_peak_rss_mb'] = round(self.probe.peak_kb / 1024, 1)
+        record['gateway_workers'] = self.workers
         record.update(values)
         record['settled_s'] = round(self.settled_s, 2)
         record['loadavg_1m'] = round(os.getloadavg()[0], 2)  # the 2 cores are shared: context for every figure
@@ -929,6 +940,7 @@ def main() -> None:
     )
     parser.add_argument('--ingest-write-batch', type=int, default=10, help='frames per write of an ingest client')
     parser.add_argument('--gateway-extra', default='{}', help='JSON merged into the fleet_gateway config section')
+    parser.add_argument('--workers', type=int, default=1, help='fleet_gateway --workers (CPU summed over a cluster)')
     asyncio.run(run(parser.parse_args()))
 
 
