@@ -13,14 +13,10 @@ import pytest
 
 from fleet_core import topics
 from harness import wait_for
+from harness.resources import entities
 
 SUBMIT = topics.shard_submit('site_a', 'zone_1')
 TRACE = topics.shard_trace('site_a', 'zone_1')
-ENTITY_KINDS = ('publishers', 'subscriptions', 'timers', 'clients', 'services', 'guards', 'waitables')
-
-
-def entities(node: Any) -> dict[str, int]:
-    return {kind: len(list(getattr(node, kind))) for kind in ENTITY_KINDS}
 
 
 def port_is_free(port: int) -> bool:

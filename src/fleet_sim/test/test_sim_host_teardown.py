@@ -5,7 +5,6 @@ does not place) leaves nothing open."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,25 +15,9 @@ from fleet_agent.node import AgentSpec
 from fleet_core.config import ConfigError, load_fleet_config
 from fleet_sim.host import SimHost, SimHostNode
 from harness import wait_for
+from harness.resources import entities, node_names, open_files_under
 
 ROOT = Path(__file__).resolve().parents[3]
-ENTITY_KINDS = ('publishers', 'subscriptions', 'timers', 'clients', 'services', 'guards', 'waitables')
-
-
-def entities(node: Any) -> dict[str, int]:
-    return {kind: len(list(getattr(node, kind))) for kind in ENTITY_KINDS}
-
-
-def open_files_under(directory: Path) -> list[str]:
-    held = []
-    for fd in os.listdir('/proc/self/fd'):
-        try:
-            target = os.readlink(f'/proc/self/fd/{fd}')
-        except OSError:  # closed between listdir and readlink
-            continue
-        if target.startswith(str(directory)):
-            held.append(target)
-    return held
 
 
 @pytest.fixture
@@ -65,10 +48,6 @@ def start(ros: Any, loop: asyncio.AbstractEventLoop, tmp_path: Path, agents: lis
         node.destroy_node()
         raise
     return node, host
-
-
-def node_names(observer: Any) -> list[str]:
-    return [name for name, _namespace in observer.get_node_names_and_namespaces()]
 
 
 def test_close_releases_log_and_store_and_a_second_host_comes_up_alike(ros: Any, loop: Any, tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ host started again on the same store comes up exactly as the first did, and a ho
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,26 +15,9 @@ from fleet_agent.executors import ExecutorContext, SleepExecutor
 from fleet_agent.node import AgentHostNode, AgentSpec
 from fleet_core.config import ConfigError, IntakeSettings
 from harness import wait_for
+from harness.resources import entities, node_names, open_files_under
 
 SPECS = [AgentSpec('site_a', 'zone_1', 'r1'), AgentSpec('site_a', 'zone_1', 'r2'), AgentSpec('site_a', 'zone_2', 'r3')]
-ENTITY_KINDS = ('publishers', 'subscriptions', 'timers', 'clients', 'services', 'guards', 'waitables')
-
-
-def entities(node: Any) -> dict[str, int]:
-    return {kind: len(list(getattr(node, kind))) for kind in ENTITY_KINDS}
-
-
-def open_files_under(directory: Path) -> list[str]:
-    """Paths below `directory` this process holds a descriptor on (the SQLite database, its WAL and shm files)."""
-    held = []
-    for fd in os.listdir('/proc/self/fd'):
-        try:
-            target = os.readlink(f'/proc/self/fd/{fd}')
-        except OSError:  # closed between listdir and readlink
-            continue
-        if target.startswith(str(directory)):
-            held.append(target)
-    return held
 
 
 @pytest.fixture
@@ -59,32 +41,27 @@ def host(ros: Any, loop: asyncio.AbstractEventLoop, store_dir: Path, factory: An
     )
 
 
-def node_names(ros: Any) -> list[str]:
-    observer = ros.nodes[0] if ros.nodes else ros.node('teardown_observer')
-    return [name for name, _namespace in observer.get_node_names_and_namespaces()]
-
-
 def test_close_releases_the_store_and_a_second_host_comes_up_alike(ros: Any, loop: Any, tmp_path: Path) -> None:
-    ros.node('teardown_observer')
+    observer = ros.node('teardown_observer')
     counts = []
     for _round in range(2):
         node = host(ros, loop, tmp_path)
         try:
             counts.append(entities(node))
             assert open_files_under(tmp_path), 'the host holds its dedup database open while it runs'
-            assert 'agent_host' in node_names(ros)
+            assert 'agent_host' in node_names(observer)
             loop.run_until_complete(node.close_runtimes())
             assert open_files_under(tmp_path) == [], 'close_runtimes() left the dedup database open'
         finally:
             node.destroy_node()
-        wait_for(lambda: 'agent_host' not in node_names(ros), 10.0, what='the destroyed host to leave the graph')
+        wait_for(lambda: 'agent_host' not in node_names(observer), 10.0, what='the destroyed host to leave the graph')
     # 3 command subscriptions + 4 per shard (e-stop, operations, lease, status); ack + heartbeat + trace per shard.
     assert counts[0]['subscriptions'] == 3 + 2 * 4
     assert counts[0] == counts[1]
 
 
 def test_a_host_that_fails_to_start_leaves_nothing_open(ros: Any, loop: Any, tmp_path: Path) -> None:
-    ros.node('teardown_observer')
+    observer = ros.node('teardown_observer')
 
     def refuses_r2(context: ExecutorContext) -> SleepExecutor:
         if context.agent_id == 'r2':
@@ -94,7 +71,7 @@ def test_a_host_that_fails_to_start_leaves_nothing_open(ros: Any, loop: Any, tmp
     with pytest.raises(ConfigError, match='r2 has no base driver'):
         host(ros, loop, tmp_path, refuses_r2)
     assert open_files_under(tmp_path) == [], 'a failed start left the dedup database open'
-    wait_for(lambda: 'agent_host' not in node_names(ros), 10.0, what='the failed host to leave the graph')
+    wait_for(lambda: 'agent_host' not in node_names(observer), 10.0, what='the failed host to leave the graph')
     # And the store is usable at once by the next start.
     node = host(ros, loop, tmp_path)
     try:
