@@ -54,7 +54,7 @@ def test_close_releases_the_store_and_a_second_host_comes_up_alike(ros: Any, loo
             assert open_files_under(tmp_path) == [], 'close_runtimes() left the dedup database open'
         finally:
             node.destroy_node()
-        wait_for(lambda: 'agent_host' not in node_names(observer), 10.0, what='the destroyed host to leave the graph')
+        wait_for(lambda: 'agent_host' not in node_names(observer), 30.0, what='the destroyed host to leave the graph')
     # 3 command subscriptions + 4 per shard (e-stop, operations, lease, status); ack + heartbeat + trace per shard.
     assert counts[0]['subscriptions'] == 3 + 2 * 4
     assert counts[0] == counts[1]
@@ -71,7 +71,7 @@ def test_a_host_that_fails_to_start_leaves_nothing_open(ros: Any, loop: Any, tmp
     with pytest.raises(ConfigError, match='r2 has no base driver'):
         host(ros, loop, tmp_path, refuses_r2)
     assert open_files_under(tmp_path) == [], 'a failed start left the dedup database open'
-    wait_for(lambda: 'agent_host' not in node_names(observer), 10.0, what='the failed host to leave the graph')
+    wait_for(lambda: 'agent_host' not in node_names(observer), 30.0, what='the failed host to leave the graph')
     # And the store is usable at once by the next start.
     node = host(ros, loop, tmp_path)
     try:
