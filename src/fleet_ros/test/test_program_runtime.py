@@ -209,7 +209,7 @@ def test_a_startup_error_is_one_line_on_stderr_and_exit_code_2(capfd: pytest.Cap
         seen['context'] = program.context
         raise ConfigProblem('fleet_config: /nowhere.yaml: no such file')
 
-    assert run_program('runtime_test', body, args=[], startup_errors=(ConfigProblem,)) == EXIT_STARTUP
+    assert run_program('runtime_test', body, args=[], startup_errors=(ConfigProblem,)) == EXIT_STARTUP == 2
     assert capfd.readouterr().err == 'runtime_test: error: fleet_config: /nowhere.yaml: no such file\n'
     assert log == ['destroy runtime_test_startup (context valid: True)']
     assert not seen['context'].ok()
@@ -224,7 +224,7 @@ def test_a_startup_error_of_the_async_work_ends_the_program_with_exit_code_2(
 
         program.run_async(start)
 
-    assert run_program('runtime_test', body, args=[], startup_errors=(ConfigProblem,)) == EXIT_STARTUP
+    assert run_program('runtime_test', body, args=[], startup_errors=(ConfigProblem,)) == EXIT_STARTUP == 2
     assert capfd.readouterr().err == 'runtime_test: error: acl_file: unreadable\n'
 
 
