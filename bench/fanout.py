@@ -8,8 +8,8 @@ Prints one JSON line. Run: python bench/fanout.py [--agents 500] [--rounds 20] (
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
+import contextlib
 import json
 import sys
 import tempfile
@@ -21,10 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import rclpy
 from _common import Child, percentile, python_child, write_fleet_config
-from rclpy.context import Context
-from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 
 from fleet_core import topics
@@ -32,7 +29,7 @@ from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck, CommandOutcome, CommandOutcomes
 from fleet_interfaces.srv import SubmitCommand
 from fleet_ros import qos
-from fleet_ros.spin import SpinThread
+from fleet_ros.runtime import RosProgram, ros_program, run_program
 
 SITE, SHARD = 'bench', 'shard_0'
 RAW_PREFIX = '/bench_raw'
@@ -46,32 +43,27 @@ def agent_ids(n: int) -> list[str]:
 # ----------------------------------------------------------------------------------------- raw responders
 
 
-def run_raw_agents(n: int, delay: float) -> None:
+def run_raw_agents(n: int, delay: float) -> int:
     """Bare responders: on each Command, wait `delay` without blocking, then publish one SUCCEEDED ack."""
-    rclpy.init()
-    node = Node('bench_raw_agents')
-    loop = asyncio.new_event_loop()
-    acks = node.create_publisher(CommandAck, f'{RAW_PREFIX}/ack', qos.ACK)
 
-    def reply(msg: CommandMsg) -> None:
-        acks.publish(CommandAck(command_id=msg.command_id, agent_id=msg.agent_id, seq=msg.seq, status=2, final=True))
+    def serve(program: RosProgram) -> None:
+        node = program.add_node(Node('bench_raw_agents', context=program.context))
+        loop = program.loop
+        acks = node.create_publisher(CommandAck, f'{RAW_PREFIX}/ack', qos.ACK)
 
-    def reply_later(msg: CommandMsg) -> None:
-        loop.call_soon_threadsafe(loop.call_later, delay, reply, msg)
+        def reply(msg: CommandMsg) -> None:
+            acks.publish(
+                CommandAck(command_id=msg.command_id, agent_id=msg.agent_id, seq=msg.seq, status=2, final=True)
+            )
 
-    for agent in agent_ids(n):
-        node.create_subscription(CommandMsg, f'{RAW_PREFIX}/{agent}/command', reply_later, qos.COMMAND)
-    executor = EventsExecutor()
-    executor.add_node(node)
-    spin = SpinThread(executor).start()
-    try:
-        loop.run_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        spin.stop()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        def reply_later(msg: CommandMsg) -> None:
+            loop.call_soon_threadsafe(loop.call_later, delay, reply, msg)
+
+        for agent in agent_ids(n):
+            node.create_subscription(CommandMsg, f'{RAW_PREFIX}/{agent}/command', reply_later, qos.COMMAND)
+        program.run_async()  # the replies run on the loop until SIGINT/SIGTERM
+
+    return run_program('bench_raw_agents', serve, args=[])
 
 
 # ----------------------------------------------------------------------------------------- operator side
@@ -79,11 +71,12 @@ def run_raw_agents(n: int, delay: float) -> None:
 
 class Operator:
     def __init__(self, n: int) -> None:
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = Node('bench_operator', context=self.context)
-        self.executor = EventsExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        # The bench's in-process client: Ctrl-C stays a KeyboardInterrupt (signals=()); the teardown is the runtime's.
+        self._program = contextlib.ExitStack()
+        program = self._program.enter_context(ros_program('bench_operator', args=[], signals=()))
+        self.context = program.context
+        self.executor = program.executor
+        self.node = program.add_node(Node('bench_operator', context=self.context))
         self.agents = agent_ids(n)
         self.outcomes: dict[str, int] = {}
         self.details: dict[str, str] = {}
@@ -158,9 +151,7 @@ class Operator:
         return time.perf_counter() - started
 
     def close(self) -> None:
-        self.node.destroy_node()
-        self.executor.shutdown()
-        rclpy.try_shutdown(context=self.context)
+        self._program.close()
 
 
 def start_orchestrator(config: Path, *extra: str) -> Child:
@@ -196,8 +187,7 @@ def main() -> int:
     parser.add_argument('--role', choices=['bench', 'raw-agents'], default='bench', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == 'raw-agents':
-        run_raw_agents(args.agents, args.delay)
-        return 0
+        return run_raw_agents(args.agents, args.delay)
 
     tmp = Path(tempfile.mkdtemp(prefix='fleet-fanout-'))
     # A 3 s lease: this benchmark measures fan-out, not leadership churn when other load starves the leader.
