@@ -76,7 +76,8 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
             pub = node.create_publisher(String, TOPIC_OUT_MAX if arg == 'max' else TOPIC_OUT, qos.EVENTS)
             ready_path.write_text('ready')
             deadline = time.monotonic() + 30
-            while pub.get_subscription_count() < 1 and time.monotonic() < deadline and not stop['flag']:
+            wanted = int(os.environ.get('BENCH_SUBSCRIPTIONS', '1'))  # one per gateway worker with subscribers
+            while pub.get_subscription_count() < wanted and time.monotonic() < deadline and not stop['flag']:
                 executor.spin_once(timeout_sec=0.01)
             go = Path(str(ready_path) + '.go')
             while not go.exists() and time.monotonic() < deadline and not stop['flag']:
@@ -617,6 +618,9 @@ async def fanout(bench: Bench, clients: int, rate: str, duration: float, profile
         for i, ws in enumerate(conns):
             await ws.send(json.dumps({**subscribe, 'id': f's{i}'}))
             readers.append(asyncio.create_task(read(i, ws)))
+    # each worker of a cluster subscribes for its own clients: publish once all are matched (with 100 clients,
+    # both workers of two have some)
+    bench.env['BENCH_SUBSCRIPTIONS'] = str(min(bench.workers, clients))
     proc, ready, result_path = bench.helper('pub', rate, duration)
     stop = asyncio.Event()
     sampler = asyncio.create_task(bench.probe.sampler(stop))
