@@ -13,6 +13,7 @@ each agent process appends one JSON line per execution start and end to $FLEET_E
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
@@ -106,11 +107,8 @@ def main() -> int:
     import uuid
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import rclpy
     from _common import Child, percentile
     from rclpy.action import ActionClient
-    from rclpy.context import Context
-    from rclpy.experimental import EventsExecutor
     from rclpy.node import Node
     from std_msgs.msg import String
 
@@ -122,6 +120,7 @@ def main() -> int:
     from fleet_interfaces.srv import SetEStop, SubmitCommand
     from fleet_ros import qos
     from fleet_ros.convert import from_time
+    from fleet_ros.runtime import ros_program
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--agents', type=int, default=200)
@@ -161,11 +160,10 @@ def main() -> int:
         children.append(child)
         return child
 
-    context = Context()
-    rclpy.init(context=context)
-    node = Node('bench_failover', context=context)
-    executor = EventsExecutor(context=context)
-    executor.add_node(node)
+    ros = contextlib.ExitStack()  # the runtime's context and ordered teardown; Ctrl-C stays a KeyboardInterrupt
+    program = ros.enter_context(ros_program('bench_failover', args=[], signals=()))
+    executor = program.executor
+    node = program.add_node(Node('bench_failover', context=program.context))
 
     state: dict[str, Any] = {'leases': [], 'estop': None, 'mission_events': []}
     journaled: set[str] = set()
@@ -362,9 +360,7 @@ def main() -> int:
     finally:
         for child in reversed(children):
             child.stop()
-        node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown(context=context)
+        ros.close()
     print(json.dumps(result))
     ok = result.get('lost') == 0 and result.get('executed_twice') == 0 and result.get('mission_state') == 'COMPLETED'
     return 0 if ok else 1

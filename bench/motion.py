@@ -9,6 +9,7 @@ Prints one JSON line. Run: python bench/motion.py [--rounds 5] (environment acti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -30,18 +31,16 @@ SITE, SHARD, AGENT = 'site_b', 'zone_b', 'b_r1'
 def main() -> int:
     import argparse
 
-    import rclpy
     import yaml
     from geometry_msgs.msg import Twist
     from nav_msgs.msg import Odometry
-    from rclpy.context import Context
-    from rclpy.experimental import EventsExecutor
     from rclpy.node import Node
 
     from fleet_core import topics
     from fleet_interfaces.msg import CommandOutcomes, EStop
     from fleet_interfaces.srv import SetEStop, SubmitCommand
     from fleet_ros import qos
+    from fleet_ros.runtime import ros_program
 
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--rounds', type=int, default=5)
@@ -80,11 +79,10 @@ def main() -> int:
             'base',
         ),
     ]
-    context = Context()
-    rclpy.init(context=context)
-    executor = EventsExecutor(context=context)
-    node = Node('motion_bench', context=context)
-    executor.add_node(node)
+    ros = contextlib.ExitStack()  # the runtime's context and ordered teardown; Ctrl-C stays a KeyboardInterrupt
+    program = ros.enter_context(ros_program('motion_bench', args=[], signals=()))
+    executor = program.executor
+    node = program.add_node(Node('motion_bench', context=program.context))
     odom: list[tuple[float, Odometry]] = []
     twists: list[tuple[float, Twist]] = []
     estops: list[tuple[float, EStop]] = []
@@ -182,10 +180,7 @@ def main() -> int:
                 raise RuntimeError('e-stop release refused')
             spin_until(lambda: estops and not estops[-1][1].engaged, 10.0, 'the release')
     finally:
-        executor.remove_node(node)
-        node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown(context=context)
+        ros.close()
         for child in reversed(children):
             child.stop()
     result = {
