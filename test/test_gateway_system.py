@@ -312,11 +312,16 @@ def test_bad_input_gets_status_errors_and_other_clients_are_unaffected(processes
 
 
 def test_client_that_never_reads_is_bounded_and_does_not_slow_others(processes, ros, tmp_path):
+    """On a best-effort (telemetry) topic, what a client does not read is dropped, counted and reported to it.
+    (On a reliable topic it would be closed instead: test_gateway_reliable.)"""
     from std_msgs.msg import String
 
-    gateway = start_gateway(processes, tmp_path, gateway={'limits': {'send_queue_frames': 200}})
+    from fleet_ros import qos
+
+    telemetry = [{'glob': '/t/flood', 'profile': 'telemetry'}]
+    gateway = start_gateway(processes, tmp_path, gateway={'limits': {'send_queue_frames': 200}, 'topic_qos': telemetry})
     node = ros.node('flood_pub')
-    pub = node.create_publisher(String, '/t/flood', 1000)
+    pub = node.create_publisher(String, '/t/flood', qos.TELEMETRY)
     payload = 'y' * 2000
 
     async def scenario() -> int:

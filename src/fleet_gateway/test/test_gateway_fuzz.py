@@ -346,8 +346,10 @@ def test_fuzz_100k_generated_inputs_never_crash_or_leak():
 
 
 def test_send_queue_bytes_and_frames_stay_within_bounds_under_random_load():
-    """Random telemetry and critical frames (sizes, keys, per-key depths) with rare pops: the queue's real contents
-    never exceed its frame and byte budgets (one oversize frame aside); the critical lane only by raising."""
+    """Random telemetry, reliable and critical frames (sizes, keys, per-key depths) with rare pops: the queue's real
+    contents never exceed its frame and byte budgets (one oversize frame aside), frames that are never dropped
+    (critical, reliable) by raising instead, and every reliable frame it accepted comes out, in order."""
+    import math
     import random
 
     from fleet_gateway.protocol import OutFrame, SendQueue, SendQueueOverflow
@@ -355,17 +357,27 @@ def test_send_queue_bytes_and_frames_stay_within_bounds_under_random_load():
     rng = random.Random(7)
     q = SendQueue(max_frames=50, max_bytes=5_000, critical_max_bytes=8_000)
     overflows = 0
+    accepted: list[str] = []
+    popped: list[str] = []
     for i in range(20_000):
         size = rng.choice([1, 10, 100, 1_000, 3_000])
-        if rng.random() < 0.1:
-            try:
+        kind = rng.random()
+        try:
+            if kind < 0.1:
                 q.put(OutFrame('c' * size, critical=True))
-            except SendQueueOverflow:
-                overflows += 1
-        else:
-            q.put(OutFrame('t' * size), rng.choice(['/a', '/b', None]), rng.choice([0, 0, 3]))
-        if i % 997 == 0:
-            q.pop_batch(rng.choice([100, 10_000]))
+            elif kind < 0.2:
+                tag = f'r{i:05d}'
+                q.put(OutFrame(tag + 'r' * size), '/r')
+                accepted.append(tag)
+            else:
+                q.put(OutFrame('t' * size, expires=math.inf), rng.choice(['/a', '/b', None]), rng.choice([0, 0, 3]))
+        except SendQueueOverflow:
+            overflows += 1
+        if i % 97 == 0:
+            batch = q.pop_batch(rng.choice([100, 10_000]))
+            popped += [f.data[:6] for f in batch if isinstance(f.data, str) and f.data.startswith('r')]
         assert q._normal_count <= 50 and q._normal_bytes <= 5_000 + 3_000
-        assert q.bytes <= 5_000 + 3_000 + 8_000 + 3_000
+        assert q._lossless_bytes + q._normal_bytes <= 5_000 + 3_000 and q._critical_bytes <= 8_000 + 3_000
+    popped += [f.data[:6] for f in q.pop_batch(10**9) if isinstance(f.data, str) and f.data.startswith('r')]
     assert q.dropped_total > 1_000 and overflows > 100
+    assert popped == accepted and len(accepted) > 500  # reliable: never dropped, never reordered

@@ -289,8 +289,8 @@ def test_slow_client_drops_oldest_telemetry_reports_it_and_keeps_critical():
     s = session(send_queue_frames=10, critical_queue_bytes=10_000)
     send(s, op='subscribe', id='a', topic='/t', type='std_msgs/String')
     send(s, op='subscribe', id='b', topic='/fleet/a/z/estop', type='fleet_interfaces/EStop')
-    for i in range(100):
-        s.deliver(PublishedMessage('/t', {'data': str(i)}, critical=False), s.clock())
+    for i in range(100):  # telemetry (a best-effort topic: an expiry, here none): may be dropped
+        s.deliver(PublishedMessage('/t', {'data': str(i)}, critical=False, max_age_s=math.inf), s.clock())
     for i in range(3):
         s.deliver(PublishedMessage('/fleet/a/z/estop', {'revision': i}, critical=True), s.clock())
     out = sent(s)
@@ -307,13 +307,45 @@ def test_slow_client_drops_oldest_telemetry_reports_it_and_keeps_critical():
     assert s.outbox.bytes <= 10_000 + 200
 
 
+def test_slow_client_on_a_reliable_topic_gets_every_message_in_order_or_is_closed():
+    """A reliable topic's messages are never dropped, whatever the telemetry bounds (10 frames here): a client that
+    falls behind gets them all, in order, one batch or one message at a time; one that never reads is closed (1013)
+    once they exceed `send_queue_bytes`, and what it was sent until then has no gap."""
+    for batched in (False, True):
+        s = session(send_queue_frames=10, send_queue_bytes=20_000)
+        send(s, op='subscribe', id='r', topic='/events', type='std_msgs/String')
+        s.backlog_keep, s.backlog_rate = 2, 10.0  # the transport says it is behind: telemetry would be capped
+        messages = [PublishedMessage('/events', {'data': str(i)}, critical=False) for i in range(100)]
+        if batched:
+            s.deliver_batch('/events', messages, s.clock())
+        else:
+            for published in messages:
+                s.deliver(published, s.clock())
+        out = sent(s)
+        assert [m['msg']['data'] for m in out if m['op'] == 'publish'] == [str(i) for i in range(100)], batched
+        assert not [m for m in out if m['op'] == 'status'] and s.stats()['dropped'] == 0
+        n = 100
+        while s.close_request is None and n < 10_000:  # the client reads nothing any more
+            batch = [PublishedMessage('/events', {'data': str(n + i)}, critical=False) for i in range(10)]
+            if batched:
+                s.deliver_batch('/events', batch, s.clock())
+            else:
+                for published in batch:
+                    s.deliver(published, s.clock())
+            n += 10
+        assert s.close_request is not None and s.close_request.code == 1013, batched
+        assert 'never dropped' in s.close_request.reason and s.stats()['dropped'] == 0
+        queued = [m['msg']['data'] for m in sent(s) if m['op'] == 'publish']
+        assert queued == [str(i) for i in range(100, 100 + len(queued))] and 300 < len(queued) < n - 100
+
+
 def test_send_queue_per_key_limit_and_bounds():
     q = SendQueue(max_frames=100, max_bytes=1000, critical_max_bytes=100)
     for i in range(50):
         q.put(OutFrame(f'{i:04d}'), key='k', key_limit=3)
     assert [f.data for f in q.pop_batch(10**6)] == ['0047', '0048', '0049'] and q.drops['k'] == 47
     for i in range(1000):
-        q.put(OutFrame('x' * 20), key=i % 7)
+        q.put(OutFrame('x' * 20, expires=math.inf), key=i % 7)
     assert q.bytes <= 1000 and len(q) == 50
 
 
@@ -983,7 +1015,7 @@ def test_deliver_batch_matches_per_message_delivery():
     many = session(send_queue_frames=5)
     for s in (one, many):
         send(s, op='subscribe', id='a', topic='/t', type='std_msgs/String')
-    batch = [PublishedMessage('/t', {'data': str(i)}, critical=False) for i in range(12)]
+    batch = [PublishedMessage('/t', {'data': str(i)}, critical=False, max_age_s=math.inf) for i in range(12)]
     for published in batch:
         one.deliver(published, one.clock())
     many.deliver_batch('/t', batch, many.clock())
