@@ -22,7 +22,6 @@ import os
 import random
 import resource
 import secrets
-import signal
 import socket
 import sys
 import tempfile
@@ -52,9 +51,6 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_path: Path) -> None:
-    import rclpy
-    from rclpy.context import Context
-    from rclpy.experimental import EventsExecutor
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.task import Future
@@ -62,14 +58,12 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
     from std_srvs.srv import SetBool
 
     from fleet_ros import qos
+    from fleet_ros.runtime import ros_program
 
-    context = Context()
-    rclpy.init(context=context, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    executor = EventsExecutor(context=context)
-    node = Node('bench_ros_helper', context=context)
-    executor.add_node(node)
-    stop = {'flag': False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(flag=True))
+    ros = contextlib.ExitStack()  # SIGINT/SIGTERM ask the program to stop; its ordered teardown at the end
+    program = ros.enter_context(ros_program('bench_ros_helper', args=[]))
+    executor = program.executor
+    node = program.add_node(Node('bench_ros_helper', context=program.context))
     result: dict[str, Any] = {}
     try:
         if mode == 'pub':
@@ -77,10 +71,10 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
             ready_path.write_text('ready')
             deadline = time.monotonic() + 30
             wanted = int(os.environ.get('BENCH_SUBSCRIPTIONS', '1'))  # one per gateway worker with subscribers
-            while pub.get_subscription_count() < wanted and time.monotonic() < deadline and not stop['flag']:
+            while pub.get_subscription_count() < wanted and time.monotonic() < deadline and not program.stop_requested:
                 executor.spin_once(timeout_sec=0.01)
             go = Path(str(ready_path) + '.go')
-            while not go.exists() and time.monotonic() < deadline and not stop['flag']:
+            while not go.exists() and time.monotonic() < deadline and not program.stop_requested:
                 executor.spin_once(timeout_sec=0.01)
             rate = None if arg == 'max' else float(arg)
             limit = int((rate or MAX_RATE_CAP) * duration)
@@ -88,7 +82,7 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
             end = start + duration
             sent = 0
             msg = String()
-            while sent < limit and not stop['flag']:
+            while sent < limit and not program.stop_requested:
                 now = time.monotonic()
                 if now >= end:
                     break
@@ -133,7 +127,7 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
             never = Future()
             # this process only subscribes, so the executor may own the main thread: half-second slices inside the
             # EventsExecutor (not one spin_once per message from a Python loop) are what let it keep up
-            while not stop['flag'] and time.monotonic() < deadline:
+            while not program.stop_requested and time.monotonic() < deadline:
                 executor.spin_until_future_complete(never, timeout_sec=0.5)
             result = {
                 'received': counter['n'],
@@ -155,14 +149,12 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
             node.create_service(SetBool, SERVICE, serve, qos_profile=qos.SERVICE_CALLS)
             ready_path.write_text('ready')
             deadline = time.monotonic() + duration + 60
-            while not stop['flag'] and time.monotonic() < deadline:
+            while not program.stop_requested and time.monotonic() < deadline:
                 executor.spin_once(timeout_sec=0.05)
             result = {'served': calls['n']}
     finally:
         result_path.write_text(json.dumps(result))
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+        ros.close()
 
 
 # --- processes ---------------------------------------------------------------------------------------------
