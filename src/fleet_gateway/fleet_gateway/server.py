@@ -53,7 +53,7 @@ from fleet_gateway.transport.budget import IngestBudget
 from fleet_gateway.transport.connection import SEND_BUFFER, ClientConnection
 from fleet_gateway.transport.frame_split import GatewayConnection
 from fleet_gateway.transport.listener import listening_socket
-from fleet_gateway.transport.shared import NameTaken, Shared
+from fleet_gateway.transport.shared import Shared
 from fleet_gateway.transport.shedding import Shedder
 
 log = logging.getLogger('fleet_gateway.server')
@@ -116,6 +116,7 @@ class GatewayServer:
     async def start(self) -> None:
         loop = self.loop = asyncio.get_running_loop()
         self.ros = self._endpoints_factory(loop, self._on_ros_messages)
+        self.ros.share_served_names(self.shared.served)  # a served service or action is unique in the cluster
         self._dispatch = EventDispatcher(self.ros, loop, apply_events=self._apply, internal_error=self._internal_error)
         self._budget = IngestBudget(loop, self.config.ingest_budget_s)
         ssl_context = None
@@ -353,44 +354,15 @@ class GatewayServer:
             raise GatewayNotStarted
         session = conn.session
         for event in events:
-            claimed = False
             try:
-                claimed = self._claim(conn, event)
                 dispatch.apply(conn, event)
-                self._unclaim(conn, event)
             except EndpointConflict as exc:
-                if claimed:
-                    self._release(conn, event)
                 text, rid = dispatch.conflict(session, event, exc)
                 session.error(text, rid)
             except Exception:  # a bug or an rclpy failure must not take the gateway down: log it, tell the client
                 self.counters['internal_errors'] += 1
                 log.exception('client %s: failed to apply %s', session.client_id, type(event).__name__)
                 session.error(f'internal error applying {type(event).__name__}; see the gateway log', None)
-
-    def _claim(self, conn: ClientConnection, event: ev.Event) -> bool:
-        """A served service or action is unique in the cluster: True when `event` newly took its name for `conn`."""
-        try:
-            if isinstance(event, ev.AdvertiseService):
-                return self.shared.served.claim('service', event.service, conn)
-            if isinstance(event, ev.AdvertiseAction):
-                return self.shared.served.claim('action', event.action, conn)
-        except NameTaken as exc:
-            raise EndpointConflict(str(exc)) from None
-        return False
-
-    def _unclaim(self, conn: ClientConnection, event: ev.Event) -> None:
-        if isinstance(event, ev.UnadvertiseService):
-            self.shared.served.release('service', event.service, conn)
-        elif isinstance(event, ev.UnadvertiseAction):
-            self.shared.served.release('action', event.action, conn)
-
-    def _release(self, conn: ClientConnection, event: ev.Event) -> None:
-        """Undo `_claim` for an advertisement the ROS side refused."""
-        if isinstance(event, ev.AdvertiseService):
-            self.shared.served.release('service', event.service, conn)
-        elif isinstance(event, ev.AdvertiseAction):
-            self.shared.served.release('action', event.action, conn)
 
     def _internal_error(self) -> None:
         self.counters['internal_errors'] += 1

@@ -17,6 +17,7 @@ from fleet_gateway.ros.served_actions import ClientServedActions
 from fleet_gateway.ros.served_services import ClientServedServices
 from fleet_gateway.ros.service_clients import ServiceClients
 from fleet_gateway.ros.topics import OnMessages, RosTopics
+from fleet_gateway.transport.shared import ServedNames
 
 EndpointsFactory = Callable[[asyncio.AbstractEventLoop, OnMessages], 'RosEndpoints']
 """Builds the ROS side of a gateway on its event loop (a stand-in in tests)."""
@@ -39,6 +40,11 @@ class RosEndpoints:
         self.services = ClientServedServices(node, loop)
         self.goals = ActionGoalRunner(node, loop)
         self.actions = ClientServedActions(node, loop)
+
+    def share_served_names(self, names: ServedNames) -> None:
+        """Services and actions served for clients are unique in `names` too (a cluster's workers share it)."""
+        self.services.share_names(names)
+        self.actions.share_names(names)
 
     def topic_type(self, topic: str) -> str | None:
         return graph.topic_type(self.node, topic)

@@ -24,6 +24,7 @@ from rclpy.node import Node
 from rclpy.task import Future
 
 from fleet_gateway.ros.served import ServedEndpoint, ServedRegistry
+from fleet_gateway.transport.shared import ServedNames
 from fleet_ros import qos as fleet_qos
 
 log = logging.getLogger('fleet_gateway.served_actions')
@@ -68,7 +69,7 @@ class ClientServedActions:
         self.node = node
         self.loop = loop
         self._registry: ServedRegistry[_Goal] = ServedRegistry(
-            lambda action: node.count_services(f'{action}/_action/send_goal') > 0
+            'action', lambda action: node.count_services(f'{action}/_action/send_goal') > 0
         )
         self.on_goal_request: OnGoalRequest | None = None
         self.on_goal_cancel: OnGoalCancel | None = None
@@ -80,16 +81,20 @@ class ClientServedActions:
             return
         served = _ServedAction(action, action_cls, owner)
         calls = fleet_qos.SERVICE_CALLS  # goal, cancel and result requests: deep queues, like served services
-        served.server = ActionServer(
-            self.node,
-            action_cls,
-            action,
-            execute_callback=functools.partial(self._execute, served),
-            cancel_callback=functools.partial(self._cancel_requested, served),
-            goal_service_qos_profile=calls,
-            result_service_qos_profile=calls,
-            cancel_service_qos_profile=calls,
-        )
+        try:
+            served.server = ActionServer(
+                self.node,
+                action_cls,
+                action,
+                execute_callback=functools.partial(self._execute, served),
+                cancel_callback=functools.partial(self._cancel_requested, served),
+                goal_service_qos_profile=calls,
+                result_service_qos_profile=calls,
+                cancel_service_qos_profile=calls,
+            )
+        except Exception:
+            self._registry.abandon(action, owner)
+            raise
         self._registry.add(served)
 
     def unadvertise(self, action: str, owner: Any, why: str) -> None:
@@ -114,6 +119,10 @@ class ClientServedActions:
         served = self._registry.get(action)
         if isinstance(served, _ServedAction) and token in served.waiting:
             self._end(served, token, status, result, error)
+
+    def share_names(self, names: ServedNames) -> None:
+        """Claim served names in `names` too (the workers of a cluster share them)."""
+        self._registry.names = names
 
     def served_actions(self) -> dict[str, Any]:
         return self._registry.owners()

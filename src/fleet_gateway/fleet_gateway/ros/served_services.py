@@ -17,6 +17,7 @@ from rclpy.node import Node
 from rclpy.service import Service
 
 from fleet_gateway.ros.served import ServedEndpoint, ServedRegistry
+from fleet_gateway.transport.shared import ServedNames
 from fleet_ros import qos as fleet_qos
 
 log = logging.getLogger('fleet_gateway.ros')
@@ -53,7 +54,9 @@ class ClientServedServices:
     def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
         self.node = node
         self.loop = loop
-        self._registry: ServedRegistry[Any] = ServedRegistry(lambda service: node.count_services(service) > 0)
+        self._registry: ServedRegistry[Any] = ServedRegistry(
+            'service', lambda service: node.count_services(service) > 0
+        )
         self.on_request: OnServiceRequest | None = None
         self.counters = {'forwarded': 0, 'answered': 0, 'failed': 0}
 
@@ -68,7 +71,11 @@ class ClientServedServices:
         def callback(request: Any, _response: Any) -> _Deferred:  # spin thread
             return _Deferred(request)
 
-        server = self.node.create_service(srv_cls, service, callback, qos_profile=fleet_qos.SERVICE_CALLS)
+        try:
+            server = self.node.create_service(srv_cls, service, callback, qos_profile=fleet_qos.SERVICE_CALLS)
+        except Exception:
+            self._registry.abandon(service, owner)
+            raise
 
         def send_response(response: Any, header: Any) -> None:  # spin thread, right after `callback`
             if not isinstance(response, _Deferred):
@@ -126,6 +133,10 @@ class ClientServedServices:
             self._send(served, failed_response(served.cls, f'{service}: {why}'), header)
         served.waiting.clear()
         self.node.destroy_service(served.server)
+
+    def share_names(self, names: ServedNames) -> None:
+        """Claim served names in `names` too (the workers of a cluster share them)."""
+        self._registry.names = names
 
     def served_services(self) -> dict[str, Any]:
         return self._registry.owners()
