@@ -39,7 +39,7 @@ from fleet_core.health import HealthMonitor, UnknownAgent
 from fleet_core.leadership import EPOCH_SLOTS, Lease, LeaseState, NotLeader, WrongShardLease, first_lease_wait
 from fleet_core.model import Command, Priority
 from fleet_core.replica import ShardReplica
-from fleet_core.shard_effects import Effects, LogLevel, SubmitRequest
+from fleet_core.shard_effects import Effects, LogLevel
 from fleet_core.shard_journal import GateVerdict, JournalUnavailable, ShardJournal, SubmissionRecord
 from fleet_core.shard_leader import ShardLeader
 from fleet_core.trace import TraceSampler, TraceSettings
@@ -50,13 +50,11 @@ from fleet_interfaces.msg import (
     CommandOutcomes,
     Heartbeat,
     LeaderLease,
-    ShardStatus,
     TraceEvent,
 )
 from fleet_interfaces.msg import (
     SubmissionRecord as SubmissionRecordMsg,
 )
-from fleet_interfaces.srv import GetOutcomes, GetShardState, SubmitCommand
 from fleet_orchestrator.catch_up import CATCH_UP_MAX_SEC, HANDOFF_END, CatchUp
 from fleet_orchestrator.durable import (
     SNAPSHOT_END_KIND,
@@ -65,6 +63,7 @@ from fleet_orchestrator.durable import (
     default_state_dir,
     may_take_over,
 )
+from fleet_orchestrator.leader_services import LeaderServices
 from fleet_orchestrator.lease_keeper import LeaseKeeper
 from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
 from fleet_orchestrator.observability import ShardObservability
@@ -90,7 +89,6 @@ HEALTH_EVERY_TICKS = 4
 """Liveness is judged every 0.2 s (it is measured in heartbeat periods of a second)."""
 PRUNE_EVERY_SEC = 30.0
 """How often outcomes past their retention are forgotten."""
-MAX_QUERY_IDS = 10_000
 LOG_REJECTED_EVERY = 100
 """Untrusted entries are counted; the first and then every 100th is logged."""
 ACK_BATCH_SEC = 0.005
@@ -130,7 +128,6 @@ class ShardOrchestrator(TypedLifecycleNode):
         self._before_configure: set[Publisher | Subscription | Service] = set()
         self.untrusted_entries = 0
         self._last_prune = 0.0
-        self.status_pub: Publisher | None = None
         self._retired_publishers: list[Publisher] = []
         self._catch_up = CatchUp(0, 0.0, holds_previous=True)
         """Until done, an unknown request_id is answered 'retry' (fleet_orchestrator.catch_up)."""
@@ -146,7 +143,6 @@ class ShardOrchestrator(TypedLifecycleNode):
         self._lapse_seen = False
         self._ticks = 0
         self._eligible_since = 0.0
-        self._leader_services: list[Service] = []
         self._retired_services: list[Service] = []
         self._follow_subs: list[Subscription] = []
         self._follow_generation = 0
@@ -227,6 +223,14 @@ class ShardOrchestrator(TypedLifecycleNode):
         self._create_endpoints(shard)
         self.missions = MissionServer(self, self._leader, self._apply)
         self.operations = ShardOperations(self, self._leader, self._apply)
+        self.leader_endpoints = LeaderServices(
+            self,
+            self._leader,
+            self._apply,
+            replica_id=self.replica_id,
+            epoch=lambda: self.lease.epoch,
+            caught_up=lambda: self._caught_up(self.clock()),
+        )
         expected = topics.shard_leader(shard.site_id, shard.shard_id)
         if self._lease_sub.topic_name != expected:
             # Remapped onto another shard's topics: this node is the misconfigured one, so it refuses to run
@@ -235,6 +239,7 @@ class ShardOrchestrator(TypedLifecycleNode):
                 f'configure failed: the lease topic resolves to {self._lease_sub.topic_name}, not {expected}: '
                 f'this orchestrator is wired to another shard than site_id={shard.site_id} shard_id={shard.shard_id}'
             )
+            self.observability.close()
             self._destroy_configured()
             journal.close()
             self.journal, self._leader = None, None
@@ -350,7 +355,8 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.destroy_subscription(subscription)
         for service in [s for s in self.services if s not in before]:
             self.destroy_service(service)
-        self._follow_subs, self._leader_services, self.status_pub = [], [], None
+        self._follow_subs = []
+        self.leader_endpoints.close()
         self._retired_services, self._retired_subscriptions, self._retired_publishers = [], [], []
 
     def _close_journal(self) -> None:
@@ -395,6 +401,11 @@ class ShardOrchestrator(TypedLifecycleNode):
     @property
     def leading(self) -> bool:
         return self.dispatcher is not None
+
+    @property
+    def status_pub(self) -> Publisher | None:
+        """The latched ShardStatus publisher: only while leading."""
+        return self.leader_endpoints.status_pub if self._leader is not None else None
 
     def _follow(self) -> None:
         """Subscribe to the leader's journal and outcomes (the hot copy). Only while not leading: a leader that
@@ -460,8 +471,6 @@ class ShardOrchestrator(TypedLifecycleNode):
                 f'(at most {CATCH_UP_MAX_SEC:.0f}s)'
             )
         self._followers = self.handoff_pub.get_subscription_count()  # they get the adopted commands below
-        site, sid = self.shard.site_id, self.shard.shard_id
-        self.status_pub = self.create_publisher(ShardStatus, topics.shard_status(site, sid), qos.LATCHED)
         reannounced = self._reannounce_recent_outcomes(started)
         self._apply(effects)  # the adopted commands, to the standbys' journal
         self.durable.led()
@@ -472,11 +481,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         self._apply(self.leader.resume())
         if not self.leading:
             return
-        self._leader_services = [
-            self.create_service(SubmitCommand, topics.shard_submit(site, sid), self._on_submit),
-            self.create_service(GetOutcomes, topics.shard_outcomes_query(site, sid), self._on_get_outcomes),
-            self.create_service(GetShardState, topics.shard_state(site, sid), self._on_get_state),
-        ]
+        self.leader_endpoints.open()
         self._renew_if_due(self.clock())  # the takeover itself may have taken a while
         lapse = started - (self._last_lease_seen or started)
         self.takeover_seconds = lapse
@@ -522,11 +527,9 @@ class ShardOrchestrator(TypedLifecycleNode):
         self.missions.close()
         # Destroyed at the next tick, outside the callback that made us step down. Without its publisher, this
         # node's last latched status leaves the graph: a new subscriber never sees a stale leader.
-        self._retired_services += self._leader_services + self.operations.close()
-        self._leader_services = []
-        if self.status_pub is not None:
-            self._retired_publishers.append(self.status_pub)
-            self.status_pub = None
+        services, publishers = self.leader_endpoints.close()
+        self._retired_services += services + self.operations.close()
+        self._retired_publishers += publishers
         if handoff:
             self.get_logger().info(f'handed {len(handoff)} unfinished command(s) to the next leader')
 
@@ -926,65 +929,19 @@ class ShardOrchestrator(TypedLifecycleNode):
 
     def _status(self) -> None:
         # Only the leader publishes the shard's status; standbys have no status publisher at all.
-        dispatcher = self.dispatcher
-        if self.options is None or dispatcher is None or self.status_pub is None:
+        if not self.leading:
             return
         stats, effects = self.leader.status()  # backpressure re-evaluates the degradation level
         self._apply(effects)
         self.missions.publish_status()
-        lost = self.health.lost()
-        msg = ShardStatus(
-            site_id=self.shard.site_id,
-            shard_id=self.shard.shard_id,
-            leader_id=self.replica_id,
-            epoch=self.lease.epoch,
-            stamp=to_time(self.clock()),
-            agents_total=len(self.shard.agents),
-            agents_online=len(self.health.online()),
-            agents_lost=len(lost),
-            lost_agent_ids=lost[:100],
+        following = max(0, self.handoff_pub.get_subscription_count() - 1)  # minus our own
+        msg = self.leader_endpoints.publish_status(
+            stats, self.health, stamp=self.clock(), following=following, caught_up=len(self._caught_up_followers)
         )
-        msg.queue_depth = list(stats.queue_depth)
-        msg.in_flight = stats.in_flight
-        msg.submitted = stats.submitted
-        msg.succeeded = stats.succeeded
-        msg.failed = stats.failed
-        msg.expired = stats.expired
-        msg.rejected = stats.rejected
-        msg.shed = stats.shed
-        msg.retries = stats.retries
-        msg.duplicates_suppressed = stats.duplicates_suppressed
-        msg.ack_latency_p50_ms = stats.ack_latency_p50_ms
-        msg.ack_latency_p99_ms = stats.ack_latency_p99_ms
-        msg.degradation_level = dispatcher.degradation_level
-        msg.standbys_following = max(0, self.handoff_pub.get_subscription_count() - 1)  # minus our own
-        msg.standbys_caught_up = min(len(self._caught_up_followers), msg.standbys_following)
-        msg.safe_mode_agents = sum(
-            self.health.health(agent).state == Heartbeat.STATE_SAFE_MODE for agent in self.health.online()
-        )
-        self.status_pub.publish(msg)
-        self.observability.on_status(stats, msg)
+        if msg is not None:
+            self.observability.on_status(stats, msg)
 
     # -- services ----------------------------------------------------------------------------------------
-
-    def _on_submit(self, request: SubmitCommand.Request, response: SubmitCommand.Response) -> SubmitCommand.Response:
-        submission = SubmitRequest(
-            tuple(request.agent_ids),
-            request.kind,
-            request.args_json,
-            request.priority,
-            request.ttl_sec,
-            request.trace_id,
-            request.request_id,
-        )
-        reply, effects = self.leader.submit(submission, caught_up=lambda: self._caught_up(self.clock()))
-        self._apply(effects)
-        response.accepted, response.error, response.duplicate = reply.accepted, reply.error, reply.duplicate
-        response.trace_id = reply.trace_id
-        response.command_ids = list(reply.command_ids)
-        response.agent_ids_out = list(reply.agent_ids)
-        response.states = list(reply.states)
-        return response
 
     def submit_control(self, agents: list[str], kind: str, priority: Priority, ttl_sec: float, trace_id: str) -> None:
         """Queue an operator-level control command (fleet_core.shard_leader.ShardLeader.submit_control)."""
@@ -1002,34 +959,6 @@ class ShardOrchestrator(TypedLifecycleNode):
             except JournalUnavailable as exc:
                 self.get_logger().error(f'end of catch-up not noted: {exc}')
         return True
-
-    def _on_get_outcomes(self, request: GetOutcomes.Request, response: GetOutcomes.Response) -> GetOutcomes.Response:
-        response.leader_id, response.epoch = self.replica_id, self.lease.epoch
-        if self.journal is None or len(request.command_ids) > MAX_QUERY_IDS:
-            return response  # no states: the caller reports the refusal
-        try:
-            fates = self.journal.fates(list(request.command_ids))
-        except JournalUnavailable as exc:
-            self.get_logger().error(f'outcome query failed: {exc}')
-            return response
-        response.states = [int(f.state) for f in fates]
-        response.outcomes = [
-            result_to_msg(f.result)
-            if f.result is not None
-            else CommandOutcome(command_id=f.command_id, agent_id=f.agent_id)
-            for f in fates
-        ]
-        return response
-
-    def _on_get_state(self, request: GetShardState.Request, response: GetShardState.Response) -> GetShardState.Response:
-        response.leader_id, response.epoch = self.replica_id, self.lease.epoch
-        leader = self.leader
-        response.estop_engaged = leader.estop.engaged
-        response.estop_revision = leader.estop.snapshot.revision
-        response.paused = leader.paused
-        response.operation_id = leader.operation_id
-        response.unfinished = len(self.dispatcher.pending()) if self.dispatcher is not None else 0
-        return response
 
 
 def _record_msg(record: SubmissionRecord) -> SubmissionRecordMsg:
