@@ -35,9 +35,6 @@ PING_PREFIX = b'fg-inflight:'
 MIN_BACKLOG_FRAMES = 32
 """Telemetry frames queued per topic for a client that is behind, at least (see `ClientSession.backlog_keep`)."""
 RETRY_WRITE_S = 0.005
-REMEASURE_PIPE_S = 0.05
-"""While the last ping took longer than this to come back, a new one goes out as soon as none is in flight (not only
-once a quarter of the window is), so the pipe delay that decides staleness is measured again, not left stale."""
 
 
 class ClientConnection:
@@ -67,9 +64,6 @@ class ClientConnection:
         self._frames_written = 0
         self._read_rate = 0.0
         self._last_pong = 0.0
-        self._pipe_delay = 0.0
-        """How long the last ping took to come back (the client reads it after all that was written before it):
-        about how long a frame written now takes to reach the client."""
 
     def flush(self) -> None:
         """Write queued frames while the transport accepts them (retry shortly when it is full) and the in-flight
@@ -80,17 +74,13 @@ class ClientConnection:
             outbox.clear()
             return
         now = time.monotonic()
-        # a frame written now reaches the client after what is in the pipe before it: about as long as the last
-        # ping took to come back, or longer while one is out; telemetry past its staleness bound by then is dropped
-        # here rather than delivered late
-        delay = self._pipe_delay if self._ping is None else max(self._pipe_delay, now - self._ping[2])
         while len(outbox):
             if transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                 if self._retry is None:
                     self._retry = self.loop.call_later(RETRY_WRITE_S, self._retry_flush)
                 break
             room = self.window - (self.written - self.read_by_client)
-            batch = outbox.pop_batch(WRITE_BATCH, now + delay, max(0, room))
+            batch = outbox.pop_batch(WRITE_BATCH, now, max(0, room))
             if not batch:
                 break  # only non-critical frames left and the window is full: the next pong reopens it
             data = b''.join([wire(frame) for frame in batch])
@@ -105,7 +95,7 @@ class ClientConnection:
         else:
             self.session.backlog_keep = 0
             self.session.backlog_rate = 0.0
-        if self._ping is None and (in_flight >= self.window // 4 or self._pipe_delay > REMEASURE_PIPE_S):
+        if self._ping is None and self.written - self.read_by_client >= self.window // 4:
             self._send_ping(transport, now)  # not on every write: a pong costs the client and the gateway a frame
 
     def _send_ping(self, transport: Any, now: float) -> None:
@@ -124,7 +114,6 @@ class ClientConnection:
             return payload.startswith(PING_PREFIX)  # a late answer to an older ping of ours: nothing to learn
         now = time.monotonic()
         self._ping = None
-        self._pipe_delay = now - ping[2]
         read = ping[1] - self.read_by_client
         self.read_by_client = ping[1]
         if self._last_pong:
