@@ -40,7 +40,8 @@ class PublishedMessage:
         self.received_at = time.monotonic()
         """When it reached the gateway (monotonic clock): its age decides staleness; `cbor-raw` carries it."""
         self.expires = self.received_at + max_age_s if max_age_s is not None and not critical else None
-        """When it becomes stale (telemetry of a topic with a staleness bound): never sent after that."""
+        """When it becomes stale, never sent after that: telemetry only (`math.inf`: no bound), which the send queue
+        may also drop when full; None for a critical or reliable topic's message, which is never dropped."""
         self._frames: dict[str, OutFrame] = {}
 
     def frame(self, encoding: str) -> OutFrame:
