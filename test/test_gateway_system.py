@@ -330,6 +330,9 @@ def test_client_that_never_reads_is_bounded_and_does_not_slow_others(processes, 
         await stalled.send(json.dumps({'op': 'subscribe', 'topic': '/t/flood', 'type': 'std_msgs/String'}))
         reader = await connect(gateway.url())
         await reader.send(json.dumps({'op': 'subscribe', 'topic': '/t/flood', 'type': 'std_msgs/String'}))
+        # a cluster's workers each subscribe for their own clients: flood once every one of them is matched
+        workers = len({ws.response.headers['Server'] for ws in (stalled, reader)})
+        await _spin_until(ros, lambda: pub.get_subscription_count() >= workers, 20, 'the gateway subscriptions')
         got = 0
         deadline = time.monotonic() + 30
         sent = 0
