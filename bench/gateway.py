@@ -61,7 +61,7 @@ def ros_helper(mode: str, arg: str, duration: float, result_path: Path, ready_pa
     from fleet_ros.runtime import ros_program
 
     ros = contextlib.ExitStack()  # SIGINT/SIGTERM ask the program to stop; its ordered teardown at the end
-    program = ros.enter_context(ros_program('bench_ros_helper', args=[]))
+    program = ros.enter_context(ros_program('bench_ros_helper', args=[], ignore_signals_after=True))
     executor = program.executor
     node = program.add_node(Node('bench_ros_helper', context=program.context))
     result: dict[str, Any] = {}

@@ -242,10 +242,15 @@ def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
 
 @contextmanager
 def ros_program(
-    name: str, *, args: Sequence[str] | None = None, signals: Sequence[signal.Signals] = STOP_SIGNALS
+    name: str,
+    *,
+    args: Sequence[str] | None = None,
+    signals: Sequence[signal.Signals] = STOP_SIGNALS,
+    ignore_signals_after: bool = False,
 ) -> Iterator[RosProgram]:
     """A RosProgram with a fresh context (rclpy's signal handlers off; `args` are rclpy's, None: sys.argv) and
-    `signals` asking it to stop; on exit the ordered shutdown (`RosProgram.close`) and the previous handlers."""
+    `signals` asking it to stop; on exit the ordered shutdown (`RosProgram.close`), then the previous handlers, or
+    with `ignore_signals_after` (a program that is the whole process) `signals` ignored until the process exits."""
     context = Context()
     rclpy.init(
         args=list(args) if args is not None else None, context=context, signal_handler_options=SignalHandlerOptions.NO
@@ -258,7 +263,12 @@ def ros_program(
         try:
             program.close()
         finally:
-            program.restore_signal_handlers(previous)
+            if ignore_signals_after:
+                # The interpreter's own teardown (rclpy, DDS) can take seconds on a loaded host: a second SIGINT or
+                # the SIGTERM that ros2 launch escalates to must not turn a clean exit into a kill (exit -15).
+                program.restore_signal_handlers(dict.fromkeys(previous, signal.SIG_IGN))
+            else:
+                program.restore_signal_handlers(previous)
 
 
 def run_program(
@@ -268,12 +278,14 @@ def run_program(
     args: Sequence[str] | None = None,
     startup_errors: tuple[type[Exception], ...] = (),
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
+    whole_process: bool = True,
 ) -> int:
     """Run `body(program)` in a `ros_program` and return the exit code: the body's (None: 0), 0 after a stop
     request, or EXIT_STARTUP with one line `<name>: error: <message>` on stderr when the body raises one of
-    `startup_errors` (the shutdown has run by then)."""
+    `startup_errors` (the shutdown has run by then). A `whole_process` program (a console script) leaves `signals`
+    ignored once shut down; in-process callers (tests) pass False to get their previous handlers back."""
     try:
-        with ros_program(name, args=args, signals=signals) as program:
+        with ros_program(name, args=args, signals=signals, ignore_signals_after=whole_process) as program:
             code = body(program)
     except startup_errors as exc:
         sys.stderr.write(f'{name}: error: {exc}\n')

@@ -119,7 +119,7 @@ def test_sigint_stops_the_spin_loop_then_shuts_down_in_order_and_exits_0() -> No
         seen.update(reason=program.stop_reason, context=program.context, valid=program.context.ok())
 
     before = signal.getsignal(signal.SIGINT)
-    assert run_program('runtime_test', body, args=[]) == 0
+    assert run_program('runtime_test', body, args=[], whole_process=False) == 0
     assert seen['reason'] == 'SIGINT'
     assert seen['valid'], 'the signal shut the context down under the program'
     assert log == [
@@ -164,7 +164,7 @@ def test_a_signal_cancels_the_async_work_and_the_cleanup_runs_while_the_nodes_st
         log.append('run_async returned')
         seen.update(reason=program.stop_reason, context=program.context)
 
-    assert run_program('runtime_test', body, args=[]) == 0
+    assert run_program('runtime_test', body, args=[], whole_process=False) == 0
     assert seen['reason'] == 'SIGINT'
     assert log == [
         'work cancelled (context valid: True)',
@@ -192,7 +192,7 @@ def test_work_that_winds_itself_down_is_awaited_not_cancelled() -> None:
 
         program.run_async(start, cancel_on_stop=False)
 
-    assert run_program('runtime_test', body, args=[]) == 0
+    assert run_program('runtime_test', body, args=[], whole_process=False) == 0
     assert log == ['closing 0', 'closing 1', 'closing 2']
 
 
@@ -209,7 +209,8 @@ def test_a_startup_error_is_one_line_on_stderr_and_exit_code_2(capfd: pytest.Cap
         seen['context'] = program.context
         raise ConfigProblem('fleet_config: /nowhere.yaml: no such file')
 
-    assert run_program('runtime_test', body, args=[], startup_errors=(ConfigProblem,)) == EXIT_STARTUP == 2
+    code = run_program('runtime_test', body, args=[], whole_process=False, startup_errors=(ConfigProblem,))
+    assert code == EXIT_STARTUP == 2
     assert capfd.readouterr().err == 'runtime_test: error: fleet_config: /nowhere.yaml: no such file\n'
     assert log == ['destroy runtime_test_startup (context valid: True)']
     assert not seen['context'].ok()
@@ -224,7 +225,8 @@ def test_a_startup_error_of_the_async_work_ends_the_program_with_exit_code_2(
 
         program.run_async(start)
 
-    assert run_program('runtime_test', body, args=[], startup_errors=(ConfigProblem,)) == EXIT_STARTUP == 2
+    code = run_program('runtime_test', body, args=[], whole_process=False, startup_errors=(ConfigProblem,))
+    assert code == EXIT_STARTUP == 2
     assert capfd.readouterr().err == 'runtime_test: error: acl_file: unreadable\n'
 
 
@@ -236,12 +238,25 @@ def test_other_errors_propagate_after_the_shutdown() -> None:
         raise RuntimeError('a bug')
 
     with pytest.raises(RuntimeError, match='a bug'):
-        run_program('runtime_test', body, args=[], startup_errors=(ConfigProblem,))
+        run_program('runtime_test', body, args=[], whole_process=False, startup_errors=(ConfigProblem,))
     assert not seen['context'].ok()
+
+
+def test_a_whole_process_program_ignores_stop_signals_once_shut_down() -> None:
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert run_program('runtime_test', lambda _program: None, args=[]) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 PROGRAM = textwrap.dedent(
     """
+    import os
+    import signal
     import sys
     from rclpy.node import Node
     from fleet_ros.runtime import run_program
@@ -253,7 +268,9 @@ PROGRAM = textwrap.dedent(
         program.spin()
         node.get_logger().info(f'stopping on {program.stop_reason}')
 
-    sys.exit(run_program('runtime_test', body, args=[]))
+    code = run_program('runtime_test', body, args=[])
+    os.kill(os.getpid(), signal.SIGTERM)  # late, as ros2 launch's escalation can be: the exit stays clean
+    sys.exit(code)
     """
 )
 
