@@ -51,14 +51,16 @@ class ShutdownStep(Protocol):
 def shut_down_in_order(nodes: Sequence[Node], executor: ShutdownStep, context: Context) -> None:
     """Lifecycle nodes run their shutdown transition, the nodes (last added first) leave the executor and are
     destroyed, the executor shuts down, then the context: each step while the context is still valid."""
-    for node in reversed(nodes):
-        if isinstance(node, LifecycleNode) and context.ok():
-            _lifecycle_shutdown(node)
-    for node in reversed(nodes):
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
-    context.try_shutdown()
+    try:
+        for node in reversed(nodes):
+            if isinstance(node, LifecycleNode) and context.ok():
+                _lifecycle_shutdown(node)
+        for node in reversed(nodes):
+            executor.remove_node(node)
+            node.destroy_node()
+        executor.shutdown()
+    finally:
+        context.try_shutdown()  # whatever failed on the way, the context does not outlive the program
 
 
 def _lifecycle_shutdown(node: LifecycleNode) -> None:

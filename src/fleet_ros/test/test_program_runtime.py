@@ -70,6 +70,21 @@ def test_nodes_leave_the_executor_and_are_destroyed_last_first_then_the_executor
     ]
 
 
+class BrokenNode(FakeNode):
+    def destroy_node(self) -> None:
+        raise RuntimeError('destroy failed')
+
+
+def test_the_context_is_shut_down_even_when_a_step_before_it_fails() -> None:
+    log: list[str] = []
+    context = FakeContext(log)
+    with pytest.raises(RuntimeError, match='destroy failed'):
+        shut_down_in_order(
+            cast(list[Node], [BrokenNode('broken', log, context)]), FakeExecutor(log, context), cast(Context, context)
+        )
+    assert log == ['remove broken', 'context shutdown']
+
+
 # -- in this process, with a private context ---------------------------------------------------------------------
 
 
