@@ -1,13 +1,11 @@
-"""The asyncio WebSocket server: a thin adapter between `websockets` connections, the sans-I/O sessions and
-the rclpy endpoints. It owns the event loop's thread; rclpy spins in a SpinThread.
+"""The gateway's composition root. `GatewayServer` binds the listening socket, admits and authenticates connections at
+the HTTP stage, and wires each connection (`transport/`) to its client session (`protocol/`) and to the ROS side
+(`ros/`). It owns the event loop's thread; rclpy spins in a SpinThread.
 
-Outgoing frames bypass `websockets`' per-message send path: each ROS message is framed once (server frames are
-unmasked, so the bytes are the same for every client) and written to each client's transport in batches, with
-the transport's write buffer as the backpressure signal. Incoming frames are split by `GatewayConnection` itself
-once the connection is open: complete masked text frames are unmasked and handed to the session synchronously
-(no message queue, no coroutine switch per message), publishing straight from the asyncio thread (rclpy's
-publish is thread-safe); every other frame goes to `websockets` whole, which still does the handshake, pings,
-fragments, checks and closing.
+Per connection: each incoming message goes to the session synchronously from the read path
+(`transport.frame_split`), the events it returns are applied to ROS through one table (`ros.dispatch`), and what
+the session queued is flushed once per chunk read (`transport.connection`). ROS messages fan out to the sessions
+subscribed to them (`EventDispatcher.fan_out`) and are flushed per connection.
 
 Beyond capacity, per event-loop turn: after `ingest_budget_s` of incoming work, publishes to best-effort topics
 are dropped unparsed and counted (`Shedder`, for at most `ingest_shed_budget_s` more); after that, or at once
@@ -32,7 +30,6 @@ import urllib.parse
 import weakref
 from typing import Any
 
-from rclpy.qos import ReliabilityPolicy
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -48,7 +45,6 @@ from fleet_gateway.protocol.session import ClientSession
 from fleet_gateway.protocol.state import CLOSE_TRY_AGAIN
 from fleet_gateway.ros.dispatch import EventDispatcher
 from fleet_gateway.ros.endpoints import EndpointsFactory, RosEndpoints
-from fleet_gateway.ros.graph import EndpointConflict
 from fleet_gateway.transport.budget import IngestBudget
 from fleet_gateway.transport.connection import SEND_BUFFER, ClientConnection
 from fleet_gateway.transport.frame_split import GatewayConnection
@@ -95,7 +91,6 @@ class GatewayServer:
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal | None] = weakref.WeakKeyDictionary()
-        self._sheddable_topics: dict[str, bool] = {}
         self.counters = {
             'sessions_admitted': 0,
             'sessions_closed': 0,
@@ -117,7 +112,7 @@ class GatewayServer:
         loop = self.loop = asyncio.get_running_loop()
         self.ros = self._endpoints_factory(loop, self._on_ros_messages)
         self.ros.share_served_names(self.shared.served)  # a served service or action is unique in the cluster
-        self._dispatch = EventDispatcher(self.ros, loop, apply_events=self._apply, internal_error=self._internal_error)
+        self._dispatch = EventDispatcher(self.ros, loop, internal_error=self._internal_error)
         self._budget = IngestBudget(loop, self.config.ingest_budget_s)
         ssl_context = None
         if self.config.tls is not None:
@@ -273,17 +268,9 @@ class GatewayServer:
 
     def _sheddable(self, topic: str) -> bool:
         """Publishes to `topic` may be shed: best-effort on the ROS side and not a critical (command/safety) topic."""
-        known = self._sheddable_topics.get(topic)
-        if known is None:
-            if self.ros is None:
-                raise GatewayNotStarted
-            qos = self.ros.topics.qos_for(topic)
-            known = self._sheddable_topics[topic] = (
-                qos is not None
-                and qos.reliability == ReliabilityPolicy.BEST_EFFORT
-                and not self.policy.is_critical(topic)
-            )
-        return known
+        if self.ros is None:
+            raise GatewayNotStarted
+        return self.ros.topics.sheddable(topic)
 
     def _after_data(self, conn: ClientConnection) -> None:
         """After each chunk read from a client: send replies, arm timers, honour close and rate-limit requests."""
@@ -348,21 +335,10 @@ class GatewayServer:
         log.debug('client %s gone: %s', session.client_id, stats)
 
     def _apply(self, conn: ClientConnection, events: list[ev.Event]) -> None:
-        """Apply a session's events to the ROS side (`EventDispatcher`'s table), one failure never stopping the rest."""
-        dispatch = self._dispatch
-        if dispatch is None:
+        """Apply a session's events to the ROS side (`EventDispatcher.apply_all`)."""
+        if self._dispatch is None:
             raise GatewayNotStarted
-        session = conn.session
-        for event in events:
-            try:
-                dispatch.apply(conn, event)
-            except EndpointConflict as exc:
-                text, rid = dispatch.conflict(session, event, exc)
-                session.error(text, rid)
-            except Exception:  # a bug or an rclpy failure must not take the gateway down: log it, tell the client
-                self.counters['internal_errors'] += 1
-                log.exception('client %s: failed to apply %s', session.client_id, type(event).__name__)
-                session.error(f'internal error applying {type(event).__name__}; see the gateway log', None)
+        self._dispatch.apply_all(conn, events)
 
     def _internal_error(self) -> None:
         self.counters['internal_errors'] += 1

@@ -34,7 +34,6 @@ class Client(Protocol):
 
 Handler = Callable[[Any, Any], None]
 """(connection, event) -> None."""
-ApplyEvents = Callable[[Any, list[ev.Event]], None]
 
 
 def _why_gone(session: ClientSession) -> str:
@@ -42,20 +41,17 @@ def _why_gone(session: ClientSession) -> str:
 
 
 class EventDispatcher:
-    """Applies events for one gateway. `apply_events(conn, events)` is the gateway's own loop over `apply` (it
-    reports failures to the client); `internal_error()` counts a gateway bug."""
+    """Applies events for one gateway; `internal_error()` counts a gateway bug."""
 
     def __init__(
         self,
         ros: RosEndpoints,
         loop: asyncio.AbstractEventLoop,
         *,
-        apply_events: ApplyEvents,
         internal_error: Callable[[], None],
     ) -> None:
         self.ros = ros
         self.loop = loop
-        self.apply_events = apply_events
         self.internal_error = internal_error
         # rows look their endpoint up when applied (a test's stand-in endpoints have no attributes until asked)
         self.table: dict[type, Handler] = {
@@ -81,6 +77,21 @@ class EventDispatcher:
         ros.actions.on_goal_cancel = self._goal_cancel
 
     # --- sessions -> ROS -----------------------------------------------------------------------------------
+
+    def apply_all(self, conn: Any, events: list[ev.Event]) -> None:
+        """Apply a session's events, one failure never stopping the rest: a refused endpoint is undone in the
+        session and reported to the client (`conflict`), anything else is a gateway bug, logged and reported."""
+        session = conn.session
+        for event in events:
+            try:
+                self.apply(conn, event)
+            except EndpointConflict as exc:
+                text, rid = self.conflict(session, event, exc)
+                session.error(text, rid)
+            except Exception:  # a bug or an rclpy failure must not take the gateway down: log it, tell the client
+                self.internal_error()
+                log.exception('client %s: failed to apply %s', session.client_id, type(event).__name__)
+                session.error(f'internal error applying {type(event).__name__}; see the gateway log', None)
 
     def apply(self, conn: Any, event: ev.Event) -> None:
         """Apply one event; raises EndpointConflict (see `conflict`) or whatever the ROS side raises."""
@@ -165,7 +176,7 @@ class EventDispatcher:
             log.exception('client %s: forwarding %s failed', conn.session.client_id, what)
             events = [failed]
         if events:
-            self.apply_events(conn, events)
+            self.apply_all(conn, events)
         conn.flush()
         conn.schedule_wake()
 

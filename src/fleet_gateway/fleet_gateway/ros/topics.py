@@ -85,9 +85,20 @@ class RosTopics:
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
         self.received = 0
+        self._sheddable: dict[str, bool] = {}
 
     def qos_for(self, topic: str) -> QoSProfile:
         return self.rule_for(topic) or self._default_qos
+
+    def sheddable(self, topic: str) -> bool:
+        """Publishes to `topic` may be shed (dropped unparsed when over capacity): best effort on the ROS side
+        and not a critical (command/safety) topic."""
+        known = self._sheddable.get(topic)
+        if known is None:
+            known = self._sheddable[topic] = self.qos_for(
+                topic
+            ).reliability == ReliabilityPolicy.BEST_EFFORT and not self.policy.is_critical(topic)
+        return known
 
     def max_age_s(self, topic: str, profile: QoSProfile) -> float | None:
         """How old a frame of `topic` may get before it is dropped instead of sent, which also classes the topic:
