@@ -25,15 +25,13 @@ from fleet_core.model import Ack, AckStatus, Command, CommandResult, Outcome, Pr
 from fleet_core.shard_backpressure import ShardBackpressure
 from fleet_core.shard_effects import Effects, LogLevel, OperationReply, SubmitReply, SubmitRequest
 from fleet_core.shard_journal import CommandState, JournalUnavailable, ShardJournal, SubmissionRecord
+from fleet_core.shard_operations import OperationRefused, ShardOperation
 from fleet_core.waves import (
     EmptyEStopScope,
     EStopNotEngaged,
     EStopSnapshot,
     EStopState,
     FleetOp,
-    WaveError,
-    WavePlan,
-    plan_operation,
 )
 from fleet_core.workflow import Point, StepRequest, WorkflowSpec
 
@@ -83,17 +81,20 @@ class ShardLeader:
         self.clock = clock
         self._rng = rng
         self._command_ids = command_ids
-        self._operation_ids = operation_ids
         self.missions = MissionHost(
             site_id=site_id, shard_id=shard_id, agents=agents, workflows=workflows, clock=clock, node_id=node_id
         )
         self.backpressure = ShardBackpressure(fleet.degradation, clock=clock, intake=fleet.intake)
         self.estop = EStopState(site_id=site_id, shard_id=shard_id, clock=clock)
-        self.paused = False  # the last announced operation was a PAUSE
-        self.operation_id = ''  # the last announced operation
+        self.operations = ShardOperation(
+            site_id=site_id,
+            shard_id=shard_id,
+            agents=agents,
+            config=fleet.operations,
+            clock=clock,
+            operation_ids=operation_ids,
+        )
         self.dispatcher: CommandDispatcher | None = None
-        self._plan: WavePlan | None = None
-        self._waves_sent = 0
         self._handed_over: list[Command] = []
         self._acks_undrained = 0
         self._last_checkpoint = 0.0
@@ -102,6 +103,15 @@ class ShardLeader:
     @property
     def leading(self) -> bool:
         return self.dispatcher is not None
+
+    @property
+    def paused(self) -> bool:
+        """The last announced fleet operation was a PAUSE."""
+        return self.operations.paused
+
+    @property
+    def operation_id(self) -> str:
+        return self.operations.operation_id
 
     # -- leadership --------------------------------------------------------------------------------------
 
@@ -346,36 +356,16 @@ class ShardLeader:
         """Pause or resume every agent in pre-announced staggered waves (sent from tick())."""
         effects = Effects()
         try:
-            fleet_op = FleetOp(op)
-        except ValueError:
-            return OperationReply(False, f'unknown op {op} (0 = PAUSE, 1 = RESUME)'), effects
-        if fleet_op is FleetOp.RESUME and not self.paused:
-            return OperationReply(False, f'{self.site_id}/{self.shard_id} is not paused: nothing to resume'), effects
-        if fleet_op is FleetOp.PAUSE and self.paused:
-            return OperationReply(False, f'{self.site_id}/{self.shard_id} is already paused'), effects
-        now = self.clock()
-        try:
-            plan = plan_operation(
-                operation_id=self._operation_ids(),
-                site_id=self.site_id,
-                op=fleet_op,
-                agent_ids=self.agents,
-                config=self.fleet.operations,
-                now=now,
-                issued_by=issued_by[:64],
-            )
-        except WaveError as exc:
+            plan = self.operations.plan(op=op, issued_by=issued_by)
+        except OperationRefused as exc:
             return OperationReply(False, str(exc)), effects
-        self._plan, self._waves_sent = plan, 0
-        self.paused = fleet_op is FleetOp.PAUSE
-        self.operation_id = plan.operation_id
         effects.operation = plan
         if self.paused:
             self._mission(self.missions.hold(OPERATION_HOLD), effects)
         effects.log(
             LogLevel.INFO,
-            f'operation {plan.operation_id} {fleet_op.name} on {self.site_id}/{self.shard_id}: {plan.waves} wave(s) '
-            f'of {plan.wave_size} every {plan.wave_interval_sec}s from +{plan.starts_at - now:.2f}s',
+            f'operation {plan.operation_id} {plan.op.name} on {self.site_id}/{self.shard_id}: {plan.waves} wave(s) '
+            f'of {plan.wave_size} every {plan.wave_interval_sec}s from +{plan.starts_at - self.clock():.2f}s',
         )
         return OperationReply(True, operation_id=plan.operation_id), effects
 
@@ -410,14 +400,9 @@ class ShardLeader:
     def observe_operation(self, *, op: int, operation_id: str) -> Effects:
         """An announced fleet operation (the leader's own is ignored: it decided it)."""
         effects = Effects()
-        if self.leading:
+        if self.leading or not self.operations.observe(op=op, operation_id=operation_id):
             return effects
-        try:
-            paused = FleetOp(op) is FleetOp.PAUSE
-        except ValueError:
-            return effects
-        self.paused, self.operation_id = paused, operation_id
-        self._mission((self.missions.hold if paused else self.missions.release)(OPERATION_HOLD), effects)
+        self._mission((self.missions.hold if self.paused else self.missions.release)(OPERATION_HOLD), effects)
         return effects
 
     def replay_mission(self, entry: str) -> Effects:
@@ -456,7 +441,7 @@ class ShardLeader:
             self._handed_over = []
             self.dispatcher = None
             self.missions.demote()
-            self._plan = None
+            self.operations.drop()
             effects.stepped_down = reason
             effects.handoff += pending
         finally:
@@ -559,20 +544,19 @@ class ShardLeader:
         return ''
 
     def _send_due_waves(self, effects: Effects) -> None:
-        plan = self._plan
-        if plan is None or self.dispatcher is None:
+        if self.dispatcher is None:
+            return
+        plan, waves, done = self.operations.due()
+        if plan is None:
             return
         kind = 'pause' if plan.op is FleetOp.PAUSE else 'resume'
-        for wave in plan.due(self.clock(), sent=self._waves_sent):
-            self._waves_sent += 1
+        for wave in waves:
             self._submit_control(list(wave.agent_ids), kind, plan.operation_id, effects)
             effects.log(
                 LogLevel.INFO, f'operation {plan.operation_id}: wave {wave.index + 1}/{plan.waves} ({kind}) sent'
             )
-        if self._waves_sent >= plan.waves:
-            self._plan = None
-            if plan.op is FleetOp.RESUME:
-                self._mission(self.missions.release(OPERATION_HOLD), effects)
+        if done and plan.op is FleetOp.RESUME:
+            self._mission(self.missions.release(OPERATION_HOLD), effects)
 
     def _submit_control(self, agents: list[str], kind: str, trace_id: str, effects: Effects) -> None:
         self._control(agents, kind, Priority.HIGH, CONTROL_TTL_SEC, trace_id, effects)

@@ -201,6 +201,8 @@ def test_a_pause_goes_out_in_waves_and_resume_needs_a_pause(tmp_path: Path, cloc
     sent = leader.tick(lost=[]).sends
     assert sorted(c.agent_id for c in sent) == list(AGENTS) and {c.kind for c in sent} == {'pause'}
     assert {c.priority for c in sent} == {Priority.HIGH}
+    clock.advance(FLEET.operations.wave_interval_sec)
+    assert not leader.tick(lost=[]).replicate  # one wave of 25 held every agent: none is submitted twice
     again, _ = leader.request_operation(op=int(FleetOp.PAUSE), issued_by='op')
     assert not again.ok and 'already paused' in again.error
 
