@@ -7,7 +7,7 @@ from fleet_core.config import DispatchSettings, IntakeSettings
 from fleet_core.degradation import DegradationConfig
 from fleet_core.dispatcher import CommandDispatcher
 from fleet_core.model import Outcome, Priority
-from fleet_orchestrator.backpressure import ShardBackpressure
+from fleet_core.shard_backpressure import ShardBackpressure
 
 CONFIG = DegradationConfig(
     level1_queue_depth=4, level2_queue_depth=8, level1_ack_p99_ms=100.0, level2_ack_p99_ms=400.0, hold_sec=1.0
