@@ -10,9 +10,11 @@ import os
 import signal
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from test_gateway_helpers import Gateway, start_gateway
 from websockets.asyncio.client import ClientConnection, connect
@@ -29,9 +31,12 @@ from fleet_gateway.transport.shared import (
     SharedTokenBucket,
     WorkerCounts,
 )
+from fleet_gateway.transport.workers import ENV_DIR, ENV_PARENT, ENV_WORKER, METRICS_DIR, start_worker
+from fleet_ros.processes import stop_child
 from harness.processes import wait_exit
 
 MAX_CLIENTS = 24
+NODE, NAMESPACE = 'gw', '/cluster_names'
 
 
 def _worker_of(ws: ClientConnection) -> int:
@@ -80,11 +85,16 @@ def test_cluster_spreads_admits_claims_restarts_and_stops(processes, ros, tmp_pa
     from std_srvs.srv import Trigger
 
     admission = {'max_clients': MAX_CLIENTS, 'rate': 1000, 'burst': 1000}
-    gateway = start_gateway(processes, tmp_path, workers=2, gateway={'metrics_port': 0, 'admission': admission})
+    # metrics_port from a params file keyed by the node's (remapped) name: worker 0 gets it, and so must worker 1
+    params = tmp_path / 'params.yaml'
+    params.write_text(yaml.safe_dump({f'{NAMESPACE}/{NODE}': {'ros__parameters': {'metrics_port': 0}}}))
+    ros_args = ['--ros-args', '-r', f'__node:={NODE}', '-r', f'__ns:={NAMESPACE}', '--params-file', str(params)]
+    gateway = start_gateway(processes, tmp_path, workers=2, gateway={'admission': admission}, extra_args=ros_args)
     assert gateway.ready is not None
     first_pids = gateway.ready['workers']
     assert len(first_pids) == 2 and all(_alive(pid) for pid in first_pids)
     node = ros.node('cluster_probe')
+    _check_node_names(ros, node)
     pub = node.create_publisher(String, '/t/cluster', 10)
 
     async def scenario() -> None:
@@ -167,6 +177,24 @@ def test_cluster_spreads_admits_claims_restarts_and_stops(processes, ros, tmp_pa
     assert 'cluster stopped:' in gateway.proc.output()
 
 
+def _check_node_names(ros, node) -> None:
+    """Worker 0 is the configured node, worker 1 `<name>_w1`, no name twice in the graph, and both got the value the
+    params file keyed by the configured name sets (worker 1 from worker 0)."""
+    from rcl_interfaces.srv import GetParameters
+
+    workers = {(NODE, NAMESPACE), (f'{NODE}_w1', NAMESPACE)}
+    ros.spin_until(lambda: workers <= set(node.get_node_names_and_namespaces()), 30, f'the nodes {workers}')
+    graph = Counter(node.get_node_names_and_namespaces())
+    assert not [name for name, count in graph.items() if count > 1], graph
+    for name in (NODE, f'{NODE}_w1'):
+        client = node.create_client(GetParameters, f'{NAMESPACE}/{name}/get_parameters')
+        ros.spin_until(client.service_is_ready, 30, f'the parameter service of {name}')
+        future = client.call_async(GetParameters.Request(names=['metrics_port']))
+        ros.spin_until(future.done, 10, f'the parameters of {name}')
+        assert future.result().values[0].integer_value == 0, (name, future.result())
+        node.destroy_client(client)
+
+
 async def _wait_async(predicate, timeout: float, what: str, ros=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -237,3 +265,23 @@ def test_shared_state_is_one_for_every_handle_on_the_runtime_directory(tmp_path)
         theirs.claim('service', '/served/x', rival)
     mine.release('service', '/served/x', owner)
     assert theirs.claim('service', '/served/x', rival) is True
+
+
+@pytest.mark.system
+def test_a_worker_stopped_while_it_imports_exits_quietly(tmp_path):
+    """The parent stops a worker that is still importing (SIGINT right after it started): the signal waits until the
+    worker's runtime handles it, then the worker stops cleanly: exit 0, no KeyboardInterrupt traceback."""
+    runtime_dir = tmp_path / 'runtime'
+    (runtime_dir / CLAIMS_DIR).mkdir(parents=True)
+    (runtime_dir / METRICS_DIR).mkdir()
+    SharedTable.create(runtime_dir / STATE_FILE, 1).close()
+    env = {**os.environ, ENV_DIR: str(runtime_dir), ENV_WORKER: '0', ENV_PARENT: str(os.getpid())}
+    with (tmp_path / 'worker.log').open('wb') as log:
+        worker = start_worker(['--port', '0'], env, log)
+        try:
+            os.kill(worker.pid, signal.SIGINT)
+            code = worker.wait(timeout=60)
+        finally:
+            stop_child(worker)
+    output = (tmp_path / 'worker.log').read_text()
+    assert code == 0 and 'Traceback' not in output and 'KeyboardInterrupt' not in output, (code, output)

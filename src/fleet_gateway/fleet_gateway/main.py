@@ -19,13 +19,14 @@ from pathlib import Path
 import rclpy
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.utilities import remove_ros_args
 
 from fleet_gateway.config import ConfigError, GatewayConfig, load_acl, load_gateway_config, load_tokens
 from fleet_gateway.metrics import serve_gateway_metrics
 from fleet_gateway.ros_side import OnMessages, RosEndpoints
 from fleet_gateway.server import GatewayServer
-from fleet_gateway.transport.workers import WorkerRole, run_cluster, worker_count
+from fleet_gateway.transport.workers import WorkerRole, run_cluster, unblock_stop_signals, worker_count
 from fleet_observability.metrics import MetricsServeError
 from fleet_ros.runtime import RosProgram, run_program
 
@@ -147,11 +148,28 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
+def _node(program: RosProgram, worker: WorkerRole | None) -> Node:
+    """The gateway's node: name and namespace remappable (ROS arguments). A cluster's worker k > 0 is named after
+    worker 0 (`<name>_w<k>`) and given the parameter values worker 0's node got (params files keyed by its name too)."""
+    if worker is None or worker.index == 0:
+        return Node(NODE_NAME, context=program.context)
+    first, values = worker.first_node()
+    return Node(
+        NODE_NAME,
+        context=program.context,
+        cli_args=['--ros-args', '-r', f'__node:={worker.node_name(first)}'],  # a node's own arguments win
+        parameter_overrides=[Parameter(name, value=value) for name, value in values.items()],
+    )
+
+
 def _run(program: RosProgram, args: argparse.Namespace, worker: WorkerRole | None) -> None:
-    node = program.add_node(Node(NODE_NAME, context=program.context))  # name and namespace remappable (ROS arguments)
+    if worker is not None:
+        unblock_stop_signals()  # the runtime handles them now: one that came while importing stops us quietly
+    node = program.add_node(_node(program, worker))
     config = configure(node, args)
     if worker is not None:
-        config = worker.configure(config)
+        parameters = {name: node.get_parameter(name).value for name in PARAMETERS}
+        config = worker.configure(config, node.get_name(), parameters)
     log.info('node %s: serving on %s:%d', node.get_fully_qualified_name(), config.host, config.port)
     program.run_async(
         lambda: serve(config, node, args.ready_file, worker, stop=program.stop_event), cancel_on_stop=False

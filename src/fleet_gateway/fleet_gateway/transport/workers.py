@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fleet_gateway.backoff import Backoff
 from fleet_gateway.config import GatewayConfig
@@ -94,11 +94,30 @@ class WorkerRole:
     def ready_file(self) -> Path:
         return self.runtime_dir / f'w{self.index}.ready'
 
-    def configure(self, config: GatewayConfig) -> GatewayConfig:
+    def node_name(self, configured: str) -> str:
+        """Worker 0's node keeps the configured (remapped) name; worker k > 0's is `<name>_w<k>`: one ROS graph name
+        per process, so per-node services (parameters) do not collide."""
+        return configured if self.index == 0 else f'{configured}_w{self.index}'
+
+    def first_node(self) -> tuple[str, dict[str, Any]]:
+        """For worker k > 0: worker 0's node name and the values its declared parameters got (from ROS arguments,
+        params files keyed by that name included), which worker 0 wrote before the others started."""
+        settings = json.loads((self.runtime_dir / 'config.json').read_text())
+        return str(settings['node']), dict(settings['parameters'])
+
+    def configure(
+        self, config: GatewayConfig, node: str = '', parameters: Mapping[str, Any] | None = None
+    ) -> GatewayConfig:
         """The worker's config: the cluster's port; no metrics endpoint of its own (the parent serves the cluster's,
-        on the configured port, which worker 0 tells it here)."""
+        on the configured port, which worker 0 tells it here, with its node name and parameter values)."""
         if self.index == 0:
-            _write_json(self.runtime_dir / 'config.json', {'host': config.host, 'metrics_port': config.metrics_port})
+            settings = {
+                'host': config.host,
+                'metrics_port': config.metrics_port,
+                'node': node,
+                'parameters': dict(parameters or {}),
+            }
+            _write_json(self.runtime_dir / 'config.json', settings)
         port = config.port if self.port is None else self.port
         return dataclasses.replace(config, port=port, metrics_port=-1)
 
@@ -119,6 +138,7 @@ class WorkerRole:
     def snapshot(self, stats: Mapping[str, Any], gateway: str) -> None:
         """Write this worker's figures (also once more after its server closed, for the parent's last sum)."""
         figures = {k: v for k, v in stats.items() if k != 'per_client'}
+        gateway = gateway.removesuffix(self.node_name(''))  # the cluster's name (worker 0's) labels every worker
         path = self.runtime_dir / METRICS_DIR / f'w{self.index}.json'
         with contextlib.suppress(FileNotFoundError):  # the runtime directory is gone once the parent stopped
             _write_json(path, {**figures, 'worker': self.index, 'pid': os.getpid(), 'gateway': gateway})
@@ -154,6 +174,26 @@ def summed(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
                     if isinstance(count, int | float) and not isinstance(count, bool):
                         inner[name] = inner.get(name, 0) + count
     return total
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def start_worker(argv: list[str], env: Mapping[str, str], log: IO[bytes] | None = None) -> subprocess.Popen[bytes]:
+    """A worker process (`python -m fleet_gateway.main argv` with the cluster's environment), started with SIGINT and
+    SIGTERM blocked: a mask survives exec, so a stop signal that arrives while the worker still imports stays pending
+    (no KeyboardInterrupt traceback) until its runtime handles stop signals and `unblock_stop_signals` lets it in,
+    and the worker then stops cleanly."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return start_child([sys.executable, '-m', 'fleet_gateway.main', *argv], env=env, log=log)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_stop_signals() -> None:
+    """In a worker, once its stop-signal handlers are installed: deliver a stop signal that came while it started."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 @dataclass
@@ -205,7 +245,7 @@ class Cluster:
         (self.runtime_dir / f'w{worker.index}.ready').unlink(missing_ok=True)
         env = self._env()
         env[ENV_WORKER] = str(worker.index)
-        worker.popen = start_child([sys.executable, '-m', 'fleet_gateway.main', *self.argv], env=env)
+        worker.popen = start_worker(self.argv, env)
         worker.started = time.monotonic()
         worker.restart_at = None
         log.info('worker %d started (pid %d)', worker.index, worker.popen.pid)
