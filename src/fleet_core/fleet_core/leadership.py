@@ -331,3 +331,53 @@ class LeaseState:
         self._received_at = now
         self._last_renewal = now
         return lease
+
+
+@dataclass(frozen=True, slots=True)
+class FirstLeaseEvidence:
+    """What a replica that never saw a lease knows of a leader it may not have discovered yet (first_lease_wait)."""
+
+    leader_in_graph: bool
+    others_on_lease_topic: bool
+    agents_epoch: int
+
+
+class Candidacy:
+    """When a standby replica leads: it is eligible (its node is active), the lease lapsed (LeaseState.
+    should_take_over), no first lease is on its way (first_lease_wait, counted from when it became eligible), and
+    all of that still holds one check later: lease messages queued behind a slow callback of the replica's own are
+    processed in between, so its own stall cannot pass for the leader's death. Evidence is asked for only when the
+    replica never saw a lease and the rest holds (the node reads it from the graph)."""
+
+    def __init__(self, lease: LeaseState) -> None:
+        self.lease = lease
+        self.eligible = False
+        self.eligible_since = 0.0
+        self._lapse_seen = False
+
+    def activate(self, now: float) -> None:
+        self.eligible = True
+        self.eligible_since = now
+        self.lease.restart_first_wait(now)
+
+    def first_lease_on_its_way(self, now: float, evidence: Callable[[], FirstLeaseEvidence]) -> bool:
+        """Never saw a lease, and it is too early to give up waiting for one."""
+        if self.lease.current is not None:
+            return False
+        seen = evidence()
+        wait = first_lease_wait(
+            self.lease.config,
+            slot=self.lease.slot,
+            leader_in_graph=seen.leader_in_graph,
+            others_on_lease_topic=seen.others_on_lease_topic,
+            agents_epoch=seen.agents_epoch,
+        )
+        return now - self.eligible_since < wait
+
+    def lapse_confirmed(self, now: float, evidence: Callable[[], FirstLeaseEvidence]) -> bool:
+        """Called once per check (the node's tick) while standing by: True when the lapse held at this check and
+        the previous one."""
+        lapsed = self.eligible and self.lease.should_take_over(now) and not self.first_lease_on_its_way(now, evidence)
+        confirmed = lapsed and self._lapse_seen
+        self._lapse_seen = lapsed
+        return confirmed

@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from fleet_core.leadership import (
     LEADER_LEASE_MAX_WAIT_SEC,
+    Candidacy,
+    FirstLeaseEvidence,
     Lease,
     LeaseConfig,
     LeaseConfigError,
@@ -321,3 +323,45 @@ def test_leases_carry_the_journal_entries_of_the_epoch():
 def test_stall_limit_must_be_a_number_of_seconds():
     with pytest.raises(LeaseConfigError, match='stall_limit_sec'):
         LeaseConfig(stall_limit_sec=-1.0)
+
+
+def test_a_candidate_leads_only_when_eligible_and_the_lapse_holds_at_two_checks() -> None:
+    clock = Clock()
+    leader, standby = node('a', clock), node('b', clock)
+    candidacy = Candidacy(standby)
+    asked: list[float] = []
+
+    def evidence() -> FirstLeaseEvidence:
+        asked.append(clock.now)
+        return FirstLeaseEvidence(leader_in_graph=False, others_on_lease_topic=True, agents_epoch=0)
+
+    standby.observe(leader.take_over())
+    clock.now += 5.0  # the lease lapsed long ago
+    assert not candidacy.lapse_confirmed(clock.now, evidence)  # not eligible (its node is not active)
+    assert not candidacy.lapse_confirmed(clock.now, evidence)
+    candidacy.activate(clock.now)
+    assert not candidacy.lapse_confirmed(clock.now, evidence)  # first check: maybe our own stall
+    assert candidacy.lapse_confirmed(clock.now, evidence)  # still lapsed one check later
+    assert asked == []  # a lease was seen: no first-lease evidence needed
+    candidacy.eligible = False
+    assert not candidacy.lapse_confirmed(clock.now, evidence)
+    candidacy.activate(clock.now)
+    assert not candidacy.lapse_confirmed(clock.now, evidence)  # the count starts again
+
+
+def test_a_candidate_that_never_saw_a_lease_waits_as_the_evidence_says() -> None:
+    clock = Clock()
+    config = LeaseConfig(lease_sec=1.0, renew_period_sec=0.25, first_lease_wait_sec=2.0)
+    lease = LeaseState(site_id='site_a', shard_id='zone_1', node_id='b', config=config, clock=clock)
+    candidacy = Candidacy(lease)
+    live_leader = FirstLeaseEvidence(leader_in_graph=True, others_on_lease_topic=True, agents_epoch=0)
+    peers_only = FirstLeaseEvidence(leader_in_graph=False, others_on_lease_topic=True, agents_epoch=0)
+    clock.now += 50.0  # started long ago: the wait counts from becoming eligible
+    candidacy.activate(clock.now)
+    clock.now += 2.5  # past first_lease_wait_sec, far from LEADER_LEASE_MAX_WAIT_SEC
+    assert candidacy.first_lease_on_its_way(clock.now, lambda: live_leader)
+    assert not candidacy.lapse_confirmed(clock.now, lambda: live_leader)
+    assert not candidacy.lapse_confirmed(clock.now, lambda: live_leader)
+    assert not candidacy.first_lease_on_its_way(clock.now, lambda: peers_only)
+    assert not candidacy.lapse_confirmed(clock.now, lambda: peers_only)  # the first check of the lapse
+    assert candidacy.lapse_confirmed(clock.now, lambda: peers_only)

@@ -36,7 +36,7 @@ from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_config
 from fleet_core.dispatcher import CommandDispatcher
 from fleet_core.health import HealthMonitor, UnknownAgent
-from fleet_core.leadership import EPOCH_SLOTS, Lease, LeaseState, NotLeader, WrongShardLease, first_lease_wait
+from fleet_core.leadership import EPOCH_SLOTS, LeaseState
 from fleet_core.model import Command, Priority
 from fleet_core.replica import ShardReplica
 from fleet_core.shard_effects import Effects, LogLevel
@@ -49,16 +49,11 @@ from fleet_interfaces.msg import (
     CommandOutcome,
     CommandOutcomes,
     Heartbeat,
-    LeaderLease,
     TraceEvent,
 )
-from fleet_orchestrator.durable import (
-    DurableShard,
-    default_state_dir,
-    may_take_over,
-)
+from fleet_orchestrator.durable import DurableShard, default_state_dir
+from fleet_orchestrator.election import Election
 from fleet_orchestrator.leader_services import LeaderServices
-from fleet_orchestrator.lease_keeper import LeaseKeeper
 from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
 from fleet_orchestrator.observability import ShardObservability
 from fleet_orchestrator.operations import ShardOperations
@@ -66,13 +61,7 @@ from fleet_orchestrator.parameters import declare_parameters
 from fleet_orchestrator.replication import OUTCOMES_PER_MESSAGE, ShardReplication
 from fleet_orchestrator.tracing import TraceOutbox
 from fleet_ros import qos
-from fleet_ros.convert import (
-    ack_from_msg,
-    command_to_msg,
-    from_time,
-    result_to_msg,
-    to_time,
-)
+from fleet_ros.convert import ack_from_msg, command_to_msg, from_time, result_to_msg
 from fleet_ros.node import TypedLifecycleNode
 
 TICK_SEC = 0.05
@@ -114,15 +103,11 @@ class ShardOrchestrator(TypedLifecycleNode):
         self._leader: ShardLeader | None = None
         self._before_configure: set[Publisher | Subscription | Service] = set()
         self._retired_publishers: list[Publisher] = []
-        self._held_back_logged = False
         self.options: OrchestratorOptions | None = None
         self.takeover_seconds: float | None = None
-        self._eligible = False
         self._timers: list[Timer] = []
-        self._lease_keeper: LeaseKeeper | None = None
-        self._lapse_seen = False
+        self._election: Election | None = None
         self._ticks = 0
-        self._eligible_since = 0.0
         self._retired_services: list[Service] = []
         self._retired_subscriptions: list[Subscription] = []
 
@@ -162,19 +147,9 @@ class ShardOrchestrator(TypedLifecycleNode):
             if self.params.replica_index >= 0
             else zlib.crc32(self.replica_id.encode()) % EPOCH_SLOTS
         )
-        self.lease = LeaseState(
-            site_id=shard.site_id,
-            shard_id=shard.shard_id,
-            node_id=self.replica_id,
-            config=fleet.leadership,
-            clock=self.clock,
-            slot=slot,
-            slots=EPOCH_SLOTS,
-        )
         self.health = HealthMonitor(fleet.health, shard.agents, clock=self.clock)
         self.replica = ShardReplica(shard.agents)
         self.durable = DurableShard(journal, self.replica, own_id=self.replica_id)
-        self.lease.note_epoch(journal.max_epoch())
         self.rng = random.Random(self.params.retry_jitter_seed or time.time_ns())
         workflow_dir = (
             Path(self.params.workflow_dir) if self.params.workflow_dir else Path(fleet.source).parent / 'workflows'
@@ -195,6 +170,20 @@ class ShardOrchestrator(TypedLifecycleNode):
         )
         # Whatever configuring (and leading) creates is destroyed again by on_cleanup, or right here when it fails.
         self._before_configure = {*self.publishers, *self.subscriptions, *self.services}
+        self._election = Election(
+            self,
+            shard=shard,
+            fleet=fleet,
+            replica_id=self.replica_id,
+            slot=slot,
+            clock=self.clock,
+            health=self.health,
+            replica=self.replica,
+            durable=self.durable,
+            led_epoch=lambda: self.dispatcher.epoch if self.dispatcher is not None else None,
+            step_down=self._step_down,
+        )
+        self.lease.note_epoch(journal.max_epoch())
         self._create_endpoints(shard)
         self.missions = MissionServer(self, self._leader, self._apply)
         self.operations = ShardOperations(self, self._leader, self._apply)
@@ -206,25 +195,18 @@ class ShardOrchestrator(TypedLifecycleNode):
             epoch=lambda: self.lease.epoch,
             caught_up=lambda: self.replication.caught_up(self.clock()),
         )
-        expected = topics.shard_leader(shard.site_id, shard.shard_id)
-        if self._lease_sub.topic_name != expected:
-            # Remapped onto another shard's topics: this node is the misconfigured one, so it refuses to run
-            # rather than fight (or kill) that shard's correctly configured orchestrators.
-            self.get_logger().error(
-                f'configure failed: the lease topic resolves to {self._lease_sub.topic_name}, not {expected}: '
-                f'this orchestrator is wired to another shard than site_id={shard.site_id} shard_id={shard.shard_id}'
-            )
+        miswired = self.election.miswired()
+        if miswired is not None:
+            self.get_logger().error(f'configure failed: {miswired}')
             self.observability.close()
             self._destroy_configured()
             journal.close()
-            self.journal, self._leader = None, None
+            self.journal, self._leader, self._election = None, None, None
             return TransitionCallbackReturn.FAILURE
         # The ack-batch timer runs only while leading (started at takeover, cancelled on stepping down).
         self._flush_timer = self.create_timer(ACK_BATCH_SEC, self._flush_acked)
         self._flush_timer.cancel()
-        # Renewal beside the executor, so that bulk work on it cannot make the lease lapse (lease_keeper.py).
-        self._lease_keeper = LeaseKeeper(self.lease, self._publish_lease, log=self.get_logger().warning)
-        self._lease_keeper.start()
+        self.election.start()
         self._timers = [
             self.create_timer(TICK_SEC, self._tick),
             self.create_timer(STATUS_PERIOD_SEC, self._status),
@@ -286,37 +268,30 @@ class ShardOrchestrator(TypedLifecycleNode):
             on_journal=lambda msg: self._on_journal(msg),  # noqa: PLW0108
         )
         self.observability = ShardObservability(self, site, sid, metrics_port=int(self.params.metrics_port))
-        self.lease_pub = self.create_publisher(LeaderLease, topics.shard_leader(site, sid), qos.LATCHED)
         self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
         self.create_subscription(Heartbeat, topics.shard_heartbeat(site, sid), self._on_heartbeat, qos.HEARTBEAT)
-        self._lease_sub = self.create_subscription(
-            LeaderLease, topics.shard_leader(site, sid), self._on_lease, qos.LATCHED
-        )
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._eligible = True
-        self._eligible_since = self.clock()
-        self.lease.restart_first_wait()
+        self.election.eligible = True
         self.get_logger().info('active: eligible to lead; leading once no live lease is held by another')
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._eligible = False
+        self.election.eligible = False
         self._step_down('deactivated')
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._eligible = False
+        self.election.eligible = False
         self._step_down('cleanup')
-        if self._lease_keeper is not None:
-            self._lease_keeper.stop()
+        self.election.stop()
         for timer in self._timers:
             self.destroy_timer(timer)
         self._timers = []
         self.observability.close()
         self._destroy_configured()
         self._close_journal()
-        self._leader = None
+        self._leader, self._election = None, None
         return TransitionCallbackReturn.SUCCESS
 
     def _destroy_configured(self) -> None:
@@ -340,10 +315,10 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.journal = None
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._eligible = False
         self._step_down('shutdown')
-        if self._lease_keeper is not None:
-            self._lease_keeper.stop()
+        if self._election is not None:
+            self._election.eligible = False
+            self._election.stop()
         if self.options is not None:
             for timer in self._timers:
                 timer.cancel()
@@ -359,6 +334,17 @@ class ShardOrchestrator(TypedLifecycleNode):
     def replica_id(self) -> str:
         """This replica's orchestrator_id (its name in leases and the name of its journal directory)."""
         return self.params.orchestrator_id
+
+    @property
+    def election(self) -> Election:
+        """The replica's lease and candidacy (election.py); exists from on_configure to on_cleanup."""
+        if self._election is None:
+            raise NotConfigured('the election')
+        return self._election
+
+    @property
+    def lease(self) -> LeaseState:
+        return self.election.lease
 
     @property
     def leader(self) -> ShardLeader:
@@ -428,7 +414,7 @@ class ShardOrchestrator(TypedLifecycleNode):
             self._apply(effects)
             return
         adopted = len(effects.replicate)
-        self._publish_lease(lease)
+        self.election.publish(lease)
         self.replication.lead(previous_epoch=previous_epoch, led_epoch=led_epoch, now=started)
         reannounced = self._reannounce_recent_outcomes(started)
         self._apply(effects)  # the adopted commands, to the standbys' journal
@@ -440,8 +426,8 @@ class ShardOrchestrator(TypedLifecycleNode):
         if not self.leading:
             return
         self.leader_endpoints.open()
-        self._renew_if_due(self.clock())  # the takeover itself may have taken a while
-        lapse = started - (self._last_lease_seen or started)
+        self.election.renew_if_due(self.clock())  # the takeover itself may have taken a while
+        lapse = started - (self.election.last_lease_seen or started)
         self.takeover_seconds = lapse
         self.get_logger().warning(
             f'LEADER of {self.shard.site_id}/{self.shard.shard_id} with epoch {lease.epoch}; adopted {adopted} '
@@ -493,7 +479,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         if effects.fenced_by:
             self.lease.note_epoch(effects.fenced_by)
         if effects.journal_failed:
-            self._eligible = False
+            self.election.eligible = False
         self.operations.publish(effects)
         self.missions.publish_journal(effects.mission_journal)
         self.replication.replicate(effects.replicate, effects.records)
@@ -508,52 +494,13 @@ class ShardOrchestrator(TypedLifecycleNode):
         for index, command in enumerate(effects.sends):
             # A long burst must not outlive the lease: renew between chunks, and stop commanding at once if it
             # turns out another orchestrator took over meanwhile.
-            if index % RENEW_CHECK_EVERY == RENEW_CHECK_EVERY - 1 and not self._renew_if_due(self.clock()):
+            if index % RENEW_CHECK_EVERY == RENEW_CHECK_EVERY - 1 and not self.election.renew_if_due(self.clock()):
                 return
             self.command_pubs[command.agent_id].publish(command_to_msg(command))
 
     def _journal_failed(self, exc: JournalUnavailable, refused: frozenset[str] = frozenset()) -> None:
         """Work that cannot be recorded must not be accepted: stop leading and stay ineligible until reconfigured."""
         self._apply(self.leader.fail(exc, refused=refused))
-
-    def _publish_lease(self, lease: Lease) -> None:
-        self.lease_pub.publish(
-            LeaderLease(
-                site_id=lease.site_id,
-                shard_id=lease.shard_id,
-                leader_id=lease.leader_id,
-                epoch=lease.epoch,
-                last_seq_hint=lease.last_seq_hint,
-                stamp=to_time(lease.stamp),
-                lease_sec=lease.lease_sec,
-            )
-        )
-
-    _last_lease_seen: float | None = None
-    _followed: tuple[str, int] = ('', 0)
-
-    def _on_lease(self, msg: LeaderLease) -> None:
-        if self.options is None:
-            return
-        lease = Lease(
-            msg.site_id, msg.shard_id, msg.leader_id, msg.epoch, msg.last_seq_hint, from_time(msg.stamp), msg.lease_sec
-        )
-        try:
-            newer = self.lease.observe(lease)
-        except WrongShardLease as exc:
-            # Our own wiring was checked at configure: the sender is the misconfigured one. Never follow it.
-            self.get_logger().error(f'ignored a foreign lease on {self._lease_sub.topic_name}: {exc}')
-            return
-        self.replica.on_lease(msg.epoch)
-        if newer:  # never an older lease (a fenced leader's), nor our own echo
-            self.durable.on_lease(msg.epoch, msg.leader_id, written=msg.last_seq_hint, now=self.clock())
-        if msg.leader_id != self.replica_id:
-            if newer and self._followed != (msg.leader_id, msg.epoch):
-                self._followed = (msg.leader_id, msg.epoch)
-                self.get_logger().info(f'following leader {msg.leader_id} (epoch {msg.epoch})')
-            self._last_lease_seen = self.clock()
-        if newer and self.dispatcher is not None and msg.epoch >= self.dispatcher.epoch:
-            self._step_down(f'{msg.leader_id} leads with epoch {msg.epoch}')
 
     # -- streams -----------------------------------------------------------------------------------------
 
@@ -568,7 +515,7 @@ class ShardOrchestrator(TypedLifecycleNode):
             self.health.on_ack(ack.agent_id)
         except UnknownAgent:
             return
-        if self.leading and self._renew_if_due(self.clock()):
+        if self.leading and self.election.renew_if_due(self.clock()):
             self.observability.on_ack(ack)
             # Acks arrive one callback each: their outcomes go out together, from the ACK_BATCH_SEC timer.
             self._apply(self.leader.on_ack(ack))
@@ -587,7 +534,7 @@ class ShardOrchestrator(TypedLifecycleNode):
             return
         self.replica.on_heartbeat(msg.agent_id, msg.last_applied_seq, msg.highest_epoch_seen)
         if self.dispatcher is not None:
-            self._renew_if_due(self.clock())
+            self.election.renew_if_due(self.clock())
 
     # -- periodic ----------------------------------------------------------------------------------------
 
@@ -612,14 +559,10 @@ class ShardOrchestrator(TypedLifecycleNode):
             self._journal_failed(exc)
         if self.dispatcher is None:
             self.replication.ask_after_gap(now)
-            # A lapse must still hold one tick later: lease messages queued behind a slow callback of ours are
-            # processed in between, so our own stall cannot pass for the leader's death.
-            lapsed = self._eligible and self.lease.should_take_over(now) and not self._lease_on_its_way(now)
-            if lapsed and self._lapse_seen and self._caught_up_or_waited(now):
+            if self.election.due_to_lead(now):
                 self._take_over()
-            self._lapse_seen = lapsed
         else:
-            if not self._renew_if_due(now):
+            if not self.election.renew_if_due(now):
                 return
             self.replication.caught_up(now)
             self._apply(self.leader.tick(lost=self.health.lost()))
@@ -629,50 +572,6 @@ class ShardOrchestrator(TypedLifecycleNode):
                 self._journal_failed(exc)
                 return
         self.traces.publish_some()
-
-    def _caught_up_or_waited(self, now: float) -> bool:
-        """A standby not caught up with the leader it followed waits (durable.may_take_over says how long)."""
-        seen = self._last_lease_seen
-        if may_take_over(
-            caught_up=self.durable.caught_up,
-            lease_seen=seen is not None,
-            lapse_sec=now - (seen if seen is not None else now),
-            lease_sec=self.lease.config.lease_sec,
-        ):
-            self._held_back_logged = False
-            return True
-        if not self._held_back_logged:
-            self._held_back_logged = True
-            self.get_logger().warning('the lease lapsed, but this replica is not caught up with the leader: waiting')
-        return False
-
-    def _lease_on_its_way(self, now: float) -> bool:
-        """Never saw a lease: keep waiting for one as fleet_core.leadership.first_lease_wait says, from what the
-        graph and the agents' heartbeats show."""
-        if self.lease.current is not None:
-            return False
-        site, sid = self.shard.site_id, self.shard.shard_id
-        lease_topic = topics.shard_leader(site, sid)
-        wait = first_lease_wait(
-            self.lease.config,
-            slot=self.lease.slot,
-            leader_in_graph=self.count_publishers(topics.shard_status(site, sid)) > 0,
-            # ours are one publisher and one subscription
-            others_on_lease_topic=self.count_publishers(lease_topic) + self.count_subscribers(lease_topic) > 2,
-            agents_epoch=self.health.highest_epoch_seen(),
-        )
-        return now - self._eligible_since < wait
-
-    def _renew_if_due(self, now: float) -> bool:
-        """Renew the lease when due; False when we found out we no longer lead. Also called from the busiest
-        callbacks, so that a backlog of acks cannot delay renewals past the lease (and hand the shard over)."""
-        if self.lease.should_renew(now):
-            try:
-                self._publish_lease(self.lease.renew(now=now))
-            except NotLeader as exc:
-                self._step_down(str(exc))
-                return False
-        return True
 
     def _flush_acked(self) -> None:
         self._apply(self.leader.drain_acks())
