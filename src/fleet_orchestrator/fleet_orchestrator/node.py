@@ -18,10 +18,7 @@ from __future__ import annotations
 import collections
 import random
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import SetParametersResult
@@ -33,16 +30,16 @@ from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
 from fleet_core import topics
-from fleet_core.config import ConfigError, FleetConfig, ShardConfig, load_fleet_config
+from fleet_core.config import ConfigError, ShardConfig
 from fleet_core.dispatcher import CommandDispatcher
 from fleet_core.health import HealthMonitor, UnknownAgent
-from fleet_core.leadership import EPOCH_SLOTS, LeaseState
+from fleet_core.leadership import LeaseState
 from fleet_core.model import Command, Priority
 from fleet_core.replica import ShardReplica
 from fleet_core.shard_effects import Effects, LogLevel
 from fleet_core.shard_journal import JournalUnavailable, ShardJournal
 from fleet_core.shard_leader import ShardLeader
-from fleet_core.trace import TraceSampler, TraceSettings
+from fleet_core.trace import TraceSampler
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandAck as CommandAckMsg
 from fleet_interfaces.msg import (
@@ -51,14 +48,23 @@ from fleet_interfaces.msg import (
     Heartbeat,
     TraceEvent,
 )
-from fleet_orchestrator.durable import DurableShard, default_state_dir
+from fleet_orchestrator.durable import DurableShard
 from fleet_orchestrator.election import Election
 from fleet_orchestrator.leader_services import LeaderServices
-from fleet_orchestrator.mission_server import MissionServer, WorkflowLibrary
+from fleet_orchestrator.mission_server import MissionServer
 from fleet_orchestrator.observability import ShardObservability
 from fleet_orchestrator.operations import ShardOperations
 from fleet_orchestrator.parameters import declare_parameters
 from fleet_orchestrator.replication import OUTCOMES_PER_MESSAGE, ShardReplication
+from fleet_orchestrator.shard_setup import (
+    NotConfigured,
+    OrchestratorOptions,
+    epoch_slot,
+    load_shard,
+    open_journal,
+    trace_settings,
+    workflow_library,
+)
 from fleet_orchestrator.tracing import TraceOutbox
 from fleet_ros import qos
 from fleet_ros.convert import ack_from_msg, command_to_msg, from_time, result_to_msg
@@ -75,22 +81,6 @@ REANNOUNCE_LEASES = 10.0
 """A new leader re-announces the outcomes it followed during the last REANNOUNCE_LEASES lease periods: a leader that
 dies right after announcing may have reached only some subscribers, and DDS cannot repair a dead writer's samples."""
 STATUS_PERIOD_SEC = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class OrchestratorOptions:
-    site_id: str
-    shard_id: str
-    orchestrator_id: str
-    fleet: FleetConfig
-    trace: TraceSettings
-
-
-class NotConfigured(RuntimeError):
-    """A step that needs what on_configure sets up (options, journal) ran before it: a programming error."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f'{what} not set: the orchestrator is not configured')
 
 
 class ShardOrchestrator(TypedLifecycleNode):
@@ -115,86 +105,40 @@ class ShardOrchestrator(TypedLifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            fleet = load_fleet_config(self.params.fleet_config or None)
-            shard = fleet.shard(self.params.site_id, self.params.shard_id)
-            namespace = self.get_namespace()
-            if namespace.startswith('/fleet/') and namespace != topics.shard_prefix(shard.site_id, shard.shard_id):
-                raise ConfigError(
-                    f'node namespace {namespace} belongs to another shard than site_id={shard.site_id} '
-                    f'shard_id={shard.shard_id}: fix the shard_id parameter or the namespace'
-                )
+            fleet, shard = load_shard(self.params, self.get_namespace())
         except ConfigError as exc:
             self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
-        state_dir = (
-            Path(self.params.state_dir).expanduser()
-            if self.params.state_dir
-            else default_state_dir(shard.site_id, shard.shard_id, self.replica_id)
-        )
         try:
-            journal = ShardJournal(state_dir / 'journal.db', durability=self.params.journal_durability)
+            journal = open_journal(self.params, shard)
         except (JournalUnavailable, ValueError) as exc:
             self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
         self.journal = journal
         self.options = OrchestratorOptions(
-            self.params.site_id, self.params.shard_id, self.replica_id, fleet, self._trace_settings(fleet)
+            self.params.site_id, self.params.shard_id, self.replica_id, fleet, trace_settings(self.params, fleet)
         )
         self.shard: ShardConfig = shard
         self.fleet = fleet
-        slot = (
-            self.params.replica_index
-            if self.params.replica_index >= 0
-            else zlib.crc32(self.replica_id.encode()) % EPOCH_SLOTS
-        )
+        slot = epoch_slot(self.params)
         self.health = HealthMonitor(fleet.health, shard.agents, clock=self.clock)
         self.replica = ShardReplica(shard.agents)
         self.durable = DurableShard(journal, self.replica, own_id=self.replica_id)
         self.rng = random.Random(self.params.retry_jitter_seed or time.time_ns())
-        workflow_dir = (
-            Path(self.params.workflow_dir) if self.params.workflow_dir else Path(fleet.source).parent / 'workflows'
-        )
-        library = WorkflowLibrary(workflow_dir)
-        for name, error in library.errors.items():
-            self.get_logger().error(f'workflow {name} not loaded: {error}')
         self._leader = ShardLeader(
             site_id=shard.site_id,
             shard_id=shard.shard_id,
             agents=shard.agents,
             fleet=fleet,
             journal=journal,
-            workflows=library,
+            workflows=workflow_library(self.params, fleet, self.get_logger().error),
             node_id=self.replica_id,
             clock=self.clock,
             rng=self.rng,
         )
         # Whatever configuring (and leading) creates is destroyed again by on_cleanup, or right here when it fails.
         self._before_configure = {*self.publishers, *self.subscriptions, *self.services}
-        self._election = Election(
-            self,
-            shard=shard,
-            fleet=fleet,
-            replica_id=self.replica_id,
-            slot=slot,
-            clock=self.clock,
-            health=self.health,
-            replica=self.replica,
-            durable=self.durable,
-            led_epoch=lambda: self.dispatcher.epoch if self.dispatcher is not None else None,
-            step_down=self._step_down,
-        )
-        self.lease.note_epoch(journal.max_epoch())
-        self._create_endpoints(shard)
-        self.missions = MissionServer(self, self._leader, self._apply)
-        self.operations = ShardOperations(self, self._leader, self._apply)
-        self.leader_endpoints = LeaderServices(
-            self,
-            self._leader,
-            self._apply,
-            replica_id=self.replica_id,
-            epoch=lambda: self.lease.epoch,
-            caught_up=lambda: self.replication.caught_up(self.clock()),
-        )
+        self._create_endpoints(shard, slot)
         miswired = self.election.miswired()
         if miswired is not None:
             self.get_logger().error(f'configure failed: {miswired}')
@@ -220,21 +164,12 @@ class ShardOrchestrator(TypedLifecycleNode):
         )
         return TransitionCallbackReturn.SUCCESS
 
-    def _trace_settings(self, fleet: FleetConfig) -> TraceSettings:
-        return TraceSettings(
-            enabled=bool(self.params.tracing_enabled) and fleet.tracing.enabled,
-            sample_fraction=float(self.params.trace_sample_fraction)
-            if self.params.trace_sample_fraction >= 0
-            else fleet.tracing.sample_fraction,
-            pending_commands=fleet.tracing.pending_commands,
-        )
-
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Applies the parameters that may change at runtime (rclpy refuses read_only and out-of-range values before
         calling this)."""
         changed = self.params.apply(params)
         if self.options is not None and {'trace_sample_fraction', 'tracing_enabled'} & set(changed):
-            settings = self._trace_settings(self.options.fleet)
+            settings = trace_settings(self.params, self.options.fleet)
             self.options = OrchestratorOptions(
                 self.options.site_id, self.options.shard_id, self.options.orchestrator_id, self.options.fleet, settings
             )
@@ -244,7 +179,22 @@ class ShardOrchestrator(TypedLifecycleNode):
             )
         return SetParametersResult(successful=True)
 
-    def _create_endpoints(self, shard: ShardConfig) -> None:
+    def _create_endpoints(self, shard: ShardConfig, slot: int) -> None:
+        """The shard's topics, services and action, each created by the module that uses it."""
+        self._election = Election(
+            self,
+            shard=shard,
+            fleet=self.fleet,
+            replica_id=self.replica_id,
+            slot=slot,
+            clock=self.clock,
+            health=self.health,
+            replica=self.replica,
+            durable=self.durable,
+            led_epoch=lambda: self.dispatcher.epoch if self.dispatcher is not None else None,
+            step_down=self._step_down,
+        )
+        self.lease.note_epoch(self.durable.journal.max_epoch())
         site, sid = shard.site_id, shard.shard_id
         self.command_pubs: dict[str, Publisher] = {
             agent: self.create_publisher(CommandMsg, topics.agent_command(site, agent), qos.COMMAND)
@@ -270,6 +220,16 @@ class ShardOrchestrator(TypedLifecycleNode):
         self.observability = ShardObservability(self, site, sid, metrics_port=int(self.params.metrics_port))
         self.create_subscription(CommandAckMsg, topics.shard_ack(site, sid), self._on_ack, qos.ACK)
         self.create_subscription(Heartbeat, topics.shard_heartbeat(site, sid), self._on_heartbeat, qos.HEARTBEAT)
+        self.missions = MissionServer(self, self.leader, self._apply)
+        self.operations = ShardOperations(self, self.leader, self._apply)
+        self.leader_endpoints = LeaderServices(
+            self,
+            self.leader,
+            self._apply,
+            replica_id=self.replica_id,
+            epoch=lambda: self.lease.epoch,
+            caught_up=lambda: self.replication.caught_up(self.clock()),
+        )
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.election.eligible = True
