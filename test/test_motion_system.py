@@ -163,9 +163,19 @@ def is_zero(twist: Twist) -> bool:
 
 
 def assert_stationary(fleet: Fleet, agent: str, since: float) -> None:
-    """Once stopped, the base stays put (the stand-ins have no command timeout: a moving command would move it)."""
-    first, *_, last = fleet.odom_after(agent, since, count=15)
-    assert last.twist.twist.linear.x == 0.0 and last.twist.twist.angular.z == 0.0
+    """Once stopped, the base stays put (the stand-ins have no command timeout: a moving command would move it).
+
+    `since` is when the probe saw the halt; the base may publish odometry integrated before it got that halt, so
+    stillness is judged from the base's first zero-twist report after `since`: every later report is at that pose."""
+    track = fleet.tracks[agent]
+
+    def still_run() -> list[Odometry]:
+        msgs = [m for t, m in track.odom if t > since]
+        stopped = next((i for i, m in enumerate(msgs) if is_zero(m.twist.twist)), None)
+        return msgs[stopped : stopped + 15] if stopped is not None and len(msgs) - stopped >= 15 else []
+
+    first, *_, last = fleet.ros.spin_until(still_run, 15, f'15 odometry messages of {agent} from its first halt on')
+    assert is_zero(last.twist.twist), last.twist.twist
     a, b = first.pose.pose.position, last.pose.pose.position
     assert math.hypot(b.x - a.x, b.y - a.y) < 1e-9, (a, b)
 
