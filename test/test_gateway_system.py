@@ -420,6 +420,24 @@ async def _spin_until(ros, predicate, timeout: float, what: str):
     raise AssertionError(f'timed out after {timeout:g} s waiting for {what}')
 
 
+async def _until_reachable(ros, ws, service: str, srv_type: str, args: dict | None = None, timeout: float = 30.0):
+    """Call `service` (served by this process's ROS node) through `ws` until a call is answered: `ws`'s gateway (a
+    cluster's worker started moments ago) has discovered the server in its ROS graph by then."""
+    deadline = time.monotonic() + timeout
+    for attempt in itertools.count():
+        rid = f'reach-{attempt}'
+        call = {'op': 'call_service', 'id': rid, 'service': service, 'type': srv_type, 'args': args or {}}
+        await ws.send(json.dumps(call))
+        reply = asyncio.ensure_future(recv_until(ws, lambda m, r=rid: m.get('id') == r, timeout))
+        while not reply.done():  # this process answers the call: spin while waiting
+            ros.spin_once(0.0)
+            await asyncio.sleep(0.005)
+        if reply.result().get('result') is True:
+            return
+        assert time.monotonic() < deadline, f'{service} not reachable through the gateway: {reply.result()}'
+        await asyncio.sleep(0.2)
+
+
 class _Inbox:
     """Reads one WebSocket connection in the background; `next(pred)` returns the first matching message."""
 
@@ -516,6 +534,8 @@ def test_client_served_service_answers_rclpy_callers_with_timeouts_conflicts_and
         )
         refused = await recv_until(other, lambda m: m.get('id') == 'dup')
         assert refused['level'] == 'error' and 'already served through the gateway' in refused['msg']
+        # (the gateway knows of a ROS node's service from its ROS graph: `other`'s worker must have discovered it)
+        await _until_reachable(ros, other, '/served/taken', 'std_srvs/Trigger')
         await other.send(
             json.dumps({'op': 'advertise_service', 'id': 'ros', 'service': '/served/taken', 'type': 'std_srvs/Trigger'})
         )
@@ -732,6 +752,7 @@ def test_client_served_action_runs_rclpy_goals_with_feedback_cancel_timeout_conf
     process sends goals to it."""
     from action_msgs.msg import GoalStatus
     from rclpy.action import ActionClient, ActionServer
+    from std_srvs.srv import Trigger
 
     from fleet_interfaces.action import RunMission
 
@@ -739,6 +760,7 @@ def test_client_served_action_runs_rclpy_goals_with_feedback_cancel_timeout_conf
     node = ros.node('served_action_caller')
     client = ActionClient(node, RunMission, '/served/mission')
     taken = ActionServer(node, RunMission, '/served/taken', lambda handle: RunMission.Result())  # a ROS node's
+    node.create_service(Trigger, '/served/taken_after', lambda _req, resp: resp)
 
     def result_of(handle):
         return handle.get_result_async()
@@ -823,6 +845,10 @@ def test_client_served_action_runs_rclpy_goals_with_feedback_cancel_timeout_conf
 
         # 5. a second client may not take the name; nor may anyone take a name a ROS node serves
         other = await connect(gateway.url())
+        # (the gateway knows of a ROS node's action from its ROS graph: `other`'s worker must have discovered it)
+        # (the action's services have hidden names: a service this node created after them stands in; this
+        # process's endpoints are announced in the order they were created)
+        await _until_reachable(ros, other, '/served/taken_after', 'std_srvs/Trigger')
         for rid, action in (('dup', '/served/mission'), ('ros', '/served/taken')):
             await other.send(json.dumps({'op': 'advertise_action', 'id': rid, 'action': action, 'type': RUN_MISSION}))
         refused = await recv_until(other, lambda m: m.get('id') == 'dup')

@@ -22,6 +22,10 @@ from fleet_ros import qos as fleet_qos
 
 log = logging.getLogger('fleet_gateway.ros')
 
+RETIRE_S = 1.0
+"""How long a service unadvertised with calls waiting outlives the failed responses it sent them (calls that arrive
+meanwhile are failed at once)."""
+
 OnServiceRequest = Callable[[Any, str, int, Any], None]
 """(owner, service, token, request), called in the asyncio thread for each ROS call to a client-served service."""
 
@@ -128,11 +132,15 @@ class ClientServedServices:
         served = self._registry.release(service, owner)
         if served is None:
             return
+        failed = bool(served.waiting)
         for header in served.waiting.values():
             self.counters['failed'] += 1
             self._send(served, failed_response(served.cls, f'{service}: {why}'), header)
         served.waiting.clear()
-        self.node.destroy_service(served.server)
+        if failed:  # destroyed at once, its DDS writer would drop responses not yet delivered (seen under load)
+            self.loop.call_later(RETIRE_S, self.node.destroy_service, served.server)
+        else:
+            self.node.destroy_service(served.server)
 
     def share_names(self, names: ServedNames) -> None:
         """Claim served names in `names` too (the workers of a cluster share them)."""
