@@ -92,9 +92,14 @@ def probe(ros: Any) -> FleetProbe:
 @pytest.mark.launch(fixture=site_and_robots)
 def test_every_node_reaches_its_state(ros: Any, probe: FleetProbe) -> None:
     expected = 2 * len(SHARDS) + sum(len(a) for a in SHARDS.values()) + 2
-    wait_for(lambda: len(descendants(os.getpid())) >= expected, 60, what=f'{expected} launched processes')
+    launched = wait_for(
+        lambda: (c := descendants(os.getpid(), recursive=False)) and len(c) >= expected and c,
+        60,
+        what=f'{expected} launched processes',
+    )
+    # Every process below the launch (the gateway's workers too) must be gone after the shutdown test.
     STARTED.update(descendants(os.getpid()))
-    executables = sorted(cmd.split(' --ros-args')[0].rsplit('/', 1)[-1] for cmd in STARTED.values())
+    executables = sorted(cmd.split(' --ros-args')[0].rsplit('/', 1)[-1] for cmd in launched.values())
     assert executables == ['fleet_agent'] * 3 + ['fleet_foxglove', 'fleet_gateway'] + ['shard_orchestrator'] * 4, (
         STARTED
     )

@@ -56,12 +56,13 @@ def include(launch_file: str | Path, **arguments: str) -> Any:
     )
 
 
-def descendants(pid: int) -> dict[int, str]:
-    """{pid: command line} of every live process below `pid`."""
+def descendants(pid: int, *, recursive: bool = True) -> dict[int, str]:
+    """{pid: command line} of every live process below `pid` (only its own children with recursive=False: what a
+    launch started, without the workers a program such as `fleet_gateway --workers N` starts itself)."""
     import psutil
 
     found = {}
-    for child in psutil.Process(pid).children(recursive=True):
+    for child in psutil.Process(pid).children(recursive=recursive):
         try:
             if child.status() != psutil.STATUS_ZOMBIE:
                 found[child.pid] = ' '.join(child.cmdline())
