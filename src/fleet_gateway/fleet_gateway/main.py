@@ -24,7 +24,8 @@ from rclpy.utilities import remove_ros_args
 
 from fleet_gateway.config import ConfigError, GatewayConfig, load_acl, load_gateway_config, load_tokens
 from fleet_gateway.metrics import serve_gateway_metrics
-from fleet_gateway.ros_side import OnMessages, RosEndpoints
+from fleet_gateway.ros.endpoints import RosEndpoints
+from fleet_gateway.ros.topics import OnMessages
 from fleet_gateway.server import GatewayServer
 from fleet_gateway.transport.workers import WorkerRole, run_cluster, unblock_stop_signals, worker_count
 from fleet_observability.metrics import MetricsServeError
