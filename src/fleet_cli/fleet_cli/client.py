@@ -1,21 +1,23 @@
-"""FleetClient: the operator side of the ROS graph for fleetctl (own context, EventsExecutor, spun by the caller)."""
+"""FleetClient: the operator side of the ROS graph for fleetctl, on the program runtime (`fleet_ros.runtime`: own
+context with rclpy's signal handlers off, EventsExecutor spun by the caller, ordered shutdown). SIGINT/SIGTERM ask
+the session to stop: the next spin raises `Interrupted` (a KeyboardInterrupt, which fleetctl turns into exit 130
+without a traceback) while the context is still valid, and `close()` shuts the session down in order."""
 
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import rclpy
-from rclpy.context import Context
-from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from fleet_core.config import ConfigError, FleetConfig, load_fleet_config
+from fleet_ros.runtime import ros_program
 
 T = TypeVar('T')
 
@@ -24,6 +26,10 @@ DEFAULT_CONFIG = Path('config/fleet.yaml')
 
 class ClientTimeout(RuntimeError):
     """The fleet did not answer in time; the message says what was awaited."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM asked the session to stop (a KeyboardInterrupt: fleetctl's main exits 130 on it)."""
 
 
 def load_config(path: str | None) -> FleetConfig:
@@ -36,16 +42,28 @@ def load_config(path: str | None) -> FleetConfig:
 
 class FleetClient:
     def __init__(self, name: str = 'fleetctl') -> None:
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = Node(f'{name}_{os.getpid()}', context=self.context)
-        self.executor = EventsExecutor(context=self.context)
-        self.executor.add_node(self.node)
+        self._session = ExitStack()
+        self.program = self._session.enter_context(ros_program(name))
+        try:
+            self.context = self.program.context
+            self.executor = self.program.executor
+            self.node = self.program.add_node(Node(f'{name}_{os.getpid()}', context=self.context))
+        except BaseException:
+            self._session.close()
+            raise
+
+    def spin_once(self, timeout_sec: float = 0.05) -> None:
+        """One executor slice, or `Interrupted` once a stop was requested (checked before and after the slice)."""
+        if self.program.stop_requested:
+            raise Interrupted(self.program.stop_reason)
+        self.executor.spin_once(timeout_sec=timeout_sec)
+        if self.program.stop_requested:
+            raise Interrupted(self.program.stop_reason)
 
     def spin(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and self.context.ok():
-            self.executor.spin_once(timeout_sec=min(0.05, max(0.0, deadline - time.monotonic())))
+            self.spin_once(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def spin_until(self, condition: Callable[[], T], timeout: float, what: str) -> T:
         deadline = time.monotonic() + timeout
@@ -55,7 +73,7 @@ class FleetClient:
                 return value
             if time.monotonic() >= deadline:
                 raise ClientTimeout(f'timed out after {timeout:.1f}s waiting for {what}')
-            self.executor.spin_once(timeout_sec=0.02)
+            self.spin_once(0.02)
 
     def call(self, srv_type: Any, name: str, request: Any, timeout: float = 5.0) -> Any:
         client = self.node.create_client(srv_type, name)
@@ -93,13 +111,11 @@ class FleetClient:
             missing = [key for key in keys if key not in found]
             if elapsed >= wait and not any(self.node.count_publishers(topic_of(*key)) > 0 for key in missing):
                 break
-            self.executor.spin_once(timeout_sec=0.05)
+            self.spin_once(0.05)
         for sub in subs:
             self.node.destroy_subscription(sub)
         return found
 
     def close(self) -> None:
-        self.executor.remove_node(self.node)
-        self.node.destroy_node()
-        self.executor.shutdown()
-        rclpy.try_shutdown(context=self.context)
+        """The runtime's ordered shutdown (node, executor, then the context); the previous signal handlers return."""
+        self._session.close()

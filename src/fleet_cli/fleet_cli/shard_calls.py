@@ -29,9 +29,9 @@ def shard_states(client: FleetClient, keys: Sequence[ShardKey], timeout: float) 
                     futures[key] = srv.call_async(GetShardState.Request())
             if len(futures) == len(clients) or time.monotonic() >= deadline:
                 break
-            client.executor.spin_once(timeout_sec=0.02)
+            client.spin_once(0.02)
         while not all(f.done() for f in futures.values()) and time.monotonic() < deadline:
-            client.executor.spin_once(timeout_sec=0.02)
+            client.spin_once(0.02)
         missing = [f'{s}/{h}' for (s, h) in keys if (s, h) not in futures or not futures[(s, h)].done()]
         if missing:
             raise ClientTimeout(f'no answer from the leader of {", ".join(missing)} within {timeout:.0f}s (no leader?)')
@@ -75,9 +75,9 @@ def outcomes_of(client: FleetClient, keys: Sequence[ShardKey], command_ids: Sequ
             for index, srv in enumerate(clients):
                 if index not in futures and srv.service_is_ready():
                     futures[index] = srv.call_async(GetOutcomes.Request(command_ids=list(command_ids)))
-            client.executor.spin_once(timeout_sec=0.02)
+            client.spin_once(0.02)
         while not all(f.done() for f in futures.values()) and time.monotonic() < deadline:
-            client.executor.spin_once(timeout_sec=0.02)
+            client.spin_once(0.02)
         return [f.result() for f in futures.values() if f.done()]
     finally:
         for srv in clients:

@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         board = StatusBoard(client, keys)
         deadline = time.monotonic() + STATUS_WAIT_SEC
         while not board.complete() and time.monotonic() < deadline:
-            client.executor.spin_once(timeout_sec=0.05)
+            client.spin_once(0.05)
     finally:
         client.close()
     now = time.time()
