@@ -164,8 +164,9 @@ class TwistOdomBackend:
         self._publisher.publish(msg)
 
     def halt(self) -> None:
-        # At shutdown rclpy's signal handler invalidates the context before the agent cancels its work; nothing can
-        # be published then (the base's own cmd_vel timeout has to stop it).
+        # Under the program runtime the context is still valid while the agent's work is cancelled, so the stop
+        # reaches the base; the check guards a context that is gone anyway (an embedding without the runtime, or a
+        # halt after shutdown), where only the base's own cmd_vel timeout can stop it.
         if self.node.context.ok():
             self._publisher.publish(Twist())
 

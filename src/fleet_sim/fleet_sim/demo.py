@@ -15,9 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import rclpy
-from rclpy.context import Context
-from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -25,6 +22,7 @@ from fleet_bringup.nodes import sim_host_groups
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig
 from fleet_ros import qos
+from fleet_ros.runtime import RosProgram, ros_program
 from fleet_sim.campaign import executions_from_logs
 from fleet_sim.execlog import audit
 from fleet_sim.faults import FAULT_TOPIC, Fault
@@ -54,6 +52,7 @@ PROGRESS_PERIOD_SEC = 2.0
 SHARD_JOURNALS = 'state/shards/*/*/*/journal.db'
 """The replicas' shard journals in a run dir (stack.py points FLEETLANES_STATE_DIR at run_dir/state)."""
 EXIT_OK, EXIT_VIOLATED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -102,15 +101,19 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM asked the demo to stop (the runtime's stop request, seen between spin slices)."""
+
+
 class Demo:
-    def __init__(self, args: argparse.Namespace, fleet: FleetConfig, stack: DemoStack, context: Context) -> None:
+    def __init__(self, args: argparse.Namespace, fleet: FleetConfig, stack: DemoStack, program: RosProgram) -> None:
         self.args = args
         self.fleet = fleet
         self.stack = stack
-        self.context = context
-        self.node = Node('fleet_demo', context=context)
-        self.executor = EventsExecutor(context=context)
-        self.executor.add_node(self.node)
+        self.program = program
+        self.context = program.context
+        self.executor = program.executor
+        self.node = program.add_node(Node('fleet_demo', context=program.context))
         self.observer = FleetObserver(self.node, fleet)
         self.fault_pub = self.node.create_publisher(String, FAULT_TOPIC, qos.EVENTS)
         self.started = time.monotonic()
@@ -155,7 +158,7 @@ class Demo:
             # Drain every event that arrives within one tick, then run the periodic work once.
             slice_end = time.monotonic() + TICK_SEC
             while (now := time.monotonic()) < slice_end:
-                self.executor.spin_once(timeout_sec=slice_end - now)
+                self.spin_once(slice_end - now)
             if tick is not None:
                 tick()
             dead = [
@@ -170,6 +173,12 @@ class Demo:
         return False
 
     _killed_child = None
+
+    def spin_once(self, timeout_sec: float) -> None:
+        """One executor slice; `Interrupted` once a stop was requested (the context is still valid then)."""
+        if self.program.stop_requested:
+            raise Interrupted(self.program.stop_reason)
+        self.executor.spin_once(timeout_sec=timeout_sec)
 
     # -- phases ------------------------------------------------------------------------------------------
 
@@ -260,7 +269,7 @@ class Demo:
         ok = self.spin_until(done, max(5.0, remaining), 'the mission to finish', tick)
         settle = time.monotonic() + 0.5  # late duplicate outcomes, if any, would arrive now
         while time.monotonic() < settle:
-            self.executor.spin_once(timeout_sec=SPIN_SLICE_SEC)
+            self.spin_once(SPIN_SLICE_SEC)
         self._progress()
         return ok
 
@@ -370,11 +379,6 @@ class Demo:
             return self.mission.succeeded
         return self.driver.robots_failed() == 0
 
-    def close(self) -> None:
-        self.executor.remove_node(self.node)
-        self.node.destroy_node()
-        self.executor.shutdown()
-
 
 STEP_DOWN_LINES = 12
 
@@ -411,71 +415,77 @@ def main(argv: list[str] | None = None) -> int:
         f'ROS_DOMAIN_ID={env["ROS_DOMAIN_ID"]} (discovery LOCALHOST); run dir {run_dir}'
     )
     stack = DemoStack.create(fleet, run_dir / 'fleet.yaml', config_dir, run_dir, env, args.robots_per_host)
-    context = Context()
-    rclpy.init(context=context)
-    demo: Demo | None = None
     started = time.monotonic()
     try:
-        demo = Demo(args, fleet, stack, context)
-        if not demo.bring_up(config_dir):
-            return EXIT_VIOLATED
-        for what in stack.missing:
-            say(f'note: not started: {what}')
-        say(
-            f'[{demo.elapsed():5.1f}s] ready: {len(stack.orchestrators)} orchestrators, {len(stack.hosts)} robot '
-            f'hosts, gateway ws://127.0.0.1:{stack.gateway_port() or "?"}'
-        )
-        url = stack.foxglove_url()
-        if url:
-            say(
-                f'watch live: Foxglove -> Open connection -> Foxglove WebSocket -> {url}; 3D panel, display frame '
-                f'{fleet.sites[0]}_map, topics /{fleet.sites[0]}/*/odom'
-            )
-        mission_start = time.monotonic()
-        ok = demo.run_mission()
-        mission_s = time.monotonic() - mission_start
-        resources = stack.resource_figures(time.monotonic() - started)
-        summary = demo.summary(ok, mission_s)
-        summary['wall_s'] = round(time.monotonic() - started, 1)
-        summary['resources'] = resources
-        stack.stop_recorder()
-        recording = run_dir / 'demo.mcap'
-        summary['recording'] = str(recording) if stack.recorder is not None and recording.exists() else None
-        summary['recorded_messages'] = stack.recorded_messages()
-        summary['not_started'] = stack.missing
-        failures = invariant_failures(summary)
-        summary['invariants_hold'] = not failures
-        say(render_table(summary))
-        for role, figures in resources.items():
-            say(f'  {role:<10} {figures}')
-        if summary['recording']:
-            say(f'recording: {recording} (Foxglove -> Open local file)')
-        say(
-            f'leader changes: {summary["leader_changes"]}; unexpected: {summary["unexpected_leader_changes"] or "none"}'
-        )
-        if summary['unexpected_leader_changes']:
-            for line in step_down_evidence(run_dir / 'logs'):
-                say(f'  {line}')
-        for reason in failures:
-            say(f'VIOLATED: {reason}')
-        for refusal in demo.mission.refused():
-            say(f'  mission refused: {refusal}')
-        for (outcome, detail), count in demo.observer.unsuccessful_details().most_common(6):
-            say(f'  {count:>4} x {outcome}: {detail}')
-        for command_id in demo.observer.unresolved()[:10]:
-            entry = demo.observer.journal[command_id]
-            say(f'  no outcome: {command_id} {entry.kind} for {entry.agent_id} ({"/".join(entry.shard)})')
-        say(json.dumps(summary, separators=(',', ':')))
-        return EXIT_OK if not failures else EXIT_VIOLATED
+        # The runtime: rclpy's signal handlers off, SIGINT/SIGTERM a stop request (Interrupted at the next spin
+        # slice), the observer node and its context shut down in order before the stack's processes are stopped.
+        with ros_program('fleet_demo') as program:
+            return _run(args, fleet, stack, config_dir, program, started)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     finally:
-        if demo is not None:
-            demo.close()
-        if context.ok():
-            rclpy.shutdown(context=context)
         stack.stop()
         say(f'stopped {len(stack.supervisor.children)} processes; logs in {run_dir / "logs"}')
+
+
+def _run(
+    args: argparse.Namespace,
+    fleet: FleetConfig,
+    stack: DemoStack,
+    config_dir: Path,
+    program: RosProgram,
+    started: float,
+) -> int:
+    run_dir = stack.run_dir
+    demo = Demo(args, fleet, stack, program)
+    if not demo.bring_up(config_dir):
+        return EXIT_VIOLATED
+    for what in stack.missing:
+        say(f'note: not started: {what}')
+    say(
+        f'[{demo.elapsed():5.1f}s] ready: {len(stack.orchestrators)} orchestrators, {len(stack.hosts)} robot '
+        f'hosts, gateway ws://127.0.0.1:{stack.gateway_port() or "?"}'
+    )
+    url = stack.foxglove_url()
+    if url:
+        say(
+            f'watch live: Foxglove -> Open connection -> Foxglove WebSocket -> {url}; 3D panel, display frame '
+            f'{fleet.sites[0]}_map, topics /{fleet.sites[0]}/*/odom'
+        )
+    mission_start = time.monotonic()
+    ok = demo.run_mission()
+    mission_s = time.monotonic() - mission_start
+    resources = stack.resource_figures(time.monotonic() - started)
+    summary = demo.summary(ok, mission_s)
+    summary['wall_s'] = round(time.monotonic() - started, 1)
+    summary['resources'] = resources
+    stack.stop_recorder()
+    recording = run_dir / 'demo.mcap'
+    summary['recording'] = str(recording) if stack.recorder is not None and recording.exists() else None
+    summary['recorded_messages'] = stack.recorded_messages()
+    summary['not_started'] = stack.missing
+    failures = invariant_failures(summary)
+    summary['invariants_hold'] = not failures
+    say(render_table(summary))
+    for role, figures in resources.items():
+        say(f'  {role:<10} {figures}')
+    if summary['recording']:
+        say(f'recording: {recording} (Foxglove -> Open local file)')
+    say(f'leader changes: {summary["leader_changes"]}; unexpected: {summary["unexpected_leader_changes"] or "none"}')
+    if summary['unexpected_leader_changes']:
+        for line in step_down_evidence(run_dir / 'logs'):
+            say(f'  {line}')
+    for reason in failures:
+        say(f'VIOLATED: {reason}')
+    for refusal in demo.mission.refused():
+        say(f'  mission refused: {refusal}')
+    for (outcome, detail), count in demo.observer.unsuccessful_details().most_common(6):
+        say(f'  {count:>4} x {outcome}: {detail}')
+    for command_id in demo.observer.unresolved()[:10]:
+        entry = demo.observer.journal[command_id]
+        say(f'  no outcome: {command_id} {entry.kind} for {entry.agent_id} ({"/".join(entry.shard)})')
+    say(json.dumps(summary, separators=(',', ':')))
+    return EXIT_OK if not failures else EXIT_VIOLATED
 
 
 if __name__ == '__main__':
