@@ -7,8 +7,9 @@ announced outcome against the robots' execution logs.
 
 Prints one JSON line: seeds, commands, executions, lost, wrong_outcomes, double_executions, stale_executions,
 leader_changes, max_takeover_s (leader SIGKILL -> the standby's lease, hot takeovers only; cold restarts are in
-max_cold_start_s), violations (list), hosts (netns|loopback), failing_seeds (their schedules). Progress and the
-schedule of every failing seed go to stderr; re-run one with --seed S.
+max_cold_start_s: restart -> first lease, process start included, and max_cold_election_s: the first restarted
+replica's activation -> first lease), violations (list), hosts (netns|loopback), failing_seeds (their
+schedules). Progress and the schedule of every failing seed go to stderr; re-run one with --seed S.
 
 Run: python bench/chaos_campaign.py --seeds 20 (environment active; root for namespaces)."""
 
@@ -87,7 +88,8 @@ def run_campaign(args: argparse.Namespace, domain_id: int) -> dict[str, object]:
         log(
             f'seed {seed}: {result.commands} commands, {result.executions} executions, '
             f'{len(result.violations)} violation(s), takeovers {[round(t, 2) for t in result.takeovers_s]}, '
-            f'cold starts {[round(t, 2) for t in result.cold_starts_s]}, '
+            f'cold starts {[round(t, 2) for t in result.cold_starts_s]} '
+            f'(election from activation {[round(t, 2) for t in result.cold_elections_s]}), '
             f'{len(result.unqueryable)} outcome(s) not queryable at the end, {result.elapsed_s:.0f}s'
         )
         for note in result.notes:

@@ -16,13 +16,16 @@ import pytest
 from fleet_core.config import IntakeSettings
 from fleet_core.history import ExecResult, ViolationKind
 from fleet_sim.campaign import (
+    ACTIVE_MARK,
     LINK_OPS,
     ORCHESTRATOR_OPS,
     OTHER_OPS,
     Schedule,
     campaign_line,
+    cold_start_interrupted,
     draw_schedule,
     executions_from_logs,
+    first_mark_after,
     judge,
 )
 from fleet_sim.campaign_rig import HOSTS, CampaignOptions, SeedRig
@@ -60,6 +63,25 @@ def _start(agent: str, command: str, epoch: int, wall: float, deadline: float) -
         'ev': 'start', 'host': 'r1', 'pid': 1, 'agent': agent, 'command_id': command, 'kind': 'noop', 'seq': 1,
         'epoch': epoch, 'attempt': 1, 'deadline': deadline, 'wall': wall, 'agent_clock': wall,
     }  # fmt: skip
+
+
+def test_the_cold_election_is_timed_from_the_first_activation_after_the_restart() -> None:
+    log = [
+        '[INFO] [100.500000000] [site_c.zone_1.orchestrator_a]: active: eligible to lead; leading once ...',
+        '[INFO] [130.250000000] [site_c.zone_1.orchestrator_a]: configured for site_c/zone_1 (12 agents) ...',
+        '[INFO] [131.750000000] [site_c.zone_1.orchestrator_a]: active: eligible to lead; leading once ...',
+        '[INFO] [140.000000000] [site_c.zone_1.orchestrator_a]: active: eligible to lead; leading once ...',
+    ]
+    assert first_mark_after(log, ACTIVE_MARK, 130.0) == 131.75  # this start's, not the earlier process's
+    assert first_mark_after(log, ACTIVE_MARK, 0.0) == 100.5
+    assert first_mark_after(log, ACTIVE_MARK, 141.0) is None
+
+
+def test_a_cold_restart_killed_again_before_any_lease_is_not_timed() -> None:
+    assert not cold_start_interrupted(100.0, 5.0, None)  # the only restart
+    assert not cold_start_interrupted(100.0, 5.0, 110.0)  # led before the next restart
+    assert cold_start_interrupted(100.0, 21.0, 110.0)  # the first lease came after the next restart
+    assert cold_start_interrupted(100.0, None, 110.0)
 
 
 def test_execution_logs_become_executions_that_the_checker_judges(tmp_path: Path) -> None:

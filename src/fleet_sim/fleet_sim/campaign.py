@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -208,6 +209,9 @@ class SeedResult:
     leader_changes: int = 0
     takeovers_s: list[float] = field(default_factory=list)
     cold_starts_s: list[float] = field(default_factory=list)
+    cold_elections_s: list[float] = field(default_factory=list)
+    """Of each cold start: from the first restarted replica's activation (its process up and configured) to the
+    first lease; the rest of cold_starts_s is process start, which grows with the host's load."""
     missions: tuple[int, int] = (0, 0)
     violations: list[dict[str, object]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -248,11 +252,35 @@ def first_lease_after(seen: Sequence[Sequence[Any]], since: float, above_epoch: 
     return None
 
 
+def cold_start_interrupted(restarted_at: float, first_lease: float | None, next_restart: float | None) -> bool:
+    """A cold restart whose first lease (seconds after it, None: none) came only after the shard was restarted
+    again: it was killed before any replica led (its processes were still starting), so the wait belongs to the next
+    restart and is not this one's cold start."""
+    if next_restart is None:
+        return False
+    return first_lease is None or restarted_at + first_lease > next_restart
+
+
+ACTIVE_MARK = 'active: eligible to lead'
+"""What an orchestrator logs once it is configured and active (its process start is over)."""
+
+_LOG_STAMP = re.compile(r'\[(\d+\.\d+)\]')
+
+
+def first_mark_after(lines: Iterable[str], mark: str, since: float) -> float | None:
+    """Wall time of the first ROS log line holding `mark` stamped at or after `since` ('[INFO] [<sec>.<nsec>] ...')."""
+    for line in lines:
+        if mark in line and (found := _LOG_STAMP.search(line)) and float(found.group(1)) >= since:
+            return float(found.group(1))
+    return None
+
+
 def campaign_line(results: Sequence[SeedResult], *, hosts: str, extra: Mapping[str, object]) -> dict[str, object]:
     """The campaign's JSON line: counts summed over the seeds, the slowest hot takeover, every violation (with the
     failing seeds' schedules so they can be re-run with --seed)."""
     takeovers = [t for r in results for t in r.takeovers_s]
     cold = [t for r in results for t in r.cold_starts_s]
+    elections = [t for r in results for t in r.cold_elections_s]
     failing = [r for r in results if r.failed]
     line: dict[str, object] = {
         'seeds': len(results),
@@ -266,6 +294,7 @@ def campaign_line(results: Sequence[SeedResult], *, hosts: str, extra: Mapping[s
         'max_takeover_s': round(max(takeovers), 2) if takeovers else None,
         'takeovers': len(takeovers),
         'max_cold_start_s': round(max(cold), 2) if cold else None,
+        'max_cold_election_s': round(max(elections), 2) if elections else None,
         'missions_finished': sum(r.missions[0] for r in results),
         'missions_started': sum(r.missions[1] for r in results),
         'hosts': hosts,

@@ -22,12 +22,15 @@ import yaml
 from fleet_core.config import FleetConfig, load_fleet_config
 from fleet_ros.processes import kill_child, start_child, stop_child
 from fleet_sim.campaign import (
+    ACTIVE_MARK,
     DRIVER_OPS,
     LINK_OPS,
     Event,
     Schedule,
     SeedResult,
+    cold_start_interrupted,
     first_lease_after,
+    first_mark_after,
     judge,
     leader_changes,
 )
@@ -412,6 +415,16 @@ class SeedRig:
                 raise CampaignError(f'the driver exited early ({self.driver.popen.returncode})')
             time.sleep(min(POLL_SEC * 2, left))
 
+    def _first_active_after(self, shard: str, since: float) -> float | None:
+        """When the first replica of `shard` started after `since` became active (from the replicas' logs)."""
+        found = []
+        for (of, _name), proc in self.replicas.items():
+            if of == shard and proc.log.exists():
+                lines = proc.log.read_text(errors='replace').splitlines()
+                found.append(first_mark_after(lines, ACTIVE_MARK, since))
+        stamps = [t for t in found if t is not None]
+        return min(stamps) if stamps else None
+
     def _judge(self, found: dict[str, Any], result: SeedResult) -> None:
         tolerance = self.fleet.intake.clock_skew_tolerance_sec
         result.add_verdict(judge(found, sorted(self.exec_dir.glob('exec-*.jsonl')), tolerance))
@@ -425,10 +438,19 @@ class SeedRig:
                 result.takeovers_s.append(takeover)
         for shard, restarted_at, epoch in self.cold:
             cold = first_lease_after(leases.get(shard, []), restarted_at, epoch)
-            if cold is None:
+            again = [t for s, t, _epoch in self.cold if s == shard and t > restarted_at]
+            if cold_start_interrupted(restarted_at, cold, min(again) if again else None):
+                result.notes.append(
+                    f'{shard}: the cold restart was restarted again {min(again) - restarted_at:.1f}s later, before any '
+                    'replica led: not timed (the next restart is)'
+                )
+            elif cold is None:
                 result.violate('no_leader', f'{shard}: no leader after the cold restart')
             else:
                 result.cold_starts_s.append(cold)
+                active = self._first_active_after(shard, restarted_at)
+                if active is not None:
+                    result.cold_elections_s.append(restarted_at + cold - active)
         for finding in found['findings']:
             result.violate(finding['kind'], f'{finding["request_id"]}: {finding["detail"]}')
         if found['phase'] != 'finished':
