@@ -5,6 +5,7 @@ Also the shared state itself (`transport.shared`) between two processes' worth o
 from __future__ import annotations
 
 import asyncio
+import http
 import json
 import os
 import signal
@@ -18,14 +19,20 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from test_gateway_helpers import Gateway, start_gateway
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Request, Response
 
+from fleet_gateway.acl import Principal, TokenStore
 from fleet_gateway.backoff import Backoff
+from fleet_gateway.config import AdmissionConfig, GatewayConfig, load_acl
+from fleet_gateway.server import GatewayServer
 from fleet_gateway.transport.shared import (
     CLAIMS_DIR,
     STATE_FILE,
     ClaimFiles,
     NameTaken,
+    Shared,
     SharedFailureLimiter,
     SharedTable,
     SharedTokenBucket,
@@ -232,6 +239,9 @@ def test_shared_state_is_one_for_every_handle_on_the_runtime_directory(tmp_path)
     one.publish(2, 4)
     assert zero.totals() == one.totals() == (5, 5)
     assert WorkerCounts(table, 1).totals() == (3, 1)  # worker 1 restarted: its predecessor's sessions are gone
+    assert not one.admit((1, 2), 1, 2) and one.totals() == (3, 1)  # 1 + 2 waiting > 2: refused, nothing written
+    assert one.admit((1, 1), 1, 2) and zero.totals() == (4, 2)  # the last place
+    assert one.admit((2, 1), 0, 4) is False and one.admit((1, 2), 0, 4)  # only the pool that grows is checked
 
     now = [100.0]
     here = SharedFailureLimiter(table, 1.0, 3, clock=lambda: now[0])
@@ -265,6 +275,48 @@ def test_shared_state_is_one_for_every_handle_on_the_runtime_directory(tmp_path)
         theirs.claim('service', '/served/x', rival)
     mine.release('service', '/served/x', owner)
     assert theirs.claim('service', '/served/x', rival) is True
+
+
+class _Handshake:
+    """What `GatewayServer._admit` uses of a handshake's connection."""
+
+    def __init__(self) -> None:
+        self.remote_address = ('127.0.0.1', 40000)
+        self.connection_lost_waiter = asyncio.get_running_loop().create_future()
+
+    def respond(self, status: http.HTTPStatus, text: str) -> Response:
+        return Response(status.value, status.phrase, Headers(), text.encode())
+
+
+def test_a_cluster_counts_a_session_when_its_handshake_is_admitted(tmp_path):
+    """Two workers' admission over one runtime directory, no sessions started yet: a handshake counts against the
+    cluster's pools from the moment it is admitted (its client may connect again, to the other worker, before the
+    first worker's session starts), and gives its place back if it never becomes a session."""
+    SharedTable.create(tmp_path / STATE_FILE, 2)
+    (tmp_path / CLAIMS_DIR).mkdir()
+    config = GatewayConfig(port=0, admission=AdmissionConfig(max_clients=1, max_unauthenticated=3))
+    tokens = TokenStore({'tok': Principal('t', 'viewer')})
+    a, b = (
+        GatewayServer(
+            config, load_acl(None), tokens, lambda loop, on: None, Shared.cluster(tmp_path, i, config.admission)
+        )
+        for i in (0, 1)
+    )
+    anonymous, with_token = Request('/', Headers()), Request('/?token=tok', Headers())
+
+    async def scenario() -> None:
+        waiting = [_Handshake() for _ in range(3)]
+        assert all(a._admit(h, anonymous) is None for h in waiting)
+        refused = b._admit(_Handshake(), anonymous)
+        assert refused is not None and refused.status_code == 503 and b'waiting to authenticate' in refused.body
+        assert b._admit(_Handshake(), with_token) is None  # the other pool
+        full = a._admit(_Handshake(), with_token)
+        assert full is not None and full.status_code == 503 and b'limit of 1 clients' in full.body
+        waiting[0].connection_lost_waiter.set_result(None)  # that client left before its session started
+        await asyncio.sleep(0)
+        assert b._admit(_Handshake(), anonymous) is None
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.system

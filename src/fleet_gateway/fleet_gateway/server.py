@@ -27,7 +27,6 @@ import socket
 import ssl
 import time
 import urllib.parse
-import weakref
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -90,7 +89,8 @@ class GatewayServer:
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._principals: weakref.WeakKeyDictionary[ServerConnection, Principal | None] = weakref.WeakKeyDictionary()
+        self._admitted: dict[ServerConnection, Principal | None] = {}
+        """Handshakes admitted whose session has not started yet (counted in the published sessions already)."""
         self.counters = {
             'sessions_admitted': 0,
             'sessions_closed': 0,
@@ -168,24 +168,44 @@ class GatewayServer:
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED, 'unknown token\n')
         elif self.config.anonymous_role is not None:
             principal = Principal('anonymous', self.config.anonymous_role)
-        authenticated, unauthenticated = self.shared.admission.totals()  # the whole cluster's
-        if principal is None and unauthenticated >= admission.max_unauthenticated:
-            self.counters['rejected_unauthenticated'] += 1
-            return self._retry_later(
-                connection, f'{admission.max_unauthenticated} clients are waiting to authenticate already'
-            )
-        if principal is not None and authenticated >= admission.max_clients:
+        # the new session is counted now, before the response goes out (the client may connect again, to another
+        # worker, as soon as it has it); checking the whole cluster's sum and counting it are one step
+        authenticated, unauthenticated = self._counts()
+        if principal is None:
+            counts, pool, limit = (authenticated, unauthenticated + 1), 1, admission.max_unauthenticated
+        else:
+            counts, pool, limit = (authenticated + 1, unauthenticated), 0, admission.max_clients
+        if not self.shared.admission.admit(counts, pool, limit):
+            if principal is None:
+                self.counters['rejected_unauthenticated'] += 1
+                return self._retry_later(
+                    connection, f'{admission.max_unauthenticated} clients are waiting to authenticate already'
+                )
             self.counters['rejected_admission'] += 1
             return self._retry_later(connection, f'the gateway is at its limit of {admission.max_clients} clients')
         if not self.shared.new_sessions.try_take():
+            self._sessions_changed()  # not admitted after all
             self.counters['rejected_admission'] += 1
             return self._retry_later(connection, f'the gateway admits {admission.rate:g} new sessions per second')
-        self._principals[connection] = principal
+        self._admitted[connection] = principal
+        # a handshake that never becomes a session (the client left, the server is closing) gives its place back
+        connection.connection_lost_waiter.add_done_callback(lambda _: self._admission_lapsed(connection))
         return None
+
+    def _admission_lapsed(self, connection: ServerConnection) -> None:
+        if connection in self._admitted:  # else its session started (and counts itself)
+            del self._admitted[connection]
+            self._sessions_changed()
+
+    def _counts(self) -> tuple[int, int]:
+        """(authenticated, unauthenticated) sessions of this gateway, admitted handshakes included."""
+        waiting = sum(1 for principal in self._admitted.values() if principal is None)
+        authenticated = len(self.connections) - len(self.unauthenticated) + len(self._admitted) - waiting
+        return authenticated, len(self.unauthenticated) + waiting
 
     def _sessions_changed(self) -> None:
         """Tell the cluster this gateway's session counts (admission reads the sums)."""
-        self.shared.admission.publish(len(self.connections) - len(self.unauthenticated), len(self.unauthenticated))
+        self.shared.admission.publish(*self._counts())
 
     def _authenticate_op(self, address: str, token: str) -> Principal | None:
         """A session's `auth` op: refused unchecked while `address` is throttled; a failure counts against it."""
@@ -214,7 +234,7 @@ class GatewayServer:
         session = ClientSession(
             client_id,
             policy=self.policy,
-            principal=self._principals.pop(ws, None),
+            principal=self._admitted.pop(ws, None),
             limits=self.config.limits,
             authenticate=functools.partial(self._authenticate_op, _address_of(ws)),
             resolve_topic_type=ros.topic_type,

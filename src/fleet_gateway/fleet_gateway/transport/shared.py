@@ -4,8 +4,9 @@ always did; `Shared.cluster` puts the same state in a per-cluster runtime direct
 worker started:
 
 - the admission rate (a token bucket on new sessions, under an `flock`) and admission counts: each worker writes
-  its own row (authenticated, unauthenticated sessions) of a memory-mapped table; admission reads the sums, so
-  `rate`/`burst`, `max_clients` and `max_unauthenticated` hold for the whole cluster;
+  its own row (authenticated, unauthenticated sessions) of a memory-mapped table; admission checks the sums and
+  writes the row with the new session in it under one `flock` (`admit`), before the handshake's response is sent,
+  so `rate`/`burst`, `max_clients` and `max_unauthenticated` hold for the whole cluster;
 - failed authentications per source address: a fixed open-addressing table in the same mapping, updated under an
   `flock`, so the per-address limit holds whichever worker a retry lands on;
 - served names: a service or action a client serves is a file under `claims/` held with an `flock` by the worker
@@ -59,6 +60,11 @@ class AdmissionCounts(Protocol):
 
     def totals(self) -> tuple[int, int]:
         """(authenticated, unauthenticated) sessions of the whole cluster."""
+
+    def admit(self, counts: tuple[int, int], pool: int, limit: int) -> bool:
+        """Publish `counts` (this gateway's sessions with a new one in `pool`: 0 authenticated, 1 unauthenticated)
+        unless the cluster's total of `pool` would exceed `limit`; the check and the write are one step, so two
+        gateways admitting at once cannot both take the last place. False: nothing published."""
 
 
 class FailureLimit(Protocol):
@@ -121,6 +127,12 @@ class LocalCounts:
     def totals(self) -> tuple[int, int]:
         return self._counts
 
+    def admit(self, counts: tuple[int, int], pool: int, limit: int) -> bool:
+        if counts[pool] > limit:
+            return False
+        self._counts = counts
+        return True
+
 
 class LocalNames:
     """One gateway alone: its ROS side tells conflicts between its own clients apart (nothing to hold here)."""
@@ -174,10 +186,22 @@ class SharedTable:
         with self.locked():
             _ROW.pack_into(self.map, 8 + worker * _ROW.size, authenticated, unauthenticated)
 
+    def _rows(self) -> list[tuple[int, int]]:
+        return [_ROW.unpack_from(self.map, 8 + i * _ROW.size) for i in range(self.workers)]
+
     def sums(self) -> tuple[int, int]:
         with self.locked():
-            rows = [_ROW.unpack_from(self.map, 8 + i * _ROW.size) for i in range(self.workers)]
+            rows = self._rows()
         return sum(r[0] for r in rows), sum(r[1] for r in rows)
+
+    def set_row_within(self, worker: int, row: tuple[int, int], pool: int, limit: int) -> bool:
+        """Write `worker`'s row unless the sum of column `pool` (the other rows' and `row`'s) would exceed `limit`."""
+        with self.locked():
+            others = sum(r[pool] for i, r in enumerate(self._rows()) if i != worker)
+            if others + row[pool] > limit:
+                return False
+            _ROW.pack_into(self.map, 8 + worker * _ROW.size, *row)
+        return True
 
     def close(self) -> None:
         self.map.close()
@@ -195,6 +219,9 @@ class WorkerCounts:
 
     def totals(self) -> tuple[int, int]:
         return self.table.sums()
+
+    def admit(self, counts: tuple[int, int], pool: int, limit: int) -> bool:
+        return self.table.set_row_within(self.worker, counts, pool, limit)
 
 
 class SharedTokenBucket:
