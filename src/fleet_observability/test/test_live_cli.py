@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from fleet_core.trace import Hop
 from harness.processes import wait_exit
+from harness.wait import wait_for
 
 pytestmark = pytest.mark.system
 
@@ -18,8 +21,28 @@ T0 = 1_700_000_000.0
 SITE, SHARD = 'site_a', 'zone_1'
 
 
+TRACE_WINDOW = 50
+"""Trace messages published after the recorder matched the trace publisher, before the recorder is stopped."""
+
+
+class FakeShard:
+    """The fixture's trace publisher: cycles through one command's hops and counts what it sent."""
+
+    def __init__(self, trace_pub: Any, events: list[Any]) -> None:
+        self.trace_pub = trace_pub
+        self.events = events
+        self.sent = 0
+
+    def publish_trace(self) -> None:
+        self.trace_pub.publish(self.events[self.sent % len(self.events)])
+        self.sent += 1
+
+    def recorder_matched(self) -> bool:
+        return self.trace_pub.get_subscription_count() >= 1
+
+
 @pytest.fixture
-def fleet_publishers(ros: Any) -> Iterator[Any]:
+def fleet_publishers(ros: Any) -> Iterator[FakeShard]:
     from nav_msgs.msg import Odometry
 
     from fleet_core import topics
@@ -41,45 +64,44 @@ def fleet_publishers(ros: Any) -> Iterator[Any]:
         trace_to_msg(TraceRecord('cmd-live', 'tr-live', 'a1_r001', SHARD, 'orch', hop, T0 + ms / 1000, att, status))
         for hop, ms, att, status in plan
     ]
-    state = {'i': 0}
+    shard = FakeShard(trace_pub, events)
 
     def tick() -> None:
-        trace_pub.publish(events[state['i'] % len(events)])
-        state['i'] += 1
+        shard.publish_trace()
         odom_pub.publish(Odometry())
 
     node.create_timer(0.02, tick)
     spin = SpinThread(ros.executor, name='fake-shard-spin').start()
     try:
-        yield node
+        yield shard
     finally:
         spin.stop()
 
 
-def test_record_and_live_trace(fleet_publishers: Any, processes: Any, tmp_path: Path) -> None:
+def test_record_and_live_trace(fleet_publishers: FakeShard, processes: Any, tmp_path: Path) -> None:
+    from rclpy.duration import Duration
+
     from fleet_observability.recorder import read_recording, recording_topics
 
+    shard = fleet_publishers
     out = tmp_path / 'live.mcap'
     recorder = processes.start(
-        [
-            sys.executable,
-            '-m',
-            'fleet_cli.main',
-            'record',
-            '-o',
-            str(out),
-            '--duration',
-            '4',
-            '--discovery-period',
-            '0.2',
-        ],
+        [sys.executable, '-m', 'fleet_cli.main', 'record', '-o', str(out), '--discovery-period', '0.2'],
         name='record',
     )
+    # Nothing else subscribes to the trace topic yet: a matched subscription is the recorder's.
+    wait_for(shard.recorder_matched, 60, what='the recorder subscribed to the trace topic')
+    matched_at = shard.sent
     tracer = processes.start(
         [sys.executable, '-m', 'fleet_cli.main', 'trace', 'cmd-live', '--wait', '15'],
         name='trace',
     )
     assert wait_exit(tracer, 40) == 0, tracer.output()
+    wait_for(
+        lambda: shard.sent >= matched_at + TRACE_WINDOW, 60, what=f'{TRACE_WINDOW} trace messages sent to the recorder'
+    )
+    shard.trace_pub.wait_for_all_acked(Duration(seconds=10))  # the recorder's reader holds them (reliable QoS)
+    recorder.signal(signal.SIGINT)  # Ctrl-C: the recorder finishes the file and exits 0
     assert wait_exit(recorder, 40) == 0, recorder.output()
 
     text = tracer.output()
@@ -94,4 +116,21 @@ def test_record_and_live_trace(fleet_publishers: Any, processes: Any, tmp_path: 
     messages = list(read_recording(out))
     status = [m.decode() for m in messages if m.topic.endswith('/status')]
     assert status and status[0].agents_online == 49
-    assert sum(m.topic.endswith('/trace') for m in messages) > 10
+    # The trace stream as published: at least the window sent after the recorder matched, in order, without gaps.
+    traces = [m.decode() for m in messages if m.topic.endswith('/trace')]
+    assert TRACE_WINDOW <= len(traces) <= shard.sent
+    first = shard.events.index(traces[0])
+    assert traces == [shard.events[(first + k) % len(shard.events)] for k in range(len(traces))]
+
+
+def test_record_stops_by_itself_after_duration(processes: Any, tmp_path: Path) -> None:
+    from fleet_observability.recorder import read_recording
+
+    out = tmp_path / 'timed.mcap'
+    recorder = processes.start(
+        [sys.executable, '-m', 'fleet_cli.main', 'record', '-o', str(out), '--duration', '1'], name='record'
+    )
+    assert wait_exit(recorder, 60) == 0, recorder.output()
+    wrote = re.search(r'wrote \d+ messages on \d+ topics in (\d+\.\d)s', recorder.output())
+    assert wrote is not None and float(wrote.group(1)) >= 1.0, recorder.output()
+    list(read_recording(out))  # a finished file (summary and footer written)
