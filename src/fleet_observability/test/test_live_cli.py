@@ -38,7 +38,8 @@ class FakeShard:
         self.sent += 1
 
     def recorder_matched(self) -> bool:
-        return self.trace_pub.get_subscription_count() >= 1
+        matched: int = self.trace_pub.get_subscription_count()
+        return matched >= 1
 
 
 @pytest.fixture
