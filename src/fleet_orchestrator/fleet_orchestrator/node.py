@@ -522,7 +522,9 @@ class ShardOrchestrator(TypedLifecycleNode):
             if self.election.due_to_lead(now):
                 self._take_over()
         else:
-            if not self.election.renew_if_due(now):
+            # Judged at the time of renewal, not the tick's start: the mission tick and the journal above may have
+            # taken longer than a lease, and a renewal dated before them would pass the lapse check it should fail.
+            if not self.election.renew_if_due(self.clock()):
                 return
             self.replication.caught_up(now)
             self._apply(self.leader.tick(lost=self.health.lost()))

@@ -3,6 +3,7 @@ on_cleanup destroys, so that configuring again leads again with one set of endpo
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,45 @@ def test_cleanup_destroys_what_configure_and_leading_created(ros, tmp_path: Path
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
         assert endpoints(node) == unconfigured, endpoints(node) - unconfigured
         assert node.journal is None and not node.leading
+
+
+class SkewedClock:
+    """Wall time plus an offset the test moves: a tick that takes longer than a lease, without waiting for it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+def test_a_tick_longer_than_the_lease_is_judged_at_renewal_not_at_its_start(ros, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / 'fleet.yaml'
+    layout = {'sites': {SITE: {'shards': {SHARD: {'agents': ['r1', 'r2']}}}}, 'leadership': {'lease_sec': 1.0}}
+    config.write_text(yaml.safe_dump(layout))
+    overrides = [
+        Parameter('fleet_config', value=str(config)),
+        Parameter('site_id', value=SITE),
+        Parameter('shard_id', value=SHARD),
+        Parameter('state_dir', value=str(tmp_path / 'state')),
+        Parameter('tracing_enabled', value=False),
+        Parameter('metrics_port', value=-1),
+    ]
+    clock = SkewedClock()
+    node = ros.add(ShardOrchestrator('orchestrator', clock=clock, context=ros.context, parameter_overrides=overrides))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    node.trigger_activate()
+    ros.spin_until(lambda: node.leading, 15, 'the orchestrator to lead')
+    mission_tick = node.missions.tick
+
+    def slow_mission_tick() -> None:  # the tick's own work outlasts the lease
+        clock.offset += 2.0
+        mission_tick()
+
+    node.missions.tick = slow_mission_tick  # type: ignore[method-assign]
+    node._tick()
+    # A renewal dated at the tick's start would pass the lapse check and keep a leader whose lease a standby may
+    # already have taken over; judged when it renews, the leader finds the lapse and steps down.
+    assert not node.leading
+    node.trigger_deactivate()
+    node.trigger_cleanup()
