@@ -207,8 +207,16 @@ def test_topic_echo_once_shows_the_leaders_status(ros: Any, probe: FleetProbe) -
 def test_service_call_submit_goes_round_trip(ros: Any, probe: FleetProbe) -> None:
     _up(ros, probe)
     outcomes: list[CommandOutcome] = []
-    probe.node.create_subscription(
+    subscription = probe.node.create_subscription(
         CommandOutcomes, topics.shard_outcome(SITE, SHARD), lambda m: outcomes.extend(m.outcomes), qos.EVENTS
+    )
+    # Outcomes are events (volatile): a subscription the leader's outcome publisher has not matched yet misses the
+    # one this command gets, which a loaded machine showed. Wait for the match before submitting.
+    outcome_topic = topics.shard_outcome(SITE, SHARD)
+    ros.spin_until(
+        lambda: 0 < probe.node.count_publishers(outcome_topic) <= subscription.get_publisher_count(),
+        30,
+        'every outcome publisher in the graph to match',
     )
     request = f"{{agent_ids: ['{AGENTS[1]}'], kind: noop, args_json: '{{}}', priority: 1, ttl_sec: 30.0}}"
     answer = ros2_ok('service', 'call', topics.shard_submit(SITE, SHARD), 'fleet_interfaces/srv/SubmitCommand', request)
