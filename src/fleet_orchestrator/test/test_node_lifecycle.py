@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -26,9 +27,10 @@ def endpoints(node: ShardOrchestrator) -> set[str]:
     )
 
 
-def test_cleanup_destroys_what_configure_and_leading_created(ros, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def orchestrator(ros, tmp_path: Path, *, lease_sec: float, **kwargs: Any) -> ShardOrchestrator:  # type: ignore[no-untyped-def]
+    """An orchestrator of a two-robot shard with its own config and state directory under `tmp_path`."""
     config = tmp_path / 'fleet.yaml'
-    layout = {'sites': {SITE: {'shards': {SHARD: {'agents': ['r1', 'r2']}}}}, 'leadership': {'lease_sec': 5.0}}
+    layout = {'sites': {SITE: {'shards': {SHARD: {'agents': ['r1', 'r2']}}}}, 'leadership': {'lease_sec': lease_sec}}
     config.write_text(yaml.safe_dump(layout))
     overrides = [
         Parameter('fleet_config', value=str(config)),
@@ -38,7 +40,11 @@ def test_cleanup_destroys_what_configure_and_leading_created(ros, tmp_path: Path
         Parameter('tracing_enabled', value=False),
         Parameter('metrics_port', value=-1),
     ]
-    node = ros.add(ShardOrchestrator('orchestrator', context=ros.context, parameter_overrides=overrides))
+    return ShardOrchestrator('orchestrator', context=ros.context, parameter_overrides=overrides, **kwargs)
+
+
+def test_cleanup_destroys_what_configure_and_leading_created(ros, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    node = ros.add(orchestrator(ros, tmp_path, lease_sec=5.0))
     unconfigured = endpoints(node)
     lease_topic, status_topic = topics.shard_leader(SITE, SHARD), topics.shard_status(SITE, SHARD)
     for round_ in range(2):
@@ -66,19 +72,8 @@ class SkewedClock:
 
 
 def test_a_tick_longer_than_the_lease_is_judged_at_renewal_not_at_its_start(ros, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    config = tmp_path / 'fleet.yaml'
-    layout = {'sites': {SITE: {'shards': {SHARD: {'agents': ['r1', 'r2']}}}}, 'leadership': {'lease_sec': 1.0}}
-    config.write_text(yaml.safe_dump(layout))
-    overrides = [
-        Parameter('fleet_config', value=str(config)),
-        Parameter('site_id', value=SITE),
-        Parameter('shard_id', value=SHARD),
-        Parameter('state_dir', value=str(tmp_path / 'state')),
-        Parameter('tracing_enabled', value=False),
-        Parameter('metrics_port', value=-1),
-    ]
     clock = SkewedClock()
-    node = ros.add(ShardOrchestrator('orchestrator', clock=clock, context=ros.context, parameter_overrides=overrides))
+    node = ros.add(orchestrator(ros, tmp_path, lease_sec=1.0, clock=clock))
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     node.trigger_activate()
     ros.spin_until(lambda: node.leading, 15, 'the orchestrator to lead')
