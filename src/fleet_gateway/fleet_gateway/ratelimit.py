@@ -6,12 +6,22 @@ import time
 from collections.abc import Callable
 
 
+def check_rule(what: str, rate: float, burst: float) -> None:
+    """Refuse a rule no bucket can keep: `rate` per second must be positive and `burst` at least one."""
+    if rate <= 0 or burst < 1:
+        raise ValueError(f'{what} needs rate > 0 and burst >= 1 (got rate={rate}, burst={burst})')
+
+
+def refilled(tokens: float, stamp: float, now: float, rate: float, burst: float) -> float:
+    """What a bucket holding `tokens` at `stamp` holds at `now` (`rate` per second, at most `burst`)."""
+    return min(burst, tokens + (now - stamp) * rate)
+
+
 class TokenBucket:
     """`rate` tokens per second, holding at most `burst`. The clock is injectable for pure tests."""
 
     def __init__(self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError(f'token bucket needs rate > 0 and burst >= 1 (got rate={rate}, burst={burst})')
+        check_rule('token bucket', rate, burst)
         self.rate = rate
         self.burst = burst
         self._clock = clock
@@ -20,7 +30,7 @@ class TokenBucket:
 
     def _refill(self) -> None:
         now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._tokens = refilled(self._tokens, self._stamp, now, self.rate, self.burst)
         self._stamp = now
 
     def try_take(self, amount: float = 1.0) -> bool:
@@ -45,8 +55,7 @@ class FailureLimiter:
     def __init__(
         self, rate: float, burst: float, *, max_addresses: int = 4096, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError(f'failure limiter needs rate > 0 and burst >= 1 (got rate={rate}, burst={burst})')
+        check_rule('failure limiter', rate, burst)
         self.rate = rate
         self.burst = burst
         self.max_addresses = max_addresses
@@ -56,7 +65,7 @@ class FailureLimiter:
 
     def _current(self, address: str) -> float:
         left, stamp = self._allowance.get(address, (self.burst, 0.0))
-        return min(self.burst, left + (self._clock() - stamp) * self.rate)
+        return refilled(left, stamp, self._clock(), self.rate, self.burst)
 
     def retry_after(self, address: str) -> float:
         """Seconds until `address` may try again (0: it may now)."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from fleet_gateway.config import AdmissionConfig
-from fleet_gateway.ratelimit import FailureLimiter, TokenBucket
+from fleet_gateway.ratelimit import FailureLimiter, TokenBucket, check_rule, refilled
 
 STATE_FILE = 'state'
 CLAIMS_DIR = 'claims'
@@ -230,8 +230,7 @@ class SharedTokenBucket:
     def __init__(
         self, table: SharedTable, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError(f'token bucket needs rate > 0 and burst >= 1 (got rate={rate}, burst={burst})')
+        check_rule('token bucket', rate, burst)
         self.table = table
         self.rate = rate
         self.burst = burst
@@ -241,7 +240,7 @@ class SharedTokenBucket:
         with self.table.locked():
             tokens, stamp = _BUCKET.unpack_from(self.table.map, self.table.bucket_at)
             now = self._clock()
-            tokens = self.burst if math.isnan(tokens) else min(self.burst, tokens + (now - stamp) * self.rate)
+            tokens = self.burst if math.isnan(tokens) else refilled(tokens, stamp, now, self.rate, self.burst)
             taken = tokens >= amount
             _BUCKET.pack_into(self.table.map, self.table.bucket_at, tokens - amount if taken else tokens, now)
         return taken
@@ -258,8 +257,7 @@ class SharedFailureLimiter:
     def __init__(
         self, table: SharedTable, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError(f'failure limiter needs rate > 0 and burst >= 1 (got rate={rate}, burst={burst})')
+        check_rule('failure limiter', rate, burst)
         self.table = table
         self.rate = rate
         self.burst = burst
@@ -285,7 +283,7 @@ class SharedFailureLimiter:
     def _left(self, slot: tuple[int, float, float] | None) -> float:
         if slot is None:
             return self.burst
-        return min(self.burst, slot[1] + (self._clock() - slot[2]) * self.rate)
+        return refilled(slot[1], slot[2], self._clock(), self.rate, self.burst)
 
     def retry_after(self, address: str) -> float:
         with self.table.locked():
