@@ -20,6 +20,7 @@ from fleet_ros import qos
 from harness import wait_for
 from harness.exec_log import read_log
 from harness.outcomes import first_outcomes
+from harness.processes import shard_ros_args
 
 pytestmark = pytest.mark.system
 TEST_DIR = Path(__file__).resolve().parent
@@ -41,10 +42,7 @@ def write_config(tmp_path: Path, agents: int) -> Path:
 
 
 def ros_params(config: Path, **extra: object) -> list[str]:
-    argv = ['--ros-args', '-p', f'fleet_config:={config}', '-p', f'site_id:={SITE}', '-p', f'shard_id:={SHARD}']
-    for key, value in extra.items():
-        argv += ['-p', f'{key}:={value}']
-    return argv
+    return shard_ros_args(config, site=SITE, shard=SHARD, **extra)
 
 
 def start_agents(processes, config: Path, store: Path, log: Path, delay: float, name: str = 'agents'):

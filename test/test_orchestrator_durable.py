@@ -21,7 +21,7 @@ from fleet_interfaces.msg import CommandOutcomes, LeaderLease, ShardStatus
 from fleet_interfaces.srv import GetOutcomes, SubmitCommand
 from fleet_ros import qos
 from harness.exec_log import read_log
-from harness.processes import wait_exit
+from harness.processes import shard_ros_args, wait_exit
 
 pytestmark = pytest.mark.system
 TEST_DIR = Path(__file__).resolve().parent
@@ -46,10 +46,7 @@ def write_config(tmp_path: Path) -> Path:
 
 
 def ros_params(config: Path, **extra: object) -> list[str]:
-    argv = ['--ros-args', '-p', f'fleet_config:={config}', '-p', f'site_id:={SITE}', '-p', f'shard_id:={SHARD}']
-    for key, value in extra.items():
-        argv += ['-p', f'{key}:={value}']
-    return argv
+    return shard_ros_args(config, site=SITE, shard=SHARD, **extra)
 
 
 def start_orchestrator(processes, config: Path, tmp_path: Path, replica: int, tag: str):

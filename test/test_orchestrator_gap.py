@@ -26,6 +26,7 @@ from fleet_orchestrator.durable import SNAPSHOT_REQUEST_EVERY_SEC, DurableShard
 from fleet_orchestrator.node import ShardOrchestrator
 from fleet_ros import qos
 from harness.exec_log import read_log
+from harness.processes import shard_ros_args
 
 TEST_DIR = Path(__file__).resolve().parent
 
@@ -104,10 +105,7 @@ def write_config(tmp_path: Path) -> Path:
 
 
 def ros_params(config: Path, **extra: object) -> list[str]:
-    argv = ['--ros-args', '-p', f'fleet_config:={config}', '-p', f'site_id:={SITE}', '-p', f'shard_id:={SHARD}']
-    for key, value in extra.items():
-        argv += ['-p', f'{key}:={value}']
-    return argv
+    return shard_ros_args(config, site=SITE, shard=SHARD, **extra)
 
 
 @pytest.mark.system

@@ -77,3 +77,11 @@ class ProcessGroup:
     def stop_all(self) -> None:
         for proc in reversed(self.started):
             proc.stop()
+
+
+def shard_ros_args(config: Path, *, site: str, shard: str, **extra: object) -> list[str]:
+    """`--ros-args` for a fleet program of one shard: the fleet config, site and shard, then `extra` parameters."""
+    argv = ['--ros-args', '-p', f'fleet_config:={config}', '-p', f'site_id:={site}', '-p', f'shard_id:={shard}']
+    for key, value in extra.items():
+        argv += ['-p', f'{key}:={value}']
+    return argv
