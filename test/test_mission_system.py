@@ -31,6 +31,9 @@ SITE = 'site_a'
 PER_SHARD = 50
 POINTS = 250
 EXEC_DELAY = 1.0
+# The victim runs alone in its process, so on a busy machine it would outpace the 49-agent host and could finish its
+# few points before it is killed; a slower executor keeps it holding work when the kill comes.
+VICTIM_EXEC_DELAY = 4.0
 VICTIM = 'z1_r001'
 SHARD_POINTS = POINTS // 2
 RESUMED = re.compile(r'resuming mission \S+ at epoch \d+: (?P<done>\d+)/(?P<total>\d+) points done')
@@ -95,7 +98,7 @@ def test_inspection_survives_an_agent_kill_and_a_leader_kill(ros, processes, fle
             name=name,
         )
 
-    def agent_host(shard: str, ids: list[str], name: str):
+    def agent_host(shard: str, ids: list[str], name: str, exec_delay: float = EXEC_DELAY):
         return processes.start(
             [
                 'fleet_agent',
@@ -113,7 +116,7 @@ def test_inspection_survives_an_agent_kill_and_a_leader_kill(ros, processes, fle
                 '-p',
                 'executor:=failover:recording_executor',
                 '-p',
-                f'exec_delay_sec:={EXEC_DELAY}',
+                f'exec_delay_sec:={exec_delay}',
                 '-p',
                 f'host_name:={name}',
             ],
@@ -127,7 +130,7 @@ def test_inspection_survives_an_agent_kill_and_a_leader_kill(ros, processes, fle
     standby_1 = orchestrator('zone_1', 'z1_standby', replica=1)
     ros.spin_until(lambda: 'following leader z1_leader' in standby_1.output(), 40.0, 'the standby following')
     agent_host('zone_1', [a for a in agents('zone_1') if a != VICTIM], 'z1_agents')
-    victim = agent_host('zone_1', [VICTIM], 'z1_victim')
+    victim = agent_host('zone_1', [VICTIM], 'z1_victim', exec_delay=VICTIM_EXEC_DELAY)
     agent_host('zone_2', agents('zone_2'), 'z2_agents')
     ros.spin_until(lambda: len(beats) == 2 * PER_SHARD, 60.0, 'heartbeats of all 100 agents')
     for sub in beat_subs:  # 100 agents' heartbeats would keep this process busy and its view of progress late
@@ -162,8 +165,16 @@ def test_inspection_survives_an_agent_kill_and_a_leader_kill(ros, processes, fle
         progress()
         return done.get(shard, 0)
 
+    def victim_open_points() -> set[str]:
+        # From the victim's own execution records: points whose step started and never ended.
+        mine = [r for r in read_execution_records(exec_dir) if r['agent'] == VICTIM]
+        ended = {r['command_id'] for r in mine if r['event'] == 'end'}
+        return {r['point_id'] for r in mine if r['event'] == 'start' and r['command_id'] not in ended and r['point_id']}
+
     ros.spin_until(lambda: progress() >= 0.15 * POINTS, 120.0, '15% of the points')
+    ros.spin_until(lambda: bool(victim_open_points()), 60.0, 'the victim in the middle of a step')
     victim.kill()
+    open_at_kill = victim_open_points()
     ros.spin_until(
         lambda: any(e.event == TaskEventKind.AGENT_LOST and e.agent_id == VICTIM for e in events),
         30.0,
@@ -196,6 +207,7 @@ def test_inspection_survives_an_agent_kill_and_a_leader_kill(ros, processes, fle
     handed = {p for e in handoffs for p in e.detail.split(': ', 1)[1].split(',')}
     finishers = {r['point_id']: r['agent'] for r in records if r['event'] == 'end' and r['kind'] == 'report'}
     assert handed and all(finishers.get(p) not in (None, VICTIM) for p in handed)
+    assert open_at_kill and open_at_kill <= handed, (open_at_kill, handed)
     assert any(e.shard_id == 'zone_1' and e.event == TaskEventKind.MISSION_COMPLETED for e in events)
     # The standby resumed zone_1's mission from its mirrored copy, unfinished and at least as far as the leader got.
     resumed = RESUMED.search(standby_1.output())
