@@ -271,17 +271,19 @@ class LeaseState:
         now = self._clock() if now is None else now
         return max(0.0, now - self._polled_at)
 
-    def keep_alive(self, now: float | None = None) -> Lease | None:
-        """The keeper thread's renewal, beside the executor: the lease to publish when one is due, we still lead, our
-        lease has not lapsed, and the executor polled should_renew within stall_limit_sec (it is busy, not hung);
-        else None. It never steps down: a lapse is left to the executor's own renew(), which raises NotLeader."""
+    def keep_alive(self, now: float | None = None, *, every: float | None = None) -> Lease | None:
+        """The keeper thread's renewal, beside the executor: the lease to publish when one is due (`every` seconds
+        after the last renewal, renew_period_sec by default), we still lead, our lease has not lapsed, and the
+        executor polled should_renew within stall_limit_sec (it is busy, not hung); else None. It never steps down: a
+        lapse is left to the executor's own renew(), which raises NotLeader."""
         now = self._clock() if now is None else now
+        due = self.config.renew_period_sec if every is None else every
         with self._lock:
             if not self._leading or self._current is None or self._rebase:
                 return None
             if now >= self._last_renewal + self.config.lease_sec:
                 return None
-            if now < self._last_renewal + self.config.renew_period_sec:
+            if now < self._last_renewal + due:
                 return None
             stalled = now - self._polled_at
             if stalled > self.config.stall_limit_sec:

@@ -273,6 +273,23 @@ def test_keep_alive_renews_beside_a_busy_executor_but_not_a_hung_one():
     assert a.longest_stall == 0.0  # its renew() never polled: nothing measured
 
 
+def test_keep_alive_renews_ahead_when_asked_to():
+    # The keeper renews at each of its polls: a stall that starts right after a poll finds almost a full lease left.
+    clock = Clock()
+    config = LeaseConfig(lease_sec=1.0, renew_period_sec=0.25, stall_limit_sec=3.0)
+    a = LeaseState(site_id='site_a', shard_id='zone_1', node_id='a', config=config, clock=clock)
+    a.take_over()
+    clock.now += 0.07
+    assert a.keep_alive() is None  # not due by the renew period
+    kept = a.keep_alive(every=0.0625)
+    assert kept is not None and kept.stamp == clock.now
+    assert a.keep_alive(every=0.0625) is None  # just renewed
+    clock.now += 0.0625
+    assert a.keep_alive(every=0.0625) is not None
+    clock.now += 1.0  # stalled past the lease: never revived, however short `every` is
+    assert a.keep_alive(every=0.0625) is None and not a.is_leader()
+
+
 def test_keep_alive_never_revives_a_lapsed_or_fenced_lease():
     clock = Clock()
     a = node('a', clock)

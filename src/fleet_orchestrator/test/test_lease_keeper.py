@@ -52,3 +52,20 @@ def test_the_keeper_renews_while_the_executor_is_busy_and_logs_the_stall():
         assert all(p.stamp <= lease.current.stamp for p in published) and len(published) <= count + 12
     finally:
         keeper.stop()
+
+
+def test_the_keeper_renews_at_each_poll_not_once_a_renew_period():
+    clock = Clock()
+    config = LeaseConfig(lease_sec=1.0, renew_period_sec=0.25, stall_limit_sec=3.0)
+    lease = LeaseState(site_id='s', shard_id='z', node_id='a', config=config, clock=clock)
+    published: list[Lease] = []
+    keeper = LeaseKeeper(lease, published.append, period=0.005)
+    keeper.start()
+    try:
+        lease.take_over()
+        for _ in range(3):  # well within a renew period each time: renewed anyway, a lease ahead
+            clock.advance(0.05)
+            wait_for(lambda: published and published[-1].stamp == clock(), 10, what='a renewal ahead of the period')
+        assert lease.kept_alive == 0  # the executor is not stalled past a renew period: nothing to count
+    finally:
+        keeper.stop()
