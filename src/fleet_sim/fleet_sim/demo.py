@@ -27,7 +27,7 @@ from fleet_sim.campaign import executions_from_logs
 from fleet_sim.execlog import audit
 from fleet_sim.faults import FAULT_TOPIC, Fault
 from fleet_sim.layout import home_of, inspection_points
-from fleet_sim.lifecycle import LifecycleClient
+from fleet_sim.lifecycle import LifecycleClient, PendingTransition
 from fleet_sim.mission_driver import MissionDriver
 from fleet_sim.observer import FleetObserver
 from fleet_sim.plan import RobotPlan, inspection_steps
@@ -206,7 +206,9 @@ class Demo:
         if not self.spin_until(lambda: all(c.ready() for c in clients), 40, 'standby lifecycle services'):
             return False
         configured = [c.configure() for c in clients]
-        if not self.spin_until(lambda: all(f.done() for f in configured), 20, 'standbys to configure'):
+        if not self.spin_until(lambda: all(t.done() for t in configured), 20, 'standbys to configure'):
+            return False
+        if not self._transitions_succeeded(clients, configured, 'configure'):
             return False
 
         def following_leases() -> bool:
@@ -227,9 +229,21 @@ class Demo:
         settle = time.monotonic() + 2 * self.fleet.leadership.lease_sec  # a few lease renewals reach them
         self.spin_until(lambda: time.monotonic() >= settle, 10, 'standby settle')
         activated = [c.activate() for c in clients]
-        if not self.spin_until(lambda: all(f.done() for f in activated), 20, 'standbys to activate'):
+        if not self.spin_until(lambda: all(t.done() for t in activated), 20, 'standbys to activate'):
+            return False
+        if not self._transitions_succeeded(clients, activated, 'activate'):
             return False
         say(f'[{self.elapsed():5.1f}s] {len(standbys)} hot standbys active')
+        return True
+
+    @staticmethod
+    def _transitions_succeeded(clients: list[LifecycleClient], pending: list[PendingTransition], what: str) -> bool:
+        for client, transition in zip(clients, pending, strict=True):
+            if not transition.succeeded:
+                say(f'!! {client.fqn} refused to {what} (see its log)')
+                return False
+            if transition.confirmed_by_state:
+                say(f'   {client.fqn}: {what} reply lost, state confirmed by get_state')
         return True
 
     def choose_driver(self) -> None:
