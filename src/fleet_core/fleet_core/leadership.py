@@ -38,7 +38,13 @@ and hands its work over)."""
 
 
 def first_lease_wait(
-    config: LeaseConfig, *, slot: int, leader_in_graph: bool, others_on_lease_topic: bool, agents_epoch: int
+    config: LeaseConfig,
+    *,
+    slot: int,
+    leader_in_graph: bool,
+    others_on_lease_topic: bool,
+    agents_epoch: int,
+    standby_peer_in_graph: bool = False,
 ) -> float:
     """Seconds a replica that never saw a lease waits before it leads, from when it became eligible.
 
@@ -47,13 +53,16 @@ def first_lease_wait(
     endpoints are never discovered by a process started after its death). Otherwise first_lease_wait_sec (at least a
     lease), twice that while nobody else is on the lease topic yet (discovery has shown nothing, a live leader
     included), plus LEADER_EVIDENCE_LEASES lease periods while agents report an epoch (some leader commanded them:
-    alive and not yet discovered, or dead), plus the slot's stagger."""
+    alive and not yet discovered, or dead), plus the slot's stagger. The agents' evidence is dropped once
+    `standby_peer_in_graph`: another replica's lease publisher is discovered and it has no status publisher, so the
+    replica discovery has shown does not lead (a cold restart of the shard, where both replicas come back together);
+    a leader would have a status publisher, and its latched lease would follow its discovery within moments."""
     if leader_in_graph:
         return LEADER_LEASE_MAX_WAIT_SEC
     wait = max(config.first_lease_wait_sec, config.lease_sec)
     if not others_on_lease_topic:
         wait *= 2
-    if agents_epoch > 0:
+    if agents_epoch > 0 and not standby_peer_in_graph:
         wait += LEADER_EVIDENCE_LEASES * config.lease_sec
     return wait + (slot % COLD_START_STAGGER_SLOTS) * config.renew_period_sec
 
@@ -342,6 +351,8 @@ class FirstLeaseEvidence:
     leader_in_graph: bool
     others_on_lease_topic: bool
     agents_epoch: int
+    standby_peer_in_graph: bool = False
+    """Another replica's lease publisher is in the graph (and, with leader_in_graph False, it does not lead)."""
 
 
 class Candidacy:
@@ -373,6 +384,7 @@ class Candidacy:
             leader_in_graph=seen.leader_in_graph,
             others_on_lease_topic=seen.others_on_lease_topic,
             agents_epoch=seen.agents_epoch,
+            standby_peer_in_graph=seen.standby_peer_in_graph,
         )
         return now - self.eligible_since < wait
 

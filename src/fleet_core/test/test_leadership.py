@@ -222,19 +222,25 @@ def test_epochs_of_replicas_in_different_slots_never_collide():
 def test_first_lease_wait_is_short_at_a_cold_start_and_patient_beside_a_live_leader():
     config = LeaseConfig(lease_sec=1.0, renew_period_sec=0.25, first_lease_wait_sec=2.0)
 
-    def wait(slot: int = 0, leader_in_graph: bool = False, others: bool = True, agents_epoch: int = 0) -> float:
+    def wait(
+        slot: int = 0, leader_in_graph: bool = False, others: bool = True, agents_epoch: int = 0, peer: bool = False
+    ) -> float:
         return first_lease_wait(
             config,
             slot=slot,
             leader_in_graph=leader_in_graph,
             others_on_lease_topic=others,
             agents_epoch=agents_epoch,
+            standby_peer_in_graph=peer,
         )
 
     assert wait() == 2.0  # peers only: the documented first_lease_wait_sec
     assert wait(slot=9) == 2.25  # one renew period of stagger for slot 9 (9 % 8)
     assert wait(others=False) == 4.0  # discovery has shown nobody yet
     assert wait(agents_epoch=300) == 4.0  # agents follow some leader: two lease periods more
+    # A cold restart: the other replica is discovered and does not lead, so the agents' epoch is a dead leader's.
+    assert wait(agents_epoch=300, peer=True) == 2.0
+    assert wait(agents_epoch=300, peer=True, leader_in_graph=True) == LEADER_LEASE_MAX_WAIT_SEC
     assert wait(leader_in_graph=True) == LEADER_LEASE_MAX_WAIT_SEC  # a live leader's lease is on its way
     assert (
         first_lease_wait(

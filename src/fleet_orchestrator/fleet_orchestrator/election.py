@@ -163,12 +163,13 @@ class Election:
     def _evidence(self) -> FirstLeaseEvidence:
         site, sid = self._shard.site_id, self._shard.shard_id
         lease_topic = topics.shard_leader(site, sid)
+        lease_publishers = self._node.count_publishers(lease_topic)  # every replica has one, ours included
         return FirstLeaseEvidence(
             leader_in_graph=self._node.count_publishers(topics.shard_status(site, sid)) > 0,
             # ours are one publisher and one subscription
-            others_on_lease_topic=self._node.count_publishers(lease_topic) + self._node.count_subscribers(lease_topic)
-            > 2,
+            others_on_lease_topic=lease_publishers + self._node.count_subscribers(lease_topic) > 2,
             agents_epoch=self._health.highest_epoch_seen(),
+            standby_peer_in_graph=lease_publishers > 1,
         )
 
     def _caught_up_or_waited(self, now: float) -> bool:
