@@ -14,7 +14,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from fleet_core import topics
-from fleet_core.model import Command, Priority
+from fleet_core.model import Command, CommandResult, Outcome, Priority
 from fleet_core.shard_journal import CommandState
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import ShardStatus
@@ -184,3 +184,31 @@ def test_a_standby_started_late_gets_a_snapshot_of_the_unfinished_work(ros, tmp_
 
     ros.spin_until(b_has_everything, 15, 'the late standby to hold the earlier work')
     assert {c.command_id for c in b.replica.pending} >= set(early)
+
+
+def test_a_late_standby_gets_the_outcomes_decided_before_it_joined(ros, tmp_path):
+    # Chaos seed 18: b led while a was down and decided commands a never saw; a restarted, b's snapshot gave it only
+    # the unfinished work; b died, a led, and the outcomes were unknown to its GetOutcomes until b came back. A
+    # follower that joins must get the leader's decided outcomes (within retention) with its unfinished work.
+    a = replica(ros, tmp_path, 'a', 0)
+    a.trigger_activate()
+    ros.spin_until(lambda: a.leading, 15, 'a to lead')
+    # Accepted and decided while nobody followed (announced on the outcome topic to no standby).
+    now = a.clock()
+    epoch = a.dispatcher.epoch
+    decided = Command('decided-1', 't', SITE, SHARD, 'r002', 1, epoch, Priority.NORMAL, now, now + 60.0, 'noop')
+    a.journal.accept([decided], now=now)
+    a.journal.record(
+        results=[CommandResult(decided.command_id, 't', 'r002', SHARD, decided.seq, Outcome.SUCCEEDED, stamp=a.clock())]
+    )
+    b = replica(ros, tmp_path, 'b', 1)
+    b.trigger_activate()
+    ros.spin_until(lambda: b.durable.caught_up, 10, "b to catch up on a's snapshot")
+
+    def b_knows_the_outcome() -> bool:
+        b.durable.persist(b.clock())
+        return b.journal.fates([decided.command_id])[0].state is CommandState.FINISHED
+
+    ros.spin_until(b_knows_the_outcome, 10, 'the late standby to hold the outcome decided before it joined')
+    fate = b.journal.fates([decided.command_id])[0]
+    assert fate.result is not None and fate.result.outcome is Outcome.SUCCEEDED

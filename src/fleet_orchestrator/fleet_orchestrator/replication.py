@@ -185,16 +185,28 @@ class ShardReplication:
         for command in commands:
             self.handoff_pub.publish(command_to_msg(command))
 
+    def hand_over_outcomes(self) -> int:
+        """The outcomes this replica's journal holds within retention, on the handed-outcomes topic: a replica that
+        was down (or not started) when they were announced journals them, so that it can answer for them (GetOutcomes,
+        a repeated request) if it leads later, and never adopts one of those commands again. Returns how many.
+        Raises JournalUnavailable."""
+        decided = [result_to_msg(r) for r in self.journal.recent_results(self._retention_sec())]
+        for start in range(0, len(decided), OUTCOMES_PER_MESSAGE):
+            self.handoff_outcome_pub.publish(CommandOutcomes(outcomes=decided[start : start + OUTCOMES_PER_MESSAGE]))
+        return len(decided)
+
     def snapshot_for_new_followers(self) -> None:
-        """A replica matched since the last tick (a standby started late, or restarted): send every unfinished
-        command (on the handoff topic, with this leader's epoch: followers take it like a journal entry) and the
-        recent request records again, so that its hot copy and journal hold what it missed. Followers that had them
-        already keep their rows (entries are idempotent). Raises JournalUnavailable."""
+        """A replica matched since the last tick (a standby started late, or restarted): send the outcomes decided
+        within retention (it may have been down when they were announced: chaos seed 18), every unfinished command (on
+        the handoff topic, with this leader's epoch: followers take it like a journal entry) and the recent request
+        records again, so that its hot copy and journal hold what it missed. Followers that had them already keep
+        their rows (entries are idempotent; the first outcome recorded wins). Raises JournalUnavailable."""
         followers = self.handoff_pub.get_subscription_count()
         joined, self.followers = followers > self.followers, followers
         dispatcher = self.leader.dispatcher
         if not joined or dispatcher is None:
             return
+        decided = self.hand_over_outcomes()
         pending = dispatcher.pending()
         self.hand_over(pending)
         for record in self.journal.recent_requests():
@@ -202,7 +214,10 @@ class ShardReplication:
         # Every follower answers the marker again: one that restarted under the same id is counted only once it has.
         self.caught_up_followers.clear()
         self.send_snapshot_end()
-        self._log.info(f'a follower joined: sent it {len(pending)} unfinished command(s) of the journal')
+        self._log.info(
+            f'a follower joined: sent it {len(pending)} unfinished command(s) and {decided} decided outcome(s) of the '
+            'journal'
+        )
 
     def send_snapshot_end(self, epoch: int | None = None, kind: str = SNAPSHOT_END_KIND) -> None:
         """The end-of-snapshot marker on the handoff topic (after the entries it closes, same writer): sent by the
@@ -223,15 +238,18 @@ class ShardReplication:
             self.send_snapshot_end(self.durable.answer_due)
             self._log.info(f'caught up with the leader of epoch {self.durable.answer_due}: eligible to lead')
             self.durable.answer_due = 0
-        # Once someone besides us listens (the new leader's subscription may match a little after its lease).
-        if self.durable.handoff_due and standing_by and self.handoff_pub.get_subscription_count() > 1:
+        # Once someone besides us listens on both topics (the new leader's subscriptions may match a little after its
+        # lease; the handed outcomes are volatile: published before the match, they would be lost).
+        if (
+            self.durable.handoff_due
+            and standing_by
+            and self.handoff_pub.get_subscription_count() > 1
+            and self.handoff_outcome_pub.get_subscription_count() > 1
+        ):
             commands, records = self.durable.handoff()
             # Decided outcomes first: the new leader may have adopted (from its own journal) a command this replica
             # saw decided, and must announce that outcome, never a second, different one (chaos seed 3).
-            decided = [result_to_msg(r) for r in self.journal.recent_results(self._retention_sec())]
-            for start in range(0, len(decided), OUTCOMES_PER_MESSAGE):
-                chunk = decided[start : start + OUTCOMES_PER_MESSAGE]
-                self.handoff_outcome_pub.publish(CommandOutcomes(outcomes=chunk))
+            self.hand_over_outcomes()
             self.hand_over(commands)
             for record in records:
                 self.submission_pub.publish(_record_msg(record))
@@ -350,18 +368,22 @@ class ShardReplication:
         )
 
     def _on_handed_outcomes(self, batch: CommandOutcomes) -> None:
-        """Outcomes another replica decided or followed, handed over with its work: a command pending here that
-        another replica already decided gets that outcome (the first decision wins; announced again, identically);
-        the others are journaled so that they are never adopted later. Only a leader takes them."""
-        if not self._epoch:
-            return
+        """Outcomes another replica decided or followed, handed over with its work (or in the leader's snapshot for a
+        follower that joined): at a leader, a command pending here that another replica already decided gets that
+        outcome (the first decision wins; announced again, identically) and the others are journaled so that they are
+        never adopted later; a follower journals them like outcomes it followed (it may have been down when they were
+        announced, and must answer for them if it leads)."""
         results = []
         for msg in batch.outcomes:
             try:
                 results.append(result_from_msg(msg))
             except ValueError:
                 self._log.warning(f'handed-over outcome {msg.command_id[:64]!r} with unknown value')
-        self._apply(self.leader.settle(results))
+        if self._epoch:
+            self._apply(self.leader.settle(results))
+            return
+        self.leader.observe_outcomes(results)
+        self.durable.on_outcomes(results)
 
     def _on_outcome(self, batch: CommandOutcomes) -> None:
         if self._epoch:
