@@ -14,7 +14,7 @@ from rclpy.subscription import Subscription
 
 from fleet_core import topics
 from fleet_core.leadership import LeaseState
-from fleet_core.model import Command
+from fleet_core.model import Command, CommandResult
 from fleet_core.shard_effects import Effects
 from fleet_core.shard_journal import GateVerdict, JournalUnavailable, ShardJournal, SubmissionRecord
 from fleet_core.shard_leader import ShardLeader
@@ -373,31 +373,32 @@ class ShardReplication:
         outcome (the first decision wins; announced again, identically) and the others are journaled so that they are
         never adopted later; a follower journals them like outcomes it followed (it may have been down when they were
         announced, and must answer for them if it leads)."""
-        results = []
-        for msg in batch.outcomes:
-            try:
-                results.append(result_from_msg(msg))
-            except ValueError:
-                self._log.warning(f'handed-over outcome {msg.command_id[:64]!r} with unknown value')
+        results = [result for _msg, result in self._parsed(batch, 'handed-over outcome')]
         if self._epoch:
             self._apply(self.leader.settle(results))
             return
-        self.leader.observe_outcomes(results)
-        self.durable.on_outcomes(results)
+        self._follow_outcomes(results)
 
     def _on_outcome(self, batch: CommandOutcomes) -> None:
         if self._epoch:
             return  # the leader's own outcomes
         now = self.leader.clock()
-        results = []
+        parsed = self._parsed(batch, 'outcome')
+        self.recent_outcomes.extend((now, msg) for msg, _result in parsed)
+        self._follow_outcomes([result for _msg, result in parsed])
+
+    def _parsed(self, batch: CommandOutcomes, what: str) -> list[tuple[CommandOutcome, CommandResult]]:
+        """The batch's outcomes with their results; one with an unknown value is logged and left out."""
+        parsed = []
         for msg in batch.outcomes:
             try:
-                result = result_from_msg(msg)
+                parsed.append((msg, result_from_msg(msg)))
             except ValueError:
-                self._log.warning(f'outcome {msg.command_id[:64]!r} with unknown value {msg.outcome}')
-                continue
-            results.append(result)
-            self.recent_outcomes.append((now, msg))
+                self._log.warning(f'{what} {msg.command_id[:64]!r} with unknown value {msg.outcome}')
+        return parsed
+
+    def _follow_outcomes(self, results: list[CommandResult]) -> None:
+        """A follower's outcomes (followed or handed over): in the hot copy and the journal."""
         self.leader.observe_outcomes(results)
         self.durable.on_outcomes(results)
 
