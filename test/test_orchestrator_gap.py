@@ -183,11 +183,11 @@ def test_a_standby_that_loses_journal_entries_catches_up_and_a_takeover_loses_no
 
     release_markers: list[bool] = []
 
-    def lossy_marker(epoch: int, *, leader_id: str, current_leader: str, covered: int = 0) -> bool:
+    def lossy_marker(epoch: int, *, leader_id: str, current_leader: str, covered: int = 0, last: str = '') -> bool:
         if b.durable.gap_open and not release_markers:
             markers_dropped.append(epoch)
             return False
-        return on_snapshot_end(epoch, leader_id=leader_id, current_leader=current_leader, covered=covered)
+        return on_snapshot_end(epoch, leader_id=leader_id, current_leader=current_leader, covered=covered, last=last)
 
     b._on_journal = lossy_journal  # type: ignore[method-assign]  # the test's filter on b's journal subscription
     b.durable.on_snapshot_end = lossy_marker  # type: ignore[method-assign]

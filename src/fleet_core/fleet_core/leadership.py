@@ -165,6 +165,8 @@ class LeaseState:
         self.journaled = 0
         """Journal entries the leader published in its current epoch (LeaderLease last_seq_hint): a standby that
         received fewer notices a gap (fleet_core.shard_journal.JournalGapDetector)."""
+        self.last_journaled = ''
+        """The key of the last of them (`journal_entry_key`), '' while none: sent with a snapshot marker."""
         self.kept_alive = 0
         """Renewals made by keep_alive while the executor was stalled past the renew period."""
         self.longest_stall = 0.0
@@ -259,12 +261,16 @@ class LeaseState:
             self._rebase = False
             self._polled_at = now
             self.journaled = 0
+            self.last_journaled = ''
             return self._issue(self._max_epoch, last_seq_hint, now)
 
-    def note_journaled(self, entries: int) -> None:
-        """The leader published `entries` more journal entries in its epoch (counted in the next lease)."""
+    def note_journaled(self, entries: int, last: str = '') -> None:
+        """The leader published `entries` more journal entries in its epoch (counted in the next lease), the last
+        with key `last`."""
         with self._lock:
             self.journaled += entries
+            if entries:
+                self.last_journaled = last
 
     def should_renew(self, now: float | None = None) -> bool:
         """Asked by the executor thread (it also tells keep_alive that the executor is alive)."""

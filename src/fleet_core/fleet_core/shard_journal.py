@@ -497,6 +497,11 @@ host; a reliable reader's repair of a lost sample, or a busy standby's queue, ca
 periods of the default config: a false alarm costs one snapshot, a late one only delays it."""
 
 
+def journal_entry_key(command: Command) -> str:
+    """What identifies one journal entry of an epoch (an entry is a command at one delivery: id, seq, attempt)."""
+    return f'{command.command_id}/{command.seq}/{command.attempt}'
+
+
 class JournalGapDetector:
     """Notices a standby that misses journal entries while following (a dropped sample, a reader that fell behind
     and lost its history, a stream that went silent while the leader wrote on). No ROS, no clock of its own.
@@ -505,24 +510,45 @@ class JournalGapDetector:
     last_seq_hint); the standby counts the entries of that epoch that reached it. A lease that claims more than had
     arrived, still unmet `grace_sec` later, is a gap. The count is judged only once it is synced: from a lease that
     claims no more than arrived (the standby followed the epoch from its start, or the leader has written nothing yet)
-    or from a snapshot marker, which carries the count its snapshot covers. After a gap it is unsynced (nothing more
-    to report) until the next snapshot marker."""
+    or from a snapshot marker, which carries the count its snapshot covers and the key of the last entry it covers.
+    After a gap it is unsynced (nothing more to report) until the next snapshot marker.
 
-    def __init__(self, *, grace_sec: float = GAP_GRACE_SEC, max_claims: int = 64) -> None:
+    The marker and the entries travel on different topics, so entries journaled after the marker may arrive before
+    it. The last covered entry's key places the marker in the entry stream (one writer: entries arrive in order):
+    those that arrived after that entry are counted on top of the marker's count. When that entry has not arrived,
+    either it is still on its way (a standby that was synced in this epoch follows the stream: what arrived is
+    covered) or it never will (a standby never synced in this epoch subscribed after it was published: what arrived
+    came after it). Should that entry arrive after all, the count restarts from the marker's there."""
+
+    def __init__(self, *, grace_sec: float = GAP_GRACE_SEC, max_claims: int = 64, max_keys: int = 4096) -> None:
         self.grace_sec = grace_sec
         self.epoch = 0
         self.synced = False
         self.gaps = 0
         self._received: dict[int, int] = {}
         self._claims: collections.deque[tuple[float, int]] = collections.deque(maxlen=max_claims)
+        self._keys: collections.deque[tuple[int, str, int]] = collections.deque(maxlen=max_keys)
+        """The latest entries' (epoch, key, count once it arrived), to place a snapshot marker in the stream."""
+        self._covered_last: tuple[int, str, int] | None = None
+        """A marker's (epoch, last covered key, covered count) whose last entry has not arrived yet."""
+        self._followed = False
+        """Synced at some point in this epoch (it has followed the stream since)."""
 
     def received(self, epoch: int | None = None) -> int:
         return self._received.get(self.epoch if epoch is None else epoch, 0)
 
-    def on_entry(self, epoch: int) -> None:
-        """A journal entry of `epoch` arrived (counted even while held for its lease; older epochs are ignored)."""
-        if epoch >= self.epoch and epoch > 0:
-            self._received[epoch] = self._received.get(epoch, 0) + 1
+    def on_entry(self, epoch: int, key: str = '') -> None:
+        """A journal entry of `epoch` arrived (counted even while held for its lease; older epochs are ignored).
+        `key`: the entry's `journal_entry_key`."""
+        if epoch < self.epoch or epoch <= 0:
+            return
+        count = self._received.get(epoch, 0) + 1
+        if self._covered_last is not None and self._covered_last[:2] == (epoch, key):
+            count = self._covered_last[2]  # the last entry a marker covered, after the marker: count from the marker's
+            self._covered_last = None
+        self._received[epoch] = count
+        if key:
+            self._keys.append((epoch, key, count))
 
     def on_lease(self, epoch: int, written: int, now: float) -> None:
         """The lease holder's lease of `epoch`: it had journaled `written` entries in that epoch."""
@@ -533,19 +559,30 @@ class JournalGapDetector:
         received = self.received()
         if not self.synced:
             self.synced = written <= received
+            self._followed = self._followed or self.synced
         elif written > received:
             self._claims.append((now, written))
 
-    def on_snapshot(self, epoch: int, covered: int) -> None:
-        """The lease holder's end-of-snapshot marker of `epoch`, sent when it had journaled `covered` entries: what
-        those entries carried and is still unfinished came with the snapshot, so the count restarts from there."""
+    def on_snapshot(self, epoch: int, covered: int, last: str = '') -> None:
+        """The lease holder's end-of-snapshot marker of `epoch`, sent when it had journaled `covered` entries, the
+        last of them with key `last` ('' when none): what those entries carried and is still unfinished came with
+        the snapshot, so the count restarts from there (plus what arrived after `last`)."""
         if epoch < self.epoch:
             return
         if epoch > self.epoch:
             self._advance(epoch)
-        self._received[epoch] = max(self.received(), covered)
+        arrived = self.received()
+        self._covered_last = None
+        if not last:
+            self._received[epoch] = max(arrived, covered)
+        else:
+            at = next((n for e, key, n in reversed(self._keys) if e == epoch and key == last), None)
+            if at is None:
+                self._covered_last = (epoch, last, covered)
+                at = arrived if self._followed else 0
+            self._received[epoch] = covered + arrived - at
         self._claims.clear()
-        self.synced = True
+        self.synced = self._followed = True
 
     def check(self, now: float) -> str:
         """'' while the stream keeps up; else why it is found to have a gap (once: it is then unsynced)."""
@@ -570,4 +607,6 @@ class JournalGapDetector:
         self.epoch = epoch
         self.synced = False
         self._claims.clear()
+        self._covered_last = None
+        self._followed = False
         self._received = {e: n for e, n in self._received.items() if e >= epoch}

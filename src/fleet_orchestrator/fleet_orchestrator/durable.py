@@ -9,7 +9,14 @@ from pathlib import Path
 
 from fleet_core.model import Command, CommandResult
 from fleet_core.replica import ShardReplica
-from fleet_core.shard_journal import GateVerdict, JournalGapDetector, JournalGate, ShardJournal, SubmissionRecord
+from fleet_core.shard_journal import (
+    GateVerdict,
+    JournalGapDetector,
+    JournalGate,
+    ShardJournal,
+    SubmissionRecord,
+    journal_entry_key,
+)
 
 STATE_ROOT_ENV = 'FLEETLANES_STATE_DIR'
 
@@ -66,7 +73,7 @@ class DurableShard:
         journal) or got its snapshot. False from start until then; True while this replica leads."""
         self.answer_due = 0
         """The epoch of a leader's marker this replica took and has not answered yet (0: none)."""
-        self._held_marker: tuple[int, str, int] | None = None
+        self._held_marker: tuple[int, str, int, str] | None = None
         self.gap = JournalGapDetector()
         """Counts the leader's journal stream against its leases (a gap mid-run makes this replica not caught up)."""
         self.gap_open = ''
@@ -92,24 +99,27 @@ class DurableShard:
             self.admit(entry)
         if self._held_marker is not None and self._held_marker[0] <= self.gate.epoch:
             held, self._held_marker = self._held_marker, None
-            self.on_snapshot_end(held[0], leader_id=held[1], current_leader=leader_id, covered=held[2])
+            self.on_snapshot_end(held[0], leader_id=held[1], current_leader=leader_id, covered=held[2], last=held[3])
 
-    def on_snapshot_end(self, epoch: int, *, leader_id: str, current_leader: str, covered: int = 0) -> bool:
+    def on_snapshot_end(
+        self, epoch: int, *, leader_id: str, current_leader: str, covered: int = 0, last: str = ''
+    ) -> bool:
         """The leader's end-of-snapshot marker: only the lease holder's, in its epoch, catches this replica up (a
         snapshot's entries come before it on the same topic from the same writer). A marker of a newer epoch than
         the lease known here (a takeover's marker may overtake its lease, another topic) is held until that lease.
         True when taken: the replica then answers with its own marker (`answer_due`). `covered`: the journal entries
-        the leader had published in its epoch when it sent the marker (the gap count restarts from there)."""
+        the leader had published in its epoch when it sent the marker (the gap count restarts from there); `last`: the
+        key of the last of them."""
         if not leader_id or leader_id == self.own_id:
             return False
         if epoch > self.gate.epoch:
-            self._held_marker = (epoch, leader_id, covered)
+            self._held_marker = (epoch, leader_id, covered, last)
             return False
         if epoch != self.gate.epoch or leader_id != current_leader:
             return False
         self.caught_up = True
         self.answer_due = epoch
-        self.gap.on_snapshot(epoch, covered)
+        self.gap.on_snapshot(epoch, covered, last)
         self.gap_open = ''
         return True
 
@@ -120,7 +130,7 @@ class DurableShard:
 
     def on_journal_entry(self, command: Command) -> GateVerdict:
         """An entry of the leader's journal topic: counted for gap detection, then admitted like any entry."""
-        self.gap.on_entry(command.epoch)
+        self.gap.on_entry(command.epoch, journal_entry_key(command))
         return self.on_entry(command)
 
     def check_gap(self, now: float) -> str:

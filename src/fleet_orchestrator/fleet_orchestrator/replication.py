@@ -16,7 +16,13 @@ from fleet_core import topics
 from fleet_core.leadership import LeaseState
 from fleet_core.model import Command, CommandResult
 from fleet_core.shard_effects import Effects
-from fleet_core.shard_journal import GateVerdict, JournalUnavailable, ShardJournal, SubmissionRecord
+from fleet_core.shard_journal import (
+    GateVerdict,
+    JournalUnavailable,
+    ShardJournal,
+    SubmissionRecord,
+    journal_entry_key,
+)
 from fleet_core.shard_leader import ShardLeader
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandOutcome, CommandOutcomes
@@ -174,7 +180,8 @@ class ShardReplication:
         volatile: a standby that matches later gets a snapshot of the unfinished work on the handoff topic
         (snapshot_for_new_followers), so that it carries each accepted command once (recordings replay it as
         submissions)."""
-        self.lease.note_journaled(len(commands))  # sent with the lease: a standby that got fewer sees a gap
+        # The count goes with the lease (a standby that got fewer sees a gap), the last key with a snapshot marker.
+        self.lease.note_journaled(len(commands), journal_entry_key(commands[-1]) if commands else '')
         if commands and self.journal_pub.get_subscription_count() > 0:
             for command in commands:
                 self.journal_pub.publish(command_to_msg(command))
@@ -225,7 +232,8 @@ class ShardReplication:
         leading = self.leader.dispatcher is not None
         marker = CommandMsg(command_id='', agent_id=self.replica_id, epoch=self._epoch if epoch is None else epoch)
         marker.kind = kind
-        marker.seq = self.lease.journaled if leading else 0  # the journal entries it covers
+        marker.seq = self.lease.journaled if leading else 0  # the journal entries it covers, and the last one's key
+        marker.trace_id = self.lease.last_journaled if leading else ''
         marker.site_id, marker.shard_id = self.site_id, self.shard_id
         self.handoff_pub.publish(marker)
 
@@ -365,6 +373,7 @@ class ShardReplication:
             leader_id=msg.agent_id,
             current_leader=current.leader_id if current is not None else '',
             covered=msg.seq,
+            last=msg.trace_id[:128],
         )
 
     def _on_handed_outcomes(self, batch: CommandOutcomes) -> None:
