@@ -28,7 +28,7 @@ from harness.launch_system import (  # noqa: E402
     fleetctl,
     in_this_domain,
     lifecycle_state,
-    one_leader_at_a_time,
+    settle_on_one_leader,
     still_running,
     stop_tagged,
     tag_action,
@@ -112,12 +112,7 @@ def test_the_simulated_fleet_comes_up_and_serves(ros: Any, probe: FleetProbe, la
         for role in ('orchestrator', 'standby'):
             state = lifecycle_state(ros, f'/{SITE}/{shard}/{role}', timeout=60)
             assert state == ACTIVE, f'{shard}/{role} is in lifecycle state {state}'
-    for shard in SHARDS:
-        probe.leases[shard].clear()
-    ros.spin_until(lambda: all(len(probe.leases[s]) >= 4 for s in SHARDS), 30, 'four lease renewals per shard')
-    for shard in SHARDS:
-        problem = one_leader_at_a_time(probe.leases[shard], {f'{SITE}.{shard}.a', f'{SITE}.{shard}.b'})
-        assert not problem, f'{shard}: {problem}'
+    settle_on_one_leader(ros, probe, {shard: {f'{SITE}.{shard}.a', f'{SITE}.{shard}.b'} for shard in SHARDS})
     done = wait_for(
         lambda: (r := fleetctl(layout, 'submit', '--site', SITE, '--kind', 'noop', '--json')).returncode == 0 and r,
         60,

@@ -206,6 +206,24 @@ def one_leader_at_a_time(leases: Sequence[LeaderLease], allowed: set[str]) -> st
     return ''
 
 
+def settle_on_one_leader(ros: Any, probe: FleetProbe, allowed: dict[str, set[str]], timeout: float = 30.0) -> None:
+    """After a cold start: wait until each shard's last four leases are of the newest epoch it has seen (a loaded
+    machine may let both replicas lead for a moment, before discovery shows each the other's lease; the lower epoch
+    then steps down), then check every lease seen meanwhile with `one_leader_at_a_time`."""
+    for shard in allowed:
+        probe.leases[shard].clear()
+
+    def settled(shard: str) -> bool:
+        leases = probe.leases[shard]
+        newest = max((lease.epoch for lease in leases), default=0)
+        return len(leases) >= 4 and all(lease.epoch == newest for lease in leases[-4:])
+
+    ros.spin_until(lambda: all(settled(s) for s in allowed), timeout, 'four lease renewals of the newest epoch')
+    for shard, leaders in allowed.items():
+        problem = one_leader_at_a_time(probe.leases[shard], leaders)
+        assert not problem, f'{shard}: {problem}'
+
+
 def lifecycle_state(ros: Any, node_name: str, timeout: float = 10.0) -> int:
     """The lifecycle state id of a managed node (lifecycle_msgs/srv/GetState on <node>/get_state)."""
     from lifecycle_msgs.srv import GetState
