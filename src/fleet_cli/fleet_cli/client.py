@@ -22,6 +22,9 @@ from fleet_ros.runtime import ros_program
 T = TypeVar('T')
 
 DEFAULT_CONFIG = Path('config/fleet.yaml')
+LATCHED_SETTLE_SEC = 1.0
+"""How long after our subscription matched a latched publisher its message may take to arrive; a publisher that sent
+none by then has none (e.g. a shard that never ran a mission)."""
 
 
 class ClientTimeout(RuntimeError):
@@ -93,27 +96,36 @@ class FleetClient:
         qos_profile: QoSProfile,
         wait: float,
         *,
-        patience: float = 0.0,
+        settle: float = LATCHED_SETTLE_SEC,
     ) -> dict[tuple[str, str], Any]:
-        """The last (latched) message of each shard's topic; shards that say nothing within `wait` are absent.
-        A shard whose topic has a publisher gets up to `patience` seconds in all: its latched message is on its way
-        (discovery on a loaded host can take longer than `wait`)."""
+        """The last (latched) message of each shard's topic; absent for a shard whose publisher has no message (none
+        `settle` seconds after our subscription matched it) or was not discovered within `wait` seconds. Waiting is
+        on conditions, not a fixed time: a latched message arrives right after the match, and discovery on a loaded
+        host can take seconds, so it ends as soon as every shard has its message or has settled without one."""
         found: dict[tuple[str, str], Any] = {}
-        subs = [
-            self.node.create_subscription(msg_type, topic_of(*key), partial(found.__setitem__, key), qos_profile)
+        subs = {
+            key: self.node.create_subscription(msg_type, topic_of(*key), partial(found.__setitem__, key), qos_profile)
             for key in keys
-        ]
-        started = time.monotonic()
-        while len(found) < len(keys):
-            elapsed = time.monotonic() - started
-            if elapsed >= max(wait, patience):
-                break
-            missing = [key for key in keys if key not in found]
-            if elapsed >= wait and not any(self.node.count_publishers(topic_of(*key)) > 0 for key in missing):
-                break
-            self.spin_once(0.05)
-        for sub in subs:
-            self.node.destroy_subscription(sub)
+        }
+        matched_at: dict[tuple[str, str], float] = {}
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                now = time.monotonic()
+                missing = [key for key in keys if key not in found]
+                for key in missing:
+                    if key not in matched_at and subs[key].get_publisher_count() > 0:
+                        matched_at[key] = now
+                if all(key in matched_at and now - matched_at[key] >= settle for key in missing):
+                    break
+                if now >= deadline and not any(key in matched_at for key in missing):
+                    break
+                if now >= deadline + settle:
+                    break
+                self.spin_once(0.05)
+        finally:
+            for sub in subs.values():
+                self.node.destroy_subscription(sub)
         return found
 
     def close(self) -> None:

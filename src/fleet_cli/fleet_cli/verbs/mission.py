@@ -32,7 +32,9 @@ from fleet_interfaces.msg import TaskEvent
 from fleet_ros import qos
 from fleet_ros.mission_follow import follow_mission
 
-LATCHED_WAIT_SEC = 3.0
+LATCHED_WAIT_SEC = 10.0
+"""How long a shard's mission status publisher may take to be discovered (a loaded host can take seconds); only a
+shard with no reachable leader costs the whole wait."""
 POINT_SPACING_M = 2.0
 
 
