@@ -81,8 +81,7 @@ class ClientConnection:
         else:
             self.session.backlog_keep = 0
             self.session.backlog_rate = 0.0
-        window = self.window
-        if self._ping is None and self.written - window.read_by_client >= window.window // 4:
+        if self._ping is None and self.window.ping_due(self.written):
             self._send_ping(transport, now)  # not on every write: a pong costs the client and the gateway a frame
 
     def _send_ping(self, transport: Any, now: float) -> None:

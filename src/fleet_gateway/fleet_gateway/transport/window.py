@@ -36,6 +36,10 @@ class InFlightWindow:
         """Bytes that may still be written now, given `written` so far."""
         return max(0, self.window - (written - self.read_by_client))
 
+    def ping_due(self, written: int) -> bool:
+        """Whether to ask with a ping what the client has read: once a quarter of the window is in flight."""
+        return written - self.read_by_client >= self.window // 4
+
     def answered(self, written_at_ping: int, ping_sent_at: float, now: float) -> None:
         """The client answered a ping sent at `ping_sent_at` when `written_at_ping` bytes had been written: it has
         read all of them. Updates the read rate and the window."""
