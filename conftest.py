@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import IO
 
 import pytest
+from pluggy import Result
 
 _DOMAIN_LOCK: IO[str] | None = None
 
@@ -29,6 +30,24 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
     # Orchestrator journals of this session (default state_dir root) stay out of ~/.fleetlanes.
     os.environ.setdefault('FLEETLANES_STATE_DIR', tempfile.mkdtemp(prefix='fleetlanes-state-'))
+
+
+CHILD_OUTPUT_LINES = 40
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Result[pytest.TestReport], None]:
+    """A failed system test reports the last lines of every child it started (which process said what, and when)."""
+    outcome = yield
+    report = outcome.get_result()
+    group = getattr(item, 'funcargs', {}).get('processes')
+    if report.when != 'call' or not report.failed or group is None:
+        return  # (children's logs are closed by the fixture's teardown, after the call phase)
+    for proc in group.started:
+        tail = proc.output().splitlines()[-CHILD_OUTPUT_LINES:]
+        report.sections.append((f'child {proc.name} (pid {proc.pid}), last lines', '\n'.join(tail)))
 
 
 @pytest.fixture(scope='session')
