@@ -147,9 +147,9 @@ class AgentRuntime:
             )
         else:
             self.sink.publish_ack(accepted)
-        self._tasks[command.command_id] = loop.create_task(
-            self._run(command, args), name=f'{self.agent_id}:{command.command_id}'
-        )
+        task = loop.create_task(self._run(command, args), name=f'{self.agent_id}:{command.command_id}')
+        self._tasks[command.command_id] = task
+        task.add_done_callback(lambda done: self._cancelled_before_start(command, done))
 
     def on_estop(self, engaged: bool, revision: int) -> None:
         """Latched e-stop state for this agent's shard; older revisions are ignored."""
@@ -219,9 +219,28 @@ class AgentRuntime:
             status, detail = AckStatus.FAILED, f'executor error: {type(exc).__name__}: {exc}'[:200]
         finally:
             self._tasks.pop(command.command_id, None)
-            pending_accept = self._accepted_later.pop(command.command_id, None)
-            if pending_accept is not None:
-                pending_accept.cancel()
+        self._conclude(command, status, detail)
+
+    def _cancelled_before_start(self, command: Command, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never runs its coroutine (asyncio throws CancelledError in before
+        the first line), so `_run` cannot conclude it: an e-stop or a SAFETY stop handled in the loop iteration that
+        started the command. Concluded here, CANCELLED; otherwise the command stays "already executing" for good, and
+        its shard's lane waits for its deadline."""
+        if not task.cancelled() or self._tasks.get(command.command_id) is not task:
+            return  # `_run` ran and concluded it (it catches its own cancellation)
+        del self._tasks[command.command_id]
+        reason = 'cancelled'
+        try:
+            task.result()
+        except asyncio.CancelledError as exc:
+            reason = str(exc.args[0]) if exc.args else reason
+        self._conclude(command, AckStatus.CANCELLED, f'{reason} before execution started')
+
+    def _conclude(self, command: Command, status: AckStatus, detail: str) -> None:
+        """Persist the final status, then send the final ack (or refuse to claim it, if it cannot be persisted)."""
+        pending_accept = self._accepted_later.pop(command.command_id, None)
+        if pending_accept is not None:
+            pending_accept.cancel()
         try:
             ack = self.intake.complete(command, status, detail)
         except StoreUnavailable as exc:

@@ -98,6 +98,25 @@ def test_estop_cancels_running_work_and_refuses_new_work(tmp_path):
     assert state == AgentState.ESTOPPED
 
 
+def test_estop_in_the_iteration_that_started_a_command_still_ends_it_cancelled(tmp_path):
+    # The e-stop is handled before the command's task took its first step: asyncio then never runs the task's
+    # coroutine. The command must still end CANCELLED, durably (a re-delivery gets the same answer), never run, and
+    # leave the agent idle, not "already executing" until an agent restart.
+    async def scenario():
+        runtime, sink = make(tmp_path, SleepExecutor(5.0))
+        runtime.on_command(cmd('c1', 1))
+        runtime.on_estop(True, revision=1)
+        await async_wait_for(lambda: sink.statuses('c1'), 5.0, what='a final ack for c1')
+        runtime.on_command(cmd('c1', 1))
+        return sink, runtime.executions, runtime.heartbeat().active_command_id
+
+    sink, executions, active = asyncio.run(scenario())
+    assert sink.statuses('c1') == [AckStatus.CANCELLED, AckStatus.CANCELLED]
+    assert 'e-stop engaged before execution started' in sink.acks[0].detail
+    assert executions == 0
+    assert active == ''
+
+
 def test_pause_command_gates_normal_work_until_resume(tmp_path):
     async def scenario():
         runtime, sink = make(tmp_path, SleepExecutor(0.0))
