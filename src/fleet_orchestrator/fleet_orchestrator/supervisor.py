@@ -2,7 +2,9 @@
 manager. It brings the managed nodes up in order through the standard lifecycle services (configure -> activate),
 checks each one every period (get_state is the heartbeat), re-drives a node that fell out of ACTIVE, restarts a
 node it spawned that stopped answering or died, and on shutdown takes them down in reverse (deactivate -> cleanup).
-A spawned orchestrator that exits with code 2 refused its configuration (e.g. wrong shard): it is not restarted."""
+A spawned orchestrator that exits with code 2 refused its configuration (e.g. wrong shard): it is not restarted.
+A node gets `startup_timeout_sec` (60 s) to offer its lifecycle services, since a process starting on a loaded robot
+computer can take many seconds; after that each answer gets `transition_timeout_sec` (10 s)."""
 
 from __future__ import annotations
 
@@ -57,11 +59,13 @@ class LifecycleSupervisor:
         *,
         transition_timeout_sec: float,
         missed_checks_restart: int,
+        startup_timeout_sec: float = 60.0,
     ) -> None:
         self.node = node
         self.executor = executor
         self.managed = list(managed)
         self.timeout = transition_timeout_sec
+        self.startup_timeout = startup_timeout_sec
         self.missed_checks_restart = missed_checks_restart
         self.log = node.get_logger()
         let_sigint_reach_children()
@@ -99,8 +103,25 @@ class LifecycleSupervisor:
 
     # -- bring up / down ---------------------------------------------------------------------------------
 
+    def wait_offered(self, m: Managed) -> None:
+        """Wait until the node offers its lifecycle services: a process just spawned on a loaded machine may take
+        many seconds to import and start, which is no reason to give up on it. Raises SupervisorError when a process
+        spawned here exits first, or after startup_timeout_sec."""
+        if m.get_state is None or m.change_state is None:
+            raise SupervisorError(f'{m.name}: no lifecycle clients (not started by this supervisor)')
+        deadline = time.monotonic() + self.startup_timeout
+        while not (m.get_state.service_is_ready() and m.change_state.service_is_ready()):
+            if m.process is not None and m.process.poll() is not None:
+                raise SupervisorError(
+                    f'{m.name}: exited with code {m.process.returncode} before offering its lifecycle services'
+                )
+            if time.monotonic() > deadline:
+                raise SupervisorError(f'{m.name}: lifecycle services not offered within {self.startup_timeout}s')
+            self.executor.spin_once(timeout_sec=0.05)
+
     def ensure_active(self, m: Managed) -> None:
-        """Raises SupervisorError when the node does not answer or refuses a transition."""
+        """Raises SupervisorError when the node does not come up, does not answer or refuses a transition."""
+        self.wait_offered(m)
         for _ in range(4):
             state = self.state_of(m, self.timeout)
             if state is None:
@@ -245,6 +266,7 @@ def _run(program: RosProgram) -> int | None:
     period = declare(node, 'check_period_sec', 1.0, 'seconds between heartbeats (get_state) of every node')
     misses = declare(node, 'missed_checks_restart', 3, 'missed heartbeats before a spawned node is restarted')
     timeout = declare(node, 'transition_timeout_sec', 10.0, 'wait for a lifecycle service answer (s)')
+    startup = declare(node, 'startup_timeout_sec', 60.0, 'wait for a (re)started node to offer its lifecycle services')
     managed = managed_nodes(
         fleet_config=config, site=site, shards=shards, replicas=replicas, spawn_nodes=spawn_nodes, names=names
     )
@@ -254,7 +276,12 @@ def _run(program: RosProgram) -> int | None:
             if m.argv:
                 spawn(m)
         supervisor = LifecycleSupervisor(
-            node, program.executor, managed, transition_timeout_sec=timeout, missed_checks_restart=misses
+            node,
+            program.executor,
+            managed,
+            transition_timeout_sec=timeout,
+            missed_checks_restart=misses,
+            startup_timeout_sec=startup,
         )
         supervisor.bring_up()
         node.get_logger().info(f'{len(managed)} node(s) ACTIVE; checking every {period}s')
