@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import IO
 
 import pytest
@@ -28,6 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop('ROS_STATIC_PEERS', None)
     os.environ['ROS_DOMAIN_ID'] = str(_claim_domain_id())
     os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+    # Fast DDS without intra-process delivery: several participants live in one test process (test/fastdds_session.xml).
+    os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(Path(__file__).resolve().parent / 'test' / 'fastdds_session.xml')
     # Orchestrator journals of this session (default state_dir root) stay out of ~/.fleetlanes.
     os.environ.setdefault('FLEETLANES_STATE_DIR', tempfile.mkdtemp(prefix='fleetlanes-state-'))
 
