@@ -226,9 +226,9 @@ class AgentRuntime:
         the first line), so `_run` cannot conclude it: an e-stop or a SAFETY stop handled in the loop iteration that
         started the command. Concluded here, CANCELLED; otherwise the command stays "already executing" for good, and
         its shard's lane waits for its deadline."""
-        if not task.cancelled() or self._tasks.get(command.command_id) is not task:
+        if not task.cancelled():
             return  # `_run` ran and concluded it (it catches its own cancellation)
-        del self._tasks[command.command_id]
+        self._tasks.pop(command.command_id, None)
         reason = 'cancelled'
         try:
             task.result()

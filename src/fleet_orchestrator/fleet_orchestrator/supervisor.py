@@ -89,16 +89,20 @@ class LifecycleSupervisor:
             self.executor.spin_once(timeout_sec=0.05)
         return future.result()
 
-    def state_of(self, m: Managed, timeout: float) -> int | None:
-        if m.get_state is None:
+    @staticmethod
+    def _clients(m: Managed) -> tuple[Client, Client]:
+        """The node's get_state and change_state clients."""
+        if m.get_state is None or m.change_state is None:
             raise SupervisorError(f'{m.name}: no lifecycle clients (not started by this supervisor)')
-        reply = self._call(m.get_state, GetState.Request(), timeout)
+        return m.get_state, m.change_state
+
+    def state_of(self, m: Managed, timeout: float) -> int | None:
+        reply = self._call(self._clients(m)[0], GetState.Request(), timeout)
         return None if reply is None else int(reply.current_state.id)
 
     def _transition(self, m: Managed, transition: int) -> bool:
-        if m.change_state is None:
-            raise SupervisorError(f'{m.name}: no lifecycle clients (not started by this supervisor)')
-        reply = self._call(m.change_state, ChangeState.Request(transition=Transition(id=transition)), self.timeout)
+        request = ChangeState.Request(transition=Transition(id=transition))
+        reply = self._call(self._clients(m)[1], request, self.timeout)
         return bool(reply is not None and reply.success)
 
     # -- bring up / down ---------------------------------------------------------------------------------
@@ -107,10 +111,9 @@ class LifecycleSupervisor:
         """Wait until the node offers its lifecycle services: a process just spawned on a loaded machine may take
         many seconds to import and start, which is no reason to give up on it. Raises SupervisorError when a process
         spawned here exits first, or after startup_timeout_sec."""
-        if m.get_state is None or m.change_state is None:
-            raise SupervisorError(f'{m.name}: no lifecycle clients (not started by this supervisor)')
+        clients = self._clients(m)
         deadline = time.monotonic() + self.startup_timeout
-        while not (m.get_state.service_is_ready() and m.change_state.service_is_ready()):
+        while not all(client.service_is_ready() for client in clients):
             if m.process is not None and m.process.poll() is not None:
                 raise SupervisorError(
                     f'{m.name}: exited with code {m.process.returncode} before offering its lifecycle services'
