@@ -111,7 +111,8 @@ class GatewayServer:
     async def start(self) -> None:
         loop = self.loop = asyncio.get_running_loop()
         self.ros = self._endpoints_factory(loop, self._on_ros_messages)
-        self.ros.share_served_names(self.shared.served)  # a served service or action is unique in the cluster
+        # a served service or action is unique in the cluster
+        self.ros.share_served_names(self.shared.served, self.shared.worker)
         self._dispatch = EventDispatcher(self.ros, loop, internal_error=self._internal_error)
         self._budget = IngestBudget(loop, self.config.ingest_budget_s)
         ssl_context = None

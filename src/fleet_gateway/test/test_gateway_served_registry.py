@@ -3,8 +3,12 @@ one owner per name, in a cluster also through the workers' shared names, and eve
 
 from __future__ import annotations
 
-import pytest
+from typing import cast
 
+import pytest
+from rclpy.node import Node, NodeNameNonExistentError
+
+from fleet_gateway.ros import graph as ros_graph
 from fleet_gateway.ros.graph import EndpointConflict
 from fleet_gateway.ros.served import ServedEndpoint, ServedRegistry
 from fleet_gateway.transport.shared import NameTaken
@@ -74,3 +78,55 @@ def test_in_a_cluster_names_are_claimed_in_the_shared_table_and_always_given_bac
     assert names.held == {('action', '/x'): a}
     registry.release('/x', a)
     assert names.held == {}
+
+
+class Graph:
+    """The ROS graph as the gateway node `me` sees it: each node (name, namespace) with the services it serves;
+    `gone` nodes are still listed but no longer answer for their services."""
+
+    def __init__(self, me: tuple[str, str], nodes: dict[tuple[str, str], set[str]], gone: frozenset = frozenset()):
+        self.me, self.nodes, self.gone = me, nodes, gone
+
+    def get_name(self) -> str:
+        return self.me[0]
+
+    def get_namespace(self) -> str:
+        return self.me[1]
+
+    def count_services(self, service: str) -> int:
+        return sum(service in served for served in self.nodes.values())
+
+    def get_node_names_and_namespaces(self) -> list[tuple[str, str]]:
+        return list(self.nodes)
+
+    def get_service_names_and_types_by_node(self, name: str, namespace: str) -> list[tuple[str, list[str]]]:
+        if (name, namespace) in self.gone:
+            raise NodeNameNonExistentError(name)
+        return [(service, ['fleet_interfaces/srv/T']) for service in self.nodes[(name, namespace)]]
+
+
+def served_elsewhere(graph: Graph, service: str, worker: int | None) -> bool:
+    node = cast(Node, graph)
+    return ros_graph.served_elsewhere(node, service, ros_graph.cluster_nodes(node, worker))
+
+
+def test_the_graph_speaks_for_other_nodes_than_the_gateway_cluster():
+    goal = '/served/mission/_action/send_goal'
+    # Worker 1 still sees the server worker 0 destroyed when its client left: the cluster's claims decide that one.
+    sibling_left = {('fleet_gateway', '/'): {goal}, ('fleet_gateway_w1', '/'): set()}
+    assert not served_elsewhere(Graph(('fleet_gateway_w1', '/'), sibling_left), goal, 1)
+    assert not served_elsewhere(Graph(('fleet_gateway', '/'), {('fleet_gateway_w2', '/'): {goal}}), goal, 0)
+    # A ROS node serves it, with or without a sibling's server beside it.
+    planner = {('planner', '/'): {goal}, ('fleet_gateway', '/'): {goal}, ('fleet_gateway_w1', '/'): set()}
+    assert served_elsewhere(Graph(('fleet_gateway_w1', '/'), planner), goal, 1)
+    # Only the cluster's own names in its own namespace are its workers; a gateway alone has no siblings.
+    assert served_elsewhere(Graph(('fleet_gateway_w1', '/'), {('fleet_gateway', '/site_b'): {goal}}), goal, 1)
+    assert served_elsewhere(Graph(('fleet_gateway_w1', '/'), {('fleet_gateway_wx', '/'): {goal}}), goal, 1)
+    assert served_elsewhere(Graph(('fleet_gateway', '/'), {('fleet_gateway_w1', '/'): {goal}}), goal, None)
+    assert not served_elsewhere(Graph(('fleet_gateway', '/'), {('fleet_gateway', '/'): set()}), goal, None)
+    # A sibling that leaves the graph between the two questions: its server is not known to be its, so the answer
+    # errs on the side of a refusal (the client may advertise again).
+    left = Graph(
+        ('fleet_gateway', '/'), {('fleet_gateway_w1', '/'): {goal}}, gone=frozenset({('fleet_gateway_w1', '/')})
+    )
+    assert served_elsewhere(left, goal, 0)

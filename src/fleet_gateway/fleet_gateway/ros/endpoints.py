@@ -41,10 +41,11 @@ class RosEndpoints:
         self.goals = ActionGoalRunner(node, loop)
         self.actions = ClientServedActions(node, loop)
 
-    def share_served_names(self, names: ServedNames) -> None:
-        """Services and actions served for clients are unique in `names` too (a cluster's workers share it)."""
-        self.services.share_names(names)
-        self.actions.share_names(names)
+    def share_served_names(self, names: ServedNames, worker: int | None) -> None:
+        """Services and actions served for clients are unique in `names` too (a cluster's workers share it; this
+        gateway is worker `worker` of its cluster, None alone)."""
+        self.services.share_names(names, worker)
+        self.actions.share_names(names, worker)
 
     def topic_type(self, topic: str) -> str | None:
         return graph.topic_type(self.node, topic)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from rclpy.node import Node
+import contextlib
+import re
+from collections.abc import Callable
+
+from rclpy.node import Node, NodeNameNonExistentError
 
 from fleet_gateway.conversion import type_name
 
@@ -31,3 +35,30 @@ def service_type(node: Node, service: str) -> str | None:
         if name == service and types:
             return str(types[0])
     return None
+
+
+def cluster_nodes(node: Node, worker: int | None) -> Callable[[str, str], bool]:
+    """Whether a graph node (name, namespace) is `node` or another worker's node of its cluster: worker 0's node
+    has the cluster's name and worker k's `<name>_w<k>`, all in one namespace. `worker` is `node`'s index in its
+    cluster, None for a gateway alone."""
+    name, namespace = node.get_name(), node.get_namespace()
+    if worker is None:
+        return lambda other, other_namespace: (other, other_namespace) == (name, namespace)
+    base = name.removesuffix(f'_w{worker}') if worker else name
+    pattern = re.compile(re.escape(base) + r'(_w[0-9]+)?')
+    return lambda other, other_namespace: other_namespace == namespace and pattern.fullmatch(other) is not None
+
+
+def served_elsewhere(node: Node, service: str, ours: Callable[[str, str], bool]) -> bool:
+    """Whether a node that is not `ours` (see `cluster_nodes`) serves `service` in the ROS graph. The graph shows a
+    server for a while after its node destroyed it, and a sibling worker's servers are its clients': the cluster's
+    shared claims decide between those, so the graph only speaks for the other nodes."""
+    servers = node.count_services(service)
+    if servers == 0:
+        return False
+    for name, namespace in node.get_node_names_and_namespaces():
+        if ours(name, namespace):
+            with contextlib.suppress(NodeNameNonExistentError):  # left the graph meanwhile
+                listed = node.get_service_names_and_types_by_node(name, namespace)
+                servers -= any(listed_name == service for listed_name, _ in listed)
+    return servers > 0

@@ -23,6 +23,7 @@ from rclpy.action.server import ServerGoalHandle
 from rclpy.node import Node
 from rclpy.task import Future
 
+from fleet_gateway.ros import graph
 from fleet_gateway.ros.served import ServedEndpoint, ServedRegistry
 from fleet_gateway.transport.shared import ServedNames
 from fleet_ros import qos as fleet_qos
@@ -68,8 +69,9 @@ class ClientServedActions:
     def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
         self.node = node
         self.loop = loop
+        self._ours = graph.cluster_nodes(node, None)
         self._registry: ServedRegistry[_Goal] = ServedRegistry(
-            'action', lambda action: node.count_services(f'{action}/_action/send_goal') > 0
+            'action', lambda action: graph.served_elsewhere(node, f'{action}/_action/send_goal', self._ours)
         )
         self.on_goal_request: OnGoalRequest | None = None
         self.on_goal_cancel: OnGoalCancel | None = None
@@ -120,9 +122,10 @@ class ClientServedActions:
         if isinstance(served, _ServedAction) and token in served.waiting:
             self._end(served, token, status, result, error)
 
-    def share_names(self, names: ServedNames) -> None:
-        """Claim served names in `names` too (the workers of a cluster share them)."""
+    def share_names(self, names: ServedNames, worker: int | None) -> None:
+        """Claim served names in `names` too (the workers of a cluster share them; this node is worker `worker`)."""
         self._registry.names = names
+        self._ours = graph.cluster_nodes(self.node, worker)
 
     def served_actions(self) -> dict[str, Any]:
         return self._registry.owners()

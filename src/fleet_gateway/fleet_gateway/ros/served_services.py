@@ -16,6 +16,7 @@ from typing import Any
 from rclpy.node import Node
 from rclpy.service import Service
 
+from fleet_gateway.ros import graph
 from fleet_gateway.ros.served import ServedEndpoint, ServedRegistry
 from fleet_gateway.transport.shared import ServedNames
 from fleet_ros import qos as fleet_qos
@@ -58,8 +59,9 @@ class ClientServedServices:
     def __init__(self, node: Node, loop: asyncio.AbstractEventLoop) -> None:
         self.node = node
         self.loop = loop
+        self._ours = graph.cluster_nodes(node, None)
         self._registry: ServedRegistry[Any] = ServedRegistry(
-            'service', lambda service: node.count_services(service) > 0
+            'service', lambda service: graph.served_elsewhere(node, service, self._ours)
         )
         self.on_request: OnServiceRequest | None = None
         self.counters = {'forwarded': 0, 'answered': 0, 'failed': 0}
@@ -142,9 +144,10 @@ class ClientServedServices:
         else:
             self.node.destroy_service(served.server)
 
-    def share_names(self, names: ServedNames) -> None:
-        """Claim served names in `names` too (the workers of a cluster share them)."""
+    def share_names(self, names: ServedNames, worker: int | None) -> None:
+        """Claim served names in `names` too (the workers of a cluster share them; this node is worker `worker`)."""
         self._registry.names = names
+        self._ours = graph.cluster_nodes(self.node, worker)
 
     def served_services(self) -> dict[str, Any]:
         return self._registry.owners()
