@@ -206,6 +206,12 @@ def one_leader_at_a_time(leases: Sequence[LeaderLease], allowed: set[str]) -> st
     return ''
 
 
+def settled_on_newest_epoch(leases: Sequence[LeaderLease], renewals: int = 4) -> bool:
+    """Whether a shard's last `renewals` leases (in arrival order) are all of the newest epoch it has seen."""
+    newest = max((lease.epoch for lease in leases), default=0)
+    return len(leases) >= renewals and all(lease.epoch == newest for lease in leases[-renewals:])
+
+
 def settle_on_one_leader(ros: Any, probe: FleetProbe, allowed: dict[str, set[str]], timeout: float = 30.0) -> None:
     """After a cold start: wait until each shard's last four leases are of the newest epoch it has seen (a loaded
     machine may let both replicas lead for a moment, before discovery shows each the other's lease; the lower epoch
@@ -213,12 +219,11 @@ def settle_on_one_leader(ros: Any, probe: FleetProbe, allowed: dict[str, set[str
     for shard in allowed:
         probe.leases[shard].clear()
 
-    def settled(shard: str) -> bool:
-        leases = probe.leases[shard]
-        newest = max((lease.epoch for lease in leases), default=0)
-        return len(leases) >= 4 and all(lease.epoch == newest for lease in leases[-4:])
-
-    ros.spin_until(lambda: all(settled(s) for s in allowed), timeout, 'four lease renewals of the newest epoch')
+    ros.spin_until(
+        lambda: all(settled_on_newest_epoch(probe.leases[s]) for s in allowed),
+        timeout,
+        'four lease renewals of the newest epoch',
+    )
     for shard, leaders in allowed.items():
         problem = one_leader_at_a_time(probe.leases[shard], leaders)
         assert not problem, f'{shard}: {problem}'
