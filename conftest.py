@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from pluggy import Result
 
 _DOMAIN_LOCK: IO[str] | None = None
+SESSION_DIR = pytest.StashKey[Path]()
+SESSION_PASSED = pytest.StashKey[bool]()
 
 
 def _claim_domain_id() -> int:
@@ -31,8 +34,35 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
     # Fast DDS without intra-process delivery: several participants live in one test process (test/fastdds_session.xml).
     os.environ['FASTRTPS_DEFAULT_PROFILES_FILE'] = str(Path(__file__).resolve().parent / 'test' / 'fastdds_session.xml')
-    # Orchestrator journals of this session (default state_dir root) stay out of ~/.fleetlanes.
-    os.environ.setdefault('FLEETLANES_STATE_DIR', tempfile.mkdtemp(prefix='fleetlanes-state-'))
+    # What the session's processes write goes to one directory, removed when the session passes (kept, and named in
+    # the summary, when it fails): orchestrator journals (default state_dir root, not ~/.fleetlanes), ROS log files
+    # (not ~/.ros/log) and the test children's output.
+    from harness.processes import CHILD_LOGS_ENV
+
+    session_dir = Path(tempfile.mkdtemp(prefix='fleetlanes-test-'))
+    config.stash[SESSION_DIR] = session_dir
+    for name in ('state', 'ros-log', 'children'):
+        (session_dir / name).mkdir()
+    os.environ.setdefault('FLEETLANES_STATE_DIR', str(session_dir / 'state'))
+    os.environ.setdefault('ROS_LOG_DIR', str(session_dir / 'ros-log'))
+    os.environ[CHILD_LOGS_ENV] = str(session_dir / 'children')
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[SESSION_PASSED] = exitstatus == pytest.ExitCode.OK
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
+    if exitstatus != pytest.ExitCode.OK:
+        terminalreporter.write_line(
+            f'logs and state of this session kept in {terminalreporter.config.stash[SESSION_DIR]}'
+        )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # After every fixture's teardown: no process of the session writes there any more.
+    if config.stash.get(SESSION_PASSED, False):
+        shutil.rmtree(config.stash[SESSION_DIR], ignore_errors=True)
 
 
 CHILD_OUTPUT_LINES = 40

@@ -11,13 +11,18 @@ from pathlib import Path
 
 from fleet_ros.processes import kill_child, let_sigint_reach_children, start_child, stop_child
 
+CHILD_LOGS_ENV = 'FLEETLANES_TEST_CHILD_LOGS'
+"""The directory for the children's output (the test session's, set by conftest.py; else the temporary directory)."""
+
 
 class ManagedProcess:
-    """A child process whose output goes to a temporary log file and which is stopped by PID only."""
+    """A child process whose output goes to a log file and which is stopped by PID only."""
 
     def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None, name: str = '') -> None:
         self.name = name or Path(argv[0]).name
-        self._log = tempfile.NamedTemporaryFile(prefix=f'fleet-{self.name}-', suffix='.log', delete=False)
+        self._log = tempfile.NamedTemporaryFile(
+            prefix=f'fleet-{self.name}-', suffix='.log', dir=os.environ.get(CHILD_LOGS_ENV), delete=False
+        )
         self.log_path = Path(self._log.name)
         self.popen = start_child(argv, log=self._log, env=env)
 
