@@ -40,6 +40,7 @@ class MotionSettings:
     yaw_tolerance_rad: float = 0.1
     control_rate_hz: float = 20.0
     odom_timeout_sec: float = 1.0
+    first_odom_timeout_sec: float = 10.0
     max_linear_mps: float = 0.5
     max_angular_rps: float = 1.0
     linear_gain: float = 1.0
@@ -66,6 +67,11 @@ _DESCRIPTIONS: dict[str, tuple[str, tuple[float, float] | None]] = {
     'yaw_tolerance_rad': ('heading tolerance when a goto gives theta (rad)', (0.005, math.pi)),
     'control_rate_hz': ('velocity commands per second while driving', (1.0, 200.0)),
     'odom_timeout_sec': ('a goto halts and fails when no odometry arrived for this long (s)', (0.05, 30.0)),
+    'first_odom_timeout_sec': (
+        'before the first odometry since the agent started (discovery still matching the base), a goto waits this long'
+        ' for it, sending the base nothing, then fails (s)',
+        (0.05, 300.0),
+    ),
     'max_linear_mps': ('forward speed limit (m/s)', (0.01, 10.0)),
     'max_angular_rps': ('turn rate limit (rad/s)', (0.01, 10.0)),
     'linear_gain': ('forward speed per metre to the target, before the limit (1/s)', (0.01, 100.0)),
@@ -124,12 +130,16 @@ class TwistOdomBackend:
         odom_topic: str,
         loop: asyncio.AbstractEventLoop,
         odom_timeout_sec: float,
+        first_odom_timeout_sec: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node = node
         self.odom_topic = odom_topic
         self.loop = loop
         self.odom_timeout_sec = odom_timeout_sec
+        self.first_odom_timeout_sec = max(first_odom_timeout_sec, odom_timeout_sec)
+        """How long a goto waits before any odometry has arrived: a robot computer's first goto may come before
+        discovery has matched the base (seen under load), and nothing drives the base until a pose is known."""
         self.clock = clock
         self._latest: tuple[Pose, float] | None = None
         self._fresh = asyncio.Event()
@@ -147,11 +157,13 @@ class TwistOdomBackend:
         if latest is not None and self.clock() - latest[1] <= self.odom_timeout_sec:
             return latest[0]
         self._fresh.clear()
+        bound = self.odom_timeout_sec if latest is not None else self.first_odom_timeout_sec
         try:
-            async with asyncio.timeout(self.odom_timeout_sec):
+            async with asyncio.timeout(bound):
                 await self._fresh.wait()
         except TimeoutError:
-            raise MotionError(f'no odometry on {self.odom_topic} for {self.odom_timeout_sec:g} s') from None
+            since = '' if latest is not None else ' (none since the agent started)'
+            raise MotionError(f'no odometry on {self.odom_topic} for {bound:g} s{since}') from None
         latest = self._latest
         if latest is None:  # set before _fresh; checked, since asserts vanish under python -O
             raise MotionError(f'no odometry on {self.odom_topic}')
@@ -185,6 +197,7 @@ def diff_drive_executor(delay_sec: float) -> ExecutorFactory:
             odom_topic=odom,
             loop=context.loop,
             odom_timeout_sec=settings.odom_timeout_sec,
+            first_odom_timeout_sec=settings.first_odom_timeout_sec,
         )
         context.node.get_logger().info(f'agent {context.agent_id}: goto drives {cmd_vel} from {odom}')
         return GotoExecutor(

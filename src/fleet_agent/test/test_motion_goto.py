@@ -129,3 +129,60 @@ def test_agent_topic_names():
         agent_topic('/model/{robot}/odom', 's', 'r')
     with pytest.raises(ConfigError, match='invalid'):
         agent_topic('/model/bad name', 's', 'r')
+
+
+class _StubNode:
+    """What TwistOdomBackend asks of its node: one publisher and one subscription, whose callback the test calls."""
+
+    def __init__(self) -> None:
+        self.on_odom = None
+
+    def create_publisher(self, *_args):
+        return None
+
+    def create_subscription(self, _type, _topic, callback, _qos):
+        self.on_odom = callback
+
+
+def test_a_goto_waits_longer_for_the_first_odometry_than_for_fresh_odometry():
+    """Before the base's first odometry (discovery still matching it after the agent started) a goto waits
+    first_odom_timeout_sec; once odometry has come, odom_timeout_sec is the watchdog again."""
+    from nav_msgs.msg import Odometry
+
+    from fleet_agent.motion import TwistOdomBackend
+
+    async def scenario() -> None:
+        node = _StubNode()
+        backend = TwistOdomBackend(
+            node,  # type: ignore[arg-type]
+            cmd_vel_topic='/r/cmd_vel',
+            odom_topic='/r/odom',
+            loop=asyncio.get_running_loop(),
+            odom_timeout_sec=0.05,
+            first_odom_timeout_sec=0.6,
+        )
+        # No odometry yet: a message 0.2 s later (four odometry timeouts) still gives the goto its pose.
+        message = Odometry()
+        message.pose.pose.position.x = 1.5
+        message.pose.pose.orientation.w = 1.0
+        asyncio.get_running_loop().call_later(0.2, node.on_odom, message)
+        assert (await backend.pose())[0] == 1.5
+        # Odometry then stops: once it is stale, the goto waits odom_timeout_sec (the message names the bound).
+        await asyncio.sleep(0.1)
+        with pytest.raises(MotionError, match=r'no odometry on /r/odom for 0.05 s$'):
+            await backend.pose()
+
+    async def never() -> None:
+        backend = TwistOdomBackend(
+            _StubNode(),  # type: ignore[arg-type]
+            cmd_vel_topic='/r/cmd_vel',
+            odom_topic='/r/odom',
+            loop=asyncio.get_running_loop(),
+            odom_timeout_sec=0.05,
+            first_odom_timeout_sec=0.3,
+        )
+        with pytest.raises(MotionError, match=r'no odometry on /r/odom for 0.3 s \(none since the agent started\)'):
+            await backend.pose()
+
+    asyncio.run(scenario())
+    asyncio.run(never())
