@@ -44,8 +44,9 @@ class RosEndpoints:
     def share_served_names(self, names: ServedNames, worker: int | None) -> None:
         """Services and actions served for clients are unique in `names` too (a cluster's workers share it; this
         gateway is worker `worker` of its cluster, None alone)."""
-        self.services.share_names(names, worker)
-        self.actions.share_names(names, worker)
+        ours = graph.cluster_nodes(self.node, worker)
+        self.services.share_names(names, ours)
+        self.actions.share_names(names, ours)
 
     def topic_type(self, topic: str) -> str | None:
         return graph.topic_type(self.node, topic)

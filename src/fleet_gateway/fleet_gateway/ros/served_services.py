@@ -144,10 +144,10 @@ class ClientServedServices:
         else:
             self.node.destroy_service(served.server)
 
-    def share_names(self, names: ServedNames, worker: int | None) -> None:
-        """Claim served names in `names` too (the workers of a cluster share them; this node is worker `worker`)."""
+    def share_names(self, names: ServedNames, ours: Callable[[str, str], bool]) -> None:
+        """Claim served names in `names` too (the workers of a cluster share them, and `ours` tells their nodes)."""
         self._registry.names = names
-        self._ours = graph.cluster_nodes(self.node, worker)
+        self._ours = ours
 
     def served_services(self) -> dict[str, Any]:
         return self._registry.owners()
