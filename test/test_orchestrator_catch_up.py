@@ -102,18 +102,9 @@ def test_a_caught_up_standby_takes_over_without_the_long_wait(ros, tmp_path):
 
 
 def test_fleetctl_status_shows_the_caught_up_standbys():
-    class Node:
-        def create_subscription(self, *args: object) -> None:
-            return None
-
-    class Client:
-        node = Node()
-
     key = (SITE, SHARD)
-    board = StatusBoard(Client(), [key])  # type: ignore[arg-type]  # a stand-in client: no subscriptions needed
-    board.latest[key] = ShardStatus(
-        site_id=SITE, shard_id=SHARD, leader_id='a', standbys_following=2, standbys_caught_up=1
-    )
+    status = ShardStatus(site_id=SITE, shard_id=SHARD, leader_id='a', standbys_following=2, standbys_caught_up=1)
+    board = StatusBoard([key], {key: status})
     row = board.row(key, now=0.0)
     assert (row['standbys_caught_up'], row['standbys_following']) == (1, 2)
     header, line = board.table(now=0.0)

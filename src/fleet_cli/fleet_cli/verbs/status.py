@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 
 from fleet_cli.client import FleetClient, load_config
@@ -17,8 +17,12 @@ from fleet_interfaces.msg import ShardStatus
 from fleet_ros import qos
 from fleet_ros.convert import from_time
 
-STATUS_WAIT_SEC = 3.0
-"""Latched status arrives once discovery matched the leader; a shard silent this long is shown as unreachable."""
+STATUS_WAIT_SEC = 10.0
+"""How long a shard's leader may take to be discovered (on a loaded host discovery alone can take seconds); a shard
+whose status publisher is not discovered this long is shown as unreachable, and only such a shard costs the wait."""
+STATUS_SETTLE_SEC = 2.0
+"""A leader publishes its status every half second: a matched status publisher that sent nothing this long after the
+match is not a working leader, and its shard is shown as unreachable."""
 
 ShardKey = tuple[str, str]
 COLUMNS = (
@@ -64,11 +68,14 @@ def queue_depth(msg: ShardStatus) -> dict[str, int]:
 
 
 class StatusBoard:
-    """Keeps the newest ShardStatus of each shard (latched, so a new subscriber gets the last one at once)."""
+    """The newest ShardStatus of each shard, as JSON rows or a table."""
 
-    def __init__(self, client: FleetClient, keys: Sequence[ShardKey]) -> None:
+    def __init__(self, keys: Sequence[ShardKey], latest: Mapping[ShardKey, ShardStatus] | None = None) -> None:
         self.keys = list(keys)
-        self.latest: dict[ShardKey, ShardStatus] = {}
+        self.latest: dict[ShardKey, ShardStatus] = dict(latest or {})
+
+    def follow(self, client: FleetClient) -> None:
+        """Keep the newest status of each shard as the client spins (latched: a new subscriber gets the last one)."""
         for key in self.keys:
             client.node.create_subscription(
                 ShardStatus, topics.shard_status(*key), partial(self.latest.__setitem__, key), qos.LATCHED
@@ -139,6 +146,14 @@ class StatusBoard:
         return lines
 
 
+def read_status(client: FleetClient, keys: Sequence[ShardKey]) -> StatusBoard:
+    """Each shard's latched status, waiting on discovery and match rather than a fixed time."""
+    latest = client.latest_per_shard(
+        ShardStatus, topics.shard_status, keys, qos.LATCHED, STATUS_WAIT_SEC, settle=STATUS_SETTLE_SEC
+    )
+    return StatusBoard(keys, latest)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         fleet = load_config(args.config)
@@ -147,10 +162,7 @@ def run(args: argparse.Namespace) -> int:
     keys = shard_keys(fleet, args.site)
     client = FleetClient('fleetctl_status')
     try:
-        board = StatusBoard(client, keys)
-        deadline = time.monotonic() + STATUS_WAIT_SEC
-        while not board.complete() and time.monotonic() < deadline:
-            client.spin_once(0.05)
+        board = read_status(client, keys)
     finally:
         client.close()
     now = time.time()

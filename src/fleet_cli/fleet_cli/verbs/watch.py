@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     interactive = sys.stdout.isatty() and not args.json
     end = time.monotonic() + args.duration if args.duration else float('inf')
     try:
-        board = StatusBoard(client, keys)
+        board = StatusBoard(keys)
+        board.follow(client)
         while time.monotonic() < end and client.context.ok():
             client.spin(min(REFRESH_SEC, max(0.0, end - time.monotonic())))
             now = time.time()
