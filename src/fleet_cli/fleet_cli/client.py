@@ -22,6 +22,10 @@ from fleet_ros.runtime import ros_program
 T = TypeVar('T')
 
 DEFAULT_CONFIG = Path('config/fleet.yaml')
+DISCOVERY_WAIT_SEC = 10.0
+"""How long fleetctl waits for a shard leader's service or latched topic to be discovered. fleetctl is a fresh
+process: on a loaded host its discovery of a live leader has taken more than 3 s. A shard with no reachable leader
+costs this wait; the others end as soon as they answer."""
 LATCHED_SETTLE_SEC = 1.0
 """How long after our subscription matched a latched publisher its message may take to arrive; a publisher that sent
 none by then has none (e.g. a shard that never ran a mission)."""
@@ -78,10 +82,13 @@ class FleetClient:
                 raise ClientTimeout(f'timed out after {timeout:.1f}s waiting for {what}')
             self.spin_once(0.02)
 
-    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 5.0) -> Any:
+    def call(
+        self, srv_type: Any, name: str, request: Any, timeout: float = 5.0, discovery: float = DISCOVERY_WAIT_SEC
+    ) -> Any:
+        """One call: up to `discovery` seconds for the service to be discovered, then `timeout` for the reply."""
         client = self.node.create_client(srv_type, name)
         try:
-            self.spin_until(client.service_is_ready, timeout, f'service {name} (is the orchestrator running?)')
+            self.spin_until(client.service_is_ready, discovery, f'service {name} (is the orchestrator running?)')
             future = client.call_async(request)
             self.spin_until(future.done, timeout, f'a reply from {name}')
             return future.result()

@@ -55,7 +55,8 @@ def submit_idempotent(
         if remaining <= 0:
             raise ClientTimeout(f'{last} within {patience:.0f}s (request {request.request_id})')
         try:
-            reply = client.call(SubmitCommand, name, request, timeout=min(CALL_TIMEOUT_SEC, remaining))
+            wait = min(CALL_TIMEOUT_SEC, remaining)
+            reply = client.call(SubmitCommand, name, request, timeout=wait, discovery=wait)
         except ClientTimeout as exc:
             last = str(exc)
         else:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 
-from fleet_cli.client import FleetClient
-from fleet_cli.verbs.status import STATUS_WAIT_SEC, read_status
+from fleet_cli.client import DISCOVERY_WAIT_SEC, FleetClient
+from fleet_cli.verbs.status import read_status
 from fleet_core import topics
 from fleet_interfaces.msg import ShardStatus
 from fleet_ros import qos
@@ -35,7 +35,7 @@ class LateDiscovery(FleetClient):
 
 
 def test_a_leader_discovered_late_is_shown_and_a_shard_without_one_is_unreachable() -> None:
-    assert LATE_SEC + 2.0 < STATUS_WAIT_SEC
+    assert LATE_SEC + 2.0 < DISCOVERY_WAIT_SEC
     client = LateDiscovery()
     try:
         board = read_status(client, [(SITE, 'late'), (SITE, 'none')])

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from fleet_cli.client import ClientTimeout, FleetClient, load_config
+from fleet_cli.client import DISCOVERY_WAIT_SEC, ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from fleet_cli.shard_calls import shard_states
 from fleet_core import topics
@@ -20,7 +20,6 @@ from fleet_core.config import ConfigError, FleetConfig
 from fleet_interfaces.srv import SetEStop
 
 CALL_TIMEOUT_SEC = 5.0
-STATE_TIMEOUT_SEC = 10.0
 
 ShardKey = tuple[str, str]
 
@@ -67,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
     client = FleetClient('fleetctl_estop')
     try:
         if not engage:
-            states = shard_states(client, keys, STATE_TIMEOUT_SEC)
+            states = shard_states(client, keys, DISCOVERY_WAIT_SEC)
             idle = [f'{s}/{h}' for (s, h) in keys if not states[(s, h)].estop_engaged]
             if idle:
                 raise UsageError(f'no e-stop is engaged on {", ".join(idle)}: nothing to release (nothing changed)')
         clients = {key: client.node.create_client(SetEStop, topics.shard_set_estop(*key)) for key in keys}
         for key, srv in clients.items():
-            client.spin_until(srv.service_is_ready, CALL_TIMEOUT_SEC, f'set_estop of {key[0]}/{key[1]} (no leader?)')
+            client.spin_until(srv.service_is_ready, DISCOVERY_WAIT_SEC, f'set_estop of {key[0]}/{key[1]} (no leader?)')
         request = SetEStop.Request(engage=engage, reason=args.reason, issued_by=issued_by)
         started = time.monotonic()
         futures = {key: srv.call_async(request) for key, srv in clients.items()}

@@ -20,7 +20,7 @@ from rclpy.action import ActionClient
 from std_srvs.srv import Trigger
 
 from fleet_cli import inputs
-from fleet_cli.client import ClientTimeout, FleetClient, load_config
+from fleet_cli.client import DISCOVERY_WAIT_SEC, ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig, ShardConfig
@@ -32,9 +32,6 @@ from fleet_interfaces.msg import TaskEvent
 from fleet_ros import qos
 from fleet_ros.mission_follow import follow_mission
 
-LATCHED_WAIT_SEC = 10.0
-"""How long a shard's mission status publisher may take to be discovered (a loaded host can take seconds); only a
-shard with no reachable leader costs the whole wait."""
 POINT_SPACING_M = 2.0
 
 
@@ -169,7 +166,7 @@ def run_start(args: argparse.Namespace) -> int:
     client = FleetClient('fleetctl_mission')
     try:
         running = {
-            key: msg for key, msg in latched_missions(client, keys, LATCHED_WAIT_SEC).items() if is_active(msg.state)
+            key: msg for key, msg in latched_missions(client, keys, DISCOVERY_WAIT_SEC).items() if is_active(msg.state)
         }
         if running:
             (site, shard), msg = sorted(running.items())[0]
@@ -273,7 +270,7 @@ def run_status(args: argparse.Namespace) -> int:
     keys = _site_keys(fleet, args.site)
     client = FleetClient('fleetctl_mission')
     try:
-        found = latched_missions(client, keys, LATCHED_WAIT_SEC)
+        found = latched_missions(client, keys, DISCOVERY_WAIT_SEC)
     finally:
         client.close()
     rows = []
@@ -314,7 +311,7 @@ def run_cancel(args: argparse.Namespace) -> int:
     client = FleetClient('fleetctl_mission')
     cancelled = 0
     try:
-        running = {k for k, m in latched_missions(client, keys, LATCHED_WAIT_SEC).items() if is_active(m.state)}
+        running = {k for k, m in latched_missions(client, keys, DISCOVERY_WAIT_SEC).items() if is_active(m.state)}
         if not running:
             raise UsageError(
                 f'no mission is running on {args.site}' + (f' ({", ".join(args.shard)})' if args.shard else '')

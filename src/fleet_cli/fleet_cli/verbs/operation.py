@@ -10,7 +10,7 @@ import argparse
 import getpass
 import sys
 
-from fleet_cli.client import ClientTimeout, FleetClient, load_config
+from fleet_cli.client import DISCOVERY_WAIT_SEC, ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from fleet_cli.shard_calls import shard_states
 from fleet_core import topics
@@ -19,7 +19,6 @@ from fleet_core.waves import FleetOp
 from fleet_interfaces.srv import RequestFleetOperation
 
 CALL_TIMEOUT_SEC = 5.0
-STATE_TIMEOUT_SEC = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     client = FleetClient('fleetctl_operation')
     try:
         if op is FleetOp.RESUME:
-            states = shard_states(client, keys, STATE_TIMEOUT_SEC)
+            states = shard_states(client, keys, DISCOVERY_WAIT_SEC)
             idle = [f'{s}/{h}' for s, h in keys if not states[(s, h)].paused]
             if idle:
                 raise UsageError(f'{", ".join(idle)} not paused: nothing to resume (nothing changed)')
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             key: client.node.create_client(RequestFleetOperation, topics.shard_operation_request(*key)) for key in keys
         }
         for key, srv in clients.items():
-            client.spin_until(srv.service_is_ready, CALL_TIMEOUT_SEC, f'operation service of {key[0]}/{key[1]}')
+            client.spin_until(srv.service_is_ready, DISCOVERY_WAIT_SEC, f'operation service of {key[0]}/{key[1]}')
         request = RequestFleetOperation.Request(op=int(op), issued_by=getpass.getuser())
         futures = {key: srv.call_async(request) for key, srv in clients.items()}
         client.spin_until(lambda: all(f.done() for f in futures.values()), CALL_TIMEOUT_SEC, 'operation replies')

@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 from functools import partial
 
-from fleet_cli.client import FleetClient, load_config
+from fleet_cli.client import DISCOVERY_WAIT_SEC, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig
@@ -17,9 +17,6 @@ from fleet_interfaces.msg import ShardStatus
 from fleet_ros import qos
 from fleet_ros.convert import from_time
 
-STATUS_WAIT_SEC = 10.0
-"""How long a shard's leader may take to be discovered (on a loaded host discovery alone can take seconds); a shard
-whose status publisher is not discovered this long is shown as unreachable, and only such a shard costs the wait."""
 STATUS_SETTLE_SEC = 2.0
 """A leader publishes its status every half second: a matched status publisher that sent nothing this long after the
 match is not a working leader, and its shard is shown as unreachable."""
@@ -149,7 +146,7 @@ class StatusBoard:
 def read_status(client: FleetClient, keys: Sequence[ShardKey]) -> StatusBoard:
     """Each shard's latched status, waiting on discovery and match rather than a fixed time."""
     latest = client.latest_per_shard(
-        ShardStatus, topics.shard_status, keys, qos.LATCHED, STATUS_WAIT_SEC, settle=STATUS_SETTLE_SEC
+        ShardStatus, topics.shard_status, keys, qos.LATCHED, DISCOVERY_WAIT_SEC, settle=STATUS_SETTLE_SEC
     )
     return StatusBoard(keys, latest)
 
