@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from fleet_cli.client import FleetClient, load_config
+from fleet_cli.client import DISCOVERY_WAIT_SEC, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from fleet_cli.shard_calls import outcomes_of
 from fleet_core.config import ConfigError
@@ -24,7 +24,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument('command_ids', nargs='+', metavar='ID', help='command ids (from fleetctl submit)')
     p.add_argument('--shard', action='append', default=[], help='site/shard to ask (repeatable; default: all)')
     p.add_argument('--site', action='append', default=[], help='site whose shards to ask (repeatable)')
-    p.add_argument('--timeout', type=float, default=5.0, help='seconds to wait for the shard leaders')
+    p.add_argument(
+        '--timeout',
+        type=float,
+        default=DISCOVERY_WAIT_SEC,
+        help='seconds to wait for the shard leaders to be discovered and answer',
+    )
     p.add_argument('--json', action='store_true', help='one JSON object per command')
     p.set_defaults(func=run)
 
