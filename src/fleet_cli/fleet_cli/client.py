@@ -26,6 +26,8 @@ DISCOVERY_WAIT_SEC = 10.0
 """How long fleetctl waits for a shard leader's service or latched topic to be discovered. fleetctl is a fresh
 process: on a loaded host its discovery of a live leader has taken more than 3 s. A shard with no reachable leader
 costs this wait; the others end as soon as they answer."""
+REPLY_TIMEOUT_SEC = 5.0
+"""How long fleetctl waits for a discovered leader's reply to a call."""
 LATCHED_SETTLE_SEC = 1.0
 """How long after our subscription matched a latched publisher its message may take to arrive; a publisher that sent
 none by then has none (e.g. a shard that never ran a mission)."""
@@ -83,7 +85,12 @@ class FleetClient:
             self.spin_once(0.02)
 
     def call(
-        self, srv_type: Any, name: str, request: Any, timeout: float = 5.0, discovery: float = DISCOVERY_WAIT_SEC
+        self,
+        srv_type: Any,
+        name: str,
+        request: Any,
+        timeout: float = REPLY_TIMEOUT_SEC,
+        discovery: float = DISCOVERY_WAIT_SEC,
     ) -> Any:
         """One call: up to `discovery` seconds for the service to be discovered, then `timeout` for the reply."""
         client = self.node.create_client(srv_type, name)

@@ -7,12 +7,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from fleet_cli.client import ClientTimeout, FleetClient
+from fleet_cli.client import REPLY_TIMEOUT_SEC, ClientTimeout, FleetClient
 from fleet_core import topics
 from fleet_interfaces.srv import GetOutcomes, GetShardState, SubmitCommand
 
 ShardKey = tuple[str, str]
-CALL_TIMEOUT_SEC = 5.0
 RESEND_PAUSE_SEC = 0.5
 
 
@@ -55,7 +54,7 @@ def submit_idempotent(
         if remaining <= 0:
             raise ClientTimeout(f'{last} within {patience:.0f}s (request {request.request_id})')
         try:
-            wait = min(CALL_TIMEOUT_SEC, remaining)
+            wait = min(REPLY_TIMEOUT_SEC, remaining)
             reply = client.call(SubmitCommand, name, request, timeout=wait, discovery=wait)
         except ClientTimeout as exc:
             last = str(exc)

@@ -12,14 +12,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from fleet_cli.client import DISCOVERY_WAIT_SEC, ClientTimeout, FleetClient, load_config
+from fleet_cli.client import DISCOVERY_WAIT_SEC, REPLY_TIMEOUT_SEC, ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from fleet_cli.shard_calls import shard_states
 from fleet_core import topics
 from fleet_core.config import ConfigError, FleetConfig
 from fleet_interfaces.srv import SetEStop
-
-CALL_TIMEOUT_SEC = 5.0
 
 ShardKey = tuple[str, str]
 
@@ -76,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         request = SetEStop.Request(engage=engage, reason=args.reason, issued_by=issued_by)
         started = time.monotonic()
         futures = {key: srv.call_async(request) for key, srv in clients.items()}
-        client.spin_until(lambda: all(f.done() for f in futures.values()), CALL_TIMEOUT_SEC, 'e-stop replies')
+        client.spin_until(lambda: all(f.done() for f in futures.values()), REPLY_TIMEOUT_SEC, 'e-stop replies')
         elapsed_ms = (time.monotonic() - started) * 1000.0
     except ClientTimeout as exc:
         print(f'fleetctl estop: {exc}', file=sys.stderr)

@@ -10,15 +10,13 @@ import argparse
 import getpass
 import sys
 
-from fleet_cli.client import DISCOVERY_WAIT_SEC, ClientTimeout, FleetClient, load_config
+from fleet_cli.client import DISCOVERY_WAIT_SEC, REPLY_TIMEOUT_SEC, ClientTimeout, FleetClient, load_config
 from fleet_cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from fleet_cli.shard_calls import shard_states
 from fleet_core import topics
 from fleet_core.config import ConfigError
 from fleet_core.waves import FleetOp
 from fleet_interfaces.srv import RequestFleetOperation
-
-CALL_TIMEOUT_SEC = 5.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             client.spin_until(srv.service_is_ready, DISCOVERY_WAIT_SEC, f'operation service of {key[0]}/{key[1]}')
         request = RequestFleetOperation.Request(op=int(op), issued_by=getpass.getuser())
         futures = {key: srv.call_async(request) for key, srv in clients.items()}
-        client.spin_until(lambda: all(f.done() for f in futures.values()), CALL_TIMEOUT_SEC, 'operation replies')
+        client.spin_until(lambda: all(f.done() for f in futures.values()), REPLY_TIMEOUT_SEC, 'operation replies')
     except ClientTimeout as exc:
         print(f'fleetctl operation: {exc}', file=sys.stderr)
         return EXIT_FAILED
