@@ -25,6 +25,7 @@ from fleet_gateway.protocol import (
     ClientSession,
     PublishedMessage,
     SendActionGoal,
+    SendQueue,
     ServedGoalFeedback,
     ServedGoalResult,
     ServiceReply,
@@ -137,6 +138,15 @@ LIMITS = SessionLimits(
     served_goal_timeout_s=5.0,
 )
 TOKENS = {'good-token-0123456789': Principal('late', Role.OPERATOR)}
+
+
+def _held(q: SendQueue) -> tuple[int, int, int]:
+    """What the queue really holds, read from its frames, not from the counters it keeps: droppable frames, bytes
+    of droppable and lossless frames, bytes of critical frames. Also checks that its own counts agree."""
+    live = [entry for entry in q._normal if entry.alive]
+    held = (sum(1 for e in live if e.droppable), sum(e.frame.size for e in live), sum(f.size for f in q._critical))
+    assert (len(q), q.bytes) == (len(live) + len(q._critical), held[1] + held[2]), (len(q), q.bytes, held)
+    return held
 
 
 def _json_safe(value):
@@ -279,7 +289,10 @@ def _drive(authenticated: bool, feed: list, count: Counter) -> None:
         assert len(session.served_actions) <= LIMITS.max_served_actions
         assert len(session.incoming_calls) <= LIMITS.max_served_calls
         # the send queue's real contents: each lane within its budget (plus one frame that alone exceeds it)
-        assert session.outbox.bytes <= LIMITS.send_queue_bytes + LIMITS.critical_queue_bytes + 4_000, session.stats()
+        frames, normal_bytes, critical_bytes = _held(session.outbox)
+        assert frames <= LIMITS.send_queue_frames, session.stats()
+        assert normal_bytes <= LIMITS.send_queue_bytes + 4_000, session.stats()
+        assert critical_bytes <= LIMITS.critical_queue_bytes + 4_000, session.stats()
         assert len(session.subscriptions) <= LIMITS.max_subscriptions
         assert len(session.pending_calls) <= LIMITS.max_pending_calls
         for frame in session.outbox.pop_batch(10**9) if count['inputs'] % 3 == 0 else []:
@@ -352,7 +365,7 @@ def test_send_queue_bytes_and_frames_stay_within_bounds_under_random_load():
     import math
     import random
 
-    from fleet_gateway.protocol import OutFrame, SendQueue, SendQueueOverflow
+    from fleet_gateway.protocol import OutFrame, SendQueueOverflow
 
     rng = random.Random(7)
     q = SendQueue(max_frames=50, max_bytes=5_000, critical_max_bytes=8_000)
@@ -376,8 +389,8 @@ def test_send_queue_bytes_and_frames_stay_within_bounds_under_random_load():
         if i % 97 == 0:
             batch = q.pop_batch(rng.choice([100, 10_000]))
             popped += [f.data[:6] for f in batch if isinstance(f.data, str) and f.data.startswith('r')]
-        assert q._normal_count <= 50 and q._normal_bytes <= 5_000 + 3_000
-        assert q._lossless_bytes + q._normal_bytes <= 5_000 + 3_000 and q._critical_bytes <= 8_000 + 3_000
+        frames, normal_bytes, critical_bytes = _held(q)
+        assert frames <= 50 and normal_bytes <= 5_000 + 3_000 and critical_bytes <= 8_000 + 3_000
     popped += [f.data[:6] for f in q.pop_batch(10**9) if isinstance(f.data, str) and f.data.startswith('r')]
     assert q.dropped_total > 1_000 and overflows > 100
     assert popped == accepted and len(accepted) > 500  # reliable: never dropped, never reordered
