@@ -304,16 +304,19 @@ def test_an_operation_missed_while_down_is_applied_from_the_announcement(tmp_pat
         runtime.on_command(cmd('p', 1, kind='pause', priority=Priority.HIGH))
         await settle(runtime)
         paused_at = time.time()
-        # The shard's latched history: an older resume (before this agent's pause) changes nothing.
+        # The shard's latched history: an older resume (before this agent's pause) changes nothing. Twice the grace:
+        # the loop runs timers in deadline order, so one applying it would have run before this sleep ends.
         runtime.on_operation(Operation(pause=False, starts_at=paused_at - 100, last_wave_at=paused_at - 99))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(2 * runtime.operation_grace_sec)
         still_paused = runtime.paused
-        # A resume whose waves end soon, and whose command never reaches this agent: applied after its last wave.
-        runtime.on_operation(Operation(pause=False, starts_at=time.time(), last_wave_at=time.time() + 0.2))
-        await asyncio.sleep(0.1)
-        paused_during_waves = runtime.paused
-        await asyncio.sleep(0.4)
-        resumed = not runtime.paused
+        # A resume whose waves end in 1 s, and whose command never reaches this agent: applied after its last wave,
+        # not before (read at twice the grace, and again when it is applied).
+        waves_end = time.time() + 1.0
+        runtime.on_operation(Operation(pause=False, starts_at=time.time(), last_wave_at=waves_end))
+        await asyncio.sleep(2 * runtime.operation_grace_sec)
+        paused_during_waves = runtime.paused or time.time() >= waves_end
+        await async_wait_for(lambda: not runtime.paused, 10.0, what='the missed resume to be applied')
+        resumed = time.time() >= waves_end
         runtime.on_command(cmd('n', 2))
         await settle(runtime)
         # A restarted agent (a fresh store) that missed a pause long over pauses itself at once.
