@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 from test_gateway_helpers import start_gateway
@@ -65,14 +66,28 @@ async def _subscribe(ws, ros, pub) -> None:
         assert time.monotonic() < deadline, 'the subscription never delivered'
 
 
-async def _publish_all(ros, pub) -> None:
+AHEAD = 200
+"""How far (messages, ~200 kB) publishing may run ahead of a reading client that paces it."""
+
+
+async def _publish_all(ros, pub, delivered: Callable[[], int] | None = None) -> None:
+    """Publish the N numbered messages, at most ~5,000 a second. With `delivered` (how many a reading client has
+    received so far), stay at most AHEAD messages in front of that client: on a loaded machine this process may
+    read more slowly than it publishes, and the client must not be closed for the test's own slowness."""
     from std_msgs.msg import String
 
     for i in range(N):
         pub.publish(String(data=f'{i} {PAD}'))
-        if i % 50 == 49:  # at most ~5,000 a second: a client that reads keeps up on a busy machine too
+        if i % 50 == 49:
             ros.spin_once(0.0)
             await asyncio.sleep(0.01)
+            if delivered is not None:
+                await async_wait_for(
+                    _spinning(ros, lambda at_least=i + 1 - AHEAD: delivered() >= at_least),
+                    60,
+                    interval=0.005,
+                    what=f'the reading client to come within {AHEAD} of {i + 1} published',
+                )
 
 
 def _numbers(messages: list[dict]) -> list[int]:
@@ -113,7 +128,8 @@ def test_slow_client_gets_every_message_of_a_reliable_topic_in_order(processes, 
 
 def test_client_that_cannot_take_a_reliable_topic_is_closed_after_an_unbroken_prefix(processes, ros, tmp_path):
     """With 600 kB queued for it at most (`send_queue_bytes`), a client that reads nothing is closed (1013); what it
-    got before the close is an unbroken prefix; a client that reads gets all, in order."""
+    got before the close is an unbroken prefix; a client that reads (and paces the publisher, never more than ~200 kB
+    behind) gets all, in order."""
     gateway = start_gateway(
         processes,
         tmp_path,
@@ -130,13 +146,16 @@ def test_client_that_cannot_take_a_reliable_topic_is_closed_after_an_unbroken_pr
             await _subscribe(stalled, ros, pub)
             await _subscribe(reader, ros, pub)
             read: list[dict] = []
+            numbered = [0]
 
             async def read_all() -> None:
-                while len(_numbers(read)) < N:
-                    read.append(json.loads(await reader.recv()))
+                while numbered[0] < N:
+                    message = json.loads(await reader.recv())
+                    read.append(message)
+                    numbered[0] += len(_numbers([message]))
 
             reading = asyncio.ensure_future(read_all())
-            await _publish_all(ros, pub)
+            await _publish_all(ros, pub, delivered=lambda: numbered[0] if not reading.done() else N)
             await async_wait_for(_spinning(ros, reading.done), 60, interval=0.005, what=f'all {N} at the reader')
             reading.result()
             got: list[dict] = []
