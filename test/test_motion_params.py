@@ -4,6 +4,8 @@ Read through the nodes' parameter services, as the ros2 CLI does."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 
 from harness.ros import RosHarness
+from harness.wait import WaitTimeout
 
 pytestmark = pytest.mark.system
 
@@ -22,13 +25,24 @@ def parameters_of(ros: RosHarness, node_name: str, names: list[str]) -> tuple[di
     client = AsyncParameterClient(ros.node('param_probe'), node_name)
     ros.spin_until(client.services_are_ready, 30, f'the parameter services of {node_name}')
 
-    def call(future: Any) -> Any:
-        ros.spin_until(future.done, 10, f'a parameter service reply from {node_name}')
-        return future.result()
+    def call(request: Callable[[], Any]) -> Any:
+        """The reply to `request()`, asked again after 10 s without one (60 s in all). Fast DDS drops a reply whose
+        reader the server has not matched yet (rclpy warns "failed to send response (timeout)"), which a busy host
+        meets right after discovery; every request here reads, or is refused alike, so asking again is safe."""
+        deadline = time.monotonic() + 60
+        while True:
+            future = request()
+            try:
+                ros.spin_until(future.done, 10, f'a parameter service reply from {node_name}')
+            except WaitTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            return future.result()
 
-    listed = list(call(client.list_parameters()).result.names)
+    listed = list(call(client.list_parameters).result.names)
     assert set(names) <= set(listed), f'{node_name} declares only {listed}'
-    got = call(client.get_parameters(names)).values
+    got = call(lambda: client.get_parameters(names)).values
     values = {name: parameter_value_to_python(value) for name, value in zip(names, got, strict=True)}
     return values, client, call
 
@@ -59,9 +73,9 @@ def test_sim_host_parameters_are_declared_on_the_running_node(ros, processes, tm
     values, client, call = parameters_of(ros, '/sim/hp/sim_host', names)
     assert values['site_id'] == 'site_p' and values['host_name'] == 'hp' and values['fleet_config'] == str(config)
     assert values['speed_mps'] == 2.5
-    descriptors = call(client.describe_parameters(['speed_mps', 'site_id'])).descriptors
+    descriptors = call(lambda: client.describe_parameters(['speed_mps', 'site_id'])).descriptors
     assert all(d.description and d.read_only for d in descriptors), descriptors
-    results = call(client.set_parameters([Parameter('speed_mps', value=9.0)])).results
+    results = call(lambda: client.set_parameters([Parameter('speed_mps', value=9.0)])).results
     assert not results[0].successful  # read-only: refused, not accepted and ignored
 
 
@@ -72,5 +86,5 @@ def test_diff_drive_stand_in_parameters_are_described_ranged_and_read_only(ros, 
     names = ['rate_hz', 'cmd_vel_topic', 'odom_topic', 'max_linear_mps', 'cmd_vel_timeout_sec']
     values, client, call = parameters_of(ros, '/site_p/p_r1/diff_drive_sim', names)
     assert values['rate_hz'] == 20.0 and values['cmd_vel_topic'] == 'cmd_vel'
-    (rate,) = call(client.describe_parameters(['rate_hz'])).descriptors
+    (rate,) = call(lambda: client.describe_parameters(['rate_hz'])).descriptors
     assert rate.description and rate.read_only and rate.floating_point_range[0].from_value == 1.0
