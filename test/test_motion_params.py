@@ -4,7 +4,6 @@ Read through the nodes' parameter services, as the ros2 CLI does."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
 
 from harness.ros import RosHarness
-from harness.wait import WaitTimeout
 
 pytestmark = pytest.mark.system
 
@@ -26,19 +24,8 @@ def parameters_of(ros: RosHarness, node_name: str, names: list[str]) -> tuple[di
     ros.spin_until(client.services_are_ready, 30, f'the parameter services of {node_name}')
 
     def call(request: Callable[[], Any]) -> Any:
-        """The reply to `request()`, asked again after 10 s without one (60 s in all). Fast DDS drops a reply whose
-        reader the server has not matched yet (rclpy warns "failed to send response (timeout)"), which a busy host
-        meets right after discovery; every request here reads, or is refused alike, so asking again is safe."""
-        deadline = time.monotonic() + 60
-        while True:
-            future = request()
-            try:
-                ros.spin_until(future.done, 10, f'a parameter service reply from {node_name}')
-            except WaitTimeout:
-                if time.monotonic() >= deadline:
-                    raise
-                continue
-            return future.result()
+        # every request here reads parameters or is refused alike (read-only ones): safe to send again
+        return ros.call(request, 60, f'a parameter service reply from {node_name}', attempt_sec=10)
 
     listed = list(call(client.list_parameters).result.names)
     assert set(names) <= set(listed), f'{node_name} declares only {listed}'

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,15 +81,13 @@ class Fleet:
         self.submit_client = node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
         self.estop_client = node.create_client(SetEStop, topics.shard_set_estop(SITE, SHARD))
 
-    def call(self, client, request):  # type: ignore[no-untyped-def]  # any rclpy client and request
-        future = client.call_async(request)
-        self.ros.spin_until(future.done, 15, f'reply of {client.srv_name}')
-        return future.result()
-
     def goto(self, agent: str, x: float, y: float, ttl: float = 60.0) -> str:
         args = json.dumps({'x': x, 'y': y})
-        request = SubmitCommand.Request(agent_ids=[agent], kind='goto', args_json=args, priority=1, ttl_sec=ttl)
-        reply = self.call(self.submit_client, request)
+        request = SubmitCommand.Request(
+            agent_ids=[agent], kind='goto', args_json=args, priority=1, ttl_sec=ttl, request_id=str(uuid.uuid4())
+        )
+        # sent again with its request_id while unanswered: the shard answers a repeat with the first answer
+        reply = self.ros.call(lambda: self.submit_client.call_async(request), 30, 'the submit reply')
         assert reply.accepted, reply.error
         return str(reply.command_ids[0])
 
@@ -96,7 +95,8 @@ class Fleet:
         return self.ros.spin_until(lambda: self.outcomes.get(command_id), timeout, f'the outcome of {command_id}')
 
     def estop(self, engage: bool) -> None:
-        reply = self.call(self.estop_client, SetEStop.Request(engage=engage, reason='motion test', issued_by='test'))
+        request = SetEStop.Request(engage=engage, reason='motion test', issued_by='test')
+        reply = self.ros.call(lambda: self.estop_client.call_async(request), 30, 'the e-stop reply')
         assert reply.ok, reply.error
 
     def odom_after(self, agent: str, since: float, count: int = 1) -> list[Odometry]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import rclpy
 from rclpy.context import Context
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 
-from harness.wait import wait_for
+from harness.wait import WaitTimeout, wait_for
 
 T = TypeVar('T')
 
@@ -37,6 +38,26 @@ class RosHarness:
 
     def spin_until(self, condition: Callable[[], T], timeout: float, what: str = 'condition') -> T:
         return wait_for(condition, timeout, what=what, tick=lambda: self.spin_once(0.01))
+
+    def call(self, send: Callable[[], Any], timeout: float, what: str, *, attempt_sec: float = 5.0) -> Any:
+        """The result of the first of the futures `send()` returns (a service request sent) to complete, sending
+        again every `attempt_sec` without one until `timeout` (a late reply to an earlier send counts too). A request
+        or its reply can be lost right after a service appears on a busy host (Fast DDS drops a reply whose reader
+        the server has not matched yet: rclpy warns "failed to send response (timeout)"), so a caller that waits for
+        one reply may wait forever. Only for requests that are safe to repeat: a read, a state to set, or a
+        submission with a request_id (the shard answers a repeat with the first answer)."""
+        deadline = time.monotonic() + timeout
+        sent: list[Any] = []
+        while True:
+            sent.append(send())
+            wait = max(min(attempt_sec, deadline - time.monotonic()), 0.0)
+            try:
+                done = self.spin_until(lambda: next((f for f in sent if f.done()), None), wait, what)
+            except WaitTimeout:
+                if time.monotonic() < deadline:
+                    continue
+                raise WaitTimeout(f'timed out after {timeout:.1f}s waiting for {what} ({len(sent)} sends)') from None
+            return done.result()
 
     def close(self) -> None:
         for node in reversed(self.nodes):
