@@ -87,9 +87,7 @@ def test_damaged_wal_after_a_crash_runs_nothing_twice_and_reports_safe_mode(ros,
 
     def submit(ttl: float) -> list[str]:
         request = SubmitCommand.Request(kind='noop', args_json='{}', priority=1, ttl_sec=ttl)
-        future = client.call_async(request)
-        ros.spin_until(future.done, 10, 'submit reply')
-        reply = future.result()
+        reply = ros.submit(client, request)
         assert reply.accepted, reply.error
         return list(reply.command_ids)
 

@@ -123,9 +123,7 @@ def test_agent_restart_and_duplicate_deliveries_never_execute_twice(ros, process
     ros.spin_until(lambda: client.service_is_ready() and leases, 30, 'submit service and a leader lease')
 
     def submit(kind: str = 'noop', args_json: str = '{}') -> list[str]:
-        future = client.call_async(SubmitCommand.Request(kind=kind, args_json=args_json, priority=1, ttl_sec=20.0))
-        ros.spin_until(future.done, 10, 'submit reply')
-        reply = future.result()
+        reply = ros.submit(client, SubmitCommand.Request(kind=kind, args_json=args_json, priority=1, ttl_sec=20.0))
         assert reply.accepted, reply.error
         return list(reply.command_ids)
 

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,11 +82,8 @@ class Fleet:
 
     def goto(self, agent: str, x: float, y: float, ttl: float = 60.0) -> str:
         args = json.dumps({'x': x, 'y': y})
-        request = SubmitCommand.Request(
-            agent_ids=[agent], kind='goto', args_json=args, priority=1, ttl_sec=ttl, request_id=str(uuid.uuid4())
-        )
-        # sent again with its request_id while unanswered: the shard answers a repeat with the first answer
-        reply = self.ros.call(lambda: self.submit_client.call_async(request), 30, 'the submit reply')
+        request = SubmitCommand.Request(agent_ids=[agent], kind='goto', args_json=args, priority=1, ttl_sec=ttl)
+        reply = self.ros.submit(self.submit_client, request)
         assert reply.accepted, reply.error
         return str(reply.command_ids[0])
 

@@ -34,9 +34,8 @@ def test_metrics_endpoint_and_diagnostics_count_outcomes(ros, processes, tmp_pat
     node.create_subscription(DiagnosticArray, '/diagnostics', diagnostics.append, qos.EVENTS)
     client = node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
     ros.spin_until(lambda: client.service_is_ready() and leases, 30, 'a leading orchestrator')
-    future = client.call_async(SubmitCommand.Request(kind='noop', args_json='{}', priority=1, ttl_sec=10.0))
-    ros.spin_until(future.done, 10, 'the submit reply')
-    assert future.result().accepted
+    reply = ros.submit(client, SubmitCommand.Request(kind='noop', args_json='{}', priority=1, ttl_sec=10.0))
+    assert reply.accepted, reply.error
 
     def succeeded() -> float:
         body = urllib.request.urlopen(url, timeout=5).read().decode()

@@ -77,10 +77,9 @@ def test_recorded_shard_replays_with_matching_decisions(ros, processes, tmp_path
 
     submitted: list[str] = []
     for kind, args in (('noop', '{}'), ('goto', '{"x": 1.0, "y": 2.0}'), ('sleep', '{"duration_sec": 0.1}')):
-        future = client.call_async(SubmitCommand.Request(kind=kind, args_json=args, priority=1, ttl_sec=10.0))
-        ros.spin_until(future.done, 10, 'the submit reply')
-        assert future.result().accepted, future.result().error
-        submitted += list(future.result().command_ids)
+        reply = ros.submit(client, SubmitCommand.Request(kind=kind, args_json=args, priority=1, ttl_sec=10.0))
+        assert reply.accepted, reply.error
+        submitted += list(reply.command_ids)
     ros.spin_until(lambda: all(c in outcomes for c in submitted), 30, 'every outcome')
     settle_then_stop(ros, node, recorder)
     assert recording.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -58,6 +59,13 @@ class RosHarness:
                     continue
                 raise WaitTimeout(f'timed out after {timeout:.1f}s waiting for {what} ({len(sent)} sends)') from None
             return done.result()
+
+    def submit(self, client: Any, request: Any, timeout: float = 30.0) -> Any:
+        """The answer of a SubmitCommand `client` to `request`, through `call`. The request is given a request_id
+        when it has none, so that a repeat is answered with the first answer's commands, never with new ones."""
+        if not request.request_id:
+            request.request_id = str(uuid.uuid4())
+        return self.call(lambda: client.call_async(request), timeout, f'the answer of {client.srv_name}')
 
     def close(self) -> None:
         for node in reversed(self.nodes):
