@@ -613,9 +613,8 @@ def test_two_servers_on_one_domain(processes: Any, ros: Any) -> None:
 
     client = observer.create_client(GetParameters, '/site_a/fleet_foxglove/get_parameters')
     ros.spin_until(client.service_is_ready, 10.0, what='the parameter service of /site_a/fleet_foxglove')
-    future = client.call_async(GetParameters.Request(names=['port']))
-    ros.spin_until(future.done, 10.0, what='a parameter answer from the spawned server')
-    assert [v.integer_value for v in future.result().values] == [0]
+    reply = ros.call(lambda: client.call_async(GetParameters.Request(names=['port'])), 30, 'a parameter answer')
+    assert [v.integer_value for v in reply.values] == [0]
     for proc in procs:
         assert proc.stop() == 0, proc.log_path.read_text()
         assert 'Traceback' not in proc.log_path.read_text()

@@ -193,12 +193,12 @@ def _check_node_names(ros, node) -> None:
     ros.spin_until(lambda: workers <= set(node.get_node_names_and_namespaces()), 30, f'the nodes {workers}')
     graph = Counter(node.get_node_names_and_namespaces())
     assert not [name for name, count in graph.items() if count > 1], graph
+    request = GetParameters.Request(names=['metrics_port'])
     for name in (NODE, f'{NODE}_w1'):
         client = node.create_client(GetParameters, f'{NAMESPACE}/{name}/get_parameters')
         ros.spin_until(client.service_is_ready, 30, f'the parameter service of {name}')
-        future = client.call_async(GetParameters.Request(names=['metrics_port']))
-        ros.spin_until(future.done, 10, f'the parameters of {name}')
-        assert future.result().values[0].integer_value == 0, (name, future.result())
+        reply = ros.call(lambda c=client: c.call_async(request), 30, f'the parameters of {name}')
+        assert reply.values[0].integer_value == 0, (name, reply)
         node.destroy_client(client)
 
 

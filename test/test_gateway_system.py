@@ -1054,12 +1054,11 @@ def test_two_gateways_on_one_domain_are_remappable_nodes_with_described_paramete
     describe = node.create_client(DescribeParameters, '/site_a/gateway_site_a/describe_parameters')
     get = node.create_client(GetParameters, '/gateway_site_b/get_parameters')
     names = ['config_file', 'host', 'port', 'metrics_port']
-    described = describe.call_async(DescribeParameters.Request(names=names))
-    values = get.call_async(GetParameters.Request(names=['host', 'port']))
-    wait_for(lambda: described.done() and values.done(), 20, what='parameter services', tick=ros.spin_once)
-    by_name = {d.name: d for d in described.result().descriptors}
+    described = ros.call(lambda: describe.call_async(DescribeParameters.Request(names=names)), 30, 'descriptions')
+    values = ros.call(lambda: get.call_async(GetParameters.Request(names=['host', 'port'])), 30, 'parameter values')
+    by_name = {d.name: d for d in described.descriptors}
     assert set(by_name) == set(names) and all(d.read_only and d.description for d in by_name.values())
     port_range = by_name['port'].integer_range[0]
     assert (port_range.from_value, port_range.to_value) == (0, 65535)
-    host, port = values.result().values
+    host, port = values.values
     assert host.string_value == '127.0.0.1' and port.integer_value == 0
