@@ -34,7 +34,9 @@ class ManagedProcess:
         return self.popen.poll() is None
 
     def output(self) -> str:
-        self._log.flush()
+        """Everything the child wrote so far (also after `stop` closed the log)."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors='replace')
 
     def signal(self, sig: int) -> None:
