@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from fleet_core import topics
-from fleet_interfaces.msg import Heartbeat, ShardStatus
+from fleet_interfaces.msg import Heartbeat, ShardStatus, TraceEvent
 from fleet_ros import qos
 
 pytestmark = pytest.mark.system
@@ -54,10 +54,19 @@ def test_fleetctl_trace_shows_the_agent_hops_of_a_sampled_command(ros, processes
     )
     # Nothing else subscribes to the trace topic: one subscriber is the recorder, ready before the submission.
     ros.spin_until(lambda: node.count_subscribers(trace_topic) >= 1, 30.0, 'the recorder on the trace topic')
+    seen: list[TraceEvent] = []
+    node.create_subscription(TraceEvent, trace_topic, seen.append, qos.EVENTS)
+    ros.spin_until(lambda: node.count_subscribers(trace_topic) >= 2, 30.0, 'the test on the trace topic')
 
     code, out = fleetctl('submit', '--agents', AGENT, '--kind', 'noop', '--json')
     assert code == 0, out
     command_id = next(json.loads(line) for line in out.splitlines() if line.startswith('{'))['command_id']
+    # The submission returns at the outcome, which may be ahead of the last hops on the trace topic: the recorder
+    # stops once they have been published (this test saw them).
+    last_hops = {TraceEvent.HOP_FINISH, TraceEvent.HOP_OUTCOME}
+    ros.spin_until(
+        lambda: last_hops <= {e.hop for e in seen if e.command_id == command_id}, 30.0, 'the FINISH and OUTCOME hops'
+    )
     assert recorder.stop() == 0, recorder.output()
 
     code, timeline = fleetctl('trace', command_id, '--from', str(recording))

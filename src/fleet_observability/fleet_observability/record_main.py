@@ -17,6 +17,8 @@ from fleet_observability.topic_match import DEFAULT_TOPIC_GLOBS, GlobError, Topi
 DEFAULT_GLOBS = (*DEFAULT_TOPIC_GLOBS, *topics.agents_globs(topics.AGENT_CONTROL_TOPICS))
 """The Foxglove defaults plus the agents' commands (what `fleetctl replay` needs besides the shard journal)."""
 EXIT_OK, EXIT_USAGE = 0, 2
+DRAIN_SEC = 0.3
+"""After Ctrl-C, messages that already reached the recorder are still written for this long."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +62,7 @@ def record(args: argparse.Namespace, prog: str) -> int:
             print(f'recording {", ".join(selector.include)} to {output} (Ctrl-C to stop)', file=sys.stderr, flush=True)
             deadline = None if args.duration is None else started + args.duration
             session.spin_until(deadline)
+            session.drain(DRAIN_SEC)
         finally:
             recorder.close()
     elapsed = time.monotonic() - started

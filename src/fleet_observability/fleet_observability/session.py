@@ -29,6 +29,13 @@ class RosSession:
             self.program.spin_once(SLICE_SEC)
         return False
 
+    def drain(self, seconds: float) -> None:
+        """Spin for `seconds` even after a stop request: callbacks take what already reached the node's readers
+        (a recorder stopped right after a message arrived still writes it)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.program.spin_once(min(SLICE_SEC, left))
+
 
 @contextmanager
 def ros_session(node_name: str) -> Iterator[RosSession]:
