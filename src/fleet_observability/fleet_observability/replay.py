@@ -70,6 +70,9 @@ class ReplayReport:
     sends_recorded: int
     sends_replayed: int
     sends_match: bool
+    sends_before_recording: int = 0
+    """Replayed sends ahead of an agent's first recorded send: made before the recorder matched that agent's
+    command topic (a recording started just before a submission), so there is nothing to compare them with."""
 
     @property
     def ok(self) -> bool:
@@ -82,6 +85,8 @@ class ReplayReport:
             f'sends {self.sends_replayed} replayed vs {self.sends_recorded} recorded '
             f'({"match" if self.sends_match else "DIFFER"})'
         )
+        if self.sends_before_recording:
+            head += f'; {self.sends_before_recording} replayed send(s) came before the recording began (not compared)'
         lines = [head, *(f'  MISMATCH {m}' for m in self.mismatches[:20])]
         if len(self.mismatches) > 20:
             lines.append(f'  ... {len(self.mismatches) - 20} more')
@@ -183,11 +188,15 @@ def _replay_epoch(
 ) -> ReplayReport:
     clock = _Clock()
     pending_ids: list[str] = []
-    # A new leader continues each agent's seqs; its first send in this epoch shows where it started.
+    # A new leader continues each agent's seqs. Where it started shows in its first send in this epoch, and in the
+    # seqs of the outcomes of the commands submitted in this epoch (the recorder may have matched an agent's command
+    # topic only after its first send, when the journal, acks and outcomes of that command were still recorded).
     first_seq: dict[str, int] = {}
-    for _, sent in rec.sends:
-        if sent.epoch == epoch:
-            first_seq[sent.agent_id] = min(first_seq.get(sent.agent_id, sent.seq), sent.seq)
+    fresh = [rec.outcomes.get(c.command_id) for _, c in journal if c.command_id not in adopted_ids]
+    seqs = [(sent.agent_id, sent.seq) for _, sent in rec.sends if sent.epoch == epoch]
+    seqs += [(outcome.agent_id, outcome.seq) for outcome in fresh if outcome is not None and outcome.seq > 0]
+    for agent, seq in seqs:
+        first_seq[agent] = min(first_seq.get(agent, seq), seq)
     dispatcher = CommandDispatcher(
         seq_base={agent: seq - 1 for agent, seq in first_seq.items()},
         site_id=rec.site_id,
@@ -273,7 +282,13 @@ def _replay_epoch(
             )
     recorded_sends = sorted((c.agent_id, c.seq, c.attempt, c.command_id) for _, c in rec.sends if c.epoch == epoch)
     replayed_sends = sorted((c.agent_id, c.seq, c.attempt, c.command_id) for c in sends)
-    sends_match = not rec.sends or recorded_sends == replayed_sends
+    # Sends ahead of an agent's first recorded one are outside the recording; an agent with no recorded send at all
+    # is compared in full (a recorder that never heard its topic is not taken for a late start).
+    first_recorded: dict[str, tuple[int, int]] = {}
+    for agent, seq, attempt, _ in recorded_sends:
+        first_recorded.setdefault(agent, (seq, attempt))
+    compared = [s for s in replayed_sends if s[0] not in first_recorded or s[1:3] >= first_recorded[s[0]]]
+    sends_match = not rec.sends or recorded_sends == compared
     return ReplayReport(
         site_id=rec.site_id,
         shard_id=rec.shard_id,
@@ -287,4 +302,5 @@ def _replay_epoch(
         sends_recorded=len(recorded_sends),
         sends_replayed=len(replayed_sends),
         sends_match=sends_match,
+        sends_before_recording=len(replayed_sends) - len(compared) if rec.sends else 0,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,12 @@ T0 = 1_700_000_000.0
 SEED = 7
 SETTINGS = DispatchSettings(retry_initial_sec=0.2, retry_max_sec=0.8, retry_budget=3, deadline_grace_sec=0.3)
 RECORDER_LAG = 0.0004
+Unrecorded = Callable[[str, int], bool]
+"""(topic, n-th message on it, from 1) -> True when the recorder did not get that message."""
+
+
+def _all_recorded(topic: str, n: int) -> bool:
+    return False
 
 
 @dataclass(order=True)
@@ -39,11 +46,13 @@ class _Event:
 class SimulatedShard:
     """Drives a CommandDispatcher the way the orchestrator node does and writes what the node would publish."""
 
-    def __init__(self, writer: McapFleetWriter) -> None:
+    def __init__(self, writer: McapFleetWriter, unrecorded: Unrecorded = _all_recorded) -> None:
         from rclpy.serialization import serialize_message
 
         self._ser = serialize_message
         self.writer = writer
+        self._unrecorded = unrecorded
+        self._written: dict[str, int] = {}
         self.now = T0
         self.dispatcher = CommandDispatcher(
             site_id=SITE, shard_id=SHARD, agents=AGENTS, epoch=1, settings=SETTINGS, clock=lambda: self.now,
@@ -59,6 +68,9 @@ class SimulatedShard:
         heapq.heappush(self.events, _Event(when, self._order, kind, payload))
 
     def write(self, topic: str, type_name: str, msg: Any) -> None:
+        n = self._written[topic] = self._written.get(topic, 0) + 1
+        if self._unrecorded(topic, n):
+            return
         self.writer.write(topic, type_name, bytes(self._ser(msg)), int((self.now + RECORDER_LAG) * 1e9))
 
     def flush(self) -> None:
@@ -121,9 +133,9 @@ class SimulatedShard:
                 self.flush()
 
 
-def record_mission(path: Path) -> SimulatedShard:
+def record_mission(path: Path, unrecorded: Unrecorded = _all_recorded) -> SimulatedShard:
     writer = McapFleetWriter(path)
-    sim = SimulatedShard(writer)
+    sim = SimulatedShard(writer, unrecorded)
     sim.at(T0 + 0.001, 'submit', (list(AGENTS), 'noop', 2.0))
     sim.at(T0 + 0.402, 'submit', (['r001', 'r002'], 'noop', 5.0, Priority.HIGH))
     sim.at(T0 + 0.9, 'submit', (['r001'], 'noop', 5.0, Priority.SAFETY))
@@ -159,6 +171,34 @@ def test_recorded_mission_replays_with_every_decision_matching(
     out = capsys.readouterr().out
     assert 'outcomes 8/8 match' in out
     assert out.strip().endswith('replay: all decisions match')
+
+
+def test_a_recording_that_began_after_the_first_sends_replays_the_rest(tmp_path: Path) -> None:
+    """The recorder matched each agent's command topic only after the first submission was sent to it (the journal,
+    acks and outcomes of that submission were recorded): the seqs come from the outcomes, and the sends before the
+    recording are counted, not compared. A send missing after the agent's first recorded one still differs."""
+
+    def first_sends(topic: str, n: int) -> bool:
+        return topic.endswith('/command') and n == 1
+
+    late = tmp_path / 'late.mcap'
+    record_mission(late, first_sends)
+    (report,) = replay_shard(
+        load_shard_recordings(read_recording(late))[(SITE, SHARD)], settings=SETTINGS, agents=AGENTS, seed=SEED
+    )
+    assert report.mismatches == ()
+    assert report.ok, report.render()
+    assert report.sends_before_recording == len(AGENTS)
+    assert report.sends_replayed == report.sends_recorded + len(AGENTS)
+    assert f'{len(AGENTS)} replayed send(s) came before the recording began (not compared)' in report.render()
+
+    gap = tmp_path / 'gap.mcap'
+    record_mission(gap, lambda topic, n: first_sends(topic, n) or (topic == f'/{SITE}/r001/command' and n == 3))
+    (report,) = replay_shard(
+        load_shard_recordings(read_recording(gap))[(SITE, SHARD)], settings=SETTINGS, agents=AGENTS, seed=SEED
+    )
+    assert report.mismatches == ()
+    assert not report.sends_match, report.render()
 
 
 def test_replay_detects_a_different_decision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
