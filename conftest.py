@@ -92,7 +92,10 @@ def pytest_runtest_makereport(
     if report.when != 'call' or not report.failed or group is None:
         return  # (children's logs are closed by the fixture's teardown, after the call phase)
     for proc in group.started:
-        tail = proc.output().splitlines()[-CHILD_OUTPUT_LINES:]
+        try:
+            tail = proc.output().splitlines()[-CHILD_OUTPUT_LINES:]
+        except OSError as exc:  # a report must never end the session: say why the lines are missing instead
+            tail = [f'(its output is unreadable: {exc})']
         report.sections.append((f'child {proc.name} (pid {proc.pid}), last lines', '\n'.join(tail)))
 
 
