@@ -302,5 +302,5 @@ def _replay_epoch(
         sends_recorded=len(recorded_sends),
         sends_replayed=len(replayed_sends),
         sends_match=sends_match,
-        sends_before_recording=len(replayed_sends) - len(compared) if rec.sends else 0,
+        sends_before_recording=len(replayed_sends) - len(compared),
     )
