@@ -23,6 +23,7 @@ from fleet_ros import qos
 from harness.exec_log import read_log
 from harness.launch_system import one_leader_at_a_time, settled_on_newest_epoch
 from harness.processes import shard_ros_args, wait_exit
+from harness.wait import WaitTimeout
 
 pytestmark = pytest.mark.system
 TEST_DIR = Path(__file__).resolve().parent
@@ -117,8 +118,11 @@ def test_killing_leader_and_standby_loses_no_command_and_request_ids_stay_idempo
     ros.spin_until(lambda: settled_on_newest_epoch([m for _, m in leases]), 30, 'four lease renewals of one epoch')
     problem = one_leader_at_a_time([m for _, m in leases], {'a', 'b'})
     assert not problem, problem
-    # Both replicas must follow (the standby's journal copy is part of what is tested).
-    ros.spin_until(lambda: node.count_subscribers(topics.shard_journal(SITE, SHARD)) >= 1, 30, 'the standby to follow')
+    # The standby must follow and hold the leader's journal (its copy is part of what is tested): a subscriber on the
+    # journal topic is not enough, it may not have seen a lease yet.
+    ros.spin_until(
+        lambda: any('caught up with the leader of epoch' in p.output() for p in replicas), 60, 'the standby to catch up'
+    )
 
     first: dict[str, SubmitCommand.Response] = {}
     for index in range(6):
@@ -228,6 +232,79 @@ def test_killing_leader_and_standby_loses_no_command_and_request_ids_stay_idempo
     ros.spin_until(lambda: statuses, 10, 'a latched status')
     current = leases[-1][1]
     assert {(s.leader_id, s.epoch) for s in statuses} == {(current.leader_id, current.epoch)}
+
+
+def test_a_replica_without_the_journal_that_leads_first_leads_again_above_the_agents_epoch(ros, processes, tmp_path):
+    """A cold restart where the replica that lost its journal leads first, with an epoch below the one the agents
+    executed: their heartbeats make it step down and lead above that epoch, and the replica with the journal hands
+    its unfinished commands to it. Each runs once and succeeds."""
+    config = write_config(tmp_path)
+    log = tmp_path / 'exec.log'
+    env = {'FLEET_TEST_EXEC_LOG': str(log), 'PYTHONPATH': f'{TEST_DIR}:{os.environ.get("PYTHONPATH", "")}'}
+    agents = processes.start(
+        [
+            'fleet_agent',
+            *ros_params(
+                config, store_dir=tmp_path / 'stores', exec_delay_sec=0.25, executor='harness.exec_log:factory'
+            ),
+        ],
+        name='agents',
+        extra_env=env,
+    )
+    node = ros.node('lost_journal_observer')
+    leases: list[LeaderLease] = []
+    node.create_subscription(LeaderLease, topics.shard_leader(SITE, SHARD), leases.append, qos.LATCHED)
+    announced: set[str] = set()
+    node.create_subscription(
+        CommandOutcomes,
+        topics.shard_outcome(SITE, SHARD),
+        lambda batch: announced.update(o.command_id for o in batch.outcomes),
+        qos.EVENTS,
+    )
+    submit = node.create_client(SubmitCommand, topics.shard_submit(SITE, SHARD))
+    first = start_orchestrator(processes, config, tmp_path, 0, 'first')
+    ros.spin_until(lambda: submit.service_is_ready() and leases, 60, 'a leading')
+    executed_epoch = leases[-1].epoch
+    ids: list[str] = []
+    for index in range(6):
+        reply = ros.spin_until(lambda i=index: accepted(ros, submit, f'req-{i}'), 30, f'req-{index} accepted')
+        ids += list(reply.command_ids)
+    # The agents go silent (no heartbeat tells the next leader which epoch they saw), and the leader dies.
+    agents.signal(signal.SIGSTOP)
+    try:
+        first.kill()
+        unfinished_at_kill = [c for c in ids if c not in announced]
+        assert unfinished_at_kill, 'the kill came after every command had finished: nothing was tested'
+        start_orchestrator(processes, config, tmp_path, 1, 'without-journal')
+        low = ros.spin_until(lambda: next((m for m in leases if m.leader_id == 'b'), None), 60, 'b leading')
+        assert low.epoch < executed_epoch, (low.epoch, executed_epoch)
+    finally:
+        agents.signal(signal.SIGCONT)
+    ros.spin_until(
+        lambda: any(m.leader_id == 'b' and m.epoch > executed_epoch for m in leases),
+        30,
+        f'b leading again above epoch {executed_epoch}, which the agents report',
+    )
+    start_orchestrator(processes, config, tmp_path, 0, 'restarted')
+    query = node.create_client(GetOutcomes, topics.shard_outcomes_query(SITE, SHARD))
+    ros.spin_until(query.service_is_ready, 30, 'the outcome service')
+
+    def fates() -> dict[str, int] | None:
+        future = query.call_async(GetOutcomes.Request(command_ids=ids))
+        try:
+            # A request sent while the service of a leader that just (re)took over is matching can go unanswered.
+            ros.spin_until(future.done, 10, 'GetOutcomes')
+        except WaitTimeout:
+            query.remove_pending_request(future)
+            return None
+        reply = future.result()
+        if list(reply.states) != [GetOutcomes.Request.STATE_FINISHED] * len(ids):
+            return None
+        return {o.command_id: o.outcome for o in reply.outcomes}
+
+    assert wait_fates(ros, fates) == dict.fromkeys(ids, Outcome.SUCCEEDED)
+    # True outcomes: each command's execution record, once.
+    assert Counter(e['command_id'] for e in read_log(log)) == dict.fromkeys(ids, 1)
 
 
 def wait_fates(ros, fates):

@@ -208,7 +208,8 @@ class LeaseState:
             self._received_at = self._clock()  # as above: whoever holds the newer epoch gets a lease period
 
     def observe(self, lease: Lease) -> bool:
-        """Take in a published lease; False when it is older than what we know. Raises WrongShardLease."""
+        """Take in a published lease; False when its epoch is below the newest one known here (from any source: a
+        lease, note_epoch, our own takeover). Raises WrongShardLease."""
         with self._lock:
             return self._observe(lease)
 
@@ -220,10 +221,13 @@ class LeaseState:
             )
         if lease.leader_id == self.node_id:
             return False  # our own renewal echoed back
-        self._max_epoch = max(self._max_epoch, lease.epoch)
-        current = self._current
-        if current is not None and lease.epoch < current.epoch:
+        if lease.epoch < self._max_epoch:
+            # Below an epoch known here (a newer lease, this replica's own journal, an agent's report): that leader
+            # is fenced at the agents already. Following it would hand it work it must refuse (a cold restart where
+            # the replica that lost its journal leads first); it learns of the newer epoch and leads above it.
             return False
+        self._max_epoch = lease.epoch
+        current = self._current
         # Two standbys took over at once with the same epoch. The higher leader_id keeps it; the other steps down.
         # The keeper re-takes with a fresh epoch at its next renewal so agents fence the loser.
         tie = current is not None and lease.epoch == current.epoch and lease.leader_id != current.leader_id

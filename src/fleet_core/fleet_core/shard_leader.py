@@ -244,6 +244,19 @@ class ShardLeader:
             self._drain(effects)
         return effects
 
+    def on_agent_epoch(self, agent_id: str, highest_epoch_seen: int) -> Effects:
+        """An agent's heartbeat names the highest epoch it has seen. Above ours, a newer leader commanded it (a
+        replica that lost its journal and led first at a cold restart, say): the agents refuse our commands, so this
+        leader steps down (`Effects.fenced_by`) and may lead again above that epoch, instead of leading on with
+        nothing to command and refusing work handed to it from that newer epoch."""
+        effects = Effects()
+        dispatcher = self.dispatcher
+        if dispatcher is None or highest_epoch_seen <= dispatcher.epoch:
+            return effects
+        effects.fenced_by = highest_epoch_seen
+        self._step_down(effects, f'agent {agent_id} has seen epoch {highest_epoch_seen}, above ours (fenced)')
+        return effects
+
     def drain_acks(self) -> Effects:
         """The outcomes (and the commands they unblock) of the acks applied since the last drain."""
         effects = Effects()

@@ -126,6 +126,20 @@ def test_older_epoch_is_ignored() -> None:
     assert standby.current == newer and standby.max_epoch_seen == 4
 
 
+def test_a_lease_below_an_epoch_known_from_elsewhere_is_not_followed() -> None:
+    # A replica restarted with its journal's highest epoch (100) sees the lease of a replica that lost its journal
+    # and led with epoch 1: that leader is fenced at the agents, so it is not followed (nor handed work).
+    clock = Clock()
+    standby = node('a', clock)
+    standby.note_epoch(100)
+    assert not standby.observe(Lease('site_a', 'zone_1', 'b', 1, 0, clock.now, 1.0))
+    assert standby.current is None and standby.max_epoch_seen == 100
+    # Once it leads above that epoch, it is followed.
+    above = Lease('site_a', 'zone_1', 'b', 101, 0, clock.now, 1.0)
+    assert standby.observe(above)
+    assert standby.current == above and standby.max_epoch_seen == 101
+
+
 def test_same_epoch_tie_is_resolved_by_leader_id_and_a_fresh_epoch() -> None:
     clock = Clock()
     low, high = node('a', clock), node('b', clock)

@@ -144,6 +144,19 @@ def test_a_fencing_ack_steps_down_and_hands_the_unfinished_work_over(tmp_path: P
     assert not fenced.sends
 
 
+def test_an_agent_that_saw_a_newer_epoch_makes_the_leader_step_down(tmp_path: Path, clock: FakeClock) -> None:
+    # A cold restart where the replica that lost its journal led first, with epoch 1, while the agents had executed
+    # commands of epoch 100: with nothing to command, no ack would ever fence it; the heartbeats say it.
+    leader = leading(tmp_path, clock)
+    _reply, effects = submit(leader, ('r0',))
+    assert leader.on_agent_epoch('r1', 1) == Effects()  # our own epoch: nothing newer
+    assert leader.leading
+    fenced = leader.on_agent_epoch('r1', 100)
+    assert fenced.fenced_by == 100 and 'r1 has seen epoch 100' in fenced.stepped_down and not leader.leading
+    assert [c.command_id for c in fenced.handoff] == [c.command_id for c in effects.sends]
+    assert leader.on_agent_epoch('r1', 200) == Effects()  # a standby has nothing to step down from
+
+
 def test_a_failing_journal_refuses_the_submission_and_steps_down(
     tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -73,6 +73,7 @@ class Election:
         self.last_lease_seen: float | None = None
         """When a lease of another replica last arrived (on our clock)."""
         self._followed: tuple[str, int] = ('', 0)
+        self._ignored: tuple[str, int] = ('', 0)
         self._held_back_logged = False
         lease_topic = topics.shard_leader(shard.site_id, shard.shard_id)
         self.publisher = node.create_publisher(LeaderLease, lease_topic, qos.LATCHED)
@@ -137,11 +138,21 @@ class Election:
         lease = Lease(
             msg.site_id, msg.shard_id, msg.leader_id, msg.epoch, msg.last_seq_hint, from_time(msg.stamp), msg.lease_sec
         )
+        known = self.lease.max_epoch_seen
         try:
             newer = self.lease.observe(lease)
         except WrongShardLease as exc:
             # Our own wiring was checked at configure: the sender is the misconfigured one. Never follow it.
             self._node.get_logger().error(f'ignored a foreign lease on {self.subscription.topic_name}: {exc}')
+            return
+        if msg.epoch < known and msg.leader_id != self._replica_id:
+            # A fenced leader's (LeaseState.observe): it neither counts as a live lease nor is followed.
+            if self._ignored != (msg.leader_id, msg.epoch):
+                self._ignored = (msg.leader_id, msg.epoch)
+                self._node.get_logger().info(
+                    f'not following {msg.leader_id} (epoch {msg.epoch}): epoch {known} is known here (journal, '
+                    'agents or a newer lease)'
+                )
             return
         self._replica.on_lease(msg.epoch)
         if newer:  # never an older lease (a fenced leader's), nor our own echo

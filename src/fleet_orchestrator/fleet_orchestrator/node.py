@@ -494,6 +494,9 @@ class ShardOrchestrator(TypedLifecycleNode):
             return
         self.replica.on_heartbeat(msg.agent_id, msg.last_applied_seq, msg.highest_epoch_seen)
         if self.dispatcher is not None:
+            if msg.highest_epoch_seen > self.dispatcher.epoch:
+                self._apply(self.leader.on_agent_epoch(msg.agent_id, msg.highest_epoch_seen))
+                return
             self.election.renew_if_due(self.clock())
 
     # -- periodic ----------------------------------------------------------------------------------------
