@@ -179,10 +179,16 @@ def test_inspection_survives_an_agent_kill_and_a_leader_kill(ros, processes, fle
     ros.spin_until(lambda: bool(victim_open_points()), 120.0, 'the victim in the middle of a step on a mission point')
     victim.kill()
     open_at_kill = victim_open_points()
+    # Declared LOST, its points handed off: the events of that one decision go out together, and the leader is
+    # killed only once the last of them arrived (task events are volatile: those a dead leader did not send yet are
+    # never sent, and the standby resumes from its copy without repeating them).
     ros.spin_until(
-        lambda: any(e.event == TaskEventKind.AGENT_LOST and e.agent_id == VICTIM for e in events),
+        lambda: (
+            any(e.event == TaskEventKind.AGENT_LOST and e.agent_id == VICTIM for e in events)
+            and any(e.event == TaskEventKind.HANDOFF and f'from {VICTIM}' in e.detail for e in events)
+        ),
         30.0,
-        'the victim declared LOST',
+        'the victim declared LOST and its points handed off',
     )
     # The leader of zone_1 dies mid-way through zone_1's own mission (the other shard's progress says nothing).
     ros.spin_until(lambda: shard_progress('zone_1') >= 0.4 * SHARD_POINTS, 120.0, '40% of the points of zone_1')

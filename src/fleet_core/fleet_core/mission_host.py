@@ -232,6 +232,10 @@ class MissionHost:
             raise MissionJournalError(f'malformed mission journal entry: {exc!r}') from None
         if epoch < self._entry_epoch:
             return  # a fenced leader's late entry
+        if epoch == self._entry_epoch and number <= self._entry_no:
+            # Had already: a duplicate, or this replica's own entries coming back after it stepped down (a snapshot
+            # among them must not roll the copy back).
+            return
         resync = op in ('snapshot', 'start')
         if not resync and (epoch > self._entry_epoch or number != self._entry_no + 1):
             if self.desynced:

@@ -418,6 +418,17 @@ class ShardLeader:
         self._mission((self.missions.hold if self.paused else self.missions.release)(OPERATION_HOLD), effects)
         return effects
 
+    def mission_reader_joined(self) -> Effects:
+        """A reader joined the mission journal (a standby started or restarted): while a mission runs, journal its
+        snapshot now rather than at the next periodic checkpoint. A standby syncs only from a snapshot (or the
+        start), and one that took over before the next checkpoint would hold no mission to resume."""
+        effects = Effects()
+        if not self.leading or not self.missions.active:
+            return effects
+        self._last_checkpoint = self.clock()
+        self._mission(self.missions.checkpoint(), effects)
+        return effects
+
     def replay_mission(self, entry: str) -> Effects:
         """One entry of the leader's mission journal (ignored while leading)."""
         effects = Effects()

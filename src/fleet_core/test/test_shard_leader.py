@@ -246,6 +246,46 @@ def test_a_standby_replays_the_leaders_mission_journal(tmp_path: Path, clock: Fa
     assert 'journal gap' in standby.replay_mission(json.dumps({'n': 9, 'epoch': 1, 'op': 'tick', 't': 0})).logs[0][1]
 
 
+def test_a_standby_that_joins_after_the_start_gets_the_running_mission_at_once(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # The standby matched the mission journal after the start and the last periodic snapshot, and the leader died
+    # before the next one: without a snapshot on its arrival it would lead with no mission to resume.
+    leader = leading(tmp_path, clock)
+    leader.start_mission(mission_id='m1', workflow='inspection', points=[Point('p0', 1.0, 0.0), Point('p1', 2.0, 0.0)])
+    leader.tick(lost=[])
+    standby = make_leader(tmp_path, clock, name='orch_b')
+    clock.advance(1.0)  # well before the next periodic snapshot
+    assert not leader.tick(lost=[]).mission_journal
+    joined = leader.mission_reader_joined().mission_journal
+    assert len(joined) == 1 and json.loads(joined[0])['op'] == 'snapshot'
+    for entry in joined:
+        assert not standby.replay_mission(entry).logs
+    leader.step_down('lease lost')
+    standby.lead(epoch=2, seq_base={}, recovered=[])
+    assert any('resuming mission m1 at epoch 2: 0/2 points done' in text for _, text in standby.resume().logs)
+    assert not leader.mission_reader_joined().mission_journal  # no longer leading: nothing to send
+
+
+def test_a_replica_that_stepped_down_ignores_its_own_mission_journal_coming_back(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    leader = leading(tmp_path, clock)
+    journal = leader.start_mission(
+        mission_id='m1', workflow='inspection', points=[Point('p0', 1.0, 0.0), Point('p1', 2.0, 0.0)]
+    ).mission_journal
+    clock.advance(6.0)
+    journal += leader.tick(lost=['r0']).mission_journal  # r0 lost: its points handed off, and a snapshot
+    assert [json.loads(e)['op'] for e in journal] == ['start', 'lost', 'snapshot']
+    mission = leader.missions.mission
+    assert mission is not None
+    before = mission.progress()
+    leader.step_down('fenced')
+    for entry in journal:  # the journal topic delivers a replica's own entries to it as well
+        assert not leader.replay_mission(entry).logs
+    assert not leader.missions.desynced and leader.missions.mission is mission and mission.progress() == before
+
+
 def test_handed_over_work_is_adopted_at_the_next_tick_unless_already_decided(tmp_path: Path, clock: FakeClock) -> None:
     old = leading(tmp_path, clock, name='orch_b')
     _reply, effects = submit(old, ('r0', 'r1'))

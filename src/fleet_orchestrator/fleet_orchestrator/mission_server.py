@@ -73,6 +73,7 @@ class MissionServer:
         self._retired: list[ActionServer] = []
         self._goal: tuple[ServerGoalHandle, Future] | None = None
         self._status_dirty = False
+        self._journal_readers = 0
         self._log = node.get_logger()
 
     # -- leadership --------------------------------------------------------------------------------------
@@ -112,6 +113,13 @@ class MissionServer:
     def tick(self) -> None:
         while self._retired:
             self._retired.pop().destroy()
+
+    def snapshot_for_new_readers(self) -> None:
+        """A new reader of the mission journal (ours is one): a standby that joined gets the running mission now."""
+        readers = self.journal_pub.get_subscription_count()
+        joined, self._journal_readers = readers > self._journal_readers, readers
+        if joined:
+            self._apply(self.leader.mission_reader_joined())
 
     # -- effects -----------------------------------------------------------------------------------------
 

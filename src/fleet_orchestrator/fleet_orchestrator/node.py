@@ -515,6 +515,7 @@ class ShardOrchestrator(TypedLifecycleNode):
         while self._retired_publishers:
             self.destroy_publisher(self._retired_publishers.pop())
         self.missions.tick()
+        self.missions.snapshot_for_new_readers()
         try:
             if self.journal is not None:
                 self.replication.keep_journal(now)
