@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Generator, Iterator
@@ -79,13 +80,32 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 CHILD_OUTPUT_LINES = 40
+STACK_DUMP_TIMEOUT_SEC = 20.0
+
+
+def child_stacks(pid: int) -> str:
+    """The Python and native stacks of every thread of a child still running when its test failed (py-spy, a pinned
+    dependency): what a child the test waited for in vain was doing, a hang in shutdown included."""
+    spy = Path(sys.executable).parent / 'py-spy'
+    try:
+        done = subprocess.run(  # noqa: S603 - our own pinned tool, argv list, no shell
+            [str(spy), 'dump', '--native', '--pid', str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=STACK_DUMP_TIMEOUT_SEC,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f'(no stack dump: {exc})'
+    return (done.stdout + done.stderr).strip()
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, Result[pytest.TestReport], None]:
-    """A failed system test reports the last lines of every child it started (which process said what, and when)."""
+    """A failed system test reports the last lines of every child it started (which process said what, and when),
+    and the stacks of those still running."""
     outcome = yield
     report = outcome.get_result()
     group = getattr(item, 'funcargs', {}).get('processes')
@@ -97,6 +117,10 @@ def pytest_runtest_makereport(
         except OSError as exc:  # a report must never end the session: say why the lines are missing instead
             tail = [f'(its output is unreadable: {exc})']
         report.sections.append((f'child {proc.name} (pid {proc.pid}), last lines', '\n'.join(tail)))
+        if proc.alive():
+            report.sections.append(
+                (f'child {proc.name} (pid {proc.pid}), still running: its stacks', child_stacks(proc.pid))
+            )
 
 
 @pytest.fixture(scope='session')

@@ -30,10 +30,13 @@ pytestmark = pytest.mark.system
 SITE = 'site_a'
 PER_SHARD = 50
 POINTS = 250
-EXEC_DELAY = 1.0
+EXEC_DELAY = 2.0
+"""Seconds per step. The leader kill must land mid-mission, after the victim was declared LOST (a few seconds of
+missing heartbeats) and its points handed off: at 1 s per step, 49 agents could finish all 125 points of their shard
+first (the loop at 0571c9c, run 2: the standby resumed at 125/125)."""
 # The victim runs alone in its process, so on a busy machine it would outpace the 49-agent host and could finish its
 # few points before it is killed; a slower executor keeps it holding work when the kill comes.
-VICTIM_EXEC_DELAY = 4.0
+VICTIM_EXEC_DELAY = 8.0
 VICTIM = 'z1_r001'
 HOME_POINT = 'home'  # the point id of the workflow's trip home (config/workflows/inspection.yaml)
 SHARD_POINTS = POINTS // 2
