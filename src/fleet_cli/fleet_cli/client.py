@@ -1,7 +1,8 @@
 """FleetClient: the operator side of the ROS graph for fleetctl, on the program runtime (`fleet_ros.runtime`: own
-context with rclpy's signal handlers off, EventsExecutor spun by the caller, ordered shutdown). SIGINT/SIGTERM ask
-the session to stop: the next spin raises `Interrupted` (a KeyboardInterrupt, which fleetctl turns into exit 130
-without a traceback) while the context is still valid, and `close()` shuts the session down in order."""
+context with rclpy's signal handlers off, a short-lived program's wait-set executor spun by the caller, ordered
+shutdown). SIGINT/SIGTERM ask the session to stop: the next spin raises `Interrupted` (a KeyboardInterrupt, which
+fleetctl turns into exit 130 without a traceback) while the context is still valid, and `close()` shuts the session
+down in order."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def load_config(path: str | None) -> FleetConfig:
 class FleetClient:
     def __init__(self, name: str = 'fleetctl') -> None:
         self._session = ExitStack()
-        self.program = self._session.enter_context(ros_program(name))
+        self.program = self._session.enter_context(ros_program(name, short_lived=True))
         try:
             self.context = self.program.context
             self.executor = self.program.executor

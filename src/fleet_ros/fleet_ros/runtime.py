@@ -11,6 +11,7 @@ the way down still has a valid context."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import signal
 import sys
 import threading
@@ -23,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.context import Context
-from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.experimental import EventsExecutor
 from rclpy.lifecycle import LifecycleNode
 from rclpy.node import Node
@@ -249,15 +250,25 @@ def ros_program(
     args: Sequence[str] | None = None,
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
     ignore_signals_after: bool = False,
+    short_lived: bool = False,
 ) -> Iterator[RosProgram]:
     """A RosProgram with a fresh context (rclpy's signal handlers off; `args` are rclpy's, None: sys.argv) and
     `signals` asking it to stop; on exit the ordered shutdown (`RosProgram.close`), then the previous handlers, or
-    with `ignore_signals_after` (a program that is the whole process) `signals` ignored until the process exits."""
+    with `ignore_signals_after` (a program that is the whole process) `signals` ignored until the process exits.
+
+    The executor is an EventsExecutor; a `short_lived` program (a command-line client that creates and destroys
+    service clients and subscriptions as it goes, where speed does not matter) gets a SingleThreadedExecutor: with
+    the EventsExecutor, the middleware's threads call into an entity's event callbacks, and destroying a
+    subscription or client while one does can crash the process (a fleetctl run ended in SIGSEGV after its work
+    was done). Python's fault handler is on in every program, so a crash prints the stack of every thread."""
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     context = Context()
     rclpy.init(
         args=list(args) if args is not None else None, context=context, signal_handler_options=SignalHandlerOptions.NO
     )
-    program = RosProgram(name, context, EventsExecutor(context=context))
+    executor = SingleThreadedExecutor(context=context) if short_lived else EventsExecutor(context=context)
+    program = RosProgram(name, context, executor)
     previous = program.install_signal_handlers(signals)
     try:
         yield program

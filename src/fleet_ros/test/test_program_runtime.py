@@ -14,10 +14,11 @@ from typing import Any, cast
 
 import pytest
 from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 
-from fleet_ros.runtime import EXIT_STARTUP, RosProgram, run_program, shut_down_in_order
+from fleet_ros.runtime import EXIT_STARTUP, RosProgram, ros_program, run_program, shut_down_in_order
 
 # -- the order, with stand-ins (no rclpy) ------------------------------------------------------------------------
 
@@ -305,3 +306,35 @@ def test_sigterm_to_a_program_process_is_an_orderly_exit_0() -> None:
     assert 'stopping on SIGTERM' in err
     assert 'context is invalid' not in err
     assert 'Traceback' not in err
+
+
+CRASHING_PROGRAM = textwrap.dedent(
+    """
+    import ctypes
+    from fleet_ros.runtime import ros_program
+
+    def body_that_crashes():
+        ctypes.string_at(0)  # a read of address 0: SIGSEGV, as a crash in a native library would be
+
+    # A short-lived program: its executor does not turn the fault handler on by itself (rclpy's EventsExecutor does).
+    with ros_program('runtime_test', args=[], short_lived=True):
+        body_that_crashes()
+    """
+)
+
+
+def test_a_crashing_program_prints_the_python_stack_of_the_crash() -> None:
+    env = {key: value for key, value in os.environ.items() if key != 'PYTHONFAULTHANDLER'}
+    proc = subprocess.run(
+        [sys.executable, '-c', CRASHING_PROGRAM], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert proc.returncode == -signal.SIGSEGV
+    assert 'Segmentation fault' in proc.stderr
+    assert 'body_that_crashes' in proc.stderr, proc.stderr
+
+
+def test_a_short_lived_program_waits_on_a_wait_set_and_the_others_on_events() -> None:
+    with ros_program('runtime_test', args=[], short_lived=True) as program:
+        assert type(program.executor) is SingleThreadedExecutor
+    with ros_program('runtime_test', args=[]) as program:
+        assert type(program.executor).__name__ == 'EventsExecutor'
