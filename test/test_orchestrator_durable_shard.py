@@ -6,7 +6,7 @@ from __future__ import annotations
 from fleet_core.model import Command, CommandResult, Outcome, Priority
 from fleet_core.replica import ShardReplica
 from fleet_core.shard_journal import GateVerdict, ShardJournal, SubmissionRecord
-from fleet_orchestrator.catch_up import CATCH_UP_MAX_SEC, CatchUp
+from fleet_orchestrator.catch_up import CATCH_UP_MAX_SEC, HANDOFF_AUDIT_SEC, CatchUp, HandoffAudit
 from fleet_orchestrator.durable import DurableShard, default_state_dir
 
 
@@ -97,3 +97,31 @@ def test_a_leader_that_led_or_followed_the_previous_epoch_is_caught_up_at_once(t
     reopened = ShardJournal(tmp_path / 'a' / 'journal.db', background_checkpoints=False)
     assert reopened.led_epoch() == 100  # what a restarted replica's hand-over vouches for
     reopened.close()
+
+
+def test_a_hand_over_is_asked_for_again_until_every_command_it_listed_arrived_or_is_held():
+    audit = HandoffAudit.start()
+    audit.on_end('a', ['x', 'y', 'z'], now=10.0)
+    held: set[str] = set()
+
+    def holds(ids: frozenset[str]) -> set[str]:
+        return held & ids
+
+    assert audit.due(10.0 + HANDOFF_AUDIT_SEC / 2, holds) == []  # the commands may still be on their way
+    audit.on_handed('x')
+    held.add('y')  # e.g. this leader adopted it from its own journal
+    at = 10.0 + HANDOFF_AUDIT_SEC
+    assert audit.due(at, holds) == [('a', 1, 1)]  # z is missing: asked once
+    assert audit.due(at + HANDOFF_AUDIT_SEC / 2, holds) == []  # asked at most every HANDOFF_AUDIT_SEC
+    assert audit.due(at + HANDOFF_AUDIT_SEC, holds) == [('a', 1, 2)]
+    audit.on_handed('z')
+    assert audit.due(at + 2 * HANDOFF_AUDIT_SEC, holds) == []
+    assert audit.expected == {}  # done with a
+
+
+def test_a_replicas_newest_hand_over_replaces_what_it_listed_before():
+    audit = HandoffAudit.start()
+    audit.on_end('a', ['x'], now=0.0)
+    audit.on_end('b', ['y'], now=0.0)
+    audit.on_end('a', [], now=1.0)  # a handed nothing the second time: nothing owed by a
+    assert audit.due(HANDOFF_AUDIT_SEC, lambda ids: set()) == [('b', 1, 1)]

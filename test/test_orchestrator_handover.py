@@ -19,6 +19,7 @@ from fleet_core.shard_journal import CommandState
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import ShardStatus
 from fleet_interfaces.srv import SubmitCommand
+from fleet_orchestrator.catch_up import HANDOFF_END
 from fleet_orchestrator.node import ShardOrchestrator
 from fleet_ros import qos
 from fleet_ros.convert import command_to_msg
@@ -212,3 +213,60 @@ def test_a_late_standby_gets_the_outcomes_decided_before_it_joined(ros, tmp_path
     ros.spin_until(b_knows_the_outcome, 10, 'the late standby to hold the outcome decided before it joined')
     fate = b.journal.fates([decided.command_id])[0]
     assert fate.result is not None and fate.result.outcome is Outcome.SUCCEEDED
+
+
+class LossyPublisher:
+    """A publisher whose command samples are lost while `losing()` holds (markers pass): what a volatile topic does
+    to samples published before the subscriber has discovered the publisher."""
+
+    def __init__(self, publisher, losing) -> None:
+        self._publisher, self._losing = publisher, losing
+        self.lost: list[str] = []
+
+    def publish(self, msg) -> None:
+        if msg.command_id and self._losing():
+            self.lost.append(msg.command_id)
+            return
+        self._publisher.publish(msg)
+
+    def __getattr__(self, name: str):
+        return getattr(self._publisher, name)
+
+
+def test_a_hand_over_that_did_not_arrive_is_asked_for_again(ros, tmp_path):
+    # Found in a demo run: the new leader had not yet discovered the old leader's handoff publisher when the old one,
+    # which already counted the new leader's subscription, handed its 50 unfinished commands over. The volatile
+    # samples were lost, the end-of-hand-over marker (kept for late joiners on another topic) arrived, and the 50
+    # commands never ran. Here every command a hands over is lost until its first end marker is out.
+    a = replica(ros, tmp_path, 'a', 0)
+    a.trigger_activate()
+    ros.spin_until(lambda: a.leading, 15, 'a to lead')
+    b = replica(ros, tmp_path, 'b', 1)
+    b.trigger_activate()
+    ros.spin_until(lambda: b.durable.caught_up, 10, "b to catch up on a's snapshot")
+    only_at_a = a.dispatcher.submit(['r001', 'r002'], 'noop', '{}', Priority.NORMAL, 60.0, 'only-at-a')
+    a.journal.accept(only_at_a, now=a.clock())
+    ids = {c.command_id for c in only_at_a}
+
+    ends: list[list[str]] = []
+    records = a.replication.submission_pub
+
+    class NotingEnds:
+        def publish(self, msg) -> None:
+            if msg.request_id == HANDOFF_END:
+                ends.append(list(msg.command_ids))
+            records.publish(msg)
+
+        def __getattr__(self, name: str):
+            return getattr(records, name)
+
+    lossy = LossyPublisher(a.replication.handoff_pub, lambda: not ends)
+    a.replication.handoff_pub = lossy
+    a.replication.submission_pub = NotingEnds()
+
+    a.trigger_deactivate()
+    ros.spin_until(lambda: b.leading, 15, 'b to take over')
+    ros.spin_until(lambda: ids <= {c.command_id for c in b.dispatcher.pending()}, 20, "b to adopt a's lost hand-over")
+    assert ids <= set(lossy.lost)  # the first hand-overs were lost
+    assert ids <= set(ends[0])  # the marker listed them
+    assert len(ends) >= 2  # and a handed its journal over again when b asked

@@ -13,6 +13,7 @@ an outcome as it is decided. A journal that fails makes the leader step down (`E
 
 from __future__ import annotations
 
+import contextlib
 import random
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -299,6 +300,18 @@ class ShardLeader:
         all of a hand-over at once, unless this leader owes or decided it already."""
         if self.dispatcher is not None:
             self._handed_over.append(command)
+
+    def holds(self, command_ids: Iterable[str]) -> set[str]:
+        """Those of `command_ids` this leader owes (pending, or handed over and not adopted yet) or has decided;
+        none while standing by, and none of the decided ones while the journal is unavailable."""
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return set()
+        ids = set(command_ids)
+        held = ids & ({c.command_id for c in dispatcher.pending()} | {c.command_id for c in self._handed_over})
+        with contextlib.suppress(JournalUnavailable):  # then asked for again: a second hand-over is harmless
+            held |= self.journal.finished_ids(ids - held)
+        return held
 
     def settle(self, results: Sequence[CommandResult]) -> Effects:
         """Outcomes another replica decided or followed, handed over with its work: a command pending here gets that

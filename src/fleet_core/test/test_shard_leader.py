@@ -301,6 +301,21 @@ def test_handed_over_work_is_adopted_at_the_next_tick_unless_already_decided(tmp
     assert [(c.command_id, c.epoch) for c in adopted.sends] == [(open_.command_id, 1)]
 
 
+def test_a_leader_holds_the_commands_it_owes_was_handed_or_decided(tmp_path: Path, clock: FakeClock) -> None:
+    old = leading(tmp_path, clock, name='orch_b')
+    _reply, effects = submit(old, ('r0', 'r1', 'r2'))
+    done, handed, never_seen = effects.sends
+    old.on_ack(ack(done, AckStatus.SUCCEEDED))
+    stepped = old.step_down('deactivated')
+    assert old.holds([done.command_id]) == set()  # a standby holds nothing
+    leader = leading(tmp_path, clock)
+    _reply, own = submit(leader, ('r0',))
+    leader.settle(stepped.outcomes)
+    leader.hand_over(handed)  # not adopted yet: held all the same
+    ids = [done.command_id, handed.command_id, never_seen.command_id, own.sends[0].command_id]
+    assert leader.holds(ids) == {done.command_id, handed.command_id, own.sends[0].command_id}
+
+
 def script(leader: ShardLeader, clock: FakeClock, seed: int) -> list[Effects]:
     """A random but reproducible input sequence: submissions, acks (some of old deliveries), ticks, an e-stop, a
     waved pause, a mission; the acks answer what the leader decided to send."""

@@ -16,6 +16,7 @@ without a request_id are never held back: they carry no idempotency promise.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 CATCH_UP_MAX_SEC = 30.0
@@ -25,7 +26,8 @@ lost for good does not keep the shard from taking new idempotent submissions for
 
 HANDOFF_END = ''
 """request_id of the marker (a SubmissionRecord) that ends a replica's hand-over: trace_id carries its replica id,
-epoch the newest epoch it led to the end of its own catch-up (0: none)."""
+epoch the newest epoch it led to the end of its own catch-up (0: none), command_ids the commands it handed over
+(HandoffAudit)."""
 
 
 @dataclass(slots=True)
@@ -54,3 +56,64 @@ class CatchUp:
 
     def done(self, now: float) -> bool:
         return self.holds_previous or now >= self.until
+
+
+HANDOFF_REQUEST_KIND = 'handoff_request'
+"""Kind of the marker a leader publishes on the handoff topic (empty command_id, agent_id: the replica asked, epoch:
+the leader's) when commands a replica's hand-over listed did not arrive: that replica hands its journal over again."""
+
+HANDOFF_AUDIT_SEC = 2.0
+"""How long after a replica's end-of-hand-over marker the commands it lists may still be on their way (they travel
+on another topic than the marker); past it, those still missing are asked for again, at most this often."""
+
+
+@dataclass(slots=True)
+class HandoffAudit:
+    """A leader's check that every command a replica handed over arrived.
+
+    The commands travel on the handoff topic, which is volatile: a sample published while the publisher already
+    counts the new leader's subscription but the new leader has not discovered the publisher yet (discovery is not
+    symmetric) is lost. The replica's end-of-hand-over marker (on the request-record topic, which keeps its last
+    samples for late joiners) lists the ids it handed; a listed id that this leader neither received nor holds is
+    asked for again until it has arrived or this leader no longer leads."""
+
+    received: set[str]
+    """Every command id received on the handoff topic while leading (taken or not: the hand-over delivered it)."""
+    expected: dict[str, tuple[frozenset[str], float, int]]
+    """Per replica: the ids its newest marker listed, when the next check of them is due, and how often it was asked
+    for them again."""
+
+    @classmethod
+    def start(cls) -> HandoffAudit:
+        return cls(set(), {})
+
+    def on_handed(self, command_id: str) -> None:
+        self.received.add(command_id)
+
+    def on_end(self, replica_id: str, command_ids: Iterable[str], now: float) -> None:
+        """A replica's marker: its newest hand-over replaces what it handed before."""
+        ids = frozenset(command_ids)
+        if ids:
+            asked = self.expected[replica_id][2] if replica_id in self.expected else 0
+            self.expected[replica_id] = (ids, now + HANDOFF_AUDIT_SEC, asked)
+        else:
+            self.expected.pop(replica_id, None)
+
+    def due(self, now: float, held: Callable[[frozenset[str]], set[str]]) -> list[tuple[str, int, int]]:
+        """The replicas to ask again now, each with how many of its commands are missing and how often it was asked
+        (this time included). `held(ids)`: those of `ids` this leader holds without having received them (pending or
+        decided here). A replica whose commands all arrived is done; one still missing some is asked again
+        HANDOFF_AUDIT_SEC later."""
+        ask = []
+        for replica_id, (ids, check_at, asked) in list(self.expected.items()):
+            if now < check_at:
+                continue
+            missing = ids - self.received
+            if missing:
+                missing -= held(missing)
+            if not missing:
+                del self.expected[replica_id]
+                continue
+            self.expected[replica_id] = (ids, now + HANDOFF_AUDIT_SEC, asked + 1)
+            ask.append((replica_id, len(missing), asked + 1))
+        return ask

@@ -531,6 +531,7 @@ class ShardOrchestrator(TypedLifecycleNode):
             if not self.election.renew_if_due(self.clock()):
                 return
             self.replication.caught_up(now)
+            self.replication.audit_handoffs(now)
             self._apply(self.leader.tick(lost=self.health.lost()))
             try:
                 self.replication.snapshot_for_new_followers()

@@ -27,7 +27,7 @@ from fleet_core.shard_leader import ShardLeader
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import CommandOutcome, CommandOutcomes
 from fleet_interfaces.msg import SubmissionRecord as SubmissionRecordMsg
-from fleet_orchestrator.catch_up import CATCH_UP_MAX_SEC, HANDOFF_END, CatchUp
+from fleet_orchestrator.catch_up import CATCH_UP_MAX_SEC, HANDOFF_END, HANDOFF_REQUEST_KIND, CatchUp, HandoffAudit
 from fleet_orchestrator.durable import SNAPSHOT_END_KIND, SNAPSHOT_REQUEST_KIND, DurableShard
 from fleet_ros import qos
 from fleet_ros.convert import command_from_msg, command_to_msg, from_time, result_from_msg, result_to_msg, to_time
@@ -74,6 +74,8 @@ class ShardReplication:
         self.catch_up = CatchUp(0, 0.0, holds_previous=True)
         """Until done, an unknown request_id is answered 'retry' (fleet_orchestrator.catch_up)."""
         self._caught_up_noted = True
+        self.audit = HandoffAudit.start()
+        """While leading: whether every command another replica handed over arrived (asked again otherwise)."""
         self.followers = 0
         self.caught_up_followers: set[str] = set()  # replica ids that answered this leader's snapshot marker
         self.recent_outcomes: collections.deque[tuple[float, CommandOutcome]] = collections.deque(
@@ -138,6 +140,7 @@ class ShardReplication:
         followed = self.durable.caught_up and self.durable.gate.epoch >= previous_epoch
         self.catch_up = CatchUp.start(previous_epoch=previous_epoch, led_epoch=led_epoch, followed=followed, now=now)
         self._caught_up_noted = False
+        self.audit = HandoffAudit.start()
         if not self.catch_up.done(now):
             self._log.info(
                 f'unknown request_ids are answered "retry" until the journal of epoch {previous_epoch} is handed over '
@@ -261,14 +264,35 @@ class ShardReplication:
             self.hand_over(commands)
             for record in records:
                 self.submission_pub.publish(_record_msg(record))
-            # After the records, same writer: the new leader holds them once it has this (CatchUp).
-            end = SubmissionRecordMsg(request_id=HANDOFF_END, trace_id=self.replica_id, epoch=self.journal.led_epoch())
+            # After the records, same writer: the new leader holds them once it has this (CatchUp). It lists the
+            # commands, which went on another (volatile) topic: the new leader asks again for any that did not arrive.
+            end = SubmissionRecordMsg(
+                request_id=HANDOFF_END,
+                trace_id=self.replica_id,
+                epoch=self.journal.led_epoch(),
+                command_ids=[c.command_id for c in commands],
+            )
             self.submission_pub.publish(end)
             if commands:
                 self._log.info(f'handed {len(commands)} unfinished command(s) of the journal to the new leader')
         if now - self._last_prune >= PRUNE_EVERY_SEC:
             self._last_prune = now
             self.journal.prune(before=now - self._retention_sec())
+
+    def audit_handoffs(self, now: float) -> None:
+        """While leading: a replica whose hand-over did not all arrive is asked to hand its journal over again."""
+        dispatcher = self.leader.dispatcher
+        if dispatcher is None:
+            return
+        for replica_id, missing, asked in self.audit.due(now, self.leader.holds):
+            if asked == 1 or asked % LOG_REJECTED_EVERY == 0:
+                self._log.warning(
+                    f'{missing} command(s) {replica_id[:64]} handed over did not arrive: asking it to hand them over '
+                    f'again ({asked} time(s) so far)'
+                )
+            marker = CommandMsg(command_id='', agent_id=replica_id, epoch=dispatcher.epoch, kind=HANDOFF_REQUEST_KIND)
+            marker.site_id, marker.shard_id = self.site_id, self.shard_id
+            self.handoff_pub.publish(marker)
 
     def ask_after_gap(self, now: float) -> None:
         """A standby that missed journal entries asks the leader for a snapshot (and is not caught up meanwhile)."""
@@ -295,6 +319,8 @@ class ShardReplication:
         """A record of the current leader (while following), or one handed over from an older epoch."""
         leading_epoch = self._epoch
         if msg.request_id == HANDOFF_END:
+            if leading_epoch and msg.trace_id != self.replica_id:
+                self.audit.on_end(msg.trace_id[:128], msg.command_ids, self.leader.clock())
             if leading_epoch and self.catch_up.on_handoff_end(msg.epoch):
                 self._log.info(f'{msg.trace_id[:64]} handed over the journal of epoch {msg.epoch}: caught up')
             return
@@ -337,8 +363,15 @@ class ShardReplication:
                 self.caught_up_followers.discard(msg.agent_id[:128])
                 self.followers = 0  # answered at the next tick like a follower that joined
             return
+        if not msg.command_id and msg.kind == HANDOFF_REQUEST_KIND:
+            # The lease holder missed some of what this replica handed over: hand the journal over again (tick).
+            if not leading_epoch and msg.agent_id == self.replica_id and msg.epoch >= self.durable.gate.epoch > 0:
+                self.durable.handoff_due = True
+            return
         if msg.epoch == (leading_epoch or -1):
             return  # our own hand-over, echoed
+        if leading_epoch:
+            self.audit.on_handed(msg.command_id)
         try:
             command = command_from_msg(msg)
         except ValueError:
