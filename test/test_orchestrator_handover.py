@@ -4,6 +4,7 @@ read_only, ranged or applied at runtime as declared."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from rclpy.parameter import Parameter
 from fleet_core import topics
 from fleet_core.model import Command, CommandResult, Outcome, Priority
 from fleet_core.shard_journal import CommandState
+from fleet_core.workflow import Point
 from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import ShardStatus
 from fleet_interfaces.srv import SubmitCommand
@@ -216,16 +218,16 @@ def test_a_late_standby_gets_the_outcomes_decided_before_it_joined(ros, tmp_path
 
 
 class LossyPublisher:
-    """A publisher whose command samples are lost while `losing()` holds (markers pass): what a volatile topic does
-    to samples published before the subscriber has discovered the publisher."""
+    """A publisher whose samples are lost while `lose(msg)` holds: what a volatile topic does to samples published
+    before the subscriber has discovered the publisher."""
 
-    def __init__(self, publisher, losing) -> None:
-        self._publisher, self._losing = publisher, losing
-        self.lost: list[str] = []
+    def __init__(self, publisher, lose) -> None:
+        self._publisher, self._lose = publisher, lose
+        self.lost: list = []
 
     def publish(self, msg) -> None:
-        if msg.command_id and self._losing():
-            self.lost.append(msg.command_id)
+        if self._lose(msg):
+            self.lost.append(msg)
             return
         self._publisher.publish(msg)
 
@@ -260,13 +262,41 @@ def test_a_hand_over_that_did_not_arrive_is_asked_for_again(ros, tmp_path):
         def __getattr__(self, name: str):
             return getattr(records, name)
 
-    lossy = LossyPublisher(a.replication.handoff_pub, lambda: not ends)
+    lossy = LossyPublisher(a.replication.handoff_pub, lambda msg: msg.command_id and not ends)  # markers pass
     a.replication.handoff_pub = lossy
     a.replication.submission_pub = NotingEnds()
 
     a.trigger_deactivate()
     ros.spin_until(lambda: b.leading, 15, 'b to take over')
     ros.spin_until(lambda: ids <= {c.command_id for c in b.dispatcher.pending()}, 20, "b to adopt a's lost hand-over")
-    assert ids <= set(lossy.lost)  # the first hand-overs were lost
+    assert ids <= {msg.command_id for msg in lossy.lost}  # the first hand-overs were lost
     assert ids <= set(ends[0])  # the marker listed them
     assert len(ends) >= 2  # and a handed its journal over again when b asked
+
+
+def test_a_leader_without_a_copy_of_the_running_mission_gets_it_from_the_replica_that_stepped_down(ros, tmp_path):
+    # Found in a demo run: the new leader had never discovered the old one, so it held no copy of the mission the
+    # old one ran; the steps it was handed ran, and the mission stopped there. Here b never gets a's mission journal.
+    workflows = tmp_path / 'workflows'
+    workflows.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / 'config' / 'workflows' / 'inspection.yaml', workflows)
+    a = replica(ros, tmp_path, 'a', 0)
+    a.trigger_activate()
+    ros.spin_until(lambda: a.leading, 15, 'a to lead')
+    a.missions.journal_pub = LossyPublisher(a.missions.journal_pub, lambda _msg: True)  # b sees none of it
+    points = [Point(f'p{i}', float(i), 0.0) for i in range(6)]
+    a._apply(a.leader.start_mission(mission_id='m-handed', workflow='inspection', points=points))
+    b = replica(ros, tmp_path, 'b', 1)
+    b.trigger_activate()
+    ros.spin_until(lambda: b.durable.caught_up, 10, "b to catch up on a's snapshot")
+    assert b.leader.missions.mission is None
+
+    a.trigger_deactivate()
+    ros.spin_until(lambda: b.leading, 15, 'b to take over')
+    ros.spin_until(lambda: b.leader.missions.active, 15, 'b to adopt the mission a handed over')
+    mission = b.leader.missions.mission
+    assert mission is not None and mission.mission_id == 'm-handed'
+    assert mission.progress().points_total == len(points)
+    # Its steps are the ones a sent (adopted with a's unfinished commands), not second copies.
+    steps = {c.command_id for c in b.dispatcher.pending() if c.trace_id == 'm-handed'}
+    assert steps and all(b.leader.missions.is_mission_step(cid) for cid in steps)

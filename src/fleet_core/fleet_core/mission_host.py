@@ -121,6 +121,8 @@ class MissionHost:
         self._seen: collections.OrderedDict[str, Outcome] = collections.OrderedDict()
         self.desynced = ''
         self._pause_reasons: set[str] = set()
+        self._followed = (0, 0)  # (epoch, number) of the last entry replayed from a leader's journal
+        self._started_here = False  # the mission was started (or adopted) while this replica led
 
     # ----- queries -----------------------------------------------------------------------------------------
 
@@ -155,6 +157,7 @@ class MissionHost:
             'deadline': deadline,
         }
         self._check_start(entry)
+        self._started_here = True
         return self._input(entry)
 
     def on_outcome(self, agent_id: str, command_id: str, outcome: Outcome) -> MissionOutput:
@@ -245,6 +248,7 @@ class MissionHost:
             )
             raise MissionJournalError(f'{self.desynced}; waiting for the next snapshot')
         self._entry_no, self._entry_epoch = number, epoch
+        self._followed = (epoch, number)
         self._now = float(entry['t'])
         try:
             self._apply(entry)
@@ -259,22 +263,70 @@ class MissionHost:
         self.leading = True
         self.epoch = epoch
         self._entry_epoch = epoch
+        self._started_here = False
         out = MissionOutput()
         if self.mission is None or self.desynced:
             return out
         # First entry of the new epoch: the state this leader resumes from, so every follower (including a
         # former leader whose copy went further than ours) continues from the same state.
         out.extend(self.checkpoint())
-        for agent in self.mission.agents:
-            request_id = self.mission.instance(agent).pending_request_id
-            if request_id is None:
-                continue
-            seen = self._seen.get(request_id)
-            if seen is not None:
-                out.extend(self.on_outcome(agent, request_id, seen))
-            elif not dispatcher_pending(request_id) and request_id in self._steps:
-                out.requests.append(self._steps[request_id])
-        out.extend(self._reconcile_pause())
+        out.extend(self._resume_steps(self._seen.get, dispatcher_pending))
+        return out
+
+    def handoff_entry(self) -> str:
+        """The running mission of a replica that does not lead, for a leader that may hold no copy of it (it led
+        before it had discovered this replica's journal); '' when no mission runs here or the copy is unusable."""
+        if self.leading or self.mission is None or not self.active or self.desynced:
+            return ''
+        entry = {
+            'op': 'handoff',
+            'mission': mission_to_dict(self.mission),
+            'steps': [step_to_dict(step) for step in self._steps.values()],
+            'epoch': self._entry_epoch,
+            'n': self._entry_no,
+            'by': self.node_id,
+        }
+        return json.dumps(entry, separators=(',', ':'))
+
+    def adopt(
+        self,
+        text: str,
+        *,
+        decided: Callable[[str], Outcome | None],
+        dispatcher_pending: Callable[[str], bool],
+        newer_than: int = 0,
+    ) -> MissionOutput | None:
+        """While leading: a running mission another replica handed over (`handoff_entry`), taken when this copy
+        runs none and knows nothing newer: not the same mission, not one started here, not a later entry of the
+        journal it followed, and not a copy that stopped before `newer_than`, the epoch before this leader's (that
+        epoch's leader had a newer copy: this hand-over was kept for late joiners from long ago). Journaled as a
+        snapshot of this epoch (its followers take it), then resumed like a takeover: a waiting step already
+        `decided` here gets its outcome, one neither decided nor pending is submitted again. None when not taken;
+        raises MissionJournalError for a malformed entry."""
+        if not self.leading:
+            return None
+        try:
+            entry = json.loads(text)
+            op, mission_id = str(entry['op']), str(entry['mission']['mission_id'])
+            position = (int(entry['epoch']), int(entry['n']))
+            state = MissionState(entry['mission']['state'])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MissionJournalError(f'malformed mission hand-over: {exc!r}') from None
+        if op != 'handoff' or state.finished or position[0] < newer_than:
+            return None
+        mine = self.mission
+        knows_better = mine is not None and (
+            self.active or mine.mission_id == mission_id or self._started_here or position <= self._followed
+        )
+        if knows_better and not self.desynced:
+            return None
+        try:
+            out = self._input({'op': 'snapshot', 'mission': entry['mission'], 'steps': entry['steps']})
+        except (MissionError, MissionStateError, KeyError, TypeError, ValueError) as exc:
+            raise MissionJournalError(f'cannot adopt the handed-over mission {mission_id}: {exc}') from None
+        self.desynced = ''
+        self._started_here = True
+        out.extend(self._resume_steps(decided, dispatcher_pending))
         return out
 
     def demote(self) -> None:
@@ -289,6 +341,26 @@ class MissionHost:
         return self._input(entry, apply=False)
 
     # ----- internals ---------------------------------------------------------------------------------------
+
+    def _resume_steps(
+        self, outcome_of: Callable[[str], Outcome | None], dispatcher_pending: Callable[[str], bool]
+    ) -> MissionOutput:
+        """A mission this replica now leads: each waiting step whose outcome is known gets it, each step neither
+        known nor pending in the dispatcher is submitted again; the pause holds are applied again."""
+        out = MissionOutput()
+        if self.mission is None:
+            return out
+        for agent in self.mission.agents:
+            request_id = self.mission.instance(agent).pending_request_id
+            if request_id is None:
+                continue
+            seen = outcome_of(request_id)
+            if seen is not None:
+                out.extend(self.on_outcome(agent, request_id, seen))
+            elif not dispatcher_pending(request_id) and request_id in self._steps:
+                out.requests.append(self._steps[request_id])
+        out.extend(self._reconcile_pause())
+        return out
 
     def _check_start(self, entry: Mapping[str, Any]) -> None:
         try:

@@ -100,6 +100,9 @@ class ShardLeader:
         self._acks_undrained = 0
         self._last_checkpoint = 0.0
         self._stepping_down = False
+        self.previous_epoch = 0
+        """While leading: the newest epoch known before this leader's own (a mission handed over from an older one
+        is stale: the leader of that epoch had a newer copy)."""
 
     @property
     def leading(self) -> bool:
@@ -116,12 +119,16 @@ class ShardLeader:
 
     # -- leadership --------------------------------------------------------------------------------------
 
-    def lead(self, *, epoch: int, seq_base: Mapping[str, int], recovered: Iterable[Command]) -> Effects:
+    def lead(
+        self, *, epoch: int, seq_base: Mapping[str, int], recovered: Iterable[Command], previous_epoch: int = 0
+    ) -> Effects:
         """This replica took the lease with `epoch`: adopt the unfinished work (journaled under the new epoch,
-        replicated, not sent yet). The node publishes its lease, then calls resume()."""
+        replicated, not sent yet). `previous_epoch`: the newest epoch known before this one (0: none). The node
+        publishes its lease, then calls resume()."""
         effects = Effects()
         if self.dispatcher is not None:
             return effects
+        self.previous_epoch = previous_epoch
         dispatcher = CommandDispatcher(
             site_id=self.site_id,
             shard_id=self.shard_id,
@@ -153,19 +160,8 @@ class ShardLeader:
         resumed = host.mission is not None and host.active
         pending = {c.command_id for c in dispatcher.pending()}
         out = host.promote(epoch=dispatcher.epoch, dispatcher_pending=pending.__contains__)
-        if resumed and host.mission is not None:
-            progress = host.mission.progress()
-            effects.log(
-                LogLevel.WARNING,
-                f'resuming mission {host.mission.mission_id} at epoch {dispatcher.epoch}: {progress.points_done}/'
-                f'{progress.points_total} points done, {len(out.requests)} step(s) re-submitted',
-            )
-        self._mission(out, effects)
-        if self.estop.engaged:  # learned as a standby (latched topic): still holds the mission
-            self._mission(host.hold(ESTOP_HOLD), effects)
-        if self.paused:
-            self._mission(host.hold(OPERATION_HOLD), effects)
-        self._drain(effects)
+        how = f'resuming mission {host.mission.mission_id}' if resumed and host.mission is not None else ''
+        self._take_up_mission(out, effects, how)
         return effects
 
     def step_down(self, reason: str, *, refused: frozenset[str] = frozenset()) -> Effects:
@@ -441,6 +437,60 @@ class ShardLeader:
         self._last_checkpoint = self.clock()
         self._mission(self.missions.checkpoint(), effects)
         return effects
+
+    def mission_handoff(self) -> str:
+        """While standing by: the running mission of this replica's copy, for a leader that may have none ('' when
+        there is none to hand over)."""
+        return '' if self.leading else self.missions.handoff_entry()
+
+    def adopt_mission(self, entry: str) -> Effects:
+        """While leading: a running mission another replica handed over (`mission_handoff`), taken when this leader
+        runs none and knows of nothing newer (`MissionHost.adopt`), then resumed as at a takeover and held by an
+        e-stop or pause in force."""
+        effects = Effects()
+        dispatcher, host = self.dispatcher, self.missions
+        if dispatcher is None:
+            return effects
+        self._drain(effects)  # acks applied but not drained yet: their outcomes are decided before the steps are read
+        owed = {c.command_id for c in dispatcher.pending()} | {c.command_id for c in self._handed_over}
+
+        def decided(command_id: str) -> Outcome | None:
+            fate = self.journal.fates([command_id])[0]
+            return fate.result.outcome if fate.result is not None else None
+
+        try:
+            out = host.adopt(
+                entry, decided=decided, dispatcher_pending=owed.__contains__, newer_than=self.previous_epoch
+            )
+        except MissionJournalError as exc:
+            effects.log(LogLevel.ERROR, str(exc))
+            return effects
+        except JournalUnavailable as exc:
+            self._fail(effects, exc)
+            return effects
+        if out is None or host.mission is None:
+            return effects
+        self._take_up_mission(out, effects, f'adopted mission {host.mission.mission_id} handed over by another replica')
+        return effects
+
+    def _take_up_mission(self, out: MissionOutput, effects: Effects, how: str) -> None:
+        """A mission this replica starts leading (resumed at a takeover, or adopted): logged with `how` and its
+        progress ('' : not logged), its steps submitted, held by an e-stop or a pause in force (an e-stop learned
+        as a standby, from the latched topic, still holds it)."""
+        host, dispatcher = self.missions, self.dispatcher
+        if how and host.mission is not None and dispatcher is not None:
+            progress = host.mission.progress()
+            effects.log(
+                LogLevel.WARNING,
+                f'{how} at epoch {dispatcher.epoch}: {progress.points_done}/{progress.points_total} points done, '
+                f'{len(out.requests)} step(s) re-submitted',
+            )
+        self._mission(out, effects)
+        if self.estop.engaged:
+            self._mission(host.hold(ESTOP_HOLD), effects)
+        if self.paused:
+            self._mission(host.hold(OPERATION_HOLD), effects)
+        self._drain(effects)
 
     def replay_mission(self, entry: str) -> Effects:
         """One entry of the leader's mission journal (ignored while leading)."""

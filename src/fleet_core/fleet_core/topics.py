@@ -33,6 +33,7 @@ HANDOFF_OUTCOMES = 'handoff_outcomes'
 TRACE = 'trace'
 TASK_EVENTS = 'task_events'
 MISSION_JOURNAL = 'mission_journal'
+MISSION_HANDOFF = 'mission_handoff'
 MISSION_STATUS = 'mission_status'
 LEADER = 'leader'
 ESTOP = 'estop'
@@ -57,6 +58,7 @@ SHARD_CONTROL_TOPICS: tuple[str, ...] = (
     ESTOP,
     OPERATIONS,
     MISSION_JOURNAL,
+    MISSION_HANDOFF,
     MISSION_STATUS,
     SUBMISSIONS,
     HANDOFF,
@@ -218,6 +220,12 @@ def shard_task_events(site: str, shard: str) -> str:
 
 def shard_mission_journal(site: str, shard: str) -> str:
     return f'{shard_prefix(site, shard)}/{MISSION_JOURNAL}'
+
+
+def shard_mission_handoff(site: str, shard: str) -> str:
+    """The running mission of a replica that does not lead, for a leader that took over without a copy of it (latched:
+    a leader that discovers the replica late still gets it)."""
+    return f'{shard_prefix(site, shard)}/{MISSION_HANDOFF}'
 
 
 def shard_mission_status(site: str, shard: str) -> str:

@@ -15,6 +15,7 @@ import pytest
 from conftest import FakeClock
 from fleet_core.config import parse_fleet_config
 from fleet_core.mission import MissionStateError
+from fleet_core.mission_host import MissionJournalError
 from fleet_core.model import Ack, AckStatus, Command, Outcome, Priority
 from fleet_core.shard_effects import Effects, SubmitRequest
 from fleet_core.shard_journal import CommandState, JournalUnavailable, ShardJournal
@@ -284,6 +285,65 @@ def test_a_replica_that_stepped_down_ignores_its_own_mission_journal_coming_back
     for entry in journal:  # the journal topic delivers a replica's own entries to it as well
         assert not leader.replay_mission(entry).logs
     assert not leader.missions.desynced and leader.missions.mission is mission and mission.progress() == before
+
+
+def test_a_leader_that_never_followed_adopts_the_mission_a_stepped_down_replica_hands_over(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # Found in a demo run: the new leader had not discovered the old one, so it held no copy of the running mission;
+    # the steps it was handed ran, and the mission stopped there.
+    old = leading(tmp_path, clock, name='orch_a')
+    started = old.start_mission(
+        mission_id='m1', workflow='inspection', points=[Point('p0', 1.0, 0.0), Point('p1', 2.0, 0.0)]
+    )
+    assert old.mission_handoff() == ''  # a leader hands nothing over
+    old.on_ack(ack(started.sends[0], AckStatus.SUCCEEDED))  # r0 undocked: its next step is queued
+    handed = old.step_down('fenced').handoff
+    entry = old.mission_handoff()
+    assert entry and json.loads(entry)['op'] == 'handoff'
+
+    new = make_leader(tmp_path, clock, name='orch_b')
+    new.lead(epoch=2, seq_base={}, recovered=[], previous_epoch=1)
+    new.resume()
+    assert new.missions.mission is None
+    for command in handed:
+        new.hand_over(command)
+    new.tick(lost=[])
+    r0_step = next(c for c in new.dispatcher.pending() if c.agent_id == 'r0')
+    new.on_ack(ack(r0_step, AckStatus.SUCCEEDED))  # acked before the mission arrives (decided at the next drain)
+    adopted = new.adopt_mission(entry)
+    assert any('adopted mission m1 handed over' in text for _, text in adopted.logs)
+    assert json.loads(adopted.mission_journal[0])['op'] == 'snapshot'  # its followers take it
+    mission = new.missions.mission
+    assert mission is not None and mission.mission_id == 'm1' and new.missions.active
+    assert mission.instance('r0').pending_request_id != r0_step.command_id  # the outcome decided here was fed
+    # r0's outcome moved it on to its next step, which goes out; r1's step, handed over and pending, is not re-sent.
+    assert [(c.agent_id, c.kind) for c in adopted.sends] == [('r0', 'inspect')]
+    assert not new.adopt_mission(entry).logs  # the same mission again: already running here
+
+
+def test_a_handed_over_mission_never_replaces_one_this_leader_knows(tmp_path: Path, clock: FakeClock) -> None:
+    old = leading(tmp_path, clock, name='orch_a')
+    old.start_mission(mission_id='m1', workflow='inspection', points=[Point('p0', 1.0, 0.0)])
+    old.step_down('fenced')
+    entry = old.mission_handoff()
+    # A leader that started a mission of its own, even one that has ended since.
+    own = leading(tmp_path, clock, name='orch_b')
+    own.start_mission(mission_id='m2', workflow='inspection', points=[Point('p9', 1.0, 0.0)])
+    own.cancel_mission('operator')
+    assert not own.adopt_mission(entry).logs
+    assert own.missions.mission is not None and own.missions.mission.mission_id == 'm2'
+    # A leader after a newer epoch than the copy's: that epoch's leader had a newer copy (this one is stale).
+    later = make_leader(tmp_path, clock, name='orch_e')
+    later.lead(epoch=3, seq_base={}, recovered=[], previous_epoch=2)
+    later.resume()
+    assert not later.adopt_mission(entry).logs and later.missions.mission is None
+    # A standby takes nothing, and a replica without a mission hands nothing over.
+    standby = make_leader(tmp_path, clock, name='orch_c')
+    assert not standby.adopt_mission(entry).logs and standby.mission_handoff() == ''
+    with pytest.raises(MissionJournalError):
+        leading(tmp_path, clock, name='orch_d').missions.adopt('{"op": "handoff"}', decided=lambda _c: None,
+                                                                 dispatcher_pending=lambda _c: False)  # fmt: skip
 
 
 def test_handed_over_work_is_adopted_at_the_next_tick_unless_already_decided(tmp_path: Path, clock: FakeClock) -> None:

@@ -68,6 +68,10 @@ class MissionServer:
         self.status_pub = node.create_publisher(TaskEvent, topics.shard_mission_status(site, shard), qos.LATCHED)
         self.journal_pub = node.create_publisher(String, topics.shard_mission_journal(site, shard), qos.EVENTS)
         node.create_subscription(String, topics.shard_mission_journal(site, shard), self._on_journal, qos.EVENTS)
+        # Latched: a hand-over published before the new leader discovered this replica still reaches it.
+        handoff = topics.shard_mission_handoff(site, shard)
+        self.handoff_pub = node.create_publisher(String, handoff, qos.LATCHED)
+        node.create_subscription(String, handoff, self._on_handoff, qos.LATCHED)
         self._action: ActionServer | None = None
         self._cancel_srv: Service | None = None
         self._retired: list[ActionServer] = []
@@ -120,6 +124,16 @@ class MissionServer:
         joined, self._journal_readers = readers > self._journal_readers, readers
         if joined:
             self._apply(self.leader.mission_reader_joined())
+
+    def hand_over(self) -> None:
+        """This replica handed its journal to a new leader: its running mission goes with it (when it has one)."""
+        entry = self.leader.mission_handoff()
+        if entry:
+            self.handoff_pub.publish(String(data=entry))
+            self._log.info('handed the running mission over to the new leader')
+
+    def _on_handoff(self, msg: String) -> None:
+        self._apply(self.leader.adopt_mission(msg.data))
 
     # -- effects -----------------------------------------------------------------------------------------
 

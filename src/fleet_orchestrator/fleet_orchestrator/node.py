@@ -366,7 +366,9 @@ class ShardOrchestrator(TypedLifecycleNode):
         except JournalUnavailable as exc:
             self._journal_failed(exc)
             return
-        effects = self.leader.lead(epoch=lease.epoch, seq_base=plan.seq_base, recovered=recovered)
+        effects = self.leader.lead(
+            epoch=lease.epoch, seq_base=plan.seq_base, recovered=recovered, previous_epoch=previous_epoch
+        )
         self._flush_timer.reset()
         self.replica.handed_over()
         self.replication.stop_following()
@@ -517,8 +519,8 @@ class ShardOrchestrator(TypedLifecycleNode):
         self.missions.tick()
         self.missions.snapshot_for_new_readers()
         try:
-            if self.journal is not None:
-                self.replication.keep_journal(now)
+            if self.journal is not None and self.replication.keep_journal(now):
+                self.missions.hand_over()
         except JournalUnavailable as exc:
             self._journal_failed(exc)
         if self.dispatcher is None:

@@ -240,9 +240,11 @@ class ShardReplication:
         marker.site_id, marker.shard_id = self.site_id, self.shard_id
         self.handoff_pub.publish(marker)
 
-    def keep_journal(self, now: float) -> None:
+    def keep_journal(self, now: float) -> bool:
         """A standby commits what it followed once per tick, answers a snapshot it took and hands its unfinished
-        work to a new leader; old outcomes are pruned now and then. Raises JournalUnavailable."""
+        work to a new leader; old outcomes are pruned now and then. True when it handed its work over (its running
+        mission goes next). Raises JournalUnavailable."""
+        handed = False
         self.durable.persist(now)
         standing_by = self.leader.dispatcher is None
         if self.durable.answer_due and standing_by:
@@ -275,9 +277,11 @@ class ShardReplication:
             self.submission_pub.publish(end)
             if commands:
                 self._log.info(f'handed {len(commands)} unfinished command(s) of the journal to the new leader')
+            handed = True
         if now - self._last_prune >= PRUNE_EVERY_SEC:
             self._last_prune = now
             self.journal.prune(before=now - self._retention_sec())
+        return handed
 
     def audit_handoffs(self, now: float) -> None:
         """While leading: a replica whose hand-over did not all arrive is asked to hand its journal over again."""
