@@ -13,7 +13,13 @@ from fleet_core import topics
 from fleet_core.replica import ShardReplica
 from fleet_core.shard_journal import ShardJournal
 from fleet_interfaces.msg import ShardStatus
-from fleet_orchestrator.durable import UNCAUGHT_TAKEOVER_LEASES, DurableShard, may_take_over
+from fleet_orchestrator.durable import (
+    MARKER_WAIT_SEC,
+    SNAPSHOT_REQUEST_EVERY_SEC,
+    UNCAUGHT_TAKEOVER_LEASES,
+    DurableShard,
+    may_take_over,
+)
 from fleet_ros import qos
 
 LEASE_SEC = 0.6  # test_orchestrator_handover's fleet.yaml
@@ -110,3 +116,19 @@ def test_fleetctl_status_shows_the_caught_up_standbys():
     header, line = board.table(now=0.0)
     column = header.index('STANDBY')
     assert line[column:].split()[0] == '1/2'
+
+
+def test_a_follower_of_a_new_leader_is_caught_up_only_by_its_marker_and_asks_when_it_is_late(tmp_path):
+    # Seen in the five-runs loop: b led epoch 1 for a moment, was fenced, and followed a (epoch 100), whose takeover
+    # marker b had missed. b kept counting itself caught up from its own leadership and never asked for a snapshot.
+    durable = durable_shard(tmp_path)
+    durable.led()
+    assert durable.caught_up
+    durable.on_lease(100, 'a', now=10.0)
+    assert not durable.caught_up  # what it led is not the new leader's work
+    assert not durable.snapshot_request_due(10.0 + MARKER_WAIT_SEC / 2)  # the marker may still come
+    assert durable.snapshot_request_due(10.0 + MARKER_WAIT_SEC)
+    assert not durable.snapshot_request_due(10.0 + MARKER_WAIT_SEC + SNAPSHOT_REQUEST_EVERY_SEC / 2)
+    assert durable.snapshot_request_due(10.0 + MARKER_WAIT_SEC + SNAPSHOT_REQUEST_EVERY_SEC)
+    assert durable.on_snapshot_end(100, leader_id='a', current_leader='a')
+    assert durable.caught_up and not durable.snapshot_request_due(60.0)

@@ -22,6 +22,7 @@ from fleet_interfaces.msg import Command as CommandMsg
 from fleet_interfaces.msg import ShardStatus
 from fleet_interfaces.srv import SubmitCommand
 from fleet_orchestrator.catch_up import HANDOFF_END
+from fleet_orchestrator.durable import SNAPSHOT_END_KIND
 from fleet_orchestrator.node import ShardOrchestrator
 from fleet_ros import qos
 from fleet_ros.convert import command_to_msg
@@ -300,3 +301,22 @@ def test_a_leader_without_a_copy_of_the_running_mission_gets_it_from_the_replica
     # Its steps are the ones a sent (adopted with a's unfinished commands), not second copies.
     steps = {c.command_id for c in b.dispatcher.pending() if c.trace_id == 'm-handed'}
     assert steps and all(b.leader.missions.is_mission_step(cid) for cid in steps)
+
+
+def test_a_follower_that_missed_the_leaders_markers_asks_for_a_snapshot(ros, tmp_path):
+    # The marker that catches a follower up travels on a volatile topic: one sent before the follower discovered the
+    # leader is lost. Here every marker a sends in b's first 4 s is lost; b must ask again and catch up.
+    a = replica(ros, tmp_path, 'a', 0)
+    a.trigger_activate()
+    ros.spin_until(lambda: a.leading, 15, 'a to lead')
+    losing_until = time.monotonic() + 4.0
+    lossy = LossyPublisher(
+        a.replication.handoff_pub,
+        lambda msg: not msg.command_id and msg.kind == SNAPSHOT_END_KIND and time.monotonic() < losing_until,
+    )
+    a.replication.handoff_pub = lossy
+    b = replica(ros, tmp_path, 'b', 1)
+    b.trigger_activate()
+    ros.spin_until(lambda: b.durable.caught_up, 20, "b to catch up on a's snapshot")
+    assert lossy.lost  # a marker was lost on the way
+    assert time.monotonic() >= losing_until  # and the one b took came after

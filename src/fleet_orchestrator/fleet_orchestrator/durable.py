@@ -33,6 +33,10 @@ that joined late, and stops counting it as caught up until it answers that snaps
 SNAPSHOT_REQUEST_EVERY_SEC = 1.0
 """How often a follower with an open gap asks again (a request or its snapshot may be lost, or the leader busy)."""
 
+MARKER_WAIT_SEC = 2.0
+"""How long a follower of a new leader waits for that leader's takeover marker before it asks for a snapshot: the
+marker travels on a volatile topic, and one published before the follower discovered the leader is lost to it."""
+
 UNCAUGHT_TAKEOVER_LEASES = 4.0
 """A replica that is not caught up still takes over once the leader's lease has been gone this many lease periods."""
 
@@ -79,6 +83,8 @@ class DurableShard:
         self.gap_open = ''
         """Why this replica is waiting for a snapshot after a gap ('' when none is open)."""
         self._requested_at = -1e18
+        self._new_leader_at: float | None = None
+        """When the lease of a leader whose marker this replica has not taken yet was first seen (None: none)."""
         self._commands: list[Command] = []
         self._results: list[CommandResult] = []
         for agent, seq in journal.max_seqs().items():
@@ -95,6 +101,10 @@ class DurableShard:
             # A new leader (after a failover, or a cold restart of the shard): it may not know everything this
             # replica's journal holds (it followed late, or never), so this replica hands its unfinished work over.
             self.handoff_due = True
+            # And this replica holds the new leader's work only once it takes its marker (below, when held; or
+            # asked for: snapshot_request_due). What it held of its own leadership or an older one is not enough.
+            self.caught_up = False
+            self._new_leader_at = now
         for entry in self.gate.on_lease(epoch):
             self.admit(entry)
         if self._held_marker is not None and self._held_marker[0] <= self.gate.epoch:
@@ -121,12 +131,15 @@ class DurableShard:
         self.answer_due = epoch
         self.gap.on_snapshot(epoch, covered, last)
         self.gap_open = ''
+        self._new_leader_at = None
         return True
 
     def led(self) -> None:
-        """This replica took over: it holds everything it leads with (and keeps it when it steps down)."""
+        """This replica took over: it holds everything it leads with (and keeps it when it steps down, until it
+        follows a newer leader)."""
         self.caught_up = True
         self.gap_open = ''
+        self._new_leader_at = None
 
     def on_journal_entry(self, command: Command) -> GateVerdict:
         """An entry of the leader's journal topic: counted for gap detection, then admitted like any entry."""
@@ -145,9 +158,11 @@ class DurableShard:
         return reason
 
     def snapshot_request_due(self, now: float) -> bool:
-        """True when this replica should ask the leader for a snapshot now (a gap is open; every
-        SNAPSHOT_REQUEST_EVERY_SEC until a snapshot's marker is taken)."""
-        if not self.gap_open or now - self._requested_at < SNAPSHOT_REQUEST_EVERY_SEC:
+        """True when this replica should ask the leader for a snapshot now: a gap is open, or a new leader's marker
+        has not come within MARKER_WAIT_SEC of its lease; every SNAPSHOT_REQUEST_EVERY_SEC until a snapshot's
+        marker is taken."""
+        marker_late = self._new_leader_at is not None and now - self._new_leader_at >= MARKER_WAIT_SEC
+        if not (self.gap_open or marker_late) or now - self._requested_at < SNAPSHOT_REQUEST_EVERY_SEC:
             return False
         self._requested_at = now
         return True
