@@ -21,7 +21,7 @@ from fleet_interfaces.msg import CommandOutcomes, LeaderLease, ShardStatus
 from fleet_interfaces.srv import GetOutcomes, SubmitCommand
 from fleet_ros import qos
 from harness.exec_log import read_log
-from harness.launch_system import one_leader_at_a_time, settled_on_newest_epoch
+from harness.launch_system import lapsed_before_another_led, one_leader_at_a_time, settled_on_newest_epoch
 from harness.processes import shard_ros_args, wait_exit
 from harness.wait import WaitTimeout
 
@@ -384,3 +384,15 @@ def accepted(ros, client, request_id: str) -> SubmitCommand.Response | None:
 def wait_exit_after_sigint(proc) -> int:
     proc.signal(signal.SIGINT)
     return wait_exit(proc, 15.0)
+
+
+def test_a_lapse_is_told_from_a_standby_taking_a_live_lease():
+    def lease(leader: str, epoch: int, at: float) -> LeaderLease:
+        msg = LeaderLease(leader_id=leader, epoch=epoch)
+        msg.stamp.sec, msg.stamp.nanosec = int(at), round((at % 1) * 1e9)
+        return msg
+
+    renewals = [lease('a', 100, 10.0), lease('a', 100, 10.25), lease('a', 100, 10.5)]
+    assert lapsed_before_another_led([*renewals, lease('b', 101, 12.1)], 'a', 1.0)  # 1.6 s without a lease
+    assert not lapsed_before_another_led([*renewals, lease('b', 101, 10.7)], 'a', 1.0)  # a's lease was live
+    assert not lapsed_before_another_led(renewals, 'a', 1.0)  # nobody else led

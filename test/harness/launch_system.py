@@ -206,6 +206,20 @@ def one_leader_at_a_time(leases: Sequence[LeaderLease], allowed: set[str]) -> st
     return ''
 
 
+def lapsed_before_another_led(leases: Sequence[LeaderLease], leader_id: str, lease_sec: float) -> bool:
+    """Whether the first lease of another replica after `leader_id`'s (in arrival order) is stamped more than
+    `lease_sec` after `leader_id`'s last one: its lease had lapsed (a leader starved of CPU, the documented limit),
+    so the other replica took no live lease. False when no other replica led after it."""
+    last = None
+    for lease in leases:
+        stamp = lease.stamp.sec + lease.stamp.nanosec * 1e-9
+        if lease.leader_id == leader_id:
+            last = stamp
+        elif last is not None:
+            return stamp - last > lease_sec
+    return False
+
+
 def settled_on_newest_epoch(leases: Sequence[LeaderLease], renewals: int = 4) -> bool:
     """Whether a shard's last `renewals` leases (in arrival order) are all of the newest epoch it has seen."""
     newest = max((lease.epoch for lease in leases), default=0)
