@@ -6,7 +6,7 @@ leaderless."""
 from __future__ import annotations
 
 import pytest
-from test_orchestrator_handover import SHARD, SITE, replica
+from test_orchestrator_handover import SHARD, SITE, leader_and_caught_up_standby, replica
 
 from fleet_cli.verbs.status import StatusBoard
 from fleet_core import topics
@@ -96,12 +96,7 @@ def test_a_late_standby_is_caught_up_by_the_snapshot_and_counted_in_the_status(r
 
 @pytest.mark.system
 def test_a_caught_up_standby_takes_over_without_the_long_wait(ros, tmp_path):
-    a = replica(ros, tmp_path, 'a', 0)
-    a.trigger_activate()
-    ros.spin_until(lambda: a.leading, 15, 'a to lead')
-    b = replica(ros, tmp_path, 'b', 1)
-    b.trigger_activate()
-    ros.spin_until(lambda: b.durable.caught_up, 10, 'b to be caught up')
+    a, b = leader_and_caught_up_standby(ros, tmp_path)
     a.trigger_deactivate()
     ros.spin_until(lambda: b.leading, 15, 'b to take over')
     assert b.takeover_seconds < UNCAUGHT_TAKEOVER_LEASES * LEASE_SEC

@@ -220,20 +220,33 @@ def test_a_late_standby_gets_the_outcomes_decided_before_it_joined(ros, tmp_path
 
 class LossyPublisher:
     """A publisher whose samples are lost while `lose(msg)` holds: what a volatile topic does to samples published
-    before the subscriber has discovered the publisher."""
+    before the subscriber has discovered the publisher. `sent` and `lost` keep what went out and what did not."""
 
     def __init__(self, publisher, lose) -> None:
         self._publisher, self._lose = publisher, lose
+        self.sent: list = []
         self.lost: list = []
 
     def publish(self, msg) -> None:
         if self._lose(msg):
             self.lost.append(msg)
             return
+        self.sent.append(msg)
         self._publisher.publish(msg)
 
     def __getattr__(self, name: str):
         return getattr(self._publisher, name)
+
+
+def leader_and_caught_up_standby(ros, tmp_path: Path) -> tuple[ShardOrchestrator, ShardOrchestrator]:
+    """a leads; b, started after it, has taken a's snapshot."""
+    a = replica(ros, tmp_path, 'a', 0)
+    a.trigger_activate()
+    ros.spin_until(lambda: a.leading, 15, 'a to lead')
+    b = replica(ros, tmp_path, 'b', 1)
+    b.trigger_activate()
+    ros.spin_until(lambda: b.durable.caught_up, 10, "b to catch up on a's snapshot")
+    return a, b
 
 
 def test_a_hand_over_that_did_not_arrive_is_asked_for_again(ros, tmp_path):
@@ -241,38 +254,26 @@ def test_a_hand_over_that_did_not_arrive_is_asked_for_again(ros, tmp_path):
     # which already counted the new leader's subscription, handed its 50 unfinished commands over. The volatile
     # samples were lost, the end-of-hand-over marker (kept for late joiners on another topic) arrived, and the 50
     # commands never ran. Here every command a hands over is lost until its first end marker is out.
-    a = replica(ros, tmp_path, 'a', 0)
-    a.trigger_activate()
-    ros.spin_until(lambda: a.leading, 15, 'a to lead')
-    b = replica(ros, tmp_path, 'b', 1)
-    b.trigger_activate()
-    ros.spin_until(lambda: b.durable.caught_up, 10, "b to catch up on a's snapshot")
+    a, b = leader_and_caught_up_standby(ros, tmp_path)
     only_at_a = a.dispatcher.submit(['r001', 'r002'], 'noop', '{}', Priority.NORMAL, 60.0, 'only-at-a')
     a.journal.accept(only_at_a, now=a.clock())
     ids = {c.command_id for c in only_at_a}
 
-    ends: list[list[str]] = []
-    records = a.replication.submission_pub
+    records = LossyPublisher(a.replication.submission_pub, lambda _msg: False)
 
-    class NotingEnds:
-        def publish(self, msg) -> None:
-            if msg.request_id == HANDOFF_END:
-                ends.append(list(msg.command_ids))
-            records.publish(msg)
+    def ends() -> list[list[str]]:
+        return [list(msg.command_ids) for msg in records.sent if msg.request_id == HANDOFF_END]
 
-        def __getattr__(self, name: str):
-            return getattr(records, name)
-
-    lossy = LossyPublisher(a.replication.handoff_pub, lambda msg: msg.command_id and not ends)  # markers pass
+    lossy = LossyPublisher(a.replication.handoff_pub, lambda msg: msg.command_id and not ends())  # markers pass
     a.replication.handoff_pub = lossy
-    a.replication.submission_pub = NotingEnds()
+    a.replication.submission_pub = records
 
     a.trigger_deactivate()
     ros.spin_until(lambda: b.leading, 15, 'b to take over')
     ros.spin_until(lambda: ids <= {c.command_id for c in b.dispatcher.pending()}, 20, "b to adopt a's lost hand-over")
     assert ids <= {msg.command_id for msg in lossy.lost}  # the first hand-overs were lost
-    assert ids <= set(ends[0])  # the marker listed them
-    assert len(ends) >= 2  # and a handed its journal over again when b asked
+    assert ids <= set(ends()[0])  # the marker listed them
+    assert len(ends()) >= 2  # and a handed its journal over again when b asked
 
 
 def test_a_leader_without_a_copy_of_the_running_mission_gets_it_from_the_replica_that_stepped_down(ros, tmp_path):

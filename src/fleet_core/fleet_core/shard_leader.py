@@ -304,10 +304,14 @@ class ShardLeader:
         if dispatcher is None:
             return set()
         ids = set(command_ids)
-        held = ids & ({c.command_id for c in dispatcher.pending()} | {c.command_id for c in self._handed_over})
+        held = ids & self._owed_ids(dispatcher)
         with contextlib.suppress(JournalUnavailable):  # then asked for again: a second hand-over is harmless
             held |= self.journal.finished_ids(ids - held)
         return held
+
+    def _owed_ids(self, dispatcher: CommandDispatcher) -> set[str]:
+        """The commands this leader owes: pending in its dispatcher, or handed over and not adopted yet."""
+        return {c.command_id for c in dispatcher.pending()} | {c.command_id for c in self._handed_over}
 
     def settle(self, results: Sequence[CommandResult]) -> Effects:
         """Outcomes another replica decided or followed, handed over with its work: a command pending here gets that
@@ -452,7 +456,7 @@ class ShardLeader:
         if dispatcher is None:
             return effects
         self._drain(effects)  # acks applied but not drained yet: their outcomes are decided before the steps are read
-        owed = {c.command_id for c in dispatcher.pending()} | {c.command_id for c in self._handed_over}
+        owed = self._owed_ids(dispatcher)
 
         def decided(command_id: str) -> Outcome | None:
             fate = self.journal.fates([command_id])[0]
