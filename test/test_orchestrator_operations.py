@@ -1,6 +1,10 @@
 """E-stop and waved operations against a running mission, driven through fleetctl: the e-stop latches at once on
 every agent and holds the mission (no step is issued while engaged), the release resumes it; a site pause is
-announced and sent in waves and holds the mission until the resume; bad requests exit 2 and change nothing."""
+announced and sent in waves and holds the mission until the resume; bad requests exit 2 and change nothing.
+
+The e-stop that holds the running mission is engaged on the set_estop service fleetctl calls, by the test's own
+client the moment the first point is done: a fleetctl start-up on a loaded host took long enough (10 s) for the
+whole mission to finish first. `fleetctl estop` engages once more after the mission."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import yaml
 from fleet_core import topics
 from fleet_core.mission import TaskEventKind
 from fleet_interfaces.msg import Command, FleetOperation, Heartbeat, ShardStatus, TaskEvent
+from fleet_interfaces.srv import SetEStop
 from fleet_ros import qos
 
 pytestmark = pytest.mark.system
@@ -50,12 +55,14 @@ def test_estop_and_site_pause_hold_the_mission_until_released(ros, processes, fl
     node.create_subscription(FleetOperation, topics.shard_operations(SITE, SHARD), announcements.append, qos.OPERATIONS)
     for agent in AGENTS:
         node.create_subscription(Command, topics.agent_command(SITE, agent), commands.append, qos.COMMAND)
+    set_estop = node.create_client(SetEStop, topics.shard_set_estop(SITE, SHARD))
     common = ['--ros-args', '-p', f'fleet_config:={fleet_config}', '-p', f'site_id:={SITE}', '-p', f'shard_id:={SHARD}']
     processes.start(['shard_orchestrator', *common], name='orchestrator')
     processes.start(
         ['fleet_agent', *common, '-p', f'store_dir:={tmp_path / "st"}', '-p', 'exec_delay_sec:=0.3'], name='agents'
     )
     ros.spin_until(lambda: len(beats) == len(AGENTS) and statuses, 40.0, 'agents and a leader')
+    ros.spin_until(set_estop.service_is_ready, 30.0, "the leader's set_estop service")
 
     def fleetctl(*args: str) -> tuple[int, str]:
         proc = processes.start(['fleetctl', '--config', str(fleet_config), *args], name='fleetctl')
@@ -74,8 +81,9 @@ def test_estop_and_site_pause_hold_the_mission_until_released(ros, processes, fl
     mission_id = out.strip().splitlines()[-1]
     ros.spin_until(lambda: any(e.event == TaskEventKind.POINT_DONE for e in events), 60.0, 'a first point done')
 
-    code, out = fleetctl('estop', '--site', SITE, '--reason', 'test')
-    assert code == 0, out
+    future = set_estop.call_async(SetEStop.Request(engage=True, reason='test', issued_by='test'))
+    reply = ros.spin_until(lambda: future.done() and future.result(), 10.0, 'the e-stop reply')
+    assert reply.ok, reply.error
     ros.spin_until(lambda: all(b.state == Heartbeat.STATE_ESTOPPED for b in beats.values()), 10.0, 'all ESTOPPED')
     ros.spin_until(lambda: any(e.event == TaskEventKind.MISSION_PAUSED for e in events), 10.0, 'the mission held')
     code, out = fleetctl('mission', 'status', '--json')
@@ -108,3 +116,11 @@ def test_estop_and_site_pause_hold_the_mission_until_released(ros, processes, fl
         'the mission to complete',
     )
     assert done.points_done == done.points_total == 60
+
+    # `fleetctl estop` engages (the user's way; the hold above needed a faster hand) and releases.
+    code, out = fleetctl('estop', '--site', SITE, '--reason', 'after the mission')
+    assert code == 0 and 'e-stop ENGAGED (revision 3)' in out, out
+    ros.spin_until(lambda: all(b.state == Heartbeat.STATE_ESTOPPED for b in beats.values()), 10.0, 'all ESTOPPED')
+    code, out = fleetctl('estop', '--site', SITE, '--release')
+    assert code == 0, out
+    ros.spin_until(lambda: not any(b.state == Heartbeat.STATE_ESTOPPED for b in beats.values()), 10.0, 'none ESTOPPED')
