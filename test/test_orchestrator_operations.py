@@ -121,6 +121,9 @@ def test_estop_and_site_pause_hold_the_mission_until_released(ros, processes, fl
     code, out = fleetctl('estop', '--site', SITE, '--reason', 'after the mission')
     assert code == 0 and 'e-stop ENGAGED (revision 3)' in out, out
     ros.spin_until(lambda: all(b.state == Heartbeat.STATE_ESTOPPED for b in beats.values()), 10.0, 'all ESTOPPED')
+    # No mission starts while engaged: its first steps would go to robots that refuse them.
+    code, out = fleetctl('mission', 'start', 'inspection', '--site', SITE, '--points', '6', '--no-wait')
+    assert code != 0 and f'{SITE}/{SHARD} refused the mission' in out, out
     code, out = fleetctl('estop', '--site', SITE, '--release')
     assert code == 0, out
     ros.spin_until(lambda: not any(b.state == Heartbeat.STATE_ESTOPPED for b in beats.values()), 10.0, 'none ESTOPPED')

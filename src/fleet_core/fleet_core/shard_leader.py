@@ -396,9 +396,15 @@ class ShardLeader:
         return OperationReply(True, operation_id=plan.operation_id), effects
 
     def start_mission(self, *, mission_id: str, workflow: str, points: list[Point]) -> Effects:
-        """Raises MissionError (bad goal, unknown workflow) or MissionStateError (not leading, or one is running)."""
+        """Raises MissionError (bad goal, unknown workflow) or MissionStateError (not leading, one is running, or an
+        e-stop or a pause holds the shard: its first steps would go to robots that refuse them or wait)."""
         if not self.missions.leading:
             raise MissionStateError('not the leader of this shard')
+        where = f'{self.site_id}/{self.shard_id}'
+        if self.estop.engaged:
+            raise MissionStateError(f'e-stop engaged on {where}: release it before starting a mission')
+        if self.paused:
+            raise MissionStateError(f'{where} is paused: resume it before starting a mission')
         effects = Effects()
         out = self.missions.start(mission_id=mission_id, workflow=workflow, points=points)
         effects.log(LogLevel.INFO, f'mission {mission_id} ({workflow}) started: {len(points)} points')

@@ -192,6 +192,24 @@ def test_the_estop_goes_out_first_cancels_queued_work_and_holds_the_mission(tmp_
     assert not refused.ok and refused.revision == 2
 
 
+def test_no_mission_starts_while_an_estop_or_a_pause_holds_the_shard(tmp_path: Path, clock: FakeClock) -> None:
+    # Its first steps would go to robots that refuse them (REJECTED_ESTOPPED) or that wait paused: refused instead.
+    leader = leading(tmp_path, clock)
+    points = [Point('p0', 1.0, 0.0)]
+    leader.set_estop(engage=True, reason='drill', issued_by='op')
+    with pytest.raises(MissionStateError, match='e-stop engaged on site_a/zone_1'):
+        leader.start_mission(mission_id='m1', workflow='inspection', points=points)
+    assert leader.missions.mission is None
+    leader.set_estop(engage=False, reason='clear', issued_by='op')
+    leader.request_operation(op=int(FleetOp.PAUSE), issued_by='op')
+    with pytest.raises(MissionStateError, match='site_a/zone_1 is paused'):
+        leader.start_mission(mission_id='m1', workflow='inspection', points=points)
+    leader.request_operation(op=int(FleetOp.RESUME), issued_by='op')
+    assert [c.kind for c in leader.start_mission(mission_id='m1', workflow='inspection', points=points).sends] == [
+        'undock'
+    ]
+
+
 def test_a_standby_mirrors_the_estop_and_holds_the_mission_once_it_leads(tmp_path: Path, clock: FakeClock) -> None:
     leader = make_leader(tmp_path, clock)
     snapshot = EStopSnapshot('site_a', 'zone_1', True, 3, 'drill', 'op', clock())
