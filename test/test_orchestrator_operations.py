@@ -123,7 +123,7 @@ def test_estop_and_site_pause_hold_the_mission_until_released(ros, processes, fl
     ros.spin_until(lambda: all(b.state == Heartbeat.STATE_ESTOPPED for b in beats.values()), 10.0, 'all ESTOPPED')
     # No mission starts while engaged: its first steps would go to robots that refuse them.
     code, out = fleetctl('mission', 'start', 'inspection', '--site', SITE, '--points', '6', '--no-wait')
-    assert code != 0 and f'{SITE}/{SHARD} refused the mission' in out, out
+    assert code != 0 and f'{SITE}/{SHARD} refused the mission: e-stop engaged on {SITE}/{SHARD}' in out, out
     code, out = fleetctl('estop', '--site', SITE, '--release')
     assert code == 0, out
     ros.spin_until(lambda: not any(b.state == Heartbeat.STATE_ESTOPPED for b in beats.values()), 10.0, 'none ESTOPPED')

@@ -7,6 +7,7 @@ failover (the new leader resumes the mission; only the action goal of the dead l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -33,6 +34,7 @@ from fleet_ros import qos
 from fleet_ros.mission_follow import follow_mission
 
 POINT_SPACING_M = 2.0
+REASON_WAIT_SEC = 2.0  # for a refusing shard's reason, a task event published right before the refusal
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -220,7 +222,8 @@ def _send_goals(
     refused = [key for key in split if key not in accepted]
     if not refused:
         return accepted
-    client.spin(0.3)  # the refusal reason is published as a TaskEvent right before the response
+    with contextlib.suppress(ClientTimeout):  # a reason still missing is reported as such below
+        client.spin_until(lambda: all(key in follower.rejections() for key in refused), REASON_WAIT_SEC, 'reasons')
     for site, shard in refused:
         reason = follower.rejections().get((site, shard), 'goal rejected (see the orchestrator log)')
         print(f'fleetctl mission: {site}/{shard} refused the mission: {reason}', file=sys.stderr)
