@@ -21,10 +21,10 @@ from fleet_core.model import Outcome
 from fleet_interfaces.msg import CommandOutcomes, Heartbeat, LeaderLease, ShardStatus
 from fleet_interfaces.srv import GetOutcomes, SubmitCommand
 from fleet_ros import qos
+from fleet_ros.convert import from_time
 from harness.exec_log import read_log
 from harness.launch_system import lapsed_before_another_led, one_leader_at_a_time, settled_on_newest_epoch
 from harness.processes import shard_ros_args, wait_exit
-from harness.wait import WaitTimeout
 
 pytestmark = pytest.mark.system
 TEST_DIR = Path(__file__).resolve().parent
@@ -154,7 +154,7 @@ def test_killing_leader_and_standby_loses_no_command_and_request_ids_stay_idempo
         10,
         'the restarted replicas to log "active"',
     )
-    cold_start_s = fresh[1].stamp.sec + fresh[1].stamp.nanosec * 1e-9 - active[0]
+    cold_start_s = from_time(fresh[1].stamp) - active[0]
     assert cold_start_s < COLD_START_BOUND_SEC, f'no leader for {cold_start_s:.1f}s after a replica was active'
     print(
         f'cold restart: first lease {cold_start_s:.2f}s after the first replica was active, '
@@ -176,15 +176,7 @@ def test_killing_leader_and_standby_loses_no_command_and_request_ids_stay_idempo
     all_ids = [cid for reply in [*first.values(), fresh] for cid in reply.command_ids]
     assert len(all_ids) == len(set(all_ids)) == 7 * AGENTS
 
-    def fates() -> dict[str, int] | None:
-        # A read, sent again when a reply is lost (a leader's service that just appeared can drop one).
-        reply = ros.call(lambda: query.call_async(GetOutcomes.Request(command_ids=all_ids)), 20, 'GetOutcomes')
-        if list(reply.states) != [GetOutcomes.Request.STATE_FINISHED] * len(all_ids):
-            return None
-        return {o.command_id: o.outcome for o in reply.outcomes}
-
-    ros.spin_until(query.service_is_ready, 30, 'the outcome service')
-    journal = wait_fates(ros, fates)
+    journal = journal_fates(ros, query, all_ids)
     # Announcements are facts repeated by whoever leads; a subscriber may miss those a new leader made before
     # discovery matched it (volatile topic), which is what the journal query is for. None may disagree with it.
     executions = Counter(e['command_id'] for e in read_log(log))
@@ -311,25 +303,21 @@ def test_a_replica_without_the_journal_that_leads_first_leads_again_above_the_ag
     query = node.create_client(GetOutcomes, topics.shard_outcomes_query(SITE, SHARD))
     ros.spin_until(query.service_is_ready, 30, 'the outcome service')
 
-    def fates() -> dict[str, int] | None:
-        future = query.call_async(GetOutcomes.Request(command_ids=ids))
-        try:
-            # A request sent while the service of a leader that just (re)took over is matching can go unanswered.
-            ros.spin_until(future.done, 10, 'GetOutcomes')
-        except WaitTimeout:
-            query.remove_pending_request(future)
-            return None
-        reply = future.result()
-        if list(reply.states) != [GetOutcomes.Request.STATE_FINISHED] * len(ids):
-            return None
-        return {o.command_id: o.outcome for o in reply.outcomes}
-
-    assert wait_fates(ros, fates) == dict.fromkeys(ids, Outcome.SUCCEEDED)
+    assert journal_fates(ros, query, ids) == dict.fromkeys(ids, Outcome.SUCCEEDED)
     # True outcomes: each command's execution record, once.
     assert Counter(e['command_id'] for e in read_log(log)) == dict.fromkeys(ids, 1)
 
 
-def wait_fates(ros, fates):
+def journal_fates(ros, query, ids: list[str]) -> dict[str, int]:
+    """Each command's outcome from the leader's journal, once every one is FINISHED. GetOutcomes is a read, sent again
+    when a reply is lost (the service of a leader that just took over can drop one)."""
+
+    def fates() -> dict[str, int] | None:
+        reply = ros.call(lambda: query.call_async(GetOutcomes.Request(command_ids=ids)), 20, 'GetOutcomes')
+        if list(reply.states) != [GetOutcomes.Request.STATE_FINISHED] * len(ids):
+            return None
+        return {o.command_id: o.outcome for o in reply.outcomes}
+
     return ros.spin_until(fates, 60, 'a journaled outcome for every command')
 
 

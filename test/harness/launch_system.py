@@ -20,6 +20,7 @@ import yaml
 from fleet_core import topics
 from fleet_interfaces.msg import Heartbeat, LeaderLease, ShardStatus
 from fleet_ros import qos
+from fleet_ros.convert import from_time
 from harness.wait import WaitTimeout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,7 +213,7 @@ def lapsed_before_another_led(leases: Sequence[LeaderLease], leader_id: str, lea
     so the other replica took no live lease. False when no other replica led after it."""
     last = None
     for lease in leases:
-        stamp = lease.stamp.sec + lease.stamp.nanosec * 1e-9
+        stamp = from_time(lease.stamp)
         if lease.leader_id == leader_id:
             last = stamp
         elif last is not None:
