@@ -3,10 +3,11 @@ one owner per name, in a cluster also through the workers' shared names, and eve
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import cast
 
 import pytest
-from rclpy.node import Node, NodeNameNonExistentError
+from rclpy.node import Node
 
 from fleet_gateway.ros import graph as ros_graph
 from fleet_gateway.ros.graph import EndpointConflict
@@ -81,11 +82,10 @@ def test_in_a_cluster_names_are_claimed_in_the_shared_table_and_always_given_bac
 
 
 class Graph:
-    """The ROS graph as the gateway node `me` sees it: each node (name, namespace) with the services it serves;
-    `gone` nodes are still listed but no longer answer for their services."""
+    """The ROS graph as the gateway node `me` sees it: each node (name, namespace) with the services it serves."""
 
-    def __init__(self, me: tuple[str, str], nodes: dict[tuple[str, str], set[str]], gone: frozenset = frozenset()):
-        self.me, self.nodes, self.gone = me, nodes, gone
+    def __init__(self, me: tuple[str, str], nodes: dict[tuple[str, str], set[str]]):
+        self.me, self.nodes = me, nodes
 
     def get_name(self) -> str:
         return self.me[0]
@@ -93,16 +93,14 @@ class Graph:
     def get_namespace(self) -> str:
         return self.me[1]
 
-    def count_services(self, service: str) -> int:
-        return sum(service in served for served in self.nodes.values())
-
-    def get_node_names_and_namespaces(self) -> list[tuple[str, str]]:
-        return list(self.nodes)
-
-    def get_service_names_and_types_by_node(self, name: str, namespace: str) -> list[tuple[str, list[str]]]:
-        if (name, namespace) in self.gone:
-            raise NodeNameNonExistentError(name)
-        return [(service, ['fleet_interfaces/srv/T']) for service in self.nodes[(name, namespace)]]
+    def get_subscriptions_info_by_topic(self, topic: str, no_mangle: bool) -> list[SimpleNamespace]:
+        assert no_mangle
+        return [
+            SimpleNamespace(node_name=name, node_namespace=namespace)
+            for (name, namespace), served in self.nodes.items()
+            for service in served
+            if ros_graph.request_topic(service) == topic
+        ]
 
 
 def served_elsewhere(graph: Graph, service: str, worker: int | None) -> bool:
@@ -124,9 +122,10 @@ def test_the_graph_speaks_for_other_nodes_than_the_gateway_cluster():
     assert served_elsewhere(Graph(('fleet_gateway_w1', '/'), {('fleet_gateway_wx', '/'): {goal}}), goal, 1)
     assert served_elsewhere(Graph(('fleet_gateway', '/'), {('fleet_gateway_w1', '/'): {goal}}), goal, None)
     assert not served_elsewhere(Graph(('fleet_gateway', '/'), {('fleet_gateway', '/'): set()}), goal, None)
-    # A sibling that leaves the graph between the two questions: its server is not known to be its, so the answer
-    # errs on the side of a refusal (the client may advertise again).
-    left = Graph(
-        ('fleet_gateway', '/'), {('fleet_gateway_w1', '/'): {goal}}, gone=frozenset({('fleet_gateway_w1', '/')})
-    )
-    assert served_elsewhere(left, goal, 0)
+    # A server whose node no longer (or not yet) claims it: the graph cannot say whose it is, and it does not count
+    # (the server a sibling destroyed, once the sibling's announcement arrived before the endpoint's removal).
+    unknown = (ros_graph.UNKNOWN_NODE, '_NODE_NAMESPACE_UNKNOWN_')
+    assert not served_elsewhere(Graph(('fleet_gateway_w1', '/'), {unknown: {goal}}), goal, 1)
+    assert not served_elsewhere(Graph(('fleet_gateway', '/'), {unknown: {goal}}), goal, None)
+    assert served_elsewhere(Graph(('fleet_gateway', '/'), {unknown: {goal}, ('planner', '/'): {goal}}), goal, None)
+    assert not served_elsewhere(Graph(('fleet_gateway', '/'), {('planner', '/'): {'/other'}}), goal, None)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Callable
 
-from rclpy.node import Node, NodeNameNonExistentError
+from rclpy.node import Node
 
 from fleet_gateway.conversion import type_name
 
@@ -49,16 +48,22 @@ def cluster_nodes(node: Node, worker: int | None) -> Callable[[str, str], bool]:
     return lambda other, other_namespace: other_namespace == namespace and pattern.fullmatch(other) is not None
 
 
+UNKNOWN_NODE = '_NODE_NAME_UNKNOWN_'
+"""The node name the ROS graph gives an endpoint whose node it does not know (not yet, or no longer)."""
+
+
+def request_topic(service: str) -> str:
+    """The DDS topic that carries `service`'s requests (the rmw's naming: rq<service>Request)."""
+    return f'rq{service}Request'
+
+
 def served_elsewhere(node: Node, service: str, ours: Callable[[str, str], bool]) -> bool:
-    """Whether a node that is not `ours` (see `cluster_nodes`) serves `service` in the ROS graph. The graph shows a
-    server for a while after its node destroyed it, and a sibling worker's servers are its clients': the cluster's
-    shared claims decide between those, so the graph only speaks for the other nodes."""
-    servers = node.count_services(service)
-    if servers == 0:
-        return False
-    for name, namespace in node.get_node_names_and_namespaces():
-        if ours(name, namespace):
-            with contextlib.suppress(NodeNameNonExistentError):  # left the graph meanwhile
-                listed = node.get_service_names_and_types_by_node(name, namespace)
-                servers -= any(listed_name == service for listed_name, _ in listed)
-    return servers > 0
+    """Whether a node that is not `ours` (see `cluster_nodes`) serves `service` in the ROS graph: one question,
+    the endpoints that take the service's requests, each with its node. A server its node destroyed stays in the
+    graph for a while, first under its node and then under no known node (the node's announcement and the
+    endpoint's removal travel separately), and a sibling worker's servers are its clients': the cluster's shared
+    claims decide those. So only the endpoints of known nodes other than `ours` count."""
+    return any(
+        endpoint.node_name != UNKNOWN_NODE and not ours(endpoint.node_name, endpoint.node_namespace)
+        for endpoint in node.get_subscriptions_info_by_topic(request_topic(service), no_mangle=True)
+    )
