@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.action import ActionClient, ActionServer
 from rclpy.context import Context
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.experimental import EventsExecutor
@@ -58,10 +59,20 @@ def shut_down_in_order(nodes: Sequence[Node], executor: ShutdownStep, context: C
                 _lifecycle_shutdown(node)
         for node in reversed(nodes):
             executor.remove_node(node)
+            destroy_actions(node)
             node.destroy_node()
         executor.shutdown()
     finally:
         context.try_shutdown()  # whatever failed on the way, the context does not outlive the program
+
+
+def destroy_actions(node: Node) -> None:
+    """Destroy `node`'s action clients and servers, which rclpy's `destroy_node` leaves alone: the garbage collector
+    would free their handles later, after the context is gone, and there Fast DDS can wait forever (a demo process
+    hung at exit in `rcl_action_client_fini`)."""
+    for waitable in list(node.waitables):
+        if isinstance(waitable, (ActionClient, ActionServer)):
+            waitable.destroy()  # type: ignore[no-untyped-call]  # rclpy leaves destroy() untyped
 
 
 def _lifecycle_shutdown(node: LifecycleNode) -> None:

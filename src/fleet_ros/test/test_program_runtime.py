@@ -13,11 +13,14 @@ import textwrap
 from typing import Any, cast
 
 import pytest
+from rclpy._rclpy_pybind11 import InvalidHandle
+from rclpy.action import ActionClient, ActionServer
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 
+from fleet_interfaces.action import RunMission
 from fleet_ros.runtime import EXIT_STARTUP, RosProgram, ros_program, run_program, shut_down_in_order
 
 # -- the order, with stand-ins (no rclpy) ------------------------------------------------------------------------
@@ -39,6 +42,7 @@ class FakeContext:
 class FakeNode:
     def __init__(self, name: str, log: list[str], context: FakeContext) -> None:
         self.name, self.log, self.context = name, log, context
+        self.waitables: list[object] = []
 
     def destroy_node(self) -> None:
         self.log.append(f'destroy {self.name} (context valid: {self.context.ok()})')
@@ -331,6 +335,18 @@ def test_a_crashing_program_prints_the_python_stack_of_the_crash() -> None:
     assert proc.returncode == -signal.SIGSEGV
     assert 'Segmentation fault' in proc.stderr
     assert 'body_that_crashes' in proc.stderr, proc.stderr
+
+
+def test_the_nodes_action_clients_and_servers_are_destroyed_with_them() -> None:
+    # rclpy's destroy_node leaves them to the garbage collector, which freed one after the context was gone: a hang
+    with ros_program('runtime_test', args=[]) as program:
+        node = program.add_node(Node('runtime_test_actions', context=program.context))
+        client = ActionClient(node, RunMission, '/runtime_test/mission')
+        server = ActionServer(node, RunMission, '/runtime_test/mission', lambda handle: RunMission.Result())
+        assert {client, server} <= set(node.waitables)
+    assert not [w for w in node.waitables if isinstance(w, (ActionClient, ActionServer))]
+    with pytest.raises(InvalidHandle):
+        client.server_is_ready()
 
 
 def test_a_short_lived_program_waits_on_a_wait_set_and_the_others_on_events() -> None:
