@@ -57,6 +57,10 @@ class _ExecutableInPackage(_Recorded):
     pass
 
 
+class _Parameter(_Recorded):
+    pass
+
+
 class _LaunchConfiguration(_Recorded):
     def perform(self, context: types.SimpleNamespace) -> str:
         return context.launch_configurations[self.args[0]]
@@ -80,6 +84,7 @@ def _fake_launch_modules() -> dict[str, types.ModuleType]:
         'launch_ros': module('launch_ros'),
         'launch_ros.actions': module('launch_ros.actions', Node=_Node),
         'launch_ros.substitutions': module('launch_ros.substitutions', ExecutableInPackage=_ExecutableInPackage),
+        'launch_ros.parameter_descriptions': module('launch_ros.parameter_descriptions', Parameter=_Parameter),
     }
 
 
@@ -110,7 +115,10 @@ def _as_rows(actions: list[Any]) -> list[dict[str, object]]:
     for action in actions:
         if isinstance(action, _Node):
             kw = action.kwargs
-            *files, params = kw['parameters']
+            files = [p for p in kw['parameters'] if not isinstance(p, _Parameter)]
+            named = [p for p in kw['parameters'] if isinstance(p, _Parameter)]
+            assert kw['parameters'] == [*files, *named], 'a params file after a per-node parameter would override it'
+            params = {p.args[0]: p.args[1] for p in named}
             rows.append(
                 {
                     'package': kw['package'],

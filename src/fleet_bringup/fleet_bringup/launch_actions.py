@@ -54,9 +54,13 @@ def check_arguments(launch_file: str, declared: Sequence[Argument], given: Mappi
 
 def to_action(spec: NodeSpec) -> Any:
     """A launch_ros Node for a ROS node (name, namespace, params files, then per-node parameters: later entries win,
-    as with `--params-file ... -p ...` in `fleetctl up`); an ExecuteProcess for a plain program."""
+    as with `--params-file ... -p ...` in `fleetctl up`); an ExecuteProcess for a plain program.
+
+    Per-node parameters go as `Parameter`s, which launch_ros passes as `-p name:=value`. A dict would be written to a
+    `launch_params_*` file in the temp directory that launch_ros never removes: one per node and launch."""
     from launch.actions import ExecuteProcess  # noqa: PLC0415 - only on ROS 2 installs
     from launch_ros.actions import Node  # noqa: PLC0415 - only on ROS 2 installs
+    from launch_ros.parameter_descriptions import Parameter  # noqa: PLC0415 - only on ROS 2 installs
     from launch_ros.substitutions import ExecutableInPackage  # noqa: PLC0415 - only on ROS 2 installs
 
     if spec.is_ros_node:
@@ -65,7 +69,7 @@ def to_action(spec: NodeSpec) -> Any:
             executable=spec.executable,
             name=spec.node_name,
             namespace=spec.namespace,
-            parameters=[*spec.params_files, dict(spec.parameters)],
+            parameters=[*spec.params_files, *(Parameter(name, value) for name, value in spec.parameters.items())],
             arguments=list(spec.arguments),
             output='screen',
         )
