@@ -12,6 +12,7 @@ from rclpy.context import Context
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 
+from fleet_ros.runtime import shut_down_in_order
 from harness.wait import WaitTimeout, wait_for
 
 T = TypeVar('T')
@@ -68,9 +69,4 @@ class RosHarness:
         return self.call(lambda: client.call_async(request), timeout, f'the answer of {client.srv_name}')
 
     def close(self) -> None:
-        for node in reversed(self.nodes):
-            self.executor.remove_node(node)
-            node.destroy_node()
-        self.executor.shutdown()
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
+        shut_down_in_order(self.nodes, self.executor, self.context)  # the programs' order, action handles included

@@ -59,14 +59,14 @@ def shut_down_in_order(nodes: Sequence[Node], executor: ShutdownStep, context: C
                 _lifecycle_shutdown(node)
         for node in reversed(nodes):
             executor.remove_node(node)
-            destroy_actions(node)
+            _destroy_actions(node)
             node.destroy_node()
         executor.shutdown()
     finally:
         context.try_shutdown()  # whatever failed on the way, the context does not outlive the program
 
 
-def destroy_actions(node: Node) -> None:
+def _destroy_actions(node: Node) -> None:
     """Destroy `node`'s action clients and servers, which rclpy's `destroy_node` leaves alone: the garbage collector
     would free their handles later, after the context is gone, and there Fast DDS can wait forever (a demo process
     hung at exit in `rcl_action_client_fini`)."""
