@@ -6,6 +6,7 @@ this session's ROS domain running and no file in the launch's temp directory."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,10 +151,20 @@ def test_the_sigint_shutdown_is_orderly_and_quiet() -> None:
     wait_for(lambda: EXIT, 5, what='the launch to see ros2 launch exit')
     lines = ''.join(OUTPUT).splitlines()
     clean = [line for line in lines if 'process has finished cleanly' in line]
-    assert len(clean) == len(STOPPED), '\n'.join(lines[-40:])
+    assert len(clean) == len(STOPPED), _what_did_not_finish_cleanly(lines)
     noisy = [line for line in lines if '[FATAL]' in line or 'Traceback' in line or 'context is invalid' in line]
     assert not noisy, '\n'.join(noisy)
     assert EXIT == [0], '\n'.join(lines[-40:])
+
+
+def _what_did_not_finish_cleanly(lines: list[str]) -> str:
+    """Every line of each process without a "finished cleanly" line (a stuck one prints its threads' stacks there
+    before it is killed), then the end of the output."""
+    started = {m.group(1) for line in lines if (m := re.search(r'\[INFO\] \[([\w-]+)\]: process started', line))}
+    clean = {m.group(1) for line in lines if (m := re.search(r'\[([\w-]+)\]: process has finished cleanly', line))}
+    unclean = started - clean
+    own = [line for line in lines if any(line.startswith(f'[{name}]') for name in unclean)]
+    return '\n'.join([f'not finished cleanly: {sorted(unclean)}', *own, '...', *lines[-30:]])
 
 
 @pytest.mark.launch(fixture=sim_fleet)

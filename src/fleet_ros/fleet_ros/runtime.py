@@ -37,6 +37,10 @@ EXIT_OK = 0
 EXIT_STARTUP = 2
 """Exit code of a program whose start failed on one of its `startup_errors` (as argparse exits on bad usage)."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STUCK_EXIT_DUMP_SEC = 8.0
+"""A whole-process program still running this long after a stop was requested (or its body returned) prints the stack
+of every thread to stderr, once: between ros2 launch's SIGTERM (5 s after its SIGINT) and its SIGKILL, a stuck
+shutdown says where it is stuck before it is killed."""
 
 NodeT = TypeVar('NodeT', bound=Node)
 SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers
@@ -88,13 +92,16 @@ class RosProgram:
     """A running program as its body sees it: the context, the executor, the nodes to spin and to shut down, and
     whether a stop was requested (SIGINT/SIGTERM or `request_stop()`)."""
 
-    def __init__(self, name: str, context: Context, executor: Executor) -> None:
+    def __init__(
+        self, name: str, context: Context, executor: Executor, *, stuck_exit_dump_sec: float | None = None
+    ) -> None:
         self.name = name
         self.context = context
         self.executor = executor
         self.nodes: list[Node] = []
         self.stop_reason = ''
         self._stop = threading.Event()
+        self._stuck_exit_dump_sec = stuck_exit_dump_sec
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
 
@@ -114,10 +121,18 @@ class RosProgram:
         main thread once the program's loop or asyncio work has returned."""
         if not self._stop.is_set():
             self.stop_reason = reason
+            self._arm_stuck_exit_dump()
         self._stop.set()
         loop, event = self._loop, self._stop_event
         if loop is not None and event is not None and not loop.is_closed():
             loop.call_soon_threadsafe(event.set)
+
+    def _arm_stuck_exit_dump(self) -> None:
+        # faulthandler's watchdog is a C thread: it prints even when the main thread is stuck in C code holding the
+        # GIL, and the interpreter cancels it at exit. Armed once: a second stop request does not postpone it.
+        if self._stuck_exit_dump_sec is not None:
+            faulthandler.dump_traceback_later(self._stuck_exit_dump_sec, exit=False)
+            self._stuck_exit_dump_sec = None
 
     def _on_signal(self, signum: int, _frame: FrameType | None = None) -> None:
         self.request_stop(signal.Signals(signum).name)
@@ -218,6 +233,7 @@ class RosProgram:
 
     def close(self) -> None:
         """The ordered shutdown (`shut_down_in_order`), then the loop is closed."""
+        self._arm_stuck_exit_dump()
         try:
             shut_down_in_order(self.nodes, self.executor, self.context)
             self.nodes.clear()
@@ -262,6 +278,7 @@ def ros_program(
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
     ignore_signals_after: bool = False,
     short_lived: bool = False,
+    stuck_exit_dump_sec: float | None = None,
 ) -> Iterator[RosProgram]:
     """A RosProgram with a fresh context (rclpy's signal handlers off; `args` are rclpy's, None: sys.argv) and
     `signals` asking it to stop; on exit the ordered shutdown (`RosProgram.close`), then the previous handlers, or
@@ -271,7 +288,8 @@ def ros_program(
     service clients and subscriptions as it goes, where speed does not matter) gets a SingleThreadedExecutor: with
     the EventsExecutor, the middleware's threads call into an entity's event callbacks, and destroying a
     subscription or client while one does can crash the process (a fleetctl run ended in SIGSEGV after its work
-    was done). Python's fault handler is on in every program, so a crash prints the stack of every thread."""
+    was done). Python's fault handler is on in every program, so a crash prints the stack of every thread; with
+    `stuck_exit_dump_sec`, so does a program still running that long after a stop request or the end of its body."""
     if not faulthandler.is_enabled():
         faulthandler.enable()
     context = Context()
@@ -279,7 +297,7 @@ def ros_program(
         args=list(args) if args is not None else None, context=context, signal_handler_options=SignalHandlerOptions.NO
     )
     executor = SingleThreadedExecutor(context=context) if short_lived else EventsExecutor(context=context)
-    program = RosProgram(name, context, executor)
+    program = RosProgram(name, context, executor, stuck_exit_dump_sec=stuck_exit_dump_sec)
     previous = program.install_signal_handlers(signals)
     try:
         yield program
@@ -303,13 +321,21 @@ def run_program(
     startup_errors: tuple[type[Exception], ...] = (),
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
     whole_process: bool = True,
+    stuck_exit_dump_sec: float = STUCK_EXIT_DUMP_SEC,
 ) -> int:
     """Run `body(program)` in a `ros_program` and return the exit code: the body's (None: 0), 0 after a stop
     request, or EXIT_STARTUP with one line `<name>: error: <message>` on stderr when the body raises one of
     `startup_errors` (the shutdown has run by then). A `whole_process` program (a console script) leaves `signals`
-    ignored once shut down; in-process callers (tests) pass False to get their previous handlers back."""
+    ignored once shut down, and prints every thread's stack if it is still running `stuck_exit_dump_sec` after a stop
+    request or the end of its body; in-process callers (tests) pass False to get their previous handlers back."""
     try:
-        with ros_program(name, args=args, signals=signals, ignore_signals_after=whole_process) as program:
+        with ros_program(
+            name,
+            args=args,
+            signals=signals,
+            ignore_signals_after=whole_process,
+            stuck_exit_dump_sec=stuck_exit_dump_sec if whole_process else None,
+        ) as program:
             code = body(program)
     except startup_errors as exc:
         sys.stderr.write(f'{name}: error: {exc}\n')

@@ -5,6 +5,7 @@ a signal, EXIT_STARTUP and one line after a startup error."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
 import signal
 import subprocess
@@ -269,6 +270,7 @@ def test_a_whole_process_program_ignores_stop_signals_once_shut_down() -> None:
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
+        faulthandler.cancel_dump_traceback_later()  # the stuck-exit dump is for a process that ends, not this one
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -295,21 +297,54 @@ PROGRAM = textwrap.dedent(
 )
 
 
-def test_sigterm_to_a_program_process_is_an_orderly_exit_0() -> None:
-    proc = subprocess.Popen([sys.executable, '-c', PROGRAM], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _signal_when_ready(program: str, sig: signal.Signals) -> tuple[int, str]:
+    """Run `program` in a process, send it `sig` once it prints "ready"; its exit code and stderr."""
+    proc = subprocess.Popen([sys.executable, '-c', program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == 'ready'
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, err
+    return proc.returncode, err
+
+
+def test_sigterm_to_a_program_process_is_an_orderly_exit_0() -> None:
+    code, err = _signal_when_ready(PROGRAM, signal.SIGTERM)
+    assert code == 0, err
     assert 'stopping on SIGTERM' in err
     assert 'context is invalid' not in err
     assert 'Traceback' not in err
+
+
+STUCK_PROGRAM = textwrap.dedent(
+    """
+    import time
+    from rclpy.node import Node
+    from fleet_ros.runtime import run_program
+
+    def stuck_on_the_way_down():
+        time.sleep(5)  # the stand-in for a shutdown step that does not return (a native call waiting forever)
+
+    def body(program):
+        program.add_node(Node('runtime_test_stuck', context=program.context))
+        print('ready', flush=True)
+        program.spin()
+        stuck_on_the_way_down()
+
+    run_program('runtime_test', body, args=[], stuck_exit_dump_sec=0.5)
+    """
+)
+
+
+def test_a_program_stuck_after_a_stop_request_prints_where_it_is_stuck() -> None:
+    code, err = _signal_when_ready(STUCK_PROGRAM, signal.SIGINT)
+    assert code == 0, err
+    assert 'Timeout (0:00:00.500000)!' in err, err
+    assert 'stuck_on_the_way_down' in err, err
 
 
 CRASHING_PROGRAM = textwrap.dedent(
