@@ -347,6 +347,35 @@ def test_a_program_stuck_after_a_stop_request_prints_where_it_is_stuck() -> None
     assert 'stuck_on_the_way_down' in err, err
 
 
+STUCK_SHUTDOWN_PROGRAM = textwrap.dedent(
+    """
+    import time
+    from rclpy.node import Node
+    from fleet_ros.runtime import run_program
+
+    class NodeStuckInDestroy(Node):
+        def destroy_node(self):
+            time.sleep(5)  # the stand-in for an endpoint teardown that does not return
+            super().destroy_node()
+
+    def body(program):
+        program.add_node(NodeStuckInDestroy('runtime_test_stuck', context=program.context))
+
+    # No stop request: the body returns, and the ordered shutdown is where the program is stuck.
+    run_program('runtime_test', body, args=[], stuck_exit_dump_sec=0.5)
+    """
+)
+
+
+def test_a_program_stuck_in_its_shutdown_after_its_body_returned_prints_where_it_is_stuck() -> None:
+    proc = subprocess.run(
+        [sys.executable, '-c', STUCK_SHUTDOWN_PROGRAM], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert 'Timeout (0:00:00.500000)!' in proc.stderr, proc.stderr
+    assert 'destroy_node' in proc.stderr, proc.stderr
+
+
 CRASHING_PROGRAM = textwrap.dedent(
     """
     import ctypes
